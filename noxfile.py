@@ -1,0 +1,40 @@
+"""Developer tasks: ``nox`` runs lint, type checks and the whole test suite."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+LINT_PATHS = ["src", "tests", "examples", "benchmarks", "noxfile.py"]
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff format --check and ruff check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+    session.run("ruff", "check", *LINT_PATHS)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("mypy>=1.10", "-e", ".[test]")
+    session.run("mypy", "--strict", "src")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (starts the services it needs by itself)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Start every example server, make one real request to it, stop it."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "tests/examples", *session.posargs)

@@ -1,0 +1,1 @@
+"""Adapters that put the dispatch layer behind other servers (WSGI, ASGI)."""

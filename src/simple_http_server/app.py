@@ -1,0 +1,289 @@
+"""``App``: the registry every decorator writes into.
+
+Module-level decorators (``route``, ``request_map``, ``request_filter``...)
+register on one default app; ``get_app_conf(tag)`` returns other named apps.
+Registrations are compiled into route tables and binding plans once, the first
+time the app serves after a change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from .dispatch.binding import ModelBinder
+from .dispatch.error_pages import ErrorPages
+from .dispatch.filters import FilterEntry
+from .dispatch.routing import parse_methods
+from .models import SESSION_COOKIE_NAME, SessionFactory
+
+__all__ = [
+    "App",
+    "AppConf",
+    "ControllerFunction",
+    "get_app_conf",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+Methods = str | Sequence[str] | None
+Exprs = str | Sequence[str] | None
+
+_CLASS_MAPPING = "__shs_request_map__"
+_CLASS_CONTROLLER = "__shs_controller__"
+
+
+@dataclass(slots=True)
+class ControllerFunction:
+    """One ``@request_map`` registration, as written by the user."""
+
+    func: Callable[..., Any]
+    url: str = ""
+    regexp: str = ""
+    method: Methods = None
+    headers: Exprs = None
+    match_all_headers_expressions: bool | None = None
+    params: Exprs = None
+    match_all_params_expressions: bool | None = None
+    owner: type | None = None  # the class, for controller methods
+
+    @property
+    def methods(self) -> frozenset[str]:
+        """The methods this registration names (empty: any)."""
+        return parse_methods(self.method)
+
+
+@dataclass(slots=True)
+class ControllerClassInfo:
+    """``@controller`` options of a class."""
+
+    singleton: bool = True
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class _MethodMarker:
+    """Stands in for a decorated method until its class exists (``__set_name__``)."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.registrations: list[ControllerFunction] = []
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        for reg in self.registrations:
+            reg.owner = owner
+        setattr(owner, name, self.func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+
+def _is_method(func: Callable[..., Any]) -> bool:
+    parts = getattr(func, "__qualname__", "").split(".")
+    return len(parts) > 1 and parts[-2] != "<locals>"
+
+
+class App:
+    """A set of controllers, filters, websocket handlers and error pages."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+        self.controllers: list[ControllerFunction] = []
+        self.filters: list[FilterEntry] = []
+        self.error_pages = ErrorPages()
+        self.websocket_handlers: list[Any] = []
+        self.model_bindings: dict[Any, ModelBinder] = {}
+        self._fallback_binder: ModelBinder | None = None
+        self.session_factory: SessionFactory | None = None
+        self.session_cookie_name: str = SESSION_COOKIE_NAME
+        self.session_timeout: int = 30 * 60
+        self._version = 0
+        self._compiled: Any = None
+        self._lock = threading.Lock()
+
+    def changed(self) -> None:
+        """Mark the app as changed; it is compiled again before the next request."""
+        self._version += 1
+
+    # -- controllers ---------------------------------------------------------
+    def _register(self, target: Any, reg: ControllerFunction) -> Any:
+        if isinstance(target, type):
+            setattr(target, _CLASS_MAPPING, reg)
+            self.changed()
+            return target
+        if isinstance(target, _MethodMarker):
+            reg.func = target.func
+            target.registrations.append(reg)
+            self.controllers.append(reg)
+            self.changed()
+            return target
+        reg.func = target
+        self.controllers.append(reg)
+        self.changed()
+        if _is_method(target):
+            marker = _MethodMarker(target)
+            marker.registrations.append(reg)
+            return marker
+        return target
+
+    @overload
+    def request_map(self, __func: F) -> F: ...
+
+    @overload
+    def request_map(
+        self,
+        url: str = "",
+        *,
+        regexp: str = "",
+        method: Methods = None,
+        headers: Exprs = None,
+        match_all_headers_expressions: bool | None = None,
+        params: Exprs = None,
+        match_all_params_expressions: bool | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def request_map(self, *anno_args: Any, **options: Any) -> Any:
+        """Map a function, method or class to a url or ``regexp``.
+
+        Usable bare (``@request_map``) or with arguments
+        (``@request_map("/path", method="GET")``).
+        """
+        if len(anno_args) == 1 and callable(anno_args[0]) and not options:
+            return self._register(anno_args[0], ControllerFunction(func=anno_args[0]))
+        url = options.pop("url", anno_args[0] if anno_args else "")
+
+        def decorator(target: Any) -> Any:
+            return self._register(target, ControllerFunction(func=target, url=url, **options))
+
+        return decorator
+
+    route = request_map
+    request = request_map
+
+    def controller(self, *anno_args: Any, **options: Any) -> Any:
+        """Make a controller class a singleton, or pass its ``__init__`` arguments."""
+
+        def decorate(cls: type) -> type:
+            info = ControllerClassInfo(
+                singleton=options.get("singleton", True),
+                args=tuple(options.get("args") or ()),
+                kwargs=dict(options.get("kwargs") or {}),
+            )
+            setattr(cls, _CLASS_CONTROLLER, info)
+            self.changed()
+            return cls
+
+        if len(anno_args) == 1 and isinstance(anno_args[0], type) and not options:
+            return decorate(anno_args[0])
+        return decorate
+
+    # -- filters and error pages ---------------------------------------------
+    def request_filter(self, path: Any = "", regexp: str = "") -> Any:
+        """Register a filter ``f(ctx)`` for a path pattern or a ``regexp``."""
+        if callable(path):
+            func, path = path, ""
+            self.filters.append(FilterEntry.create(func, "/**"))
+            self.changed()
+            return func
+
+        def decorator(func: F) -> F:
+            self.filters.append(FilterEntry.create(func, path, regexp))
+            self.changed()
+            return func
+
+        return decorator
+
+    def filter_map(
+        self, regexp: str = "", filter_function: Callable[..., Any] | None = None
+    ) -> Any:
+        """Deprecated spelling of ``request_filter(regexp=...)``."""
+        if filter_function is not None:
+            self.filters.append(FilterEntry.create(filter_function, regexp=regexp))
+            self.changed()
+            return filter_function
+        return self.request_filter(regexp=regexp)
+
+    def error_message(self, *codes: Any) -> Any:
+        """Register an error page for codes, ranges (``"40x"``) or everything."""
+        if len(codes) == 1 and callable(codes[0]):
+            self.error_pages.add((), codes[0])
+            return codes[0]
+
+        def decorator(func: F) -> F:
+            self.error_pages.add(tuple(codes), func)
+            return func
+
+        return decorator
+
+    # -- model bindings (naja-atra) ------------------------------------------
+    def model_binding(self, *types: Any) -> Callable[[type], type]:
+        """Register a binder class for arguments annotated with ``types``."""
+
+        def decorator(cls: type) -> type:
+            for t in types:
+                self.model_bindings[t] = cls
+            self.changed()
+            return cls
+
+        return decorator
+
+    def default_model_binding(self, cls: type) -> type:
+        """Register the binder class used for otherwise unknown annotations."""
+        self._fallback_binder = cls
+        self.changed()
+        return cls
+
+    @property
+    def fallback_binder(self) -> ModelBinder | None:
+        """The ``default_model_binding`` class, if any."""
+        return self._fallback_binder
+
+    # -- compiled state ------------------------------------------------------
+    def compiled(self) -> Any:
+        """Route tables and plans, compiled again after any change."""
+        compiled = self._compiled
+        if compiled is not None and compiled.version == self._version:
+            return compiled
+        from .dispatch.compile import compile_app
+
+        with self._lock:
+            if self._compiled is None or self._compiled.version != self._version:
+                self._compiled = compile_app(self, self._version)
+            return self._compiled
+
+    def iter_controllers(self) -> Iterable[ControllerFunction]:
+        """Every registration."""
+        return iter(self.controllers)
+
+
+AppConf = App
+
+_apps: dict[str, App] = {"": App()}
+_apps_lock = threading.Lock()
+
+
+def get_app_conf(tag: str = "") -> App:
+    """The app named ``tag`` (the default app for ``""``), created on first use."""
+    with _apps_lock:
+        app = _apps.get(tag)
+        if app is None:
+            app = _apps[tag] = App(tag)
+        return app
+
+
+def default_app() -> App:
+    """The app behind the module-level decorators."""
+    return _apps[""]
+
+
+def class_mapping(cls: type) -> ControllerFunction | None:
+    """The class-level ``@request_map`` of ``cls``."""
+    value = cls.__dict__.get(_CLASS_MAPPING)
+    return value if isinstance(value, ControllerFunction) else None
+
+
+def class_controller(cls: type) -> ControllerClassInfo | None:
+    """The ``@controller`` options of ``cls``."""
+    value = cls.__dict__.get(_CLASS_CONTROLLER)
+    return value if isinstance(value, ControllerClassInfo) else None

@@ -1,0 +1,95 @@
+"""Server settings: one frozen, validated object with safe defaults.
+
+Every limit and timeout of the transports and the dispatch layer is here, so
+``server.start(...)``, the command line and the adapters share one source.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["Limits", "ServerConfig"]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Size limits of requests and messages."""
+
+    #: Largest request line plus headers (431 beyond).
+    max_head_size: int = 64 * KIB
+    #: Largest body buffered in memory: JSON, urlencoded forms, ``BytesBody`` (413 beyond).
+    max_body_size: int = 16 * MIB
+    #: Largest multipart body; file parts stream to disk (413 beyond).
+    max_upload_size: int = 1024 * MIB
+    #: Most parts in one multipart body (413 beyond).
+    max_parts: int = 1000
+    #: Largest header line of one multipart part (413 beyond).
+    max_part_header_size: int = 8 * KIB
+    #: Largest websocket message (close 1009 beyond).
+    max_websocket_message_size: int = 16 * MIB
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"{f.name} must not be negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Everything a transport needs to serve; see the README's limits table."""
+
+    host: str = "127.0.0.1"
+    port: int = 9090
+    limits: Limits = field(default_factory=Limits)
+    #: Keep connections open between requests.
+    keep_alive: bool = True
+    #: Requests served on one connection before it is closed (0: no limit).
+    keep_alive_max_requests: int = 0
+    #: Seconds an idle keep-alive connection is kept.
+    idle_timeout: float = 60.0
+    #: Seconds allowed to deliver a complete request head.
+    head_timeout: float = 10.0
+    #: Seconds allowed between two pieces of a request body (or of a response write).
+    body_timeout: float = 30.0
+    #: Most simultaneous connections; more get a 503 and are closed.
+    max_connections: int = 10000
+    #: Threads serving requests (threaded transport) or running sync code (asyncio).
+    worker_threads: int = 64
+    #: Seconds ``stop()`` waits for in-flight requests.
+    drain_timeout: float = 10.0
+    #: Write one access-log line per request.
+    access_log: bool = False
+    ssl_context: ssl.SSLContext | None = None
+    gzip_content_types: frozenset[str] = frozenset()
+    gzip_min_size: int = 1024
+    gzip_compress_level: int = 6
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be in 0..65535")
+        if self.worker_threads < 1:
+            raise ValueError("worker_threads must be at least 1")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        for name in ("idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    def with_changes(self, **changes: Any) -> ServerConfig:
+        """A copy with some settings changed (``limits`` fields accepted too)."""
+        limit_names = {f.name for f in fields(Limits)}
+        limit_changes = {k: changes.pop(k) for k in list(changes) if k in limit_names}
+        config = replace(self, **changes)
+        if limit_changes:
+            config = replace(config, limits=replace(config.limits, **limit_changes))
+        return config
+
+    @property
+    def secure(self) -> bool:
+        """True when serving TLS."""
+        return self.ssl_context is not None

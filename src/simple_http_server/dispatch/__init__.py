@@ -1,0 +1,1 @@
+"""The dispatch layer: ``Request -> Response`` with no knowledge of sockets."""

@@ -1,0 +1,411 @@
+"""Parameter injection, planned once per controller at registration.
+
+:func:`plan_binding` reads a function's signature a single time and returns a
+:class:`BindingPlan`: one small binder per argument.  Per request the plan only
+runs those binders; no ``inspect`` and no type switch happen on the hot path.
+"""
+
+from __future__ import annotations
+
+import http.cookies
+import inspect
+import json
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import HttpError
+from ..models import (
+    BytesBody,
+    Cookie,
+    Cookies,
+    Environment,
+    Header,
+    Headers,
+    JSONBody,
+    ModelDict,
+    Parameter,
+    Parameters,
+    PathValue,
+    RegGroup,
+    RegGroups,
+    Request,
+    Session,
+)
+from ..responses import Response
+from .bodies import MultipartFile, RequestBodyReader
+from .routing import WILDCARD_KEY
+
+__all__ = ["BindContext", "BindingPlan", "ModelBinder", "plan_binding"]
+
+
+class BindContext:
+    """What binders read: the request and the live response."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: Request, response: Response) -> None:
+        self.request = request
+        self.response = response
+
+
+Binder = Callable[[BindContext], Any]
+#: A user binder class (naja-atra's ``@model_binding``):
+#: ``cls(request, response, arg_name, arg_type, default).bind()``.
+ModelBinder = type
+
+
+@dataclass(frozen=True, slots=True)
+class BindingPlan:
+    """How to build the arguments of one controller."""
+
+    names: tuple[str, ...]
+    binders: tuple[Binder, ...]
+    awaiting: frozenset[int]
+    needs_body: bool
+    needs_stream: bool
+    path_value_names: frozenset[str]
+
+    async def bind(self, ctx: BindContext) -> dict[str, Any]:
+        """Keyword arguments for one request."""
+        kwargs = {name: binder(ctx) for name, binder in zip(self.names, self.binders, strict=True)}
+        if self.awaiting:
+            for index in self.awaiting:
+                name = self.names[index]
+                value = kwargs[name]
+                if inspect.isawaitable(value):
+                    kwargs[name] = await value
+        return kwargs
+
+
+def _missing(name: str) -> HttpError:
+    return HttpError(400, "Missing Parameter", f"Parameter[{name}] is required.")
+
+
+def _bad(name: str, what: str) -> HttpError:
+    return HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be {what}.")
+
+
+def _to_bool(value: str) -> bool:
+    return value.lower() not in ("0", "false", "")
+
+
+def _converter(name: str, target: Any) -> Callable[[str], Any]:
+    if target is int or target is float:
+        what = "an int" if target is int else "a float"
+
+        def number(value: str) -> Any:
+            try:
+                return target(value)
+            except ValueError:
+                raise _bad(name, what) from None
+
+        return number
+    if target is bool:
+        return _to_bool
+    if target is dict or typing.get_origin(target) is dict:
+
+        def as_json(value: str) -> Any:
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise _bad(name, "a JSON object") from None
+
+        return as_json
+    return str
+
+
+def _is_list(t: Any) -> bool:
+    return t is list or typing.get_origin(t) is list
+
+
+def _by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
+    """A query/form parameter converted to ``target``."""
+    if _is_list(target):
+        args = typing.get_args(target)
+        item = _converter(name, args[0]) if args else str
+
+        def many(ctx: BindContext) -> Any:
+            values = ctx.request.parameters.get(name)
+            if values is None:
+                if required:
+                    raise _missing(name)
+                return default
+            return [item(v) for v in values]
+
+        return many
+    convert = _converter(name, target)
+
+    def one(ctx: BindContext) -> Any:
+        values = ctx.request.parameters.get(name)
+        if not values:
+            if required:
+                raise _missing(name)
+            return default
+        return convert(values[0])
+
+    return one
+
+
+def _header(name: str, default: Any, required: bool) -> Binder:
+    def header(ctx: BindContext) -> Any:
+        value = ctx.request.headers.get(name)
+        if value is None:
+            if required:
+                raise HttpError(400, "Missing Header", f"Header[{name}] is required.")
+            return default
+        return Header(name, value) if isinstance(value, str) else value
+
+    return header
+
+
+def _cookie(name: str, default: Any, required: bool) -> Binder:
+    def cookie(ctx: BindContext) -> Any:
+        morsel = ctx.request.cookies.get(name)
+        if morsel is None:
+            if required:
+                raise HttpError(400, "Missing Cookie", f"Cookie[{name}] is required.")
+            return default
+        return morsel
+
+    return cookie
+
+
+def _path_value(name: str) -> Binder:
+    def path_value(ctx: BindContext) -> PathValue:
+        values = ctx.request.path_values
+        value = values.get(name)
+        if value is None:
+            value = values.get(WILDCARD_KEY, "")
+        return PathValue(name, value)
+
+    return path_value
+
+
+def _reg_group(index: int) -> Binder:
+    def reg_group(ctx: BindContext) -> RegGroup:
+        groups = ctx.request.reg_groups
+        if not 0 <= index < len(groups):
+            raise HttpError(400, "Invalid Parameter", f"RegGroup[{index}] is out of range.")
+        return RegGroup(index, _value=groups[index])
+
+    return reg_group
+
+
+def _json_body(ctx: BindContext) -> Any:
+    if not ctx.request.content_type.lower().startswith("application/json"):
+        raise HttpError(415, "Unsupported Media Type", "JSONBody needs application/json.")
+    return ctx.request.json
+
+
+def _multipart_file(name: str, default: Any, required: bool) -> Binder:
+    def file(ctx: BindContext) -> Any:
+        files = ctx.request.files.get(name)
+        if files:
+            return files[0]
+        if name in ctx.request.parameters:
+            raise HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be a file.")
+        if required:
+            raise _missing(name)
+        return default
+
+    return file
+
+
+def _model_dict(ctx: BindContext) -> ModelDict:
+    return ModelDict(
+        {k: v[0] if len(v) == 1 else list(v) for k, v in ctx.request.parameters.items()}
+    )
+
+
+def _session(ctx: BindContext) -> Any:
+    return ctx.request.get_session(True)
+
+
+_FIXED: dict[Any, Binder] = {
+    Request: lambda ctx: ctx.request,
+    Response: lambda ctx: ctx.response,
+    Headers: lambda ctx: ctx.request.headers,
+    Cookies: lambda ctx: ctx.request.cookies,
+    http.cookies.SimpleCookie: lambda ctx: ctx.request.cookies,
+    http.cookies.BaseCookie: lambda ctx: ctx.request.cookies,
+    RegGroups: lambda ctx: RegGroups(ctx.request.reg_groups),
+    JSONBody: _json_body,
+    BytesBody: lambda ctx: BytesBody(ctx.request.body),
+    ModelDict: _model_dict,
+    Environment: lambda ctx: Environment(ctx.request.environment),
+    RequestBodyReader: lambda ctx: ctx.request.reader,
+    Session: _session,
+}
+_BODY_KINDS = {JSONBody, BytesBody}
+
+
+def _kind_of(value: Any) -> Any:
+    for kind in (
+        *_FIXED,
+        Parameter,
+        Parameters,
+        Header,
+        Cookie,
+        PathValue,
+        RegGroup,
+        MultipartFile,
+    ):
+        if isinstance(kind, type) and isinstance(value, kind):
+            return kind
+    return None
+
+
+def _is_class(value: Any, base: type) -> bool:
+    return isinstance(value, type) and issubclass(value, base)
+
+
+def _hints(func: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # unresolvable forward references: use what is there
+        return dict(getattr(func, "__annotations__", {}))
+
+
+def plan_binding(
+    func: Callable[..., Any],
+    skip_first: bool = False,
+    model_binders: dict[Any, ModelBinder] | None = None,
+    default_binder: ModelBinder | None = None,
+) -> BindingPlan:
+    """Build the binding plan of ``func`` (``skip_first`` for ``self``)."""
+    model_binders = model_binders or {}
+    hints = _hints(func)
+    params = list(inspect.signature(func).parameters.values())
+    if skip_first and params:
+        params = params[1:]
+    names: list[str] = []
+    binders: list[Binder] = []
+    awaiting: set[int] = set()
+    needs_body = needs_stream = False
+    path_names: set[str] = set()
+    for index, p in enumerate(params):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        has_default = p.default is not p.empty
+        default = p.default if has_default else None
+        annotation = hints.get(p.name, p.annotation)
+        if annotation is p.empty:
+            annotation = None
+        binder, kind = _binder_for(
+            p.name, annotation, default, has_default, model_binders, default_binder
+        )
+        if kind in _BODY_KINDS:
+            needs_body = True
+        if kind is RequestBodyReader:
+            needs_stream = True
+        if kind is PathValue:
+            marker_name = default.name if isinstance(default, PathValue) else ""
+            path_names.add(marker_name or p.name)
+        if kind == "model":
+            awaiting.add(len(names))
+        names.append(p.name)
+        binders.append(binder)
+        del index
+    return BindingPlan(
+        tuple(names),
+        tuple(binders),
+        frozenset(awaiting),
+        needs_body,
+        needs_stream,
+        frozenset(path_names),
+    )
+
+
+def _binder_for(
+    name: str,
+    annotation: Any,
+    default: Any,
+    has_default: bool,
+    model_binders: dict[Any, ModelBinder],
+    default_binder: ModelBinder | None,
+) -> tuple[Binder, Any]:
+    marker = _kind_of(default) if has_default else None
+    if marker is not None:
+        return _marker_binder(name, marker, default, annotation), marker
+    # An annotation names the kind; a plain default is the value when missing.
+    if annotation is not None:
+        for kind in _FIXED:
+            if _is_class(annotation, kind):
+                return _FIXED[kind], kind
+        for kind in (Header, Cookie, PathValue, RegGroup, MultipartFile, Parameters, Parameter):
+            if _is_class(annotation, kind):
+                required = not has_default
+                marker_default = default if has_default else None
+                return _annotated_marker(name, kind, marker_default, required), kind
+        if annotation in model_binders or (
+            default_binder is not None
+            and isinstance(annotation, type)
+            and annotation not in (str, int, float, bool, list, dict)
+        ):
+            cls = model_binders.get(annotation, default_binder)
+            return _model_binder(cls, name, annotation, default), "model"
+    target = annotation
+    if has_default and default is not None and annotation is None:
+        target = type(default)
+    if target is None or not (
+        target in (str, int, float, bool, list, dict)
+        or _is_list(target)
+        or typing.get_origin(target) is dict
+    ):
+        target = str
+    return _by_name(name, target, default, not has_default), "param"
+
+
+def _annotated_marker(name: str, kind: Any, default: Any, required: bool) -> Binder:
+    if kind is Header:
+        return _header(name, default, required)
+    if kind is Cookie:
+        return _cookie(name, default, required)
+    if kind is PathValue:
+        return _path_value(name)
+    if kind is RegGroup:
+        return _reg_group(0)
+    if kind is MultipartFile:
+        return _multipart_file(name, default, required)
+    if kind is Parameters:
+        return _by_name(name, list[str], default if default is not None else [], required)
+    return _by_name(name, str, default, required)
+
+
+def _marker_binder(name: str, kind: Any, default: Any, annotation: Any) -> Binder:
+    if kind in _FIXED:
+        return _FIXED[kind]
+    required = bool(getattr(default, "_required", False))
+    real = getattr(default, "name", "") or name
+    if kind is Parameter:
+        target = annotation if annotation in (int, float, bool) else str
+        fallback = str(default) if not required else None
+        return _by_name(real, target, fallback, required)
+    if kind is Parameters:
+        return _by_name(real, list[str], list(default), required)
+    if kind is Header:
+        return _header(real, str(default), required)
+    if kind is Cookie:
+        return _cookie(real, default, required)
+    if kind is PathValue:
+        return _path_value(real)
+    if kind is RegGroup:
+        return _reg_group(default.group)
+    return _multipart_file(real, default, required)
+
+
+def _model_binder(cls: Any, name: str, arg_type: Any, default: Any) -> Binder:
+    def bind(ctx: BindContext) -> Any:
+        result = cls(ctx.request, ctx.response, name, arg_type, default).bind()
+        return result if inspect.isawaitable(result) else _ready(result)
+
+    return bind
+
+
+def _ready(value: Any) -> Awaitable[Any]:
+    async def done() -> Any:
+        return value
+
+    return done()

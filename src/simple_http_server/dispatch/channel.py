@@ -1,0 +1,91 @@
+"""The seam between the dispatch layer and a transport.
+
+A transport hands the dispatcher one :class:`Channel` per request: the
+dispatcher pulls the request body from it and pushes the response into it.
+The channel's ``async`` methods never suspend in the threaded transport (they
+block instead), which lets one dispatch coroutine serve both transports.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import BinaryIO
+
+from .invoke import run_sync
+
+__all__ = ["Channel", "HeaderLines", "encode_headers"]
+
+HeaderLines = list[tuple[bytes, bytes]]
+FILE_CHUNK = 256 * 1024
+_UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
+
+
+def _encode(text: str) -> bytes:
+    text = text.translate(_UNSAFE)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
+    """Header lines as bytes, with CR, LF and NUL neutralized (no response splitting)."""
+    return [(_encode(name), _encode(value)) for name, value in headers]
+
+
+class Channel(ABC):
+    """One request/response exchange with a client."""
+
+    #: True when the connection is TLS.
+    secure: bool = False
+    #: (host, port) of the peer, when known.
+    peer: tuple[str, int] | None = None
+
+    @abstractmethod
+    async def receive(self) -> bytes:
+        """The next piece of the request body; ``b""`` once it is complete."""
+
+    @abstractmethod
+    async def send_head(self, status: int, headers: HeaderLines) -> None:
+        """Send the response head."""
+
+    @abstractmethod
+    async def send_data(self, data: bytes) -> None:
+        """Send a piece of the response body."""
+
+    @abstractmethod
+    async def send_end(self) -> None:
+        """Finish the response."""
+
+    async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``file`` from ``offset``, a chunk at a time."""
+        file.seek(offset)
+        remaining = count
+        while remaining > 0:
+            chunk = file.read(min(FILE_CHUNK, remaining))
+            if not chunk:
+                raise OSError(f"file shrank while sending: {os.fspath(file.name)}")
+            remaining -= len(chunk)
+            await self.send_data(chunk)
+
+    async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
+        """Send a complete response whose body is in memory (one write when possible)."""
+        await self.send_head(status, headers)
+        await self.send_data(body)
+        await self.send_end()
+
+    # Blocking forms, for user code that streams from a plain function
+    # (``Response.write_bytes``).  Transports override them when the async
+    # forms may suspend.
+    def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Send a response head from synchronous code."""
+        run_sync(self.send_head(status, encode_headers(headers)))
+
+    def write_blocking(self, data: bytes) -> None:
+        """Send body bytes from synchronous code."""
+        run_sync(self.send_data(data))
+
+    def end_blocking(self) -> None:
+        """Finish the response from synchronous code."""
+        run_sync(self.send_end())

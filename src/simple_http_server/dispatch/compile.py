@@ -1,0 +1,153 @@
+"""Compile an :class:`~simple_http_server.app.App` into what serves requests.
+
+Runs once per change of the app: builds the route table, the binding plan of
+every controller and the controller-instance providers of class controllers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .binding import BindContext, BindingPlan, plan_binding
+from .filters import FilterEntry
+from .invoke import call, is_async_callable
+from .routing import Router, compile_conditions
+
+if TYPE_CHECKING:
+    from ..app import App, ControllerFunction
+
+__all__ = ["CompiledApp", "Endpoint", "compile_app"]
+
+_FILTER_CACHE_SIZE = 2048
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """A controller ready to serve: function, binding plan, instance provider."""
+
+    func: Callable[..., Any]
+    plan: BindingPlan
+    instance: Callable[[], Any] | None = None
+    is_async: bool = False
+
+    async def invoke(self, ctx: BindContext) -> Any:
+        """Bind the arguments and call the controller."""
+        kwargs = await self.plan.bind(ctx)
+        if self.instance is not None:
+            return await call(self.func, self.instance(), **kwargs)
+        return await call(self.func, **kwargs)
+
+
+@dataclass(slots=True)
+class CompiledApp:
+    """Everything the dispatcher reads per request."""
+
+    version: int
+    router: Router[Endpoint]
+    filters: list[FilterEntry]
+    websockets: Any = None
+    _filter_cache: dict[str, tuple[Callable[..., Any], ...]] = field(default_factory=dict)
+
+    def filters_for(self, path: str) -> tuple[Callable[..., Any], ...]:
+        """The filters that apply to ``path``, in registration order."""
+        cached = self._filter_cache.get(path)
+        if cached is None:
+            cached = tuple(f.func for f in self.filters if f.matches(path))
+            if len(self._filter_cache) >= _FILTER_CACHE_SIZE:
+                self._filter_cache.clear()
+            self._filter_cache[path] = cached
+        return cached
+
+
+def _join(prefix: str, url: str) -> str:
+    if not url:
+        return prefix
+    if not prefix:
+        return url
+    return prefix.rstrip("/") + "/" + url.lstrip("/")
+
+
+def _instance_provider(cls: type) -> Callable[[], Any]:
+    from ..app import class_controller
+
+    info = class_controller(cls)
+    if info is None:
+        return cls
+    args, kwargs = info.args, info.kwargs
+    if not info.singleton:
+        return lambda: cls(*args, **kwargs)
+    holder: list[Any] = []
+
+    def singleton() -> Any:
+        if not holder:
+            holder.append(cls(*args, **kwargs))
+        return holder[0]
+
+    return singleton
+
+
+def _effective(reg: ControllerFunction) -> tuple[str, str, frozenset[str], Any]:
+    """url, regexp, methods and conditions after applying the class mapping."""
+    from ..app import class_mapping
+
+    url, regexp, methods = reg.url, reg.regexp, reg.methods
+    headers, params = reg.headers, reg.params
+    all_headers, all_params = reg.match_all_headers_expressions, reg.match_all_params_expressions
+    cls_map = class_mapping(reg.owner) if reg.owner is not None else None
+    if cls_map is not None:
+        if not regexp:
+            url = _join(cls_map.url, url)
+        if not methods:
+            methods = cls_map.methods
+        headers = _concat(cls_map.headers, headers)
+        params = _concat(cls_map.params, params)
+        if all_headers is None:
+            all_headers = cls_map.match_all_headers_expressions
+        if all_params is None:
+            all_params = cls_map.match_all_params_expressions
+    conditions = compile_conditions(params, headers, all_params, all_headers)
+    return url, regexp, methods, conditions
+
+
+def _concat(a: Any, b: Any) -> list[str]:
+    out: list[str] = []
+    for item in (a, b):
+        if item:
+            out.extend([item] if isinstance(item, str) else item)
+    return out
+
+
+def compile_app(app: App, version: int) -> CompiledApp:
+    """Build the route table and binding plans of ``app``."""
+    router: Router[Endpoint] = Router()
+    plans: dict[Any, BindingPlan] = {}
+    providers: dict[type, Callable[[], Any]] = {}
+    for reg in app.iter_controllers():
+        if not reg.url and not reg.regexp and reg.owner is None:
+            raise ValueError(f"{reg.func.__qualname__}: request_map needs a url or a regexp")
+        owner = reg.owner
+        plan = plans.get(reg.func)
+        if plan is None:
+            plan = plan_binding(
+                reg.func, owner is not None, app.model_bindings, app.fallback_binder
+            )
+            plans[reg.func] = plan
+        instance = None
+        if owner is not None:
+            instance = providers.get(owner)
+            if instance is None:
+                instance = providers[owner] = _instance_provider(owner)
+        endpoint = Endpoint(reg.func, plan, instance, is_async_callable(reg.func))
+        url, regexp, methods, conditions = _effective(reg)
+        if regexp:
+            router.add_regexp(regexp, endpoint, methods, conditions)
+        else:
+            router.add_url(url, endpoint, methods, conditions)
+    websockets = None
+    if app.websocket_handlers:
+        from ..websocket import compile_websockets
+
+        websockets = compile_websockets(app)
+    return CompiledApp(version, router, list(app.filters), websockets)

@@ -1,0 +1,359 @@
+"""The dispatcher: route -> body -> filters -> bind -> invoke -> normalize -> send.
+
+``Dispatcher.handle(request, channel)`` is the one pipeline behind every front
+end (threaded, asyncio, WSGI, ASGI, TestClient).  It never sees bytes from a
+socket: it reads the body from and writes the response into a ``Channel``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import Any
+
+from .. import logger as _logging
+from ..config import ServerConfig
+from ..errors import HttpError
+from ..models import Headers, Request, Session, SessionFactory
+from ..responses import JSON_TYPE, Outcome, Redirect, Response, StaticFile, normalize
+from .binding import BindContext
+from .bodies import RequestBodyReader, close_files, parse_query, read_form
+from .channel import Channel, encode_headers
+from .compile import CompiledApp, Endpoint
+from .error_pages import default_error_body, default_message
+from .filters import FilterContext, run_chain
+from .invoke import call
+from .routing import normalize_path
+from .sessions import LocalSessionFactory
+from .static import Resources, guess_type, plan_file
+
+__all__ = ["Dispatcher", "make_request"]
+
+_log = _logging.get_logger("simple_http_server.dispatch")
+_access = _logging.get_logger("simple_http_server.access")
+
+
+def make_request(
+    method: str,
+    target: str,
+    headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]],
+    scheme: str = "http",
+) -> Request:
+    """Build a :class:`Request` from a request line's pieces and raw header pairs."""
+    raw_path, _, query = target.partition("?")
+    raw_path = raw_path.partition("#")[0]
+    hdrs = Headers()
+    for name, value in headers:
+        key = name.decode("latin-1") if isinstance(name, bytes) else name
+        val = value.decode("latin-1") if isinstance(value, bytes) else value
+        if key in hdrs:
+            sep = "; " if key.lower() == "cookie" else ", "
+            hdrs[key] = f"{hdrs[key]}{sep}{val}"
+        else:
+            hdrs[key] = val
+    if raw_path.startswith(("http://", "https://")):  # absolute-form target
+        raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
+    request = Request(
+        method, normalize_path(raw_path or "/"), query, hdrs, parse_query(query), scheme
+    )
+    return request
+
+
+def _has_body(request: Request) -> bool:
+    headers = request.headers
+    if "Transfer-Encoding" in headers:
+        return True
+    length = request.content_length
+    return bool(length)
+
+
+class Dispatcher:
+    """Serves requests of one app.
+
+    Args:
+        app: the :class:`~simple_http_server.app.App` to serve.
+        config: limits and options.
+        resources: static mounts ``{pattern: folder}``.
+        session_factory: overrides the app's session factory.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        config: ServerConfig | None = None,
+        resources: Mapping[str, str] | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config or ServerConfig()
+        self.resources = Resources(resources)
+        self._session_factory = session_factory
+        self._local_sessions: SessionFactory | None = None
+
+    # -- sessions ------------------------------------------------------------
+    @property
+    def session_factory(self) -> SessionFactory:
+        """The factory in use: explicit, the app's, or a local in-memory one."""
+        factory = self._session_factory or self.app.session_factory
+        if factory is None:
+            from ..server import global_session_factory
+
+            factory = global_session_factory()
+        if factory is None:
+            if self._local_sessions is None:
+                self._local_sessions = LocalSessionFactory(self.app.session_timeout)
+            factory = self._local_sessions
+        return factory
+
+    def _attach_session(self, request: Request) -> None:
+        holder: list[Session | None] = []
+        cookie_name = self.app.session_cookie_name
+
+        def get_session(create: bool) -> Session | None:
+            if holder and holder[0] is not None and holder[0].is_valid:
+                return holder[0]
+            morsel = request.cookies.get(cookie_name)
+            sid = morsel.value if morsel is not None else ""
+            session = self.session_factory.get_session(sid, create)
+            holder[:] = [session]
+            return session
+
+        request._session_getter = get_session
+        request._session_holder = holder  # type: ignore[attr-defined]
+
+    def _session_cookie(self, request: Request, headers: list[tuple[str, str]]) -> None:
+        holder = getattr(request, "_session_holder", None)
+        if not holder or holder[0] is None:
+            return
+        session = holder[0]
+        name = self.app.session_cookie_name
+        morsel = request.cookies.get(name)
+        sent = morsel.value if morsel is not None else None
+        secure = "; Secure" if request.scheme == "https" else ""
+        if session.is_valid:
+            if sent != session.id:
+                headers.append(
+                    ("Set-Cookie", f"{name}={session.id}; Path=/; HttpOnly; SameSite=Lax{secure}")
+                )
+        elif sent is not None:
+            headers.append(
+                (
+                    "Set-Cookie",
+                    f"{name}=; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age=0; "
+                    "Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+                )
+            )
+
+    # -- pipeline ------------------------------------------------------------
+    async def handle(self, request: Request, channel: Channel) -> None:
+        """Serve one request through ``channel``."""
+        started = time.perf_counter() if self.config.access_log else 0.0
+        response = Response()
+        response._channel = channel
+        request.client_address = channel.peer
+        outcome: Outcome
+        try:
+            outcome = await self._serve(request, response, channel)
+        except HttpError as err:
+            outcome = await self.error_outcome(err.code, err.message, err.explain)
+        except Redirect as redirect:
+            outcome = normalize(redirect)
+        except Exception:
+            _log.exception("Error while serving %s %s", request.method, request.path)
+            outcome = await self.error_outcome(500, "", "")
+        finally:
+            if request.files:
+                close_files(request)
+        if response._streaming:
+            if not response._closed:
+                await channel.send_end()
+            status, size = response.status_code, -1
+        else:
+            status, size = await self.send(request, channel, outcome)
+        if started:
+            _access.info(
+                '%s "%s %s" %d %d %.2fms',
+                channel.peer[0] if channel.peer else "-",
+                request.method,
+                request.path,
+                status,
+                size,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _serve(self, request: Request, response: Response, channel: Channel) -> Outcome:
+        compiled: CompiledApp = self.app.compiled()
+        match = compiled.router.lookup(
+            request.method, request.path, request.parameters, request.headers
+        )
+        endpoint = match.target
+        static_path: str | None = None
+        if endpoint is None:
+            if self.resources and request.method in ("GET", "HEAD"):
+                static_path = self.resources.resolve(request.path)
+            if static_path is None:
+                if match.allowed:
+                    allowed = set(match.allowed)
+                    if "GET" in allowed:
+                        allowed.add("HEAD")
+                    outcome = await self.error_outcome(405, "", "")
+                    outcome.headers.append(("Allow", ", ".join(sorted(allowed))))
+                    return outcome
+                raise HttpError(404, "Not Found", "Cannot find a controller for your path.")
+        else:
+            request.path_values = match.path_values
+            request.reg_groups = match.reg_groups
+        await self._read_body(request, channel, endpoint)
+        self._attach_session(request)
+        holder: list[Any] = []
+
+        async def run_endpoint() -> None:
+            if endpoint is None:
+                holder.append(StaticFile(static_path or "", None))
+            else:
+                holder.append(await endpoint.invoke(BindContext(request, response)))
+
+        filters = compiled.filters_for(request.path)
+        if filters:
+            await run_chain(FilterContext(request, response, filters, run_endpoint))
+        else:
+            await run_endpoint()
+        answer = response._answer
+        if answer is not None:
+            if isinstance(answer, HttpError):
+                return await self.error_outcome(answer.code, answer.message, answer.explain)
+            return normalize(answer)
+        if response._streaming:
+            return Outcome(status=response.status_code)
+        if holder:
+            result = holder[0]
+            if result is None and _response_touched(response):
+                return normalize(response)
+            outcome = normalize(result)
+            if response.headers or response.cookies:
+                _merge_response(response, outcome)
+            if (
+                result is not None
+                and not isinstance(result, Response | tuple | Redirect)
+                and (response.status_code != 200)
+            ):
+                outcome.status = response.status_code
+            return outcome
+        return normalize(response)
+
+    async def _read_body(
+        self, request: Request, channel: Channel, endpoint: Endpoint | None
+    ) -> None:
+        if endpoint is not None and endpoint.plan.needs_stream:
+            request.reader = RequestBodyReader(channel, 0)
+            return
+        if not _has_body(request):
+            return
+        limits = self.config.limits
+        declared = request.content_length
+        is_multipart = request.content_type.lower().startswith("multipart/")
+        limit = limits.max_upload_size if is_multipart else limits.max_body_size
+        if declared is not None and limit and declared > limit:
+            raise HttpError(413, "Content Too Large", f"The request body exceeds {limit} bytes.")
+        await read_form(request, channel, limits)
+
+    # -- errors --------------------------------------------------------------
+    async def error_outcome(self, code: int, message: str, explain: str) -> Outcome:
+        """The outcome of the error page for ``code``."""
+        message = default_message(code, message)
+        page = self.app.error_pages.find(code)
+        if page is not None:
+            func, kwargs_of = page
+            try:
+                result = await call(func, **kwargs_of(code, message, explain))
+                outcome = normalize(result)
+                if not isinstance(result, Response | tuple):
+                    outcome.status = code
+                return outcome
+            except Exception:
+                _log.exception("Error page for %d failed", code)
+        body = default_error_body(code, message, explain)
+        return Outcome(status=code, body=body, content_type=JSON_TYPE)
+
+    # -- sending -------------------------------------------------------------
+    async def send(self, request: Request, channel: Channel, outcome: Outcome) -> tuple[int, int]:
+        """Write an outcome; returns (status, body bytes)."""
+        headers = outcome.headers
+        self._session_cookie(request, headers)
+        body = outcome.body
+        if isinstance(body, StaticFile):
+            return await self._send_file(request, channel, outcome, body)
+        has_type = any(name.lower() == "content-type" for name, _ in headers)
+        if not has_type and outcome.content_type and outcome.status not in (204, 304):
+            headers.append(("Content-Type", outcome.content_type))
+        if isinstance(body, bytes):
+            headers = [h for h in headers if h[0].lower() != "content-length"]
+            if outcome.status in (204, 304) or outcome.status < 200:
+                body = b""
+            else:
+                headers.append(("Content-Length", str(len(body))))
+            await channel.send_response(outcome.status, encode_headers(headers), body)
+            return outcome.status, len(body)
+        await channel.send_head(outcome.status, encode_headers(headers))
+        size = 0
+        if isinstance(body, AsyncIterable):
+            async for chunk in body:
+                size += len(chunk)
+                await channel.send_data(_as_bytes(chunk))
+        elif body is not None:
+            for chunk in body:
+                size += len(chunk)
+                await channel.send_data(_as_bytes(chunk))
+        await channel.send_end()
+        return outcome.status, size
+
+    async def _send_file(
+        self, request: Request, channel: Channel, outcome: Outcome, static: StaticFile
+    ) -> tuple[int, int]:
+        try:
+            file = open(static.file_path, "rb")  # noqa: SIM115
+        except OSError:
+            return await self.send(request, channel, await self.error_outcome(404, "", ""))
+        with file:
+            st = os.fstat(file.fileno())
+            content_type = static.content_type or guess_type(static.file_path)
+            answer = plan_file(request, st, content_type, static.download_name)
+            status = answer.status if outcome.status == 200 else outcome.status
+            headers = outcome.headers + answer.headers
+            if status in (304, 416):
+                return await self.send(request, channel, Outcome(status, headers, b""))
+            headers.append(("Content-Length", str(answer.length)))
+            await channel.send_head(status, encode_headers(headers))
+            if request.method != "HEAD" and answer.length:
+                await channel.send_file(file, answer.offset, answer.length)
+            await channel.send_end()
+            return status, answer.length
+
+
+def _as_bytes(chunk: Any) -> bytes:
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    return bytes(chunk)
+
+
+def _response_touched(response: Response) -> bool:
+    return (
+        response.status_code != 200
+        or bool(response.headers)
+        or bool(response.cookies)
+        or response.body not in ("", None)
+    )
+
+
+def _merge_response(response: Response, outcome: Outcome) -> None:
+    """Headers and cookies set on the injected response join the returned value's."""
+    extra: list[tuple[str, str]] = []
+    for name, value in response.headers.items():
+        if isinstance(value, list | tuple):
+            extra.extend((name, str(v)) for v in value)
+        else:
+            extra.append((name, str(value)))
+    for morsel in response.cookies.values():
+        extra.append(("Set-Cookie", morsel.OutputString()))
+    outcome.headers[:0] = extra

@@ -1,0 +1,94 @@
+"""Error pages: chosen by exact code, a ``4xx``-style range, or a catch-all."""
+
+from __future__ import annotations
+
+import html
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.http11 import reason_phrase
+
+__all__ = ["ErrorPages", "default_error_body"]
+
+
+def default_error_body(code: int, message: str, explain: str) -> bytes:
+    """The original's JSON error body ``{"code", "message", "explain"}``."""
+    body = {
+        "code": code,
+        "message": html.escape(message, quote=False),
+        "explain": html.escape(explain, quote=False),
+    }
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def default_message(code: int, message: str) -> str:
+    """``message``, or the status' reason phrase when empty."""
+    return message or reason_phrase(code).decode()
+
+
+def _plan(func: Callable[..., Any]) -> Callable[[int, str, str], dict[str, Any]]:
+    """Map ``code``/``message``/``explain`` onto the page's arguments, once."""
+    roles: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for p in inspect.signature(func).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        role = p.name if p.name in ("code", "message", "explain") else ""
+        if not role:
+            ann = p.annotation
+            if (ann is int or ann == "int") and "code" not in taken:
+                role = "code"
+            else:
+                role = next((r for r in ("code", "message", "explain") if r not in taken), "")
+                if role == "code" and (ann is str or ann == "str"):
+                    role = next((r for r in ("message", "explain") if r not in taken), "")
+        if role and role not in taken:
+            taken.add(role)
+            roles.append((p.name, role))
+
+    def kwargs(code: int, message: str, explain: str) -> dict[str, Any]:
+        values = {"code": code, "message": message, "explain": explain}
+        return {name: values[role] for name, role in roles}
+
+    return kwargs
+
+
+class ErrorPages:
+    """The registered error pages of an app.
+
+    ``"404"`` is exact; ``"41x"`` is 410-419; ``"4xx"`` and ``"40x"`` are the whole
+    400-499 class (the original README's spelling of a range); a bare
+    ``@error_message`` catches everything else.
+    """
+
+    def __init__(self) -> None:
+        self._exact: dict[int, Any] = {}
+        self._tens: dict[int, Any] = {}
+        self._classes: dict[int, Any] = {}
+        self._any: Any = None
+
+    def add(self, codes: tuple[str | int, ...], func: Callable[..., Any]) -> None:
+        """Register ``func`` for ``codes`` (all codes when empty)."""
+        page = (func, _plan(func))
+        if not codes:
+            self._any = page
+        for raw in codes:
+            code = str(raw).strip().lower()
+            if code.isdigit():
+                self._exact[int(code)] = page
+            elif len(code) == 3 and code[0].isdigit() and code[2] == "x":
+                if code[1] == "x" or code[1] == "0":
+                    self._classes[int(code[0])] = page
+                elif code[1].isdigit():
+                    self._tens[int(code[:2])] = page
+                else:
+                    raise ValueError(f"invalid error code pattern: {raw!r}")
+            else:
+                raise ValueError(f"invalid error code pattern: {raw!r}")
+
+    def find(self, code: int) -> tuple[Callable[..., Any], Callable[..., dict[str, Any]]] | None:
+        """The page for ``code``, most specific first."""
+        page = self._exact.get(code) or self._tens.get(code // 10) or self._classes.get(code // 100)
+        return page or self._any  # type: ignore[no-any-return]

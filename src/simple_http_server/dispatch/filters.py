@@ -1,0 +1,103 @@
+"""Request filters: ``FilterContext`` and the chain that runs filters then the controller."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..models import Request
+from ..responses import Response
+from .invoke import call, in_event_loop, run_sync
+from .routing import PathPattern, url_key
+
+__all__ = ["FilterContext", "FilterEntry", "run_chain"]
+
+_get_running_loop = asyncio._get_running_loop
+
+
+@dataclass(frozen=True, slots=True)
+class FilterEntry:
+    """A registered filter and the paths it applies to."""
+
+    func: Callable[..., Any]
+    pattern: PathPattern | None = None
+    regex: re.Pattern[str] | None = None
+
+    @classmethod
+    def create(cls, func: Callable[..., Any], path: str = "", regexp: str = "") -> FilterEntry:
+        """Compile a filter for a ``path`` pattern or a ``regexp``."""
+        if regexp:
+            return cls(func, regex=re.compile(regexp))
+        return cls(func, pattern=PathPattern(url_key(path or "/**")))
+
+    def matches(self, path: str) -> bool:
+        """True when the filter applies to ``path`` (run once even if both forms match)."""
+        if self.regex is not None:
+            return bool(self.regex.match(path) or self.regex.match(path[1:]))
+        assert self.pattern is not None
+        return self.pattern.match(path) is not None
+
+
+class FilterContext:
+    """What a filter sees: ``request``, ``response`` and ``do_chain()``."""
+
+    def __init__(
+        self,
+        request: Request,
+        response: Response,
+        filters: Sequence[Callable[..., Any]],
+        endpoint: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._request = request
+        self._response = response
+        self._filters = filters
+        self._index = 0
+        self._endpoint = endpoint
+        self._loop = _get_running_loop()
+        self._pending: list[asyncio.Future[None]] = []
+
+    @property
+    def request(self) -> Request:
+        """The request; its headers may be changed for the controller."""
+        return self._request
+
+    @property
+    def response(self) -> Response:
+        """The live response."""
+        return self._response
+
+    def do_chain(self) -> Awaitable[None] | None:
+        """Go on to the next filter, or to the controller.
+
+        From a plain function it returns when the rest of the chain is done; from
+        an ``async def`` filter it returns an awaitable (awaiting it is optional).
+        """
+        if self._response.is_sent:
+            return None
+        if in_event_loop():
+            future = asyncio.ensure_future(self._next())
+            self._pending.append(future)
+            return future
+        if self._loop is None:
+            run_sync(self._next())
+        else:
+            asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+        return None
+
+    async def _next(self) -> None:
+        if self._index < len(self._filters):
+            func = self._filters[self._index]
+            self._index += 1
+            await call(func, self)
+            while self._pending:
+                await self._pending.pop(0)
+        else:
+            await self._endpoint()
+
+
+async def run_chain(ctx: FilterContext) -> None:
+    """Run the filters and the controller."""
+    await ctx._next()

@@ -1,0 +1,294 @@
+"""Logging facade of ``simple_http_server``: logger factories over stdlib :mod:`logging`.
+
+Keeps the 0.22.3 API (``get_logger``, ``get_logger_factory``, ``set_level``,
+``add_handler``, ``remove_handler``, ``set_handler``, ``LoggerFactory``). Each factory
+owns a non-propagating logger namespace (``simple_http_server`` for the default
+factory, ``simple_http_server.factories.<tag>`` otherwise) carrying its level, and a
+queue drained by a :class:`~logging.handlers.QueueListener` daemon thread that feeds
+its handlers: logging never does I/O in the calling (request) thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import itertools
+import logging
+import queue
+import sys
+import threading
+from logging.handlers import QueueHandler, QueueListener
+from typing import ClassVar
+
+__all__ = [
+    "DEFAULT_DATE_FORMAT",
+    "DEFAULT_FORMAT",
+    "LoggerFactory",
+    "add_handler",
+    "flush",
+    "get_logger",
+    "get_logger_factory",
+    "remove_handler",
+    "set_handler",
+    "set_level",
+]
+
+DEFAULT_FORMAT = "[%(asctime)s]-[%(threadName)s]-[%(name)s:%(lineno)d] %(levelname)-4s: %(message)s"
+DEFAULT_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+ROOT_NAMESPACE = "simple_http_server"
+
+_LEVELS: dict[str, int] = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+    "FATAL": logging.CRITICAL,
+}
+_anonymous_ids = itertools.count(1)
+
+
+def _to_level(level: str | int) -> int:
+    """Map a level name (case-insensitive) or number to a level; unknown -> INFO."""
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    if isinstance(level, str):
+        return _LEVELS.get(level.strip().upper(), logging.INFO)
+    return logging.INFO
+
+
+def _namespace(tag: str | None) -> str:
+    """Logger namespace of a factory; dots/percents in the tag are escaped."""
+    if tag is None:
+        return f"{ROOT_NAMESPACE}.factories.%anonymous-{next(_anonymous_ids)}"
+    if not tag:
+        return ROOT_NAMESPACE
+    return f"{ROOT_NAMESPACE}.factories.{tag.replace('%', '%25').replace('.', '%2E')}"
+
+
+class _StdoutHandler(logging.Handler):
+    """Write records to the *current* ``sys.stdout`` (follows redirections)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class _FactoryQueueHandler(QueueHandler):
+    """Queue records of a factory namespace for its listener thread."""
+
+    def __init__(self, factory: LoggerFactory) -> None:
+        super().__init__(factory._queue)
+        self._factory = factory
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Merge args into msg and cache exc_text, keeping all other fields."""
+        record = copy.copy(record)
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self._factory._enqueue(record)
+
+
+class LoggerFactory:
+    """A set of handlers and a level shared by the loggers it creates.
+
+    Prefer :func:`get_logger_factory`, which returns one factory per tag; a
+    factory created with an already used tag replaces the registered one.
+
+    Args:
+        log_level: Level name (DEBUG, INFO, WARN/WARNING, ERROR, CRITICAL) or number.
+        log_format: Format of the default stdout handler.
+        date_format: Date format of the default stdout handler.
+        tag: Factory tag; ``""`` is the framework's own namespace, None a fresh one.
+    """
+
+    DEFAULT_LOG_FORMAT: ClassVar[str] = DEFAULT_FORMAT
+    DEFAULT_DATE_FORMAT: ClassVar[str] = DEFAULT_DATE_FORMAT
+
+    def __init__(
+        self,
+        log_level: str | int = "INFO",
+        log_format: str = DEFAULT_FORMAT,
+        date_format: str = DEFAULT_DATE_FORMAT,
+        *,
+        tag: str | None = None,
+    ) -> None:
+        self.log_format = log_format
+        self.date_format = date_format
+        self._lock = threading.RLock()  # re-entrant: handlers may log while dispatching
+        self._queue: queue.Queue[logging.LogRecord] = queue.Queue()
+        self._listener: QueueListener | None = None
+        self._closed = False
+        default = _StdoutHandler()
+        default.setFormatter(logging.Formatter(log_format, date_format))
+        self._handlers: list[logging.Handler] = [default]
+        self._namespace = _namespace(tag)
+        self._logger = logging.getLogger(self._namespace)
+        self._logger.propagate = False
+        self._logger.setLevel(_to_level(log_level))
+        for old in [h for h in self._logger.handlers if isinstance(h, _FactoryQueueHandler)]:
+            self._logger.removeHandler(old)
+        self._logger.addHandler(_FactoryQueueHandler(self))
+        with _registry_lock:
+            _all_factories.append(self)
+            if tag is not None:  # the newest factory of a tag owns its namespace
+                _factories[tag] = self
+
+    @property
+    def handlers(self) -> list[logging.Handler]:
+        """A copy of the handlers the records are dispatched to."""
+        return list(self._handlers)
+
+    @property
+    def log_level(self) -> str:
+        """Level name of the factory; setting it applies to all its loggers at once."""
+        return logging.getLevelName(self._logger.level)
+
+    @log_level.setter
+    def log_level(self, log_level: str | int) -> None:
+        self._logger.setLevel(_to_level(log_level))
+
+    def add_handler(self, handler: logging.Handler) -> None:
+        """Add a handler (no-op if already present)."""
+        if handler not in self._handlers:
+            self._set_handlers([*self._handlers, handler])
+
+    def remove_handler(self, handler: logging.Handler) -> None:
+        """Remove a handler (no-op if absent)."""
+        self._set_handlers([h for h in self._handlers if h is not handler])
+
+    def set_handler(self, handler: logging.Handler) -> None:
+        """Replace all handlers (including the default one) by ``handler``."""
+        self._set_handlers([handler])
+
+    def get_logger(self, tag: str = "") -> logging.Logger:
+        """Return the logger ``tag`` of this factory (its parent logger if empty)."""
+        if not tag or tag == self._namespace:
+            return self._logger
+        if tag.startswith(self._namespace + "."):
+            return logging.getLogger(tag)
+        return logging.getLogger(f"{self._namespace}.{tag}")
+
+    def flush(self) -> None:
+        """Wait until every queued record was handed to the handlers, flush them."""
+        with self._lock:
+            listener = self._listener
+            if self._closed:
+                self._drain()
+        if listener is not None and listener._thread is not threading.current_thread():
+            self._queue.join()
+        for handler in self.handlers:
+            try:
+                handler.flush()
+            except (OSError, ValueError):  # closed stream: as logging.shutdown() does
+                pass
+
+    def _set_handlers(self, handlers: list[logging.Handler]) -> None:
+        with self._lock:
+            self._handlers = handlers
+            old = self._listener
+            if old is not None:  # restart now; records queued so far go to old handlers
+                new = QueueListener(self._queue, *handlers, respect_handler_level=True)
+                old.stop()
+                new.start()
+                self._listener = new
+
+    def _enqueue(self, record: logging.LogRecord) -> None:
+        if self._listener is None:
+            with self._lock:
+                if self._closed:
+                    self._dispatch(record)
+                    return
+                if self._listener is None:
+                    self._listener = QueueListener(
+                        self._queue, *self._handlers, respect_handler_level=True
+                    )
+                    self._listener.start()
+        self._queue.put_nowait(record)
+
+    def _dispatch(self, record: logging.LogRecord) -> None:
+        for handler in self._handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                record = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._dispatch(record)
+            self._queue.task_done()
+
+    def _close(self) -> None:
+        """Stop the listener; later records are handled synchronously."""
+        with self._lock:
+            self._closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()  # without the lock: handlers may log re-entrantly
+        with self._lock:
+            self._drain()
+
+
+_registry_lock = threading.RLock()
+_all_factories: list[LoggerFactory] = []
+_factories: dict[str, LoggerFactory] = {}
+
+
+def get_logger_factory(tag: str = "") -> LoggerFactory:
+    """Return the factory registered under ``tag``, creating it on first use."""
+    with _registry_lock:
+        return _factories.get(tag) or LoggerFactory(tag=tag)
+
+
+def get_logger(tag: str = ROOT_NAMESPACE, factory: str = "") -> logging.Logger:
+    """Return logger ``tag`` of factory ``factory`` (default: the framework's logger)."""
+    return get_logger_factory(factory).get_logger(tag)
+
+
+def set_level(level: str | int) -> None:
+    """Set the level of the default factory."""
+    get_logger_factory().log_level = level
+
+
+def add_handler(handler: logging.Handler) -> None:
+    """Add a handler to the default factory."""
+    get_logger_factory().add_handler(handler)
+
+
+def remove_handler(handler: logging.Handler) -> None:
+    """Remove a handler from the default factory."""
+    get_logger_factory().remove_handler(handler)
+
+
+def set_handler(handler: logging.Handler) -> None:
+    """Replace the handlers of the default factory by ``handler``."""
+    get_logger_factory().set_handler(handler)
+
+
+def flush() -> None:
+    """Wait until the queued records of all factories were handed to handlers."""
+    with _registry_lock:
+        factories = list(_all_factories)
+    for factory in factories:
+        factory.flush()
+
+
+@atexit.register
+def _shutdown() -> None:
+    with _registry_lock:
+        factories = list(_all_factories)
+    for factory in factories:
+        factory._close()

@@ -1,0 +1,388 @@
+"""Value objects of the public API: request data, headers, cookies, injection markers.
+
+Nothing here knows about sockets, h11 or how a request is dispatched.
+"""
+
+from __future__ import annotations
+
+import http.cookies
+import time
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .dispatch.bodies import MultipartFile, RequestBodyReader
+
+__all__ = [
+    "DEFAULT_ENCODING",
+    "SESSION_COOKIE_NAME",
+    "BytesBody",
+    "Cookie",
+    "Cookies",
+    "Environment",
+    "Header",
+    "Headers",
+    "JSONBody",
+    "ModelDict",
+    "ParamStringValue",
+    "Parameter",
+    "Parameters",
+    "PathValue",
+    "RegGroup",
+    "RegGroups",
+    "Request",
+    "Session",
+    "SessionFactory",
+]
+
+DEFAULT_ENCODING: str = "UTF-8"
+SESSION_COOKIE_NAME: str = "PY_SIM_HTTP_SER_SESSION_ID"
+
+
+class Headers(dict[str, Any]):
+    """A header dict whose lookups ignore case; iteration keeps the names as given.
+
+    Used both for request headers and as a result value that adds response headers.
+    """
+
+    __slots__ = ("_names",)
+
+    def __init__(self, headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None):
+        super().__init__()
+        self._names: dict[str, str] = {}
+        if headers:
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            for key, value in items:
+                self[key] = value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        lower = key.lower()
+        old = self._names.get(lower)
+        if old is not None and old != key:
+            super().__delitem__(old)
+        self._names[lower] = key
+        super().__setitem__(key, value)
+
+    def __getitem__(self, key: str) -> Any:
+        return super().__getitem__(self._names.get(key.lower(), key))
+
+    def __delitem__(self, key: str) -> None:
+        name = self._names.pop(key.lower(), key)
+        super().__delitem__(name)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._names
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        name = self._names.get(key.lower())
+        return default if name is None else super().__getitem__(name)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        name = self._names.pop(key.lower(), None)
+        if name is None:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        return super().pop(name)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def copy(self) -> Headers:
+        return Headers(self)
+
+    def clear(self) -> None:
+        super().clear()
+        self._names.clear()
+
+
+class Cookies(http.cookies.SimpleCookie):
+    """Request or response cookies (a ``SimpleCookie``)."""
+
+    EXPIRE_DATE_FORMAT = "%a, %d %b %Y %H:%M:%S GMT"
+
+
+class ParamStringValue(str):
+    """A ``str`` default-value marker carrying a name, a default and ``required``."""
+
+    def __new__(cls, name: str = "", default: str = "", required: bool = False) -> ParamStringValue:
+        obj = super().__new__(cls, default if default is not None else "")
+        return obj
+
+    def __init__(self, name: str = "", default: str = "", required: bool = False) -> None:
+        self._name = name
+        self._default = default
+        self._required = required
+
+    @property
+    def name(self) -> str:
+        """The request name this marker reads (defaults to the argument name)."""
+        return self._name
+
+
+class Parameter(ParamStringValue):
+    """A query/form parameter: ``Parameter(name="", default="", required=False)``."""
+
+
+class Header(ParamStringValue):
+    """A request header: ``Header(name="", default="", required=False)``."""
+
+
+class PathValue(str):
+    """A ``{name}`` path value, or the part matched by a ``*``/``**`` wildcard."""
+
+    def __new__(cls, name: str = "", _value: str = "", **kwargs: Any) -> PathValue:
+        return super().__new__(cls, _value)
+
+    def __init__(self, name: str = "", _value: str = "", **kwargs: Any) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The path variable name."""
+        return self._name
+
+
+class Parameters(list[str]):
+    """All values of a parameter: ``Parameters(name="", default=[], required=False)``."""
+
+    def __init__(
+        self, name: str = "", default: list[str] | None = None, required: bool = False
+    ) -> None:
+        super().__init__(default or [])
+        self._name = name
+        self._required = required
+
+    @property
+    def name(self) -> str:
+        """The parameter name."""
+        return self._name
+
+
+class ModelDict(dict[str, Any]):
+    """All parameters as ``{name: value}`` (a list when repeated)."""
+
+
+class Environment(dict[str, Any]):
+    """The WSGI environ or ASGI scope when served through an adapter, else empty."""
+
+
+class RegGroups(tuple[str, ...]):
+    """The groups of a ``regexp=`` route match."""
+
+
+class RegGroup(str):
+    """One group of a ``regexp=`` route match: ``RegGroup(group=0)``."""
+
+    def __new__(cls, group: int = 0, **kwargs: Any) -> RegGroup:
+        return super().__new__(cls, kwargs.get("_value", ""))
+
+    def __init__(self, group: int = 0, **kwargs: Any) -> None:
+        self._group = group
+
+    @property
+    def group(self) -> int:
+        """The group index."""
+        return self._group
+
+
+class JSONBody(dict[str, Any]):
+    """The request body parsed as JSON (the request must be ``application/json``)."""
+
+
+class BytesBody(bytes):
+    """The raw request body."""
+
+
+class Cookie(http.cookies.Morsel):  # type: ignore[type-arg]
+    """A request cookie: ``Cookie(name="", default="", default_options={}, required=False)``."""
+
+    def __init__(
+        self,
+        name: str = "",
+        default: str = "",
+        default_options: Mapping[str, str] | None = None,
+        required: bool = False,
+    ) -> None:
+        super().__init__()
+        self._cookie_name = name
+        self._required = required
+        if name:
+            self.set(name, default, default)
+        if default_options:
+            self.update(default_options)
+
+    @property
+    def name(self) -> str:
+        """The cookie name."""
+        return self._cookie_name
+
+
+class Session:
+    """A user session; subclass it (with :class:`SessionFactory`) for your own store."""
+
+    def __init__(self) -> None:
+        self.max_inactive_interval: int = 30 * 60
+
+    @property
+    def id(self) -> str:
+        """The session id sent in the session cookie."""
+        return ""
+
+    @property
+    def creation_time(self) -> float:
+        """When the session was created (``time.time()``)."""
+        return 0
+
+    @property
+    def last_accessed_time(self) -> float:
+        """When the session was last used (``time.time()``)."""
+        return 0
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        """The names of the stored attributes."""
+        return ()
+
+    @property
+    def is_new(self) -> bool:
+        """True for a session created by the current request."""
+        return False
+
+    @property
+    def is_valid(self) -> bool:
+        """False once invalidated or idle for longer than ``max_inactive_interval``."""
+        return time.time() - self.last_accessed_time < self.max_inactive_interval
+
+    @abstractmethod
+    def get_attribute(self, name: str) -> Any:
+        """The attribute stored under ``name`` (None when absent)."""
+
+    @abstractmethod
+    def set_attribute(self, name: str, value: Any) -> None:
+        """Store ``value`` under ``name``."""
+
+    @abstractmethod
+    def invalidate(self) -> None:
+        """End the session."""
+
+
+class SessionFactory:
+    """Finds or creates sessions; set your own with ``set_session_factory``."""
+
+    @abstractmethod
+    def get_session(self, session_id: str, create: bool = False) -> Session | None:
+        """The live session with ``session_id``, or a new one when ``create``."""
+
+
+def _first_values(parameters: Mapping[str, list[str]]) -> dict[str, str]:
+    return {k: v[0] for k, v in parameters.items() if v}
+
+
+class Request:
+    """An HTTP request as controllers and filters see it."""
+
+    def __init__(
+        self,
+        method: str = "GET",
+        path: str = "/",
+        query_string: str = "",
+        headers: Headers | None = None,
+        parameters: dict[str, list[str]] | None = None,
+        scheme: str = "http",
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers: Headers = headers if headers is not None else Headers()
+        self.scheme = scheme
+        self.path_values: dict[str, str] = {}
+        self.reg_groups: tuple[str, ...] = ()
+        self.environment: dict[str, Any] = {}
+        self.json: Any = None
+        self.files: dict[str, list[MultipartFile]] = {}
+        self.reader: RequestBodyReader | None = None
+        self.client_address: tuple[str, int] | None = None
+        self._body: bytes | None = None
+        self._cookies: Cookies | None = None
+        self._parameters: dict[str, list[str]] = parameters if parameters is not None else {}
+        self._parameter: dict[str, str] | None = None
+        self._session_getter: Any = None
+
+    @property
+    def cookies(self) -> Cookies:
+        """The request cookies."""
+        if self._cookies is None:
+            cookies = Cookies()
+            raw = self.headers.get("Cookie")
+            if raw:
+                try:
+                    cookies.load(raw)
+                except http.cookies.CookieError:
+                    pass
+            self._cookies = cookies
+        return self._cookies
+
+    @property
+    def parameters(self) -> dict[str, list[str]]:
+        """Query and form parameters, every value of each name."""
+        return self._parameters
+
+    @parameters.setter
+    def parameters(self, value: dict[str, list[str]]) -> None:
+        self._parameters = value
+        self._parameter = None
+
+    @property
+    def parameter(self) -> dict[str, str]:
+        """Query and form parameters, the first value of each name."""
+        if self._parameter is None:
+            self._parameter = _first_values(self._parameters)
+        return self._parameter
+
+    def get_parameter(self, key: str, default: str | None = None) -> str | None:
+        """The first value of parameter ``key``, or ``default``."""
+        values = self._parameters.get(key)
+        return values[0] if values else default
+
+    @property
+    def host(self) -> str:
+        """The ``Host`` header ("" when absent)."""
+        return str(self.headers.get("Host", ""))
+
+    @property
+    def content_type(self) -> str:
+        """The ``Content-Type`` header ("" when absent)."""
+        return str(self.headers.get("Content-Type", ""))
+
+    @property
+    def content_length(self) -> int | None:
+        """The declared ``Content-Length`` as an int, or None."""
+        value = self.headers.get("Content-Length")
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def body(self) -> bytes:
+        """The raw body when it was read (forms, JSON, ``BytesBody``), else ``b""``."""
+        return self._body or b""
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        self._body = value
+
+    def get_session(self, create: bool = False) -> Session | None:
+        """The request's session; a new one is created when ``create`` is True."""
+        if self._session_getter is None:
+            return None
+        session: Session | None = self._session_getter(create)
+        return session

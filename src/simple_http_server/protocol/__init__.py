@@ -1,0 +1,1 @@
+"""Sans-IO protocol layer: bytes in, events out, bytes to send back."""

@@ -1,0 +1,278 @@
+"""HTTP/1.1 server protocol: a pure wrapper over ``h11.Connection``.
+
+Bytes go in through :meth:`HttpConnection.receive_data`, events come out of
+:meth:`HttpConnection.next_event`, and every ``send_*`` method returns the bytes
+to write.  This module owns the wire decisions (keep-alive, 100-continue, HEAD
+bodies, error answers to malformed input) and must never touch sockets,
+threads, asyncio or user code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Final
+
+import h11
+
+from .. import version
+
+__all__ = [
+    "NEED_DATA",
+    "PAUSED",
+    "BodyChunk",
+    "ConnectionLost",
+    "EndOfRequest",
+    "HttpConnection",
+    "ProtocolFailure",
+    "RequestHead",
+    "reason_phrase",
+]
+
+SERVER_HEADER: Final = ("simple-http-server/" + version).encode()
+NEED_DATA: Final = h11.NEED_DATA
+PAUSED: Final = h11.PAUSED
+
+_REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (empty when unknown)."""
+    return _REASONS.get(status, b"")
+
+
+class _DateCache:
+    """The ``Date`` header value, formatted at most once a second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._value = formatdate(now, usegmt=True).encode()
+            self._second = now
+        return self._value
+
+
+http_date: Final = _DateCache()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A complete request line and header block."""
+
+    method: str
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    http_version: bytes
+    expects_continue: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """A piece of the request body (de-chunked by h11)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfRequest:
+    """The request body is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The peer closed its side of the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolFailure:
+    """The peer sent bytes h11 refused; answer ``status`` and close."""
+
+    status: int
+    reason: str
+
+
+Event = RequestHead | BodyChunk | EndOfRequest | ConnectionLost | ProtocolFailure
+_END: Final = EndOfRequest()
+_LOST: Final = ConnectionLost()
+
+
+class HttpConnection:
+    """One server-side HTTP/1.1 connection, Sans-IO.
+
+    Args:
+        max_head_size: largest request line plus headers accepted (431 beyond).
+        max_requests: requests served on one connection before it is closed
+            (0 means no limit).
+    """
+
+    __slots__ = (
+        "_closing",
+        "_conn",
+        "_head_request",
+        "_max_requests",
+        "_sent_continue",
+        "_served",
+    )
+
+    def __init__(self, *, max_head_size: int = 65536, max_requests: int = 0) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._max_requests = max_requests
+        self._served = 0
+        self._head_request = False
+        self._sent_continue = False
+        self._closing = False
+
+    # -- input ---------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the peer; ``b""`` means the peer closed."""
+        self._conn.receive_data(data)
+
+    def next_event(self) -> Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """The next protocol event, ``NEED_DATA`` or ``PAUSED``."""
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            return ProtocolFailure(exc.error_status_hint, str(exc))
+        cls = type(event)
+        if cls is h11.Data:
+            return BodyChunk(bytes(event.data))  # type: ignore[union-attr]
+        if cls is h11.Request:
+            return self._request_head(event)  # type: ignore[arg-type]
+        if cls is h11.EndOfMessage:
+            return _END
+        if cls is h11.ConnectionClosed:
+            return _LOST
+        return event  # type: ignore[return-value]  # NEED_DATA / PAUSED sentinels
+
+    def _request_head(self, req: h11.Request) -> RequestHead:
+        self._served += 1
+        self._sent_continue = False
+        method = req.method.decode("ascii")
+        self._head_request = method == "HEAD"
+        if self._max_requests and self._served >= self._max_requests:
+            self._closing = True
+        return RequestHead(
+            method=method,
+            target=req.target,
+            headers=list(req.headers.raw_items()),
+            http_version=req.http_version,
+            expects_continue=self._conn.they_are_waiting_for_100_continue,
+        )
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def waiting_for_continue(self) -> bool:
+        """The client sent ``Expect: 100-continue`` and waits for it."""
+        return self._conn.they_are_waiting_for_100_continue
+
+    @property
+    def request_complete(self) -> bool:
+        """The current request's body has been read to its end."""
+        return self._conn.their_state is h11.DONE
+
+    @property
+    def response_started(self) -> bool:
+        """A response head has been sent for the current request."""
+        return self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE)
+
+    @property
+    def has_buffered_data(self) -> bool:
+        """True when received bytes wait in the parser (e.g. a partial head)."""
+        buffer = getattr(self._conn, "_receive_buffer", None)
+        if buffer is not None:
+            return len(buffer) > 0
+        return bool(self._conn.trailing_data[0])
+
+    @property
+    def buffered_size(self) -> int:
+        """How many received bytes wait in the parser."""
+        buffer = getattr(self._conn, "_receive_buffer", None)
+        return len(buffer) if buffer is not None else len(self._conn.trailing_data[0])
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes received after the current request (used by protocol upgrades)."""
+        return bytes(self._conn.trailing_data[0])
+
+    def close_after_response(self) -> None:
+        """Ask for ``Connection: close`` on the next response (e.g. shutting down)."""
+        self._closing = True
+
+    def start_next_cycle(self) -> bool:
+        """Prepare for the next request; False when the connection must close."""
+        conn = self._conn
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._closing:
+            conn.start_next_cycle()
+            return True
+        return False
+
+    # -- output --------------------------------------------------------------
+    def send_continue(self) -> bytes:
+        """``100 Continue`` when the client waits for it, else ``b""``."""
+        if self._sent_continue or not self._conn.they_are_waiting_for_100_continue:
+            return b""
+        self._sent_continue = True
+        return self._conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+
+    def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """Serialize a response head; adds ``Date``, ``Server`` and close framing."""
+        headers.append((b"Date", http_date.get()))
+        headers.append((b"Server", SERVER_HEADER))
+        if self._closing:
+            headers.append((b"Connection", b"close"))
+        data = self._conn.send(
+            h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
+        )
+        return data or b""
+
+    def send_body(self, data: bytes) -> bytes:
+        """Serialize a body chunk (nothing for HEAD requests)."""
+        if self._head_request or not data:
+            return b""
+        return self._conn.send(h11.Data(data=data)) or b""
+
+    def send_body_passthrough(self, data: Any) -> list[Any]:
+        """Frame a body piece whose bytes the transport writes itself (``sendfile``).
+
+        ``data`` needs only ``__len__``; it comes back unchanged among the pieces.
+        """
+        if self._head_request:
+            return []
+        return self._conn.send_with_data_passthrough(h11.Data(data=data)) or []
+
+    def send_end(self) -> bytes:
+        """Serialize the end of the response."""
+        return self._conn.send(h11.EndOfMessage()) or b""
+
+    def send_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
+    ) -> bytes:
+        """Head, body and end in one buffer, with ``Content-Length`` set."""
+        headers.append((b"Content-Length", str(len(body)).encode()))
+        return self.send_head(status, headers) + self.send_body(body) + self.send_end()
+
+    def send_error(self, status: int) -> bytes:
+        """A plain-text error answer that closes the connection, if one can be sent."""
+        self._closing = True
+        if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return b""
+        body = b'{"code": %d, "message": "%s", "explain": ""}' % (status, reason_phrase(status))
+        headers = [(b"Content-Type", b"application/json; charset=utf-8")]
+        try:
+            return self.send_response(status, headers, body)
+        except h11.LocalProtocolError:
+            return b""
+
+    def send_failed(self) -> None:
+        """Record that the response could not be completed; the connection must close."""
+        self._closing = True
+        if self._conn.our_state is not h11.ERROR:
+            self._conn.send_failed()

@@ -1,0 +1,287 @@
+"""Response values and the one normalizer of controller return values.
+
+:func:`normalize` turns whatever a controller returned (dict, str, bytes,
+``Response``, ``Redirect``, ``StaticFile``, tuples of those...) into an
+:class:`Outcome`; nothing else in the package interprets return values.
+"""
+
+from __future__ import annotations
+
+import http.cookies
+import json
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import HttpError
+from .models import Cookies, Header, Headers, ParamStringValue
+
+if TYPE_CHECKING:
+    from .dispatch.channel import Channel as ResponseChannel
+
+__all__ = [
+    "Outcome",
+    "Redirect",
+    "Response",
+    "StaticFile",
+    "normalize",
+    "sniff_text_type",
+]
+
+JSON_TYPE = "application/json; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
+OCTET_TYPE = "application/octet-stream"
+
+
+class StaticFile:
+    """A file sent as the response body, streamed from disk.
+
+    Args:
+        file_path: the file to send.
+        content_type: its media type; None guesses it from the file name.
+        download_name: when given, sent as an ``attachment`` with this name.
+    """
+
+    def __init__(
+        self,
+        file_path: str,
+        content_type: str | None = "application/octet-stream",
+        download_name: str | None = None,
+    ) -> None:
+        self.file_path = file_path
+        self.content_type = content_type
+        self.download_name = download_name
+
+
+class Redirect(Exception):
+    """Redirect the client; return it or raise it. ``status`` defaults to 302."""
+
+    def __init__(self, url: str, status: int = 302) -> None:
+        super().__init__(url)
+        self._url = url
+        self.status = status
+
+    @property
+    def url(self) -> str:
+        """The target URL."""
+        return self._url
+
+
+class Response:
+    """The response under construction; inject it or return one.
+
+    Args:
+        status_code: the HTTP status.
+        headers: initial headers.
+        body: str, dict, list, bytes, ``StaticFile`` or None.
+    """
+
+    def __init__(
+        self,
+        status_code: int = 200,
+        headers: dict[str, Any] | None = None,
+        body: Any = "",
+    ) -> None:
+        self.status_code = status_code
+        self._headers = Headers(headers)
+        self._cookies: http.cookies.BaseCookie[str] = Cookies()
+        self.body: Any = body
+        self._channel: ResponseChannel | None = None
+        self._streaming = False
+        self._closed = False
+        self._answer: Any = None  # an HttpError or Redirect set by send_error/send_redirect
+
+    @property
+    def headers(self) -> Headers:
+        """The response headers (case-insensitive)."""
+        return self._headers
+
+    @property
+    def cookies(self) -> http.cookies.BaseCookie[str]:
+        """Cookies to set with ``Set-Cookie``."""
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, value: http.cookies.BaseCookie[str]) -> None:
+        self._cookies = value
+
+    @property
+    def is_sent(self) -> bool:
+        """True once the response was answered, streamed or closed."""
+        return self._streaming or self._closed or self._answer is not None
+
+    def set_header(self, key: str, value: Any) -> None:
+        """Set a header, replacing any value it had."""
+        self._headers[key] = value
+
+    def add_header(self, key: str, value: Any) -> None:
+        """Add a header value; repeated names are sent as several lines."""
+        if key not in self._headers:
+            self._headers[key] = value
+            return
+        current = self._headers[key]
+        values = current if isinstance(current, list) else [current]
+        values.extend(value if isinstance(value, list) else [value])
+        self._headers[key] = values
+
+    def add_headers(self, headers: dict[str, Any] | None = None) -> None:
+        """Add every header of ``headers``."""
+        for key, value in (headers or {}).items():
+            self.add_header(key, value)
+
+    def add_cookie(self, name: str, value: str, **options: Any) -> None:
+        """Set a cookie, e.g. ``add_cookie("a", "b", path="/", httponly=True)``."""
+        self._cookies[name] = value
+        for key, opt in options.items():
+            self._cookies[name][key.replace("_", "-")] = opt
+
+    def send_error(self, status_code: int, message: str = "", explain: str = "") -> None:
+        """Answer with the error page for ``status_code``; the chain stops here."""
+        self._answer = HttpError(status_code, message, explain)
+
+    def send_redirect(self, url: str) -> None:
+        """Answer with a 302 redirect to ``url``; the chain stops here."""
+        self._answer = Redirect(url)
+
+    def send_response(self) -> None:
+        """Answer with what this response holds now; the chain stops here."""
+        self._answer = self
+
+    def write_bytes(self, data: bytes | bytearray) -> None:
+        """Stream ``data`` to the client now (the head is sent on the first call)."""
+        if self._channel is None:
+            raise RuntimeError("this Response is not attached to a connection")
+        if not self._streaming:
+            self._streaming = True
+            status, headers = head_of(self.status_code, self._headers, self._cookies, None)
+            self._channel.start_blocking(status, headers)
+        self._channel.write_blocking(bytes(data))
+
+    def close(self) -> None:
+        """End a streamed response."""
+        if self._channel is not None and self._streaming and not self._closed:
+            self._channel.end_blocking()
+        self._closed = True
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A normalized answer: status, header lines, and one body value."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: Any = None  # bytes | StaticFile | Iterable[bytes] | AsyncIterable[bytes] | None
+    content_type: str | None = None
+
+
+def sniff_text_type(text: str) -> str:
+    """The original's content-type sniffing of ``str`` results."""
+    head = text.lstrip()[:16].lower()
+    if head.startswith("<?xml") and text.rstrip().endswith(">"):
+        return XML_TYPE
+    if (head.startswith("<!doctype html") or head.startswith("<html")) and text.rstrip().endswith(
+        ">"
+    ):
+        return HTML_TYPE
+    return TEXT_TYPE
+
+
+def _header_lines(headers: dict[str, Any], out: list[tuple[str, str]]) -> None:
+    for name, value in headers.items():
+        if isinstance(value, list | tuple):
+            out.extend((name, str(v)) for v in value)
+        else:
+            out.append((name, str(value)))
+
+
+def _cookie_lines(cookies: http.cookies.BaseCookie[str], out: list[tuple[str, str]]) -> None:
+    for morsel in cookies.values():
+        out.append(("Set-Cookie", morsel.OutputString()))
+
+
+def head_of(
+    status: int, headers: dict[str, Any], cookies: http.cookies.BaseCookie[str] | None, _: None
+) -> tuple[int, list[tuple[str, str]]]:
+    """Status and header lines of a streamed response."""
+    lines: list[tuple[str, str]] = []
+    _header_lines(headers, lines)
+    if cookies:
+        _cookie_lines(cookies, lines)
+    return status, lines
+
+
+def _body_of(value: Any, outcome: Outcome) -> None:
+    """Set ``outcome.body`` and its default content type from a body value."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        outcome.body = bytes(value)
+        outcome.content_type = OCTET_TYPE
+    elif isinstance(value, str):
+        outcome.body = value.encode("utf-8")
+        outcome.content_type = sniff_text_type(value)
+    elif isinstance(value, dict | list):
+        outcome.body = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        outcome.content_type = JSON_TYPE
+    elif value is None:
+        outcome.body = b""
+        outcome.content_type = TEXT_TYPE
+    elif isinstance(value, StaticFile):
+        outcome.body = value
+    elif isinstance(value, AsyncIterable | Iterable):
+        outcome.body = value
+        outcome.content_type = OCTET_TYPE
+    else:
+        raise TypeError(f"unsupported result type: {type(value).__name__}")
+
+
+def _is_body(value: Any) -> bool:
+    if isinstance(value, ParamStringValue | http.cookies.BaseCookie | Headers):
+        return False
+    return isinstance(value, str | dict | list | bytes | bytearray | StaticFile)
+
+
+def _from_tuple(values: tuple[Any, ...], outcome: Outcome) -> None:
+    status_set = body_set = False
+    for item in values:
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not status_set:
+            outcome.status, status_set = item, True
+        elif isinstance(item, Headers):
+            _header_lines(item, outcome.headers)
+        elif isinstance(item, Header):
+            if isinstance(item.name, dict):
+                _header_lines(item.name, outcome.headers)
+            elif item.name:
+                outcome.headers.append((item.name, str(item)))
+        elif isinstance(item, http.cookies.BaseCookie):
+            _cookie_lines(item, outcome.headers)
+        elif not body_set and _is_body(item):
+            _body_of(item, outcome)
+            body_set = True
+    if not body_set:
+        _body_of(None, outcome)
+
+
+def normalize(result: Any) -> Outcome:
+    """Turn a controller's return value into an :class:`Outcome`."""
+    outcome = Outcome()
+    if isinstance(result, Response):
+        outcome.status = result.status_code
+        _header_lines(result.headers, outcome.headers)
+        _cookie_lines(result.cookies, outcome.headers)
+        _body_of(result.body if result.body != "" else None, outcome)
+    elif isinstance(result, Redirect):
+        outcome.status = result.status
+        outcome.headers.append(("Location", result.url))
+        outcome.body = b""
+    elif isinstance(result, tuple):
+        _from_tuple(result, outcome)
+    elif isinstance(result, int | Headers | http.cookies.BaseCookie) and not isinstance(
+        result, bool
+    ):
+        _from_tuple((result,), outcome)
+    else:
+        _body_of(result, outcome)
+    return outcome

@@ -1,0 +1,330 @@
+"""The server facade: ``scan``, ``start``, ``start_async``, ``stop``, ``is_ready``.
+
+Module functions keep the original API and drive one process-wide
+:class:`Server`; build :class:`Server` objects directly to run several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import signal
+import ssl as _ssl
+import sys
+import threading
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any
+
+from . import logger as _logging
+from .app import App, default_app
+from .config import ServerConfig
+from .dispatch.dispatcher import Dispatcher
+from .dispatch.invoke import set_executor
+from .models import SessionFactory
+from .transport.common import open_listener
+
+__all__ = [
+    "Server",
+    "global_session_factory",
+    "init_wsgi_proxy",
+    "is_ready",
+    "scan",
+    "set_session_factory",
+    "start",
+    "start_async",
+    "stop",
+]
+
+_log = _logging.get_logger("simple_http_server.server")
+_session_factory: SessionFactory | None = None
+
+
+def set_session_factory(factory: SessionFactory) -> None:
+    """Use ``factory`` for sessions of every app that has none of its own."""
+    global _session_factory
+    _session_factory = factory
+
+
+def global_session_factory() -> SessionFactory | None:
+    """The factory set with :func:`set_session_factory`, if any."""
+    return _session_factory
+
+
+# -- scan --------------------------------------------------------------------
+def scan(base_dir: str = "", regx: str = r"", project_dir: str = "") -> None:
+    """Import every module under ``project_dir/base_dir`` whose path matches ``regx``.
+
+    A module that fails to import is logged with its error; the others still load.
+    """
+    if not project_dir:
+        main = sys.modules.get("__main__")
+        main_file = getattr(main, "__file__", None)
+        project_dir = os.path.dirname(os.path.abspath(main_file)) if main_file else os.getcwd()
+    project_dir = os.path.abspath(project_dir)
+    if project_dir not in sys.path:
+        sys.path.insert(0, project_dir)
+    root = os.path.join(project_dir, base_dir)
+    pattern = re.compile(regx) if regx else None
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+        for name in sorted(files):
+            if not name.endswith(".py") or name.startswith("__"):
+                continue
+            rel = os.path.relpath(os.path.join(folder, name), project_dir)
+            rel_noext = rel[:-3]
+            module = rel_noext.replace(os.sep, ".")
+            if pattern and not (
+                pattern.match(rel) or pattern.match(rel_noext) or pattern.match(module)
+            ):
+                continue
+            try:
+                importlib.import_module(module)
+                _log.info("Imported %s", module)
+            except Exception:
+                _log.exception("Cannot import %s", module)
+
+
+# -- TLS ---------------------------------------------------------------------
+def make_ssl_context(
+    keyfile: str = "",
+    certfile: str = "",
+    keypass: str = "",
+    ssl_protocol: int = _ssl.PROTOCOL_TLS_SERVER,
+    ssl_check_hostname: bool = False,
+) -> _ssl.SSLContext:
+    """A server TLS context from key and certificate files."""
+    if not certfile:
+        raise ValueError("ssl=True needs certfile (and keyfile) or ssl_context")
+    context = _ssl.SSLContext(ssl_protocol)
+    context.check_hostname = ssl_check_hostname
+    context.load_cert_chain(certfile, keyfile or None, keypass or None)
+    return context
+
+
+class Server:
+    """One server: an app, a config, static resources and a transport.
+
+    Args:
+        app: the app to serve (the default app when None).
+        config: settings (defaults when None).
+        resources: static mounts ``{pattern: folder}``.
+        prefer_coroutine: asyncio transport when True, threaded otherwise.
+    """
+
+    def __init__(
+        self,
+        app: App | None = None,
+        config: ServerConfig | None = None,
+        resources: Mapping[str, str] | None = None,
+        prefer_coroutine: bool = False,
+    ) -> None:
+        self.app = app or default_app()
+        self.config = config or ServerConfig()
+        self.dispatcher = Dispatcher(self.app, self.config, resources)
+        self.prefer_coroutine = prefer_coroutine
+        self._transport: Any = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self.port = self.config.port
+
+    def is_ready(self) -> bool:
+        """True once the server accepts connections."""
+        return self._ready.is_set()
+
+    def _listener(self) -> Any:
+        host = self.config.host or "0.0.0.0"
+        sock = open_listener(host, self.config.port)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _upgrade_handler(self) -> Any:
+        try:
+            from .protocol.ws import WebsocketUpgrade
+        except ImportError:
+            return None
+        return WebsocketUpgrade(self.dispatcher)
+
+    def start(self) -> None:
+        """Serve until :meth:`stop` (blocking)."""
+        if self.prefer_coroutine:
+            asyncio.run(self.start_async())
+            return
+        from .transport.threaded import ThreadedServer
+
+        self.app.compiled()
+        transport = ThreadedServer(
+            self.dispatcher, self.config, self._listener(), self._upgrade_handler()
+        )
+        self._transport = transport
+        self._stopped.clear()
+        watcher = threading.Thread(target=self._mark_ready, args=(transport,), daemon=True)
+        watcher.start()
+        try:
+            with _graceful_signals(self):
+                transport.serve_forever()
+        finally:
+            self._ready.clear()
+            self._stopped.set()
+
+    def _mark_ready(self, transport: Any) -> None:
+        transport.ready.wait()
+        self._ready.set()
+        _log.info("Serving on %s:%d", self.config.host or "0.0.0.0", self.port)
+
+    async def start_async(self) -> None:
+        """Serve on the running event loop until :meth:`stop`."""
+        from .transport.aio import AioServer
+
+        self.app.compiled()
+        set_executor(self.config.worker_threads)
+        transport = AioServer(self.dispatcher, self.config, self._upgrade_handler())
+        self._transport = transport
+        self._stopped.clear()
+        try:
+            await transport.start(self._listener())
+            self._ready.set()
+            _log.info("Serving on %s:%d", self.config.host or "0.0.0.0", self.port)
+            with _graceful_signals(self):
+                await transport.wait_closed()
+        finally:
+            self._ready.clear()
+            self._stopped.set()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop accepting, let in-flight requests finish, then close (any thread)."""
+        transport = self._transport
+        if transport is None:
+            return
+        transport.stop(wait)
+        if wait and not transport_in_current_thread(transport):
+            self._stopped.wait(self.config.drain_timeout + 2)
+
+    async def stop_async(self) -> None:
+        """Stop from a coroutine."""
+        transport = self._transport
+        if transport is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+
+def transport_in_current_thread(transport: Any) -> bool:
+    """True when ``transport`` runs in the calling thread (so stop cannot wait)."""
+    owner = getattr(transport, "owner_thread", None)
+    return owner is threading.current_thread()
+
+
+class _graceful_signals:
+    """SIGTERM/SIGINT stop the server gracefully while it serves in the main thread."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):
+                pass
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        _log.info("Signal %d: stopping gracefully", signum)
+        self.server.stop(wait=False)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+_server: Server | None = None
+_server_lock = threading.Lock()
+
+
+def _build(
+    host: str = "",
+    port: int = 9090,
+    ssl: bool = False,
+    ssl_protocol: int = _ssl.PROTOCOL_TLS_SERVER,
+    ssl_check_hostname: bool = False,
+    keyfile: str = "",
+    certfile: str = "",
+    keypass: str = "",
+    ssl_context: _ssl.SSLContext | None = None,
+    resources: Mapping[str, str] | None = None,
+    connection_idle_time: float | None = None,
+    keep_alive: bool = True,
+    keep_alive_max_request: int | None = None,
+    prefer_coroutine: bool = False,
+    app_conf: App | None = None,
+    **options: Any,
+) -> Server:
+    global _server
+    if "prefer_corountine" in options:  # the original's misspelling
+        prefer_coroutine = bool(options.pop("prefer_corountine"))
+    if ssl and ssl_context is None:
+        ssl_context = make_ssl_context(keyfile, certfile, keypass, ssl_protocol, ssl_check_hostname)
+    changes: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "keep_alive": keep_alive,
+        "ssl_context": ssl_context if ssl or ssl_context is not None else None,
+    }
+    if connection_idle_time:
+        changes["idle_timeout"] = float(connection_idle_time)
+    if keep_alive_max_request:
+        changes["keep_alive_max_requests"] = int(keep_alive_max_request)
+    if "gzip_content_types" in options:
+        options["gzip_content_types"] = frozenset(options["gzip_content_types"] or ())
+    changes.update(options)
+    config = ServerConfig().with_changes(**changes)
+    server = Server(app_conf, config, resources, prefer_coroutine)
+    with _server_lock:
+        old, _server = _server, server
+    if old is not None:
+        old.stop()
+    return server
+
+
+def start(**kwargs: Any) -> None:
+    """Start serving and block until :func:`stop` (see the README for every option)."""
+    _build(**kwargs).start()
+
+
+async def start_async(**kwargs: Any) -> None:
+    """Serve on the caller's event loop until :func:`stop` (asyncio transport by default)."""
+    kwargs.setdefault("prefer_coroutine", True)
+    server = _build(**kwargs)
+    if server.prefer_coroutine:
+        await server.start_async()
+    else:
+        await asyncio.get_running_loop().run_in_executor(None, server.start)
+
+
+def stop() -> None:
+    """Stop the running server (from any thread)."""
+    server = _server
+    if server is not None:
+        server.stop()
+
+
+def is_ready() -> bool:
+    """True once the server accepts connections."""
+    server = _server
+    return server is not None and server.is_ready()
+
+
+def init_wsgi_proxy(
+    resources: Mapping[str, str] | None = None,
+    session_factory: SessionFactory | None = None,
+    app_conf: App | None = None,
+) -> Any:
+    """A WSGI proxy of an app: ``proxy.app_proxy(environ, start_response)``."""
+    from .adapters.wsgi import WSGIProxy
+
+    return WSGIProxy(
+        Dispatcher(app_conf or default_app(), ServerConfig(), resources, session_factory)
+    )

@@ -1,0 +1,363 @@
+"""The asyncio transport: the same protocol objects, driven by ``asyncio.Protocol``.
+
+Received bytes go to the connection's :class:`~..protocol.http11.HttpConnection`;
+a complete request head starts one task that runs the dispatcher.  Writes
+respect ``pause_writing``/``resume_writing`` (drain), reading pauses while a
+request body piles up, and idle, head and body timeouts close stalled clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+from typing import Any, BinaryIO
+
+from .. import logger as _logging
+from ..config import ServerConfig
+from ..dispatch.channel import Channel, HeaderLines, encode_headers
+from ..dispatch.dispatcher import Dispatcher
+from ..errors import HttpError
+from ..protocol import http11
+from .common import DRAIN_LIMIT, ClientGone, new_connection, request_from_head, service_unavailable
+
+__all__ = ["AioServer"]
+
+_log = _logging.get_logger("simple_http_server.aio")
+_PAUSE_ABOVE = 1024 * 1024
+
+
+class _AioConn(asyncio.Protocol, Channel):
+    """One client connection and the channel of the request it serves."""
+
+    def __init__(self, server: AioServer) -> None:
+        self.server = server
+        self.config = server.config
+        self.loop = server.loop
+        self.conn = new_connection(server.config)
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.upgraded: Any = None
+        self.closed = False
+        self.head_started = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._data_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._reading_paused = False
+
+    # -- asyncio.Protocol ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.secure = transport.get_extra_info("sslcontext") is not None
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        server = self.server
+        if len(server.connections) >= self.config.max_connections:
+            transport.write(service_unavailable())
+            transport.close()
+            self.closed = True
+            return
+        server.connections.add(self)
+        self._arm(self.config.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded is not None:
+            self.upgraded.data_received(data)
+            return
+        self.conn.receive_data(data)
+        if self.task is not None:
+            self._wake_reader()
+            if self.conn.buffered_size > _PAUSE_ABOVE and not self._reading_paused:
+                self._reading_paused = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        if self.upgraded is not None:
+            return self.upgraded.eof_received()  # type: ignore[no-any-return]
+        self.conn.receive_data(b"")
+        if self.task is not None:
+            self._wake_reader()
+            return True
+        self._process()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_timer()
+        if self.upgraded is not None:
+            self.upgraded.connection_lost(exc)
+        self._wake_reader()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(ClientGone("connection lost"))
+        self._drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- timers --------------------------------------------------------------
+    def _arm(self, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.task is not None or self.closed:
+            return
+        if self.head_started:
+            self._write(self.conn.send_error(408))
+        self.close()
+
+    # -- request handling ----------------------------------------------------
+    def _process(self) -> None:
+        conn = self.conn
+        while not self.closed:
+            event = conn.next_event()
+            kind = type(event)
+            if kind is http11.RequestHead:
+                self.head_started = False
+                self._cancel_timer()
+                self.task = self.loop.create_task(self._serve(event))  # type: ignore[arg-type]
+                return
+            if event is http11.NEED_DATA:
+                if self.server.stopping:
+                    self.close()
+                elif conn.has_buffered_data:
+                    if not self.head_started:
+                        self.head_started = True
+                        self._arm(self.config.head_timeout)
+                elif self._timer is None:
+                    self._arm(self.config.idle_timeout)
+                return
+            if kind is http11.ProtocolFailure:
+                self._write(conn.send_error(event.status))  # type: ignore[union-attr]
+                self.close()
+                return
+            self.close()
+            return
+
+    async def _serve(self, head: http11.RequestHead) -> None:
+        keep = False
+        try:
+            upgrade = self.server.upgrade_handler
+            if upgrade is not None and upgrade.wants(head):
+                await upgrade.serve_aio(self, head)
+                return
+            request = request_from_head(head, self.secure)
+            await self.server.dispatcher.handle(request, self)
+            keep = self.conn.request_complete or await self._drain_body()
+        except ClientGone:
+            keep = False
+        except Exception:
+            _log.exception("Error while sending the response")
+            keep = False
+        finally:
+            self.task = None
+        if self.upgraded is not None:
+            return
+        if keep and not self.server.stopping and not self.closed and self.conn.start_next_cycle():
+            if self._reading_paused:
+                self._reading_paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()
+            self._arm(self.config.idle_timeout)
+            self._process()
+        else:
+            self.close()
+
+    async def _drain_body(self) -> bool:
+        drained = 0
+        try:
+            while drained <= DRAIN_LIMIT:
+                chunk = await self.receive()
+                if not chunk:
+                    return True
+                drained += len(chunk)
+        except (ClientGone, HttpError):
+            return False
+        return False
+
+    def close(self) -> None:
+        """Close the connection (after what was written is flushed)."""
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # -- Channel -------------------------------------------------------------
+    def _wake_reader(self) -> None:
+        waiter = self._data_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> bytes:
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            kind = type(event)
+            if kind is http11.BodyChunk:
+                return event.data  # type: ignore[union-attr]
+            if kind is http11.EndOfRequest:
+                return b""
+            if event is http11.NEED_DATA:
+                if self.closed:
+                    raise ClientGone("connection closed while reading the body")
+                self._write(conn.send_continue())
+                if self._reading_paused:
+                    self._reading_paused = False
+                    assert self.transport is not None
+                    self.transport.resume_reading()
+                waiter = self._data_waiter = self.loop.create_future()
+                try:
+                    await asyncio.wait_for(waiter, self.config.body_timeout)
+                except TimeoutError:
+                    raise ClientGone("timed out reading the body") from None
+                finally:
+                    self._data_waiter = None
+                continue
+            if kind is http11.ProtocolFailure:
+                raise HttpError(event.status, "", "The request body is malformed.")  # type: ignore[union-attr]
+            raise ClientGone("connection closed while reading the body")
+
+    def _write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def _drain(self) -> None:
+        if self.closed:
+            raise ClientGone("connection lost")
+        if self._write_paused:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, self.config.body_timeout)
+            except TimeoutError:
+                self.close()
+                raise ClientGone("timed out writing the response") from None
+
+    async def send_head(self, status: int, headers: HeaderLines) -> None:
+        self._write(self.conn.send_head(status, headers))
+        await self._drain()
+
+    async def send_data(self, data: bytes) -> None:
+        self._write(self.conn.send_body(data))
+        await self._drain()
+
+    async def send_end(self) -> None:
+        self._write(self.conn.send_end())
+        await self._drain()
+
+    async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
+        conn = self.conn
+        headers.append((b"Content-Length", str(len(body)).encode()))
+        self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
+        await self._drain()
+
+    async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
+        # A read is small and local; the write side is where backpressure matters.
+        await super().send_file(file, offset, count)
+
+    # Blocking forms for Response.write_bytes in sync (thread pool) or async code.
+    def _blocking(self, coro: Any, nowait: Any) -> None:
+        if threading.get_ident() == self.server.loop_thread:
+            coro.close()
+            nowait()
+        else:
+            asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
+        lines = encode_headers(headers)
+        self._blocking(
+            self.send_head(status, lines), lambda: self._write(self.conn.send_head(status, lines))
+        )
+
+    def write_blocking(self, data: bytes) -> None:
+        self._blocking(self.send_data(data), lambda: self._write(self.conn.send_body(data)))
+
+    def end_blocking(self) -> None:
+        self._blocking(self.send_end(), lambda: self._write(self.conn.send_end()))
+
+
+class AioServer:
+    """Serves a dispatcher on the running event loop."""
+
+    def __init__(self, dispatcher: Dispatcher, config: ServerConfig, upgrade_handler: Any = None):
+        self.dispatcher = dispatcher
+        self.config = config
+        self.upgrade_handler = upgrade_handler
+        self.connections: set[_AioConn] = set()
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.owner_thread = threading.current_thread()
+        self._server: asyncio.base_events.Server | None = None
+        self._closed = asyncio.Event()
+
+    async def start(self, sock: socket.socket) -> None:
+        """Start accepting on ``sock``."""
+        context: ssl.SSLContext | None = self.config.ssl_context
+        self._server = await self.loop.create_server(
+            lambda: _AioConn(self), sock=sock, ssl=context, backlog=2048
+        )
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`stop` has finished."""
+        await self._closed.wait()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.task is None and conn.upgraded is None:
+                conn.close()
+        deadline = self.loop.time() + self.config.drain_timeout
+        while self.loop.time() < deadline and any(c.task for c in self.connections):
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            if conn.upgraded is not None:
+                await conn.upgraded.shutdown()
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.connections.clear()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            except TimeoutError:
+                pass
+        self._closed.set()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop from any thread; waits for the shutdown unless on the loop thread."""
+        if self.stopping:
+            return
+        if threading.get_ident() == self.loop_thread:
+            self.loop.create_task(self._shutdown())
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        if wait:
+            future.result(self.config.drain_timeout + 2)

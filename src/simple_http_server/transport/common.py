@@ -1,0 +1,61 @@
+"""What both transports share: building requests from heads, listening sockets, limits."""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from ..dispatch.dispatcher import make_request
+from ..models import Request
+from ..protocol.http11 import HttpConnection, RequestHead
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+
+__all__ = [
+    "DRAIN_LIMIT",
+    "ClientGone",
+    "new_connection",
+    "open_listener",
+    "request_from_head",
+    "service_unavailable",
+]
+
+#: Unread request body bytes a transport discards to keep a connection alive.
+DRAIN_LIMIT = 1024 * 1024
+READ_SIZE = 256 * 1024
+
+
+class ClientGone(Exception):
+    """The client disconnected or stalled; the connection is dropped."""
+
+
+def request_from_head(head: RequestHead, secure: bool) -> Request:
+    """The dispatch-layer request of an h11 request head."""
+    target = head.target.decode("latin-1")
+    return make_request(head.method, target, head.headers, "https" if secure else "http")
+
+
+def new_connection(config: ServerConfig) -> HttpConnection:
+    """A protocol object configured from the server settings."""
+    max_requests = config.keep_alive_max_requests if config.keep_alive else 1
+    return HttpConnection(max_head_size=config.limits.max_head_size, max_requests=max_requests)
+
+
+def service_unavailable() -> bytes:
+    """A complete 503 answer for connections over the limit."""
+    return HttpConnection().send_error(503)
+
+
+def open_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A bound, listening TCP socket (IPv6 when ``host`` is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

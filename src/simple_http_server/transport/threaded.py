@@ -1,0 +1,447 @@
+"""The threaded transport: one selector thread, a bounded pool of worker threads.
+
+The selector thread accepts connections and parks idle ones; a connection that
+becomes readable is handed to a worker, which feeds its bytes to the protocol
+object and serves complete requests.  A connection that has not delivered a
+complete request head goes back to the selector, so slow clients never hold a
+worker.  The transport has no HTTP knowledge of its own.
+"""
+
+from __future__ import annotations
+
+import queue
+import selectors
+import socket
+import ssl
+import threading
+import time
+from typing import Any, BinaryIO
+
+from .. import logger as _logging
+from ..config import ServerConfig
+from ..dispatch.channel import Channel, HeaderLines
+from ..dispatch.dispatcher import Dispatcher
+from ..dispatch.invoke import run_sync
+from ..protocol import http11
+from ..protocol.http11 import HttpConnection
+from .common import (
+    DRAIN_LIMIT,
+    READ_SIZE,
+    ClientGone,
+    new_connection,
+    request_from_head,
+    service_unavailable,
+)
+
+__all__ = ["ThreadedServer"]
+
+_log = _logging.get_logger("simple_http_server.threaded")
+_WAKE = object()
+_LISTEN = object()
+
+
+class _Conn(Channel):
+    """A client connection; also the channel of the request it serves."""
+
+    __slots__ = ("conn", "deadline", "head_started", "server", "sock", "upgrade")
+
+    def __init__(self, server: ThreadedServer, sock: socket.socket, peer: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer if isinstance(peer, tuple) else None
+        self.conn: HttpConnection = new_connection(server.config)
+        self.secure = isinstance(sock, ssl.SSLSocket)
+        self.deadline = time.monotonic() + server.config.idle_timeout
+        self.head_started = False
+        self.upgrade: Any = None
+
+    # -- Channel -------------------------------------------------------------
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(READ_SIZE)
+        except (TimeoutError, OSError) as exc:
+            raise ClientGone(str(exc)) from None
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            try:
+                self.sock.sendall(data)
+            except (TimeoutError, OSError) as exc:
+                raise ClientGone(str(exc)) from None
+
+    async def receive(self) -> bytes:
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if type(event) is http11.BodyChunk:
+                return event.data
+            if type(event) is http11.EndOfRequest:
+                return b""
+            if event is http11.NEED_DATA:
+                self._write(conn.send_continue())
+                data = self._recv()
+                conn.receive_data(data)
+                continue
+            if type(event) is http11.ProtocolFailure:
+                from ..errors import HttpError
+
+                raise HttpError(event.status, "", "The request body is malformed.")
+            raise ClientGone("connection closed while reading the body")
+
+    async def send_head(self, status: int, headers: HeaderLines) -> None:
+        self._write(self.conn.send_head(status, headers))
+
+    async def send_data(self, data: bytes) -> None:
+        self._write(self.conn.send_body(data))
+
+    async def send_end(self) -> None:
+        self._write(self.conn.send_end())
+
+    async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
+        conn = self.conn
+        headers.append((b"Content-Length", str(len(body)).encode()))
+        self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
+
+    async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
+        if self.secure:
+            await super().send_file(file, offset, count)
+            return
+        for piece in self.conn.send_body_passthrough(_FileSlice(count)):
+            if isinstance(piece, _FileSlice):
+                self._sendfile(file, offset, count)
+            else:
+                self._write(bytes(piece))
+
+    def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        try:
+            self.sock.sendfile(file, offset, count)  # type: ignore[arg-type]
+        except (TimeoutError, OSError) as exc:
+            raise ClientGone(str(exc)) from None
+
+    # -- lifecycle -----------------------------------------------------------
+    def serve_ready(self) -> bool:
+        """Serve what the socket has; True to park the connection again."""
+        data = self._recv()
+        self.conn.receive_data(data)
+        return self.serve_buffered()
+
+    def serve_buffered(self) -> bool:
+        conn = self.conn
+        server = self.server
+        while True:
+            event = conn.next_event()
+            kind = type(event)
+            if kind is http11.RequestHead:
+                self.head_started = False
+                if not self._serve_request(event):  # type: ignore[arg-type]
+                    return False
+                if server.stopping or not conn.start_next_cycle():
+                    return False
+                continue
+            if event is http11.NEED_DATA:
+                if server.stopping and not self.head_started:
+                    return False
+                now = time.monotonic()
+                if self.head_started:
+                    return True
+                if conn.has_buffered_data:
+                    self.head_started = True
+                    self.deadline = now + server.config.head_timeout
+                else:
+                    self.deadline = now + server.config.idle_timeout
+                return True
+            if kind is http11.ProtocolFailure:
+                self._write(conn.send_error(event.status))  # type: ignore[union-attr]
+                self.linger()
+                return False
+            return False  # ConnectionLost / PAUSED without an upgrade
+
+    def _serve_request(self, head: http11.RequestHead) -> bool:
+        server = self.server
+        upgrade = server.upgrade_handler
+        if upgrade is not None and upgrade.wants(head):
+            self.upgrade = upgrade
+            upgrade.serve_threaded(self, head)
+            return False
+        request = request_from_head(head, self.secure)
+        self.sock.settimeout(server.config.body_timeout)
+        try:
+            run_sync(server.dispatcher.handle(request, self))
+        except ClientGone:
+            return False
+        except Exception:
+            _log.exception("Error while sending the response")
+            return False
+        if not self.conn.request_complete:
+            return self._drain()
+        return True
+
+    def _drain(self) -> bool:
+        """Discard an unread request body so the connection can go on."""
+        drained = 0
+        conn = self.conn
+        while drained <= DRAIN_LIMIT:
+            event = conn.next_event()
+            if type(event) is http11.BodyChunk:
+                drained += len(event.data)
+            elif type(event) is http11.EndOfRequest:
+                return True
+            elif event is http11.NEED_DATA:
+                try:
+                    data = self._recv()
+                except ClientGone:
+                    return False
+                conn.receive_data(data)
+            else:
+                return False
+        return False
+
+    def linger(self) -> None:
+        """Half-close and discard what the client still sends, so it reads our answer."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(0.5)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _FileSlice:
+    """A placeholder body piece of known length, written with ``sendfile``."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class ThreadedServer:
+    """Serves a dispatcher with a selector thread and worker threads."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        config: ServerConfig,
+        listener: socket.socket,
+        upgrade_handler: Any = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.config = config
+        self.listener = listener
+        self.upgrade_handler = upgrade_handler
+        self.stopping = False
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._parked: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
+        self._conns: set[_Conn] = set()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._idle_workers = 0
+        self._busy = 0
+        self.owner_thread: threading.Thread | None = None
+
+    # -- worker pool -------------------------------------------------------------
+    def _submit(self, conn: _Conn) -> None:
+        with self._lock:
+            self._busy += 1
+            spawn = self._idle_workers == 0 and len(self._workers) < self.config.worker_threads
+            if spawn:
+                thread = threading.Thread(
+                    target=self._work, name=f"shs-worker-{len(self._workers)}", daemon=True
+                )
+                self._workers.append(thread)
+            else:
+                self._idle_workers -= 1
+        if spawn:
+            thread.start()
+        self._jobs.put(conn)
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            conn = jobs.get()
+            if conn is None:
+                return
+            park = False
+            try:
+                park = conn.serve_ready()
+            except ClientGone:
+                park = False
+            except Exception:
+                _log.exception("Unexpected error on a connection")
+                park = False
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._idle_workers += 1
+            if park and not self.stopping:
+                self._parked.put(conn)
+                self._wake()
+            else:
+                self._drop(conn)
+
+    def _drop(self, conn: _Conn) -> None:
+        conn.close()
+        with self._lock:
+            self._conns.discard(conn)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    # -- selector thread -----------------------------------------------------
+    def serve_forever(self) -> None:
+        """Accept and serve until :meth:`stop`."""
+        sel = self._selector
+        self.owner_thread = threading.current_thread()
+        self.listener.setblocking(False)
+        self._wake_r.setblocking(False)
+        sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self.ready.set()
+        next_sweep = time.monotonic() + 0.5
+        try:
+            while not self.stopping:
+                for key, _ in sel.select(0.5):
+                    data = key.data
+                    if data is _LISTEN:
+                        self._accept()
+                    elif data is _WAKE:
+                        self._rearm()
+                    else:
+                        sel.unregister(key.fileobj)
+                        self._submit(data)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + 0.5
+        finally:
+            self._shutdown()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                _log.warning("accept failed", exc_info=True)
+                return
+            if len(self._conns) >= self.config.max_connections:
+                try:
+                    sock.setblocking(True)
+                    sock.settimeout(1.0)
+                    sock.sendall(service_unavailable())
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self._wrap(sock)
+            if sock is None:
+                continue
+            conn = _Conn(self, sock, peer)
+            with self._lock:
+                self._conns.add(conn)
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _wrap(self, sock: socket.socket) -> socket.socket | None:
+        context = self.config.ssl_context
+        sock.settimeout(self.config.head_timeout)
+        if context is None:
+            return sock
+        try:
+            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ssl.SSLError):
+            sock.close()
+            return None
+
+    def _rearm(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            try:
+                conn = self._parked.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            except (ValueError, KeyError, OSError):
+                self._drop(conn)
+
+    def _sweep(self, now: float) -> None:
+        expired = [
+            key.data
+            for key in list(self._selector.get_map().values())
+            if isinstance(key.data, _Conn) and key.data.deadline <= now
+        ]
+        for conn in expired:
+            self._selector.unregister(conn.sock)
+            if conn.head_started:
+                try:
+                    conn.sock.settimeout(0.5)
+                    conn.sock.sendall(conn.conn.send_error(408))
+                except OSError:
+                    pass
+            self._drop(conn)
+
+    def _shutdown(self) -> None:
+        sel = self._selector
+        try:
+            sel.unregister(self.listener)
+        except (KeyError, ValueError):
+            pass
+        self.listener.close()
+        for key in list(sel.get_map().values()):
+            if isinstance(key.data, _Conn):
+                sel.unregister(key.fileobj)
+                self._drop(key.data)
+        deadline = time.monotonic() + self.config.drain_timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._busy == 0:
+                    break
+            time.sleep(0.01)
+        for _ in self._workers:
+            self._jobs.put(None)
+        for thread in self._workers:
+            thread.join(timeout=1.0)
+        while True:
+            try:
+                self._drop(self._parked.get_nowait())
+            except queue.Empty:
+                break
+        with self._lock:
+            remaining = list(self._conns)
+        for conn in remaining:
+            self._drop(conn)
+        sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.done.set()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop accepting, finish in-flight requests (up to the drain timeout), close."""
+        self.stopping = True
+        self._wake()
+        if wait and threading.current_thread() is not self.owner_thread:
+            self.done.wait(self.config.drain_timeout + 2)
