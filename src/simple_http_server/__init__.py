@@ -21,6 +21,7 @@ __version__ = version
 
 # ruff: noqa: E402  (the version must exist before submodules import it)
 from .app import App, AppConf, ControllerFunction, default_app, get_app_conf
+from .dispatch.binding import ModelBinding, ModelBindingConf
 from .dispatch.bodies import MultipartFile, RequestBodyReader
 from .dispatch.filters import FilterContext
 from .dispatch.sessions import LocalSessionFactory
@@ -49,6 +50,28 @@ from .models import (
 )
 from .responses import Redirect, Response, StaticFile
 from .server import set_session_factory
+from .websocket import (
+    WEBSOCKET_MESSAGE_BINARY,
+    WEBSOCKET_MESSAGE_BINARY_FRAME,
+    WEBSOCKET_MESSAGE_PING,
+    WEBSOCKET_MESSAGE_PONG,
+    WEBSOCKET_MESSAGE_TEXT,
+    WEBSOCKET_OPCODE_BINARY,
+    WEBSOCKET_OPCODE_CLOSE,
+    WEBSOCKET_OPCODE_CONTINUATION,
+    WEBSOCKET_OPCODE_PING,
+    WEBSOCKET_OPCODE_PONG,
+    WEBSOCKET_OPCODE_TEXT,
+    WebsocketCloseReason,
+    WebsocketHandler,
+    WebsocketRequest,
+    WebsocketSession,
+    websocket_close,
+    websocket_handler,
+    websocket_handshake,
+    websocket_message,
+    websocket_open,
+)
 
 HttpSession = Session
 HttpSessionFactory = SessionFactory
@@ -68,20 +91,29 @@ default_model_binding = _app.default_model_binding
 
 def __getattr__(attr: str) -> Any:
     # Websocket names load lazily so HTTP-only apps never import wsproto glue.
+    if attr in ("websocket", "server"):
+        raise AttributeError(attr)  # a submodule that failed to import: no recursion
     from . import websocket
 
     if attr in websocket.__all__:
         return getattr(websocket, attr)
-    if attr == "server":
-        from . import server
-
-        return server
     raise AttributeError(f"module 'simple_http_server' has no attribute {attr!r}")
 
 
 __all__ = [
     "DEFAULT_ENCODING",
     "SESSION_COOKIE_NAME",
+    "WEBSOCKET_MESSAGE_BINARY",
+    "WEBSOCKET_MESSAGE_BINARY_FRAME",
+    "WEBSOCKET_MESSAGE_PING",
+    "WEBSOCKET_MESSAGE_PONG",
+    "WEBSOCKET_MESSAGE_TEXT",
+    "WEBSOCKET_OPCODE_BINARY",
+    "WEBSOCKET_OPCODE_CLOSE",
+    "WEBSOCKET_OPCODE_CONTINUATION",
+    "WEBSOCKET_OPCODE_PING",
+    "WEBSOCKET_OPCODE_PONG",
+    "WEBSOCKET_OPCODE_TEXT",
     "App",
     "AppConf",
     "BytesBody",
@@ -98,6 +130,8 @@ __all__ = [
     "HttpSessionFactory",
     "JSONBody",
     "LocalSessionFactory",
+    "ModelBinding",
+    "ModelBindingConf",
     "ModelDict",
     "MultipartFile",
     "ParamStringValue",
@@ -113,6 +147,12 @@ __all__ = [
     "Session",
     "SessionFactory",
     "StaticFile",
+    "WebsocketCloseReason",
+    "WebsocketHandler",
+    "WebsocketHandlerClass",
+    "WebsocketHandlerProxy",
+    "WebsocketRequest",
+    "WebsocketSession",
     "controller",
     "default_model_binding",
     "error_message",
@@ -127,4 +167,9 @@ __all__ = [
     "route",
     "set_session_factory",
     "version",
+    "websocket_close",
+    "websocket_handler",
+    "websocket_handshake",
+    "websocket_message",
+    "websocket_open",
 ]

@@ -8,12 +8,13 @@ time the app serves after a change.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from .dispatch.binding import ModelBinder
+from .dispatch.binding import ModelBinder, ModelBindingConf
 from .dispatch.error_pages import ErrorPages
 from .dispatch.filters import FilterEntry
 from .dispatch.routing import parse_methods
@@ -79,6 +80,15 @@ class _MethodMarker:
         return self.func(*args, **kwargs)
 
 
+def _check_mapping(url: str, regexp: str, method: Methods) -> None:
+    """Fail at import, not per request, on a mapping that can never work."""
+    if url and regexp:
+        raise ValueError(f"request_map: give a url or a regexp, not both ({url!r}, {regexp!r})")
+    if regexp:
+        re.compile(regexp)
+    parse_methods(method)
+
+
 def _is_method(func: Callable[..., Any]) -> bool:
     parts = getattr(func, "__qualname__", "").split(".")
     return len(parts) > 1 and parts[-2] != "<locals>"
@@ -93,8 +103,7 @@ class App:
         self.filters: list[FilterEntry] = []
         self.error_pages = ErrorPages()
         self.websocket_handlers: list[Any] = []
-        self.model_bindings: dict[Any, ModelBinder] = {}
-        self._fallback_binder: ModelBinder | None = None
+        self.model_binding_conf = ModelBindingConf()
         self.session_factory: SessionFactory | None = None
         self.session_cookie_name: str = SESSION_COOKIE_NAME
         self.session_timeout: int = 30 * 60
@@ -151,7 +160,8 @@ class App:
         """
         if len(anno_args) == 1 and callable(anno_args[0]) and not options:
             return self._register(anno_args[0], ControllerFunction(func=anno_args[0]))
-        url = options.pop("url", anno_args[0] if anno_args else "")
+        url = options.pop("url", anno_args[0] if anno_args else "") or ""
+        _check_mapping(url, options.get("regexp") or "", options.get("method"))
 
         def decorator(target: Any) -> Any:
             return self._register(target, ControllerFunction(func=target, url=url, **options))
@@ -216,13 +226,48 @@ class App:
 
         return decorator
 
+    # -- websocket handlers (see websocket.py) -------------------------------
+    def websocket_handler(
+        self, endpoint: str = "", regexp: str = "", singleton: bool = True
+    ) -> Callable[[type], type]:
+        """Register a websocket handler class for an endpoint or a ``regexp``."""
+        from .dispatch.ws_handlers import register_class
+
+        return register_class(self, endpoint, regexp, singleton)  # type: ignore[no-any-return]
+
+    def websocket_handshake(self, endpoint: str = "", regexp: str = "") -> Callable[[F], F]:
+        """Register a function-style ``on_handshake(request)``."""
+        from .dispatch.ws_handlers import register_function
+
+        return register_function(self, "handshake", endpoint, regexp)  # type: ignore[no-any-return]
+
+    def websocket_open(self, endpoint: str = "", regexp: str = "") -> Callable[[F], F]:
+        """Register a function-style ``on_open(session)``."""
+        from .dispatch.ws_handlers import register_function
+
+        return register_function(self, "open", endpoint, regexp)  # type: ignore[no-any-return]
+
+    def websocket_close(self, endpoint: str = "", regexp: str = "") -> Callable[[F], F]:
+        """Register a function-style ``on_close(session, reason)``."""
+        from .dispatch.ws_handlers import register_function
+
+        return register_function(self, "close", endpoint, regexp)  # type: ignore[no-any-return]
+
+    def websocket_message(
+        self, endpoint: str = "", regexp: str = "", message_type: str = "WEBSOCKET_MESSAGE_TEXT"
+    ) -> Callable[[F], F]:
+        """Register a function-style message callback for ``message_type``."""
+        from .dispatch.ws_handlers import register_function
+
+        return register_function(self, message_type, endpoint, regexp)  # type: ignore[no-any-return]
+
     # -- model bindings (naja-atra) ------------------------------------------
     def model_binding(self, *types: Any) -> Callable[[type], type]:
         """Register a binder class for arguments annotated with ``types``."""
 
         def decorator(cls: type) -> type:
             for t in types:
-                self.model_bindings[t] = cls
+                self.model_binding_conf.model_binding_types[t] = cls
             self.changed()
             return cls
 
@@ -230,14 +275,19 @@ class App:
 
     def default_model_binding(self, cls: type) -> type:
         """Register the binder class used for otherwise unknown annotations."""
-        self._fallback_binder = cls
+        self.model_binding_conf.default_model_binding_type = cls
         self.changed()
         return cls
 
     @property
+    def model_bindings(self) -> dict[Any, ModelBinder]:
+        """The ``model_binding`` classes by type."""
+        return self.model_binding_conf.model_binding_types
+
+    @property
     def fallback_binder(self) -> ModelBinder | None:
         """The ``default_model_binding`` class, if any."""
-        return self._fallback_binder
+        return self.model_binding_conf.default_model_binding_type
 
     # -- compiled state ------------------------------------------------------
     def compiled(self) -> Any:

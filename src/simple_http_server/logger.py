@@ -14,6 +14,7 @@ import atexit
 import copy
 import itertools
 import logging
+import os
 import queue
 import sys
 import threading
@@ -292,3 +293,17 @@ def _shutdown() -> None:
         factories = list(_all_factories)
     for factory in factories:
         factory._close()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``server.start(workers=N)``) has no listener threads: start afresh."""
+    global _registry_lock
+    _registry_lock = threading.RLock()
+    for factory in _all_factories:
+        factory._lock = threading.RLock()
+        factory._queue = queue.Queue()  # records queued before the fork stay the parent's
+        factory._listener = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -74,11 +74,11 @@ class Headers(dict[str, Any]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._names
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override,unused-ignore]
         name = self._names.get(key.lower())
         return default if name is None else super().__getitem__(name)
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override,unused-ignore]
         name = self._names.pop(key.lower(), None)
         if name is None:
             if default:
@@ -86,12 +86,12 @@ class Headers(dict[str, Any]):
             raise KeyError(key)
         return super().pop(name)
 
-    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override,unused-ignore]
         if key not in self:
             self[key] = default
         return self[key]
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override,unused-ignore]
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
@@ -112,18 +112,25 @@ class Cookies(http.cookies.SimpleCookie):
 class ParamStringValue(str):
     """A ``str`` default-value marker carrying a name, a default and ``required``."""
 
-    def __new__(cls, name: str = "", default: str = "", required: bool = False) -> ParamStringValue:
+    def __new__(
+        cls, name: str | Mapping[str, Any] = "", default: str = "", required: bool = False
+    ) -> ParamStringValue:
         obj = super().__new__(cls, default if default is not None else "")
         return obj
 
-    def __init__(self, name: str = "", default: str = "", required: bool = False) -> None:
+    def __init__(
+        self, name: str | Mapping[str, Any] = "", default: str = "", required: bool = False
+    ) -> None:
         self._name = name
         self._default = default
         self._required = required
 
     @property
-    def name(self) -> str:
-        """The request name this marker reads (defaults to the argument name)."""
+    def name(self) -> Any:
+        """The request name this marker reads (defaults to the argument name).
+
+        ``Header({"X-Name": "value"})`` returned in a result tuple holds a dict here.
+        """
         return self._name
 
 

@@ -264,9 +264,15 @@ def _from_tuple(values: tuple[Any, ...], outcome: Outcome) -> None:
         _body_of(None, outcome)
 
 
-def normalize(result: Any) -> Outcome:
-    """Turn a controller's return value into an :class:`Outcome`."""
-    outcome = Outcome()
+def normalize(result: Any, status: int = 200) -> Outcome:
+    """Turn a controller's return value into an :class:`Outcome`.
+
+    Args:
+        result: what the controller (or error page) returned.
+        status: the status when ``result`` names none (an ``int``, a
+            ``Response`` or a ``Redirect`` do).
+    """
+    outcome = Outcome(status=status)
     if isinstance(result, Response):
         outcome.status = result.status_code
         _header_lines(result.headers, outcome.headers)

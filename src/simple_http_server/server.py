@@ -23,12 +23,14 @@ from .app import App, default_app
 from .config import ServerConfig
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.invoke import set_executor
+from .dispatch.sessions import configure_sessions
 from .models import SessionFactory
 from .transport.common import open_listener
 
 __all__ = [
     "Server",
     "global_session_factory",
+    "init_asgi_proxy",
     "init_wsgi_proxy",
     "is_ready",
     "scan",
@@ -129,12 +131,16 @@ class Server:
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self.port = self.config.port
+        #: A listening socket to serve on instead of binding one (set by the supervisor).
+        self.sock: Any = None
 
     def is_ready(self) -> bool:
         """True once the server accepts connections."""
         return self._ready.is_set()
 
     def _listener(self) -> Any:
+        if self.sock is not None:
+            return self.sock
         host = self.config.host or "0.0.0.0"
         sock = open_listener(host, self.config.port)
         self.port = sock.getsockname()[1]
@@ -142,7 +148,7 @@ class Server:
 
     def _upgrade_handler(self) -> Any:
         try:
-            from .protocol.ws import WebsocketUpgrade
+            from .transport.ws_glue import WebsocketUpgrade
         except ImportError:
             return None
         return WebsocketUpgrade(self.dispatcher)
@@ -203,14 +209,22 @@ class Server:
             self._stopped.wait(self.config.drain_timeout + 2)
 
     async def stop_async(self) -> None:
-        """Stop from a coroutine."""
+        """Stop from a coroutine (on the server's own loop or any other)."""
         transport = self._transport
-        if transport is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.stop)
+        if transport is None:
+            return
+        if getattr(transport, "loop", None) is asyncio.get_running_loop():
+            await transport.stop_async()
+            self._ready.clear()
+            return
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
 
 def transport_in_current_thread(transport: Any) -> bool:
-    """True when ``transport`` runs in the calling thread (so stop cannot wait)."""
+    """True when stop() cannot wait: called where ``transport`` runs, or from a request."""
+    cannot_wait = getattr(transport, "cannot_wait", None)
+    if cannot_wait is not None:
+        return bool(cannot_wait())
     owner = getattr(transport, "owner_thread", None)
     return owner is threading.current_thread()
 
@@ -233,7 +247,12 @@ class _graceful_signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         _log.info("Signal %d: stopping gracefully", signum)
-        self.server.stop(wait=False)
+        loop = getattr(self.server._transport, "loop", None)
+        if loop is not None and not loop.is_closed():
+            # wake the event loop: a task made in a signal handler would wait for I/O
+            loop.call_soon_threadsafe(self.server.stop, False)
+        else:
+            self.server.stop(wait=False)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
@@ -242,6 +261,9 @@ class _graceful_signals:
 
 _server: Server | None = None
 _server_lock = threading.Lock()
+
+
+_SESSION_OPTIONS = ("session_cookie_name", "session_timeout")
 
 
 def _build(
@@ -279,9 +301,12 @@ def _build(
         changes["keep_alive_max_requests"] = int(keep_alive_max_request)
     if "gzip_content_types" in options:
         options["gzip_content_types"] = frozenset(options["gzip_content_types"] or ())
+    session_options = {k: options.pop(k) for k in _SESSION_OPTIONS if k in options}
     changes.update(options)
     config = ServerConfig().with_changes(**changes)
     server = Server(app_conf, config, resources, prefer_coroutine)
+    if session_options:
+        configure_sessions(server.app, **session_options)
     with _server_lock:
         old, _server = _server, server
     if old is not None:
@@ -289,14 +314,25 @@ def _build(
     return server
 
 
-def start(**kwargs: Any) -> None:
-    """Start serving and block until :func:`stop` (see the README for every option)."""
-    _build(**kwargs).start()
+def start(workers: int = 1, **kwargs: Any) -> None:
+    """Start serving and block until :func:`stop` (see the README for every option).
+
+    ``workers=N`` (N > 1) serves with N processes sharing one listening socket.
+    """
+    server = _build(**kwargs)
+    if workers > 1:
+        from .workers import run_workers
+
+        run_workers(server, workers)
+    else:
+        server.start()
 
 
 async def start_async(**kwargs: Any) -> None:
     """Serve on the caller's event loop until :func:`stop` (asyncio transport by default)."""
     kwargs.setdefault("prefer_coroutine", True)
+    if int(kwargs.pop("workers", 1)) > 1:
+        raise ValueError("workers > 1 needs server.start(), not start_async()")
     server = _build(**kwargs)
     if server.prefer_coroutine:
         await server.start_async()
@@ -321,10 +357,35 @@ def init_wsgi_proxy(
     resources: Mapping[str, str] | None = None,
     session_factory: SessionFactory | None = None,
     app_conf: App | None = None,
+    **options: Any,
 ) -> Any:
-    """A WSGI proxy of an app: ``proxy.app_proxy(environ, start_response)``."""
+    """A WSGI app of an app: ``proxy.app_proxy(environ, start_response)`` or ``proxy(...)``.
+
+    ``options`` are settings of :class:`ServerConfig` (limits, ``access_log``...).
+    """
     from .adapters.wsgi import WSGIProxy
 
-    return WSGIProxy(
-        Dispatcher(app_conf or default_app(), ServerConfig(), resources, session_factory)
-    )
+    config = ServerConfig().with_changes(**options)
+    return WSGIProxy(Dispatcher(app_conf or default_app(), config, resources, session_factory))
+
+
+def init_asgi_proxy(
+    resources: Mapping[str, str] | None = None,
+    session_factory: SessionFactory | None = None,
+    app_conf: App | None = None,
+    **options: Any,
+) -> Any:
+    """An ASGI 3 app of an app: ``await proxy.app_proxy(scope, receive, send)`` or ``proxy(...)``.
+
+    Serves the ``http``, ``websocket`` and ``lifespan`` scopes; ``options`` are
+    settings of :class:`ServerConfig` (limits, ``access_log``...).
+    """
+    from .adapters.asgi import ASGIProxy
+
+    config = ServerConfig().with_changes(**options)
+    dispatcher = Dispatcher(app_conf or default_app(), config, resources, session_factory)
+    try:
+        from .transport.ws_glue import WebsocketUpgrade
+    except ImportError:
+        return ASGIProxy(dispatcher)
+    return ASGIProxy(dispatcher, WebsocketUpgrade(dispatcher))

@@ -244,3 +244,15 @@ class TestClient:
     def options(self, path: str, **kwargs: Any) -> TestResponse:
         """``OPTIONS path``."""
         return self.request("OPTIONS", path, **kwargs)
+
+    def websocket_connect(self, path: str, headers: Mapping[str, str] | None = None) -> Any:
+        """Open an in-memory websocket to the app's handler for ``path``.
+
+        Returns a ``TestWebsocket`` (a context manager with ``send_text``,
+        ``send_bytes``, ``receive_text``, ``receive_bytes``, ``close``...);
+        raises ``WebsocketRejected`` (with ``status_code``) when the handshake
+        is refused.  See ``transport/ws_memory.py``.
+        """
+        from .transport.ws_memory import connect
+
+        return connect(self.app, self.dispatcher.config, path, headers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.cookies
 import inspect
 import json
+import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +38,14 @@ from ..responses import Response
 from .bodies import MultipartFile, RequestBodyReader
 from .routing import WILDCARD_KEY
 
-__all__ = ["BindContext", "BindingPlan", "ModelBinder", "plan_binding"]
+__all__ = [
+    "BindContext",
+    "BindingPlan",
+    "ModelBinder",
+    "ModelBinding",
+    "ModelBindingConf",
+    "plan_binding",
+]
 
 
 class BindContext:
@@ -54,6 +62,47 @@ Binder = Callable[[BindContext], Any]
 #: A user binder class (naja-atra's ``@model_binding``):
 #: ``cls(request, response, arg_name, arg_type, default).bind()``.
 ModelBinder = type
+
+
+class ModelBinding:
+    """Base class of naja-atra style binders registered with ``@model_binding(Type)``.
+
+    The binder is built per argument and request; ``bind()`` (sync or ``async``)
+    returns the value to inject.
+
+    Attributes:
+        request: the current request.
+        response: the live response.
+        arg_name: the controller argument's name.
+        arg_type: its annotation.
+        default_value: its default value (None when it has none).
+    """
+
+    def __init__(
+        self, request: Request, response: Response, arg: str, arg_type: Any, val: Any = None
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.arg_name = arg
+        self.arg_type = arg_type
+        self.default_value = val
+
+    def bind(self) -> Any:
+        """The value to inject (the default value unless overridden)."""
+        return self.default_value
+
+
+class ModelBindingConf:
+    """naja-atra's registry of binder classes: per type, plus a fallback."""
+
+    def __init__(self) -> None:
+        self.model_binding_types: dict[Any, ModelBinder] = {}
+        self.default_model_binding_type: ModelBinder | None = None
+
+    @property
+    def model_bingding_types(self) -> dict[Any, ModelBinder]:
+        """naja-atra's spelling of :attr:`model_binding_types`."""
+        return self.model_binding_types
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +198,14 @@ def _by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
 
 
 def _header(name: str, default: Any, required: bool) -> Binder:
+    # ``user_token`` also finds ``User-Token``: proxies often drop "_" header names.
+    alias = name.replace("_", "-") if "_" in name else ""
+
     def header(ctx: BindContext) -> Any:
-        value = ctx.request.headers.get(name)
+        headers = ctx.request.headers
+        value = headers.get(name)
+        if value is None and alias:
+            value = headers.get(alias)
         if value is None:
             if required:
                 raise HttpError(400, "Missing Header", f"Header[{name}] is required.")
@@ -318,6 +373,15 @@ def plan_binding(
     )
 
 
+def _unwrap_optional(annotation: Any) -> Any:
+    """``int | None`` / ``Optional[int]`` -> ``int``; anything else unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
 def _binder_for(
     name: str,
     annotation: Any,
@@ -326,6 +390,9 @@ def _binder_for(
     model_binders: dict[Any, ModelBinder],
     default_binder: ModelBinder | None,
 ) -> tuple[Binder, Any]:
+    annotation = _unwrap_optional(annotation)
+    if annotation is not None and _hashable(annotation) and annotation in model_binders:
+        return _model_binder(model_binders[annotation], name, annotation, default), "model"
     marker = _kind_of(default) if has_default else None
     if marker is not None:
         return _marker_binder(name, marker, default, annotation), marker
@@ -339,23 +406,31 @@ def _binder_for(
                 required = not has_default
                 marker_default = default if has_default else None
                 return _annotated_marker(name, kind, marker_default, required), kind
-        if annotation in model_binders or (
-            default_binder is not None
-            and isinstance(annotation, type)
-            and annotation not in (str, int, float, bool, list, dict)
-        ):
-            cls = model_binders.get(annotation, default_binder)
-            return _model_binder(cls, name, annotation, default), "model"
+        if default_binder is not None and not _is_plain(annotation):
+            return _model_binder(default_binder, name, annotation, default), "model"
     target = annotation
     if has_default and default is not None and annotation is None:
         target = type(default)
-    if target is None or not (
+    if target is None or not _is_plain(target):
+        target = str
+    return _by_name(name, target, default, not has_default), "param"
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_plain(target: Any) -> bool:
+    """True for the annotations converted from a parameter's text."""
+    return (
         target in (str, int, float, bool, list, dict)
         or _is_list(target)
         or typing.get_origin(target) is dict
-    ):
-        target = str
-    return _by_name(name, target, default, not has_default), "param"
+    )
 
 
 def _annotated_marker(name: str, kind: Any, default: Any, required: bool) -> Binder:
@@ -381,7 +456,7 @@ def _marker_binder(name: str, kind: Any, default: Any, annotation: Any) -> Binde
     real = getattr(default, "name", "") or name
     if kind is Parameter:
         target = annotation if annotation in (int, float, bool) else str
-        fallback = str(default) if not required else None
+        fallback: Any = None if required else _converted_default(real, target, str(default))
         return _by_name(real, target, fallback, required)
     if kind is Parameters:
         return _by_name(real, list[str], list(default), required)
@@ -394,6 +469,16 @@ def _marker_binder(name: str, kind: Any, default: Any, annotation: Any) -> Binde
     if kind is RegGroup:
         return _reg_group(default.group)
     return _multipart_file(real, default, required)
+
+
+def _converted_default(name: str, target: Any, default: str) -> Any:
+    """A marker's text default in the annotated type (None when it does not convert)."""
+    if target is str:
+        return default
+    try:
+        return _converter(name, target)(default)
+    except HttpError:
+        return None
 
 
 def _model_binder(cls: Any, name: str, arg_type: Any, default: Any) -> Binder:

@@ -1,23 +1,28 @@
-"""Request bodies: urlencoded forms, JSON, raw bytes and streaming multipart.
+"""Request bodies: urlencoded forms, JSON, raw bytes, streaming multipart and a body reader.
 
 Bodies are pulled from the transport's :class:`~.channel.Channel` chunk by
 chunk.  Buffered kinds (forms, JSON, bytes) stop at ``max_body_size`` with a
-413; multipart file parts stream into temporary files, so an upload never
-sits in memory whole.
+413; multipart bodies are parsed by ``multipart.PushMultipartParser`` as they
+arrive and file parts spill to temporary files, so an upload never sits in
+memory whole.  Every malformed body is a 400 with a message saying why.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
-from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from typing import IO, TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote
 
 import multipart
 
 from ..errors import HttpError
+from .invoke import in_event_loop, run_sync
 
 if TYPE_CHECKING:
     from ..config import Limits
@@ -27,12 +32,21 @@ if TYPE_CHECKING:
 __all__ = [
     "MultipartFile",
     "RequestBodyReader",
+    "close_files",
     "parse_query",
     "read_body",
     "read_form",
 ]
 
-_MEMORY_PART = 64 * 1024  # file parts larger than this spill to disk
+#: File parts larger than this spill from memory to a temporary file.
+SPOOL_THRESHOLD = 64 * 1024
+_COPY_CHUNK = 1024 * 1024
+_EXT_VALUE = re.compile(r"""(?i)(?:^|;)\s*(name|filename)\*\s*=\s*([^;\s]+)""")
+
+
+def too_large(what: str, limit: int) -> HttpError:
+    """The 413 error for a body (or part of one) over ``limit`` bytes."""
+    return HttpError(413, "Content Too Large", f"The {what} exceeds {limit} bytes.")
 
 
 def parse_query(query: str) -> dict[str, list[str]]:
@@ -46,14 +60,30 @@ def parse_query(query: str) -> dict[str, list[str]]:
 
 
 class RequestBodyReader:
-    """Reads the raw request body as it arrives: ``await reader.read(n=-1)``."""
+    """Reads the raw request body as it arrives.
+
+    Inject it by annotation (``reader: RequestBodyReader``); in ``async``
+    controllers use ``await reader.read(n)``, in plain functions
+    ``reader.read_blocking(n)``.  ``n < 0`` reads everything that is left; an
+    empty result means the body is complete.
+
+    Args:
+        channel: where the body comes from.
+        limit: most bytes accepted (0: no limit); more is a 413.
+    """
 
     def __init__(self, channel: Channel, limit: int = 0) -> None:
         self._channel = channel
-        self._buffer = b""
+        self._pending = bytearray()
         self._eof = False
         self._limit = limit
         self._seen = 0
+        self._loop = asyncio._get_running_loop()
+
+    @property
+    def received(self) -> int:
+        """Body bytes received so far."""
+        return self._seen
 
     async def _more(self) -> bool:
         if self._eof:
@@ -64,8 +94,9 @@ class RequestBodyReader:
             return False
         self._seen += len(chunk)
         if self._limit and self._seen > self._limit:
-            raise HttpError(413, "Content Too Large", "The request body is too large.")
-        self._buffer += chunk
+            self._channel.close_after_response()
+            raise too_large("request body", self._limit)
+        self._pending += chunk
         return True
 
     async def read(self, n: int = -1) -> bytes:
@@ -73,16 +104,35 @@ class RequestBodyReader:
         if n < 0:
             while await self._more():
                 pass
-            data, self._buffer = self._buffer, b""
+            data = bytes(self._pending)
+            self._pending.clear()
             return data
-        while not self._buffer and await self._more():
-            pass
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        if not self._pending:
+            await self._more()
+        data = bytes(self._pending[:n])
+        del self._pending[:n]
         return data
+
+    def read_blocking(self, n: int = -1) -> bytes:
+        """:meth:`read` for plain (non-async) controllers."""
+        if in_event_loop():
+            raise RuntimeError("use 'await reader.read()' inside a coroutine")
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            return asyncio.run_coroutine_threadsafe(self.read(n), loop).result()
+        return run_sync(self.read(n))
 
 
 class MultipartFile:
-    """An uploaded file part, or the marker that injects one: ``MultipartFile("img")``."""
+    """An uploaded file part, or the marker that injects one: ``MultipartFile("img")``.
+
+    Args:
+        name: the form field name (defaults to the argument name).
+        required: 400 when the request has no such file.
+        filename: the client's file name.
+        content_type: the part's media type.
+        content: the content, for files built in memory (tests).
+    """
 
     def __init__(
         self,
@@ -107,7 +157,7 @@ class MultipartFile:
 
     @property
     def filename(self) -> str:
-        """The client's file name."""
+        """The client's file name (``filename*`` decoded)."""
         return self._filename
 
     @property
@@ -122,7 +172,7 @@ class MultipartFile:
 
     @property
     def content(self) -> bytes:
-        """The whole file content (read from disk on demand)."""
+        """The whole content, read from the temporary file on demand."""
         if self._content is None and self._file is not None:
             self._file.seek(0)
             return self._file.read()
@@ -130,14 +180,12 @@ class MultipartFile:
 
     @property
     def is_empty(self) -> bool:
-        """True for an empty or absent file."""
+        """True for an empty file (e.g. a form submitted without choosing one)."""
         return self._size == 0
 
     def open(self) -> IO[bytes]:
         """A binary file object positioned at the start of the content."""
         if self._file is None:
-            import io
-
             return io.BytesIO(self._content or b"")
         self._file.seek(0)
         return self._file
@@ -145,12 +193,12 @@ class MultipartFile:
     def save_to_file(self, file_path: str | os.PathLike[str]) -> None:
         """Copy the content to ``file_path`` without loading it into memory."""
         with open(file_path, "wb") as out:
-            shutil.copyfileobj(self.open(), out, 1024 * 1024)
+            shutil.copyfileobj(self.open(), out, _COPY_CHUNK)
 
-    def _write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes | bytearray) -> None:
         self._size += len(chunk)
         if self._file is None:
-            self._file = tempfile.SpooledTemporaryFile(max_size=_MEMORY_PART)  # noqa: SIM115
+            self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_THRESHOLD)  # noqa: SIM115
         self._file.write(chunk)
 
     def close(self) -> None:
@@ -162,25 +210,19 @@ class MultipartFile:
 
 async def read_body(channel: Channel, limit: int) -> bytes:
     """The whole body, refusing more than ``limit`` bytes with 413."""
-    parts: list[bytes] = []
-    size = 0
+    body = bytearray()
     while True:
         chunk = await channel.receive()
         if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if limit and size > limit:
-            raise HttpError(413, "Content Too Large", f"The request body exceeds {limit} bytes.")
-        parts.append(chunk)
+            return bytes(body)
+        if limit and len(body) + len(chunk) > limit:
+            channel.close_after_response()
+            raise too_large("request body", limit)
+        body += chunk
 
 
-def _media_type(content_type: str) -> tuple[str, dict[str, str]]:
-    mime, options = multipart.parse_options_header(content_type)
-    return mime.lower(), options
-
-
-def _charset(options: dict[str, str]) -> str:
-    charset = options.get("charset", "utf-8")
+def _charset(options: dict[str, str], default: str = "utf-8") -> str:
+    charset = options.get("charset") or default
     try:
         "".encode(charset)
     except LookupError:
@@ -188,30 +230,108 @@ def _charset(options: dict[str, str]) -> str:
     return charset
 
 
+def _decode(data: bytes | bytearray, charset: str, what: str) -> str:
+    try:
+        return data.decode(charset)
+    except UnicodeDecodeError:
+        raise HttpError(400, "Bad Request", f"The {what} is not valid {charset} text.") from None
+
+
 async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
-    """Read the body into ``request`` according to its ``Content-Type``."""
-    mime, options = _media_type(request.content_type)
+    """Read the body into ``request`` according to its ``Content-Type``.
+
+    Form fields join ``request.parameters`` (body values first, then the
+    query's), JSON goes to ``request.json``, multipart files to
+    ``request.files``; other bodies are kept as ``request.body``.
+    """
+    mime, options = multipart.parse_options_header(request.content_type)
     if mime == "multipart/form-data":
         await _read_multipart(request, channel, options, limits)
         return
     body = await read_body(channel, limits.max_body_size)
     request.body = body
     if mime == "application/x-www-form-urlencoded":
+        text = _decode(body, _charset(options), "form")
+        _merge_parameters(request, parse_query(text))
+    elif (mime == "application/json" or mime.endswith("+json")) and body.strip():
+        text = _decode(body, _charset(options), "JSON body")
         try:
-            text = body.decode(_charset(options))
-        except UnicodeDecodeError:
-            raise HttpError(400, "Bad Request", "The form is not valid text.") from None
-        form = parse_query(text)
-        merged = form
-        for key, values in request.parameters.items():
-            merged.setdefault(key, []).extend(values)
-        request.parameters = merged
-    elif mime == "application/json" or mime.endswith("+json"):
-        if body:
-            try:
-                request.json = json.loads(body.decode(_charset(options)))
-            except (ValueError, UnicodeDecodeError):
-                raise HttpError(400, "Bad Request", "The body is not valid JSON.") from None
+            request.json = json.loads(text)
+        except ValueError as exc:
+            raise HttpError(400, "Bad Request", f"The body is not valid JSON: {exc}") from None
+
+
+def _merge_parameters(request: Request, form: dict[str, list[str]]) -> None:
+    for key, values in request.parameters.items():
+        form.setdefault(key, []).extend(values)
+    request.parameters = form
+
+
+def _extended(disposition: str, current: str | None, key: str) -> str | None:
+    """The RFC 5987 ``name*``/``filename*`` value of a disposition, else ``current``."""
+    for found_key, raw in _EXT_VALUE.findall(disposition):
+        if found_key.lower() != key:
+            continue
+        charset, _, rest = raw.strip('"').partition("'")
+        _, _, encoded = rest.partition("'")
+        try:
+            return unquote(encoded, encoding=charset or "utf-8", errors="strict")
+        except (LookupError, UnicodeDecodeError):
+            raise HttpError(400, "Bad Request", f"Invalid {key}* in a multipart part.") from None
+    return current
+
+
+class _MultipartCollector:
+    """Turns parser events into form fields and spooled files."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.form: dict[str, list[str]] = {}
+        self.files: dict[str, list[MultipartFile]] = {}
+        self._field_limit = limits.max_body_size
+        self._field_bytes = 0
+        self._segment: multipart.MultipartSegment | None = None
+        self._file: MultipartFile | None = None
+        self._field: bytearray | None = None
+
+    def feed(self, event: multipart.MultipartSegment | bytearray | None) -> None:
+        if isinstance(event, multipart.MultipartSegment):
+            self._start(event)
+        elif event is None:
+            self._finish()
+        elif self._file is not None:
+            self._file._write(event)
+        elif self._field is not None:
+            self._field_bytes += len(event)
+            if self._field_limit and self._field_bytes > self._field_limit:
+                raise too_large("form data", self._field_limit)
+            self._field += event
+
+    def _start(self, segment: multipart.MultipartSegment) -> None:
+        self._segment = segment
+        disposition = segment.header("Content-Disposition", "") or ""
+        name = _extended(disposition, segment.name, "name") or ""
+        filename = _extended(disposition, segment.filename, "filename")
+        if filename is not None:
+            upload = MultipartFile(
+                name,
+                filename=filename,
+                content_type=segment.content_type or "application/octet-stream",
+            )
+            self.files.setdefault(name, []).append(upload)
+            self._file, self._field = upload, None
+        else:
+            self._file, self._field = None, bytearray()
+
+    def _finish(self) -> None:
+        segment, field = self._segment, self._field
+        if segment is not None and field is not None:
+            charset = _charset({"charset": segment.charset or ""})
+            name = _extended(segment.header("Content-Disposition", "") or "", segment.name, "name")
+            self.form.setdefault(name or "", []).append(_decode(field, charset, "form field"))
+        self._segment = self._file = self._field = None
+
+    def close(self) -> None:
+        _close_all(self.files)
 
 
 async def _read_multipart(
@@ -219,72 +339,49 @@ async def _read_multipart(
 ) -> None:
     boundary = options.get("boundary")
     if not boundary:
-        raise HttpError(400, "Bad Request", "multipart/form-data needs a boundary.")
+        raise HttpError(400, "Bad Request", "multipart/form-data needs a boundary parameter.")
     try:
         parser = multipart.PushMultipartParser(
             boundary,
-            max_header_size=limits.max_part_header_size,
-            max_segment_count=limits.max_parts,
+            max_header_size=limits.max_part_header_size or 2**31,
+            max_header_count=16,
+            max_segment_count=limits.max_parts or float("inf"),
             header_charset=_charset(options),
         )
-    except multipart.MultipartError:
+    except (multipart.MultipartError, ValueError):
         raise HttpError(400, "Bad Request", "Invalid multipart boundary.") from None
-    form: dict[str, list[str]] = {}
-    files: dict[str, list[MultipartFile]] = {}
-    field_data: bytearray | None = None
-    current: MultipartFile | None = None
-    segment: Any = None
+    collector = _MultipartCollector(limits)
+    limit = limits.max_upload_size
     total = 0
+    chunk = b"-"
     try:
-        while not parser.closed:
+        with parser:
+            while not parser.closed:
+                chunk = await channel.receive()
+                total += len(chunk)
+                if limit and total > limit:
+                    channel.close_after_response()
+                    raise too_large("upload", limit)
+                for event in parser.parse(chunk):
+                    collector.feed(event)
+        while chunk:  # an epilogue after the closing boundary
             chunk = await channel.receive()
             total += len(chunk)
-            if limits.max_upload_size and total > limits.max_upload_size:
-                raise HttpError(413, "Content Too Large", "The upload is too large.")
-            for event in parser.parse(chunk):
-                if isinstance(event, multipart.MultipartSegment):
-                    segment = event
-                    if event.filename is not None:
-                        current = MultipartFile(
-                            event.name or "",
-                            filename=event.filename,
-                            content_type=event.content_type or "application/octet-stream",
-                        )
-                        files.setdefault(current.name, []).append(current)
-                        field_data = None
-                    else:
-                        current, field_data = None, bytearray()
-                elif event is None:
-                    if field_data is not None and segment is not None:
-                        charset = segment.charset or "utf-8"
-                        form.setdefault(segment.name or "", []).append(
-                            field_data.decode(charset, errors="replace")
-                        )
-                    current = field_data = segment = None
-                elif current is not None:
-                    current._write(bytes(event))
-                elif field_data is not None:
-                    field_data += event
-                    if len(field_data) > limits.max_body_size:
-                        raise HttpError(413, "Content Too Large", "A form field is too large.")
-            if not chunk:
-                break
-        parser.close()
-    except multipart.ParserLimitReached:
-        _close_all(files)
-        raise HttpError(
-            413, "Content Too Large", "Too many or too large multipart parts."
-        ) from None
+            if limit and total > limit:
+                channel.close_after_response()
+                raise too_large("upload", limit)
+    except multipart.ParserLimitReached as exc:
+        collector.close()
+        channel.close_after_response()
+        raise HttpError(413, "Content Too Large", f"Multipart limit reached: {exc}.") from None
     except multipart.MultipartError as exc:
-        _close_all(files)
-        raise HttpError(400, "Bad Request", f"Malformed multipart body: {exc}") from None
+        collector.close()
+        raise HttpError(400, "Bad Request", f"Malformed multipart body: {exc}.") from None
     except BaseException:
-        _close_all(files)
+        collector.close()
         raise
-    for key, values in request.parameters.items():
-        form.setdefault(key, []).extend(values)
-    request.parameters = form
-    request.files = files
+    _merge_parameters(request, collector.form)
+    request.files = collector.files
 
 
 def _close_all(files: dict[str, list[MultipartFile]]) -> None:

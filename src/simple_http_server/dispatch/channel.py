@@ -58,6 +58,10 @@ class Channel(ABC):
     async def send_end(self) -> None:
         """Finish the response."""
 
+    def close_after_response(self) -> None:
+        """The rest of the request body will not be read (e.g. a 413): answer with
+        ``Connection: close`` and close with a lingering close, no draining."""
+
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
         """Send ``count`` bytes of ``file`` from ``offset``, a chunk at a time."""
         file.seek(offset)

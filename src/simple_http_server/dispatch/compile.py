@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import logger as _logging
 from .binding import BindContext, BindingPlan, plan_binding
 from .filters import FilterEntry
 from .invoke import call, is_async_callable
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["CompiledApp", "Endpoint", "compile_app"]
 
 _FILTER_CACHE_SIZE = 2048
+_log = _logging.get_logger("simple_http_server.compile")
 
 
 @dataclass(slots=True)
@@ -54,7 +56,10 @@ class CompiledApp:
         """The filters that apply to ``path``, in registration order."""
         cached = self._filter_cache.get(path)
         if cached is None:
-            cached = tuple(f.func for f in self.filters if f.matches(path))
+            # A function registered for several patterns (README: "/tuple/**" and
+            # regexp "^/tuple") runs once per request.
+            funcs = (f.func for f in self.filters if f.matches(path))
+            cached = tuple(dict.fromkeys(funcs))
             if len(self._filter_cache) >= _FILTER_CACHE_SIZE:
                 self._filter_cache.clear()
             self._filter_cache[path] = cached
@@ -126,7 +131,8 @@ def compile_app(app: App, version: int) -> CompiledApp:
     providers: dict[type, Callable[[], Any]] = {}
     for reg in app.iter_controllers():
         if not reg.url and not reg.regexp and reg.owner is None:
-            raise ValueError(f"{reg.func.__qualname__}: request_map needs a url or a regexp")
+            _log.error("%s: request_map needs a url or a regexp; skipped", reg.func.__qualname__)
+            continue
         owner = reg.owner
         plan = plans.get(reg.func)
         if plan is None:

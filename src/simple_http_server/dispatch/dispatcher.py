@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import Any, BinaryIO
 
 from .. import logger as _logging
 from ..config import ServerConfig
 from ..errors import HttpError
-from ..models import Headers, Request, Session, SessionFactory
+from ..models import Headers, Request, SessionFactory
 from ..responses import JSON_TYPE, Outcome, Redirect, Response, StaticFile, normalize
 from .binding import BindContext
-from .bodies import RequestBodyReader, close_files, parse_query, read_form
-from .channel import Channel, encode_headers
+from .binding import _session as session_binder
+from .bodies import RequestBodyReader, close_files, parse_query, read_form, too_large
+from .channel import FILE_CHUNK, Channel, encode_headers
 from .compile import CompiledApp, Endpoint
 from .error_pages import default_error_body, default_message
 from .filters import FilterContext, run_chain
 from .invoke import call
 from .routing import normalize_path
-from .sessions import LocalSessionFactory
+from .compression import GzipPolicy, choose_file_gzip
+from .sessions import LocalSessionFactory, RequestSessions
 from .static import Resources, guess_type, plan_file
 
 __all__ = ["Dispatcher", "make_request"]
@@ -88,6 +90,7 @@ class Dispatcher:
         self.app = app
         self.config = config or ServerConfig()
         self.resources = Resources(resources)
+        self.gzip = GzipPolicy.from_config(self.config)
         self._session_factory = session_factory
         self._local_sessions: SessionFactory | None = None
 
@@ -106,44 +109,31 @@ class Dispatcher:
             factory = self._local_sessions
         return factory
 
-    def _attach_session(self, request: Request) -> None:
-        holder: list[Session | None] = []
-        cookie_name = self.app.session_cookie_name
+    async def _attach_session(self, request: Request, endpoint: Endpoint | None) -> None:
+        state = RequestSessions(self.session_factory, self.app.session_cookie_name, request)
+        request._session_getter = state.get
+        request._session_state = state  # type: ignore[attr-defined]
+        if endpoint is None:
+            return
+        # Resolve the session off the event loop when the controller will need
+        # it there: a ``Session`` argument, or an async controller with a cookie.
+        if _binds_session(endpoint):
+            await state.prefetch(create=True)
+        elif endpoint.is_async and state.sent_id is not None:
+            await state.prefetch(create=False)
 
-        def get_session(create: bool) -> Session | None:
-            if holder and holder[0] is not None and holder[0].is_valid:
-                return holder[0]
-            morsel = request.cookies.get(cookie_name)
-            sid = morsel.value if morsel is not None else ""
-            session = self.session_factory.get_session(sid, create)
-            holder[:] = [session]
-            return session
-
-        request._session_getter = get_session
-        request._session_holder = holder  # type: ignore[attr-defined]
+    async def _finish_session(self, request: Request) -> None:
+        state: RequestSessions | None = getattr(request, "_session_state", None)
+        if state is not None:
+            try:
+                await state.finish()
+            except Exception:
+                _log.exception("Cannot save the session of %s %s", request.method, request.path)
 
     def _session_cookie(self, request: Request, headers: list[tuple[str, str]]) -> None:
-        holder = getattr(request, "_session_holder", None)
-        if not holder or holder[0] is None:
-            return
-        session = holder[0]
-        name = self.app.session_cookie_name
-        morsel = request.cookies.get(name)
-        sent = morsel.value if morsel is not None else None
-        secure = "; Secure" if request.scheme == "https" else ""
-        if session.is_valid:
-            if sent != session.id:
-                headers.append(
-                    ("Set-Cookie", f"{name}={session.id}; Path=/; HttpOnly; SameSite=Lax{secure}")
-                )
-        elif sent is not None:
-            headers.append(
-                (
-                    "Set-Cookie",
-                    f"{name}=; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age=0; "
-                    "Expires=Thu, 01 Jan 1970 00:00:00 GMT",
-                )
-            )
+        state: RequestSessions | None = getattr(request, "_session_state", None)
+        if state is not None:
+            headers.extend(state.cookie_headers())
 
     # -- pipeline ------------------------------------------------------------
     async def handle(self, request: Request, channel: Channel) -> None:
@@ -165,6 +155,7 @@ class Dispatcher:
         finally:
             if request.files:
                 close_files(request)
+        await self._finish_session(request)
         if response._streaming:
             if not response._closed:
                 await channel.send_end()
@@ -205,7 +196,7 @@ class Dispatcher:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups
         await self._read_body(request, channel, endpoint)
-        self._attach_session(request)
+        await self._attach_session(request, endpoint)
         holder: list[Any] = []
 
         async def run_endpoint() -> None:
@@ -245,18 +236,20 @@ class Dispatcher:
     async def _read_body(
         self, request: Request, channel: Channel, endpoint: Endpoint | None
     ) -> None:
-        if endpoint is not None and endpoint.plan.needs_stream:
-            request.reader = RequestBodyReader(channel, 0)
-            return
-        if not _has_body(request):
-            return
         limits = self.config.limits
-        declared = request.content_length
+        streamed = endpoint is not None and endpoint.plan.needs_stream
         is_multipart = request.content_type.lower().startswith("multipart/")
-        limit = limits.max_upload_size if is_multipart else limits.max_body_size
+        # Streamed and multipart bodies are not buffered: they get the larger limit.
+        limit = limits.max_upload_size if streamed or is_multipart else limits.max_body_size
+        declared = request.content_length
         if declared is not None and limit and declared > limit:
-            raise HttpError(413, "Content Too Large", f"The request body exceeds {limit} bytes.")
-        await read_form(request, channel, limits)
+            channel.close_after_response()  # answer now, never read the body
+            raise too_large("request body", limit)
+        if streamed:
+            request.reader = RequestBodyReader(channel, limit)
+            return
+        if _has_body(request):
+            await read_form(request, channel, limits)
 
     # -- errors --------------------------------------------------------------
     async def error_outcome(self, code: int, message: str, explain: str) -> Outcome:
@@ -267,10 +260,7 @@ class Dispatcher:
             func, kwargs_of = page
             try:
                 result = await call(func, **kwargs_of(code, message, explain))
-                outcome = normalize(result)
-                if not isinstance(result, Response | tuple):
-                    outcome.status = code
-                return outcome
+                return normalize(result, code)
             except Exception:
                 _log.exception("Error page for %d failed", code)
         body = default_error_body(code, message, explain)
@@ -287,24 +277,29 @@ class Dispatcher:
         has_type = any(name.lower() == "content-type" for name, _ in headers)
         if not has_type and outcome.content_type and outcome.status not in (204, 304):
             headers.append(("Content-Type", outcome.content_type))
+        gzip = self.gzip
         if isinstance(body, bytes):
             headers = [h for h in headers if h[0].lower() != "content-length"]
             if outcome.status in (204, 304) or outcome.status < 200:
                 body = b""
             else:
+                if gzip is not None and gzip.choose(
+                    request, outcome.status, headers, _header(headers, "content-type"), len(body)
+                ):
+                    body = gzip.compress(body)
                 headers.append(("Content-Length", str(len(body))))
             await channel.send_response(outcome.status, encode_headers(headers), body)
             return outcome.status, len(body)
+        chunks = _byte_chunks(body)
+        if gzip is not None and gzip.choose(
+            request, outcome.status, headers, _header(headers, "content-type"), None
+        ):
+            chunks = gzip.stream(chunks)
         await channel.send_head(outcome.status, encode_headers(headers))
         size = 0
-        if isinstance(body, AsyncIterable):
-            async for chunk in body:
-                size += len(chunk)
-                await channel.send_data(_as_bytes(chunk))
-        elif body is not None:
-            for chunk in body:
-                size += len(chunk)
-                await channel.send_data(_as_bytes(chunk))
+        async for chunk in chunks:
+            size += len(chunk)
+            await channel.send_data(chunk)
         await channel.send_end()
         return outcome.status, size
 
@@ -318,11 +313,18 @@ class Dispatcher:
         with file:
             st = os.fstat(file.fileno())
             content_type = static.content_type or guess_type(static.file_path)
-            answer = plan_file(request, st, content_type, static.download_name)
+            headers = list(outcome.headers)
+            gzip = self.gzip is not None and choose_file_gzip(
+                self.gzip, request, outcome.status, headers, content_type, st.st_size
+            )
+            answer = plan_file(request, st, content_type, static.download_name, gzip)
             status = answer.status if outcome.status == 200 else outcome.status
-            headers = outcome.headers + answer.headers
+            headers += answer.headers
             if status in (304, 416):
+                headers = [h for h in headers if h[0].lower() != "content-encoding"]
                 return await self.send(request, channel, Outcome(status, headers, b""))
+            if gzip:
+                return await self._send_gzipped(request, channel, status, headers, file)
             headers.append(("Content-Length", str(answer.length)))
             await channel.send_head(status, encode_headers(headers))
             if request.method != "HEAD" and answer.length:
@@ -330,11 +332,51 @@ class Dispatcher:
             await channel.send_end()
             return status, answer.length
 
+    async def _send_gzipped(
+        self,
+        request: Request,
+        channel: Channel,
+        status: int,
+        headers: list[tuple[str, str]],
+        file: BinaryIO,
+    ) -> tuple[int, int]:
+        assert self.gzip is not None
+        await channel.send_head(status, encode_headers(headers))
+        size = 0
+        if request.method != "HEAD":
+            async for chunk in self.gzip.stream(iter(lambda: file.read(FILE_CHUNK), b"")):
+                size += len(chunk)
+                await channel.send_data(chunk)
+        await channel.send_end()
+        return status, size
+
+
+def _binds_session(endpoint: Endpoint) -> bool:
+    """True when the controller takes a ``Session`` argument."""
+    return session_binder in endpoint.plan.binders
+
 
 def _as_bytes(chunk: Any) -> bytes:
     if isinstance(chunk, str):
         return chunk.encode("utf-8")
     return bytes(chunk)
+
+
+async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
+    """The pieces of a streamed body (sync or async iterable, or None) as bytes."""
+    if isinstance(body, AsyncIterable):
+        async for chunk in body:
+            yield _as_bytes(chunk)
+    elif body is not None:
+        for chunk in body:
+            yield _as_bytes(chunk)
+
+
+def _header(headers: list[tuple[str, str]], lower_name: str) -> str:
+    for name, value in headers:
+        if name.lower() == lower_name:
+            return value
+    return ""
 
 
 def _response_touched(response: Response) -> bool:

@@ -42,7 +42,12 @@ class FilterEntry:
 
 
 class FilterContext:
-    """What a filter sees: ``request``, ``response`` and ``do_chain()``."""
+    """What a filter sees: ``request``, ``response`` and ``do_chain()``.
+
+    Filter ``i`` runs with the chain positioned after it, so its ``do_chain()``
+    starts filter ``i + 1`` (or the controller).  A chain step awaits the step
+    its filter started, so an ``async def`` filter may await ``do_chain()`` or not.
+    """
 
     def __init__(
         self,
@@ -54,10 +59,10 @@ class FilterContext:
         self._request = request
         self._response = response
         self._filters = filters
-        self._index = 0
+        self._next_index = 0
         self._endpoint = endpoint
         self._loop = _get_running_loop()
-        self._pending: list[asyncio.Future[None]] = []
+        self._started: dict[int, asyncio.Future[None] | None] = {}
 
     @property
     def request(self) -> Request:
@@ -74,30 +79,33 @@ class FilterContext:
 
         From a plain function it returns when the rest of the chain is done; from
         an ``async def`` filter it returns an awaitable (awaiting it is optional).
+        Calling it twice, or after the response was answered, does nothing.
         """
-        if self._response.is_sent:
+        index = self._next_index
+        if self._response.is_sent or index in self._started:
             return None
         if in_event_loop():
-            future = asyncio.ensure_future(self._next())
-            self._pending.append(future)
+            future = asyncio.ensure_future(self._step(index))
+            self._started[index] = future
             return future
+        self._started[index] = None
         if self._loop is None:
-            run_sync(self._next())
+            run_sync(self._step(index))
         else:
-            asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            asyncio.run_coroutine_threadsafe(self._step(index), self._loop).result()
         return None
 
-    async def _next(self) -> None:
-        if self._index < len(self._filters):
-            func = self._filters[self._index]
-            self._index += 1
-            await call(func, self)
-            while self._pending:
-                await self._pending.pop(0)
-        else:
+    async def _step(self, index: int) -> None:
+        if index >= len(self._filters):
             await self._endpoint()
+            return
+        self._next_index = index + 1
+        await call(self._filters[index], self)
+        started = self._started.get(index + 1)
+        if started is not None:
+            await started
 
 
 async def run_chain(ctx: FilterContext) -> None:
     """Run the filters and the controller."""
-    await ctx._next()
+    await ctx._step(0)

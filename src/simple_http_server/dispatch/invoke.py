@@ -16,6 +16,7 @@ import atexit
 import contextvars
 import functools
 import inspect
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,17 @@ def _stop_background_loop() -> None:
 
 
 atexit.register(_stop_background_loop)
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker process has none of the parent's threads: recreate lazily."""
+    global _executor, _bg_loop, _executor_lock, _bg_lock
+    _executor, _bg_loop = None, None
+    _executor_lock, _bg_lock = threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 async def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

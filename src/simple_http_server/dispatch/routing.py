@@ -25,6 +25,7 @@ __all__ = [
 
 T = TypeVar("T")
 WILDCARD_KEY = "__path_wildcard"
+_SEEN = ""  # marks, in a lookup's ``allowed`` set, that some route served the method
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -99,13 +100,11 @@ class PathPattern:
         if m is None:
             return None
         values: dict[str, str] = {}
-        index = 0
-        for name in self.names:
+        for index, name in enumerate(self.names):
             if name == WILDCARD_KEY:
                 values[WILDCARD_KEY] = m.group("__wildcard")
             else:
                 values[name] = m.group(f"g{index}")
-            index += 1
         return values
 
     @staticmethod
@@ -290,6 +289,8 @@ class Router(Generic[T]):
                 if _usable(entry, method, parameters, headers, allowed):
                     groups = tuple(g if g is not None else "" for g in m.groups())
                     return Match(entry.target, reg_groups=groups)
+        if _SEEN in allowed:  # the method exists there, its conditions failed: 404
+            return Match()
         return Match(allowed=allowed or None)
 
 
@@ -299,6 +300,7 @@ def _usable(
     if not entry.allows(method):
         allowed.update(entry.methods)
         return False
+    allowed.add(_SEEN)
     return entry.conditions.empty or entry.conditions.accepts(parameters, headers)
 
 
@@ -317,6 +319,7 @@ def _pick(
         elif _usable(entry, method, parameters, headers, allowed):
             return entry
     for entry in fallback:
+        allowed.add(_SEEN)
         if entry.conditions.empty or entry.conditions.accepts(parameters, headers):
             return entry
     return None

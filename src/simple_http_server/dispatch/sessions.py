@@ -1,31 +1,55 @@
-"""The default in-memory session store, with lazy expiry and no sweeper thread."""
+"""Sessions: the default in-memory store and the per-request session glue.
+
+* :class:`LocalSessionFactory` keeps sessions in this process' memory, expires
+  them lazily on access (no sweeper thread) and never reuses an id it does not
+  know (no session fixation).
+* :class:`RequestSessions` is what the dispatcher attaches to each request: it
+  reads the session cookie, asks the factory for the session (off the event
+  loop when the factory may block), flushes deferred writes and builds the
+  ``Set-Cookie`` header of the response.
+"""
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
 from typing import Any
 
-from ..models import Session, SessionFactory
+from ..models import Request, Session, SessionFactory
+from .invoke import call
 
-__all__ = ["LocalSession", "LocalSessionFactory", "new_session_id"]
+__all__ = [
+    "DEFAULT_SESSION_TIMEOUT",
+    "LocalSession",
+    "LocalSessionFactory",
+    "RequestSessions",
+    "configure_sessions",
+    "new_session_id",
+    "session_cookie",
+]
+
+#: Default idle timeout of a session, in seconds.
+DEFAULT_SESSION_TIMEOUT = 30 * 60
+_EXPIRED = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 
 
 def new_session_id() -> str:
-    """A fresh, unguessable session id (256 bits from ``secrets``)."""
+    """A fresh, unguessable session id (256 bits from ``secrets``, URL-safe)."""
     return secrets.token_urlsafe(32)
 
 
 class LocalSession(Session):
-    """A session kept in this process' memory."""
+    """A session kept in this process' memory (thread-safe)."""
 
-    def __init__(self, factory: LocalSessionFactory, session_id: str, max_inactive: int) -> None:
+    def __init__(self, factory: LocalSessionFactory, session_id: str, max_inactive: float) -> None:
         super().__init__()
-        self.max_inactive_interval = max_inactive
+        self.max_inactive_interval = max_inactive  # type: ignore[assignment]
         self._factory = factory
         self._id = session_id
         self._created = self._accessed = time.time()
+        self._deadline_base = time.monotonic()
         self._attributes: dict[str, Any] = {}
         self._is_new = True
         self._valid = True
@@ -49,7 +73,10 @@ class LocalSession(Session):
 
     @property
     def is_valid(self) -> bool:
-        return self._valid and time.time() - self._accessed < self.max_inactive_interval
+        return self._valid and not self._expired(time.monotonic())
+
+    def _expired(self, now: float) -> bool:
+        return now - self._deadline_base >= self.max_inactive_interval
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
@@ -70,38 +97,52 @@ class LocalSession(Session):
             self._attributes.pop(name, None)
 
     def invalidate(self) -> None:
-        self._valid = False
         with self._lock:
+            self._valid = False
             self._attributes.clear()
         self._factory._forget(self._id)
 
     def _touch(self) -> None:
         self._accessed = time.time()
+        self._deadline_base = time.monotonic()
         self._is_new = False
 
 
 class LocalSessionFactory(SessionFactory):
     """Sessions in memory; an unknown, expired or invalidated id is never reused.
 
+    Safe to share between threads and coroutines: every operation is a short
+    critical section that never waits for I/O.
+
     Args:
         max_inactive_interval: seconds of inactivity after which a session ends.
     """
 
-    def __init__(self, max_inactive_interval: int = 30 * 60) -> None:
+    #: Never blocks: the dispatcher may call it on the event loop.
+    blocking_io = False
+
+    def __init__(self, max_inactive_interval: float = DEFAULT_SESSION_TIMEOUT) -> None:
+        if max_inactive_interval <= 0:
+            raise ValueError("max_inactive_interval must be positive")
         self.max_inactive_interval = max_inactive_interval
         self._sessions: dict[str, LocalSession] = {}
         self._lock = threading.Lock()
         self._created = 0
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
     def get_session(self, session_id: str, create: bool = False) -> Session | None:
+        """The live session ``session_id``; else a new one (new id) when ``create``."""
         if session_id:
             with self._lock:
                 session = self._sessions.get(session_id)
-            if session is not None:
-                if session.is_valid:
-                    session._touch()
-                    return session
-                self._forget(session_id)
+                if session is not None:
+                    if session._valid and not session._expired(time.monotonic()):
+                        session._touch()
+                        return session
+                    del self._sessions[session_id]
         if not create:
             return None
         session = LocalSession(self, new_session_id(), self.max_inactive_interval)
@@ -117,12 +158,134 @@ class LocalSessionFactory(SessionFactory):
             self._sessions.pop(session_id, None)
 
     def _prune(self) -> None:
-        # Called with the lock held, every 1000 creations: drop expired sessions.
-        now = time.time()
-        dead = [
-            sid
-            for sid, s in self._sessions.items()
-            if not s._valid or now - s._accessed >= s.max_inactive_interval
-        ]
+        # Called with the lock held every 1000 creations: drop dead sessions.
+        now = time.monotonic()
+        dead = [sid for sid, s in self._sessions.items() if not s._valid or s._expired(now)]
         for sid in dead:
             del self._sessions[sid]
+
+
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+
+
+def configure_sessions(
+    app: Any, session_cookie_name: str | None = None, session_timeout: float | None = None
+) -> None:
+    """Set an app's session cookie name and idle timeout (validated).
+
+    ``server.start(session_cookie_name=..., session_timeout=...)`` calls it;
+    it is the same as setting ``app.session_cookie_name`` / ``app.session_timeout``
+    before the first request.
+    """
+    if session_cookie_name is not None:
+        if not _COOKIE_NAME.fullmatch(session_cookie_name):
+            raise ValueError(f"invalid session cookie name: {session_cookie_name!r}")
+        app.session_cookie_name = session_cookie_name
+    if session_timeout is not None:
+        if session_timeout <= 0:
+            raise ValueError("session_timeout must be positive (seconds)")
+        app.session_timeout = session_timeout
+
+
+def session_cookie(name: str, value: str, secure: bool, expire: bool = False) -> str:
+    """The ``Set-Cookie`` value of the session cookie (or of its removal)."""
+    text = f"{name}={value}; Path=/; HttpOnly; SameSite=Lax"
+    if secure:
+        text += "; Secure"
+    if expire:
+        text += "; " + _EXPIRED
+    return text
+
+
+def _alive(session: Session) -> bool:
+    try:
+        return bool(session.is_valid)
+    except Exception:  # a user session that cannot tell: treat it as alive
+        return True
+
+
+class RequestSessions:
+    """The session state of one request.
+
+    ``get(create)`` is what ``request.get_session(create)`` calls. Factories
+    are assumed to block on I/O unless they say otherwise with a
+    ``blocking_io = False`` attribute; :meth:`prefetch` then resolves the
+    session through :func:`~simple_http_server.dispatch.invoke.call`, i.e. in
+    the worker pool when the asyncio transport serves the request.
+
+    Args:
+        factory: the session factory of the app.
+        cookie_name: the session cookie's name.
+        request: the request (its cookies and scheme are read).
+    """
+
+    __slots__ = ("cookie_name", "factory", "looked_up", "secure", "sent_id", "session")
+
+    def __init__(self, factory: SessionFactory, cookie_name: str, request: Request) -> None:
+        self.factory = factory
+        self.cookie_name = cookie_name
+        morsel = request.cookies.get(cookie_name)
+        self.sent_id: str | None = morsel.value if morsel is not None else None
+        self.secure = request.scheme == "https"
+        self.session: Session | None = None
+        self.looked_up = False
+
+    @property
+    def blocking(self) -> bool:
+        """True when the factory may wait for I/O (remote stores, user factories)."""
+        return bool(getattr(self.factory, "blocking_io", True))
+
+    def _cached(self, create: bool) -> tuple[bool, Session | None]:
+        session = self.session
+        if session is not None and _alive(session):
+            return True, session
+        if self.looked_up and session is None and not create:
+            return True, None
+        return False, None
+
+    def get(self, create: bool = False) -> Session | None:
+        """The request's session; a new one (with a new id) when ``create``."""
+        done, session = self._cached(create)
+        if done:
+            return session
+        return self._store(self.factory.get_session(self.sent_id or "", create))
+
+    async def prefetch(self, create: bool) -> None:
+        """Resolve the session now, off the event loop when the factory may block."""
+        done, _ = self._cached(create)
+        if done:
+            return
+        if not self.blocking:
+            self.get(create)
+            return
+        self._store(await call(self.factory.get_session, self.sent_id or "", create))
+
+    def _store(self, session: Session | None) -> Session | None:
+        self.session = session
+        self.looked_up = True
+        return session
+
+    async def finish(self) -> None:
+        """Write what the session deferred (``flush()``), off the event loop."""
+        flush = getattr(self.session, "flush", None)
+        if callable(flush):
+            await call(flush)
+
+    def cookie_headers(self) -> list[tuple[str, str]]:
+        """The ``Set-Cookie`` header this response needs, if any.
+
+        A live session whose id the client did not send gets its cookie; a
+        cookie naming a session that is gone (invalidated, expired, unknown)
+        is removed.
+        """
+        if not self.looked_up:
+            return []
+        session = self.session
+        if session is not None and _alive(session):
+            if self.sent_id != session.id:
+                return [("Set-Cookie", session_cookie(self.cookie_name, session.id, self.secure))]
+            return []
+        if self.sent_id is not None:
+            value = session_cookie(self.cookie_name, "", self.secure, expire=True)
+            return [("Set-Cookie", value)]
+        return []

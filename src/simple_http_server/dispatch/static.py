@@ -18,7 +18,7 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from ..models import Request
 
-__all__ = ["FileAnswer", "Resources", "guess_type", "plan_file"]
+__all__ = ["FileAnswer", "Resources", "attachment", "guess_type", "parse_range", "plan_file"]
 
 _EXTRA_TYPES = {
     ".js": "text/javascript",
@@ -69,21 +69,26 @@ def _parse_mount(pattern: str, directory: str) -> _Mount:
 
 
 class Resources:
-    """Maps url patterns to folders: ``{"/public/**": "/srv/www", "*.js": "/srv/js"}``."""
+    """Maps url patterns to folders: ``{"/public/**": "/srv/www", "*.js": "/srv/js"}``.
 
-    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
-        self._mounts = [_parse_mount(p, d) for p, d in (mapping or {}).items()]
+    ``"/p/*"`` (or ``"/p/"``) serves the files directly in the folder,
+    ``"/p/**"`` its whole tree, ``"*.ext"`` files with that suffix directly in
+    the folder and ``"**.ext"`` such files anywhere below it.
+    """
+
+    def __init__(self, mapping: Mapping[str, str | os.PathLike[str]] | None = None) -> None:
+        self._mounts = [_parse_mount(p, os.fspath(d)) for p, d in (mapping or {}).items()]
 
     def __bool__(self) -> bool:
         return bool(self._mounts)
 
     def resolve(self, path: str) -> str | None:
-        """The file served for a normalized request path, or None.
+        """The real path of the file served for a decoded request path, or None.
 
-        Refuses backslashes, NUL bytes, dot segments and anything whose real path
-        (after following symlinks) leaves the mount's folder.
+        Refuses backslashes, NUL bytes, empty and dot segments, and anything
+        whose real path (symlinks followed) leaves the mount's folder.
         """
-        if "\\" in path or "\0" in path or "/../" in path or path.endswith("/.."):
+        if "\\" in path or "\0" in path or not path.startswith("/"):
             return None
         for mount in self._mounts:
             rel = self._relative(mount, path)
@@ -104,16 +109,18 @@ class Resources:
             if not path.endswith(mount.suffix):
                 return None
             rel = path[1:]
-        if not rel or rel.endswith("/") or (not mount.recursive and "/" in rel):
+        if not rel or (not mount.recursive and "/" in rel):
+            return None
+        if any(part in ("", ".", "..") for part in rel.split("/")):
             return None
         return rel
 
 
 def _inside(root: str, rel: str) -> str | None:
     candidate = os.path.realpath(os.path.join(root, rel))
-    if os.path.commonpath([root, candidate]) != root:
-        return None
     try:
+        if os.path.commonpath([root, candidate]) != root:
+            return None
         if not stat.S_ISREG(os.stat(candidate).st_mode):
             return None
     except (OSError, ValueError):
@@ -131,47 +138,80 @@ class FileAnswer:
     length: int = 0
 
 
-def _etag(st: os.stat_result) -> str:
-    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+_GZIP_TAG = "-gzip"
+
+
+def _etag(st: os.stat_result, gzip: bool = False) -> str:
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}{_GZIP_TAG if gzip else ""}"'
+
+
+def _opaque(tag: str) -> str:
+    """An entity tag for weak comparison: no ``W/``, no gzip marker."""
+    tag = tag.strip().removeprefix("W/")
+    return tag.replace(_GZIP_TAG + '"', '"')
 
 
 def _not_modified(request: Request, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.2.2: If-None-Match (weak comparison) wins over If-Modified-Since."""
     inm = request.headers.get("If-None-Match")
     if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in str(inm).split(",")]
-        return "*" in tags or etag in tags
+        tags = {_opaque(t) for t in str(inm).split(",")}
+        return "*" in tags or _opaque(etag) in tags
     ims = request.headers.get("If-Modified-Since")
     if ims:
         try:
             return int(mtime) <= parsedate_to_datetime(str(ims)).timestamp()
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return False
     return False
 
 
-def _range(header: str, size: int) -> tuple[int, int] | bool | None:
-    """(start, end) of a single byte range; None to ignore; False when unsatisfiable."""
+def _if_range_holds(if_range: str, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.1.5: a strong entity tag match, or the exact Last-Modified date."""
+    if_range = if_range.strip()
+    if if_range.startswith(('"', "W/")):
+        return if_range == etag
+    try:
+        return int(mtime) == int(parsedate_to_datetime(if_range).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
+    """(first, last) byte of a single range; None to ignore it; False when unsatisfiable.
+
+    Several ranges and syntax errors are ignored (the whole file is sent),
+    as RFC 9110 14.2 allows.
+    """
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, sep, last = spec.strip().partition("-")
-    if not sep:
+    first, last = first.strip(), last.strip()
+    if not sep or not (first or last):
         return None
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                return False
-            return max(0, size - n), size - 1
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
         return None
-    if start < 0 or end < start:
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return False
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
         return None
     if start >= size:
         return False
+    end = int(last) if last else size - 1
     return start, min(end, size - 1)
+
+
+def attachment(download_name: str) -> str:
+    """A ``Content-Disposition`` value for downloading as ``download_name``."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in download_name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(download_name, safe='')}"
 
 
 def plan_file(
@@ -179,32 +219,37 @@ def plan_file(
     st: os.stat_result,
     content_type: str,
     download_name: str | None = None,
+    gzip: bool = False,
 ) -> FileAnswer:
-    """Headers and range for sending a file, honoring validators and ``Range``."""
-    etag = _etag(st)
+    """Headers and range for sending a file, honoring validators and ``Range``.
+
+    Conditionals apply to GET and HEAD only.  With ``gzip`` the entity tag is
+    the one of the gzipped form and ``Range`` is not honored (the caller only
+    gzips requests without one).
+    """
+    etag = _etag(st, gzip)
     headers = [
         ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
         ("ETag", etag),
         ("Accept-Ranges", "bytes"),
     ]
-    if _not_modified(request, etag, st.st_mtime):
+    safe = request.method in ("GET", "HEAD")
+    if safe and _not_modified(request, etag, st.st_mtime):
         return FileAnswer(304, headers)
     headers.append(("Content-Type", content_type))
     if download_name:
-        headers.append(
-            ("Content-Disposition", f"attachment; filename*=UTF-8''{quote(download_name)}")
-        )
+        headers.append(("Content-Disposition", attachment(download_name)))
     size = st.st_size
     raw_range = request.headers.get("Range")
-    if raw_range and request.method in ("GET", "HEAD"):
+    if raw_range and safe and not gzip:
         if_range = request.headers.get("If-Range")
-        if if_range is None or if_range.strip() == etag:
-            span = _range(str(raw_range), size)
+        if if_range is None or _if_range_holds(str(if_range), etag, st.st_mtime):
+            span = parse_range(str(raw_range), size)
             if span is False:
                 headers.append(("Content-Range", f"bytes */{size}"))
                 return FileAnswer(416, headers)
-            if span:
-                start, end = span  # type: ignore[misc]
+            if isinstance(span, tuple):
+                start, end = span
                 headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
                 return FileAnswer(206, headers, start, end - start + 1)
     return FileAnswer(200, headers, 0, size)

@@ -117,6 +117,7 @@ class HttpConnection:
         "_closing",
         "_conn",
         "_head_request",
+        "_max_head_size",
         "_max_requests",
         "_sent_continue",
         "_served",
@@ -124,6 +125,7 @@ class HttpConnection:
 
     def __init__(self, *, max_head_size: int = 65536, max_requests: int = 0) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._max_head_size = max_head_size
         self._max_requests = max_requests
         self._served = 0
         self._head_request = False
@@ -140,6 +142,7 @@ class HttpConnection:
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
+            self._closing = True
             return ProtocolFailure(exc.error_status_hint, str(exc))
         cls = type(event)
         if cls is h11.Data:
@@ -152,17 +155,26 @@ class HttpConnection:
             return _LOST
         return event  # type: ignore[return-value]  # NEED_DATA / PAUSED sentinels
 
-    def _request_head(self, req: h11.Request) -> RequestHead:
+    def _request_head(self, req: h11.Request) -> RequestHead | ProtocolFailure:
         self._served += 1
         self._sent_continue = False
         method = req.method.decode("ascii")
         self._head_request = method == "HEAD"
         if self._max_requests and self._served >= self._max_requests:
             self._closing = True
+        headers = list(req.headers.raw_items())
+        # h11 bounds only heads that arrive in pieces; a whole head read at once
+        # is measured here (request line + header lines, as parsed).
+        size = len(req.target) + len(req.method) + 12
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+        if size > self._max_head_size:
+            self._closing = True
+            return ProtocolFailure(431, "request header fields too large")
         return RequestHead(
             method=method,
             target=req.target,
-            headers=list(req.headers.raw_items()),
+            headers=headers,
             http_version=req.http_version,
             expects_continue=self._conn.they_are_waiting_for_100_continue,
         )
@@ -206,6 +218,11 @@ class HttpConnection:
         """Ask for ``Connection: close`` on the next response (e.g. shutting down)."""
         self._closing = True
 
+    @property
+    def closing(self) -> bool:
+        """True when the connection closes after the current response."""
+        return self._closing
+
     def start_next_cycle(self) -> bool:
         """Prepare for the next request; False when the connection must close."""
         conn = self._conn
@@ -220,10 +237,37 @@ class HttpConnection:
         if self._sent_continue or not self._conn.they_are_waiting_for_100_continue:
             return b""
         self._sent_continue = True
-        return self._conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+        return self._conn.send(
+            h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+        )
+
+    def send_switch(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """``101 Switching Protocols`` accepting the client's ``Upgrade``.
+
+        Valid once the request was read to its end (``next_event()`` gave
+        ``PAUSED``); afterwards :attr:`trailing_data` holds the first bytes of
+        the new protocol.
+        """
+        headers.append((b"Date", http_date.get()))
+        headers.append((b"Server", SERVER_HEADER))
+        response = h11.InformationalResponse(
+            status_code=101, headers=headers, reason=b"Switching Protocols"
+        )
+        return self._conn.send(response) or b""
+
+    @property
+    def switched(self) -> bool:
+        """True once the connection switched to another protocol."""
+        return self._conn.our_state is h11.SWITCHED_PROTOCOL
 
     def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-        """Serialize a response head; adds ``Date``, ``Server`` and close framing."""
+        """Serialize a response head; adds ``Date``, ``Server`` and close framing.
+
+        A final answer to a client still waiting for ``100 Continue`` closes the
+        connection: that client may or may not send its body now.
+        """
+        if self._conn.they_are_waiting_for_100_continue:
+            self._closing = True
         headers.append((b"Date", http_date.get()))
         headers.append((b"Server", SERVER_HEADER))
         if self._closing:

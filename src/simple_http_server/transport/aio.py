@@ -20,7 +20,14 @@ from ..dispatch.channel import Channel, HeaderLines, encode_headers
 from ..dispatch.dispatcher import Dispatcher
 from ..errors import HttpError
 from ..protocol import http11
-from .common import DRAIN_LIMIT, ClientGone, new_connection, request_from_head, service_unavailable
+from .common import (
+    DRAIN_LIMIT,
+    SERVING,
+    ClientGone,
+    new_connection,
+    request_from_head,
+    service_unavailable,
+)
 
 __all__ = ["AioServer"]
 
@@ -46,6 +53,7 @@ class _AioConn(asyncio.Protocol, Channel):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
+        self._lingering = False
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,6 +80,8 @@ class _AioConn(asyncio.Protocol, Channel):
         if self.upgraded is not None:
             self.upgraded.data_received(data)
             return
+        if self._lingering:
+            return
         self.conn.receive_data(data)
         if self.task is not None:
             self._wake_reader()
@@ -85,16 +95,23 @@ class _AioConn(asyncio.Protocol, Channel):
     def eof_received(self) -> bool | None:
         if self.upgraded is not None:
             return self.upgraded.eof_received()  # type: ignore[no-any-return]
+        if self._lingering:
+            self.close()
+            return None
         self.conn.receive_data(b"")
         if self.task is not None:
             self._wake_reader()
-            return True
-        self._process()
-        return True
+        else:
+            self._process()
+        # Keep the write side open for the answer (TLS cannot half-close).
+        return None if self.secure else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        server = self.server
+        server.connections.discard(self)
+        if server.stopping and not server.connections:
+            server.all_closed.set()
         self._cancel_timer()
         if self.upgraded is not None:
             self.upgraded.connection_lost(exc)
@@ -155,13 +172,14 @@ class _AioConn(asyncio.Protocol, Channel):
                 return
             if kind is http11.ProtocolFailure:
                 self._write(conn.send_error(event.status))  # type: ignore[union-attr]
-                self.close()
+                self._linger()
                 return
             self.close()
             return
 
     async def _serve(self, head: http11.RequestHead) -> None:
         keep = False
+        SERVING.set(self.server)  # this task's own context
         try:
             upgrade = self.server.upgrade_handler
             if upgrade is not None and upgrade.wants(head):
@@ -169,11 +187,14 @@ class _AioConn(asyncio.Protocol, Channel):
                 return
             request = request_from_head(head, self.secure)
             await self.server.dispatcher.handle(request, self)
-            keep = self.conn.request_complete or await self._drain_body()
+            keep = self.conn.request_complete or (
+                not self.conn.closing and await self._drain_body()
+            )
         except ClientGone:
             keep = False
         except Exception:
             _log.exception("Error while sending the response")
+            self._write(self.conn.send_error(500))
             keep = False
         finally:
             self.task = None
@@ -186,6 +207,8 @@ class _AioConn(asyncio.Protocol, Channel):
                 self.transport.resume_reading()
             self._arm(self.config.idle_timeout)
             self._process()
+        elif not self.conn.request_complete and not self.closed:
+            self._linger()
         else:
             self.close()
 
@@ -200,6 +223,21 @@ class _AioConn(asyncio.Protocol, Channel):
         except (ClientGone, HttpError):
             return False
         return False
+
+    def _linger(self) -> None:
+        """Half-close and discard what the client still sends, so it reads our answer."""
+        assert self.transport is not None
+        self._lingering = True
+        self.head_started = False
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._arm(1.0)
+
+    def close_after_response(self) -> None:
+        self.conn.close_after_response()
 
     def close(self) -> None:
         """Close the connection (after what was written is flushed)."""
@@ -272,8 +310,7 @@ class _AioConn(asyncio.Protocol, Channel):
         await self._drain()
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
-        conn = self.conn
-        headers.append((b"Content-Length", str(len(body)).encode()))
+        conn = self.conn  # the dispatcher set Content-Length; one write for all of it
         self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
         await self._drain()
 
@@ -316,6 +353,7 @@ class AioServer:
         self.owner_thread = threading.current_thread()
         self._server: asyncio.base_events.Server | None = None
         self._closed = asyncio.Event()
+        self.all_closed = asyncio.Event()
 
     async def start(self, sock: socket.socket) -> None:
         """Start accepting on ``sock``."""
@@ -335,12 +373,23 @@ class AioServer:
         for conn in list(self.connections):
             if conn.task is None and conn.upgraded is None:
                 conn.close()
-        deadline = self.loop.time() + self.config.drain_timeout
-        while self.loop.time() < deadline and any(c.task for c in self.connections):
+            else:  # in flight: its answer says Connection: close
+                conn.conn.close_after_response()
+        loop = self.loop
+        deadline = loop.time() + self.config.drain_timeout
+        while loop.time() < deadline and any(c.task for c in self.connections):
             await asyncio.sleep(0.01)
+        upgraded = [c.upgraded.shutdown() for c in self.connections if c.upgraded is not None]
+        if upgraded:
+            await asyncio.gather(*upgraded, return_exceptions=True)
+        # Let closing connections flush their last answer, then cut the rest.
+        if self.connections:
+            remaining = max(deadline - loop.time(), 1.0)
+            try:
+                await asyncio.wait_for(self.all_closed.wait(), remaining)
+            except TimeoutError:
+                pass
         for conn in list(self.connections):
-            if conn.upgraded is not None:
-                await conn.upgraded.shutdown()
             if conn.transport is not None:
                 conn.transport.abort()
         self.connections.clear()
@@ -351,13 +400,25 @@ class AioServer:
                 pass
         self._closed.set()
 
+    async def stop_async(self) -> None:
+        """Stop from a coroutine running on the server's loop; returns once stopped."""
+        if not self.stopping:
+            await self._shutdown()
+        else:
+            await self._closed.wait()
+
     def stop(self, wait: bool = True) -> None:
         """Stop from any thread; waits for the shutdown unless on the loop thread."""
         if self.stopping:
             return
         if threading.get_ident() == self.loop_thread:
+            self.stopping = True
             self.loop.create_task(self._shutdown())
             return
         future = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
-        if wait:
+        if wait and not self.cannot_wait():
             future.result(self.config.drain_timeout + 2)
+
+    def cannot_wait(self) -> bool:
+        """True on the loop's thread or inside a request: stop() must not wait there."""
+        return threading.get_ident() == self.loop_thread or SERVING.get() is self

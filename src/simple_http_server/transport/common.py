@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from ..dispatch.dispatcher import make_request
 from ..models import Request
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAIN_LIMIT",
+    "SERVING",
     "ClientGone",
     "new_connection",
     "open_listener",
@@ -24,6 +26,12 @@ __all__ = [
 #: Unread request body bytes a transport discards to keep a connection alive.
 DRAIN_LIMIT = 1024 * 1024
 READ_SIZE = 256 * 1024
+
+
+#: The transport serving the current request (seen by user code, in any thread
+#: or loop it runs on), so ``stop()`` called from a controller does not wait
+#: for that very request to finish.
+SERVING: ContextVar[Any] = ContextVar("simple_http_server_serving", default=None)
 
 
 class ClientGone(Exception):

@@ -27,6 +27,7 @@ from ..protocol.http11 import HttpConnection
 from .common import (
     DRAIN_LIMIT,
     READ_SIZE,
+    SERVING,
     ClientGone,
     new_connection,
     request_from_head,
@@ -38,12 +39,14 @@ __all__ = ["ThreadedServer"]
 _log = _logging.get_logger("simple_http_server.threaded")
 _WAKE = object()
 _LISTEN = object()
+#: Seconds a connection closed after an error answer keeps discarding input.
+LINGER_SECONDS = 1.0
 
 
 class _Conn(Channel):
     """A client connection; also the channel of the request it serves."""
 
-    __slots__ = ("conn", "deadline", "head_started", "server", "sock", "upgrade")
+    __slots__ = ("conn", "deadline", "head_started", "lingering", "server", "sock", "upgrade")
 
     def __init__(self, server: ThreadedServer, sock: socket.socket, peer: Any) -> None:
         self.server = server
@@ -53,6 +56,7 @@ class _Conn(Channel):
         self.secure = isinstance(sock, ssl.SSLSocket)
         self.deadline = time.monotonic() + server.config.idle_timeout
         self.head_started = False
+        self.lingering = False
         self.upgrade: Any = None
 
     # -- Channel -------------------------------------------------------------
@@ -98,8 +102,7 @@ class _Conn(Channel):
         self._write(self.conn.send_end())
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
-        conn = self.conn
-        headers.append((b"Content-Length", str(len(body)).encode()))
+        conn = self.conn  # the dispatcher set Content-Length; one send for all of it
         self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
 
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
@@ -112,18 +115,44 @@ class _Conn(Channel):
             else:
                 self._write(bytes(piece))
 
+    def close_after_response(self) -> None:
+        self.conn.close_after_response()
+
     def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
         try:
-            self.sock.sendfile(file, offset, count)  # type: ignore[arg-type]
+            self.sock.sendfile(file, offset, count)
         except (TimeoutError, OSError) as exc:
             raise ClientGone(str(exc)) from None
 
     # -- lifecycle -----------------------------------------------------------
     def serve_ready(self) -> bool:
         """Serve what the socket has; True to park the connection again."""
-        data = self._recv()
-        self.conn.receive_data(data)
+        if self.secure:
+            return self._serve_ready_tls()
+        self.conn.receive_data(self._recv())
         return self.serve_buffered()
+
+    def _serve_ready_tls(self) -> bool:
+        """Like :meth:`serve_ready`, without blocking on a partial TLS record or handshake."""
+        sock: Any = self.sock
+        while True:
+            sock.setblocking(False)
+            try:
+                data = sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                if not self.head_started:  # the handshake or head is under way
+                    self.head_started = True
+                    self.deadline = time.monotonic() + self.server.config.head_timeout
+                return True
+            except OSError as exc:
+                raise ClientGone(str(exc)) from None
+            finally:
+                sock.settimeout(self.server.config.body_timeout)
+            self.conn.receive_data(data)
+            park = self.serve_buffered()
+            # TLS may hold decrypted bytes the selector cannot see.
+            if not (park and sock.pending()):
+                return park
 
     def serve_buffered(self) -> bool:
         conn = self.conn
@@ -160,19 +189,31 @@ class _Conn(Channel):
         server = self.server
         upgrade = server.upgrade_handler
         if upgrade is not None and upgrade.wants(head):
-            self.upgrade = upgrade
-            upgrade.serve_threaded(self, head)
+            if upgrade.serve_threaded(self, head):
+                self.upgrade = upgrade  # a websocket thread owns the socket now
             return False
         request = request_from_head(head, self.secure)
-        self.sock.settimeout(server.config.body_timeout)
+        sock = self.sock
+        if sock.gettimeout() != server.config.body_timeout:
+            sock.settimeout(server.config.body_timeout)
+        token = SERVING.set(server)
         try:
             run_sync(server.dispatcher.handle(request, self))
         except ClientGone:
             return False
         except Exception:
             _log.exception("Error while sending the response")
+            try:
+                self._write(self.conn.send_error(500))
+            except ClientGone:
+                pass
             return False
+        finally:
+            SERVING.reset(token)
         if not self.conn.request_complete:
+            if self.conn.closing:  # the body was refused (413): no draining
+                self.linger()
+                return False
             return self._drain()
         return True
 
@@ -197,15 +238,30 @@ class _Conn(Channel):
         return False
 
     def linger(self) -> None:
-        """Half-close and discard what the client still sends, so it reads our answer."""
+        """Half-close; the selector then discards what the client still sends.
+
+        Closing with unread input would reset the connection and the client
+        could lose our answer (a 400, 413 or 431); lingering holds no worker.
+        """
+        self.head_started = False
+        self.deadline = time.monotonic() + LINGER_SECONDS
         try:
             self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(0.5)
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline and self.sock.recv(65536):
-                pass
+            self.lingering = True
         except OSError:
             pass
+
+    def discard_input(self) -> bool:
+        """Read and drop what a lingering client sent; False once it is done."""
+        try:
+            for _ in range(16):
+                if not self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT):
+                    return False
+        except (BlockingIOError, InterruptedError):
+            return True
+        except (OSError, ValueError):
+            return False
+        return True
 
     def close(self) -> None:
         try:
@@ -288,10 +344,10 @@ class ThreadedServer:
                 with self._lock:
                     self._busy -= 1
                     self._idle_workers += 1
-            if park and not self.stopping:
+            if (park or conn.lingering) and not self.stopping:
                 self._parked.put(conn)
                 self._wake()
-            else:
+            elif conn.upgrade is None:
                 self._drop(conn)
 
     def _drop(self, conn: _Conn) -> None:
@@ -324,6 +380,10 @@ class ThreadedServer:
                         self._accept()
                     elif data is _WAKE:
                         self._rearm()
+                    elif data.lingering:
+                        if not data.discard_input():
+                            sel.unregister(key.fileobj)
+                            self._drop(data)
                     else:
                         sel.unregister(key.fileobj)
                         self._submit(data)
@@ -353,13 +413,13 @@ class ThreadedServer:
                 sock.close()
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = self._wrap(sock)
-            if sock is None:
+            wrapped = self._wrap(sock)
+            if wrapped is None:
                 continue
-            conn = _Conn(self, sock, peer)
+            conn = _Conn(self, wrapped, peer)
             with self._lock:
                 self._conns.add(conn)
-            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._selector.register(wrapped, selectors.EVENT_READ, conn)
 
     def _wrap(self, sock: socket.socket) -> socket.socket | None:
         context = self.config.ssl_context
@@ -411,10 +471,16 @@ class ThreadedServer:
         except (KeyError, ValueError):
             pass
         self.listener.close()
+        if self.upgrade_handler is not None:
+            self.upgrade_handler.stop_threaded()  # websockets: close with 1001
         for key in list(sel.get_map().values()):
             if isinstance(key.data, _Conn):
                 sel.unregister(key.fileobj)
                 self._drop(key.data)
+        with self._lock:
+            in_flight = list(self._conns)
+        for conn in in_flight:  # their answers say Connection: close
+            conn.conn.close_after_response()
         deadline = time.monotonic() + self.config.drain_timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -443,5 +509,9 @@ class ThreadedServer:
         """Stop accepting, finish in-flight requests (up to the drain timeout), close."""
         self.stopping = True
         self._wake()
-        if wait and threading.current_thread() is not self.owner_thread:
+        if wait and not self.cannot_wait():
             self.done.wait(self.config.drain_timeout + 2)
+
+    def cannot_wait(self) -> bool:
+        """True in the selector thread or inside a request: stop() must not wait there."""
+        return threading.current_thread() is self.owner_thread or SERVING.get() is self

@@ -1,0 +1,1 @@
+"""The benchmark runner's pieces: environments, processes, workloads, report."""

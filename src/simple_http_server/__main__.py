@@ -1,0 +1,164 @@
+"""The command line: ``python -m simple_http_server`` (also ``simple-http-server``).
+
+Scans a folder for controllers, mounts static folders given with ``-r`` and
+serves them.  Nothing is served from the file system unless ``-r`` says so,
+and the server listens on 127.0.0.1 unless ``-b`` says otherwise.  Every
+option of the original command line (``-p``, ``-b``, ``-s``, ``--regex``,
+``-r``, ``--loglevel``) keeps working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["build_parser", "main", "parse_resources"]
+
+_SIZE_UNITS = {"": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3}
+
+
+def _size(text: str) -> int:
+    """``"16M"`` -> 16777216; plain numbers are bytes."""
+    value = text.strip().upper()
+    number = value.rstrip("KMGB")
+    unit = value[len(number) :]
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1048576, 512K, 16M)")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def parse_resources(values: Sequence[str]) -> dict[str, str]:
+    """``-r`` values as a mount table.
+
+    ``PREFIX=DIR`` mounts DIR at PREFIX (``/static/**=./public``); a bare
+    ``DIR`` keeps the original meaning ``/**`` = DIR.  Every folder must exist.
+    """
+    mounts: dict[str, str] = {}
+    for value in values:
+        prefix, sep, folder = value.partition("=")
+        if not sep or os.path.isdir(value) or not prefix.startswith(("/", "*")):
+            prefix, folder = "/**", value
+        if not folder or not os.path.isdir(folder):
+            raise ValueError(f"resources folder does not exist: {folder!r}")
+        mounts[prefix] = os.path.abspath(folder)
+    return mounts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its ``--help`` documents every option)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m simple_http_server",
+        description="Serve the controllers found in a folder, and static files with -r.",
+        epilog="Without -r nothing is served from the file system. "
+        "Example: python -m simple_http_server -s ./app -r /static/**=./public -p 8080",
+    )
+    add = parser.add_argument
+    add("-b", "--bind", "--host", dest="host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")  # fmt: skip
+    add("-p", "--port", type=int, default=9090, help="port to listen on (default 9090)")
+    add("-s", "--scan", default=os.getcwd(), metavar="DIR",
+        help="folder whose Python modules are imported to register controllers "
+        "(default: the current folder)")  # fmt: skip
+    add("--regex", default="", metavar="REGEX",
+        help="import only the modules whose relative path or dotted name matches REGEX")  # fmt: skip
+    add("-r", "--resources", action="append", default=[], metavar="[PREFIX=]DIR",
+        help="serve the files of DIR at PREFIX, e.g. '/static/**=./public' (repeatable); "
+        "a bare DIR means '/**=DIR'")  # fmt: skip
+    add("--prefer-coroutine", "--prefer-corountine", dest="prefer_coroutine",
+        action="store_true", help="use the asyncio transport instead of threads")  # fmt: skip
+    add("-w", "--workers", type=int, default=1,
+        help="worker processes sharing the port (default 1: serve in this process)")  # fmt: skip
+    add("--certfile", default="", help="TLS certificate chain (PEM); enables HTTPS")
+    add("--keyfile", default="", help="TLS private key (PEM), if not in --certfile")
+    add("--keypass", default="", help="password of an encrypted --keyfile")
+    add("--log-level", "--loglevel", dest="log_level", default="INFO",
+        type=str.upper, choices=["DEBUG", "INFO", "WARN", "WARNING", "ERROR"],
+        help="log level (default INFO)")  # fmt: skip
+    add("--access-log", action=argparse.BooleanOptionalAction, default=False,
+        help="log one line per request: client, method, path, status, bytes, duration")  # fmt: skip
+    add("--keep-alive", action=argparse.BooleanOptionalAction, default=True,
+        help="keep connections open between requests (default on)")  # fmt: skip
+    limits = parser.add_argument_group("limits and timeouts (sizes accept K, M, G)")
+    lim = limits.add_argument
+    lim("--max-body-size", type=_size, help="largest in-memory request body (413 beyond)")
+    lim("--max-upload-size", type=_size, help="largest multipart request body (413 beyond)")
+    lim("--max-head-size", type=_size, help="largest request line and headers (431 beyond)")
+    lim("--max-websocket-message-size", type=_size,
+        help="largest websocket message (close 1009 beyond)")  # fmt: skip
+    lim("--max-connections", type=int, help="most simultaneous connections (503 beyond)")
+    lim("--worker-threads", type=int, help="threads serving requests or running sync code")
+    lim("--idle-timeout", type=_positive_float, help="seconds an idle connection is kept")
+    lim("--drain-timeout", type=_positive_float,
+        help="seconds in-flight requests get to finish on shutdown")  # fmt: skip
+    return parser
+
+
+_CONFIG_OPTIONS = (
+    "max_body_size",
+    "max_upload_size",
+    "max_head_size",
+    "max_websocket_message_size",
+    "max_connections",
+    "worker_threads",
+    "idle_timeout",
+    "drain_timeout",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        resources = parse_resources(args.resources)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
+
+    from . import logger, server
+
+    logger.set_level(args.log_level)
+    server.scan(regx=args.regex, project_dir=args.scan)
+    options: dict[str, Any] = {
+        name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
+    }
+    if args.certfile:
+        options.update(ssl=True, certfile=args.certfile, keyfile=args.keyfile)
+        options["keypass"] = args.keypass
+    try:
+        server.start(
+            host=args.host,
+            port=args.port,
+            resources=resources,
+            prefer_coroutine=args.prefer_coroutine,
+            keep_alive=args.keep_alive,
+            access_log=args.access_log,
+            workers=args.workers,
+            **options,
+        )
+    except (OSError, ValueError) as exc:  # a port in use, a bad certificate...
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logger.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

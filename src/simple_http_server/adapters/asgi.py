@@ -1,0 +1,252 @@
+"""The dispatch layer behind any ASGI 3 server: uvicorn, hypercorn, granian...
+
+``ASGIProxy(dispatcher)`` is an ASGI 3 application for the ``http``,
+``websocket`` and ``lifespan`` scopes.  Request bodies are pulled from
+``receive`` as the dispatcher asks for them (with or without
+``Content-Length``); responses are pushed to ``send`` as they are produced,
+so both directions stream.  A client that disconnects stops a streamed
+response at its next chunk.  This module holds no socket and parses no HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from .. import logger as _logging
+from ..dispatch.channel import Channel, HeaderLines, encode_headers
+from ..dispatch.dispatcher import Dispatcher, make_request
+from ..transport.common import ClientGone
+
+__all__ = ["ASGIProxy"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_log = _logging.get_logger("simple_http_server.asgi")
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailers"}
+)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def request_target(scope: Scope) -> str:
+    """The undecoded request target of an ``http`` or ``websocket`` scope."""
+    raw = scope.get("raw_path")
+    path = (
+        bytes(raw).decode("latin-1")
+        if raw
+        else quote(str(scope.get("path") or "/").encode("utf-8"), safe=_PATH_SAFE)
+    )
+    path = path.partition("?")[0]  # some servers keep the query in raw_path
+    query = bytes(scope.get("query_string") or b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
+def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
+    """Response header lines for ASGI: lower-case names, no hop-by-hop headers."""
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower not in _HOP_BY_HOP:
+            out.append((lower, value))
+    return out
+
+
+class _ASGIChannel(Channel):
+    """Pulls the body from ``receive``, pushes the response into ``send``."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.secure = scope.get("scheme") in ("https", "wss")
+        client = scope.get("client")
+        self.peer = (str(client[0]), int(client[1])) if client else None
+        self.is_head = scope.get("method") == "HEAD"
+        self.expects_body = any(
+            name.lower() == b"transfer-encoding"
+            or (name.lower() == b"content-length" and value.strip() not in (b"", b"0"))
+            for name, value in scope.get("headers") or ()
+        )
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.body_done = False
+        self.disconnected = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._tail: asyncio.Future[Any] | None = None  # ordered sends from async user code
+
+    async def receive(self) -> bytes:
+        while not self.body_done:
+            message = await self._receive()
+            kind = message.get("type")
+            if kind == "http.request":
+                body = bytes(message.get("body") or b"")
+                if not message.get("more_body", False):
+                    self.body_done = True
+                if body:
+                    return body
+            elif kind == "http.disconnect":
+                self.body_done = self.disconnected = True
+                raise ClientGone("client disconnected while sending the body")
+        return b""
+
+    async def _watch_disconnect(self) -> None:
+        """During a streamed response: notice a client that goes away."""
+        while True:
+            message = await self._receive()
+            if message.get("type") == "http.disconnect":
+                self.disconnected = True
+                return
+
+    async def _emit(self, message: Message) -> None:
+        if self.disconnected:
+            raise ClientGone("client disconnected")
+        await self._send(message)
+
+    async def _settle(self) -> None:
+        tail = self._tail
+        if tail is not None:
+            self._tail = None
+            await tail
+
+    async def send_head(self, status: int, headers: HeaderLines) -> None:
+        await self._settle()
+        await self._emit(
+            {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
+        )
+        if (self.body_done or not self.expects_body) and self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch_disconnect())
+
+    async def send_data(self, data: bytes) -> None:
+        await self._settle()
+        if data and not self.is_head:
+            await self._emit({"type": "http.response.body", "body": data, "more_body": True})
+            await asyncio.sleep(0)  # a loop turn, so a disconnect is noticed between chunks
+
+    async def send_end(self) -> None:
+        await self._settle()
+        await self._emit({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
+        await self._settle()
+        headers = [h for h in headers if h[0].lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self._emit(
+            {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
+        )
+        payload = b"" if self.is_head else body
+        await self._emit({"type": "http.response.body", "body": payload, "more_body": False})
+
+    # ``Response.write_bytes``: from a worker thread we wait; on the loop
+    # (async user code) we chain the sends so they stay in order.
+    def _blocking(self, factory: Callable[[], Awaitable[None]]) -> None:
+        if threading.get_ident() != self.loop_thread:
+            asyncio.run_coroutine_threadsafe(_run(factory), self.loop).result()
+            return
+        previous = self._tail
+
+        async def after() -> None:
+            if previous is not None:
+                await previous
+            await factory()
+
+        self._tail = self.loop.create_task(after())
+
+    def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
+        lines = encode_headers(headers)
+        self._blocking(lambda: self.send_head(status, lines))
+
+    def write_blocking(self, data: bytes) -> None:
+        self._blocking(lambda: self.send_data(data))
+
+    def end_blocking(self) -> None:
+        self._blocking(self.send_end)
+
+    async def finish(self) -> None:
+        """Wait for chained sends; stop watching for a disconnect."""
+        try:
+            await self._settle()
+        finally:
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._watcher
+
+
+async def _run(factory: Callable[[], Awaitable[None]]) -> None:
+    await factory()
+
+
+class ASGIProxy:
+    """An ASGI 3 application serving one dispatcher (see ``server.init_asgi_proxy``).
+
+    Args:
+        dispatcher: the dispatcher of the app to serve.
+        upgrade_handler: the websocket handler of the app (None: websockets refused).
+    """
+
+    def __init__(self, dispatcher: Dispatcher, upgrade_handler: Any = None) -> None:
+        self.dispatcher = dispatcher
+        self.upgrade_handler = upgrade_handler
+
+    async def app_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point: ``await app_proxy(scope, receive, send)``."""
+        kind = scope.get("type")
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+
+    __call__ = app_proxy
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scheme = "https" if scope.get("scheme") == "https" else "http"
+        request = make_request(
+            str(scope.get("method", "GET")).upper(),
+            request_target(scope),
+            scope.get("headers") or [],
+            scheme,
+        )
+        channel = _ASGIChannel(scope, receive, send)
+        try:
+            await self.dispatcher.handle(request, channel)
+        except ClientGone:
+            pass
+        finally:
+            with contextlib.suppress(ClientGone):
+                await channel.finish()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        serve = getattr(self.upgrade_handler, "serve_asgi", None)
+        if serve is None:
+            message = await receive()
+            if message.get("type") == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1003})
+            return
+        await serve(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                try:
+                    self.dispatcher.app.compiled()
+                except Exception as exc:
+                    _log.exception("The app failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

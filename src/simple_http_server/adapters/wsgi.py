@@ -1,0 +1,248 @@
+"""The dispatch layer behind any WSGI server (PEP 3333): gunicorn, uWSGI, wsgiref...
+
+``WSGIProxy(dispatcher)`` is a WSGI application.  A request is built from the
+``environ``; its body is read from ``wsgi.input``; the response goes out through
+``start_response``.  Responses held in memory are returned as one-item lists;
+streamed ones (generators, files, ``Response.write_bytes``) become an iterable
+that the server pulls chunk by chunk, so nothing is buffered whole.
+
+How streaming works without a thread: the dispatch coroutine never suspends in
+a WSGI worker (like the threaded transport), except in ``send_data`` of a
+streamed response, where it yields the chunk out through :class:`_Chunk`; the
+response iterable resumes it for the next chunk.  This module holds no socket
+and never parses HTTP itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+from ..dispatch.channel import Channel, HeaderLines
+from ..dispatch.dispatcher import Dispatcher, make_request
+from ..protocol.http11 import reason_phrase
+
+__all__ = ["WSGIProxy"]
+
+StartResponse = Callable[..., Callable[[bytes], Any]]
+READ_SIZE = 64 * 1024
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def status_line(status: int) -> str:
+    """``"200 OK"`` for 200; unknown codes get a generic phrase."""
+    return f"{status} {reason_phrase(status).decode('latin-1') or 'Unknown'}"
+
+
+def wsgi_headers(headers: HeaderLines) -> list[tuple[str, str]]:
+    """Response header lines as WSGI wants them: str pairs, no hop-by-hop headers."""
+    out = []
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1")
+        if name.lower() not in _HOP_BY_HOP:
+            out.append((name, raw_value.decode("latin-1")))
+    return out
+
+
+def request_target(environ: dict[str, Any]) -> str:
+    """The request target, undecoded when the server kept it (gunicorn's ``RAW_URI``)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    if raw.startswith("/") and not environ.get("SCRIPT_NAME"):
+        return str(raw)
+    path = quote(environ.get("PATH_INFO", "").encode("latin-1") or b"/", safe=_PATH_SAFE)
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
+def request_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """The request headers of a WSGI ``environ``."""
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+            headers.append((key[5:].replace("_", "-").title(), str(value)))
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+        if environ.get(key):
+            headers.append((name, str(environ[key])))
+    return headers
+
+
+class _Chunk:
+    """Awaited by the channel to hand a body chunk out of the dispatch coroutine."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __await__(self) -> Generator[_Chunk, None, None]:
+        yield self
+
+
+class _WSGIChannel(Channel):
+    """Reads ``wsgi.input``, answers through ``start_response``."""
+
+    def __init__(self, environ: dict[str, Any], start_response: StartResponse) -> None:
+        self.environ = environ
+        self.start_response = start_response
+        self.secure = environ.get("wsgi.url_scheme") == "https"
+        addr, port = environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")
+        self.peer = (str(addr), int(port)) if addr and str(port or "").isdigit() else None
+        self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
+        self.parts: list[bytes] = []
+        self.streaming = False
+        self._write: Callable[[bytes], Any] | None = None
+        self._input = environ["wsgi.input"]
+        length = str(environ.get("CONTENT_LENGTH") or "").strip()
+        if length.isdigit():
+            self._remaining: int | None = int(length)
+        elif environ.get("HTTP_TRANSFER_ENCODING") and environ.get("wsgi.input_terminated"):
+            self._remaining = None  # chunked: the server marks the end with b""
+        else:
+            self._remaining = 0
+
+    async def receive(self) -> bytes:
+        if self._remaining is None:
+            return bytes(self._input.read(READ_SIZE))
+        if self._remaining <= 0:
+            return b""
+        data = bytes(self._input.read(min(READ_SIZE, self._remaining)))
+        self._remaining = self._remaining - len(data) if data else 0
+        return data
+
+    def _start(self, status: int, headers: HeaderLines) -> None:
+        self._write = self.start_response(status_line(status), wsgi_headers(headers))
+
+    async def send_head(self, status: int, headers: HeaderLines) -> None:
+        self._start(status, headers)
+        self.streaming = True
+
+    async def send_data(self, data: bytes) -> None:
+        if data and not self.is_head:
+            await _Chunk(data)
+
+    async def send_end(self) -> None:
+        return None
+
+    async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
+        headers = [h for h in headers if h[0].lower() != b"content-length"]
+        headers.append((b"Content-Length", str(len(body)).encode()))
+        self._start(status, headers)
+        if body and not self.is_head:
+            self.parts.append(body)
+
+    # ``Response.write_bytes`` from user code: WSGI's imperative ``write()``.
+    def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
+        from ..dispatch.channel import encode_headers
+
+        self._start(status, encode_headers(headers))
+
+    def write_blocking(self, data: bytes) -> None:
+        if self._write is None:
+            raise RuntimeError("write_bytes before the response head")
+        if data and not self.is_head:
+            self._write(data)
+
+    def end_blocking(self) -> None:
+        return None
+
+
+def _step(coro: Any) -> bytes | None:
+    """Run the dispatch coroutine to its next chunk; None when it has finished."""
+    try:
+        marker = coro.send(None)
+    except StopIteration:
+        return None
+    if isinstance(marker, _Chunk):
+        return marker.data
+    coro.close()
+    raise RuntimeError("the dispatch coroutine suspended outside an event loop")
+
+
+class _StreamedBody:
+    """The response iterable of a streamed response: resumes dispatch per chunk."""
+
+    def __init__(self, coro: Any, first: bytes) -> None:
+        self._coro = coro
+        self._first: bytes | None = first
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        while True:
+            chunk = _step(self._coro)
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._coro.close()
+
+
+class WSGIProxy:
+    """A WSGI application serving one dispatcher (see ``server.init_wsgi_proxy``).
+
+    Args:
+        dispatcher: the dispatcher of the app to serve.
+    """
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def app_proxy(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI entry point: ``app_proxy(environ, start_response)``."""
+        if str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket":
+            body = b'{"code": 501, "message": "Websocket is not supported under WSGI"}'
+            start_response(
+                status_line(501),
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        scheme = str(environ.get("wsgi.url_scheme", "http"))
+        request = make_request(
+            str(environ.get("REQUEST_METHOD", "GET")).upper(),
+            request_target(environ),
+            request_headers(environ),
+            scheme,
+        )
+        channel = _WSGIChannel(environ, start_response)
+        coro = self.dispatcher.handle(request, channel)
+        first = _step(coro)
+        if first is None:
+            return channel.parts
+        return _StreamedBody(coro, first)
+
+    __call__ = app_proxy
+
+    async def async_app_proxy(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> list[bytes]:
+        """``await proxy.async_app_proxy(environ, start_response)``: the body as a list.
+
+        The blocking WSGI work runs in the loop's default executor.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._collect, environ, start_response)
+
+    def _collect(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        body = self.app_proxy(environ, start_response)
+        try:
+            return [bytes(chunk) for chunk in body]
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()

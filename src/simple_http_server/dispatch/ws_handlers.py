@@ -1,0 +1,295 @@
+"""Websocket handlers: registration records, proxies, the route table, the handshake.
+
+``@websocket_handler`` classes and the function-style decorators write records
+into ``App.websocket_handlers``; :func:`compile_websockets` turns them into a
+:class:`WebsocketRoutes` table of :class:`WebsocketHandlerProxy` objects (the
+functions of one endpoint are combined in one proxy).  :func:`negotiate` runs
+the opening handshake up to the decision: accept (with headers) or reject.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import logger as _logging
+from ..models import Headers
+from ..protocol.http11 import RequestHead, reason_phrase
+from ..protocol.ws import HandshakeRejection, accept_headers, check_handshake
+from .bodies import parse_query
+from .invoke import call
+from .routing import Router, compile_conditions, normalize_path
+
+if TYPE_CHECKING:
+    from wsproto.extensions import Extension
+
+    from ..websocket import WebsocketRequest
+
+__all__ = [
+    "Accepted",
+    "Callbacks",
+    "Rejected",
+    "WebsocketFunction",
+    "WebsocketHandlerClass",
+    "WebsocketHandlerProxy",
+    "WebsocketRoutes",
+    "compile_websockets",
+    "negotiate",
+    "register_class",
+    "register_function",
+]
+
+_log = _logging.get_logger("simple_http_server.websocket")
+
+#: Function-style events and the handler method each one stands for.
+EVENT_METHODS = {
+    "handshake": "on_handshake",
+    "open": "on_open",
+    "close": "on_close",
+    "WEBSOCKET_MESSAGE_TEXT": "on_text_message",
+    "WEBSOCKET_MESSAGE_BINARY": "on_binary_message",
+    "WEBSOCKET_MESSAGE_BINARY_FRAME": "on_binary_frame",
+    "WEBSOCKET_MESSAGE_PING": "on_ping_message",
+    "WEBSOCKET_MESSAGE_PONG": "on_pong_message",
+}
+
+
+@dataclass(slots=True)
+class WebsocketHandlerClass:
+    """One ``@websocket_handler`` registration."""
+
+    cls: type
+    endpoint: str = ""
+    regexp: str = ""
+    singleton: bool = True
+
+
+@dataclass(slots=True)
+class WebsocketFunction:
+    """One function-style registration (``@websocket_open``...)."""
+
+    func: Callable[..., Any]
+    event: str
+    endpoint: str = ""
+    regexp: str = ""
+
+
+@dataclass(slots=True)
+class Callbacks:
+    """The callbacks of one session (None: not defined)."""
+
+    on_handshake: Callable[..., Any] | None = None
+    on_open: Callable[..., Any] | None = None
+    on_close: Callable[..., Any] | None = None
+    on_text_message: Callable[..., Any] | None = None
+    on_binary_message: Callable[..., Any] | None = None
+    on_binary_frame: Callable[..., Any] | None = None
+    on_ping_message: Callable[..., Any] | None = None
+    on_pong_message: Callable[..., Any] | None = None
+
+
+_NAMES = tuple(EVENT_METHODS.values())
+
+
+class WebsocketHandlerProxy:
+    """Gives the callbacks of a session, from a handler class or from functions."""
+
+    def __init__(self, cls: type | None = None, singleton: bool = True) -> None:
+        self.cls = cls
+        self.singleton = singleton
+        self.functions: dict[str, Callable[..., Any]] = {}
+        self._shared: Callbacks | None = None
+
+    def add_function(self, event: str, func: Callable[..., Any]) -> None:
+        """Add a function-style callback."""
+        self.functions[EVENT_METHODS[event]] = func
+
+    def callbacks(self) -> Callbacks:
+        """The callbacks for a new session (a new handler object unless singleton)."""
+        if self.cls is None:
+            if self._shared is None:
+                self._shared = Callbacks(**self.functions)
+            return self._shared
+        if self.singleton and self._shared is not None:
+            return self._shared
+        handler = self.cls()
+        found = Callbacks(**{n: getattr(handler, n, None) for n in _NAMES})
+        if self.singleton:
+            self._shared = found
+        return found
+
+
+class WebsocketRoutes:
+    """Endpoint -> proxy table of one app."""
+
+    def __init__(self) -> None:
+        self.router: Router[WebsocketHandlerProxy] = Router()
+
+    def lookup(
+        self, path: str
+    ) -> tuple[WebsocketHandlerProxy, dict[str, str], tuple[str, ...]] | None:
+        """The proxy, path values and regexp groups for ``path``."""
+        match = self.router.lookup("GET", path, {}, Headers())
+        if match.target is None:
+            return None
+        return match.target, match.path_values, match.reg_groups
+
+
+def _check(endpoint: str, regexp: str, what: str) -> None:
+    if not endpoint and not regexp:
+        raise ValueError(f"{what}: a websocket handler needs an endpoint or a regexp")
+
+
+def register_class(app: Any, endpoint: Any = "", regexp: str = "", singleton: bool = True) -> Any:
+    """``@websocket_handler(endpoint=..., regexp=..., singleton=...)`` on ``app``."""
+    if isinstance(endpoint, type):  # bare @websocket_handler
+        raise ValueError(
+            f"{endpoint.__qualname__}: @websocket_handler needs an endpoint or a regexp"
+        )
+
+    def decorator(cls: type) -> type:
+        _check(endpoint, regexp, cls.__qualname__)
+        app.websocket_handlers.append(WebsocketHandlerClass(cls, endpoint, regexp, singleton))
+        app.changed()
+        return cls
+
+    return decorator
+
+
+def register_function(app: Any, event: str, endpoint: str = "", regexp: str = "") -> Any:
+    """A function-style websocket decorator for ``event`` on ``app``."""
+    if event not in EVENT_METHODS:
+        raise ValueError(f"unknown websocket message type: {event!r}")
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        _check(endpoint, regexp, getattr(func, "__qualname__", repr(func)))
+        app.websocket_handlers.append(WebsocketFunction(func, event, endpoint, regexp))
+        app.changed()
+        return func
+
+    return decorator
+
+
+def compile_websockets(app: Any) -> WebsocketRoutes:
+    """Build the websocket route table of ``app``."""
+    routes = WebsocketRoutes()
+    no_conditions = compile_conditions(None, None)
+    grouped: dict[tuple[str, str], WebsocketHandlerProxy] = {}
+    for reg in app.websocket_handlers:
+        if isinstance(reg, WebsocketHandlerClass):
+            proxy = WebsocketHandlerProxy(reg.cls, reg.singleton)
+        else:
+            key = (reg.endpoint, reg.regexp)
+            existing = grouped.get(key)
+            if existing is not None:
+                existing.add_function(reg.event, reg.func)
+                continue
+            proxy = grouped[key] = WebsocketHandlerProxy()
+            proxy.add_function(reg.event, reg.func)
+        if reg.regexp:
+            routes.router.add_regexp(reg.regexp, proxy, frozenset(), no_conditions)
+        else:
+            routes.router.add_url(reg.endpoint, proxy, frozenset(), no_conditions)
+    return routes
+
+
+# -- the opening handshake ---------------------------------------------------
+@dataclass(slots=True)
+class Accepted:
+    """Switch protocols: the ``101`` headers and what the session needs."""
+
+    headers: list[tuple[bytes, bytes]]
+    extensions: list[Extension]
+    callbacks: Callbacks
+    request: WebsocketRequest
+
+
+@dataclass(slots=True)
+class Rejected:
+    """Answer the upgrade request with a plain HTTP response."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    message: str = ""
+
+    def body(self) -> bytes:
+        """A small JSON error body."""
+        return json.dumps(
+            {
+                "code": self.status,
+                "message": reason_phrase(self.status).decode(),
+                "explain": self.message,
+            }
+        ).encode()
+
+
+def _encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    if not headers:
+        return out
+    items = headers.items() if hasattr(headers, "items") else headers
+    for name, value in items:
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            text = str(item).replace("\r", " ").replace("\n", " ").replace("\0", " ")
+            out.append((str(name).encode("latin-1", "replace"), text.encode("latin-1", "replace")))
+    return out
+
+
+def _decide(result: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """(status, headers) of what ``on_handshake`` returned; status 101 accepts."""
+    status: Any = None
+    headers: Any = None
+    if isinstance(result, tuple):
+        status = result[0] if result else None
+        headers = result[1] if len(result) > 1 else None
+    elif isinstance(result, dict):
+        headers = result
+    elif isinstance(result, int) and not isinstance(result, bool):
+        status = result
+    elif result is not None:
+        raise TypeError(f"on_handshake returned {result!r}")
+    if status in (None, 0, 101):
+        return 101, _encode_headers(headers)
+    status = int(status)
+    if not 200 <= status <= 599:
+        raise ValueError(f"on_handshake returned the invalid status {status}")
+    return status, _encode_headers(headers)
+
+
+async def negotiate(
+    routes: WebsocketRoutes | None, head: RequestHead, *, deflate: bool = True
+) -> Accepted | Rejected:
+    """Validate the upgrade, find the handler, ask ``on_handshake``."""
+    from ..websocket import WebsocketRequest
+
+    checked = check_handshake(head)
+    if isinstance(checked, HandshakeRejection):
+        return Rejected(checked.status, list(checked.headers), checked.message)
+    target = head.target.decode("latin-1")
+    raw_path, _, query = target.partition("?")
+    path = normalize_path(raw_path.partition("#")[0] or "/")
+    found = routes.lookup(path) if routes is not None else None
+    if found is None:
+        return Rejected(404, [], "No websocket handler for this path.")
+    proxy, path_values, reg_groups = found
+    headers = Headers()
+    for name, value in head.headers:
+        key, val = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {val}" if key in headers else val
+    request = WebsocketRequest(path, query, headers, parse_query(query), path_values, reg_groups)
+    try:
+        callbacks = proxy.callbacks()
+        status: int = 101
+        extra: list[tuple[bytes, bytes]] = []
+        if callbacks.on_handshake is not None:
+            status, extra = _decide(await call(callbacks.on_handshake, request))
+    except Exception:
+        _log.exception("Websocket handshake of %s failed", path)
+        return Rejected(500, [], "The handshake handler failed.")
+    if status != 101:
+        return Rejected(status, extra, "Rejected by the handshake handler.")
+    accept, extensions = accept_headers(checked, deflate=deflate)
+    return Accepted(accept + extra, extensions, callbacks, request)

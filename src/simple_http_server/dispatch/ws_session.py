@@ -1,0 +1,199 @@
+"""The running websocket session, independent of the transport.
+
+:class:`LinkBase` owns the :class:`~..protocol.ws.WebsocketProtocol` of one
+connection behind a lock and implements what :class:`WebsocketSession` sends;
+a transport subclasses it with ``_write`` (and its own flow control).
+:meth:`LinkBase.handle` turns protocol events into handler callbacks through
+:func:`~.invoke.call`, so it runs the same way in the threaded transport, on
+an event loop and in the test client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from .. import logger as _logging
+from ..protocol import ws
+from ..protocol.ws import WebsocketProtocol, WsEvent
+from ..websocket import (
+    WEBSOCKET_OPCODE_PING,
+    WebsocketCloseReason,
+    WebsocketRequest,
+    WebsocketSession,
+)
+from .invoke import call
+from .ws_handlers import Callbacks
+
+__all__ = ["LinkBase", "close_message"]
+
+_log = _logging.get_logger("simple_http_server.websocket")
+
+_MESSAGES = {
+    ws.CLOSE_GOING_AWAY: "Server is going away.",
+    ws.CLOSE_PROTOCOL_ERROR: "Protocol error.",
+    ws.CLOSE_ABNORMAL: "Connection lost.",
+    ws.CLOSE_INVALID_DATA: "Invalid message data.",
+    ws.CLOSE_TOO_BIG: "Message too big.",
+    ws.CLOSE_INTERNAL_ERROR: "Handler error.",
+}
+
+
+def close_message(event: ws.Closed) -> str:
+    """The readable ``message`` of a :class:`WebsocketCloseReason`."""
+    if event.by_peer:
+        return "Client asked to close connection."
+    return _MESSAGES.get(event.code, "Server asked to close connection.")
+
+
+def _frames(pieces: Iterator[str | bytes]) -> Iterator[tuple[str | bytes, bool]]:
+    """(piece, is_last) pairs; one empty piece when there are none."""
+    previous: str | bytes | None = None
+    for piece in pieces:
+        if previous is not None:
+            yield previous, False
+        previous = piece
+    yield (previous if previous is not None else b""), True
+
+
+class LinkBase:
+    """One websocket connection: protocol state, session, callbacks."""
+
+    def __init__(
+        self, proto: WebsocketProtocol, callbacks: Callbacks, request: WebsocketRequest
+    ) -> None:
+        self.proto = proto
+        self.callbacks = callbacks
+        self.lock = threading.RLock()
+        self.session = WebsocketSession(request, self)
+        self._close_reported = False
+
+    # -- output (called under self.lock) ---------------------------------------
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        data = self.proto.data_to_send()
+        if data:
+            self._write(data)
+
+    def _closing_started(self) -> None:
+        """Hook: our Close frame left; a transport may arm a timeout."""
+
+    # -- SessionLink -----------------------------------------------------------
+    @property
+    def is_closed(self) -> bool:
+        return not self.proto.is_open
+
+    def send_message(self, pieces: Iterator[str | bytes]) -> None:
+        with self.lock:
+            for piece, last in _frames(pieces):
+                if not self.proto.send_data(piece, last):
+                    return
+                self._flush()
+
+    def send_control(self, opcode: int, payload: bytes) -> None:
+        with self.lock:
+            if opcode == WEBSOCKET_OPCODE_PING:
+                self.proto.send_ping(payload)
+            else:
+                self.proto.send_pong(payload)
+            self._flush()
+
+    def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
+        with self.lock:
+            started = self.proto.send_close(code, reason)
+            self._flush()
+        if started:
+            self._closing_started()
+
+    # -- input -----------------------------------------------------------------
+    def feed(self, data: bytes) -> list[WsEvent]:
+        """Received bytes (``b""``: end of stream) -> events; replies are flushed."""
+        with self.lock:
+            self.proto.receive_data(data)
+            events = self.proto.events()
+            self._flush()
+        return events
+
+    async def finish(self) -> None:
+        """The transport is done: make sure ``on_close`` was called once."""
+        with self.lock:
+            closed = self.proto.close_event()
+        await self.report_close(closed)
+
+    @property
+    def finished(self) -> bool:
+        """True when the transport should close now."""
+        with self.lock:
+            return self.proto.finished
+
+    async def opened(self) -> None:
+        """Call ``on_open``; a failing handler closes the session with 1011."""
+        if self.callbacks.on_open is not None:
+            await self._run(self.callbacks.on_open, self.session)
+
+    async def handle(self, events: list[WsEvent]) -> None:
+        """Deliver events to the handler callbacks, in order."""
+        cb, session = self.callbacks, self.session
+        for event in events:
+            if self._close_reported:
+                return
+            kind = type(event)
+            if kind is ws.TextReceived:
+                if cb.on_text_message is not None:
+                    await self._run(cb.on_text_message, session, event.data)  # type: ignore[union-attr]
+            elif kind is ws.BinaryReceived:
+                if cb.on_binary_message is not None:
+                    await self._run(cb.on_binary_message, session, event.data)  # type: ignore[union-attr]
+            elif kind is ws.BinaryFrameReceived:
+                await self._binary_frame(event)  # type: ignore[arg-type]
+            elif kind is ws.PingReceived:
+                if cb.on_ping_message is not None:
+                    await self._run(cb.on_ping_message, session, event.payload)  # type: ignore[union-attr]
+                else:
+                    self.send_control(0xA, event.payload)  # type: ignore[union-attr]
+            elif kind is ws.PongReceived:
+                if cb.on_pong_message is not None:
+                    await self._run(cb.on_pong_message, session, event.payload)  # type: ignore[union-attr]
+            elif kind is ws.Closed:
+                await self.report_close(event)  # type: ignore[arg-type]
+
+    async def _binary_frame(self, event: ws.BinaryFrameReceived) -> None:
+        assert self.callbacks.on_binary_frame is not None
+        keep = await self._run(self.callbacks.on_binary_frame, self.session, event.fin, event.data)
+        if keep is True:
+            with self.lock:
+                failed = self.proto.keep(event.data)
+                self._flush()
+            if failed is not None:
+                await self.report_close(failed)
+                return
+        if event.fin:
+            with self.lock:
+                kept = self.proto.take_kept()
+            if kept is not None and self.callbacks.on_binary_message is not None:
+                await self._run(self.callbacks.on_binary_message, self.session, kept)
+
+    async def _run(self, func: object, *args: object) -> object:
+        try:
+            return await call(func, *args)  # type: ignore[arg-type]
+        except Exception:
+            _log.exception("Websocket handler %r failed", func)
+            with self.lock:
+                self.proto.fail(ws.CLOSE_INTERNAL_ERROR, "Handler error")
+                self._flush()
+            return None
+
+    async def report_close(self, event: ws.Closed) -> None:
+        """Call ``on_close`` once."""
+        if self._close_reported:
+            return
+        self._close_reported = True
+        if self.callbacks.on_close is None:
+            return
+        reason = WebsocketCloseReason(close_message(event), event.code, event.reason)
+        try:
+            await call(self.callbacks.on_close, self.session, reason)
+        except Exception:
+            _log.exception("Websocket on_close handler failed")

@@ -1,0 +1,417 @@
+"""WebSocket protocol (RFC 6455), Sans-IO, on wsproto.
+
+The upgrade is detected and validated on the h11 :class:`RequestHead`; the
+``101`` answer is serialized by h11 (:meth:`HttpConnection.send_switch`), and a
+wsproto connection is then seeded with the bytes h11 received after the
+request.  :class:`WebsocketProtocol` assembles messages under a size limit and
+turns wsproto's events into a small set of its own.  Framing is wsproto's; this
+module never touches sockets, threads, asyncio or user code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Final
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.handshake import server_extensions_handshake
+from wsproto.utilities import LocalProtocolError, generate_accept_token
+
+from .http11 import RequestHead
+
+__all__ = [
+    "CLOSE_ABNORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_NORMAL",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TOO_BIG",
+    "BinaryFrameReceived",
+    "BinaryReceived",
+    "Closed",
+    "Handshake",
+    "HandshakeRejection",
+    "PingReceived",
+    "PongReceived",
+    "TextReceived",
+    "WebsocketProtocol",
+    "accept_headers",
+    "check_handshake",
+    "is_websocket_upgrade",
+]
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_NO_STATUS: Final = 1005
+CLOSE_ABNORMAL: Final = 1006
+CLOSE_INVALID_DATA: Final = 1007
+CLOSE_TOO_BIG: Final = 1009
+CLOSE_INTERNAL_ERROR: Final = 1011
+
+_VERSION: Final = b"13"
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+def _header_values(head: RequestHead, name: bytes) -> list[bytes]:
+    return [v for k, v in head.headers if k.lower() == name]
+
+
+def is_websocket_upgrade(head: RequestHead) -> bool:
+    """True when the request asks to switch to the websocket protocol.
+
+    The ``Upgrade`` token is compared case-insensitively; other upgrades
+    (``h2c``...) are left to plain HTTP.
+    """
+    return any(b"websocket" in _tokens(v) for v in _header_values(head, b"upgrade"))
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """A valid opening handshake."""
+
+    key: bytes
+    extensions: tuple[str, ...]
+    subprotocols: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRejection:
+    """An invalid opening handshake: answer ``status`` with ``headers``."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    message: str
+
+
+def _reject(message: str, status: int = 400, *headers: tuple[bytes, bytes]) -> HandshakeRejection:
+    return HandshakeRejection(status, tuple(headers), message)
+
+
+def check_handshake(head: RequestHead) -> Handshake | HandshakeRejection:
+    """Validate an upgrade request (RFC 6455 section 4.2.1)."""
+    if head.method != "GET":
+        return _reject("A websocket handshake must use GET.", 405, (b"Allow", b"GET"))
+    if head.http_version != b"1.1":
+        return _reject("A websocket handshake needs HTTP/1.1.")
+    if not any(b"upgrade" in _tokens(v) for v in _header_values(head, b"connection")):
+        return _reject("The Connection header must contain 'Upgrade'.")
+    versions = _header_values(head, b"sec-websocket-version")
+    if [v.strip() for v in versions] != [_VERSION]:
+        return _reject(
+            "Unsupported Sec-WebSocket-Version (13 expected).",
+            426,
+            (b"Sec-WebSocket-Version", _VERSION),
+        )
+    keys = _header_values(head, b"sec-websocket-key")
+    if len(keys) != 1:
+        return _reject("Missing or repeated Sec-WebSocket-Key.")
+    key = keys[0].strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError(key)
+    except (binascii.Error, ValueError):
+        return _reject("Sec-WebSocket-Key must be 16 bytes, base64-encoded.")
+    extensions: list[str] = []
+    for value in _header_values(head, b"sec-websocket-extensions"):
+        extensions.extend(e.strip() for e in value.decode("latin-1").split(",") if e.strip())
+    protocols: list[str] = []
+    for value in _header_values(head, b"sec-websocket-protocol"):
+        protocols.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
+    return Handshake(key, tuple(extensions), tuple(protocols))
+
+
+def accept_headers(
+    handshake: Handshake, *, deflate: bool = True
+) -> tuple[list[tuple[bytes, bytes]], list[Extension]]:
+    """Headers of the ``101`` answer and the extensions agreed on.
+
+    permessage-deflate is accepted when the client offers it and ``deflate``
+    is True.
+    """
+    headers = [
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Accept", generate_accept_token(handshake.key)),
+    ]
+    extensions: list[Extension] = []
+    if deflate and handshake.extensions:
+        supported: list[Extension] = [PerMessageDeflate()]
+        agreed = server_extensions_handshake(handshake.extensions, supported)
+        if agreed:
+            headers.append((b"Sec-WebSocket-Extensions", agreed))
+            extensions = [ext for ext in supported if ext.enabled()]
+    return headers, extensions
+
+
+# -- events -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TextReceived:
+    """A complete text message."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryReceived:
+    """A complete binary message (gathering mode)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryFrameReceived:
+    """A piece of a binary message as it arrives (streaming mode)."""
+
+    data: bytes
+    fin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    """A ping; the application decides about the pong."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """A pong."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The websocket is closed (or failing): no more events follow.
+
+    ``by_peer`` is True when the peer sent a Close frame (``code`` is its code);
+    otherwise ``code`` says why: the local close code echoed, 1006 for a lost
+    connection, or the 1002/1007/1009 the connection was failed with.
+    """
+
+    code: int
+    reason: str
+    by_peer: bool
+
+
+WsEvent = TextReceived | BinaryReceived | BinaryFrameReceived | PingReceived | PongReceived | Closed
+
+
+class WebsocketProtocol:
+    """One server-side websocket connection after the handshake, Sans-IO.
+
+    Received bytes go in with :meth:`receive_data`; :meth:`events` returns what
+    they meant; every ``send_*`` call queues bytes that :meth:`data_to_send`
+    hands out, so replies that the protocol makes itself (the Close echo, the
+    Close of a failed connection) leave in order with the application's.
+
+    Args:
+        extensions: the extensions agreed in the handshake.
+        trailing_data: bytes h11 received after the upgrade request.
+        max_message_size: largest message gathered in memory (1009 beyond).
+        stream_binary: deliver binary messages piece by piece
+            (:class:`BinaryFrameReceived`) instead of gathered.
+    """
+
+    def __init__(
+        self,
+        *,
+        extensions: list[Extension] | None = None,
+        trailing_data: bytes = b"",
+        max_message_size: int = 16 * 1024 * 1024,
+        stream_binary: bool = False,
+    ) -> None:
+        self._conn = Connection(ConnectionType.SERVER, extensions or [])
+        self.max_message_size = max_message_size
+        self.stream_binary = stream_binary
+        self.compressed = bool(extensions)
+        self._out = bytearray()
+        self._parts: list[bytes | str] = []
+        self._size = 0
+        self._kept: list[bytes] = []
+        self._kept_size = 0
+        self._closed_event: Closed | None = None
+        self._local_code: int | None = None
+        self._local_reason = ""
+        self._failed = False
+        self._lost = False
+        if trailing_data:
+            self.receive_data(trailing_data)
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        """True while messages can be sent."""
+        return self._conn.state is ConnectionState.OPEN and not self._failed
+
+    @property
+    def finished(self) -> bool:
+        """True when the transport should close once :meth:`data_to_send` is written."""
+        return self._closed_event is not None and (
+            self._failed or self._conn.state is ConnectionState.CLOSED
+        )
+
+    @property
+    def closing(self) -> bool:
+        """True once a Close frame was sent by us."""
+        return self._local_code is not None
+
+    # -- input ---------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means the connection was lost."""
+        if self._failed or self._lost or self._conn.state is ConnectionState.CLOSED:
+            return
+        if not data:
+            self._lost = True
+        try:
+            self._conn.receive_data(data if data else None)
+        except LocalProtocolError:  # data after the close handshake
+            pass
+
+    def events(self) -> list[WsEvent]:
+        """The events produced by the bytes received so far."""
+        out: list[WsEvent] = []
+        if self._failed:
+            return out
+        for event in self._conn.events():
+            if isinstance(event, Message):
+                if not self._message(event, out):
+                    break
+            elif isinstance(event, Ping):
+                out.append(PingReceived(bytes(event.payload)))
+            elif isinstance(event, Pong):
+                out.append(PongReceived(bytes(event.payload)))
+            elif isinstance(event, CloseConnection):
+                out.append(self._close_received(event))
+                break
+        return out
+
+    def _message(self, event: Message[Any], out: list[WsEvent]) -> bool:
+        data = event.data
+        if isinstance(event, BytesMessage) and self.stream_binary:
+            out.append(BinaryFrameReceived(bytes(data), event.message_finished))
+            return True
+        self._size += len(data) if isinstance(data, bytes | bytearray) else len(data.encode())
+        if self._size > self.max_message_size:
+            out.append(self.fail(CLOSE_TOO_BIG, "Message too big"))
+            return False
+        self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
+        if event.message_finished:
+            parts, self._parts, self._size = self._parts, [], 0
+            if isinstance(event, TextMessage):
+                out.append(TextReceived("".join(parts)))  # type: ignore[arg-type]
+            else:
+                out.append(BinaryReceived(b"".join(parts)))  # type: ignore[arg-type]
+        return True
+
+    def _close_received(self, event: CloseConnection) -> Closed:
+        state = self._conn.state
+        code, reason = int(event.code), event.reason or ""
+        if state is ConnectionState.REMOTE_CLOSING:
+            self._out += self._conn.send(event.response())
+            closed = Closed(code, reason, True)
+        elif self._lost:
+            code = self._local_code if self._local_code is not None else CLOSE_ABNORMAL
+            closed = Closed(code, "connection lost", False)
+        elif state is ConnectionState.CLOSED:  # the peer answered our Close
+            closed = Closed(self._local_code or code, self._local_reason, False)
+        else:  # wsproto could not parse the input: fail the connection
+            return self.fail(code, reason)
+        self._closed_event = closed
+        return closed
+
+    def keep(self, data: bytes) -> Closed | None:
+        """Keep a streamed binary piece for the gathered message.
+
+        Returns the :class:`Closed` of the failed connection when the kept
+        pieces grow over the limit.
+        """
+        self._kept_size += len(data)
+        if self._kept_size > self.max_message_size:
+            return self.fail(CLOSE_TOO_BIG, "Message too big")
+        self._kept.append(data)
+        return None
+
+    def take_kept(self) -> bytes | None:
+        """The pieces kept since the last call, joined (None when nothing was kept)."""
+        if not self._kept:
+            self._kept_size = 0
+            return None
+        data = b"".join(self._kept)
+        self._kept, self._kept_size = [], 0
+        return data
+
+    # -- output --------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        """The bytes queued for the peer since the last call."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def send_data(self, data: str | bytes, fin: bool = True) -> bool:
+        """Queue one data frame (``fin=False`` continues a fragmented message)."""
+        if not self.is_open:
+            return False
+        message: Message[Any] = (
+            TextMessage(data=data, message_finished=fin)
+            if isinstance(data, str)
+            else BytesMessage(data=data, message_finished=fin)
+        )
+        self._out += self._conn.send(message)
+        return True
+
+    def send_ping(self, payload: bytes = b"") -> bool:
+        """Queue a ping (payload of at most 125 bytes)."""
+        if not self.is_open:
+            return False
+        self._out += self._conn.send(Ping(payload=payload[:125]))
+        return True
+
+    def send_pong(self, payload: bytes = b"") -> bool:
+        """Queue a pong (payload of at most 125 bytes)."""
+        if not self.is_open:
+            return False
+        self._out += self._conn.send(Pong(payload=payload[:125]))
+        return True
+
+    def send_close(self, code: int = CLOSE_NORMAL, reason: str = "") -> bool:
+        """Start the closing handshake (False when it already started)."""
+        if self._conn.state is not ConnectionState.OPEN or self._failed:
+            return False
+        self._local_code, self._local_reason = code, reason
+        self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
+        return True
+
+    def fail(self, code: int, reason: str) -> Closed:
+        """Fail the connection: queue a Close with ``code``; the transport closes after."""
+        if self._conn.state is ConnectionState.OPEN and not self._failed:
+            self._local_code = code
+            self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
+        self._failed = True
+        closed = Closed(code, reason, False)
+        if self._closed_event is None:
+            self._closed_event = closed
+        return self._closed_event
+
+    def close_event(self) -> Closed:
+        """The final :class:`Closed`; when none happened yet, the connection counts as lost."""
+        if self._closed_event is None:
+            code = self._local_code if self._local_code is not None else CLOSE_ABNORMAL
+            self._failed = True
+            self._closed_event = Closed(code, "connection lost", False)
+        return self._closed_event

@@ -1,0 +1,388 @@
+"""Websocket I/O for both transports: the upgrade, then one session per connection.
+
+Threaded transport: the handshake runs in the pool worker that read the
+request; the session then gets a thread of its own (a blocking ``recv`` loop),
+so open websockets never hold pool workers.  Asyncio transport: the
+connection's ``upgraded`` object receives the bytes; a task delivers the
+events to the handler in order.  Sends are safe from any thread: the threaded
+link writes under the session lock, the asyncio link queues bytes in order and
+lets worker threads wait for the transport to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from .. import logger as _logging
+from ..dispatch.invoke import run_sync
+from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
+from ..dispatch.ws_session import LinkBase
+from ..protocol import http11, ws
+from ..protocol.http11 import HttpConnection, RequestHead
+from ..protocol.ws import WebsocketProtocol, WsEvent
+
+__all__ = ["WebsocketUpgrade"]
+
+_log = _logging.get_logger("simple_http_server.websocket")
+
+#: Seconds to wait for the peer's Close answer before dropping the connection.
+CLOSE_TIMEOUT = 5.0
+#: Read size; small when compressed, so one read cannot inflate to much memory.
+_READ = 256 * 1024
+_READ_COMPRESSED = 16 * 1024
+#: Received bytes queued for the handler before the asyncio link stops reading.
+_QUEUE_HIGH = 1024 * 1024
+
+
+def _request_done(http: HttpConnection) -> bool:
+    """Read the (empty) rest of the upgrade request; True when h11 paused for the switch."""
+    event = http.next_event()
+    if type(event) is not http11.EndOfRequest:
+        return False
+    return http.next_event() is http11.PAUSED
+
+
+def _reject_bytes(http: HttpConnection, rejected: Rejected) -> bytes:
+    http.close_after_response()
+    headers = [(b"Content-Type", b"application/json; charset=utf-8"), *rejected.headers]
+    try:
+        return http.send_response(rejected.status, headers, rejected.body())
+    except Exception:
+        return http.send_error(rejected.status)
+
+
+class WebsocketUpgrade:
+    """The upgrade handler both transports call for websocket requests."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+        self.config = dispatcher.config
+        self._threaded: set[ThreadedLink] = set()
+        self._aio: set[AioLink] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def wants(self, head: RequestHead) -> bool:
+        """True for websocket upgrade requests."""
+        return ws.is_websocket_upgrade(head)
+
+    async def _negotiate(self, http: HttpConnection, head: RequestHead) -> Accepted | Rejected:
+        if not _request_done(http):
+            return Rejected(400, [], "A websocket upgrade request must not have a body.")
+        if self._stopping:
+            return Rejected(503, [], "The server is shutting down.")
+        return await negotiate(self.dispatcher.app.compiled().websockets, head)
+
+    def _protocol(self, http: HttpConnection, accepted: Accepted) -> WebsocketProtocol:
+        return WebsocketProtocol(
+            extensions=accepted.extensions,
+            trailing_data=http.trailing_data,
+            max_message_size=self.config.limits.max_websocket_message_size,
+            stream_binary=accepted.callbacks.on_binary_frame is not None,
+        )
+
+    # -- threaded transport ------------------------------------------------------
+    def serve_threaded(self, conn: Any, head: RequestHead) -> bool:
+        """Run the handshake; True when a session thread took the socket over."""
+        http: HttpConnection = conn.conn
+        sock: socket.socket = conn.sock
+        result = run_sync(self._negotiate(http, head))
+        try:
+            if isinstance(result, Rejected):
+                sock.sendall(_reject_bytes(http, result))
+                return False
+            sock.sendall(http.send_switch(result.headers))
+        except OSError:
+            return False
+        link = ThreadedLink(self, conn, self._protocol(http, result), result)
+        with self._lock:
+            self._threaded.add(link)
+        threading.Thread(target=link.run, name=f"shs-ws-{link.session.id[:8]}", daemon=True).start()
+        return True
+
+    def stop_threaded(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close every threaded session with 1001 and wait for them (bounded)."""
+        self._stopping = True
+        with self._lock:
+            links = list(self._threaded)
+        for link in links:
+            link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
+        for link in links:
+            link.done.wait(timeout)
+            link.abort()
+
+    def _forget(self, link: Any) -> None:
+        with self._lock:
+            self._threaded.discard(link)
+            self._aio.discard(link)
+
+    # -- asyncio transport -------------------------------------------------------
+    async def serve_aio(self, conn: Any, head: RequestHead) -> None:
+        """Run the handshake; on success ``conn.upgraded`` receives the bytes."""
+        http: HttpConnection = conn.conn
+        result = await self._negotiate(http, head)
+        if isinstance(result, Rejected):
+            conn._write(_reject_bytes(http, result))
+            conn.close()
+            return
+        if conn.closed:
+            return
+        conn._write(http.send_switch(result.headers))
+        link = AioLink(self, conn, self._protocol(http, result), result)
+        with self._lock:
+            self._aio.add(link)
+        conn.upgraded = link
+        link.start()
+
+    def close_all_aio(self) -> None:
+        """Send 1001 to every asyncio session (called once at shutdown)."""
+        self._stopping = True
+        with self._lock:
+            links = list(self._aio)
+        for link in links:
+            link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
+
+
+class ThreadedLink(LinkBase):
+    """A session on a blocking socket, served by its own thread."""
+
+    def __init__(
+        self, upgrade: WebsocketUpgrade, conn: Any, proto: WebsocketProtocol, accepted: Accepted
+    ) -> None:
+        super().__init__(proto, accepted.callbacks, accepted.request)
+        self.upgrade = upgrade
+        self.conn = conn
+        self.sock: socket.socket = conn.sock
+        self.done = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.abort()
+
+    def _closing_started(self) -> None:
+        timer = threading.Timer(CLOSE_TIMEOUT, self.abort)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def abort(self) -> None:
+        """Wake the reading thread: the connection is done."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        try:
+            self.sock.settimeout(None)
+            run_sync(self.opened())
+            size = _READ_COMPRESSED if self.proto.compressed else _READ
+            # Bytes that came with the upgrade request are already in the protocol.
+            events = self.feed_pending()
+            while True:
+                if events:
+                    run_sync(self.handle(events))
+                if self.finished:
+                    break
+                try:
+                    data = self.sock.recv(size)
+                except OSError:
+                    data = b""
+                events = self.feed(data)
+                if not data and not events:
+                    break
+        except Exception:
+            _log.exception("Websocket session failed")
+        finally:
+            try:
+                run_sync(self.finish())
+            finally:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self.upgrade._forget(self)
+                self.conn.server._drop(self.conn)
+                self.done.set()
+
+    def feed_pending(self) -> list[WsEvent]:
+        """Events of the bytes received with the upgrade request."""
+        with self.lock:
+            events = self.proto.events()
+            self._flush()
+        return events
+
+
+class AioLink(LinkBase):
+    """A session on an asyncio connection (``_AioConn.upgraded``)."""
+
+    def __init__(
+        self, upgrade: WebsocketUpgrade, conn: Any, proto: WebsocketProtocol, accepted: Accepted
+    ) -> None:
+        super().__init__(proto, accepted.callbacks, accepted.request)
+        self.upgrade = upgrade
+        self.conn = conn
+        self.loop: asyncio.AbstractEventLoop = conn.loop
+        self.loop_thread: int = conn.server.loop_thread
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._events: deque[WsEvent] = deque()
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._message_lock = threading.Lock()
+        self._deferred: list[list[str | bytes]] = []
+        self._streaming = False
+        self.task: asyncio.Task[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start delivering events (bytes that came with the request first)."""
+        with self.lock:
+            self._push(self.proto.events())
+            self._flush()
+        self.task = self.loop.create_task(self._deliver())
+
+    # -- output ------------------------------------------------------------------
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self.loop_thread
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if self._on_loop():
+            self._write_out()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon_threadsafe(self._write_out)
+
+    def _write_out(self) -> None:
+        with self.lock:
+            self._flush_scheduled = False
+            out, self._out = self._out, []
+        transport = self.conn.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(b"".join(out))
+
+    def _wait_drain(self) -> None:
+        if self.conn.closed or not self.conn._write_paused:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.conn._drain(), self.loop).result()
+        except Exception:
+            pass
+
+    def send_message(self, pieces: Iterator[str | bytes]) -> None:
+        if self._on_loop():
+            with self.lock:
+                if self._streaming or self._deferred:
+                    self._deferred.append(list(pieces))
+                    return
+                super().send_message(pieces)
+            return
+        with self._message_lock:
+            with self.lock:
+                self._streaming = True
+            try:
+                for piece in self._stream(pieces):
+                    del piece
+                    self._wait_drain()
+            finally:
+                with self.lock:
+                    self._streaming = False
+                    has_deferred = bool(self._deferred)
+                if has_deferred:
+                    self.loop.call_soon_threadsafe(self._send_deferred)
+
+    def _stream(self, pieces: Iterator[str | bytes]) -> Iterator[None]:
+        from ..dispatch.ws_session import _frames
+
+        for piece, last in _frames(pieces):
+            with self.lock:
+                if not self.proto.send_data(piece, last):
+                    return
+                self._flush()
+            yield None
+
+    def _send_deferred(self) -> None:
+        with self.lock:
+            if self._streaming:
+                return  # the streaming thread schedules us again when done
+            deferred, self._deferred = self._deferred, []
+            for pieces in deferred:
+                LinkBase.send_message(self, iter(pieces))
+
+    def _closing_started(self) -> None:
+        def arm() -> None:
+            if self._close_timer is None:
+                self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+        if self._on_loop():
+            arm()
+        else:
+            self.loop.call_soon_threadsafe(arm)
+
+    def _abort(self) -> None:
+        transport = self.conn.transport
+        if transport is not None:
+            transport.abort()
+
+    # -- input (loop thread) -----------------------------------------------------
+    def _push(self, events: list[WsEvent]) -> None:
+        if not events:
+            return
+        for event in events:
+            self._queued += len(getattr(event, "data", b""))
+        self._events.extend(events)
+        self._wakeup.set()
+        if self._queued > _QUEUE_HIGH and self.conn.transport is not None:
+            self.conn.transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self._push(self.feed(data))
+        if self.finished:
+            self.conn.close()
+
+    def eof_received(self) -> bool | None:
+        self._push(self.feed(b""))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._push(self.feed(b""))
+        self._wakeup.set()
+
+    async def _deliver(self) -> None:
+        try:
+            await self.opened()
+            while True:
+                while self._events:
+                    event = self._events.popleft()
+                    self._queued -= len(getattr(event, "data", b""))
+                    await self.handle([event])
+                if self._queued <= _QUEUE_HIGH and self.conn.transport is not None:
+                    self.conn.transport.resume_reading()
+                if self.finished or self.conn.closed:
+                    break
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        except Exception:
+            _log.exception("Websocket session failed")
+        finally:
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+            self.conn.close()
+            await self.finish()
+            self.upgrade._forget(self)
+
+    async def shutdown(self) -> None:
+        """Graceful stop: close every session with 1001, wait for this one (bounded)."""
+        self.upgrade.close_all_aio()
+        if self.task is not None and not self.task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), CLOSE_TIMEOUT)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass

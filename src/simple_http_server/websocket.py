@@ -1,0 +1,267 @@
+"""The websocket API: handlers, requests, sessions and the decorators.
+
+Handlers are classes decorated with ``@websocket_handler`` (inheriting
+:class:`WebsocketHandler` is optional) or plain functions decorated with
+``@websocket_handshake``/``@websocket_open``/``@websocket_close``/
+``@websocket_message``.  This module holds no protocol or I/O code: sessions
+send through a link object that a transport provides.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any, Final, Protocol
+
+from .app import default_app
+from .dispatch.ws_handlers import (
+    WebsocketHandlerClass,
+    WebsocketHandlerProxy,
+    compile_websockets,
+)
+from .models import Cookies, Headers
+
+__all__ = [
+    "WEBSOCKET_MESSAGE_BINARY",
+    "WEBSOCKET_MESSAGE_BINARY_FRAME",
+    "WEBSOCKET_MESSAGE_PING",
+    "WEBSOCKET_MESSAGE_PONG",
+    "WEBSOCKET_MESSAGE_TEXT",
+    "WEBSOCKET_OPCODE_BINARY",
+    "WEBSOCKET_OPCODE_CLOSE",
+    "WEBSOCKET_OPCODE_CONTINUATION",
+    "WEBSOCKET_OPCODE_PING",
+    "WEBSOCKET_OPCODE_PONG",
+    "WEBSOCKET_OPCODE_TEXT",
+    "WebsocketCloseReason",
+    "WebsocketHandler",
+    "WebsocketHandlerClass",
+    "WebsocketHandlerProxy",
+    "WebsocketRequest",
+    "WebsocketSession",
+    "compile_websockets",
+    "websocket_close",
+    "websocket_handler",
+    "websocket_handshake",
+    "websocket_message",
+    "websocket_open",
+]
+
+WEBSOCKET_OPCODE_CONTINUATION: Final = 0x0
+WEBSOCKET_OPCODE_TEXT: Final = 0x1
+WEBSOCKET_OPCODE_BINARY: Final = 0x2
+WEBSOCKET_OPCODE_CLOSE: Final = 0x8
+WEBSOCKET_OPCODE_PING: Final = 0x9
+WEBSOCKET_OPCODE_PONG: Final = 0xA
+
+WEBSOCKET_MESSAGE_TEXT: Final = "WEBSOCKET_MESSAGE_TEXT"
+WEBSOCKET_MESSAGE_BINARY: Final = "WEBSOCKET_MESSAGE_BINARY"
+WEBSOCKET_MESSAGE_BINARY_FRAME: Final = "WEBSOCKET_MESSAGE_BINARY_FRAME"
+WEBSOCKET_MESSAGE_PING: Final = "WEBSOCKET_MESSAGE_PING"
+WEBSOCKET_MESSAGE_PONG: Final = "WEBSOCKET_MESSAGE_PONG"
+
+_FILE_CHUNK = 64 * 1024
+
+
+class WebsocketRequest:
+    """The upgrade request of a websocket session."""
+
+    def __init__(
+        self,
+        path: str = "/",
+        query_string: str = "",
+        headers: Headers | None = None,
+        parameters: dict[str, list[str]] | None = None,
+        path_values: dict[str, str] | None = None,
+        reg_groups: tuple[str, ...] = (),
+    ) -> None:
+        self.path = path
+        self.query_string = query_string
+        self.headers: Headers = headers if headers is not None else Headers()
+        self.parameters: dict[str, list[str]] = parameters or {}
+        self.path_values: dict[str, str] = path_values or {}
+        self.reg_groups: tuple[str, ...] = reg_groups
+        self._cookies: Cookies | None = None
+
+    @property
+    def cookies(self) -> Cookies:
+        """The cookies of the upgrade request."""
+        if self._cookies is None:
+            cookies = Cookies()
+            raw = self.headers.get("Cookie")
+            if raw:
+                try:
+                    cookies.load(raw)
+                except Exception:  # malformed cookies are ignored, as for HTTP
+                    pass
+            self._cookies = cookies
+        return self._cookies
+
+    @property
+    def parameter(self) -> dict[str, str]:
+        """Query parameters, the first value of each name."""
+        return {k: v[0] for k, v in self.parameters.items() if v}
+
+    def get_parameter(self, key: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``key``."""
+        values = self.parameters.get(key)
+        return values[0] if values else default
+
+
+class WebsocketCloseReason(str):
+    """Why a session closed: a readable ``message``, the close ``code`` and ``reason``.
+
+    ``code`` is the peer's close code when the peer closed, the code the server
+    closed with otherwise (1006 when the connection was lost).
+    """
+
+    message: str
+    code: int | None
+    reason: str
+
+    def __new__(cls, message: str = "", code: int | None = None, reason: str = "") -> Any:
+        obj = super().__new__(cls, message)
+        obj.message = message
+        obj.code = code
+        obj.reason = reason
+        return obj
+
+
+class SessionLink(Protocol):
+    """What a transport provides to send on one websocket."""
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    def send_message(self, pieces: Iterator[str | bytes]) -> None: ...
+
+    def send_control(self, opcode: int, payload: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+def _pieces(data: str | bytes, chunk_size: int) -> Iterator[str | bytes]:
+    if chunk_size <= 0 or len(data) <= chunk_size:
+        yield data
+        return
+    for start in range(0, len(data), chunk_size):
+        yield data[start : start + chunk_size]
+
+
+def _file_pieces(path: str, chunk_size: int) -> Iterator[str | bytes]:
+    with open(path, "rb") as file:
+        while True:
+            piece = file.read(chunk_size)
+            if not piece:
+                return
+            yield piece
+
+
+class WebsocketSession:
+    """One websocket connection, as handlers see it.
+
+    Every method is safe to call from any thread and from coroutines, in both
+    transports; sending on a closed session does nothing.
+    """
+
+    def __init__(self, request: WebsocketRequest, link: SessionLink) -> None:
+        self.id: str = uuid.uuid4().hex
+        self.request = request
+        self._link = link
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the closing handshake started or the connection is gone."""
+        return self._link.is_closed
+
+    def send(self, message: str | bytes, opcode: int | None = None, chunk_size: int = 0) -> None:
+        """Send a message.
+
+        Args:
+            message: ``str`` or ``bytes``.
+            opcode: ``WEBSOCKET_OPCODE_TEXT``/``BINARY``/``PING``/``PONG``/``CLOSE``;
+                by default text for ``str`` and binary for ``bytes``.
+            chunk_size: when > 0, the message is sent in frames of this size.
+        """
+        if opcode is None:
+            opcode = WEBSOCKET_OPCODE_TEXT if isinstance(message, str) else WEBSOCKET_OPCODE_BINARY
+        if opcode == WEBSOCKET_OPCODE_TEXT:
+            text = message if isinstance(message, str) else bytes(message).decode()
+            self.send_text(text, chunk_size)
+        elif opcode == WEBSOCKET_OPCODE_BINARY:
+            data = message.encode() if isinstance(message, str) else bytes(message)
+            self.send_binary(data, chunk_size)
+        elif opcode in (WEBSOCKET_OPCODE_PING, WEBSOCKET_OPCODE_PONG):
+            payload = message.encode() if isinstance(message, str) else bytes(message)
+            self._link.send_control(opcode, payload)
+        elif opcode == WEBSOCKET_OPCODE_CLOSE:
+            self.close(message if isinstance(message, str) else bytes(message).decode())
+        else:
+            raise ValueError(f"cannot send a message with opcode {opcode!r}")
+
+    def send_text(self, message: str, chunk_size: int = 0) -> None:
+        """Send a text message (in frames of ``chunk_size`` characters when > 0)."""
+        self._link.send_message(_pieces(message, chunk_size))
+
+    def send_binary(self, binary: bytes, chunk_size: int = 0) -> None:
+        """Send a binary message (in frames of ``chunk_size`` bytes when > 0)."""
+        self._link.send_message(_pieces(bytes(binary), chunk_size))
+
+    def send_file(self, path: str, chunk_size: int = 0) -> None:
+        """Stream a file as one binary message, without reading it whole."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        self._link.send_message(_file_pieces(path, chunk_size if chunk_size > 0 else _FILE_CHUNK))
+
+    def send_ping(self, message: bytes = b"") -> None:
+        """Send a ping (payload cut at 125 bytes)."""
+        self._link.send_control(WEBSOCKET_OPCODE_PING, bytes(message))
+
+    def send_pong(self, message: bytes = b"") -> None:
+        """Send a pong (payload cut at 125 bytes)."""
+        self._link.send_control(WEBSOCKET_OPCODE_PONG, bytes(message))
+
+    send_pone = send_pong  # the original's misspelling, kept for compatibility
+
+    def close(self, reason: str = "", code: int = 1000) -> None:
+        """Start the closing handshake with ``code`` (1000) and ``reason``."""
+        self._link.close(code, reason)
+
+
+class WebsocketHandler:
+    """Optional base class of websocket handlers; override the events you need."""
+
+    def on_handshake(self, request: WebsocketRequest) -> Any:
+        """Accept (``None``/``0``/``101``) or reject (``(status, headers)``) the upgrade."""
+        return None
+
+    def on_open(self, session: WebsocketSession) -> None:
+        """The session is open."""
+
+    def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+        """The session closed; ``reason.code`` is the close code."""
+
+    def on_ping_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+        """A ping arrived; answers with a pong by default."""
+        session.send_pong(message)
+
+    def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+        """A pong arrived."""
+
+    def on_text_message(self, session: WebsocketSession, message: str) -> None:
+        """A text message arrived."""
+
+    def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+        """A binary message arrived (what ``on_binary_frame`` kept, if defined)."""
+
+    # ``on_binary_frame`` is deliberately not defined here: defining it in a
+    # subclass switches the session to streaming (see the README).
+
+
+_app = default_app()
+websocket_handler = _app.websocket_handler
+websocket_handshake = _app.websocket_handshake
+websocket_open = _app.websocket_open
+websocket_close = _app.websocket_close
+websocket_message = _app.websocket_message

@@ -1,0 +1,224 @@
+"""Multi-process serving: ``server.start(workers=N)``.
+
+The supervisor (the parent process) binds the listening socket once, then
+forks N workers that all accept on it; each worker runs an ordinary
+:class:`~simple_http_server.server.Server` in either transport.  A worker that
+dies is replaced.  SIGTERM or SIGINT to the supervisor closes its copy of the
+socket and forwards SIGTERM to every worker: each stops accepting, lets its
+in-flight requests finish (up to ``drain_timeout``) and exits; a worker still
+alive after that is killed.  Once every copy of the socket is closed, new
+connections are refused by the kernel.
+
+POSIX only (``os.fork``).  The app is imported and compiled in the supervisor
+before forking, so workers start fast and share its memory copy-on-write.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from . import logger as _logging
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Supervisor", "run_workers"]
+
+_log = _logging.get_logger("simple_http_server.workers")
+#: A worker that dies sooner than this after its start is restarted only after this delay.
+RESTART_BACKOFF = 1.0
+_POLL = 0.1
+
+
+class Supervisor:
+    """Forks, watches and stops the worker processes of one server.
+
+    Args:
+        server: the server each worker runs (its config gives host, port, drain timeout).
+        workers: how many worker processes to keep running.
+    """
+
+    def __init__(self, server: Server, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not hasattr(os, "fork"):
+            raise RuntimeError("workers > 1 needs os.fork (POSIX)")
+        self.server = server
+        self.workers = workers
+        self.children: dict[int, float] = {}  # pid -> start time
+        self.stopping = False
+        self.owner_thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._pending_starts: list[float] = []  # when a replacement may start
+
+    # -- life cycle ----------------------------------------------------------
+    def run(self) -> None:
+        """Serve with the workers until SIGTERM/SIGINT or :meth:`stop` (blocking)."""
+        server = self.server
+        server.app.compiled()
+        listener = server._listener()
+        server.sock = listener
+        self.owner_thread = threading.current_thread()
+        server._transport = self
+        server._stopped.clear()
+        previous = self._install_signals()
+        try:
+            _logging.flush()
+            for _ in range(self.workers):
+                self._spawn()
+            server._ready.set()
+            _log.info(
+                "Supervisor %d serving on %s:%d with %d workers",
+                os.getpid(),
+                server.config.host or "0.0.0.0",
+                server.port,
+                self.workers,
+            )
+            while not self.stopping:
+                self._reap()
+                self._start_replacements()
+                self._wake.wait(_POLL)
+                self._wake.clear()
+        finally:
+            server._ready.clear()
+            listener.close()
+            self._stop_children()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            server.sock = None
+            server._stopped.set()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop every worker gracefully (from a signal handler or any thread)."""
+        self.stopping = True
+        self._wake.set()
+        if wait and threading.current_thread() is not self.owner_thread:
+            self.server._stopped.wait(self.server.config.drain_timeout + 10)
+
+    # -- signals -------------------------------------------------------------
+    def _install_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, self._on_stop_signal)
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child_signal)
+        return previous
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        _log.info("Signal %d: stopping %d workers gracefully", signum, len(self.children))
+        self.stop(wait=False)
+
+    def _on_child_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._wake.set()
+
+    # -- workers -------------------------------------------------------------
+    def _spawn(self) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, measured by the tests' results
+            os._exit(self._run_worker(parent))
+        self.children[pid] = time.monotonic()
+        _log.info("Started worker %d", pid)
+
+    def _run_worker(self, parent: int) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        server = self.server
+        server._transport = None
+        threading.Thread(
+            target=_watch_parent, args=(server, parent), name="shs-parent-watch", daemon=True
+        ).start()
+        code = 0
+        try:
+            server.start()
+        except BaseException:
+            _log.exception("Worker %d failed", os.getpid())
+            code = 1
+        finally:
+            _logging.flush()
+        return code
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            started = self.children.pop(pid, None)
+            if started is None:
+                continue
+            if self.stopping:
+                continue
+            _log.warning("Worker %d exited (%s); starting another", pid, _describe(status))
+            early = time.monotonic() - started < RESTART_BACKOFF
+            self._pending_starts.append(time.monotonic() + (RESTART_BACKOFF if early else 0))
+
+    def _start_replacements(self) -> None:
+        now = time.monotonic()
+        due = [t for t in self._pending_starts if t <= now]
+        self._pending_starts = [t for t in self._pending_starts if t > now]
+        for _ in due:
+            if len(self.children) < self.workers:
+                self._spawn()
+
+    def _stop_children(self) -> None:
+        for pid in list(self.children):
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.server.config.drain_timeout + 3
+        while self.children and time.monotonic() < deadline:
+            self._reap_stopping()
+            time.sleep(0.05)
+        for pid in list(self.children):
+            _log.warning("Worker %d did not stop in time; killing it", pid)
+            _signal(pid, signal.SIGKILL)
+        end = time.monotonic() + 5
+        while self.children and time.monotonic() < end:
+            self._reap_stopping()
+            time.sleep(0.02)
+
+    def _reap_stopping(self) -> None:
+        for pid in list(self.children):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.children.pop(pid, None)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _watch_parent(server: Server, parent: int) -> None:
+    """Stop a worker whose supervisor died (it would otherwise serve on, unsupervised)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    _log.warning("Supervisor %d is gone; worker %d stops", parent, os.getpid())
+    server.stop(wait=False)
+
+
+def run_workers(server: Server, workers: int) -> None:
+    """Serve ``server`` with ``workers`` processes; one process serves in place."""
+    if workers <= 1:
+        server.start()
+        return
+    Supervisor(server, workers).run()

@@ -1,0 +1,122 @@
+"""Each example starts on a free port, answers one real request, and stops."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+LAUNCH = Path(__file__).with_name("launch.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"example exited early with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise AssertionError("example did not start listening")
+
+
+@contextlib.contextmanager
+def running(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})})
+    try:
+        wait_port(port, proc)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def example(name: str, env: dict[str, str] | None = None) -> Iterator[int]:
+    port = free_port()
+    with running([sys.executable, str(LAUNCH), str(EXAMPLES / name), str(port)], port, env):
+        yield port
+
+
+def get(port: int, path: str, method: str = "GET", body: bytes | None = None,
+        headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), resp
+    finally:
+        conn.close()
+
+
+def test_hello() -> None:
+    with example("hello.py") as port:
+        status, body, resp = get(port, "/")
+        assert status == 200
+        assert json.loads(body) == {"hello": "world"}
+        assert resp.getheader("Content-Type") == "application/json; charset=utf-8"
+
+
+def test_controllers() -> None:
+    with example("controllers.py") as port:
+        status, body, _ = get(port, "/greet/ada?times=2")
+        assert (status, body) == (200, b"Hi ada! Hi ada!")
+        status, body, _ = get(port, "/search")
+        assert status == 400
+
+
+def test_upload(tmp_path: Path) -> None:
+    with example("upload.py", {"UPLOAD_DIR": str(tmp_path)}) as port:
+        status, body, _ = get(port, "/public/upload.html")
+        assert status == 200 and b"<form" in body
+        boundary = "exampleboundary"
+        payload = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+            f"Content-Type: text/plain\r\n\r\nhello upload\r\n--{boundary}--\r\n"
+        ).encode()
+        status, body, _ = get(
+            port, "/upload", "POST", payload,
+            {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert status == 200, body
+        assert json.loads(body)["size"] == len(b"hello upload")
+        assert (tmp_path / "a.txt").read_bytes() == b"hello upload"
+
+
+def test_websocket_chat() -> None:
+    websocket = pytest.importorskip("websocket")
+    with example("websocket_chat.py") as port:
+        a = websocket.create_connection(f"ws://127.0.0.1:{port}/chat/room1", timeout=10)
+        b = websocket.create_connection(f"ws://127.0.0.1:{port}/chat/room1", timeout=10)
+        try:
+            time.sleep(0.2)
+            a.send("hi all")
+            assert b.recv() == "hi all"
+            assert a.recv() == "hi all"
+        finally:
+            a.close()
+            b.close()
+        status, body, _ = get(port, "/public/chat.html")
+        assert status == 200 and b"WebSocket" in body

@@ -1,0 +1,1 @@
+"""App scripts that integration tests run in subprocesses (gunicorn, uvicorn, workers, CLI)."""

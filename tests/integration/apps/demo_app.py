@@ -1,0 +1,166 @@
+"""One demo app served every way: our threaded and asyncio transports, WSGI, ASGI.
+
+    python -m tests.integration.apps.demo_app PORT [threaded|asyncio] [WORKERS]
+    gunicorn tests.integration.apps.demo_app:wsgi
+    uvicorn tests.integration.apps.demo_app:asgi
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from simple_http_server import (
+    App,
+    BytesBody,
+    Headers,
+    HttpError,
+    JSONBody,
+    PathValue,
+    Redirect,
+    Request,
+    Response,
+)
+from simple_http_server import server
+from simple_http_server.dispatch.bodies import RequestBodyReader
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+RESOURCES = {"/static/**": STATIC}
+
+
+def build_app() -> App:
+    """The demo app: JSON, text, bodies, streaming, errors, sessions, static files."""
+    app = App()
+
+    @app.route("/hello")
+    def hello(name: str = "world") -> dict[str, str]:
+        return {"hello": name}
+
+    @app.route("/path/{word}")
+    def path(word: PathValue) -> str:
+        return f"word={word}"
+
+    @app.route("/json", method="POST")
+    def json_echo(data: JSONBody) -> dict[str, Any]:
+        return {"got": dict(data)}
+
+    @app.route("/form", method="POST")
+    def form(name: str, age: int = 0) -> dict[str, Any]:
+        return {"name": name, "age": age}
+
+    @app.route("/bytes", method="POST")
+    def raw(body: BytesBody) -> tuple[int, Headers, bytes]:
+        return 201, Headers({"X-Length": str(len(body))}), bytes(body)
+
+    @app.route("/upload", method="POST")
+    async def upload(reader: RequestBodyReader) -> dict[str, int]:
+        total = 0
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return {"received": total}
+            total += len(chunk)
+
+    @app.route("/stream")
+    def stream(count: int = 5, pause: float = 0.0) -> Iterator[bytes]:
+        for i in range(count):
+            if pause:
+                time.sleep(pause)
+            yield f"part-{i}\n".encode()
+
+    @app.route("/astream")
+    def astream(count: int = 5, pause: float = 0.0) -> AsyncIterator[bytes]:
+        async def parts() -> AsyncIterator[bytes]:
+            for i in range(count):
+                await asyncio.sleep(pause)
+                yield f"part-{i}\n".encode()
+
+        return parts()
+
+    @app.route("/write")
+    def write(response: Response) -> None:
+        response.set_header("Content-Type", "text/plain; charset=utf-8")
+        for i in range(3):
+            response.write_bytes(f"line-{i}\n".encode())
+        response.close()
+
+    @app.route("/write-async")
+    async def write_async(response: Response) -> None:
+        for i in range(3):
+            response.write_bytes(f"async-{i}\n".encode())
+        response.close()
+
+    @app.route("/async")
+    async def async_route() -> dict[str, bool]:
+        return {"async": True}
+
+    @app.route("/teapot")
+    def teapot() -> None:
+        raise HttpError(418, "I'm a teapot")
+
+    @app.route("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret detail")
+
+    @app.route("/go")
+    def go() -> None:
+        raise Redirect("/hello")
+
+    @app.route("/only-post", method="POST")
+    def only_post() -> str:
+        return "posted"
+
+    @app.route("/pid")
+    def pid() -> str:
+        return str(os.getpid())
+
+    @app.route("/slow")
+    def slow(seconds: float = 1.0) -> str:
+        time.sleep(min(seconds, 10.0))
+        return "slow done"
+
+    @app.route("/counter")
+    def counter(request: Request) -> dict[str, int]:
+        session = request.get_session(True)
+        value = int(session.get_attribute("n") or 0) + 1
+        session.set_attribute("n", value)
+        return {"n": value}
+
+    return app
+
+
+app = build_app()
+wsgi = server.init_wsgi_proxy(resources=RESOURCES, app_conf=app)
+asgi: Any = (
+    server.init_asgi_proxy(resources=RESOURCES, app_conf=app)
+    if hasattr(server, "init_asgi_proxy")
+    else None
+)
+
+
+def main(argv: list[str]) -> None:
+    """Serve the demo app with our own server (port, transport, workers, extra key=value)."""
+    port = int(argv[0])
+    transport = argv[1] if len(argv) > 1 else "threaded"
+    workers = int(argv[2]) if len(argv) > 2 else 1
+    options: dict[str, Any] = {}
+    for item in argv[3:]:
+        key, _, value = item.partition("=")
+        options[key] = float(value) if "." in value else int(value) if value.isdigit() else value
+    server.start(
+        host="127.0.0.1",
+        port=port,
+        resources=RESOURCES,
+        app_conf=app,
+        prefer_coroutine=transport == "asyncio",
+        workers=workers,
+        **options,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,113 @@
+"""Subprocess servers for integration tests: free ports, readiness, always killed."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    """A running server process and its port."""
+
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Any
+
+    def output(self) -> str:
+        """What the process printed so far."""
+        self.log.flush()
+        self.log.seek(0)
+        return str(self.log.read().decode(errors="replace"))
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+        """``GET path`` on a fresh connection: (status, headers, body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def running(
+    args: Sequence[str],
+    port: int,
+    cwd: str = ROOT,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 20.0,
+) -> Iterator[Proc]:
+    """Start ``args``, wait until ``port`` accepts, yield; always killed afterwards."""
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [ROOT, os.path.join(ROOT, "src"), environ.get("PYTHONPATH", "")]
+    )
+    environ["PYTHONUNBUFFERED"] = "1"
+    environ.update(env or {})
+    log = tempfile.TemporaryFile()
+    popen = subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    proc = Proc(popen, port, log)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not port_open(port):
+            if popen.poll() is not None:
+                raise AssertionError(f"server exited early:\n{proc.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready on port {port}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            popen.wait(timeout=10)
+        log.close()
+
+
+def python(*args: str) -> list[str]:
+    """A command line running this interpreter."""
+    return [sys.executable, *args]
+
+
+def tool(name: str) -> list[str]:
+    """A console script installed next to this interpreter (gunicorn, uvicorn)."""
+    return [os.path.join(BIN, name)]

@@ -1,0 +1,169 @@
+"""The ASGI adapter: in-process protocol checks and a real uvicorn (HTTP, lifespan)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from simple_http_server import server
+
+from .apps import harness
+from .apps.demo_app import RESOURCES, build_app
+
+
+def run_asgi(
+    scope: dict[str, Any], messages: list[dict[str, Any]], app: Any = None
+) -> list[dict[str, Any]]:
+    """Run one ASGI call in-process; ``messages`` are what ``receive`` returns, in order."""
+    proxy = app or server.init_asgi_proxy(resources=RESOURCES, app_conf=build_app())
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for message in messages:
+            inbox.put_nowait(message)
+
+        async def receive() -> dict[str, Any]:
+            return await inbox.get()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            await asyncio.sleep(0)
+
+        await asyncio.wait_for(proxy(scope, receive, send), 10)
+
+    asyncio.run(main())
+    return sent
+
+
+def http_scope(method: str, path: str, query: bytes = b"", headers: Any = ()) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+        "root_path": "", "headers": list(headers), "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+
+
+def body_of(sent: list[dict[str, Any]]) -> bytes:
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_lifespan_startup_and_shutdown() -> None:
+    sent = run_asgi(
+        {"type": "lifespan", "asgi": {"version": "3.0"}},
+        [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}],
+    )
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_body_without_content_length_in_many_messages() -> None:
+    messages = [{"type": "http.request", "body": b"z" * 1000, "more_body": True}] * 5
+    messages += [{"type": "http.request", "body": b"", "more_body": False}]
+    sent = run_asgi(http_scope("POST", "/upload", headers=[(b"transfer-encoding", b"chunked")]),
+                    messages)  # fmt: skip
+    assert sent[0]["status"] == 200
+    assert json.loads(body_of(sent)) == {"received": 5000}
+
+
+def test_header_lists_and_cookies_reach_the_client() -> None:
+    # defect 37: header lists crashed the original's handshake; here several values survive
+    sent = run_asgi(http_scope("GET", "/counter"), [{"type": "http.request"}])
+    start = sent[0]
+    names = [name for name, _ in start["headers"]]
+    assert all(name == name.lower() for name in names)
+    assert b"set-cookie" in names and b"content-length" in names
+    assert json.loads(body_of(sent)) == {"n": 1}
+
+
+def test_disconnect_stops_a_streamed_response() -> None:
+    sent = run_asgi(
+        http_scope("GET", "/stream", b"count=1000&pause=0.01"),
+        [{"type": "http.request"}, {"type": "http.disconnect"}],
+    )
+    chunks = [m for m in sent if m["type"] == "http.response.body"]
+    assert 0 < len(chunks) < 1000
+
+
+def test_websocket_refused_without_handlers() -> None:
+    proxy = server.init_asgi_proxy(app_conf=build_app())
+    scope = {"type": "websocket", "path": "/nowhere", "raw_path": b"/nowhere", "headers": [],
+             "query_string": b"", "subprotocols": []}  # fmt: skip
+    sent = run_asgi(scope, [{"type": "websocket.connect"}], proxy)
+    assert sent[0]["type"] == "websocket.close"
+
+
+# -- a real uvicorn ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def uvicorn() -> Iterator[harness.Proc]:
+    port = harness.free_port()
+    args = harness.tool("uvicorn") + [
+        "tests.integration.apps.demo_app:asgi", "--host", "127.0.0.1", "--port", str(port),
+        "--lifespan", "on", "--ws", "wsproto", "--log-level", "warning",
+    ]  # fmt: skip
+    with harness.running(args, port) as proc:
+        yield proc
+
+
+def test_uvicorn_basic(uvicorn: harness.Proc) -> None:
+    status, headers, body = uvicorn.get("/hello?name=u")
+    assert (status, json.loads(body)) == (200, {"hello": "u"})
+    assert headers["server"] == "uvicorn"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/write", b"line-0\nline-1\nline-2\n"),
+        ("/write-async", b"async-0\nasync-1\nasync-2\n"),
+        ("/stream?count=2", b"part-0\npart-1\n"),
+        ("/static/hello.txt", b"static file body\n"),
+    ],
+)
+def test_uvicorn_streamed_bodies(uvicorn: harness.Proc, path: str, expected: bytes) -> None:
+    status, _, body = uvicorn.get(path)
+    assert (status, body) == (200, expected)
+
+
+def test_uvicorn_chunked_request_body(uvicorn: harness.Proc) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", uvicorn.port, timeout=10)
+    try:
+        parts = (b"y" * 70_000 for _ in range(5))
+        conn.request("POST", "/upload", body=parts, encode_chunked=True,
+                     headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())) == (200, {"received": 350_000})
+    finally:
+        conn.close()
+
+
+def test_uvicorn_streams_without_buffering(uvicorn: harness.Proc) -> None:
+    with socket.create_connection(("127.0.0.1", uvicorn.port), timeout=10) as sock:
+        sock.sendall(b"GET /astream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"part-2\n" not in received:
+            data = sock.recv(4096)
+            assert data, received
+            received += data
+    assert b"transfer-encoding: chunked" in received.lower()
+
+
+def test_uvicorn_errors_and_head(uvicorn: harness.Proc) -> None:
+    assert uvicorn.get("/nope")[0] == 404
+    status, headers, _ = uvicorn.get("/only-post")
+    assert (status, headers["allow"]) == (405, "POST")
+    status, _, body = uvicorn.get("/boom")
+    assert status == 500 and b"secret" not in body
+    conn = http.client.HTTPConnection("127.0.0.1", uvicorn.port, timeout=10)
+    try:
+        conn.request("HEAD", "/static/hello.txt")
+        resp = conn.getresponse()
+        assert (resp.status, resp.read(), resp.headers["content-length"]) == (200, b"", "17")
+    finally:
+        conn.close()

@@ -1,0 +1,192 @@
+"""``python -m simple_http_server`` in subprocesses, and the access log."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+
+from simple_http_server import App, logger
+
+from ..conftest import live_server
+from .apps import harness
+
+CONTROLLERS = '''
+from simple_http_server import route
+
+
+@route("/hi")
+def hi(name: str = "cli"):
+    return {"hi": name}
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A folder with a controller module, a static folder and an unrelated module."""
+    (tmp_path / "my_controllers.py").write_text(CONTROLLERS)
+    (tmp_path / "other_module.py").write_text(
+        "from simple_http_server import route\n\n@route('/other')\ndef other():\n    return 'x'\n"
+    )
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "page.txt").write_text("static page\n")
+    return tmp_path
+
+
+def cli(port: int, *args: str) -> list[str]:
+    return harness.python("-m", "simple_http_server", "-p", str(port), *args)
+
+
+def test_help_documents_every_option() -> None:
+    out = subprocess.run(
+        cli(0, "--help"), capture_output=True, text=True, timeout=30, cwd=harness.ROOT
+    ).stdout
+    text = " ".join(out.split())
+    for flag in ["-p", "--port", "-b", "--bind", "--host", "-s", "--scan", "--regex", "-r",
+                 "--resources", "--prefer-coroutine", "--workers", "--certfile", "--keyfile",
+                 "--keypass", "--log-level", "--loglevel", "--access-log", "--max-body-size",
+                 "--max-upload-size", "--idle-timeout", "--drain-timeout"]:  # fmt: skip
+        assert f" {flag} " in text or f" {flag}," in text, flag
+    assert "Without -r nothing is served from the file system" in text
+
+
+def test_nothing_from_the_file_system_without_r(project: Path) -> None:
+    port = harness.free_port()
+    with harness.running(cli(port, "-s", str(project)), port, cwd=str(project)) as proc:
+        assert json.loads(proc.get("/hi?name=x")[2]) == {"hi": "x"}
+        for path in ["/etc/passwd", "//etc/passwd", "/public/page.txt", "/page.txt", "/"]:
+            assert proc.get(path)[0] == 404, path
+
+
+def test_original_flags_and_bare_resources_dir(project: Path) -> None:
+    port = harness.free_port()
+    args = cli(port, "-b", "127.0.0.1", "-s", str(project), "--regex", r".*controllers.*",
+               "-r", str(project / "public"), "--loglevel", "WARN")  # fmt: skip
+    with harness.running(args, port, cwd="/") as proc:
+        assert proc.get("/page.txt")[2] == b"static page\n"  # bare DIR = "/**"
+        assert proc.get("/hi")[0] == 200
+        assert proc.get("/other")[0] == 404  # not matched by --regex
+        assert proc.get("/../../etc/passwd")[0] in (400, 404)
+
+
+def test_prefixed_resources_coroutine_and_workers(project: Path) -> None:
+    port = harness.free_port()
+    args = cli(port, "-s", str(project), "-r", f"/static/**={project / 'public'}",
+               "--prefer-coroutine", "--workers", "2")  # fmt: skip
+    with harness.running(args, port, cwd=str(project)) as proc:
+        assert proc.get("/static/page.txt")[2] == b"static page\n"
+        assert proc.get("/page.txt")[0] == 404
+        assert proc.get("/other")[0] == 200
+
+
+def test_tls_options(project: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = project / "cert.pem", project / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    port = harness.free_port()
+    args = cli(port, "-s", str(project), "--regex", "my_", "--certfile", str(certfile),
+               "--keyfile", str(keyfile))  # fmt: skip
+    with harness.running(args, port, cwd=str(project)):
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        try:
+            conn.request("GET", "/hi?name=tls")
+            assert json.loads(conn.getresponse().read()) == {"hi": "tls"}
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_access_log_switch(project: Path, enabled: bool) -> None:
+    port = harness.free_port()
+    switch = "--access-log" if enabled else "--no-access-log"
+    args = cli(port, "-s", str(project), "--regex", "my_", switch)
+    with harness.running(args, port, cwd=str(project)) as proc:
+        assert proc.get("/hi?name=logged")[0] == 200
+        assert proc.get("/missing")[0] == 404
+        time.sleep(0.5)  # the log thread writes asynchronously
+        lines = [line for line in proc.output().splitlines() if "simple_http_server.access" in line]
+    if enabled:
+        assert len(lines) == 2, lines
+        assert '"GET /hi" 200 16 ' in lines[0] and lines[0].endswith("ms")
+        assert '"GET /missing" 404' in lines[1]
+    else:
+        assert lines == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-r", "/does/not/exist"], "resources folder does not exist"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--max-body-size", "lots"], "not a size"),
+        (["--loglevel", "LOUD"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        cli(harness.free_port(), *args), capture_output=True, text=True, timeout=30, cwd="/"
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+class _BlockingHandler(logging.Handler):
+    """A handler stuck on I/O until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.release.wait(20)
+        self.records.append(record.getMessage())
+
+
+def test_a_stuck_log_handler_never_blocks_a_request(transport: str) -> None:
+    app = App()
+
+    @app.route("/ping")
+    def ping() -> str:
+        logger.get_logger("my.app").info("ping called")
+        return "pong"
+
+    handler = _BlockingHandler()
+    logger.add_handler(handler)
+    try:
+        with live_server(app, transport, access_log=True) as live:
+            for _ in range(3):
+                conn = live.connection(timeout=5)
+                conn.request("GET", "/ping")
+                assert conn.getresponse().read() == b"pong"
+                conn.close()
+            assert handler.records == []  # still stuck, yet every request was answered
+            handler.release.set()
+            logger.flush()
+        access = [r for r in handler.records if '"GET /ping" 200' in r]
+        assert len(access) == 3 and handler.records.count("ping called") == 3
+    finally:
+        handler.release.set()
+        logger.remove_handler(handler)
+
+
+def test_module_runs_as_console_script() -> None:
+    script = Path(sys.executable).parent / "simple-http-server"
+    if not script.exists():
+        pytest.skip("the console script is not installed")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "--resources" in result.stdout

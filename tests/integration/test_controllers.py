@@ -1,0 +1,443 @@
+"""Controllers end to end: routing forms, results, streaming, filters, error pages, bad input.
+
+Every test runs through the TestClient and both real transports (``make_client``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+from simple_http_server import (
+    App,
+    Header,
+    Headers,
+    HttpError,
+    JSONBody,
+    PathValue,
+    Redirect,
+    Request,
+    Response,
+)
+
+
+# -- routing forms ----------------------------------------------------------------------
+def routing_app() -> App:
+    app = App()
+
+    @app.route("no/leading/slash")
+    def no_slash() -> str:
+        return "no-slash"
+
+    @app.request_map(url="/kw-url", method="get, post")
+    def kw_url() -> str:
+        return "kw-url"
+
+    @app.route("/patch", method="PATCH")
+    def patch() -> str:
+        return "patched"
+
+    @app.route("/purge", method=["PURGE"])
+    def purge() -> str:
+        return "purged"
+
+    @app.route("/get-only", method="GET")
+    def get_only() -> str:
+        return "get body"
+
+    @app.route("/stacked/a", method="GET")
+    @app.route("/stacked/b", method="POST")
+    def stacked(req: Request) -> str:
+        return f"{req.method} {req.path}"
+
+    @app.route("/any")
+    def any_method(req: Request) -> str:
+        return req.method
+
+    @app.route("/target")
+    def target() -> str:
+        return "target"
+
+    @app.route("/hdr", headers="X-Kind=a")
+    def hdr_a() -> str:
+        return "kind a"
+
+    @app.route("/hdr", headers=["X-Kind=b", "!X-Other"], match_all_headers_expressions=False)
+    def hdr_b_or_no_other() -> str:
+        return "kind b or no X-Other"
+
+    @app.route
+    def bare() -> str:  # a bare decorator outside a class has no url: skipped
+        return "bare"
+
+    return app
+
+
+def test_urls_with_and_without_leading_slash(make_client):
+    client = make_client(routing_app())
+    assert client.get("/no/leading/slash").text == "no-slash"
+    assert client.post("/kw-url").text == "kw-url"
+
+
+def test_patch_and_any_token_method(make_client):
+    client = make_client(routing_app())
+    assert client.request("PATCH", "/patch").text == "patched"
+    assert client.request("PURGE", "/purge").text == "purged"
+    assert client.request("PURGE", "/any").text == "PURGE"
+
+
+def test_head_is_answered_by_get_routes(make_client):
+    client = make_client(routing_app())
+    reply = client.request("HEAD", "/get-only")
+    assert reply.status == 200 and reply.body == b""
+    assert reply.header("Content-Length") == str(len(b"get body"))
+
+
+def test_stacked_decorators(make_client):
+    client = make_client(routing_app())
+    assert client.get("/stacked/a").text == "GET /stacked/a"
+    assert client.post("/stacked/b").text == "POST /stacked/b"
+    assert client.post("/stacked/a").status == 405
+
+
+def test_dot_segments_are_normalized(make_client):
+    client = make_client(routing_app())
+    assert client.get("/no/../target").text == "target"
+    assert client.get("/./target").text == "target"
+    assert client.get("/../../target").text == "target"
+    assert client.get("/%2E%2E/target").text == "target"
+
+
+def test_headers_narrowing(make_client):
+    client = make_client(routing_app())
+    assert client.get("/hdr", headers={"x-kind": "a", "X-Other": "1"}).text == "kind a"
+    assert client.get("/hdr", headers={"X-Kind": "b", "X-Other": "1"}).text == (
+        "kind b or no X-Other"
+    )
+    assert client.get("/hdr").text == "kind b or no X-Other"
+    assert client.get("/hdr", headers={"X-Kind": "c", "X-Other": "1"}).status == 404
+
+
+def test_bad_method_and_unknown_path(make_client):
+    client = make_client(routing_app())
+    wrong = client.post("/get-only")
+    assert wrong.status == 405 and wrong.header("Allow") == "GET, HEAD"
+    assert wrong.json()["code"] == 405
+    unknown = client.get("/no/such/path")
+    assert unknown.status == 404
+    assert unknown.json() == {
+        "code": 404,
+        "message": "Not Found",
+        "explain": "Cannot find a controller for your path.",
+    }
+    assert client.get("/bare").status == 404
+
+
+# -- results ----------------------------------------------------------------------------
+def results_app() -> App:
+    app = App()
+
+    @app.route("/none")
+    def none() -> None:
+        return None
+
+    @app.route("/bytes")
+    def raw() -> bytearray:
+        return bytearray(b"\x00\x01")
+
+    @app.route("/xml")
+    def xml() -> str:
+        return "<?xml version='1.0'?><a/>"
+
+    @app.route("/list")
+    def as_list() -> list[int]:
+        return [1, 2]
+
+    @app.route("/injected")
+    def injected(response: Response) -> dict[str, bool]:
+        response.status_code = 201
+        response.add_header("X-Multi", "1")
+        response.add_header("X-Multi", "2")
+        response.set_header("X-Set", "a")
+        response.set_header("X-Set", "b")
+        response.add_cookie("sid", "v", path="/", httponly=True)
+        return {"ok": True}
+
+    @app.route("/own-type")
+    def own_type() -> tuple[Any, ...]:
+        return Headers({"Content-Type": "text/csv"}), "a,b\n"
+
+    @app.route("/send-error")
+    def send_error(response: Response) -> str:
+        response.send_error(403, "nope", "not allowed")
+        return "ignored"
+
+    @app.route("/send-redirect")
+    def send_redirect(response: Response) -> None:
+        response.send_redirect("/none")
+
+    @app.route("/raise-redirect")
+    def raise_redirect() -> None:
+        raise Redirect("/none")
+
+    @app.route("/raise-error")
+    def raise_error() -> None:
+        raise HttpError(409, "Conflict here", "already exists")
+
+    @app.route("/header-marker")
+    def header_marker() -> tuple[Any, ...]:
+        return 202, Header({"X-A": "1"}), Header({"X-B": "2"}), Headers({"X-C": "3"}), b"z"
+
+    @app.route("/unicode-message")
+    def unicode_message() -> None:
+        raise HttpError(400, "错误\r\nInjected: yes", "line\r\nbreak")
+
+    return app
+
+
+def test_simple_results(make_client):
+    client = make_client(results_app())
+    none = client.get("/none")
+    assert (none.status, none.body, none.header("Content-Length")) == (200, b"", "0")
+    raw = client.get("/bytes")
+    assert raw.body == b"\x00\x01" and raw.header("Content-Type") == "application/octet-stream"
+    assert client.get("/xml").header("Content-Type") == "text/xml; charset=utf-8"
+    assert client.get("/list").json() == [1, 2]
+
+
+def test_injected_response(make_client):
+    reply = make_client(results_app()).get("/injected")
+    assert reply.status == 201
+    assert reply.get_all("X-Multi") == ["1", "2"]
+    assert reply.get_all("X-Set") == ["b"]
+    assert reply.get_all("Set-Cookie") == ["sid=v; HttpOnly; Path=/"]
+    assert reply.json() == {"ok": True}
+
+
+def test_controller_content_type_wins(make_client):
+    reply = make_client(results_app()).get("/own-type")
+    assert reply.header("Content-Type") == "text/csv" and reply.text == "a,b\n"
+
+
+def test_send_error_redirect_and_raise(make_client):
+    client = make_client(results_app())
+    err = client.get("/send-error")
+    assert err.status == 403
+    assert err.json() == {"code": 403, "message": "nope", "explain": "not allowed"}
+    for path in ("/send-redirect", "/raise-redirect"):
+        reply = client.get(path)
+        assert reply.status == 302 and reply.header("Location") == "/none"
+    conflict = client.get("/raise-error")
+    assert conflict.status == 409
+    assert conflict.json() == {"code": 409, "message": "Conflict here", "explain": "already exists"}
+
+
+def test_every_header_of_a_tuple_is_sent(make_client):
+    reply = make_client(results_app()).get("/header-marker")
+    assert reply.status == 202 and reply.body == b"z"
+    assert [reply.header(n) for n in ("X-A", "X-B", "X-C")] == ["1", "2", "3"]
+
+
+def test_error_message_cannot_split_the_response(make_client):
+    reply = make_client(results_app()).get("/unicode-message")
+    assert reply.status == 400
+    assert reply.header("Injected") is None
+    assert reply.json()["message"] == "错误\r\nInjected: yes"
+
+
+# -- streaming --------------------------------------------------------------------------
+def test_write_bytes_is_sent_as_written(transport, serve):
+    """The first chunk reaches the client while the controller is still running."""
+    app = App()
+    client_saw_first = threading.Event()
+
+    @app.route("/stream")
+    def stream(response: Response) -> None:
+        response.add_header("Content-Type", "text/plain")
+        response.write_bytes(b"first;")
+        assert client_saw_first.wait(10), "the first chunk was buffered"
+        response.write_bytes(b"second")
+        response.close()
+
+    live = serve(app)
+    with socket.create_connection((live.host, live.port), timeout=10) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"first;" not in received:
+            data = sock.recv(4096)
+            assert data, "connection closed early"
+            received += data
+        head = received.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"transfer-encoding: chunked" in head
+        client_saw_first.set()
+        while not received.endswith(b"0\r\n\r\n"):
+            data = sock.recv(4096)
+            assert data, "connection closed before the last chunk"
+            received += data
+    assert b"second" in received
+
+
+# -- filters ----------------------------------------------------------------------------
+def filters_app(calls: list[str]) -> App:
+    app = App()
+
+    @app.request_filter("/f/**")
+    def first(ctx) -> None:
+        calls.append("first")
+        ctx.request.headers["X-From-Filter"] = "one"
+        ctx.do_chain()
+        ctx.response.set_header("X-After", "set after the chain")
+
+    @app.request_filter("/f/**")
+    async def second(ctx) -> None:
+        calls.append("second")
+        await asyncio.sleep(0)
+        await ctx.do_chain()
+
+    @app.request_filter(regexp="^f/stop")
+    def stopper(ctx) -> None:
+        calls.append("stopper")
+        ctx.response.status_code = 401
+        ctx.response.set_header("WWW-Authenticate", "Basic")
+
+    @app.request_filter(regexp="^/f/raise")
+    def raiser(ctx) -> None:
+        raise HttpError(418, "teapot")
+
+    @app.request_filter("/f/redirect")
+    async def redirecter(ctx) -> None:
+        raise Redirect("/elsewhere")
+
+    @app.route("/f/**")
+    def controller(x=Header("X-From-Filter")) -> dict[str, str]:
+        calls.append("controller")
+        return {"header": x}
+
+    @app.route("/unfiltered")
+    def unfiltered() -> str:
+        return "plain"
+
+    return app
+
+
+def test_filters_run_in_order_and_see_header_changes(make_client):
+    calls: list[str] = []
+    client = make_client(filters_app(calls))
+    reply = client.get("/f/ok")
+    assert reply.json() == {"header": "one"}
+    assert reply.header("X-After") == "set after the chain"
+    assert calls == ["first", "second", "controller"]
+
+
+def test_filter_that_neither_chains_nor_answers(make_client):
+    calls: list[str] = []
+    reply = make_client(filters_app(calls)).get("/f/stop")
+    assert reply.status == 401 and reply.header("WWW-Authenticate") == "Basic"
+    assert "controller" not in calls
+
+
+def test_filters_raise_errors_and_redirects(make_client):
+    client = make_client(filters_app([]))
+    teapot = client.get("/f/raise")
+    assert teapot.status == 418 and teapot.json()["message"] == "teapot"
+    redirect = client.get("/f/redirect")
+    assert redirect.status == 302 and redirect.header("Location") == "/elsewhere"
+
+
+def test_unmatched_paths_bypass_filters(make_client):
+    calls: list[str] = []
+    client = make_client(filters_app(calls))
+    assert client.get("/unfiltered").text == "plain"
+    assert client.get("/missing").status == 404
+    assert calls == []
+
+
+# -- error pages ------------------------------------------------------------------------
+def error_pages_app() -> App:
+    app = App()
+
+    @app.error_message("404")
+    def exact(explain: str, code: int, message: str) -> dict[str, Any]:
+        return {"page": "exact", "code": code, "message": message, "explain": explain}
+
+    @app.error_message("4xx")
+    def four(code) -> Response:
+        return Response(status_code=code, headers={"X-Page": "4xx"}, body=f"4xx page {code}")
+
+    @app.error_message("41x")
+    def tens(code) -> tuple[Any, ...]:
+        return Headers({"X-Page": "41x"}), f"41x page {code}"
+
+    @app.error_message("500")
+    def broken() -> str:
+        raise RuntimeError("the error page itself fails")
+
+    @app.route("/raise/{code}")
+    def raise_code(code: PathValue) -> None:
+        raise HttpError(int(code), "m", "e")
+
+    return app
+
+
+def test_error_page_lookup(make_client):
+    client = make_client(error_pages_app())
+    exact = client.get("/nothing-here")
+    assert exact.status == 404
+    assert exact.json() == {
+        "page": "exact",
+        "code": 404,
+        "message": "Not Found",
+        "explain": "Cannot find a controller for your path.",
+    }
+    four = client.get("/raise/403")
+    assert (four.status, four.header("X-Page"), four.text) == (403, "4xx", "4xx page 403")
+    tens = client.get("/raise/415")
+    assert (tens.status, tens.header("X-Page"), tens.text) == (415, "41x", "41x page 415")
+
+
+def test_failing_error_page_falls_back_to_the_default(make_client):
+    reply = make_client(error_pages_app()).get("/raise/500")
+    assert reply.status == 500
+    assert reply.header("Content-Type") == "application/json; charset=utf-8"
+    assert reply.json() == {"code": 500, "message": "m", "explain": "e"}
+
+
+# -- bad input --------------------------------------------------------------------------
+def bad_input_app() -> App:
+    app = App()
+
+    @app.route("/int")
+    def as_int(n: int) -> int:
+        return {"n": n}  # type: ignore[return-value]
+
+    @app.route("/json", method="POST")
+    def json_body(data=JSONBody()) -> dict[str, Any]:
+        return data
+
+    @app.route("/boom")
+    def boom() -> None:
+        raise ValueError("internal detail")
+
+    return app
+
+
+def test_bad_input_gives_clear_4xx(make_client):
+    client = make_client(bad_input_app())
+    missing = client.get("/int")
+    assert missing.status == 400
+    assert missing.json()["explain"] == "Parameter[n] is required."
+    not_int = client.get("/int?n=abc")
+    assert not_int.status == 400
+    assert not_int.json()["explain"] == "Parameter[n] should be an int."
+    bad_json = client.post("/json", headers={"Content-Type": "application/json"}, body="{oops")
+    assert bad_json.status == 400 and bad_json.json()["code"] == 400
+    assert client.get("/json").status == 405
+    assert client.get("/nope").status == 404
+
+
+def test_unexpected_exception_is_500_without_details(make_client):
+    reply = make_client(bad_input_app()).get("/boom")
+    assert reply.status == 500
+    assert b"internal detail" not in reply.body

@@ -1,0 +1,346 @@
+"""Local sessions and the pluggable factory API, through every front end."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import trustme
+
+from simple_http_server import (
+    App,
+    Request,
+    Session,
+    SessionFactory,
+    set_session_factory,
+)
+from simple_http_server import server as server_module
+from simple_http_server.dispatch.sessions import LocalSessionFactory
+from simple_http_server.testing import TestClient
+
+COOKIE = "PY_SIM_HTTP_SER_SESSION_ID"
+
+
+def session_app(timeout: float | None = None) -> App:
+    app = App()
+    if timeout is not None:
+        app.session_timeout = timeout  # type: ignore[assignment]
+
+    @app.route("/set")
+    def set_value(session: Session, name: str = "k", value: str = "v") -> dict[str, Any]:
+        session.set_attribute(name, value)
+        return {"id": session.id, "new": session.is_new}
+
+    @app.route("/get")
+    def get_value(session: Session, name: str = "k") -> dict[str, Any]:
+        return {
+            "id": session.id,
+            "new": session.is_new,
+            "value": session.get_attribute(name),
+            "names": list(session.attribute_names),
+        }
+
+    @app.route("/peek")
+    def peek(request: Request) -> dict[str, Any]:
+        session = request.get_session()  # never creates one
+        return {"id": session.id if session else None}
+
+    @app.route("/async-get")
+    async def async_get(request: Request, name: str = "k") -> dict[str, Any]:
+        session = request.get_session(True)
+        assert session is not None
+        return {"id": session.id, "value": session.get_attribute(name)}
+
+    @app.route("/invalidate")
+    def invalidate(session: Session) -> str:
+        session.invalidate()
+        return "bye"
+
+    @app.route("/plain")
+    def plain() -> str:
+        return "no session here"
+
+    return app
+
+
+def cookie_of(reply: Any) -> str:
+    values = [v for v in reply.get_all("Set-Cookie") if v.startswith(COOKIE + "=")]
+    assert len(values) == 1, reply.get_all("Set-Cookie")
+    return str(values[0])
+
+
+def test_session_found_by_the_next_request(make_client):
+    client = make_client(session_app())
+    first = client.get("/set?name=user&value=alice")
+    assert first.status == 200 and first.json()["new"] is True
+    sid = first.json()["id"]
+    assert client.cookies[COOKIE] == sid
+    second = client.get("/get?name=user")
+    assert second.json() == {"id": sid, "new": False, "value": "alice", "names": ["user"]}
+    assert second.get_all("Set-Cookie") == []  # the client already has the cookie
+    assert client.get("/async-get?name=user").json() == {"id": sid, "value": "alice"}
+
+
+def test_cookie_flags_and_id_strength(make_client):
+    client = make_client(session_app())
+    reply = client.get("/set")
+    cookie = cookie_of(reply)
+    parts = [p.strip() for p in cookie.split(";")]
+    assert parts[0] == f"{COOKIE}={reply.json()['id']}"
+    assert {"Path=/", "HttpOnly", "SameSite=Lax"} <= set(parts[1:])
+    assert "Secure" not in parts  # plain HTTP
+    assert len(reply.json()["id"]) >= 43  # >= 256 bits, URL-safe base64
+    other = make_client(session_app()).get("/set").json()["id"]
+    assert other != reply.json()["id"]
+
+
+def test_no_session_no_cookie(make_client):
+    client = make_client(session_app())
+    assert client.get("/plain").get_all("Set-Cookie") == []
+    assert client.get("/peek").json() == {"id": None}
+    assert client.get("/peek").get_all("Set-Cookie") == []
+
+
+def test_invalidate_ends_the_session(make_client):
+    client = make_client(session_app())
+    sid = client.get("/set?value=secret").json()["id"]
+    bye = client.get("/invalidate")
+    assert bye.status == 200
+    removal = cookie_of(bye)
+    assert removal.startswith(f"{COOKIE}=;") and "Max-Age=0" in removal and "HttpOnly" in removal
+    # the old id is dead even when a client keeps sending it
+    stale = client.get("/get", headers={"Cookie": f"{COOKIE}={sid}"})
+    assert stale.json()["value"] is None and stale.json()["new"] is True
+    assert stale.json()["id"] != sid
+    assert cookie_of(stale).startswith(f"{COOKIE}={stale.json()['id']};")
+
+
+def test_unknown_session_id_is_never_adopted(make_client):
+    client = make_client(session_app())
+    forced = "attacker-chosen-id"
+    reply = client.get("/set", headers={"Cookie": f"{COOKIE}={forced}"})
+    assert reply.json()["id"] != forced
+    assert cookie_of(reply).startswith(f"{COOKIE}={reply.json()['id']};")
+    # a lookup that does not create removes the stale cookie
+    peek = client.get("/peek", headers={"Cookie": f"{COOKIE}={forced}"})
+    assert peek.json() == {"id": None}
+    assert "Max-Age=0" in cookie_of(peek)
+
+
+def test_expired_session_is_not_found(make_client):
+    client = make_client(session_app(timeout=1.5))
+    sid = client.get("/set?value=x").json()["id"]
+    assert client.get("/get").json()["id"] == sid  # still alive, and touched
+    time.sleep(1.8)
+    after = client.get("/get", headers={"Cookie": f"{COOKIE}={sid}"})
+    assert after.json()["id"] != sid
+    assert after.json()["value"] is None and after.json()["new"] is True
+
+
+def test_idle_timeout_counts_from_last_access():
+    factory = LocalSessionFactory(max_inactive_interval=2)
+    session = factory.get_session("", create=True)
+    assert session is not None
+    for _ in range(3):  # accessed every 0.8 s: stays alive past 2 s in total
+        time.sleep(0.8)
+        assert factory.get_session(session.id) is session
+    time.sleep(2.1)
+    assert factory.get_session(session.id) is None
+    assert len(factory) == 0
+
+
+def test_secure_cookie_over_tls(serve, tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    live = serve(session_app(), ssl_context=server_context)
+    conn = http.client.HTTPSConnection("127.0.0.1", live.port, context=client_context, timeout=10)
+    try:
+        conn.request("GET", "/set")
+        resp = conn.getresponse()
+        resp.read()
+        cookie = resp.getheader("Set-Cookie") or ""
+    finally:
+        conn.close()
+    parts = [p.strip() for p in cookie.split(";")]
+    assert parts[0].startswith(COOKIE + "=")
+    assert {"Secure", "HttpOnly", "Path=/", "SameSite=Lax"} <= set(parts)
+
+
+def test_cookie_name_and_timeout_from_server_start():
+    app = session_app()
+    thread = threading.Thread(
+        target=server_module.start,
+        kwargs={
+            "host": "127.0.0.1",
+            "port": 0,
+            "app_conf": app,
+            "session_cookie_name": "SID",
+            "session_timeout": 7,
+        },
+        daemon=True,
+    )
+    thread.start()
+    try:
+        for _ in range(1000):
+            if server_module.is_ready():
+                break
+            time.sleep(0.01)
+        assert server_module.is_ready()
+        assert server_module._server is not None
+        port = server_module._server.port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/set")
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert (resp.getheader("Set-Cookie") or "").startswith("SID=")
+        assert app.session_timeout == 7
+    finally:
+        server_module.stop()
+        thread.join(15)
+    assert not thread.is_alive()
+    with pytest.raises(ValueError):
+        server_module._build(app_conf=App(), session_cookie_name="bad name;")
+    with pytest.raises(ValueError):
+        server_module._build(app_conf=App(), session_timeout=0)
+
+
+def test_concurrent_requests_share_one_session(serve):
+    app = session_app()
+    live = serve(app)
+    conn = live.connection()
+    conn.request("GET", "/set?name=start&value=0")
+    resp = conn.getresponse()
+    resp.read()
+    sid = resp.getheader("Set-Cookie", "").split(";")[0].split("=", 1)[1]
+    conn.close()
+
+    def hit(index: int) -> int:
+        c = live.connection()
+        try:
+            c.request(
+                "GET", f"/set?name=n{index}&value={index}", headers={"Cookie": f"{COOKIE}={sid}"}
+            )
+            r = c.getresponse()
+            r.read()
+            return r.status
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(hit, range(40))) == [200] * 40
+    conn = live.connection()
+    conn.request("GET", "/get", headers={"Cookie": f"{COOKIE}={sid}"})
+    names = set(json.loads(conn.getresponse().read())["names"])
+    conn.close()
+    assert names == {"start"} | {f"n{i}" for i in range(40)}
+
+
+# -- custom factories, written as the README shows ---------------------------
+class MySessionImpl(Session):
+    def __init__(self, session_id: str) -> None:
+        super().__init__()
+        self._id = session_id
+        self._created = self._accessed = time.time()
+        self._attrs: dict[str, Any] = {}
+        self._new = True
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def creation_time(self) -> float:
+        return self._created
+
+    @property
+    def last_accessed_time(self) -> float:
+        return self._accessed
+
+    @property
+    def is_new(self) -> bool:
+        return self._new
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return tuple(self._attrs)
+
+    def get_attribute(self, name: str) -> Any:
+        return self._attrs.get(name)
+
+    def set_attribute(self, name: str, value: Any) -> None:
+        self._attrs[name] = value
+
+    def invalidate(self) -> None:
+        self._attrs.clear()
+        self._accessed = 0
+
+
+class MySessionFacImpl(SessionFactory):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bool]] = []
+        self.sessions: dict[str, MySessionImpl] = {}
+        self.lock = threading.Lock()
+
+    def get_session(self, session_id: str, create: bool = False) -> Session:
+        with self.lock:
+            self.calls.append((session_id, create))
+            found = self.sessions.get(session_id)
+            if found is not None and found.is_valid:
+                found._new = False
+                found._accessed = time.time()
+                return found
+            session = MySessionImpl(f"my-{len(self.sessions)}")
+            self.sessions[session.id] = session
+            return session
+
+
+@pytest.fixture
+def global_factory(monkeypatch):
+    factory = MySessionFacImpl()
+    monkeypatch.setattr(server_module, "_session_factory", None)
+    set_session_factory(factory)
+    return factory
+
+
+def test_set_session_factory_is_used_for_every_request(make_client, global_factory):
+    client = make_client(session_app())
+    assert client.get("/set?value=1").json()["id"] == "my-0"
+    assert client.get("/get").json() == {"id": "my-0", "new": False, "value": "1", "names": ["k"]}
+    assert client.get("/async-get").json() == {"id": "my-0", "value": "1"}
+    # the async controller's lookup is made before it runs (create=False), then reused
+    assert global_factory.calls == [("", True), ("my-0", True), ("my-0", False)]
+    client.get("/invalidate")
+    # invalidated: never resurrected, even when the old id is sent again
+    again = client.get("/get", headers={"Cookie": f"{COOKIE}=my-0"}).json()
+    assert again["id"] == "my-1" and again["value"] is None
+    assert global_factory.calls[-2:] == [("my-0", True), ("my-0", True)]
+
+
+def test_app_session_factory_wins_over_the_global_one(make_client, global_factory):
+    app = session_app()
+    own = MySessionFacImpl()
+    app.session_factory = own
+    client = make_client(app)
+    client.get("/set")
+    client.get("/get")
+    assert len(own.calls) == 2 and global_factory.calls == []
+
+
+def test_test_client_session_factory_argument():
+    factory = MySessionFacImpl()
+    client = TestClient(session_app(), session_factory=factory)
+    assert client.get("/set").json()["id"] == "my-0"
+    assert client.get("/get").json()["id"] == "my-0"
+    assert len(factory.calls) == 2

@@ -1,0 +1,273 @@
+"""RedisSessionFactory against a real redis-server, in-process and across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from simple_http_server import App, Request, Session
+from simple_http_server.dispatch.invoke import in_event_loop
+from simple_http_server.sessions_redis import RedisSessionFactory
+
+COOKIE = "PY_SIM_HTTP_SER_SESSION_ID"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SESSION_APP = pathlib.Path(__file__).with_name("session_app.py")
+
+
+class GuardedRedis(redis.Redis):
+    """A real client that records every command issued from an event loop thread."""
+
+    on_loop: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if in_event_loop():
+            self.on_loop.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        if in_event_loop():
+            self.on_loop.append("PIPELINE")
+        return super().pipeline(transaction, shard_hint)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[GuardedRedis]:
+    guarded = GuardedRedis.from_url(redis_url)
+    guarded.on_loop = []
+    yield guarded
+    guarded.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:8]}:"
+
+
+def redis_app(factory: RedisSessionFactory) -> App:
+    app = App()
+    app.session_factory = factory
+
+    @app.route("/set")
+    def set_value(session: Session, name: str = "k", value: str = "v") -> dict[str, Any]:
+        session.set_attribute(name, {"value": value, "n": [1, 2]})
+        return {"id": session.id, "new": session.is_new}
+
+    @app.route("/get")
+    def get_value(session: Session, name: str = "k") -> dict[str, Any]:
+        return {"id": session.id, "new": session.is_new, "value": session.get_attribute(name)}
+
+    @app.route("/async-set")
+    async def async_set(session: Session, name: str = "k", value: str = "v") -> dict[str, Any]:
+        session.set_attribute(name, value)
+        return {"id": session.id}
+
+    @app.route("/async-get")
+    async def async_get(request: Request, name: str = "k") -> dict[str, Any]:
+        session = request.get_session()
+        return {"value": session.get_attribute(name) if session else None}
+
+    @app.route("/invalidate")
+    def invalidate(session: Session) -> str:
+        session.invalidate()
+        return "bye"
+
+    return app
+
+
+def test_attributes_stored_in_a_redis_hash(make_client, client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    web = make_client(redis_app(factory))
+    first = web.get("/set?name=cart&value=book")
+    sid = first.json()["id"]
+    assert first.json()["new"] is True and len(sid) >= 43
+    assert web.cookies[COOKIE] == sid
+    stored = client.hgetall(prefix + sid)
+    assert json.loads(stored[b"a:cart"]) == {"value": "book", "n": [1, 2]}
+    assert float(stored[b"m:created"]) <= time.time()
+    second = web.get("/get?name=cart")
+    assert second.json() == {"id": sid, "new": False, "value": {"value": "book", "n": [1, 2]}}
+    assert client.on_loop == []
+
+
+def test_ttl_is_the_idle_timeout_and_refreshed_on_access(make_client, client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client, max_inactive_interval=100)
+    web = make_client(redis_app(factory))
+    sid = web.get("/set").json()["id"]
+    assert 95 <= client.ttl(prefix + sid) <= 100
+    client.expire(prefix + sid, 5)
+    web.get("/get")
+    assert client.ttl(prefix + sid) >= 95
+
+
+def test_expired_session_is_not_found(make_client, client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client, max_inactive_interval=1)
+    web = make_client(redis_app(factory))
+    sid = web.get("/set").json()["id"]
+    time.sleep(1.3)
+    after = web.get("/get", headers={"Cookie": f"{COOKIE}={sid}"}).json()
+    assert after["id"] != sid and after["value"] is None and after["new"] is True
+    assert client.exists(prefix + sid) == 0
+
+
+def test_invalidate_deletes_the_hash(make_client, client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    web = make_client(redis_app(factory))
+    sid = web.get("/set").json()["id"]
+    bye = web.get("/invalidate")
+    assert any("Max-Age=0" in v for v in bye.get_all("Set-Cookie"))
+    assert client.exists(prefix + sid) == 0
+    stale = web.get("/get", headers={"Cookie": f"{COOKIE}={sid}"}).json()
+    assert stale["id"] != sid and stale["value"] is None
+
+
+def test_unknown_id_is_not_adopted(make_client, client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    web = make_client(redis_app(factory))
+    reply = web.get("/set", headers={"Cookie": f"{COOKIE}=chosen-by-attacker"})
+    assert reply.json()["id"] != "chosen-by-attacker"
+    assert client.exists(prefix + "chosen-by-attacker") == 0
+
+
+def test_async_controllers_never_call_redis_on_the_loop(make_client, client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    web = make_client(redis_app(factory))
+    sid = web.get("/async-set?value=from-async").json()["id"]
+    assert json.loads(client.hget(prefix + sid, "a:k")) == "from-async"
+    assert web.get("/async-get").json() == {"value": "from-async"}
+    assert web.get("/get").json()["value"] == "from-async"
+    assert client.on_loop == []
+
+
+def test_a_write_never_recreates_an_ended_session(client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    session = factory.get_session("", create=True)
+    assert session is not None
+    client.delete(prefix + session.id)  # expired or invalidated by another process
+    session.set_attribute("late", 1)
+    assert client.exists(prefix + session.id) == 0
+    assert session.is_valid is False
+
+
+def test_json_by_default_pickle_only_when_asked(client, prefix):
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    session = factory.get_session("", create=True)
+    assert session is not None
+    with pytest.raises(TypeError):
+        session.set_attribute("when", object())
+    pickled = RedisSessionFactory(prefix=prefix, client=client, serializer="pickle")
+    session = pickled.get_session("", create=True)
+    assert session is not None
+    session.set_attribute("tags", {"a", "b"})
+    again = pickled.get_session(session.id)
+    assert again is not None and again.get_attribute("tags") == {"a", "b"}
+    # the JSON factory does not unpickle what it finds
+    json_view = factory.get_session(session.id)
+    assert json_view is not None and json_view.attribute_names == ()
+    with pytest.raises(ValueError):
+        RedisSessionFactory(client=client, serializer="yaml")
+
+
+# -- several server processes sharing one Redis ------------------------------
+class ServerProcess:
+    """``session_app.py`` in its own interpreter."""
+
+    def __init__(self, redis_url: str, prefix: str, transport: str, port: int = 0) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+        args = [sys.executable, str(SESSION_APP), "--redis-url", redis_url]
+        args += ["--prefix", prefix, "--transport", transport, "--port", str(port)]
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT)
+        )
+        self.port = self._read_port()
+
+    def _read_port(self) -> int:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 30
+        output = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            if ready:
+                line = self.process.stdout.readline()
+                output += line
+                if line.startswith(b"PORT "):
+                    threading.Thread(target=self._drain, daemon=True).start()
+                    return int(line.split()[1])
+                if not line and self.process.poll() is not None:
+                    break
+        self.kill()
+        raise AssertionError(f"server process did not start: {output.decode(errors='replace')}")
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for _ in self.process.stdout:
+            pass
+
+    def get(self, path: str, sid: str | None = None) -> tuple[dict[str, Any], str | None]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            headers = {"Cookie": f"{COOKIE}={sid}"} if sid else {}
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status == 200, body
+            return body, resp.getheader("Set-Cookie")
+        finally:
+            conn.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+def test_two_processes_share_sessions_and_survive_a_restart(redis_url, prefix, processes):
+    first = ServerProcess(redis_url, prefix, "threaded")
+    processes.append(first)
+    second = ServerProcess(redis_url, prefix, "asyncio")
+    processes.append(second)
+    assert first.port != second.port
+
+    created, cookie = first.get("/set?name=user&value=alice")
+    sid = created["id"]
+    assert cookie is not None and cookie.startswith(f"{COOKIE}={sid};")
+    seen, cookie = second.get("/get?name=user", sid)
+    assert seen["value"] == "alice" and seen["id"] == sid
+    assert seen["pid"] != created["pid"] and cookie is None
+    second.get("/set?name=lang&value=fr", sid)
+
+    # kill the first process hard and start it again on the same port
+    port = first.port
+    first.kill()
+    restarted = ServerProcess(redis_url, prefix, "threaded", port=port)
+    processes.append(restarted)
+    assert restarted.port == port
+    back, cookie = restarted.get("/get?name=user", sid)
+    assert back["id"] == sid and back["value"] == "alice" and back["pid"] != created["pid"]
+    assert restarted.get("/get?name=lang", sid)[0]["value"] == "fr"
+    assert cookie is None  # the very same session: no new cookie

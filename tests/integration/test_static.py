@@ -1,0 +1,301 @@
+"""Static resources and ``StaticFile`` over real sockets: mounts, traversal, caching, ranges."""
+
+from __future__ import annotations
+
+import os
+import socket
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+from simple_http_server import App, StaticFile
+
+INDEX = b"<!doctype html><title>hi</title>" * 10
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """www/ (served) next to secret.txt (never served) and a symlink leaving www/."""
+    www = tmp_path / "www"
+    (www / "sub" / "deep").mkdir(parents=True)
+    (www / "index.html").write_bytes(INDEX)
+    (www / "app.js").write_bytes(b"console.log(1);")
+    (www / "style.css").write_bytes(b"body{}")
+    (www / "sub" / "nested.css").write_bytes(b"p{}")
+    (www / "sub" / "deep" / "data.bin").write_bytes(bytes(range(256)) * 4)
+    (www / "中文.txt").write_text("ni hao", encoding="utf-8")
+    (www / "empty.txt").write_bytes(b"")
+    (tmp_path / "secret.txt").write_bytes(b"TOP SECRET")
+    (www / "escape.txt").symlink_to(tmp_path / "secret.txt")
+    (www / "escape_dir").symlink_to(tmp_path)
+    (www / "inside_link.js").symlink_to(www / "app.js")
+    return www
+
+
+def static_app(site: Path) -> App:
+    app = App()
+
+    @app.route("/download")
+    def download() -> StaticFile:
+        return StaticFile(
+            str(site / "sub" / "deep" / "data.bin"),
+            "application/x-custom",
+            download_name="résumé 2024.bin",
+        )
+
+    @app.route("/missing")
+    def missing() -> StaticFile:
+        return StaticFile(str(site / "nope.bin"))
+
+    @app.route("/guess")
+    def guess() -> StaticFile:
+        return StaticFile(str(site / "style.css"), None)
+
+    return app
+
+
+def mounts(site: Path) -> dict[str, str]:
+    return {
+        "/public/**": str(site),
+        "/flat/*": str(site),
+        "/p/": str(site),
+        "*.js": str(site),
+        "**.css": str(site),
+    }
+
+
+def raw_get(port: int, target: bytes, method: bytes = b"GET") -> tuple[int, bytes]:
+    """Send a request line exactly as given; return (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/public/index.html", INDEX),
+        ("/public/sub/deep/data.bin", bytes(range(256)) * 4),
+        ("/flat/app.js", b"console.log(1);"),
+        ("/p/style.css", b"body{}"),
+        ("/app.js", b"console.log(1);"),
+        ("/style.css", b"body{}"),
+        ("/sub/nested.css", b"p{}"),
+        ("/public/%E4%B8%AD%E6%96%87.txt", "ni hao".encode()),
+        ("/inside_link.js", b"console.log(1);"),
+        ("/public/empty.txt", b""),
+    ],
+)
+def test_mount_patterns_serve_files(make_client, site, path, expected):
+    reply = make_client(static_app(site), mounts(site)).get(path)
+    assert reply.status == 200, path
+    assert reply.body == expected
+    assert reply.header("Content-Length") == str(len(expected))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/flat/sub/nested.css",
+        "/sub/x/app.js",
+        "/public/",
+        "/public/sub",
+        "/public/nope.txt",
+        "/p/sub/nested.css",
+    ],
+)
+def test_mount_patterns_refuse_what_they_do_not_cover(make_client, site, path):
+    assert make_client(static_app(site), mounts(site)).get(path).status == 404
+
+
+def test_content_type_and_validators(make_client, site):
+    client = make_client(static_app(site), mounts(site))
+    reply = client.get("/public/index.html")
+    assert reply.header("Content-Type") == "text/html; charset=utf-8"
+    assert reply.header("Accept-Ranges") == "bytes"
+    st = os.stat(site / "index.html")
+    assert reply.header("Last-Modified") == formatdate(st.st_mtime, usegmt=True)
+    etag = reply.header("ETag")
+    assert etag and etag.startswith('"') and etag.endswith('"')
+    assert client.get("/app.js").header("Content-Type") == "text/javascript; charset=utf-8"
+    bin_type = client.get("/public/sub/deep/data.bin").header("Content-Type")
+    assert bin_type == "application/octet-stream"
+    assert client.get("/guess").header("Content-Type") == "text/css; charset=utf-8"
+
+
+TRAVERSALS = [
+    b"/public/../secret.txt",
+    b"/public/%2e%2e/secret.txt",
+    b"/public/%2E%2E/%2e%2E/secret.txt",
+    b"/public/..%2fsecret.txt",
+    b"/public/sub%2f..%2f..%2fsecret.txt",
+    b"/public/..%5csecret.txt",
+    b"/public/sub\\..\\..\\secret.txt",
+    b"/public/index.html%00.txt",
+    b"/public//etc/passwd",
+    b"/public/%2fetc%2fpasswd",
+    b"/public/escape.txt",
+    b"/public/escape_dir/secret.txt",
+    b"/escape.txt",
+    b"/../secret.txt",
+    b"/%2e%2e/%2e%2e/etc/passwd",
+    b"http://x/public/../../secret.txt",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS, ids=[t.decode() for t in TRAVERSALS])
+def test_traversal_vectors_get_404(serve, site, target):
+    assert (site / "escape.txt").is_symlink()
+    live = serve(static_app(site), mounts(site) | {"*.txt": str(site)})
+    status, body = raw_get(live.port, target)
+    assert status == 404, target
+    assert b"SECRET" not in body and b"root:" not in body
+
+
+def test_head_sends_headers_only(serve, site):
+    live = serve(static_app(site), mounts(site))
+    conn = live.connection()
+    conn.request("HEAD", "/public/index.html")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Length") == str(len(INDEX))
+    assert resp.read() == b""
+    conn.request("GET", "/public/index.html")  # the connection is still in sync
+    resp = conn.getresponse()
+    assert resp.read() == INDEX
+    conn.close()
+
+
+def test_if_none_match_and_if_modified_since_give_304(make_client, site):
+    client = make_client(static_app(site), mounts(site))
+    first = client.get("/public/index.html")
+    etag, modified = first.header("ETag"), first.header("Last-Modified")
+    for headers in (
+        {"If-None-Match": etag},
+        {"If-None-Match": f'"other", W/{etag}'},
+        {"If-None-Match": "*"},
+        {"If-Modified-Since": modified},
+    ):
+        reply = client.get("/public/index.html", headers=headers)
+        assert reply.status == 304, headers
+        assert reply.body == b""
+        assert reply.header("ETag") == etag
+    # A non-matching tag wins over a matching date (RFC 9110 13.2.2).
+    reply = client.get(
+        "/public/index.html", headers={"If-None-Match": '"other"', "If-Modified-Since": modified}
+    )
+    assert reply.status == 200
+    old = formatdate(os.stat(site / "index.html").st_mtime - 3600, usegmt=True)
+    assert client.get("/public/index.html", headers={"If-Modified-Since": old}).status == 200
+    assert client.get("/public/index.html", headers={"If-Modified-Since": "garbage"}).status == 200
+
+
+DATA = bytes(range(256)) * 4  # data.bin, 1024 bytes
+
+
+@pytest.mark.parametrize(
+    ("spec", "start", "end"),
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=1000-", 1000, 1023),
+        ("bytes=-24", 1000, 1023),
+        ("bytes=1020-5000", 1020, 1023),
+        ("bytes=-5000", 0, 1023),
+        ("bytes=5-5", 5, 5),
+    ],
+)
+def test_range_gives_206(make_client, site, spec, start, end):
+    reply = make_client(static_app(site), mounts(site)).get(
+        "/public/sub/deep/data.bin", headers={"Range": spec}
+    )
+    assert reply.status == 206
+    assert reply.body == DATA[start : end + 1]
+    assert reply.header("Content-Range") == f"bytes {start}-{end}/1024"
+    assert reply.header("Content-Length") == str(end - start + 1)
+
+
+@pytest.mark.parametrize("spec", ["bytes=1024-", "bytes=5000-6000", "bytes=-0"])
+def test_unsatisfiable_range_gives_416(make_client, site, spec):
+    reply = make_client(static_app(site), mounts(site)).get(
+        "/public/sub/deep/data.bin", headers={"Range": spec}
+    )
+    assert reply.status == 416
+    assert reply.header("Content-Range") == "bytes */1024"
+
+
+@pytest.mark.parametrize("spec", ["bytes=5-1", "items=0-1", "bytes=0-1,5-6", "bytes=x-"])
+def test_ignored_range_gives_200(make_client, site, spec):
+    reply = make_client(static_app(site), mounts(site)).get(
+        "/public/sub/deep/data.bin", headers={"Range": spec}
+    )
+    assert reply.status == 200
+    assert reply.body == DATA
+
+
+def test_if_range(make_client, site):
+    client = make_client(static_app(site), mounts(site))
+    first = client.get("/public/sub/deep/data.bin")
+    etag, modified = first.header("ETag"), first.header("Last-Modified")
+    path = "/public/sub/deep/data.bin"
+    assert client.get(path, headers={"Range": "bytes=0-1", "If-Range": etag}).status == 206
+    assert client.get(path, headers={"Range": "bytes=0-1", "If-Range": modified}).status == 206
+    stale = client.get(path, headers={"Range": "bytes=0-1", "If-Range": '"stale"'})
+    assert stale.status == 200 and stale.body == DATA
+    weak = client.get(path, headers={"Range": "bytes=0-1", "If-Range": f"W/{etag}"})
+    assert weak.status == 200
+
+
+def test_static_file_download_name(make_client, site):
+    reply = make_client(static_app(site), mounts(site)).get("/download")
+    assert reply.status == 200
+    assert reply.body == DATA
+    assert reply.header("Content-Type") == "application/x-custom"
+    disposition = reply.header("Content-Disposition")
+    assert disposition == (
+        "attachment; filename=\"r_sum_ 2024.bin\"; filename*=UTF-8''r%C3%A9sum%C3%A9%202024.bin"
+    )
+
+
+def test_static_file_missing_is_404(make_client, site):
+    assert make_client(static_app(site), mounts(site)).get("/missing").status == 404
+
+
+def test_large_file_is_streamed_whole(serve, tmp_path):
+    big = tmp_path / "big.bin"
+    block = os.urandom(1 << 16)
+    with big.open("wb") as out:
+        for _ in range(80):  # 5 MiB
+            out.write(block)
+    live = serve(App(), {"/files/*": str(tmp_path)})
+    conn = live.connection()
+    conn.request("GET", "/files/big.bin")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Length") == str(80 << 16)
+    data = resp.read()
+    assert len(data) == 80 << 16 and data[: 1 << 16] == block and data[-(1 << 16) :] == block
+    conn.request("GET", "/files/big.bin", headers={"Range": "bytes=65530-65545"})
+    resp = conn.getresponse()
+    assert resp.status == 206
+    assert resp.read() == (block + block)[65530:65546]
+    conn.close()
+
+
+def test_routes_win_over_resources(make_client, site):
+    app = App()
+
+    @app.route("/public/index.html")
+    def shadow() -> str:
+        return "from the controller"
+
+    assert make_client(app, mounts(site)).get("/public/index.html").text == "from the controller"
+
+
+def test_resources_answer_get_and_head_only(make_client, site):
+    reply = make_client(App(), mounts(site)).post("/public/index.html", body=b"x")
+    assert reply.status in (404, 405)

@@ -1,0 +1,203 @@
+"""HTTPS (and WSS) in both transports, with certificates from a trustme CA."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from simple_http_server import App, BytesBody, Request
+from simple_http_server.server import make_ssl_context
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def cert_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(certfile), append=True)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return str(certfile), str(keyfile)
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def tls_app() -> App:
+    app = App()
+
+    @app.route("/hello")
+    def hello(name: str = "tls") -> dict[str, str]:
+        return {"hello": name}
+
+    @app.route("/scheme")
+    def scheme(request: Request) -> str:
+        return f"{request.scheme} {request.get_session(True).id != ''}"
+
+    return app
+
+
+def https(live: Any, context: ssl.SSLContext) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection("127.0.0.1", live.port, timeout=10, context=context)
+
+
+def test_https_keep_alive_in_both_transports(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    certfile, keyfile = cert_files
+    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    conn = https(live, client_context)
+    try:
+        for name in ("one", "two", "three"):  # one TLS connection, several requests
+            conn.request("GET", f"/hello?name={name}")
+            resp = conn.getresponse()
+            assert (resp.status, json.loads(resp.read())) == (200, {"hello": name})
+        assert conn.sock is not None and conn.sock.version() in ("TLSv1.2", "TLSv1.3")
+        conn.request("GET", "/scheme")
+        resp = conn.getresponse()
+        assert resp.read() == b"https True"
+        assert "; Secure" in resp.headers["Set-Cookie"]  # session cookies are Secure on TLS
+    finally:
+        conn.close()
+
+
+def test_large_bodies_both_ways_over_tls(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    app = App()
+
+    @app.route("/upload", method="POST")
+    def upload(body: BytesBody) -> dict[str, int]:
+        return {"size": len(body)}
+
+    @app.route("/big")
+    def big(n: int) -> bytes:
+        return b"b" * n
+
+    certfile, keyfile = cert_files
+    live = serve(app, ssl_context=make_ssl_context(keyfile, certfile))
+    conn = https(live, client_context)
+    try:
+        conn.request("GET", "/big?n=3000000")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"b" * 3_000_000
+        conn.request("POST", "/upload", body=os.urandom(2_000_000))
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())) == (200, {"size": 2_000_000})
+    finally:
+        conn.close()
+
+
+def test_pipelined_requests_over_tls(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    """Requests already decrypted in the TLS buffer are served without new socket data."""
+    certfile, keyfile = cert_files
+    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        for i in range(3):  # three TLS records, back to back
+            sock.sendall(f"GET /hello?name=p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while received.count(b"HTTP/1.1 200") < 3 or not received.endswith(b'"p2"}'):
+            data = sock.recv(65536)
+            assert data, received
+            received += data
+    assert b'{"hello": "p0"}' in received and b'{"hello": "p1"}' in received
+
+
+def test_static_file_over_tls(
+    serve: Callable[..., Any],
+    cert_files: tuple[str, str],
+    client_context: ssl.SSLContext,
+    tmp_path: Path,
+) -> None:
+    payload = os.urandom(1_500_000)
+    (tmp_path / "blob.bin").write_bytes(payload)
+    certfile, keyfile = cert_files
+    live = serve(
+        tls_app(), {"/files/*": str(tmp_path)}, ssl_context=make_ssl_context(keyfile, certfile)
+    )
+    conn = https(live, client_context)
+    try:
+        conn.request("GET", "/files/blob.bin")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == payload
+        conn.request("GET", "/files/blob.bin", headers={"Range": "bytes=10-19"})
+        resp = conn.getresponse()
+        assert resp.status == 206 and resp.read() == payload[10:20]
+    finally:
+        conn.close()
+
+
+def test_plain_http_and_untrusted_clients_fail_server_survives(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    certfile, keyfile = cert_files
+    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            answer = sock.recv(65536)
+        except ConnectionResetError:
+            answer = b""
+        assert b"HTTP/1.1 200" not in answer
+    untrusting = ssl.create_default_context()  # does not know the trustme CA
+    conn = https(live, untrusting)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        conn.request("GET", "/hello")
+    conn.close()
+    conn = https(live, client_context)
+    try:
+        conn.request("GET", "/hello")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_encrypted_key_with_keypass(
+    cert_files: tuple[str, str], tmp_path: Path, client_context: ssl.SSLContext, transport: str
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from ..conftest import live_server
+
+    certfile, keyfile = cert_files
+    key = serialization.load_pem_private_key(Path(keyfile).read_bytes(), password=None)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    with pytest.raises(ssl.SSLError):
+        make_ssl_context(str(locked), certfile, "wrong")
+    context = make_ssl_context(str(locked), certfile, "s3cret")
+    with live_server(tls_app(), transport, ssl_context=context) as live:
+        conn = https(live, client_context)
+        try:
+            conn.request("GET", "/hello?name=locked")
+            assert json.loads(conn.getresponse().read()) == {"hello": "locked"}
+        finally:
+            conn.close()

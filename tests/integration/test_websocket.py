@@ -1,0 +1,556 @@
+"""Websockets through real sockets, in both transports (websocket-client and raw frames)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import websocket
+from websocket import ABNF
+
+from simple_http_server import (
+    WEBSOCKET_MESSAGE_BINARY,
+    WEBSOCKET_MESSAGE_PING,
+    WEBSOCKET_MESSAGE_TEXT,
+    WEBSOCKET_OPCODE_BINARY,
+    WebsocketCloseReason,
+    WebsocketHandler,
+    WebsocketRequest,
+    WebsocketSession,
+)
+from simple_http_server.app import App
+
+from ..conftest import LiveServer
+
+Serve = Callable[..., LiveServer]
+
+
+def connect(live: LiveServer, path: str, **kwargs: Any) -> websocket.WebSocket:
+    return websocket.create_connection(f"ws://127.0.0.1:{live.port}{path}", timeout=10, **kwargs)
+
+
+def close_frame(ws: websocket.WebSocket) -> tuple[int, str]:
+    """Read until the server's Close frame; its code and reason."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        if opcode == ABNF.OPCODE_CLOSE:
+            data = frame.data
+            code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+            return code, data[2:].decode()
+    raise AssertionError("no close frame")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.01)
+
+
+class Echo(WebsocketHandler):
+    closes: list[WebsocketCloseReason]
+
+    def on_open(self, session: WebsocketSession) -> None:
+        session.send(f"open {session.request.path_values.get('name', '')}")
+
+    def on_text_message(self, session: WebsocketSession, message: str) -> None:
+        if message == "bye":
+            session.close("see you")
+        elif message == "as-binary":
+            session.send("bytes please", WEBSOCKET_OPCODE_BINARY)
+        elif message == "chunked":
+            session.send("abcdefghij", chunk_size=3)
+        elif message == "ping-me":
+            session.send_ping(b"srv")
+        else:
+            session.send(message)
+
+    def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+        session.send(message)
+
+    def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+        session.send(f"pong:{message.decode()}")
+
+    def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+        self.closes.append(reason)
+
+
+def echo_app() -> tuple[App, list[WebsocketCloseReason]]:
+    app = App()
+    closes: list[WebsocketCloseReason] = []
+    handler = type("EchoHandler", (Echo,), {"closes": closes})
+    app.websocket_handler(endpoint="/ws/{name}")(handler)
+    return app, closes
+
+
+def test_echo_text_binary_and_path_values(serve: Serve) -> None:
+    app, _ = echo_app()
+    ws = connect(serve(app), "/ws/bob")
+    assert ws.recv() == "open bob"
+    ws.send("hello")
+    assert ws.recv() == "hello"
+    ws.send_binary(b"\x00\x01\xff")
+    assert ws.recv() == b"\x00\x01\xff"
+    ws.send("é€😀")
+    assert ws.recv() == "é€😀"
+    ws.close()
+
+
+def test_send_honours_opcode_and_chunk_size(serve: Serve) -> None:
+    app, _ = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.send("as-binary")
+    opcode, data = ws.recv_data()
+    assert (opcode, data) == (ABNF.OPCODE_BINARY, b"bytes please")
+    ws.send("chunked")
+    frames = []
+    while True:
+        frame = ws.recv_frame()
+        frames.append(frame)
+        if frame.fin:
+            break
+    assert [f.data for f in frames] == [b"abc", b"def", b"ghi", b"j"]
+    assert frames[0].opcode == ABNF.OPCODE_TEXT
+    assert all(f.opcode == ABNF.OPCODE_CONT for f in frames[1:])
+    ws.close()
+
+
+def test_continuation_frames_from_client(serve: Serve) -> None:
+    app, _ = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.send_frame(ABNF.create_frame("hel", ABNF.OPCODE_TEXT, fin=0))
+    ws.ping(b"in-between")  # control frames may come between fragments
+    ws.send_frame(ABNF.create_frame(b"lo ", ABNF.OPCODE_CONT, fin=0))
+    ws.send_frame(ABNF.create_frame("wörld".encode(), ABNF.OPCODE_CONT, fin=1))
+    assert ws.recv() == "hello wörld"
+    ws.send_frame(ABNF.create_frame(b"\x01\x02", ABNF.OPCODE_BINARY, fin=0))
+    ws.send_frame(ABNF.create_frame(b"\x03", ABNF.OPCODE_CONT, fin=1))
+    assert ws.recv() == b"\x01\x02\x03"
+    ws.close()
+
+
+def test_server_initiated_close(serve: Serve) -> None:
+    app, closes = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.send("bye")
+    assert close_frame(ws) == (1000, "see you")
+    ws.send_close(1000)
+    wait_for(lambda: len(closes) == 1)
+    assert closes[0].code == 1000
+    ws.shutdown()
+
+
+def test_client_close_code_reaches_on_close(serve: Serve) -> None:
+    app, closes = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.close(status=4001, reason=b"client leaves")
+    wait_for(lambda: len(closes) == 1)
+    reason = closes[0]
+    assert (reason.code, reason.reason) == (4001, "client leaves")
+    assert reason.message == "Client asked to close connection."
+    assert isinstance(reason, str)
+
+
+def test_ping_pong_both_ways(serve: Serve) -> None:
+    app, _ = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.ping(b"abc")
+    opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert (opcode, frame.data) == (ABNF.OPCODE_PONG, b"abc")
+    ws.send("ping-me")
+    opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert (opcode, frame.data) == (ABNF.OPCODE_PING, b"srv")
+    ws.pong(b"srv")
+    assert ws.recv() == "pong:srv"
+    ws.close()
+
+
+def test_regexp_endpoint_and_request_details(serve: Serve) -> None:
+    app = App()
+    seen: list[WebsocketRequest] = []
+
+    @app.websocket_handler(regexp="^/ws-reg/([a-z]+)/([0-9]+)$", singleton=False)
+    class Reg:  # no base class
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            seen.append(request)
+            return 0, {"X-Handshake": "yes"}
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            r = session.request
+            session.send(f"{r.reg_groups}|{r.get_parameter('q')}|{r.cookies['c'].value}")
+
+    live = serve(app)
+    ws = connect(live, "/ws-reg/abc/42?q=1&q=2", header=["Cookie: c=v"])
+    assert ws.getheaders()["x-handshake"] == "yes"
+    ws.send("?")
+    assert ws.recv() == "('abc', '42')|1|v"
+    ws.ping(b"auto")  # no on_ping_message: answered anyway
+    opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert (opcode, frame.data) == (ABNF.OPCODE_PONG, b"auto")
+    ws.close()
+    request = seen[0]
+    assert request.path == "/ws-reg/abc/42"
+    assert request.parameters == {"q": ["1", "2"]} and request.parameter == {"q": "1"}
+    assert request.query_string == "q=1&q=2"
+    assert request.headers["upgrade"].lower() == "websocket"
+
+
+@pytest.mark.parametrize("singleton", [True, False])
+def test_singleton(serve: Serve, singleton: bool) -> None:
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws/**", singleton=singleton)
+    class Counter:
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(f"{id(self)}:{session.request.path_values['__path_wildcard']}")
+
+    live = serve(app)
+    answers = []
+    for path in ("/ws/a/b", "/ws/c"):
+        ws = connect(live, path)
+        ws.send("x")
+        answers.append(ws.recv().split(":"))
+        ws.close()
+    assert [a[1] for a in answers] == ["a/b", "c"]
+    assert (answers[0][0] == answers[1][0]) is singleton
+
+
+def test_function_style_sync_and_async(serve: Serve) -> None:
+    app = App()
+    events: list[str] = []
+    endpoint = "/ws-fun/{path_val}"
+
+    @app.websocket_handshake(endpoint=endpoint)
+    def handshake(request: WebsocketRequest) -> Any:
+        return None if request.path_values["path_val"] != "no" else (403, {"X-Why": "no"})
+
+    @app.websocket_open(endpoint=endpoint)
+    async def opened(session: WebsocketSession) -> None:
+        events.append("open")
+
+    @app.websocket_message(endpoint=endpoint, message_type=WEBSOCKET_MESSAGE_TEXT)
+    async def text(session: WebsocketSession, message: str) -> None:
+        await asyncio.sleep(0)
+        session.send(f"{session.request.path_values['path_val']}-{message}")
+
+    @app.websocket_message(endpoint=endpoint, message_type=WEBSOCKET_MESSAGE_BINARY)
+    def binary(session: WebsocketSession, message: bytes) -> None:
+        session.send(message[::-1])
+
+    @app.websocket_close(endpoint=endpoint)
+    def closed(session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+        events.append(f"close {reason.code}")
+
+    live = serve(app)
+    ws = connect(live, "/ws-fun/yes")
+    ws.send("hi")
+    assert ws.recv() == "yes-hi"
+    ws.send_binary(b"abc")
+    assert ws.recv() == b"cba"
+    ws.ping(b"p")  # no ping function: a pong, not a crash (defect 25)
+    assert ws.recv_data_frame(control_frame=True)[0] == ABNF.OPCODE_PONG
+    ws.close()
+    wait_for(lambda: "close 1000" in events)
+    assert events[0] == "open"
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        connect(live, "/ws-fun/no")
+    assert info.value.status_code == 403
+    assert info.value.resp_headers["x-why"] == "no"
+
+
+def test_function_style_ping_handler(serve: Serve) -> None:
+    app = App()
+
+    @app.websocket_message(endpoint="/p", message_type=WEBSOCKET_MESSAGE_PING)
+    def ping(session: WebsocketSession, message: bytes) -> None:
+        session.send(f"got ping {message.decode()}")
+
+    ws = connect(serve(app), "/p")
+    ws.ping(b"x")
+    assert ws.recv() == "got ping x"
+    ws.close()
+
+
+def test_unknown_endpoint_is_404(serve: Serve) -> None:
+    app, _ = echo_app()
+    live = serve(app)
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        connect(live, "/nothing-here")
+    assert info.value.status_code == 404
+
+
+def test_handshake_exception_is_500(serve: Serve) -> None:
+    app = App()
+
+    @app.websocket_handler(endpoint="/boom")
+    class Boom(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            raise RuntimeError("secret detail")
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        connect(serve(app), "/boom")
+    assert info.value.status_code == 500
+    assert b"secret detail" not in (info.value.resp_body or b"")
+
+
+def test_message_over_limit_closes_1009(serve: Serve) -> None:
+    app, closes = echo_app()
+    ws = connect(serve(app, max_websocket_message_size=1024), "/ws/x")
+    ws.recv()
+    ws.send("a" * 1024)
+    assert ws.recv() == "a" * 1024
+    ws.send_frame(ABNF.create_frame(b"x" * 600, ABNF.OPCODE_BINARY, fin=0))
+    ws.send_frame(ABNF.create_frame(b"x" * 600, ABNF.OPCODE_CONT, fin=1))
+    assert close_frame(ws)[0] == 1009
+    wait_for(lambda: len(closes) == 1)
+    assert closes[0].code == 1009
+
+
+def test_invalid_utf8_closes_1007(serve: Serve) -> None:
+    app, closes = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.send_frame(ABNF.create_frame(b"ok \xff\xfe", ABNF.OPCODE_TEXT))
+    assert close_frame(ws)[0] == 1007
+    wait_for(lambda: len(closes) == 1)
+    assert closes[0].code == 1007
+
+
+# -- raw sockets ----------------------------------------------------------------
+def raw_handshake(live: LiveServer, path: str, extra: str = "") -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\n"
+            "Connection: keep-alive, Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    head, _, rest = head.partition(b"\r\n\r\n")
+    expected = base64.b64encode(
+        hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    )
+    if b" 101 " in head.split(b"\r\n")[0]:
+        assert expected in head
+    return sock, head + b"\r\n\r\n" + rest
+
+
+def read_close_code(sock: socket.socket) -> int:
+    data = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    assert data[0] & 0x0F == 0x8, data
+    return int(struct.unpack("!H", data[2:4])[0])
+
+
+def test_unmasked_client_frame_closes_1002(serve: Serve) -> None:
+    app, _ = echo_app()
+    sock, _ = raw_handshake(serve(app), "/ws/x")
+    with sock:
+        sock.recv(4096)  # "open x"
+        sock.sendall(b"\x81\x02hi")  # unmasked text frame
+        assert read_close_code(sock) == 1002
+
+
+def test_permessage_deflate_negotiated(serve: Serve) -> None:
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import TextMessage
+    from wsproto.extensions import PerMessageDeflate
+
+    app, _ = echo_app()
+    sock, head = raw_handshake(
+        serve(app),
+        "/ws/x",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+    )
+    assert b"permessage-deflate" in head.lower()
+    ext = PerMessageDeflate()
+    ext.finalize(head.split(b"ermessage-deflate", 1)[1].split(b"\r\n")[0].decode().lstrip(";, "))
+    client = Connection(ConnectionType.CLIENT, [ext], head.partition(b"\r\n\r\n")[2])
+    text = "compress me " * 200
+    with sock:
+        sock.sendall(client.send(TextMessage(data=text)))
+        received: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(received) < 2 and time.monotonic() < deadline:
+            for event in client.events():
+                if isinstance(event, TextMessage):
+                    received.append(event.data)
+            if len(received) < 2:
+                client.receive_data(sock.recv(65536))
+        assert received == ["open x", text]
+
+
+@pytest.mark.parametrize(
+    ("extra_headers", "status"),
+    [
+        ("Sec-WebSocket-Version: 8\r\n", 426),
+        ("", 400),  # missing key (built below)
+    ],
+)
+def test_bad_handshakes(serve: Serve, extra_headers: str, status: int) -> None:
+    app, _ = echo_app()
+    live = serve(app)
+    key = "" if status == 400 else "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    version = extra_headers or "Sec-WebSocket-Version: 13\r\n"
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                "GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"{key}{version}\r\n"
+            ).encode()
+        )
+        answer = sock.recv(65536)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer
+    if status == 426:
+        assert b"Sec-WebSocket-Version: 13" in answer
+
+
+# -- streaming, threads, shutdown -----------------------------------------------
+def test_binary_frame_streaming_20mb(serve: Serve) -> None:
+    app = App()
+    stats: dict[str, Any] = {"total": 0, "biggest": 0, "fins": 0, "messages": []}
+    digest = hashlib.sha256()
+
+    @app.websocket_handler(endpoint="/upload")
+    class Upload(WebsocketHandler):
+        def on_binary_frame(
+            self, session: WebsocketSession, fin: bool, frame_payload: bytes
+        ) -> Any:
+            digest.update(frame_payload)
+            stats["total"] += len(frame_payload)
+            stats["biggest"] = max(stats["biggest"], len(frame_payload))
+            if fin:
+                stats["fins"] += 1
+                session.send(f"{stats['total']}:{digest.hexdigest()}")
+            return None  # consumed: nothing is gathered
+
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            stats["messages"].append(len(message))
+
+    ws = connect(serve(app), "/upload")  # default limit 16 MiB < 20 MB
+    block = os.urandom(1024 * 1024)
+    expected = hashlib.sha256()
+    for i in range(20):
+        expected.update(block)
+        opcode = ABNF.OPCODE_BINARY if i == 0 else ABNF.OPCODE_CONT
+        ws.send_frame(ABNF.create_frame(block, opcode, fin=int(i == 19)))
+    assert ws.recv() == f"{20 * 1024 * 1024}:{expected.hexdigest()}"
+    assert stats["fins"] == 1 and stats["messages"] == []
+    assert stats["biggest"] <= 1024 * 1024  # delivered piece by piece
+    ws.close()
+
+
+def test_binary_frame_gathering(serve: Serve) -> None:
+    app = App()
+
+    @app.websocket_handler(endpoint="/gather")
+    class Gather(WebsocketHandler):
+        def on_binary_frame(
+            self, session: WebsocketSession, fin: bool, frame_payload: bytes
+        ) -> Any:
+            return frame_payload != b"skip"
+
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send(message)
+
+    ws = connect(serve(app), "/gather")
+    ws.send_binary(b"single")  # unfragmented binary works (defect 21)
+    assert ws.recv() == b"single"
+    ws.send_frame(ABNF.create_frame(b"a", ABNF.OPCODE_BINARY, fin=0))
+    ws.send_frame(ABNF.create_frame(b"skip", ABNF.OPCODE_CONT, fin=0))
+    ws.send_frame(ABNF.create_frame(b"b", ABNF.OPCODE_CONT, fin=1))
+    assert ws.recv() == b"ab"
+    ws.close()
+
+
+def test_send_from_other_threads_and_coroutines(serve: Serve, tmp_path: Any) -> None:
+    app = App()
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(300_000))
+
+    @app.websocket_handler(endpoint="/push")
+    class Push(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            def worker() -> None:
+                for i in range(20):
+                    session.send(f"thread {i}")
+
+            threading.Thread(target=worker).start()
+
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(f"async {message}")
+            session.send_file(str(path), chunk_size=50_000)
+
+    ws = connect(serve(app), "/push")
+    got = [ws.recv() for _ in range(20)]
+    assert got == [f"thread {i}" for i in range(20)]
+    ws.send("x")
+    assert ws.recv() == "async x"
+    assert ws.recv() == path.read_bytes()
+    ws.close()
+
+
+def test_stop_closes_idle_websockets_with_1001(transport: str) -> None:
+    from ..conftest import live_server
+
+    app, closes = echo_app()
+    started = time.monotonic()
+    with live_server(app, transport) as live:
+        sockets = [connect(live, "/ws/idle") for _ in range(3)]
+        for ws in sockets:
+            assert ws.recv() == "open idle"
+        stopper = threading.Thread(target=live.stop)
+        stopper.start()
+        for ws in sockets:
+            assert close_frame(ws)[0] == 1001
+            ws.send_close(1001)
+        stopper.join(15)
+        assert not stopper.is_alive()
+    assert time.monotonic() - started < 10
+    wait_for(lambda: len(closes) == 3)
+    assert {c.code for c in closes} == {1001}
+
+
+def test_handler_exception_closes_1011(serve: Serve) -> None:
+    app = App()
+    closes: list[int | None] = []
+
+    @app.websocket_handler(endpoint="/fail")
+    class Failing(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            raise ValueError("bug")
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            closes.append(reason.code)
+
+    ws = connect(serve(app), "/fail")
+    ws.send("x")
+    assert close_frame(ws)[0] == 1011
+    wait_for(lambda: closes == [1011])

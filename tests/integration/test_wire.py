@@ -1,0 +1,496 @@
+"""HTTP/1.1 on the wire, in both transports: keep-alive, pipelining, 100-continue,
+HEAD, chunked bodies, malformed input, idle timeout, graceful stop and restart."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from simple_http_server import App, BytesBody, Request, server
+from simple_http_server.config import ServerConfig
+from simple_http_server.server import Server
+
+from ..conftest import LiveServer
+
+
+# -- raw-socket helpers (also used by test_transports.py) -------------------
+class _NoClose:
+    """A file wrapper whose close() keeps the shared buffered reader open."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def close(self) -> None:
+        pass
+
+
+class _FileSock:
+    def __init__(self, file: Any) -> None:
+        self._file = _NoClose(file)
+
+    def makefile(self, *args: Any, **kwargs: Any) -> Any:
+        return self._file
+
+
+class RawConn:
+    """A raw client socket that reads responses one after the other."""
+
+    def __init__(self, live: LiveServer, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((live.host, live.port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self, method: str = "GET") -> tuple[http.client.HTTPResponse, bytes]:
+        resp = http.client.HTTPResponse(_FileSock(self.file), method=method)  # type: ignore[arg-type]
+        resp.begin()
+        return resp, resp.read()
+
+    def read_eof(self) -> bytes:
+        """Everything until the server closes (raises on timeout)."""
+        return self.file.read()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> RawConn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
+
+
+def wire_app() -> App:
+    app = App()
+
+    @app.route("/")
+    def index() -> dict[str, str]:
+        return {"hello": "world"}
+
+    @app.route("/port")
+    def port(req: Request) -> str:
+        assert req.client_address is not None
+        return str(req.client_address[1])
+
+    @app.route("/slow")
+    def slow(ms: int = 200) -> str:
+        time.sleep(ms / 1000)
+        return "slow"
+
+    @app.route("/fast")
+    def fast() -> str:
+        return "fast"
+
+    @app.route("/echo", method=["POST", "PUT"])
+    def echo(body: BytesBody) -> bytes:
+        return bytes(body)
+
+    @app.route("/big")
+    def big(size: int = 1024) -> bytes:
+        return b"x" * size
+
+    @app.route("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret detail")
+
+    return app
+
+
+# -- keep-alive and pipelining ----------------------------------------------
+def test_keep_alive_reuses_one_connection_for_100_requests(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    conn = live.connection()
+    try:
+        ports = set()
+        first_sock = None
+        for _ in range(100):
+            conn.request("GET", "/port")
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200
+            assert resp.getheader("Connection") is None
+            ports.add(body)
+            first_sock = first_sock or conn.sock
+            assert conn.sock is first_sock
+        assert len(ports) == 1
+        assert int(ports.pop()) == first_sock.getsockname()[1]
+    finally:
+        conn.close()
+
+
+def test_pipelined_requests_answered_in_order(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(get("/slow?ms=300") + get("/fast") + get("/slow?ms=0"))
+        bodies = [raw.response()[1] for _ in range(3)]
+    assert bodies == [b"slow", b"fast", b"slow"]
+
+
+def test_pipelined_post_bodies_stay_separate(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ndefg"
+        )
+        assert raw.response()[1] == b"abc"
+        assert raw.response()[1] == b"defg"
+
+
+def test_keep_alive_max_requests_closes(serve: Callable[..., LiveServer]):
+    live = serve(wire_app(), keep_alive_max_requests=3)
+    with RawConn(live) as raw:
+        raw.send(get("/fast") * 3)
+        closes = [raw.response()[0].getheader("Connection") for _ in range(3)]
+        assert closes == [None, None, "close"]
+        assert raw.read_eof() == b""
+
+
+def test_keep_alive_disabled_closes_each_response(serve: Callable[..., LiveServer]):
+    live = serve(wire_app(), keep_alive=False)
+    with RawConn(live) as raw:
+        raw.send(get("/fast"))
+        resp, body = raw.response()
+        assert body == b"fast" and resp.getheader("Connection") == "close"
+        assert raw.read_eof() == b""
+
+
+# -- request bodies -----------------------------------------------------------
+def test_expect_100_continue(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(
+            b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        # The body is sent only after the interim answer arrives.
+        assert raw.file.readline() == b"HTTP/1.1 100 Continue\r\n"
+        while raw.file.readline() != b"\r\n":
+            pass
+        raw.send(b"hello")
+        resp, body = raw.response()
+        assert resp.status == 200 and body == b"hello"
+
+
+def test_no_100_continue_when_the_body_is_refused(serve: Callable[..., LiveServer]):
+    live = serve(wire_app(), max_body_size=10)
+    with RawConn(live) as raw:
+        raw.send(
+            b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        resp, _ = raw.response()  # a final answer, not 100 Continue
+        assert resp.status == 413
+        # The client may or may not send the body now: the server closes.
+        assert resp.getheader("Connection") == "close"
+        assert raw.read_eof() == b""
+
+
+def test_chunked_upload(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    conn = live.connection()
+    try:
+        pieces = [b"a" * 1000, b"b" * 70000, b"c"]
+        conn.request("POST", "/echo", body=iter(pieces), encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.read() == b"".join(pieces)
+        conn.request("GET", "/fast")  # the connection is still usable
+        assert conn.getresponse().read() == b"fast"
+    finally:
+        conn.close()
+
+
+def test_unread_body_is_skipped_on_keep_alive(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(
+            b"POST /fast HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789" + get("/fast")
+        )
+        assert raw.response()[1] == b"fast"
+        assert raw.response()[1] == b"fast"
+
+
+def test_large_response_arrives_whole(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    conn = live.connection()
+    try:
+        size = 8 * 1024 * 1024
+        conn.request("GET", f"/big?size={size}")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert len(resp.read()) == size
+    finally:
+        conn.close()
+
+
+# -- HEAD ---------------------------------------------------------------------
+def test_head_has_headers_and_no_body(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(b"HEAD /big?size=5000 HTTP/1.1\r\nHost: t\r\n\r\n" + get("/fast"))
+        resp, body = raw.response("HEAD")
+        assert resp.status == 200
+        assert resp.getheader("Content-Length") == "5000"
+        assert body == b""
+        # No stray body bytes: the next response parses cleanly.
+        resp, body = raw.response()
+        assert body == b"fast"
+
+
+# -- errors -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"],
+)
+def test_malformed_request_line_gets_400_and_server_keeps_serving(
+    serve: Callable[..., LiveServer], request_line: bytes
+):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(request_line)
+        resp, body = raw.response()
+        assert resp.status == 400
+        assert resp.getheader("Connection") == "close"
+        assert b'"code": 400' in body
+        assert raw.read_eof() == b""
+    conn = live.connection()
+    try:
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_100kb_header_line_gets_431(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        # Everything is sent before reading: the server must not reset the connection.
+        raw.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+        resp, _ = raw.response()
+        assert resp.status == 431
+        assert resp.getheader("Connection") == "close"
+
+
+def test_error_answer_is_readable_while_client_keeps_sending(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(b"NOT HTTP AT ALL\r\n\r\n")
+        time.sleep(0.1)
+        try:
+            raw.send(b"x" * 200_000)  # the server discards it instead of resetting
+        except OSError:
+            pass
+        resp, _ = raw.response()
+        assert resp.status == 400
+
+
+def test_405_carries_allow(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(get("/echo"))
+        resp, _ = raw.response()
+        assert resp.status == 405
+        assert set(resp.getheader("Allow", "").replace(" ", "").split(",")) == {"POST", "PUT"}
+
+
+def test_raising_controller_gives_500_without_exception_text(
+    serve: Callable[..., LiveServer],
+):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(get("/boom") + get("/fast"))
+        resp, body = raw.response()
+        assert resp.status == 500
+        assert b"secret" not in body and b"Traceback" not in body
+        assert raw.response()[1] == b"fast"
+
+
+@pytest.mark.parametrize("path", ["//", "//example.com/x", "//?a=1", "///"])
+def test_double_slash_path_is_answered(serve: Callable[..., LiveServer], path: str):
+    live = serve(wire_app())
+    with RawConn(live, timeout=5) as raw:
+        raw.send(get(path) + get("/fast"))
+        resp, _ = raw.response()
+        assert resp.status in (200, 404)
+        assert raw.response()[1] == b"fast"
+
+
+def test_absolute_form_target_is_answered(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    with RawConn(live, timeout=5) as raw:
+        raw.send(get("http://t/fast"))
+        resp, body = raw.response()
+        assert (resp.status, body) == (200, b"fast")
+
+
+# -- timeouts -----------------------------------------------------------------
+def test_idle_connection_is_closed_after_idle_timeout(serve: Callable[..., LiveServer]):
+    live = serve(wire_app(), idle_timeout=0.5)
+    with RawConn(live) as raw:
+        raw.send(get("/fast"))
+        assert raw.response()[1] == b"fast"
+        started = time.monotonic()
+        assert raw.read_eof() == b""
+        waited = time.monotonic() - started
+    assert 0.3 <= waited < 5
+
+
+def test_silent_connection_is_closed_after_idle_timeout(serve: Callable[..., LiveServer]):
+    live = serve(wire_app(), idle_timeout=0.5)
+    with RawConn(live) as raw:
+        assert raw.read_eof() == b""
+
+
+def test_partial_head_gets_408_after_head_timeout(serve: Callable[..., LiveServer]):
+    live = serve(wire_app(), head_timeout=0.5)
+    with RawConn(live) as raw:
+        raw.send(b"GET / HTTP/1.1\r\nHost")
+        resp, _ = raw.response()
+        assert resp.status == 408
+
+
+def test_slow_head_does_not_hold_a_worker(serve: Callable[..., LiveServer]):
+    """With one worker, a client stuck mid-head must not block everyone else."""
+    live = serve(wire_app(), worker_threads=1)
+    stuck = [RawConn(live) for _ in range(3)]
+    try:
+        for raw in stuck:
+            raw.send(b"GET / HTTP/1.1\r\nHo")
+        time.sleep(0.1)
+        conn = live.connection(timeout=5)
+        conn.request("GET", "/fast")
+        assert conn.getresponse().read() == b"fast"
+        conn.close()
+        for raw in stuck:  # and they still complete
+            raw.send(b"st: t\r\n\r\n")
+            assert raw.response()[1] == b'{"hello": "world"}'
+    finally:
+        for raw in stuck:
+            raw.close()
+
+
+# -- stop and restart -----------------------------------------------------------
+def test_stop_finishes_in_flight_request(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    result: dict[str, Any] = {}
+
+    def client() -> None:
+        conn = live.connection()
+        conn.request("GET", "/slow?ms=700")
+        resp = conn.getresponse()
+        result["status"], result["body"] = resp.status, resp.read()
+        conn.close()
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(0.3)  # the request is in the controller now
+    stopper = threading.Thread(target=live.server.stop)
+    stopper.start()
+    stopper.join(5)
+    thread.join(5)
+    assert result == {"status": 200, "body": b"slow"}
+    assert not live.server.is_ready()
+    with pytest.raises(OSError):
+        socket.create_connection((live.host, live.port), timeout=1).close()
+
+
+def test_stop_returns_within_a_second_when_idle(serve: Callable[..., LiveServer]):
+    live = serve(wire_app())
+    idle = [RawConn(live) for _ in range(5)]  # parked keep-alive connections
+    try:
+        for raw in idle:
+            raw.send(get("/fast"))
+            raw.response()
+        started = time.monotonic()
+        done = threading.Event()
+        threading.Thread(target=lambda: (live.server.stop(), done.set())).start()
+        assert done.wait(5)
+        assert time.monotonic() - started < 1.0
+        for raw in idle:
+            assert raw.read_eof() == b""
+    finally:
+        for raw in idle:
+            raw.close()
+
+
+def run_in_thread(srv: Server) -> threading.Thread:
+    thread = threading.Thread(target=srv.start, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if srv.is_ready():
+            break
+        time.sleep(0.01)
+    assert srv.is_ready()
+    return thread
+
+
+def fetch(port: int, path: str = "/") -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def test_start_stop_start_same_server_object(transport: str):
+    srv = Server(
+        wire_app(),
+        ServerConfig(host="127.0.0.1", port=0),
+        prefer_coroutine=transport == "asyncio",
+    )
+    for _ in range(3):
+        thread = run_in_thread(srv)
+        assert fetch(srv.port) == b'{"hello": "world"}'
+        srv.stop()
+        thread.join(5)
+        assert not thread.is_alive() and not srv.is_ready()
+
+
+@pytest.fixture
+def free_port() -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    yield port
+
+
+def test_module_start_stop_start_on_one_port(transport: str, free_port: int):
+    app = wire_app()
+    for _ in range(2):
+        thread = threading.Thread(
+            target=server.start,
+            kwargs={
+                "host": "127.0.0.1",
+                "port": free_port,
+                "app_conf": app,
+                "prefer_coroutine": transport == "asyncio",
+            },
+            daemon=True,
+        )
+        thread.start()
+        for _ in range(500):
+            if server.is_ready():
+                break
+            time.sleep(0.01)
+        assert server.is_ready()
+        assert fetch(free_port, "/fast") == b"fast"
+        server.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+        assert not server.is_ready()

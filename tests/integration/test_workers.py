@@ -1,0 +1,100 @@
+"""Multi-process workers and graceful shutdown on SIGTERM, with real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from .apps import harness
+
+
+def demo(port: int, transport: str, workers: int, *options: str) -> list[str]:
+    return harness.python(
+        "-m", "tests.integration.apps.demo_app", str(port), transport, str(workers), *options
+    )
+
+
+def pids_seen(proc: harness.Proc, want: int, attempts: int = 200) -> set[int]:
+    """PIDs answering ``/pid`` on fresh connections, until ``want`` distinct ones (bounded)."""
+    seen: set[int] = set()
+    for _ in range(attempts):
+        status, _, body = proc.get("/pid")
+        assert status == 200
+        seen.add(int(body))
+        if len(seen) >= want:
+            break
+    return seen
+
+
+def refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def slow_request(proc: harness.Proc, seconds: float, out: list[object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            out.append(proc.get(f"/slow?seconds={seconds}", timeout=20))
+        except Exception as exc:  # reported by the test
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def wait_until(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("transport", ["threaded", "asyncio"])
+def test_two_workers_answer_and_a_killed_one_is_replaced(transport: str) -> None:
+    port = harness.free_port()
+    with harness.running(demo(port, transport, 2), port) as proc:
+        pids = pids_seen(proc, 2)
+        assert len(pids) == 2, pids
+        assert proc.popen.pid not in pids  # the supervisor itself serves nothing
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(20):  # the service goes on while the worker is replaced
+            assert proc.get("/hello")[0] == 200
+        assert wait_until(lambda: len(pids_seen(proc, 2, 50) - {victim}) == 2, 15), proc.output()
+        assert victim not in pids_seen(proc, 2, 50)
+        assert proc.popen.poll() is None
+
+
+@pytest.mark.parametrize(("transport", "workers"), [
+    ("threaded", 1), ("asyncio", 1), ("threaded", 2), ("asyncio", 2),
+])  # fmt: skip
+def test_sigterm_lets_a_slow_request_finish_and_refuses_new_ones(
+    transport: str, workers: int
+) -> None:
+    port = harness.free_port()
+    with harness.running(demo(port, transport, workers, "drain_timeout=8.0"), port) as proc:
+        if workers > 1:
+            assert len(pids_seen(proc, 2)) == 2
+        results: list[object] = []
+        thread = slow_request(proc, 3.0, results)
+        time.sleep(0.8)  # the slow request is being served
+        started = time.monotonic()
+        proc.popen.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: refused(port), 5), "new connections are still accepted"
+        thread.join(20)
+        assert results and not isinstance(results[0], Exception), results
+        status, _, body = results[0]  # type: ignore[misc]
+        assert (status, body) == (200, b"slow done")
+        assert proc.popen.wait(15) == 0, proc.output()
+        assert time.monotonic() - started < 12

@@ -1,0 +1,197 @@
+"""The WSGI adapter: checked by ``wsgiref.validate`` and served by a real gunicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.validate import validator
+
+import pytest
+
+from simple_http_server import App, server
+
+from .apps import harness
+from .apps.demo_app import RESOURCES, build_app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def wsgiref_server(app: App) -> Iterator[int]:
+    """Serve ``validator(init_wsgi_proxy(app))`` with wsgiref on a free port."""
+    proxy = server.init_wsgi_proxy(resources=RESOURCES, app_conf=app)
+    httpd: WSGIServer = make_server(
+        "127.0.0.1", 0, validator(proxy.app_proxy), handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield int(httpd.server_address[1])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def validated() -> Iterator[int]:
+    with wsgiref_server(build_app()) as port:
+        yield port
+
+
+def test_get_json(validated: int) -> None:
+    status, headers, body = request(validated, "GET", "/hello?name=w%20s")
+    assert status == 200
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert json.loads(body) == {"hello": "w s"}
+
+
+def test_path_value_is_decoded_once(validated: int) -> None:
+    status, _, body = request(validated, "GET", "/path/a%20b%2525")
+    assert (status, body) == (200, b"word=a b%25")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "ctype", "expected"),
+    [
+        ("/json", b'{"a": [1, 2]}', "application/json", {"got": {"a": [1, 2]}}),
+        ("/form", b"name=bob&age=7", "application/x-www-form-urlencoded", {"name": "bob", "age": 7}),
+        ("/upload", b"x" * 300_000, "application/octet-stream", {"received": 300_000}),
+    ],
+)
+def test_request_bodies(validated: int, path: str, body: bytes, ctype: str, expected: object) -> None:
+    status, _, answer = request(validated, "POST", path, body, {"Content-Type": ctype})
+    assert status == 200
+    assert json.loads(answer) == expected
+
+
+def test_bytes_body_and_tuple_headers(validated: int) -> None:
+    status, headers, body = request(validated, "POST", "/bytes", b"\x00\x01abc")
+    assert (status, headers["X-Length"], body) == (201, "5", b"\x00\x01abc")
+
+
+def test_streamed_generator_and_write_bytes(validated: int) -> None:
+    status, _, body = request(validated, "GET", "/stream?count=3")
+    assert (status, body) == (200, b"part-0\npart-1\npart-2\n")
+    status, headers, body = request(validated, "GET", "/write")
+    assert (status, body) == (200, b"line-0\nline-1\nline-2\n")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_static_file_get_and_head(validated: int) -> None:
+    status, headers, body = request(validated, "GET", "/static/hello.txt")
+    assert (status, body) == (200, b"static file body\n")
+    etag = headers["ETag"]
+    status, headers, body = request(validated, "HEAD", "/static/hello.txt")
+    assert (status, body, headers["Content-Length"]) == (200, b"", "17")
+    status, _, body = request(validated, "GET", "/static/hello.txt", headers={"If-None-Match": etag})
+    assert (status, body) == (304, b"")
+
+
+def test_errors(validated: int) -> None:
+    status, _, body = request(validated, "GET", "/nope")
+    assert status == 404 and json.loads(body)["code"] == 404
+    status, headers, _ = request(validated, "GET", "/only-post")
+    assert (status, headers["Allow"]) == (405, "POST")
+    status, _, body = request(validated, "GET", "/boom")
+    assert status == 500 and b"secret" not in body
+    status, _, _ = request(validated, "GET", "/teapot")
+    assert status == 418
+
+
+def test_session_cookie_round_trip(validated: int) -> None:
+    status, headers, body = request(validated, "GET", "/counter")
+    assert (status, json.loads(body)) == (200, {"n": 1})
+    cookie = headers["Set-Cookie"].split(";")[0]
+    _, _, body = request(validated, "GET", "/counter", headers={"Cookie": cookie})
+    assert json.loads(body) == {"n": 2}
+
+
+def test_websocket_upgrade_is_501(validated: int) -> None:
+    status, _, _ = request(
+        validated, "GET", "/hello", headers={"Upgrade": "websocket", "Connection": "Upgrade"}
+    )
+    assert status == 501
+
+
+def test_plain_callable_and_async_app_proxy() -> None:
+    import asyncio
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    proxy = server.init_wsgi_proxy(app_conf=build_app())
+    environ: dict[str, object] = {}
+    setup_testing_defaults(environ)
+    environ.update(PATH_INFO="/stream", QUERY_STRING="count=2", **{"wsgi.input": io.BytesIO()})
+    seen: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None):
+        seen.append(status)
+        return lambda data: None
+
+    assert b"".join(proxy(environ, start_response)) == b"part-0\npart-1\n"
+    body = asyncio.run(proxy.async_app_proxy(environ, start_response))
+    assert body == [b"part-0\n", b"part-1\n"]
+    assert seen == ["200 OK", "200 OK"]
+
+
+# -- a real gunicorn ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def gunicorn() -> Iterator[harness.Proc]:
+    port = harness.free_port()
+    args = harness.tool("gunicorn") + [
+        "--workers", "2", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2",
+        "tests.integration.apps.demo_app:wsgi",
+    ]  # fmt: skip
+    with harness.running(args, port) as proc:
+        yield proc
+
+
+def test_gunicorn_basic(gunicorn: harness.Proc) -> None:
+    status, headers, body = gunicorn.get("/hello?name=g")
+    assert (status, json.loads(body)) == (200, {"hello": "g"})
+    assert headers["Server"].startswith("gunicorn")
+
+
+def test_gunicorn_chunked_request_body(gunicorn: harness.Proc) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gunicorn.port, timeout=10)
+    try:
+        parts = (b"y" * 50_000 for _ in range(4))
+        conn.request("POST", "/upload", body=parts, encode_chunked=True,
+                     headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())) == (200, {"received": 200_000})
+    finally:
+        conn.close()
+
+
+def test_gunicorn_streams_without_buffering(gunicorn: harness.Proc) -> None:
+    # 1000 parts, 50 ms apart: buffered, the first byte would come after 50 s (> timeout).
+    with socket.create_connection(("127.0.0.1", gunicorn.port), timeout=10) as sock:
+        sock.sendall(b"GET /stream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"part-2\n" not in received:
+            data = sock.recv(4096)
+            assert data, received
+            received += data
+    assert b"Transfer-Encoding: chunked" in received

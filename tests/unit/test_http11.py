@@ -1,0 +1,381 @@
+"""The Sans-IO HTTP/1.1 wrapper: bytes in, events out; responses out as bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+import pytest
+
+from simple_http_server.protocol import http11
+from simple_http_server.protocol.http11 import (
+    BodyChunk,
+    ConnectionLost,
+    EndOfRequest,
+    HttpConnection,
+    ProtocolFailure,
+    RequestHead,
+)
+
+
+def events(conn: HttpConnection) -> list[Any]:
+    """Every event available now, up to NEED_DATA/PAUSED (not included)."""
+    out: list[Any] = []
+    while True:
+        event = conn.next_event()
+        if event is http11.NEED_DATA or event is http11.PAUSED:
+            return out
+        out.append(event)
+        if isinstance(event, (ConnectionLost, ProtocolFailure)):
+            return out
+
+
+def parse_response(data: bytes, method: str = "GET") -> list[Any]:
+    """Parse server output with an h11 client; returns the h11 events."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(data)
+    out: list[Any] = []
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA or event is h11.PAUSED:
+            return out
+        out.append(event)
+        if isinstance(event, h11.EndOfMessage):
+            return out
+
+
+def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_request_head_and_end() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"GET /path?q=1 HTTP/1.1\r\nHost: example\r\nX-A: b\r\n\r\n")
+    head, end = events(conn)
+    assert isinstance(head, RequestHead)
+    assert head.method == "GET"
+    assert head.target == b"/path?q=1"
+    assert head.http_version == b"1.1"
+    assert (b"X-A", b"b") in head.headers
+    assert not head.expects_continue
+    assert isinstance(end, EndOfRequest)
+    assert conn.request_complete
+
+
+def test_partial_head_needs_data_and_is_buffered() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHo")
+    assert conn.next_event() is http11.NEED_DATA
+    assert conn.has_buffered_data
+    assert conn.buffered_size == len(b"GET / HTTP/1.1\r\nHo")
+    conn.receive_data(b"st: x\r\n\r\n")
+    assert isinstance(conn.next_event(), RequestHead)
+
+
+def test_keep_alive_two_cycles() -> None:
+    conn = HttpConnection()
+    for _ in range(2):
+        conn.receive_data(GET)
+        assert [type(e) for e in events(conn)] == [RequestHead, EndOfRequest]
+        out = conn.send_response(200, [(b"Content-Type", b"text/plain")], b"hi")
+        (resp, data, _end) = parse_response(out)
+        assert resp.status_code == 200
+        assert header(resp.headers.raw_items(), b"connection") is None
+        assert data.data == b"hi"
+        assert conn.start_next_cycle()
+
+
+def test_http10_closes_after_response() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"GET / HTTP/1.0\r\n\r\n")
+    events(conn)
+    out = conn.send_response(200, [], b"x")
+    assert b"connection: close" in out.lower()
+    assert not conn.start_next_cycle()
+
+
+def test_client_connection_close_is_honoured() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    events(conn)
+    conn.send_response(200, [], b"x")
+    assert not conn.start_next_cycle()
+
+
+def test_pipelined_requests_come_out_in_order() -> None:
+    conn = HttpConnection()
+    conn.receive_data(
+        b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /third HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    seen: list[bytes] = []
+    bodies: list[bytes] = []
+    for index in range(3):
+        got = events(conn)
+        assert isinstance(got[0], RequestHead)
+        seen.append(got[0].target)
+        bodies.append(b"".join(e.data for e in got if isinstance(e, BodyChunk)))
+        assert isinstance(got[-1], EndOfRequest)
+        # The next request is not parsed before the response is complete.
+        assert conn.next_event() is (http11.PAUSED if index < 2 else http11.NEED_DATA)
+        conn.send_response(200, [], got[0].target)
+        assert conn.start_next_cycle()
+    assert seen == [b"/first", b"/second", b"/third"]
+    assert bodies == [b"", b"abc", b""]
+    assert conn.next_event() is http11.NEED_DATA
+
+
+def test_expect_100_continue() -> None:
+    conn = HttpConnection()
+    conn.receive_data(
+        b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    head = conn.next_event()
+    assert isinstance(head, RequestHead) and head.expects_continue
+    assert conn.waiting_for_continue
+    assert conn.next_event() is http11.NEED_DATA
+    out = conn.send_continue()
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n")
+    assert conn.send_continue() == b""  # only once
+    conn.receive_data(b"hello")
+    got = events(conn)
+    assert [type(e) for e in got] == [BodyChunk, EndOfRequest]
+    assert got[0].data == b"hello"
+
+
+def test_no_continue_once_the_response_started() -> None:
+    conn = HttpConnection()
+    conn.receive_data(
+        b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    conn.next_event()
+    conn.send_head(413, [(b"Content-Length", b"0")])
+    assert not conn.waiting_for_continue
+    assert conn.send_continue() == b""
+
+
+def test_head_response_has_no_body_but_keeps_length() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    events(conn)
+    out = conn.send_response(200, [(b"Content-Type", b"text/plain")], b"hello world")
+    head_bytes, _, rest = out.partition(b"\r\n\r\n")
+    assert rest == b""
+    assert b"content-length: 11" in head_bytes.lower()
+    assert conn.start_next_cycle()
+
+
+def test_head_streamed_body_is_dropped() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    events(conn)
+    conn.send_head(200, [])
+    assert conn.send_body(b"data") == b""
+    assert conn.send_body_passthrough(b"data") == []
+    conn.send_end()
+    assert conn.start_next_cycle()
+
+
+def test_chunked_request_body() -> None:
+    conn = HttpConnection()
+    conn.receive_data(
+        b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    got = events(conn)
+    assert isinstance(got[0], RequestHead)
+    assert not conn.request_complete
+    conn.receive_data(b"6\r\n world\r\n0\r\n\r\n")
+    got += events(conn)
+    body = b"".join(e.data for e in got if isinstance(e, BodyChunk))
+    assert body == b"hello world"
+    assert isinstance(got[-1], EndOfRequest)
+
+
+def test_chunked_response_body_for_http11() -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    out = conn.send_head(200, [(b"Content-Type", b"text/plain")])
+    out += conn.send_body(b"abc") + conn.send_body(b"") + conn.send_body(b"defg")
+    out += conn.send_end()
+    assert b"transfer-encoding: chunked" in out.lower()
+    assert out.endswith(b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+    got = parse_response(out)
+    assert b"".join(e.data for e in got if isinstance(e, h11.Data)) == b"abcdefg"
+    assert conn.start_next_cycle()
+
+
+def test_passthrough_frames_the_opaque_piece() -> None:
+    class Slice:
+        def __len__(self) -> int:
+            return 4
+
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    conn.send_head(200, [])
+    piece = Slice()
+    pieces = conn.send_body_passthrough(piece)
+    assert piece in pieces
+    assert bytes(pieces[0]) == b"4\r\n"
+
+
+def test_date_and_server_headers() -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    (resp, *_rest) = parse_response(conn.send_response(204, [], b""))
+    names = {k.lower() for k, _ in resp.headers.raw_items()}
+    assert {b"date", b"server"} <= names
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # HTTP/1.1 requires Host
+    ],
+)
+def test_malformed_request_gets_400_and_close(raw: bytes) -> None:
+    conn = HttpConnection()
+    conn.receive_data(raw)
+    (failure,) = events(conn)
+    assert isinstance(failure, ProtocolFailure) and failure.status == 400
+    out = conn.send_error(400)
+    (resp, data, _end) = parse_response(out)
+    assert resp.status_code == 400
+    assert header(resp.headers.raw_items(), b"connection") == b"close"
+    assert b'"code": 400' in data.data
+    assert not conn.start_next_cycle()
+
+
+def test_oversized_head_gets_431() -> None:
+    conn = HttpConnection(max_head_size=1024)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2048)
+    (failure,) = events(conn)
+    assert isinstance(failure, ProtocolFailure) and failure.status == 431
+    (resp, *_rest) = parse_response(conn.send_error(failure.status))
+    assert resp.status_code == 431
+    assert header(resp.headers.raw_items(), b"connection") == b"close"
+
+
+def test_head_within_limit_is_accepted() -> None:
+    conn = HttpConnection(max_head_size=1024)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 900 + b"\r\n\r\n")
+    assert isinstance(conn.next_event(), RequestHead)
+
+
+def test_malformed_chunked_body_is_a_failure() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    got = events(conn)
+    assert isinstance(got[0], RequestHead)
+    assert isinstance(got[-1], ProtocolFailure) and got[-1].status == 400
+
+
+def test_error_after_response_started_sends_nothing() -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    conn.send_head(200, [])
+    assert conn.send_error(500) == b""
+    assert not conn.start_next_cycle()
+
+
+def test_send_failed_closes() -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    conn.send_head(200, [])
+    conn.send_failed()
+    conn.send_failed()  # idempotent
+    assert not conn.start_next_cycle()
+
+
+def test_keep_alive_max_requests_closes_the_last_one() -> None:
+    conn = HttpConnection(max_requests=2)
+    conn.receive_data(GET)
+    events(conn)
+    first = conn.send_response(200, [], b"1")
+    assert b"connection: close" not in first.lower()
+    assert conn.start_next_cycle()
+    conn.receive_data(GET)
+    events(conn)
+    second = conn.send_response(200, [], b"2")
+    assert b"connection: close" in second.lower()
+    assert not conn.start_next_cycle()
+
+
+def test_max_requests_one_means_no_keep_alive() -> None:
+    conn = HttpConnection(max_requests=1)
+    conn.receive_data(GET)
+    events(conn)
+    assert b"connection: close" in conn.send_response(200, [], b"").lower()
+    assert not conn.start_next_cycle()
+
+
+def test_close_after_response() -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    conn.close_after_response()
+    assert b"connection: close" in conn.send_response(200, [], b"").lower()
+    assert not conn.start_next_cycle()
+
+
+def test_next_cycle_refused_before_the_request_is_read() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    conn.next_event()
+    conn.send_response(200, [], b"")
+    assert not conn.request_complete
+    assert not conn.start_next_cycle()
+
+
+def test_peer_close_is_connection_lost() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionLost)
+
+
+def test_peer_close_mid_head_is_a_failure() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"GET / HT")
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ProtocolFailure)
+
+
+def test_response_started_flag() -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    assert not conn.response_started
+    conn.send_head(200, [(b"Content-Length", b"0")])
+    assert conn.response_started
+
+
+def test_trailing_data_after_upgrade_request() -> None:
+    conn = HttpConnection()
+    conn.receive_data(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nFRAME"
+    )
+    assert isinstance(conn.next_event(), RequestHead)
+    assert isinstance(conn.next_event(), EndOfRequest)
+    assert conn.next_event() is http11.PAUSED
+    assert conn.trailing_data == b"FRAME"
+
+
+def test_reason_phrase() -> None:
+    assert http11.reason_phrase(404) == b"Not Found"
+    assert http11.reason_phrase(799) == b""

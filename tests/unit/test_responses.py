@@ -1,0 +1,115 @@
+"""``responses.normalize``: every result type a controller may return (no sockets)."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from simple_http_server import Cookies, Header, Headers, Redirect, Response, StaticFile
+from simple_http_server.responses import (
+    HTML_TYPE,
+    JSON_TYPE,
+    OCTET_TYPE,
+    TEXT_TYPE,
+    XML_TYPE,
+    normalize,
+    sniff_text_type,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<?xml version='1.0'?><a/>", XML_TYPE),
+        ("<!DOCTYPE html><html></html>", HTML_TYPE),
+        ("  <HTML><body>x</body></HTML>\n", HTML_TYPE),
+        ("<html> not closed", TEXT_TYPE),
+        ("plain", TEXT_TYPE),
+        ("", TEXT_TYPE),
+    ],
+)
+def test_sniff_text_type(text: str, expected: str) -> None:
+    assert sniff_text_type(text) == expected
+
+
+def test_str_is_not_stripped() -> None:
+    outcome = normalize("  padded \n")
+    assert outcome.body == b"  padded \n"
+    assert outcome.content_type == TEXT_TYPE
+
+
+def test_dict_and_list_are_json() -> None:
+    assert normalize({"a": "中"}).body == '{"a": "中"}'.encode()
+    assert normalize([1, 2]).body == b"[1, 2]"
+    assert normalize([1]).content_type == JSON_TYPE
+
+
+@pytest.mark.parametrize("value", [b"\x00\x01", bytearray(b"\x00\x01")])
+def test_bytes_are_octet_stream(value: bytes) -> None:
+    outcome = normalize(value)
+    assert (outcome.body, outcome.content_type) == (b"\x00\x01", OCTET_TYPE)
+
+
+def test_none_is_an_empty_200() -> None:
+    outcome = normalize(None)
+    assert (outcome.status, outcome.body, outcome.content_type) == (200, b"", TEXT_TYPE)
+
+
+def test_response_object() -> None:
+    res = Response(status_code=201, headers={"X-A": "1"}, body={"ok": True})
+    res.add_header("X-A", "2")
+    res.add_cookie("c", "v", path="/")
+    outcome = normalize(res)
+    assert outcome.status == 201
+    assert ("X-A", "1") in outcome.headers and ("X-A", "2") in outcome.headers
+    assert ("Set-Cookie", "c=v; Path=/") in outcome.headers
+    assert outcome.body == b'{"ok": true}'
+
+
+def test_redirect_defaults_to_302() -> None:
+    outcome = normalize(Redirect("/index"))
+    assert outcome.status == 302 and ("Location", "/index") in outcome.headers
+    assert normalize(Redirect("/x", 301)).status == 301
+
+
+def test_static_file_passes_through() -> None:
+    static = StaticFile("/tmp/x.html", "text/html")
+    assert normalize(static).body is static
+
+
+def test_tuple_any_order() -> None:
+    cookies = Cookies()
+    cookies["ck1"] = "keijack"
+    cookies["ck1"]["path"] = "/"
+    cookies["ck1"]["expires"] = datetime.datetime(2018, 12, 31).strftime(Cookies.EXPIRE_DATE_FORMAT)
+    outcome = normalize(
+        (Header({"xx": "yyy"}), cookies, "<html><body>OK</body></html>", 404, Headers({"a": "b"}))
+    )
+    assert outcome.status == 404
+    assert ("xx", "yyy") in outcome.headers
+    assert ("a", "b") in outcome.headers
+    assert ("Set-Cookie", "ck1=keijack; expires=Mon, 31 Dec 2018 00:00:00 GMT; Path=/") in (
+        outcome.headers
+    )
+    assert outcome.body == b"<html><body>OK</body></html>"
+    assert outcome.content_type == HTML_TYPE
+
+
+def test_tuple_first_int_and_first_body_win() -> None:
+    outcome = normalize((201, {"a": 1}, 500, "second"))
+    assert outcome.status == 201 and outcome.body == b'{"a": 1}'
+
+
+def test_tuple_without_body_is_empty() -> None:
+    outcome = normalize((204, Headers({"X": "1"})))
+    assert outcome.status == 204 and outcome.body == b""
+
+
+def test_bare_int_is_a_status() -> None:
+    assert normalize(201).status == 201
+
+
+def test_unsupported_result_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        normalize(object())

@@ -1,0 +1,177 @@
+"""Router, path normalization, patterns and narrowing expressions (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from simple_http_server.dispatch.routing import (
+    WILDCARD_KEY,
+    PathPattern,
+    Router,
+    compile_conditions,
+    normalize_path,
+    parse_methods,
+)
+
+NONE = compile_conditions(None, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/a/b", "/a/b"),
+        ("/a/./b", "/a/b"),
+        ("/a/../b", "/b"),
+        ("/../../etc/passwd", "/etc/passwd"),
+        ("/%2e%2e/%2E%2E/x", "/x"),
+        ("//a//b", "/a/b"),
+        ("/a/b/", "/a/b/"),
+        ("/%E4%B8%AD%E6%96%87/coroutine", "/中文/coroutine"),
+        ("/a%20b", "/a b"),
+        ("/%2541", "/%41"),  # decoded once only (defect 18)
+        ("", "/"),
+        ("/..", "/"),
+    ],
+)
+def test_normalize_path(raw: str, expected: str) -> None:
+    assert normalize_path(raw) == expected
+
+
+def test_normalize_path_of_many_slashes_is_fast_and_bounded() -> None:
+    # The original looped forever on "//..." (defect 3).
+    assert normalize_path("/" * 10_000 + "x") == "/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "values"),
+    [
+        ("/a/b/{path_val}/x", "/a/b/xyz/x", {"path_val": "xyz"}),
+        ("/a/{v}", "/a/with space~+:", {"v": "with space~+:"}),
+        ("/star/*", "/star/c", {WILDCARD_KEY: "c"}),
+        ("/star/*", "/star/c/d", None),
+        ("/*/star", "/c/star", {WILDCARD_KEY: "c"}),
+        ("/*/star", "/c/d/star", None),
+        ("/star/**", "/star/c/d", {WILDCARD_KEY: "c/d"}),
+        ("/star/**", "/star", None),
+        ("/**/star", "/c/d/star", {WILDCARD_KEY: "c/d"}),
+        ("/{a}/{b}", "/1/2", {"a": "1", "b": "2"}),
+        ("/{a}/{b}", "/1", None),
+    ],
+)
+def test_path_patterns(url: str, path: str, values: dict[str, str] | None) -> None:
+    assert PathPattern(url).match(path) == values
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("GET", {"GET"}),
+        ("get, post", {"GET", "POST"}),
+        (["GET", "PATCH"], {"GET", "PATCH"}),
+        (("PUT",), {"PUT"}),
+        ("PROPFIND", {"PROPFIND"}),
+        ("", set()),
+        (None, set()),
+    ],
+)
+def test_parse_methods(method: object, expected: set[str]) -> None:
+    assert parse_methods(method) == expected  # type: ignore[arg-type]
+
+
+def test_parse_methods_rejects_non_tokens() -> None:
+    with pytest.raises(ValueError):
+        parse_methods("GET POST")
+
+
+@pytest.mark.parametrize(
+    ("expr", "params", "ok"),
+    [
+        ("a=b", {"a": ["b"]}, True),
+        ("a=b", {"a": ["x", "b"]}, True),
+        ("a=b", {"a": ["c"]}, False),
+        ("a!=b", {"a": ["c"]}, True),
+        ("a!=b", {"a": ["b"]}, False),
+        ("a!=b", {}, False),  # missing key: no match, as in the original
+        ("a^=b", {"a": ["bcd"]}, True),
+        ("a^=b", {"a": ["cb"]}, False),
+        ("a", {"a": [""]}, True),
+        ("a", {}, False),
+        ("!a", {}, True),
+        ("!a", {"a": ["1"]}, False),
+        ("x=a=b", {"x": ["a=b"]}, True),
+    ],
+)
+def test_param_expressions(expr: str, params: dict[str, list[str]], ok: bool) -> None:
+    assert compile_conditions(expr, None).accepts(params, {}) is ok
+
+
+def test_all_versus_any_expressions() -> None:
+    all_of = compile_conditions(["a=b", "c!=d"], None)
+    any_of = compile_conditions(["a=b", "c!=d"], None, match_all_params=False)
+    assert all_of.accepts({"a": ["b"], "c": ["x"]}, {})
+    assert not all_of.accepts({"a": ["b"]}, {})
+    assert any_of.accepts({"a": ["b"]}, {})
+    assert not any_of.accepts({"a": ["x"], "c": ["d"]}, {})
+
+
+def test_header_expressions_ignore_name_case() -> None:
+    from simple_http_server import Headers
+
+    cond = compile_conditions(None, ["X-Kind=a"])
+    assert cond.accepts({}, Headers({"x-kind": "a"}))
+    assert not cond.accepts({}, Headers({"x-kind": "b"}))
+
+
+def _router() -> Router[str]:
+    router: Router[str] = Router()
+    router.add_url("/static", "static-get", frozenset({"GET"}), NONE)
+    router.add_url("static", "static-any", frozenset(), NONE)
+    router.add_url("/items/{id}", "item", frozenset({"GET"}), NONE)
+    router.add_url("/post-only", "post", frozenset({"POST"}), NONE)
+    router.add_regexp("^(reg/(.+))$", "reg", frozenset(), NONE)
+    router.add_url("/narrow", "a", frozenset({"GET"}), compile_conditions("a=1", None))
+    router.add_url("/narrow", "b", frozenset({"GET"}), compile_conditions("b", None))
+    return router
+
+
+def test_static_route_prefers_the_method_table() -> None:
+    router = _router()
+    assert router.lookup("GET", "/static", {}, {}).target == "static-get"
+    assert router.lookup("DELETE", "/static", {}, {}).target == "static-any"
+
+
+def test_head_is_served_by_get_routes() -> None:
+    assert _router().lookup("HEAD", "/items/7", {}, {}).target == "item"
+
+
+def test_pattern_route_values() -> None:
+    match = _router().lookup("GET", "/items/7", {}, {})
+    assert (match.target, match.path_values) == ("item", {"id": "7"})
+
+
+def test_regexp_route_matches_the_path_without_its_slash() -> None:
+    match = _router().lookup("GET", "/reg/abcef/aref/xxx", {}, {})
+    assert match.target == "reg"
+    assert match.reg_groups == ("reg/abcef/aref/xxx", "abcef/aref/xxx")
+
+
+def test_wrong_method_reports_the_allowed_ones() -> None:
+    match = _router().lookup("GET", "/post-only", {}, {})
+    assert match.target is None and match.allowed == {"POST"}
+
+
+def test_unknown_path_is_a_plain_miss() -> None:
+    match = _router().lookup("GET", "/nothing", {}, {})
+    assert match.target is None and match.allowed is None
+
+
+def test_narrowing_last_registered_first() -> None:
+    router = _router()
+    assert router.lookup("GET", "/narrow", {"a": ["1"], "b": [""]}, {}).target == "b"
+    assert router.lookup("GET", "/narrow", {"a": ["1"]}, {}).target == "a"
+    miss = router.lookup("GET", "/narrow", {}, {})
+    assert miss.target is None and miss.allowed is None  # 404, not 405
+
+
+def test_router_size() -> None:
+    assert len(_router()) == 7

@@ -1,0 +1,221 @@
+"""Static resolution, range parsing, validators and the gzip policy, without sockets."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simple_http_server.config import ServerConfig
+from simple_http_server.dispatch.compression import GzipPolicy, accepts_gzip, add_vary
+from simple_http_server.dispatch.dispatcher import make_request
+from simple_http_server.dispatch.static import (
+    Resources,
+    attachment,
+    guess_type,
+    parse_range,
+    plan_file,
+)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "top.js").write_text("1")
+    (root / "a" / "mid.css").write_text("2")
+    (root / "a" / "b" / "low.css").write_text("3")
+    (tmp_path / "outside.js").write_text("secret")
+    (root / "link_out.js").symlink_to(tmp_path / "outside.js")
+    (root / "a" / "dir_out").symlink_to(tmp_path)
+    (root / "link_in.js").symlink_to(root / "top.js")
+    return root
+
+
+def test_mount_forms(tree: Path):
+    real = os.path.realpath
+    res = Resources({"/s/*": str(tree), "/r/**": str(tree), "/p/": str(tree)})
+    assert res.resolve("/s/top.js") == real(tree / "top.js")
+    assert res.resolve("/s/a/mid.css") is None
+    assert res.resolve("/r/a/b/low.css") == real(tree / "a" / "b" / "low.css")
+    assert res.resolve("/p/top.js") == real(tree / "top.js")
+    assert res.resolve("/p/a/mid.css") is None
+    suffix = Resources({"*.js": str(tree), "**.css": str(tree)})
+    assert suffix.resolve("/top.js") == real(tree / "top.js")
+    assert suffix.resolve("/a/mid.css") == real(tree / "a" / "mid.css")
+    assert suffix.resolve("/a/top.js") is None
+    assert suffix.resolve("/top.css") is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/r/../outside.js",
+        "/r/a/../../outside.js",
+        "/r/./top.js",
+        "/r//top.js",
+        "/r/a\\..\\top.js",
+        "/r/top.js\0",
+        "/r/link_out.js",
+        "/r/a/dir_out/outside.js",
+        "/r/a",
+        "/r/",
+        "r/top.js",
+        "/r/" + "/etc/passwd",
+    ],
+)
+def test_refused_paths(tree: Path, path: str):
+    assert (tree / "link_out.js").resolve().exists()  # refused, not missing
+    assert Resources({"/r/**": str(tree), "*.js": str(tree)}).resolve(path) is None
+
+
+def test_symlink_inside_root_is_served(tree: Path):
+    found = Resources({"/r/**": str(tree)}).resolve("/r/link_in.js")
+    assert found == os.path.realpath(tree / "top.js")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["..", ".", "", "a", "b", "top.js", "%2e", "\\", "dir_out"])))
+def test_resolution_never_leaves_the_root(tmp_path_factory, segments):
+    base = tmp_path_factory.getbasetemp() / "prop"
+    root = base / "root"
+    if not root.exists():
+        (root / "a" / "b").mkdir(parents=True)
+        (root / "top.js").write_text("x")
+        (base / "top.js").write_text("secret")
+        (root / "dir_out").symlink_to(base)
+    found = Resources({"/r/**": str(root), "**.js": str(root)}).resolve("/r/" + "/".join(segments))
+    real_root = os.path.realpath(root)
+    assert found is None or os.path.commonpath([real_root, found]) == real_root
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        ("bytes=0-0", 10, (0, 0)),
+        ("bytes=0-", 10, (0, 9)),
+        ("bytes=-3", 10, (7, 9)),
+        ("bytes=-30", 10, (0, 9)),
+        ("bytes=3-100", 10, (3, 9)),
+        (" bytes = 2 - 4 ", 10, (2, 4)),
+        ("bytes=10-", 10, False),
+        ("bytes=-0", 10, False),
+        ("bytes=0-", 0, False),
+        ("bytes=-1", 0, False),
+        ("bytes=4-2", 10, None),
+        ("bytes=1-2,4-5", 10, None),
+        ("bytes=-", 10, None),
+        ("bytes=a-b", 10, None),
+        ("bytes=+1-2", 10, None),
+        ("lines=1-2", 10, None),
+        ("bytes", 10, None),
+    ],
+)
+def test_parse_range(header: str, size: int, expected):
+    assert parse_range(header, size) == expected
+
+
+def _request(headers: dict[str, str], method: str = "GET"):
+    return make_request(method, "/f", list(headers.items()))
+
+
+def test_plan_file_validators(tree: Path):
+    info = os.stat(tree / "top.js")
+    plain = plan_file(_request({}), info, "text/javascript")
+    etag = dict(plain.headers)["ETag"]
+    assert plain.status == 200 and plain.length == info.st_size
+    assert plan_file(_request({"If-None-Match": etag}), info, "x").status == 304
+    assert plan_file(_request({"If-None-Match": etag}, "POST"), info, "x").status == 200
+    zipped = plan_file(_request({}), info, "x", gzip=True)
+    gz_etag = dict(zipped.headers)["ETag"]
+    assert gz_etag != etag
+    # Weak comparison: either form's tag validates the other form's cache entry.
+    assert plan_file(_request({"If-None-Match": gz_etag}), info, "x").status == 304
+    assert plan_file(_request({"If-None-Match": etag}), info, "x", gzip=True).status == 304
+    ranged = plan_file(_request({"Range": "bytes=0-0"}), info, "x", gzip=True)
+    assert ranged.status == 200  # gzip answers never honor ranges
+
+
+def test_attachment_header():
+    assert attachment("a b.txt") == "attachment; filename=\"a b.txt\"; filename*=UTF-8''a%20b.txt"
+    value = attachment('日本"\\.txt')
+    assert value.startswith("attachment; filename=\"____.txt\"; filename*=UTF-8''")
+    assert "%E6%97%A5" in value
+
+
+@pytest.mark.parametrize(
+    ("name", "media"),
+    [
+        ("a.html", "text/html; charset=utf-8"),
+        ("a.JS", "text/javascript; charset=utf-8"),
+        ("a.css", "text/css; charset=utf-8"),
+        ("a.json", "application/json; charset=utf-8"),
+        ("a.png", "image/png"),
+        ("a.svg", "image/svg+xml; charset=utf-8"),
+        ("a.mp3", "audio/mpeg"),
+        ("noext", "application/octet-stream"),
+    ],
+)
+def test_guess_type(name: str, media: str):
+    assert guess_type(name) == media
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("gzip", True),
+        ("deflate, gzip;q=0.5", True),
+        ("GZIP", True),
+        ("gzip;q=0", False),
+        ("br, *", True),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),
+        ("identity", False),
+        ("", False),
+        (None, False),
+        ("gzip;q=abc", False),
+    ],
+)
+def test_accepts_gzip(value, expected):
+    assert accepts_gzip(value) is expected
+
+
+def test_gzip_policy_choices():
+    policy = GzipPolicy({"text/html", "application/json"}, min_size=10, level=9)
+    req = _request({"Accept-Encoding": "gzip"})
+    headers: list[tuple[str, str]] = [("Content-Length", "100")]
+    assert policy.choose(req, 200, headers, "text/html; charset=utf-8", 100)
+    assert ("Content-Encoding", "gzip") in headers and ("Vary", "Accept-Encoding") in headers
+    assert all(name != "Content-Length" for name, _ in headers)
+    assert policy.compress(b"abc" * 100) != b"abc" * 100
+    assert gzip.decompress(policy.compress(b"abc" * 100)) == b"abc" * 100
+    # Not for small bodies, other types, partial or bodiless answers, pre-encoded bodies.
+    assert not policy.choose(req, 200, [], "text/html", 5)
+    assert not policy.choose(req, 200, [], "image/png", 500)
+    for status in (204, 206, 304, 101):
+        assert not policy.choose(req, status, [], "text/html", 500)
+    assert not policy.choose(req, 200, [("Content-Encoding", "br")], "text/html", 500)
+    # A client without gzip still gets Vary.
+    plain: list[tuple[str, str]] = []
+    assert not policy.choose(_request({}), 200, plain, "text/html", 500)
+    assert plain == [("Vary", "Accept-Encoding")]
+
+
+def test_gzip_policy_from_config():
+    assert GzipPolicy.from_config(ServerConfig()) is None
+    policy = GzipPolicy.from_config(
+        ServerConfig().with_changes(gzip_content_types={"text/"}, gzip_compress_level=99)
+    )
+    assert policy is not None and policy.level == 9 and policy.content_types == ("text/",)
+
+
+def test_add_vary_merges():
+    headers = [("Vary", "Cookie")]
+    add_vary(headers)
+    assert headers == [("Vary", "Cookie, Accept-Encoding")]
+    add_vary(headers)
+    assert headers == [("Vary", "Cookie, Accept-Encoding")]

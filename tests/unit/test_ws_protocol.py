@@ -1,0 +1,217 @@
+"""protocol/ws.py: handshake validation and the Sans-IO websocket protocol."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.extensions import PerMessageDeflate
+
+from simple_http_server.protocol import ws
+from simple_http_server.protocol.http11 import PAUSED, EndOfRequest, HttpConnection, RequestHead
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def head(*extra: tuple[bytes, bytes], method: str = "GET", drop: bytes = b"") -> RequestHead:
+    headers = [
+        (b"Host", b"x"),
+        (b"Upgrade", b"WebSocket"),
+        (b"Connection", b"keep-alive, Upgrade"),
+        (b"Sec-WebSocket-Key", KEY),
+        (b"Sec-WebSocket-Version", b"13"),
+    ]
+    headers = [h for h in headers if h[0].lower() != drop] + list(extra)
+    return RequestHead(method, b"/ws", headers, b"1.1", False)
+
+
+def test_upgrade_detection_is_case_insensitive() -> None:
+    assert ws.is_websocket_upgrade(head())
+    assert not ws.is_websocket_upgrade(head(drop=b"upgrade"))
+    assert not ws.is_websocket_upgrade(
+        RequestHead("GET", b"/", [(b"Upgrade", b"h2c")], b"1.1", False)
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (head(drop=b"sec-websocket-key"), 400),
+        (head(drop=b"sec-websocket-version"), 426),
+        (head((b"Sec-WebSocket-Version", b"8"), drop=b"sec-websocket-version"), 426),
+        (head(drop=b"connection"), 400),
+        (head(method="POST"), 405),
+        (head((b"Sec-WebSocket-Key", b"short"), drop=b"sec-websocket-key"), 400),
+    ],
+)
+def test_bad_handshakes(request_head: RequestHead, status: int) -> None:
+    result = ws.check_handshake(request_head)
+    assert isinstance(result, ws.HandshakeRejection)
+    assert result.status == status
+    if status == 426:
+        assert (b"Sec-WebSocket-Version", b"13") in result.headers
+
+
+def test_accept_token_and_deflate() -> None:
+    checked = ws.check_handshake(head((b"Sec-WebSocket-Extensions", b"permessage-deflate")))
+    assert isinstance(checked, ws.Handshake)
+    headers, extensions = ws.accept_headers(checked)
+    expected = base64.b64encode(
+        hashlib.sha1(KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    )
+    assert (b"Sec-WebSocket-Accept", expected) in headers
+    assert any(k == b"Sec-WebSocket-Extensions" for k, _ in headers)
+    assert len(extensions) == 1
+    _, none = ws.accept_headers(checked, deflate=False)
+    assert none == []
+
+
+def test_switch_through_h11_keeps_trailing_bytes() -> None:
+    client = Connection(ConnectionType.CLIENT)
+    frame = bytes(client.send(TextMessage(data="early")))
+    http = HttpConnection()
+    http.receive_data(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n" + frame
+    )
+    request_head = http.next_event()
+    assert isinstance(request_head, RequestHead)
+    assert ws.is_websocket_upgrade(request_head)
+    assert isinstance(http.next_event(), EndOfRequest)
+    assert http.next_event() is PAUSED
+    data = http.send_switch([(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")])
+    assert data.startswith(b"HTTP/1.1 101 ")
+    proto = ws.WebsocketProtocol(trailing_data=http.trailing_data)
+    assert proto.events() == [ws.TextReceived("early")]
+
+
+def pair(**kwargs: object) -> tuple[Connection, ws.WebsocketProtocol]:
+    return Connection(ConnectionType.CLIENT), ws.WebsocketProtocol(**kwargs)  # type: ignore[arg-type]
+
+
+def deliver(client: Connection, data: bytes) -> list[object]:
+    client.receive_data(data)
+    return list(client.events())
+
+
+def test_messages_fragments_and_control_frames() -> None:
+    client, proto = pair()
+    proto.receive_data(client.send(TextMessage(data="he", message_finished=False)))
+    proto.receive_data(client.send(Ping(payload=b"p")))
+    proto.receive_data(client.send(TextMessage(data="llo", message_finished=True)))
+    proto.receive_data(client.send(BytesMessage(data=b"\x00\x01")))
+    assert proto.events() == [
+        ws.PingReceived(b"p"),
+        ws.TextReceived("hello"),
+        ws.BinaryReceived(b"\x00\x01"),
+    ]
+    assert proto.send_data("abc", fin=False) and proto.send_data("def", fin=True)
+    assert proto.send_pong(b"p")
+    events = deliver(client, proto.data_to_send())
+    texts = [e for e in events if isinstance(e, Message)]
+    assert "".join(str(e.data) for e in texts) == "abcdef"
+    assert texts[-1].message_finished
+
+
+def test_peer_close_is_echoed() -> None:
+    client, proto = pair()
+    proto.receive_data(client.send(CloseConnection(code=4001, reason="bye")))
+    assert proto.events() == [ws.Closed(4001, "bye", True)]
+    assert proto.finished and not proto.is_open
+    events = deliver(client, proto.data_to_send())
+    assert isinstance(events[0], CloseConnection) and events[0].code == 4001
+    assert not proto.send_data("late")
+
+
+def test_local_close_reports_own_code() -> None:
+    client, proto = pair()
+    assert proto.send_close(1000, "done")
+    assert not proto.send_close(1000)
+    event = deliver(client, proto.data_to_send())[0]
+    assert isinstance(event, CloseConnection) and (event.code, event.reason) == (1000, "done")
+    proto.receive_data(client.send(event.response()))
+    assert proto.events() == [ws.Closed(1000, "done", False)]
+    assert proto.finished
+
+
+def test_connection_lost() -> None:
+    _, proto = pair()
+    proto.receive_data(b"")
+    assert proto.events() == [ws.Closed(1006, "connection lost", False)]
+    assert proto.close_event().code == 1006
+
+
+def close_code_of(proto: ws.WebsocketProtocol) -> int:
+    client = Connection(ConnectionType.CLIENT)
+    event = deliver(client, proto.data_to_send())[-1]
+    assert isinstance(event, CloseConnection)
+    return int(event.code)
+
+
+def test_too_big_message_fails_1009() -> None:
+    client, proto = pair(max_message_size=10)
+    proto.receive_data(client.send(TextMessage(data="0123456789")))
+    proto.receive_data(client.send(BytesMessage(data=b"x" * 6, message_finished=False)))
+    proto.receive_data(client.send(BytesMessage(data=b"x" * 6)))
+    events = proto.events()
+    assert events[0] == ws.TextReceived("0123456789")
+    assert isinstance(events[-1], ws.Closed) and events[-1].code == 1009
+    assert proto.finished and close_code_of(proto) == 1009
+
+
+def test_invalid_utf8_fails_1007() -> None:
+    _, proto = pair()
+    proto.receive_data(b"\x81\x82abcd" + bytes([0xFF ^ ord("a"), 0xFE ^ ord("b")]))
+    events = proto.events()
+    assert isinstance(events[-1], ws.Closed) and events[-1].code == 1007
+    assert close_code_of(proto) == 1007
+
+
+def test_unmasked_frame_fails_1002() -> None:
+    _, proto = pair()
+    proto.receive_data(b"\x81\x02hi")
+    events = proto.events()
+    assert isinstance(events[-1], ws.Closed) and events[-1].code == 1002
+    assert close_code_of(proto) == 1002
+    proto.receive_data(b"more")  # ignored after the failure
+    assert proto.events() == []
+
+
+def test_streaming_binary_and_keep_limit() -> None:
+    client, proto = pair(stream_binary=True, max_message_size=8)
+    proto.receive_data(client.send(BytesMessage(data=b"abcd", message_finished=False)))
+    proto.receive_data(client.send(BytesMessage(data=b"efghijkl", message_finished=True)))
+    events = proto.events()
+    assert events == [
+        ws.BinaryFrameReceived(b"abcd", False),
+        ws.BinaryFrameReceived(b"efghijkl", True),
+    ]
+    assert proto.keep(b"abcd") is None
+    assert proto.take_kept() == b"abcd"
+    assert proto.take_kept() is None
+    assert proto.keep(b"123456") is None
+    failed = proto.keep(b"789")
+    assert failed is not None and failed.code == 1009
+
+
+def test_permessage_deflate_roundtrip() -> None:
+    server_ext = PerMessageDeflate()
+    assert server_ext.accept("permessage-deflate") is not None
+    assert server_ext.enabled()
+    client_ext = PerMessageDeflate()
+    client_ext.finalize("permessage-deflate")
+    client = Connection(ConnectionType.CLIENT, [client_ext])
+    proto = ws.WebsocketProtocol(extensions=[server_ext])
+    text = "squeeze " * 500
+    wire = client.send(TextMessage(data=text))
+    assert len(wire) < len(text) // 4
+    proto.receive_data(wire)
+    assert proto.events() == [ws.TextReceived(text)]
+    proto.send_data(text)
+    out = proto.data_to_send()
+    assert len(out) < len(text) // 4
+    event = deliver(client, out)[0]
+    assert isinstance(event, TextMessage) and event.data == text
