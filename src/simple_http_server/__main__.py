@@ -17,7 +17,15 @@ from typing import Any
 
 __all__ = ["build_parser", "main", "parse_resources"]
 
-_SIZE_UNITS = {"": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3}
+_SIZE_UNITS = {
+    "": 1,
+    "K": 1024,
+    "KB": 1024,
+    "M": 1024**2,
+    "MB": 1024**2,
+    "G": 1024**3,
+    "GB": 1024**3,
+}
 
 
 def _size(text: str) -> int:
@@ -66,43 +74,94 @@ def build_parser() -> argparse.ArgumentParser:
         "Example: python -m simple_http_server -s ./app -r /static/**=./public -p 8080",
     )
     add = parser.add_argument
-    add("-b", "--bind", "--host", dest="host", default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")  # fmt: skip
+    add(
+        "-b",
+        "--bind",
+        "--host",
+        dest="host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     add("-p", "--port", type=int, default=9090, help="port to listen on (default 9090)")
-    add("-s", "--scan", default=os.getcwd(), metavar="DIR",
+    add(
+        "-s",
+        "--scan",
+        default=os.getcwd(),
+        metavar="DIR",
         help="folder whose Python modules are imported to register controllers "
-        "(default: the current folder)")  # fmt: skip
-    add("--regex", default="", metavar="REGEX",
-        help="import only the modules whose relative path or dotted name matches REGEX")  # fmt: skip
-    add("-r", "--resources", action="append", default=[], metavar="[PREFIX=]DIR",
+        "(default: the current folder)",
+    )
+    add(
+        "--regex",
+        default="",
+        metavar="REGEX",
+        help="import only the modules whose relative path or dotted name matches REGEX",
+    )
+    add(
+        "-r",
+        "--resources",
+        action="append",
+        default=[],
+        metavar="[PREFIX=]DIR",
         help="serve the files of DIR at PREFIX, e.g. '/static/**=./public' (repeatable); "
-        "a bare DIR means '/**=DIR'")  # fmt: skip
-    add("--prefer-coroutine", "--prefer-corountine", dest="prefer_coroutine",
-        action="store_true", help="use the asyncio transport instead of threads")  # fmt: skip
-    add("-w", "--workers", type=int, default=1,
-        help="worker processes sharing the port (default 1: serve in this process)")  # fmt: skip
+        "a bare DIR means '/**=DIR'",
+    )
+    add(
+        "--prefer-coroutine",
+        "--prefer-corountine",
+        dest="prefer_coroutine",
+        action="store_true",
+        help="use the asyncio transport instead of threads",
+    )
+    add(
+        "-w",
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1: serve in this process)",
+    )
     add("--certfile", default="", help="TLS certificate chain (PEM); enables HTTPS")
     add("--keyfile", default="", help="TLS private key (PEM), if not in --certfile")
     add("--keypass", default="", help="password of an encrypted --keyfile")
-    add("--log-level", "--loglevel", dest="log_level", default="INFO",
-        type=str.upper, choices=["DEBUG", "INFO", "WARN", "WARNING", "ERROR"],
-        help="log level (default INFO)")  # fmt: skip
-    add("--access-log", action=argparse.BooleanOptionalAction, default=False,
-        help="log one line per request: client, method, path, status, bytes, duration")  # fmt: skip
-    add("--keep-alive", action=argparse.BooleanOptionalAction, default=True,
-        help="keep connections open between requests (default on)")  # fmt: skip
+    add(
+        "--log-level",
+        "--loglevel",
+        dest="log_level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARN", "WARNING", "ERROR"],
+        help="log level (default INFO)",
+    )
+    add(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log one line per request: client, method, path, status, bytes, duration",
+    )
+    add(
+        "--keep-alive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep connections open between requests (default on)",
+    )
     limits = parser.add_argument_group("limits and timeouts (sizes accept K, M, G)")
     lim = limits.add_argument
     lim("--max-body-size", type=_size, help="largest in-memory request body (413 beyond)")
     lim("--max-upload-size", type=_size, help="largest multipart request body (413 beyond)")
     lim("--max-head-size", type=_size, help="largest request line and headers (431 beyond)")
-    lim("--max-websocket-message-size", type=_size,
-        help="largest websocket message (close 1009 beyond)")  # fmt: skip
+    lim(
+        "--max-websocket-message-size",
+        type=_size,
+        help="largest websocket message (close 1009 beyond)",
+    )
     lim("--max-connections", type=int, help="most simultaneous connections (503 beyond)")
     lim("--worker-threads", type=int, help="threads serving requests or running sync code")
     lim("--idle-timeout", type=_positive_float, help="seconds an idle connection is kept")
-    lim("--drain-timeout", type=_positive_float,
-        help="seconds in-flight requests get to finish on shutdown")  # fmt: skip
+    lim(
+        "--drain-timeout",
+        type=_positive_float,
+        help="seconds in-flight requests get to finish on shutdown",
+    )
     return parser
 
 

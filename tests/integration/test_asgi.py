@@ -103,7 +103,8 @@ def test_websocket_refused_without_handlers() -> None:
 @pytest.fixture(scope="module")
 def uvicorn() -> Iterator[harness.Proc]:
     port = harness.free_port()
-    args = harness.tool("uvicorn") + [
+    args = [
+        *harness.tool("uvicorn"),
         "tests.integration.apps.demo_app:asgi", "--host", "127.0.0.1", "--port", str(port),
         "--lifespan", "on", "--ws", "wsproto", "--log-level", "warning",
     ]  # fmt: skip
@@ -167,3 +168,35 @@ def test_uvicorn_errors_and_head(uvicorn: harness.Proc) -> None:
         assert (resp.status, resp.read(), resp.headers["content-length"]) == (200, b"", "17")
     finally:
         conn.close()
+
+
+def test_uvicorn_websocket_session(uvicorn: harness.Proc) -> None:
+    import websocket
+
+    conn = websocket.create_connection(f"ws://127.0.0.1:{uvicorn.port}/ws/echo/r1", timeout=10)
+    try:
+        assert conn.recv() == "open r1"
+        conn.send("hi")
+        assert conn.recv() == "echo: hi"
+        conn.send_binary(b"abc")
+        assert conn.recv() == b"cba"  # an async handler
+        conn.send("bye")  # the handler closes with 4000 "done"
+        opcode, data = conn.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert (int.from_bytes(data[:2], "big"), data[2:]) == (4000, b"done")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("path", "statuses"), [
+    ("/ws/echo/r1?deny=1", (403,)),  # on_handshake said no
+    ("/ws/nowhere", (403, 404)),
+])  # fmt: skip
+def test_uvicorn_websocket_rejected(
+    uvicorn: harness.Proc, path: str, statuses: tuple[int, ...]
+) -> None:
+    import websocket
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        websocket.create_connection(f"ws://127.0.0.1:{uvicorn.port}{path}", timeout=10)
+    assert info.value.status_code in statuses

@@ -466,3 +466,30 @@ def test_connection_still_usable_after_small_rejected_body(serve, tmp_path):
     assert resp.status == 200
     assert json.loads(resp.read()) == {"got": [1]}
     conn.close()
+
+
+def test_expect_continue_over_limit_gets_413_instead_of_100(serve, tmp_path):
+    live = serve(limits_app(tmp_path), max_body_size=1000)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+        )
+        first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 413 ")
+
+
+def test_expect_continue_within_limit_gets_100(serve, tmp_path):
+    live = serve(limits_app(tmp_path))
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"[7]")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert data.endswith(b'{"got": [7]}')

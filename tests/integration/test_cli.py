@@ -20,14 +20,14 @@ from simple_http_server import App, logger
 from ..conftest import live_server
 from .apps import harness
 
-CONTROLLERS = '''
+CONTROLLERS = """
 from simple_http_server import route
 
 
 @route("/hi")
 def hi(name: str = "cli"):
     return {"hi": name}
-'''
+"""
 
 
 @pytest.fixture
@@ -149,11 +149,11 @@ class _BlockingHandler(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.release = threading.Event()
+        self.gate = threading.Event()
         self.records: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.release.wait(20)
+        self.gate.wait(20)
         self.records.append(record.getMessage())
 
 
@@ -175,12 +175,12 @@ def test_a_stuck_log_handler_never_blocks_a_request(transport: str) -> None:
                 assert conn.getresponse().read() == b"pong"
                 conn.close()
             assert handler.records == []  # still stuck, yet every request was answered
-            handler.release.set()
+            handler.gate.set()
             logger.flush()
         access = [r for r in handler.records if '"GET /ping" 200' in r]
         assert len(access) == 3 and handler.records.count("ping called") == 3
     finally:
-        handler.release.set()
+        handler.gate.set()
         logger.remove_handler(handler)
 
 

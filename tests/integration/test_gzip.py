@@ -1,4 +1,4 @@
-"""Optional gzip of responses (``gzip_content_types``, ``gzip_min_size``, ``gzip_compress_level``)."""
+"""Optional gzip: ``gzip_content_types``, ``gzip_min_size``, ``gzip_compress_level``."""
 
 from __future__ import annotations
 

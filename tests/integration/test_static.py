@@ -86,7 +86,7 @@ def raw_get(port: int, target: bytes, method: bytes = b"GET") -> tuple[int, byte
         ("/app.js", b"console.log(1);"),
         ("/style.css", b"body{}"),
         ("/sub/nested.css", b"p{}"),
-        ("/public/%E4%B8%AD%E6%96%87.txt", "ni hao".encode()),
+        ("/public/%E4%B8%AD%E6%96%87.txt", b"ni hao"),
         ("/inside_link.js", b"console.log(1);"),
         ("/public/empty.txt", b""),
     ],

@@ -201,3 +201,29 @@ def test_encrypted_key_with_keypass(
             assert json.loads(conn.getresponse().read()) == {"hello": "locked"}
         finally:
             conn.close()
+
+
+def test_wss_in_both_transports(
+    serve: Callable[..., Any], ca: trustme.CA, cert_files: tuple[str, str], tmp_path: Path
+) -> None:
+    import websocket
+
+    from .apps.demo_app import build_app
+
+    cafile = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    certfile, keyfile = cert_files
+    live = serve(build_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    url = f"wss://127.0.0.1:{live.port}/ws/echo/secure"
+    conn = websocket.create_connection(url, timeout=10, sslopt={"ca_certs": str(cafile)})
+    try:
+        assert conn.recv() == "open secure"
+        big = "x" * 300_000  # several TLS records
+        conn.send(big)
+        assert conn.recv() == f"echo: {big}"
+        conn.send_binary(b"\x00\x01\x02")
+        assert conn.recv() == b"\x02\x01\x00"
+    finally:
+        conn.close()
+    with pytest.raises(ssl.SSLError):  # the client checks the server's certificate
+        websocket.create_connection(url, timeout=10, sslopt={"cert_reqs": ssl.CERT_REQUIRED})

@@ -98,3 +98,14 @@ def test_sigterm_lets_a_slow_request_finish_and_refuses_new_ones(
         assert (status, body) == (200, b"slow done")
         assert proc.popen.wait(15) == 0, proc.output()
         assert time.monotonic() - started < 12
+
+
+@pytest.mark.parametrize("transport", ["threaded", "asyncio"])
+def test_sigterm_stops_an_idle_server_promptly(transport: str) -> None:
+    """No connection wakes the server: the signal itself must (asyncio: the loop's selector)."""
+    port = harness.free_port()
+    with harness.running(demo(port, transport, 1), port) as proc:
+        time.sleep(0.3)
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(8) == 0, proc.output()
+        assert refused(port)

@@ -42,7 +42,11 @@ def wsgiref_server(app: App) -> Iterator[int]:
 
 
 def request(
-    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -75,11 +79,18 @@ def test_path_value_is_decoded_once(validated: int) -> None:
     ("path", "body", "ctype", "expected"),
     [
         ("/json", b'{"a": [1, 2]}', "application/json", {"got": {"a": [1, 2]}}),
-        ("/form", b"name=bob&age=7", "application/x-www-form-urlencoded", {"name": "bob", "age": 7}),
+        (
+            "/form",
+            b"name=bob&age=7",
+            "application/x-www-form-urlencoded",
+            {"name": "bob", "age": 7},
+        ),
         ("/upload", b"x" * 300_000, "application/octet-stream", {"received": 300_000}),
     ],
 )
-def test_request_bodies(validated: int, path: str, body: bytes, ctype: str, expected: object) -> None:
+def test_request_bodies(
+    validated: int, path: str, body: bytes, ctype: str, expected: object
+) -> None:
     status, _, answer = request(validated, "POST", path, body, {"Content-Type": ctype})
     assert status == 200
     assert json.loads(answer) == expected
@@ -104,7 +115,9 @@ def test_static_file_get_and_head(validated: int) -> None:
     etag = headers["ETag"]
     status, headers, body = request(validated, "HEAD", "/static/hello.txt")
     assert (status, body, headers["Content-Length"]) == (200, b"", "17")
-    status, _, body = request(validated, "GET", "/static/hello.txt", headers={"If-None-Match": etag})
+    status, _, body = request(
+        validated, "GET", "/static/hello.txt", headers={"If-None-Match": etag}
+    )
     assert (status, body) == (304, b"")
 
 
@@ -159,10 +172,10 @@ def test_plain_callable_and_async_app_proxy() -> None:
 @pytest.fixture(scope="module")
 def gunicorn() -> Iterator[harness.Proc]:
     port = harness.free_port()
-    args = harness.tool("gunicorn") + [
+    args = harness.gunicorn(
         "--workers", "2", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2",
         "tests.integration.apps.demo_app:wsgi",
-    ]  # fmt: skip
+    )  # fmt: skip
     with harness.running(args, port) as proc:
         yield proc
 

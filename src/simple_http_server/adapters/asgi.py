@@ -187,8 +187,8 @@ class ASGIProxy:
     """An ASGI 3 application serving one dispatcher (see ``server.init_asgi_proxy``).
 
     Args:
-        dispatcher: the dispatcher of the app to serve.
-        upgrade_handler: the websocket handler of the app (None: websockets refused).
+        dispatcher: the dispatcher of the app to serve (its app's websocket handlers too).
+        upgrade_handler: ignored; kept so existing callers need no change.
     """
 
     def __init__(self, dispatcher: Dispatcher, upgrade_handler: Any = None) -> None:
@@ -227,13 +227,9 @@ class ASGIProxy:
                 await channel.finish()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        serve = getattr(self.upgrade_handler, "serve_asgi", None)
-        if serve is None:
-            message = await receive()
-            if message.get("type") == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1003})
-            return
-        await serve(scope, receive, send)
+        from .asgi_ws import serve_websocket
+
+        await serve_websocket(self.dispatcher, scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

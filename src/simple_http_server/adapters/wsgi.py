@@ -100,7 +100,7 @@ class _WSGIChannel(Channel):
         self.start_response = start_response
         self.secure = environ.get("wsgi.url_scheme") == "https"
         addr, port = environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")
-        self.peer = (str(addr), int(port)) if addr and str(port or "").isdigit() else None
+        self.peer = (str(addr), int(str(port))) if addr and str(port or "").isdigit() else None
         self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
         self.parts: list[bytes] = []
         self.streaming = False

@@ -376,6 +376,7 @@ async def _read_multipart(
         raise HttpError(413, "Content Too Large", f"Multipart limit reached: {exc}.") from None
     except multipart.MultipartError as exc:
         collector.close()
+        channel.close_after_response()  # the rest of the body is not worth reading
         raise HttpError(400, "Bad Request", f"Malformed multipart body: {exc}.") from None
     except BaseException:
         collector.close()

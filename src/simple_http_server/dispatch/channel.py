@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from .invoke import run_sync
 
-__all__ = ["Channel", "HeaderLines", "encode_headers"]
+__all__ = ["Channel", "ClientGone", "HeaderLines", "encode_headers"]
 
 HeaderLines = list[tuple[bytes, bytes]]
 FILE_CHUNK = 256 * 1024
@@ -32,6 +32,14 @@ def _encode(text: str) -> bytes:
 def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
     """Header lines as bytes, with CR, LF and NUL neutralized (no response splitting)."""
     return [(_encode(name), _encode(value)) for name, value in headers]
+
+
+class ClientGone(Exception):
+    """The client disconnected or stalled; the connection is dropped.
+
+    Channel methods raise it; the dispatcher lets it through to the transport
+    (no error page, no traceback: there is nobody to answer).
+    """
 
 
 class Channel(ABC):
@@ -58,7 +66,7 @@ class Channel(ABC):
     async def send_end(self) -> None:
         """Finish the response."""
 
-    def close_after_response(self) -> None:
+    def close_after_response(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """The rest of the request body will not be read (e.g. a 413): answer with
         ``Connection: close`` and close with a lingering close, no draining."""
 

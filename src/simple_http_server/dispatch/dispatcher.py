@@ -20,13 +20,13 @@ from ..responses import JSON_TYPE, Outcome, Redirect, Response, StaticFile, norm
 from .binding import BindContext
 from .binding import _session as session_binder
 from .bodies import RequestBodyReader, close_files, parse_query, read_form, too_large
-from .channel import FILE_CHUNK, Channel, encode_headers
+from .channel import FILE_CHUNK, Channel, ClientGone, encode_headers
 from .compile import CompiledApp, Endpoint
+from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
 from .filters import FilterContext, run_chain
 from .invoke import call
 from .routing import normalize_path
-from .compression import GzipPolicy, choose_file_gzip
 from .sessions import LocalSessionFactory, RequestSessions
 from .static import Resources, guess_type, plan_file
 
@@ -149,6 +149,8 @@ class Dispatcher:
             outcome = await self.error_outcome(err.code, err.message, err.explain)
         except Redirect as redirect:
             outcome = normalize(redirect)
+        except ClientGone:
+            raise  # nobody to answer: the transport drops the connection
         except Exception:
             _log.exception("Error while serving %s %s", request.method, request.path)
             outcome = await self.error_outcome(500, "", "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -10,12 +9,11 @@ from typing import Any
 
 from ..models import Request
 from ..responses import Response
-from .invoke import call, in_event_loop, run_sync
+from .invoke import call, current_loop, in_event_loop, run_sync, spawn, wait_on
 from .routing import PathPattern, url_key
 
 __all__ = ["FilterContext", "FilterEntry", "run_chain"]
 
-_get_running_loop = asyncio._get_running_loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +59,8 @@ class FilterContext:
         self._filters = filters
         self._next_index = 0
         self._endpoint = endpoint
-        self._loop = _get_running_loop()
-        self._started: dict[int, asyncio.Future[None] | None] = {}
+        self._loop = current_loop()
+        self._started: dict[int, Awaitable[None] | None] = {}
 
     @property
     def request(self) -> Request:
@@ -85,14 +83,14 @@ class FilterContext:
         if self._response.is_sent or index in self._started:
             return None
         if in_event_loop():
-            future = asyncio.ensure_future(self._step(index))
+            future = spawn(self._step(index))
             self._started[index] = future
             return future
         self._started[index] = None
         if self._loop is None:
             run_sync(self._step(index))
         else:
-            asyncio.run_coroutine_threadsafe(self._step(index), self._loop).result()
+            wait_on(self._loop, self._step(index))
         return None
 
     async def _step(self, index: int) -> None:

@@ -25,10 +25,13 @@ from typing import Any, TypeVar
 __all__ = [
     "background_loop",
     "call",
+    "current_loop",
     "in_event_loop",
     "is_async_callable",
     "run_sync",
     "set_executor",
+    "spawn",
+    "wait_on",
 ]
 
 T = TypeVar("T")
@@ -147,8 +150,16 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def call_blocking(
-    coro_factory: Callable[[], Coroutine[Any, Any, T]], loop: asyncio.AbstractEventLoop
-) -> T:
-    """Run a coroutine on ``loop`` from another thread and wait for it."""
-    return asyncio.run_coroutine_threadsafe(coro_factory(), loop).result()
+def current_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    return _get_running_loop()
+
+
+def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    """Start ``coro`` as a task of the running loop."""
+    return asyncio.ensure_future(coro)
+
+
+def wait_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on ``loop`` from another thread and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()

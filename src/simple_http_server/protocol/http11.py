@@ -139,11 +139,15 @@ class HttpConnection:
 
     def next_event(self) -> Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         """The next protocol event, ``NEED_DATA`` or ``PAUSED``."""
+        in_body = self._conn.their_state is h11.SEND_BODY
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
             self._closing = True
-            return ProtocolFailure(exc.error_status_hint, str(exc))
+            status = exc.error_status_hint
+            if status == 431 and in_body:
+                status = 400  # an endless chunk header or trailer, not a request head
+            return ProtocolFailure(status, str(exc))
         cls = type(event)
         if cls is h11.Data:
             return BodyChunk(bytes(event.data))  # type: ignore[union-attr]
@@ -166,11 +170,22 @@ class HttpConnection:
         # h11 bounds only heads that arrive in pieces; a whole head read at once
         # is measured here (request line + header lines, as parsed).
         size = len(req.target) + len(req.method) + 12
+        framing: set[bytes] = set()
         for name, value in headers:
             size += len(name) + len(value) + 4
+            lower = name.lower()
+            if lower in (b"content-length", b"transfer-encoding"):
+                framing.add(lower)
         if size > self._max_head_size:
             self._closing = True
             return ProtocolFailure(431, "request header fields too large")
+        # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
+        # attempt; h11 would pick one and keep the connection, we refuse and close.
+        if b"transfer-encoding" in framing and (
+            b"content-length" in framing or req.http_version != b"1.1"
+        ):
+            self._closing = True
+            return ProtocolFailure(400, "ambiguous message framing")
         return RequestHead(
             method=method,
             target=req.target,
@@ -188,7 +203,7 @@ class HttpConnection:
     @property
     def request_complete(self) -> bool:
         """The current request's body has been read to its end."""
-        return self._conn.their_state is h11.DONE
+        return self._conn.their_state in (h11.DONE, h11.MUST_CLOSE)
 
     @property
     def response_started(self) -> bool:

@@ -272,8 +272,9 @@ class _AioConn(asyncio.Protocol, Channel):
                 waiter = self._data_waiter = self.loop.create_future()
                 try:
                     await asyncio.wait_for(waiter, self.config.body_timeout)
-                except TimeoutError:
-                    raise ClientGone("timed out reading the body") from None
+                except TimeoutError:  # body_timeout: answer 408, then close
+                    conn.close_after_response()
+                    raise HttpError(408, "", "The request body was not sent in time.") from None
                 finally:
                     self._data_waiter = None
                 continue

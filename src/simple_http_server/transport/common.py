@@ -6,6 +6,7 @@ import socket
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ..dispatch.channel import ClientGone  # re-exported for the transports
 from ..dispatch.dispatcher import make_request
 from ..models import Request
 from ..protocol.http11 import HttpConnection, RequestHead
@@ -32,10 +33,6 @@ READ_SIZE = 256 * 1024
 #: or loop it runs on), so ``stop()`` called from a controller does not wait
 #: for that very request to finish.
 SERVING: ContextVar[Any] = ContextVar("simple_http_server_serving", default=None)
-
-
-class ClientGone(Exception):
-    """The client disconnected or stalled; the connection is dropped."""
 
 
 def request_from_head(head: RequestHead, secure: bool) -> Request:

@@ -83,7 +83,15 @@ class _Conn(Channel):
                 return b""
             if event is http11.NEED_DATA:
                 self._write(conn.send_continue())
-                data = self._recv()
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                except TimeoutError:  # body_timeout: answer 408, then close
+                    from ..errors import HttpError
+
+                    conn.close_after_response()
+                    raise HttpError(408, "", "The request body was not sent in time.") from None
+                except OSError as exc:
+                    raise ClientGone(str(exc)) from None
                 conn.receive_data(data)
                 continue
             if type(event) is http11.ProtocolFailure:

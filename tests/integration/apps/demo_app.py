@@ -1,8 +1,8 @@
 """One demo app served every way: our threaded and asyncio transports, WSGI, ASGI.
 
-    python -m tests.integration.apps.demo_app PORT [threaded|asyncio] [WORKERS]
-    gunicorn tests.integration.apps.demo_app:wsgi
-    uvicorn tests.integration.apps.demo_app:asgi
+python -m tests.integration.apps.demo_app PORT [threaded|asyncio] [WORKERS]
+gunicorn tests.integration.apps.demo_app:wsgi
+uvicorn tests.integration.apps.demo_app:asgi
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from simple_http_server import (
     Redirect,
     Request,
     Response,
+    WebsocketHandler,
+    WebsocketRequest,
+    WebsocketSession,
+    server,
 )
-from simple_http_server import server
 from simple_http_server.dispatch.bodies import RequestBodyReader
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -129,6 +132,25 @@ def build_app() -> App:
         value = int(session.get_attribute("n") or 0) + 1
         session.set_attribute("n", value)
         return {"n": value}
+
+    @app.websocket_handler(endpoint="/ws/echo/{room}")
+    class Echo(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            if request.get_parameter("deny"):
+                return 403
+            return None
+
+        def on_open(self, session: WebsocketSession) -> None:
+            session.send(f"open {session.request.path_values['room']}")
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            if message == "bye":
+                session.close("done", 4000)
+            else:
+                session.send(f"echo: {message}")
+
+        async def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send(message[::-1])
 
     return app
 

@@ -111,3 +111,17 @@ def python(*args: str) -> list[str]:
 def tool(name: str) -> list[str]:
     """A console script installed next to this interpreter (gunicorn, uvicorn)."""
     return [os.path.join(BIN, name)]
+
+
+_GUNICORN_EXTRA: list[str] | None = None
+
+
+def gunicorn(*args: str) -> list[str]:
+    """A gunicorn command line; without its shared control socket where it has one."""
+    global _GUNICORN_EXTRA
+    if _GUNICORN_EXTRA is None:
+        help_text = subprocess.run(
+            [*tool("gunicorn"), "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
+        _GUNICORN_EXTRA = ["--no-control-socket"] if "--no-control-socket" in help_text else []
+    return [*tool("gunicorn"), *_GUNICORN_EXTRA, *args]

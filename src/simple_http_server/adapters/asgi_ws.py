@@ -1,0 +1,218 @@
+"""Websocket handlers behind an ASGI server (the ``websocket`` scope).
+
+The ASGI server does the framing; this module runs the same handshake
+decision (:func:`~..dispatch.ws_handlers.negotiate`) and the same session
+logic (:class:`~..dispatch.ws_session.LinkBase`) as our own transports, with
+ASGI messages instead of wsproto bytes.  ASGI carries whole messages only, so
+a fragmented ``session.send(..., chunk_size=...)`` goes out as one message,
+and ping/pong frames (answered by the server itself) are not delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .. import logger as _logging
+from ..dispatch.ws_handlers import Callbacks, Rejected, negotiate
+from ..dispatch.ws_session import LinkBase
+from ..protocol import ws
+from ..protocol.http11 import RequestHead
+from ..websocket import WebsocketRequest
+
+__all__ = ["serve_websocket"]
+
+_log = _logging.get_logger("simple_http_server.websocket")
+#: Seconds to wait for the server's disconnect after our close.
+CLOSE_TIMEOUT = 5.0
+_HANDSHAKE_ONLY = {b"upgrade", b"connection", b"sec-websocket-accept", b"sec-websocket-extensions"}
+
+
+class ASGILink(LinkBase):
+    """A session whose frames are ASGI ``websocket.send``/``websocket.close`` messages."""
+
+    def __init__(
+        self, send: Any, callbacks: Callbacks, request: WebsocketRequest, max_size: int
+    ) -> None:
+        super().__init__(None, callbacks, request)  # type: ignore[arg-type]
+        self._send = send
+        self.max_size = max_size
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.closed = False
+        self.close_code = ws.CLOSE_ABNORMAL
+        self.close_reason = ""
+        self._tail: asyncio.Task[None] | None = None
+
+    # -- output: ordered, from the loop or from worker threads -------------------
+    async def _send_after(self, previous: asyncio.Task[None] | None, message: Any) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        try:
+            await self._send(message)
+        except Exception:  # the client is gone
+            self.closed = True
+
+    def _chain(self, message: Any) -> asyncio.Task[None]:
+        self._tail = self.loop.create_task(self._send_after(self._tail, message))
+        return self._tail
+
+    async def _chain_and_wait(self, message: Any) -> None:
+        await self._chain(message)
+
+    def _submit(self, message: Any) -> None:
+        if threading.get_ident() == self.loop_thread:
+            self._chain(message)
+        else:
+            asyncio.run_coroutine_threadsafe(self._chain_and_wait(message), self.loop).result()
+
+    async def settle(self) -> None:
+        """Wait until every queued message went out."""
+        while self._tail is not None and not self._tail.done():
+            await self._tail
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed
+
+    @property
+    def finished(self) -> bool:
+        return self.closed
+
+    def send_message(self, pieces: Iterator[str | bytes]) -> None:
+        parts = list(pieces)
+        if self.closed:
+            return
+        if all(isinstance(p, str) for p in parts) and parts:
+            self._submit({"type": "websocket.send", "text": "".join(parts)})  # type: ignore[arg-type]
+        else:
+            data = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
+            self._submit({"type": "websocket.send", "bytes": data})
+
+    def send_control(self, opcode: int, payload: bytes) -> None:
+        _log.debug("ping/pong frames are handled by the ASGI server")
+
+    def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code, self.close_reason = code, reason
+        self._submit({"type": "websocket.close", "code": code, "reason": reason})
+
+    # -- input ---------------------------------------------------------------
+    async def _run(self, func: object, *args: object) -> object:
+        try:
+            from ..dispatch.invoke import call
+
+            return await call(func, *args)  # type: ignore[arg-type]
+        except Exception:
+            _log.exception("Websocket handler %r failed", func)
+            self.close(ws.CLOSE_INTERNAL_ERROR, "Handler error")
+            return None
+
+    async def _binary_frame(self, event: ws.BinaryFrameReceived) -> None:
+        assert self.callbacks.on_binary_frame is not None
+        keep = await self._run(self.callbacks.on_binary_frame, self.session, True, event.data)
+        if keep is True and self.callbacks.on_binary_message is not None:
+            await self._run(self.callbacks.on_binary_message, self.session, event.data)
+
+    def event_of(self, message: Any) -> ws.WsEvent | None:
+        """The protocol event of a ``websocket.receive`` message (None: ignore)."""
+        text, data = message.get("text"), message.get("bytes")
+        size = len(text.encode()) if text is not None else len(data or b"")
+        if self.max_size and size > self.max_size:
+            self.close(ws.CLOSE_TOO_BIG, "Message too big")
+            return ws.Closed(ws.CLOSE_TOO_BIG, "Message too big", False)
+        if text is not None:
+            return ws.TextReceived(text)
+        if data is None:
+            return None
+        if self.callbacks.on_binary_frame is not None:
+            return ws.BinaryFrameReceived(bytes(data), True)
+        return ws.BinaryReceived(bytes(data))
+
+    async def finish(self) -> None:
+        await self.report_close(ws.Closed(self.close_code, self.close_reason, False))
+
+
+def _handshake_head(scope: Any, target: str) -> RequestHead:
+    """The upgrade request of a ``websocket`` scope (the server checked it already)."""
+    headers = [(bytes(k), bytes(v)) for k, v in scope.get("headers") or ()]
+    names = {k.lower() for k, _ in headers}
+    if b"sec-websocket-key" not in names:  # some servers strip the handshake headers
+        headers.append((b"sec-websocket-key", base64.b64encode(os.urandom(16))))
+    if b"sec-websocket-version" not in names:
+        headers.append((b"sec-websocket-version", b"13"))
+    if b"upgrade" not in names:
+        headers.append((b"upgrade", b"websocket"))
+    if b"connection" not in names:
+        headers.append((b"connection", b"Upgrade"))
+    return RequestHead("GET", target.encode("latin-1"), headers, b"1.1", False)
+
+
+async def _reject(scope: Any, send: Any, rejected: Rejected) -> None:
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        headers = [(b"content-type", b"application/json; charset=utf-8"), *rejected.headers]
+        await send({"type": "websocket.http.response.start", "status": rejected.status,
+                    "headers": headers})  # fmt: skip
+        await send({"type": "websocket.http.response.body", "body": rejected.body()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+async def serve_websocket(dispatcher: Any, scope: Any, receive: Any, send: Any) -> None:
+    """Serve one ASGI ``websocket`` scope with the app's websocket handlers."""
+    from .asgi import request_target
+
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return
+    head = _handshake_head(scope, request_target(scope))
+    result = await negotiate(dispatcher.app.compiled().websockets, head, deflate=False)
+    if isinstance(result, Rejected):
+        await _reject(scope, send, result)
+        return
+    subprotocol = None
+    headers = []
+    for name, value in result.headers:
+        lower = name.lower()
+        if lower == b"sec-websocket-protocol":
+            subprotocol = value.decode("latin-1")
+        elif lower not in _HANDSHAKE_ONLY:
+            headers.append((lower, value))
+    await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
+    limit = dispatcher.config.limits.max_websocket_message_size
+    link = ASGILink(send, result.callbacks, result.request, limit)
+    try:
+        await link.opened()
+        while True:
+            if link.closed:
+                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                    await asyncio.wait_for(_until_disconnect(receive), CLOSE_TIMEOUT)
+                break
+            message = await receive()
+            kind = message.get("type")
+            if kind == "websocket.disconnect":
+                code = int(message.get("code") or ws.CLOSE_NO_STATUS)
+                link.closed = True
+                await link.handle([ws.Closed(code, str(message.get("reason") or ""), True)])
+                break
+            if kind == "websocket.receive":
+                event = link.event_of(message)
+                if event is not None:
+                    await link.handle([event])
+    finally:
+        with contextlib.suppress(Exception):
+            await link.settle()
+        await link.finish()
+
+
+async def _until_disconnect(receive: Any) -> None:
+    while (await receive()).get("type") != "websocket.disconnect":
+        pass

@@ -1,0 +1,238 @@
+"""Malformed and smuggling requests on real sockets, in both transports.
+
+Every payload is followed by a request to ``/canary``: each must be answered
+with exactly one error response and a closed connection, and the canary must
+never be reached (one payload, never two requests).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from .conftest import Hostile
+from .wire import parse_responses, read_until_closed, send_and_collect
+
+CANARY = b"GET /canary HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def post(headers: bytes, body: bytes = b"", path: bytes = b"/echo") -> bytes:
+    return b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n" + body
+
+
+# (payload, expected status)
+MALFORMED: dict[str, tuple[bytes, int]] = {
+    "bad method token": (b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "missing version": (b"GET /\r\nHost: t\r\n\r\n", 400),
+    "http/0.9 style": (b"GET /\r\n\r\n", 400),
+    "space in target": (b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "control byte in target": (b"GET /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "header without colon": (b"GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400),
+    "space before colon": (b"GET / HTTP/1.1\r\nHost: t\r\nX-A : b\r\n\r\n", 400),
+    "NUL in header name": (b"GET / HTTP/1.1\r\nHost: t\r\nX\x00A: b\r\n\r\n", 400),
+    "non-ASCII in header name": (b"GET / HTTP/1.1\r\nHost: t\r\nX\xe9A: b\r\n\r\n", 400),
+    "NUL in header value": (b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n", 400),
+    "fold before first header": (b"GET / HTTP/1.1\r\n Host: t\r\n\r\n", 400),
+    "missing Host": (b"GET / HTTP/1.1\r\n\r\n", 400),
+    "two Host headers": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    "empty lines before request": (b"\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "binary garbage": (bytes(range(256)) + b"\r\n\r\n", 400),
+    "TLS hello on plain port": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 32, 400),
+}
+
+# Smuggling vectors: each would hide "GET /canary" in what a lax parser reads
+# as a body, or expose it as a second request.
+SMUGGLING: dict[str, tuple[bytes, int]] = {
+    "CL.TE": (
+        post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+        400,
+    ),
+    "TE.CL": (
+        post(b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n", b"0\r\n\r\n"),
+        400,
+    ),
+    "TE obs-folded with CL": (
+        post(b"Content-Length: 5\r\nTransfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n"),
+        400,
+    ),
+    "two different Content-Lengths": (
+        post(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!"),
+        400,
+    ),
+    "Content-Length list": (post(b"Content-Length: 5, 6\r\n", b"hello!"), 400),
+    "negative Content-Length": (post(b"Content-Length: -1\r\n"), 400),
+    "signed Content-Length": (post(b"Content-Length: +5\r\n", b"hello"), 400),
+    "hex Content-Length": (post(b"Content-Length: 0x5\r\n", b"hello"), 400),
+    "space inside Transfer-Encoding name": (
+        post(b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"),
+        400,
+    ),
+    "chunked in HTTP/1.0": (
+        b"POST /echo HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "unknown transfer coding": (post(b"Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n"), 501),
+    "chunked twice": (post(b"Transfer-Encoding: chunked, chunked\r\n", b"0\r\n\r\n"), 501),
+    "non-hex chunk size": (post(b"Transfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n"), 400),
+    "negative chunk size": (post(b"Transfer-Encoding: chunked\r\n", b"-5\r\nhello\r\n0\r\n\r\n"), 400),
+    "overflowing chunk size": (
+        post(b"Transfer-Encoding: chunked\r\n", b"f" * 40 + b"\r\nhello\r\n0\r\n\r\n"),
+        400,
+    ),
+    "chunk longer than its size": (
+        post(b"Transfer-Encoding: chunked\r\n", b"3\r\nhello\r\n0\r\n\r\n"),
+        400,
+    ),
+    "chunk-extension of 1 MiB": (
+        post(b"Transfer-Encoding: chunked\r\n", b"5;" + b"e" * (1 << 20) + b"\r\nhello\r\n0\r\n\r\n"),
+        400,
+    ),
+    "invalid trailer": (
+        post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nBad Trailer\r\n\r\n"),
+        400,
+    ),
+    "bare-LF chunk framing": (post(b"Transfer-Encoding: chunked\r\n", b"5\nhello\n0\n\n"), 400),
+}
+
+
+def assert_single_error(hostile: Hostile, payload: bytes, status: int) -> None:
+    before = hostile.canary
+    data = send_and_collect(hostile.port, payload + CANARY)
+    responses = parse_responses(data)
+    assert [r.status for r in responses] == [status], data
+    assert responses[0].closes, "an error answer must announce Connection: close"
+    assert b"Traceback" not in data
+    assert hostile.canary == before, "a smuggled request was served"
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_head_gets_one_error_and_close(hostile: Hostile, name: str) -> None:
+    payload, status = MALFORMED[name]
+    assert_single_error(hostile, payload, status)
+
+
+@pytest.mark.parametrize("name", list(SMUGGLING))
+def test_smuggling_vector_gets_one_error_and_close(hostile: Hostile, name: str) -> None:
+    payload, status = SMUGGLING[name]
+    assert_single_error(hostile, payload, status)
+
+
+def test_server_keeps_serving_after_every_vector(hostile: Hostile) -> None:
+    before = hostile.canary
+    data = send_and_collect(hostile.port, CANARY.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    assert parse_responses(data)[0].body == b"canary"
+    assert hostile.canary == before + 1
+
+
+# -- decided by h11's (RFC-permitted) behaviour -----------------------------------
+def test_bare_lf_head_is_one_request(hostile: Hostile) -> None:
+    """RFC 9112 2.2 lets a server accept bare LF as a line end in the head; h11 does.
+
+    The request is served once; a bare LF inside a header block never starts a
+    second request.
+    """
+    before = hostile.canary
+    payload = b"GET /canary HTTP/1.1\nHost: t\nX-A: GET /canary HTTP/1.1\nConnection: close\n\n"
+    responses = parse_responses(send_and_collect(hostile.port, payload))
+    assert [r.status for r in responses] == [200]
+    assert hostile.canary == before + 1
+
+
+def test_obs_fold_is_unfolded_to_one_space(hostile: Hostile) -> None:
+    """RFC 9112 5.2: a server rejects obs-fold or replaces it with SP; h11 replaces."""
+    payload = b"GET /header HTTP/1.1\r\nHost: t\r\nX-Fold: a\r\n  b\r\nConnection: close\r\n\r\n"
+    responses = parse_responses(send_and_collect(hostile.port, payload))
+    assert [(r.status, r.body) for r in responses] == [(200, b"a b")]
+
+
+def test_smuggled_text_in_a_body_is_only_a_body(hostile: Hostile) -> None:
+    before = hostile.canary
+    inner = CANARY * 3
+    payload = post(b"Content-Length: %d\r\n" % len(inner), inner) + post(
+        b"Content-Length: 2\r\nConnection: close\r\n", b"ok"
+    )
+    responses = parse_responses(send_and_collect(hostile.port, payload))
+    assert [(r.status, r.body) for r in responses] == [(200, inner), (200, b"ok")]
+    assert hostile.canary == before
+
+
+def test_pipelined_burst_is_answered_in_order(hostile: Hostile) -> None:
+    before = hostile.canary
+    requests = []
+    heads = []
+    for i in range(30):
+        if i % 3 == 0:
+            body = b"body-%d" % i
+            requests.append(post(b"Content-Length: %d\r\n" % len(body), body))
+            heads.append(False)
+        elif i % 3 == 1:
+            requests.append(b"HEAD /canary HTTP/1.1\r\nHost: t\r\n\r\n")
+            heads.append(True)
+        else:
+            requests.append(CANARY)
+            heads.append(False)
+    requests.append(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    heads.append(False)
+    responses = parse_responses(send_and_collect(hostile.port, b"".join(requests)), heads)
+    assert len(responses) == 31
+    assert all(r.status == 200 for r in responses)
+    assert [r.body for r in responses[0:9:3]] == [b"body-0", b"body-3", b"body-6"]
+    assert responses[1].body == b"" and responses[1].header("content-length") == b"6"
+    assert hostile.canary == before + 20  # 10 GET + 10 HEAD, nothing more
+
+
+# -- sizes --------------------------------------------------------------------------
+def test_oversized_head_gets_431(hostile: Hostile) -> None:
+    payload = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    assert_single_error(hostile, payload, 431)
+
+
+def test_many_headers_over_the_head_limit_get_431(hostile: Hostile) -> None:
+    lines = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(1000))
+    assert_single_error(hostile, b"GET / HTTP/1.1\r\nHost: t\r\n" + lines + b"\r\n", 431)
+
+
+def test_declared_body_over_limit_gets_413_before_the_body_is_sent(hostile: Hostile) -> None:
+    with socket.create_connection(("127.0.0.1", hostile.port), timeout=5) as sock:
+        sock.sendall(post(b"Content-Length: 1000000000\r\nContent-Type: text/plain\r\n"))
+        data = read_until_closed(sock)  # no body byte was sent, yet the answer comes
+    responses = parse_responses(data)
+    assert [r.status for r in responses] == [413]
+    assert responses[0].closes
+
+
+def test_chunked_body_over_limit_gets_413(hostile: Hostile) -> None:
+    chunk = b"8000\r\n" + b"x" * 0x8000 + b"\r\n"
+    body = chunk * 4 + b"0\r\n\r\n"  # 128 KiB > 64 KiB limit
+    data = send_and_collect(hostile.port, post(b"Transfer-Encoding: chunked\r\n", body) + CANARY)
+    assert [r.status for r in parse_responses(data)] == [413]
+
+
+# -- hostile content in answers --------------------------------------------------------
+def test_double_slash_path_is_answered(hostile: Hostile) -> None:
+    started = time.monotonic()
+    data = send_and_collect(hostile.port, b"GET //x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert [r.status for r in parse_responses(data)] == [404]
+    assert time.monotonic() - started < 5
+
+
+def test_controller_exception_leaks_no_detail(hostile: Hostile) -> None:
+    data = send_and_collect(hostile.port, b"GET /boom HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    responses = parse_responses(data)
+    assert [r.status for r in responses] == [500]
+    for secret in (b"Traceback", b"secret-detail", b"/etc/passwd", b"RuntimeError", b".py"):
+        assert secret not in data
+
+
+@pytest.mark.parametrize("path", ["/error-crlf", "/redirect-crlf", "/header-crlf", "/error-unicode"])
+def test_response_splitting_is_neutralized(hostile: Hostile, path: str) -> None:
+    request = b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode()
+    data = send_and_collect(hostile.port, request)
+    responses = parse_responses(data)  # strict: a split response would not parse
+    assert len(responses) == 1
+    names = [name.lower() for name, _ in responses[0].headers]
+    assert b"set-cookie" not in names
+    assert b"\r\n\r\nHTTP/1.1 200" not in data
+    assert responses[0].status in (200, 302, 400)

@@ -1,0 +1,208 @@
+"""Slow, idle and numerous clients cannot starve either transport; every limit holds."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from simple_http_server import App
+
+from ..conftest import LiveServer
+from .conftest import hostile_app, raise_fd_limit
+from .wire import parse_responses, read_until_closed
+
+Serve = Callable[..., LiveServer]
+GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def fast_get(live: LiveServer, path: str = "/") -> bytes:
+    conn = live.connection(timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        return resp.read()
+    finally:
+        conn.close()
+
+
+def app() -> tuple[App, dict[str, int], threading.Event]:
+    hits: dict[str, int] = {}
+    release = threading.Event()
+    return hostile_app(hits, release), hits, release
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed ``sock`` (a 408 answer may come first)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return True
+            assert chunk.startswith(b"HTTP/1.1 408 "), chunk
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+# -- slowloris ------------------------------------------------------------------------
+def test_head_trickled_one_byte_a_second_is_cut_off(serve: Serve) -> None:
+    live = serve(app()[0], head_timeout=1.5)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        started = time.monotonic()
+        answer = b""
+        for byte in GET:
+            try:
+                sock.sendall(bytes([byte]))
+                sent += 1
+            except OSError:
+                break
+            sock.settimeout(1.0)
+            try:
+                answer = sock.recv(4096)
+                break  # the server answered (408) or closed
+            except TimeoutError:
+                continue
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 ") or answer == b""
+    assert elapsed < 1.5 + 2.0
+    assert sent <= 4
+
+
+def test_300_slowloris_clients_do_not_stop_a_normal_client(serve: Serve) -> None:
+    raise_fd_limit(2048)
+    live = serve(app()[0], head_timeout=2.0, worker_threads=4)
+    slow = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(300)]
+    try:
+        started = time.monotonic()
+        for sock in slow:
+            sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        for _ in range(20):  # normal clients are served while the slow ones trickle
+            for sock in slow[:50]:
+                try:
+                    sock.sendall(b"s")
+                except OSError:
+                    pass
+            assert fast_get(live) == b"ok"
+        assert time.monotonic() - started < 2.0 + 5, "normal clients waited for slow ones"
+        deadline = time.monotonic() + 2.0 + 3.0
+        pending = list(slow)
+        while pending and time.monotonic() < deadline:
+            pending = [s for s in pending if not closed_by_server(s)]
+            time.sleep(0.1)
+        assert not pending, f"{len(pending)} slow clients were never cut off"
+        assert fast_get(live) == b"ok"
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_2000_idle_connections_do_not_stop_a_normal_client(serve: Serve) -> None:
+    count = 2000
+    raise_fd_limit(2 * count + 1024)
+    live = serve(app()[0], worker_threads=8)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            idle.append(socket.create_connection(("127.0.0.1", live.port), timeout=10))
+        assert fast_get(live) == b"ok"
+        for sock in idle[::200]:  # accepted and alive, not stuck in a backlog
+            sock.sendall(GET)
+            data = b""
+            while not data.endswith(b"ok"):
+                chunk = sock.recv(4096)
+                assert chunk, "an idle connection was dropped"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert fast_get(live) == b"ok"
+
+
+def test_stalled_body_is_cut_off_after_body_timeout(serve: Serve) -> None:
+    live = serve(app()[0], body_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        started = time.monotonic()
+        assert fast_get(live) == b"ok"  # served while the stalled body holds its request
+        data = read_until_closed(sock, timeout=5)
+        elapsed = time.monotonic() - started
+    assert elapsed >= 0.9
+    responses = parse_responses(data)
+    assert [r.status for r in responses] == [408]
+    assert responses[0].closes
+
+
+# -- connection limits ----------------------------------------------------------------
+def test_idle_keep_alive_connection_is_closed_after_idle_timeout(serve: Serve) -> None:
+    live = serve(app()[0], idle_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(GET)
+        started = time.monotonic()
+        data = read_until_closed(sock, timeout=4)
+        elapsed = time.monotonic() - started
+    assert [r.status for r in parse_responses(data)] == [200]
+    assert 0.9 <= elapsed < 4
+
+
+def test_keep_alive_max_requests_closes_the_connection(serve: Serve) -> None:
+    live = serve(app()[0], keep_alive_max_requests=3)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(GET * 5)
+        responses = parse_responses(read_until_closed(sock))
+    assert [r.status for r in responses] == [200, 200, 200]
+    assert [r.closes for r in responses] == [False, False, True]
+
+
+def test_connections_over_max_connections_get_503(serve: Serve) -> None:
+    live = serve(app()[0], max_connections=20)
+    held = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(20)]
+    try:
+        for sock in held:  # each is accepted and served
+            sock.sendall(GET)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as extra:
+            responses = parse_responses(read_until_closed(extra))
+        assert [r.status for r in responses] == [503]
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while True:  # the slots free up once the server sees the closes
+        try:
+            assert fast_get(live) == b"ok"
+            break
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_worker_threads_bound_concurrent_sync_controllers(serve: Serve) -> None:
+    application, hits, release = app()
+    live = serve(application, worker_threads=2)
+    results: list[bytes] = []
+
+    def client() -> None:
+        results.append(fast_get(live, "/block"))
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while hits.get("block", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert hits.get("block", 0) == 2  # two threads, two controllers at a time
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    assert results == [b"released"] * 6
