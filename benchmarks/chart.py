@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib  # type: ignore[import-not-found]
+import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # type: ignore[import-not-found]
+import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
 ROLE_COLORS = {
     "ours": "#1f77b4",

@@ -218,10 +218,10 @@ def estimate(pairs: list[tuple[Workload, Contender]], ns: argparse.Namespace) ->
     total = 0.0
     for workload, _contender in pairs:
         if workload.family in (UPLOAD, DOWNLOAD):
-            total += SERVER_START_COST + max(2.0, ns.transfer_mb / 50)
+            total += SERVER_START_COST + max(2.0, float(ns.transfer_mb) / 50)
         else:
-            total += SERVER_START_COST + ns.duration + ns.warmup
-    return total * ns.runs
+            total += SERVER_START_COST + float(ns.duration) + float(ns.warmup)
+    return total * int(ns.runs)
 
 
 def update_readme(markdown: str) -> None:

@@ -7,7 +7,8 @@ Three environments because their packages clash or must stay apart:
   module clashes with the ``multipart`` package this project depends on).
 - ``ours``: this project's runtime dependencies (the code itself comes from
   ``src/`` via ``PYTHONPATH``, so edits are measured without reinstalling), the
-  ceilings' h11 and wsproto, waitress, and matplotlib for the charts.
+  ceilings' h11 and wsproto, waitress, matplotlib for the charts and py-spy for
+  ``profile_hot_path.py``.
 
 An environment is rebuilt when its requirement list changes (a stamp file).
 """
@@ -34,7 +35,7 @@ PINNED: dict[str, list[str]] = {
         "python-multipart==0.0.34",
         "wsproto==1.3.2",
     ],
-    "ours": ["waitress==3.0.2", "matplotlib>=3.7"],
+    "ours": ["waitress==3.0.2", "matplotlib>=3.7", "py-spy>=0.3"],
 }
 
 

@@ -48,21 +48,27 @@ def upload(port: int, size: int, timeout: float) -> dict[str, Any]:
     length, body = multipart_body(size)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     started = time.perf_counter()
-    conn.request(
-        "POST",
-        "/upload",
-        body=body,
-        headers={
-            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-            "Content-Length": str(length),
-        },
-    )
+    early = ""
+    try:
+        conn.request(
+            "POST",
+            "/upload",
+            body=body,
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+                "Content-Length": str(length),
+            },
+        )
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        early = f"server closed the connection before the whole body was sent ({exc}); "
     response = conn.getresponse()
     payload = response.read()
     elapsed = time.perf_counter() - started
     conn.close()
     error = ""
-    if response.status != 200:
+    if early:
+        error = f"{early}status {response.status}: {payload[:120]!r}"
+    elif response.status != 200:
         error = f"status {response.status}: {payload[:200]!r}"
     elif json.loads(payload).get("size") != size:
         error = f"server saw {payload[:200]!r}, sent {size} bytes"

@@ -10,16 +10,20 @@ h11-based server of the same transport design.
 
 from __future__ import annotations
 
-import h11  # type: ignore[import-not-found]
+import h11  # type: ignore[import-not-found, unused-ignore]
 from _common import JSON_BYTES
-from wsproto.connection import Connection, ConnectionType  # type: ignore[import-not-found]
-from wsproto.events import (  # type: ignore[import-not-found]
+from wsproto.connection import (  # type: ignore[import-not-found, unused-ignore]
+    Connection,
+    ConnectionState,
+    ConnectionType,
+)
+from wsproto.events import (  # type: ignore[import-not-found, unused-ignore]
     BytesMessage,
     CloseConnection,
     Ping,
     TextMessage,
 )
-from wsproto.utilities import generate_accept_token  # type: ignore[import-not-found]
+from wsproto.utilities import generate_accept_token  # type: ignore[import-not-found, unused-ignore]
 
 _JSON_HEADERS = [
     (b"Content-Type", b"application/json"),
@@ -55,16 +59,17 @@ class CeilingConnection:
             except h11.RemoteProtocolError:
                 self.closed = True
                 break
-            kind = type(event)
-            if kind is h11.Request:
+            if isinstance(event, h11.Request):
                 self._on_request(event)
-            elif kind is h11.Data:
+            elif isinstance(event, h11.Data):
                 self.body.append(event.data)
-            elif kind is h11.EndOfMessage:
+            elif isinstance(event, h11.EndOfMessage):
                 out.append(self._respond())
             elif event is h11.PAUSED:
                 if self.ws is not None:
-                    out.append(self._feed_ws(http.trailing_data[0]))
+                    trailing = http.trailing_data[0]
+                    if trailing:
+                        out.append(self._feed_ws(trailing))
                     break
                 if http.our_state is h11.DONE and http.their_state is h11.DONE:
                     http.start_next_cycle()
@@ -72,7 +77,7 @@ class CeilingConnection:
                 self.closed = True
                 break
             else:  # NEED_DATA or ConnectionClosed
-                self.closed = self.closed or kind is h11.ConnectionClosed
+                self.closed = self.closed or isinstance(event, h11.ConnectionClosed)
                 break
         if http.our_state is h11.MUST_CLOSE:
             self.closed = True
@@ -93,13 +98,15 @@ class CeilingConnection:
         http = self.http
         if self.is_upgrade:
             accept = generate_accept_token(self.ws_key)
+            if isinstance(accept, str):  # str before wsproto 1.3
+                accept = accept.encode()
             head = http.send(
                 h11.InformationalResponse(
                     status_code=101,
                     headers=[
                         (b"Upgrade", b"websocket"),
                         (b"Connection", b"Upgrade"),
-                        (b"Sec-WebSocket-Accept", accept.encode()),
+                        (b"Sec-WebSocket-Accept", accept),
                     ],
                 )
             )
@@ -111,7 +118,7 @@ class CeilingConnection:
         else:
             body, headers = JSON_BYTES, _JSON_HEADERS
         return (
-            http.send(h11.Response(status_code=200, headers=headers))
+            http.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
             + http.send(h11.Data(data=body))
             + http.send(h11.EndOfMessage())
         )
@@ -122,19 +129,19 @@ class CeilingConnection:
         ws.receive_data(data or None)
         out: list[bytes] = []
         for event in ws.events():
-            kind = type(event)
-            if kind is TextMessage:
+            if isinstance(event, TextMessage):
                 out.append(
                     ws.send(TextMessage(data=event.data, message_finished=event.message_finished))
                 )
-            elif kind is BytesMessage:
+            elif isinstance(event, BytesMessage):
                 out.append(
                     ws.send(BytesMessage(data=event.data, message_finished=event.message_finished))
                 )
-            elif kind is Ping:
+            elif isinstance(event, Ping):
                 out.append(ws.send(event.response()))
-            elif kind is CloseConnection:
-                out.append(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    out.append(ws.send(event.response()))
                 self.closed = True
         if not data:
             self.closed = True

@@ -21,7 +21,7 @@ from _common import (
     static_route_paths,
 )
 
-from simple_http_server import (  # type: ignore[import-not-found]
+from simple_http_server import (  # type: ignore[import-not-found, unused-ignore]
     BytesBody,
     MultipartFile,
     PathValue,
@@ -30,7 +30,7 @@ from simple_http_server import (  # type: ignore[import-not-found]
     server,
     websocket_handler,
 )
-from simple_http_server.logger import set_level  # type: ignore[import-not-found]
+from simple_http_server.logger import set_level  # type: ignore[import-not-found, unused-ignore]
 
 args = parse_args(("threaded", "coroutine"))
 if "workers" in args.need:
@@ -53,8 +53,9 @@ def echo(body: Any = BytesBody()) -> bytes:
 def upload(file: Any = MultipartFile("file")) -> dict[str, int]:
     path = scratch_file(args.scratch_dir, str(next(_uploads)))
     file.save_to_file(path)
-    size = os.path.getsize(path)
-    os.remove(path)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if size:
+        os.remove(path)
     return {"size": size}
 
 
@@ -79,8 +80,8 @@ for _prefix in pattern_route_prefixes(args.routes):
 
 
 @websocket_handler(endpoint="/ws")
-class Echo(WebsocketHandler):  # type: ignore[misc]
-    def on_text_message(self, session: Any, message: str) -> None:
+class Echo(WebsocketHandler):  # type: ignore[misc, unused-ignore]
+    def on_text_message(self, session: Any, message: str = "") -> None:
         session.send(message)
 
 

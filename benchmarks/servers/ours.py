@@ -44,8 +44,9 @@ def echo(body: BytesBody = BytesBody()) -> bytes:
 def upload(file: MultipartFile = MultipartFile("file")) -> dict[str, int]:
     path = scratch_file(args.scratch_dir, str(next(_uploads)))
     file.save_to_file(path)
-    size = os.path.getsize(path)
-    os.remove(path)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if size:
+        os.remove(path)
     return {"size": size}
 
 
@@ -72,11 +73,11 @@ try:
     from simple_http_server import WebsocketHandler, websocket_handler
 
     @websocket_handler(endpoint="/ws")
-    class Echo(WebsocketHandler):  # type: ignore[misc]
-        def on_text_message(self, session: Any, message: str) -> None:
+    class Echo(WebsocketHandler):  # type: ignore[misc, unused-ignore]
+        def on_text_message(self, session: Any, message: str = "") -> None:
             session.send(message)
 
-        def on_binary_message(self, session: Any, message: bytes) -> None:
+        def on_binary_message(self, session: Any, message: bytes = b"") -> None:
             session.send_binary(message)
 
 except Exception as exc:  # websocket support is written by another issue

@@ -11,7 +11,7 @@ import itertools
 import os
 from typing import Any
 
-import uvicorn  # type: ignore[import-not-found]
+import uvicorn  # type: ignore[import-not-found, unused-ignore]
 from _common import (
     JSON_PAYLOAD,
     parse_args,
@@ -20,12 +20,12 @@ from _common import (
     skip,
     static_route_paths,
 )
-from starlette.applications import Starlette  # type: ignore[import-not-found]
-from starlette.requests import Request  # type: ignore[import-not-found]
-from starlette.responses import JSONResponse, Response  # type: ignore[import-not-found]
-from starlette.routing import Mount, Route, WebSocketRoute  # type: ignore[import-not-found]
-from starlette.staticfiles import StaticFiles  # type: ignore[import-not-found]
-from starlette.websockets import WebSocket, WebSocketDisconnect  # type: ignore[import-not-found]
+from starlette.applications import Starlette  # type: ignore[import-not-found, unused-ignore]
+from starlette.requests import Request  # type: ignore[import-not-found, unused-ignore]
+from starlette.responses import JSONResponse, Response  # type: ignore[import-not-found, unused-ignore]
+from starlette.routing import Mount, Route, WebSocketRoute  # type: ignore[import-not-found, unused-ignore]
+from starlette.staticfiles import StaticFiles  # type: ignore[import-not-found, unused-ignore]
+from starlette.websockets import WebSocket, WebSocketDisconnect  # type: ignore[import-not-found, unused-ignore]
 
 args = parse_args(("h11",))
 if "workers" in args.need:
@@ -49,8 +49,9 @@ async def upload(request: Request) -> Response:
         with open(path, "wb") as out:
             while chunk := await part.read(CHUNK):
                 out.write(chunk)
-    size = os.path.getsize(path)
-    os.remove(path)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if size:
+        os.remove(path)
     return JSONResponse({"size": size})
 
 

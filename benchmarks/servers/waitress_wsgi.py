@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import multipart  # type: ignore[import-not-found]
-import waitress  # type: ignore[import-not-found]
+import multipart  # type: ignore[import-not-found, unused-ignore]
+import waitress  # type: ignore[import-not-found, unused-ignore]
 from _common import (
     JSON_PAYLOAD,
     parse_args,
@@ -68,8 +68,9 @@ def _upload(environ: dict[str, Any], start_response: StartResponse) -> list[byte
     _forms, files = multipart.parse_form_data(environ, strict=True)
     path = scratch_file(args.scratch_dir, str(next(_uploads)))
     files["file"].save_as(path)
-    size = os.path.getsize(path)
-    os.remove(path)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if size:
+        os.remove(path)
     return _json(start_response, {"size": size})
 
 

@@ -23,7 +23,7 @@ from .app import App, default_app
 from .config import ServerConfig
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.invoke import set_executor
-from .dispatch.sessions import configure_sessions
+from .dispatch.sessions import configure_sessions, global_session_factory, set_session_factory
 from .models import SessionFactory
 from .transport.common import open_listener
 
@@ -41,18 +41,6 @@ __all__ = [
 ]
 
 _log = _logging.get_logger("simple_http_server.server")
-_session_factory: SessionFactory | None = None
-
-
-def set_session_factory(factory: SessionFactory) -> None:
-    """Use ``factory`` for sessions of every app that has none of its own."""
-    global _session_factory
-    _session_factory = factory
-
-
-def global_session_factory() -> SessionFactory | None:
-    """The factory set with :func:`set_session_factory`, if any."""
-    return _session_factory
 
 
 # -- scan --------------------------------------------------------------------

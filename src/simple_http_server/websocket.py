@@ -236,23 +236,24 @@ class WebsocketHandler:
         """Accept (``None``/``0``/``101``) or reject (``(status, headers)``) the upgrade."""
         return None
 
-    def on_open(self, session: WebsocketSession) -> None:
+    def on_open(self, session: WebsocketSession) -> Any:
         """The session is open."""
 
-    def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+    def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> Any:
         """The session closed; ``reason.code`` is the close code."""
 
-    def on_ping_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+    def on_ping_message(self, session: WebsocketSession, message: bytes = b"") -> Any:
         """A ping arrived; answers with a pong by default."""
         session.send_pong(message)
+        return None
 
-    def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+    def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> Any:
         """A pong arrived."""
 
-    def on_text_message(self, session: WebsocketSession, message: str) -> None:
+    def on_text_message(self, session: WebsocketSession, message: str) -> Any:
         """A text message arrived."""
 
-    def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+    def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> Any:
         """A binary message arrived (what ``on_binary_frame`` kept, if defined)."""
 
     # ``on_binary_frame`` is deliberately not defined here: defining it in a

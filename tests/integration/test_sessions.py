@@ -21,6 +21,7 @@ from simple_http_server import (
     set_session_factory,
 )
 from simple_http_server import server as server_module
+from simple_http_server.dispatch import sessions as sessions_module
 from simple_http_server.dispatch.sessions import LocalSessionFactory
 from simple_http_server.testing import TestClient
 
@@ -309,7 +310,7 @@ class MySessionFacImpl(SessionFactory):
 @pytest.fixture
 def global_factory(monkeypatch):
     factory = MySessionFacImpl()
-    monkeypatch.setattr(server_module, "_session_factory", None)
+    monkeypatch.setattr(sessions_module, "_global_factory", None)
     set_session_factory(factory)
     return factory
 

@@ -119,11 +119,24 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+POOL_PREFIXES = ("shs-worker", "shs-sync")
+
+
+def pool_threads() -> int:
+    """Threads of the bounded worker pools (they stay, up to ``worker_threads``)."""
+    return sum(t.name.startswith(POOL_PREFIXES) for t in threading.enumerate())
+
+
+def other_threads() -> int:
+    """Every thread that is not a pool worker (per-connection threads, timers...)."""
+    return threading.active_count() - pool_threads()
+
+
 def settle(threads: int, fds: int, timeout: float = 10.0) -> tuple[int, int]:
-    """Thread and fd counts once they are back to ``threads``/``fds`` (or the timeout)."""
+    """Non-pool thread and fd counts once back to ``threads``/``fds`` (or the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
-        counts = threading.active_count(), open_fds()
+        counts = other_threads(), open_fds()
         if (counts[0] <= threads and counts[1] <= fds) or time.monotonic() > deadline:
             return counts
         time.sleep(0.05)

@@ -15,7 +15,7 @@ import pytest
 from simple_http_server import App, BytesBody
 
 from ..conftest import LiveServer
-from .conftest import BIG_RESPONSE, hostile_app, open_fds, settle
+from .conftest import BIG_RESPONSE, hostile_app, settle
 from .wire import parse_responses, send_and_collect
 
 Serve = Callable[..., LiveServer]
@@ -142,7 +142,9 @@ def test_blocked_controller_does_not_block_others(serve: Serve) -> None:
             time.sleep(0.01)
         assert hits.get("block") == 1
         for _ in range(20):
-            data = send_and_collect(live.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = send_and_collect(
+                live.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
             assert [r.body for r in parse_responses(data)] == [b"ok"]
         release.set()
         blocked.settimeout(5)

@@ -75,8 +75,14 @@ SMUGGLING: dict[str, tuple[bytes, int]] = {
     ),
     "unknown transfer coding": (post(b"Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n"), 501),
     "chunked twice": (post(b"Transfer-Encoding: chunked, chunked\r\n", b"0\r\n\r\n"), 501),
-    "non-hex chunk size": (post(b"Transfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n"), 400),
-    "negative chunk size": (post(b"Transfer-Encoding: chunked\r\n", b"-5\r\nhello\r\n0\r\n\r\n"), 400),
+    "non-hex chunk size": (
+        post(b"Transfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n"),
+        400,
+    ),
+    "negative chunk size": (
+        post(b"Transfer-Encoding: chunked\r\n", b"-5\r\nhello\r\n0\r\n\r\n"),
+        400,
+    ),
     "overflowing chunk size": (
         post(b"Transfer-Encoding: chunked\r\n", b"f" * 40 + b"\r\nhello\r\n0\r\n\r\n"),
         400,
@@ -86,7 +92,9 @@ SMUGGLING: dict[str, tuple[bytes, int]] = {
         400,
     ),
     "chunk-extension of 1 MiB": (
-        post(b"Transfer-Encoding: chunked\r\n", b"5;" + b"e" * (1 << 20) + b"\r\nhello\r\n0\r\n\r\n"),
+        post(
+            b"Transfer-Encoding: chunked\r\n", b"5;" + b"e" * (1 << 20) + b"\r\nhello\r\n0\r\n\r\n"
+        ),
         400,
     ),
     "invalid trailer": (
@@ -121,7 +129,9 @@ def test_smuggling_vector_gets_one_error_and_close(hostile: Hostile, name: str) 
 
 def test_server_keeps_serving_after_every_vector(hostile: Hostile) -> None:
     before = hostile.canary
-    data = send_and_collect(hostile.port, CANARY.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    data = send_and_collect(
+        hostile.port, CANARY.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    )
     assert parse_responses(data)[0].body == b"canary"
     assert hostile.canary == before + 1
 
@@ -213,20 +223,26 @@ def test_chunked_body_over_limit_gets_413(hostile: Hostile) -> None:
 # -- hostile content in answers --------------------------------------------------------
 def test_double_slash_path_is_answered(hostile: Hostile) -> None:
     started = time.monotonic()
-    data = send_and_collect(hostile.port, b"GET //x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = send_and_collect(
+        hostile.port, b"GET //x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
     assert [r.status for r in parse_responses(data)] == [404]
     assert time.monotonic() - started < 5
 
 
 def test_controller_exception_leaks_no_detail(hostile: Hostile) -> None:
-    data = send_and_collect(hostile.port, b"GET /boom HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = send_and_collect(
+        hostile.port, b"GET /boom HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
     responses = parse_responses(data)
     assert [r.status for r in responses] == [500]
     for secret in (b"Traceback", b"secret-detail", b"/etc/passwd", b"RuntimeError", b".py"):
         assert secret not in data
 
 
-@pytest.mark.parametrize("path", ["/error-crlf", "/redirect-crlf", "/header-crlf", "/error-unicode"])
+@pytest.mark.parametrize(
+    "path", ["/error-crlf", "/redirect-crlf", "/header-crlf", "/error-unicode"]
+)
 def test_response_splitting_is_neutralized(hostile: Hostile, path: str) -> None:
     request = b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode()
     data = send_and_collect(hostile.port, request)

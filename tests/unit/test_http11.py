@@ -158,9 +158,12 @@ def test_no_continue_once_the_response_started() -> None:
         b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
     )
     conn.next_event()
-    conn.send_head(413, [(b"Content-Length", b"0")])
+    out = conn.send_head(413, [(b"Content-Length", b"0")])
     assert not conn.waiting_for_continue
     assert conn.send_continue() == b""
+    # The client may or may not send the body now: the connection closes.
+    assert b"connection: close" in out.lower()
+    assert conn.closing
 
 
 def test_head_response_has_no_body_but_keeps_length() -> None:
@@ -252,6 +255,7 @@ def test_malformed_request_gets_400_and_close(raw: bytes) -> None:
     conn.receive_data(raw)
     (failure,) = events(conn)
     assert isinstance(failure, ProtocolFailure) and failure.status == 400
+    assert conn.closing
     out = conn.send_error(400)
     (resp, data, _end) = parse_response(out)
     assert resp.status_code == 400
@@ -268,6 +272,24 @@ def test_oversized_head_gets_431() -> None:
     (resp, *_rest) = parse_response(conn.send_error(failure.status))
     assert resp.status_code == 431
     assert header(resp.headers.raw_items(), b"connection") == b"close"
+
+
+def test_oversized_head_arriving_whole_gets_431() -> None:
+    conn = HttpConnection(max_head_size=1024)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2048 + b"\r\n\r\n")
+    (failure,) = events(conn)
+    assert isinstance(failure, ProtocolFailure) and failure.status == 431
+    assert conn.closing
+    (resp, *_rest) = parse_response(conn.send_error(failure.status))
+    assert resp.status_code == 431
+
+
+def test_many_headers_over_the_limit_get_431() -> None:
+    conn = HttpConnection(max_head_size=1024)
+    lines = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 20) for i in range(60))
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
+    (failure,) = events(conn)
+    assert isinstance(failure, ProtocolFailure) and failure.status == 431
 
 
 def test_head_within_limit_is_accepted() -> None:

@@ -9,7 +9,6 @@ memory whole.  Every malformed body is a 400 with a message saying why.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -22,9 +21,11 @@ from urllib.parse import parse_qsl, unquote
 import multipart
 
 from ..errors import HttpError
-from .invoke import in_event_loop, run_sync
+from .invoke import current_loop, in_event_loop, run_sync, wait_on
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..config import Limits
     from ..models import Request
     from .channel import Channel
@@ -78,7 +79,7 @@ class RequestBodyReader:
         self._eof = False
         self._limit = limit
         self._seen = 0
-        self._loop = asyncio._get_running_loop()
+        self._loop: asyncio.AbstractEventLoop | None = current_loop()
 
     @property
     def received(self) -> int:
@@ -119,7 +120,7 @@ class RequestBodyReader:
             raise RuntimeError("use 'await reader.read()' inside a coroutine")
         loop = self._loop
         if loop is not None and loop.is_running():
-            return asyncio.run_coroutine_threadsafe(self.read(n), loop).result()
+            return wait_on(loop, self.read(n))
         return run_sync(self.read(n))
 
 

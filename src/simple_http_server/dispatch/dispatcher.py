@@ -27,7 +27,7 @@ from .error_pages import default_error_body, default_message
 from .filters import FilterContext, run_chain
 from .invoke import call
 from .routing import normalize_path
-from .sessions import LocalSessionFactory, RequestSessions
+from .sessions import LocalSessionFactory, RequestSessions, global_session_factory
 from .static import Resources, guess_type, plan_file
 
 __all__ = ["Dispatcher", "make_request"]
@@ -100,8 +100,6 @@ class Dispatcher:
         """The factory in use: explicit, the app's, or a local in-memory one."""
         factory = self._session_factory or self.app.session_factory
         if factory is None:
-            from ..server import global_session_factory
-
             factory = global_session_factory()
         if factory is None:
             if self._local_sessions is None:

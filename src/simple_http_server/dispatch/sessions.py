@@ -26,8 +26,10 @@ __all__ = [
     "LocalSessionFactory",
     "RequestSessions",
     "configure_sessions",
+    "global_session_factory",
     "new_session_id",
     "session_cookie",
+    "set_session_factory",
 ]
 
 #: Default idle timeout of a session, in seconds.
@@ -38,6 +40,20 @@ _EXPIRED = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 def new_session_id() -> str:
     """A fresh, unguessable session id (256 bits from ``secrets``, URL-safe)."""
     return secrets.token_urlsafe(32)
+
+
+_global_factory: SessionFactory | None = None
+
+
+def set_session_factory(factory: SessionFactory) -> None:
+    """Use ``factory`` for the sessions of every app that has none of its own."""
+    global _global_factory
+    _global_factory = factory
+
+
+def global_session_factory() -> SessionFactory | None:
+    """The factory set with :func:`set_session_factory`, if any."""
+    return _global_factory
 
 
 class LocalSession(Session):

@@ -233,7 +233,11 @@ class _AioConn(asyncio.Protocol, Channel):
             self._reading_paused = False
             self.transport.resume_reading()
         if self.transport.can_write_eof():
-            self.transport.write_eof()
+            try:
+                self.transport.write_eof()
+            except OSError:  # the peer reset the connection already
+                self.close()
+                return
         self._arm(1.0)
 
     def close_after_response(self) -> None:

@@ -219,6 +219,14 @@ class ThreadedLink(LinkBase):
         return events
 
 
+def _queued_size(event: Any) -> int:
+    """Memory an undelivered event holds (pings count too: a flood must pause reading)."""
+    payload: Any = getattr(event, "data", None)
+    if payload is None:
+        payload = getattr(event, "payload", b"")
+    return 64 + len(payload)
+
+
 class AioLink(LinkBase):
     """A session on an asyncio connection (``_AioConn.upgraded``)."""
 
@@ -240,6 +248,7 @@ class AioLink(LinkBase):
         self._streaming = False
         self.task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._held = False  # reading paused until our writes drain
 
     def start(self) -> None:
         """Start delivering events (bytes that came with the request first)."""
@@ -336,7 +345,7 @@ class AioLink(LinkBase):
         if not events:
             return
         for event in events:
-            self._queued += len(getattr(event, "data", b""))
+            self._queued += _queued_size(event)
         self._events.extend(events)
         self._wakeup.set()
         if self._queued > _QUEUE_HIGH and self.conn.transport is not None:
@@ -346,6 +355,26 @@ class AioLink(LinkBase):
         self._push(self.feed(data))
         if self.finished:
             self.conn.close()
+        else:
+            self._hold_if_blocked()
+
+    def _hold_if_blocked(self) -> None:
+        """Answers (pongs...) pile up unread: stop reading until they drain."""
+        if self.conn._write_paused and not self._held and self.conn.transport is not None:
+            self._held = True
+            self.conn.transport.pause_reading()
+            self.loop.create_task(self._resume_when_drained())
+
+    async def _resume_when_drained(self) -> None:
+        try:
+            await self.conn._drain()  # the connection closes if it stays stuck
+        except Exception:
+            return
+        finally:
+            self._held = False
+        transport = self.conn.transport
+        if self._queued <= _QUEUE_HIGH and transport is not None and not self.conn.closed:
+            transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         self._push(self.feed(b""))
@@ -361,9 +390,14 @@ class AioLink(LinkBase):
             while True:
                 while self._events:
                     event = self._events.popleft()
-                    self._queued -= len(getattr(event, "data", b""))
+                    self._queued -= _queued_size(event)
                     await self.handle([event])
-                if self._queued <= _QUEUE_HIGH and self.conn.transport is not None:
+                self._hold_if_blocked()
+                if (
+                    self._queued <= _QUEUE_HIGH
+                    and not self._held
+                    and self.conn.transport is not None
+                ):
                     self.conn.transport.resume_reading()
                 if self.finished or self.conn.closed:
                     break

@@ -1,0 +1,221 @@
+"""Hostile websocket clients on raw sockets, in both transports.
+
+Frames are built by hand (masked unless the test says otherwise) so every
+protocol violation reaches the server exactly as written.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+import pytest
+
+from simple_http_server import App, WebsocketHandler, WebsocketSession
+
+from ..conftest import LiveServer
+from .conftest import pool_threads, settle
+from .wire import parse_responses, read_until_closed
+
+Serve = Callable[..., LiveServer]
+LIMIT = 4096
+
+
+class Echo(WebsocketHandler):
+    def on_text_message(self, session: WebsocketSession, message: str) -> None:
+        session.send(message)
+
+    def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+        session.send(message)
+
+
+def ws_app() -> App:
+    app = App()
+    app.websocket_handler(endpoint="/ws")(type("EchoHandler", (Echo,), {}))
+
+    @app.route("/")
+    def index() -> str:
+        return "ok"
+
+    return app
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    """One websocket frame as a client sends it."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    mask_bit = 0x80 if masked else 0
+    size = len(payload)
+    if size < 126:
+        head += bytes([mask_bit | size])
+    elif size < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", size)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def handshake(
+    live: LiveServer, extra: bytes = b"", key: bool = True, version: bytes = b"13"
+) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+    lines = b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+    if key:
+        lines += b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+    if version:
+        lines += b"Sec-WebSocket-Version: " + version + b"\r\n"
+    sock.sendall(lines + extra + b"\r\n")
+    return sock
+
+
+def open_ws(live: LiveServer) -> socket.socket:
+    sock = handshake(live)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def read_frames(sock: socket.socket, timeout: float = 5.0) -> list[tuple[int, bytes]]:
+    """Server frames (opcode, payload) until the server closes the TCP connection."""
+    data = read_until_closed(sock, timeout)
+    frames = []
+    pos = 0
+    while pos + 2 <= len(data):
+        opcode, size = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        assert not data[pos + 1] & 0x80, "server frames must not be masked"
+        pos += 2
+        if size == 126:
+            size, pos = struct.unpack("!H", data[pos : pos + 2])[0], pos + 2
+        elif size == 127:
+            size, pos = struct.unpack("!Q", data[pos : pos + 8])[0], pos + 8
+        frames.append((opcode, data[pos : pos + size]))
+        pos += size
+    return frames
+
+
+def close_code(sock: socket.socket) -> int:
+    frames = read_frames(sock)
+    closes = [payload for opcode, payload in frames if opcode == 0x8]
+    assert closes, frames
+    return int(struct.unpack("!H", closes[0][:2])[0])
+
+
+# -- handshake ------------------------------------------------------------------------
+def test_missing_key_gets_400(serve: Serve) -> None:
+    with handshake(serve(ws_app()), key=False) as sock:
+        responses = parse_responses(read_until_closed(sock))
+    assert [r.status for r in responses] == [400]
+
+
+def test_wrong_version_gets_426_with_supported_version(serve: Serve) -> None:
+    with handshake(serve(ws_app()), version=b"8") as sock:
+        sock.settimeout(5)
+        answer = sock.recv(65536)
+    response = parse_responses(answer)[0]
+    assert response.status == 426
+    assert response.header("sec-websocket-version") == b"13"
+
+
+def test_upgrade_token_is_case_insensitive(serve: Serve) -> None:
+    sock = open_ws(serve(ws_app()))  # "Upgrade: WebSocket"
+    sock.close()
+
+
+# -- frames ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "payload", "code"),
+    [
+        ("unmasked frame", frame(0x1, b"hi", masked=False), 1002),
+        ("fragmented ping", frame(0x9, b"p", fin=False) + frame(0x0, b"q"), 1002),
+        ("control frame over 125 bytes", frame(0x9, b"p" * 126), 1002),
+        ("reserved opcode", frame(0x3, b"x"), 1002),
+        ("continuation without start", frame(0x0, b"x"), 1002),
+        ("invalid UTF-8 text", frame(0x1, b"\xff\xfe\xfd"), 1007),
+        ("oversized message", frame(0x2, b"x" * (LIMIT + 1)), 1009),
+        (
+            "oversized fragmented message",
+            b"".join(frame(0x2 if i == 0 else 0x0, b"x" * 1000, fin=False) for i in range(5))
+            + frame(0x0, b"x", fin=True),
+            1009,
+        ),
+    ],
+)
+def test_protocol_violation_closes_with_its_code(
+    serve: Serve, name: str, payload: bytes, code: int
+) -> None:
+    live = serve(ws_app(), max_websocket_message_size=LIMIT)
+    with open_ws(live) as sock:
+        sock.sendall(payload)
+        assert close_code(sock) == code, name
+    with open_ws(live) as sock:  # and the server goes on serving
+        sock.sendall(frame(0x1, b"still here"))
+        sock.settimeout(5)
+        assert sock.recv(64) == b"\x81\x0astill here"
+
+
+def test_ping_flood_is_answered_with_backpressure(serve: Serve) -> None:
+    """Pings sent without reading the pongs: the server stops reading (bounded memory).
+
+    A server that buffered every pong would accept all 32 MiB of pings; one that
+    stops reading once its pongs cannot be written makes the flooder block.
+    """
+    live = serve(ws_app())
+    ping = frame(0x9, b"p" * 125)
+    block = ping * 8192  # about 1 MiB
+    limit = 32 * 1024 * 1024
+    sent = 0
+    with open_ws(live) as sock:
+        sock.settimeout(2.0)
+        try:
+            while sent < limit:
+                sock.sendall(block)
+                sent += len(block)
+        except TimeoutError:
+            pass
+        assert sent < limit, "the server read 32 MiB of pings without sending the pongs"
+        sock.setblocking(False)
+        pongs = 0
+        deadline = time.monotonic() + 5
+        while pongs < 100 and time.monotonic() < deadline:
+            try:
+                pongs += sock.recv(65536).count(b"\x8a\x7d")
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert pongs >= 100, "pings were not answered"
+    with open_ws(live) as sock:
+        sock.sendall(frame(0x1, b"alive"))
+        sock.settimeout(5)
+        assert sock.recv(64) == b"\x81\x05alive"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_disconnects_mid_frame_leak_nothing(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    live = serve(ws_app(), worker_threads=4)
+    for _ in range(5):  # warm-up
+        with open_ws(live) as sock:
+            sock.sendall(frame(0x1, b"x"))
+            sock.recv(64)
+    threads, fds = settle(0, 0, timeout=1.0)
+    with caplog.at_level(logging.WARNING):
+        for i in range(100):
+            sock = open_ws(live)
+            sock.sendall(frame(0x2, b"y" * 1000)[: 100 + i])  # cut inside the frame
+            if i % 2:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        after = settle(threads, fds)
+    assert after[0] <= threads, f"threads: {threads} before, {after[0]} after"
+    assert after[1] <= fds, f"file descriptors: {fds} before, {after[1]} after"
+    assert pool_threads() <= 4 + 64  # this server's pool (+ an earlier asyncio executor)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
