@@ -1,10 +1,10 @@
-"""Developer tasks: ``nox`` runs lint, type checks and the whole test suite."""
+"""Developer tasks: ``nox`` runs lint, type checks, the whole test suite and the examples."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -30,11 +30,14 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite (starts the services it needs by itself)."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    args = session.posargs or ["tests", "--ignore=tests/examples"]
+    session.run("python", "-m", "pytest", *args)
 
 
 @nox.session
 def examples(session: nox.Session) -> None:
     """Start every example server, make one real request to it, stop it."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", "tests/examples", *session.posargs)
+    session.run(
+        "python", "-m", "pytest", "tests/examples", "examples/testing_example.py", *session.posargs
+    )

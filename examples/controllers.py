@@ -1,6 +1,6 @@
 """Routing and parameter injection: run it and try the URLs in the comments.
 
-    python examples/controllers.py            # serves on 127.0.0.1:9090
+python examples/controllers.py            # serves on 127.0.0.1:9090
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def greet(name: PathValue, times: int = 1, polite: bool = False) -> str:
 
 
 @route("/search")
-def search(q: str, tags: list[str] = [], page=Parameter("p", default="1")) -> dict:  # noqa: B006
+def search(q: str, tags: list[str] = [], page=Parameter("p", default="1")) -> dict:
     """GET /search?q=x&tags=a&tags=b&p=2 (q is required: 400 without it)"""
     return {"q": q, "tags": tags, "page": int(page)}
 

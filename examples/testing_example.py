@@ -1,6 +1,6 @@
 """Testing an app with TestClient and pytest, no socket needed.
 
-    python -m pytest examples/testing_example.py
+python -m pytest examples/testing_example.py
 """
 
 from __future__ import annotations
@@ -31,5 +31,6 @@ def test_hello() -> None:
 def test_echo_and_errors() -> None:
     client = TestClient(app)
     assert client.post("/echo", json={"a": 1}).json() == {"a": 1}
-    assert client.post("/echo", body=b"not json", headers={"Content-Type": "application/json"}).status_code == 400
+    bad = client.post("/echo", body=b"not json", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400
     assert client.get("/nowhere").status_code == 404

@@ -1,6 +1,6 @@
 """Multipart uploads and static files.
 
-    python examples/upload.py     # then open http://127.0.0.1:9090/public/upload.html
+python examples/upload.py     # then open http://127.0.0.1:9090/public/upload.html
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A broadcast chat over websockets, with its page served as a static file.
 
-    python examples/websocket_chat.py   # then open http://127.0.0.1:9090/public/chat.html
+python examples/websocket_chat.py   # then open http://127.0.0.1:9090/public/chat.html
 """
 
 from __future__ import annotations

@@ -158,6 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     lim("--worker-threads", type=int, help="threads serving requests or running sync code")
     lim("--idle-timeout", type=_positive_float, help="seconds an idle connection is kept")
     lim(
+        "--head-timeout",
+        type=_positive_float,
+        help="seconds a client has to send a complete request head (408 beyond)",
+    )
+    lim(
+        "--body-timeout",
+        type=_positive_float,
+        help="seconds of silence allowed while a request body is read (408 beyond)",
+    )
+    lim(
+        "--keep-alive-max-requests",
+        type=int,
+        help="requests served on one connection before it is closed (0: no limit)",
+    )
+    lim(
         "--drain-timeout",
         type=_positive_float,
         help="seconds in-flight requests get to finish on shutdown",
@@ -173,6 +188,9 @@ _CONFIG_OPTIONS = (
     "max_connections",
     "worker_threads",
     "idle_timeout",
+    "head_timeout",
+    "body_timeout",
+    "keep_alive_max_requests",
     "drain_timeout",
 )
 

@@ -76,6 +76,8 @@ class ServerConfig:
             raise ValueError("worker_threads must be at least 1")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        if self.keep_alive_max_requests < 0:
+            raise ValueError("keep_alive_max_requests must not be negative")
         for name in ("idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -218,10 +218,11 @@ def _body_of(value: Any, outcome: Outcome) -> None:
         outcome.body = bytes(value)
         outcome.content_type = OCTET_TYPE
     elif isinstance(value, str):
-        outcome.body = value.encode("utf-8")
+        # surrogateescape: a path value decoded from invalid UTF-8 goes back as sent
+        outcome.body = value.encode("utf-8", "surrogateescape")
         outcome.content_type = sniff_text_type(value)
     elif isinstance(value, dict | list):
-        outcome.body = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        outcome.body = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogateescape")
         outcome.content_type = JSON_TYPE
     elif value is None:
         outcome.body = b""

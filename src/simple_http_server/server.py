@@ -150,12 +150,14 @@ class Server:
 
         self.app.compiled()
         transport = ThreadedServer(
-            self.dispatcher, self.config, self._listener(), self._upgrade_handler()
+            self.dispatcher,
+            self.config,
+            self._listener(),
+            self._upgrade_handler(),
+            on_ready=self._mark_ready,
         )
         self._transport = transport
         self._stopped.clear()
-        watcher = threading.Thread(target=self._mark_ready, args=(transport,), daemon=True)
-        watcher.start()
         try:
             with _graceful_signals(self):
                 transport.serve_forever()
@@ -163,8 +165,7 @@ class Server:
             self._ready.clear()
             self._stopped.set()
 
-    def _mark_ready(self, transport: Any) -> None:
-        transport.ready.wait()
+    def _mark_ready(self) -> None:
         self._ready.set()
         _log.info("Serving on %s:%d", self.config.host or "0.0.0.0", self.port)
 

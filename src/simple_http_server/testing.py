@@ -117,7 +117,7 @@ def _multipart(data: Mapping[str, Any], files: Mapping[str, Any]) -> tuple[bytes
                 + b"\r\n"
             )
     for key, value in files.items():
-        filename, content, ctype = (tuple(value) + ("application/octet-stream",))[:3]
+        filename, content, ctype = (*tuple(value), "application/octet-stream")[:3]
         if isinstance(content, str):
             content = content.encode()
         elif hasattr(content, "read"):

@@ -1,6 +1,6 @@
 """Run an example script with ``server.start`` pinned to 127.0.0.1 and a given port.
 
-    python tests/examples/launch.py examples/hello.py 8123
+python tests/examples/launch.py examples/hello.py 8123
 """
 
 from __future__ import annotations

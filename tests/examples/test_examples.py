@@ -60,8 +60,13 @@ def example(name: str, env: dict[str, str] | None = None) -> Iterator[int]:
         yield port
 
 
-def get(port: int, path: str, method: str = "GET", body: bytes | None = None,
-        headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:
+def get(
+    port: int,
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, http.client.HTTPResponse]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -97,7 +102,10 @@ def test_upload(tmp_path: Path) -> None:
             f"Content-Type: text/plain\r\n\r\nhello upload\r\n--{boundary}--\r\n"
         ).encode()
         status, body, _ = get(
-            port, "/upload", "POST", payload,
+            port,
+            "/upload",
+            "POST",
+            payload,
             {"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         assert status == 200, body
@@ -120,3 +128,38 @@ def test_websocket_chat() -> None:
             b.close()
         status, body, _ = get(port, "/public/chat.html")
         assert status == 200 and b"WebSocket" in body
+
+
+def test_sessions_redis() -> None:
+    from tests.redis_server import redis_server
+
+    with redis_server() as redis:
+        port = free_port()
+        args = [sys.executable, str(EXAMPLES / "sessions_redis.py"), str(port)]
+        with running(args, port, {"REDIS_URL": redis.url}):
+            status, body, resp = get(port, "/login?user=alice")
+            assert status == 200, body
+            cookie = resp.getheader("Set-Cookie")
+            assert cookie and "PY_SIM_HTTP_SER_SESSION_ID=" in cookie
+            status, body, _ = get(port, "/me", headers={"Cookie": cookie.split(";")[0]})
+            assert status == 200 and json.loads(body)["user"] == "alice"
+
+
+def test_wsgi_app_under_gunicorn() -> None:
+    from tests.integration.apps.harness import gunicorn
+
+    port = free_port()
+    args = gunicorn("-w", "1", "-b", f"127.0.0.1:{port}", "examples.wsgi_app:application")
+    with running(args, port):
+        status, body, _ = get(port, "/hello_wsgi?name=you")
+        assert (status, body) == (200, b"Hello, you!")
+
+
+def test_asgi_app_under_uvicorn() -> None:
+    from tests.integration.apps.harness import tool
+
+    port = free_port()
+    args = [*tool("uvicorn"), "--host", "127.0.0.1", "--port", str(port), "examples.asgi_app:app"]
+    with running(args, port):
+        status, body, _ = get(port, "/hello_asgi?name=you")
+        assert status == 200 and json.loads(body) == {"hello": "you"}

@@ -441,3 +441,16 @@ def test_unexpected_exception_is_500_without_details(make_client):
     reply = make_client(bad_input_app()).get("/boom")
     assert reply.status == 500
     assert b"internal detail" not in reply.body
+
+
+def test_plain_argument_falls_back_to_the_path_value_of_the_same_name(make_client):
+    app = App()
+
+    @app.route("/users/{user_id}")
+    def user(user_id: int, q: str = "") -> dict:
+        return {"id": user_id, "q": q}
+
+    client = make_client(app)
+    assert client.get("/users/42").json() == {"id": 42, "q": ""}
+    assert client.get("/users/42?user_id=7").json()["id"] == 7  # the query wins, as before
+    assert client.get("/users/abc").status == 400

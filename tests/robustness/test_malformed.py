@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from simple_http_server import App
+
+from ..conftest import LiveServer
 from .conftest import Hostile
 from .wire import parse_responses, read_until_closed, send_and_collect
 
@@ -252,3 +257,37 @@ def test_response_splitting_is_neutralized(hostile: Hostile, path: str) -> None:
     assert b"set-cookie" not in names
     assert b"\r\n\r\nHTTP/1.1 200" not in data
     assert responses[0].status in (200, 302, 400)
+
+
+# -- static files ----------------------------------------------------------------------
+TRAVERSALS = [
+    "/static/../secret.txt",
+    "/static/%2e%2e/secret.txt",
+    "/static/%2E%2E%2Fsecret.txt",
+    "/static/..%2fsecret.txt",
+    "/static/....//secret.txt",
+    "/static/%252e%252e/secret.txt",
+    "/static/..\\secret.txt",
+    "/static/%00/../secret.txt",
+    "/static//../../secret.txt",
+]
+
+
+def test_static_path_traversal_never_escapes_the_folder(
+    serve: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "index.txt").write_text("public")
+    (tmp_path / "secret.txt").write_text("TOP-SECRET")
+    live = serve(App(), resources={"/static/**": str(public)})
+    for target in TRAVERSALS:
+        request = f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+        data = send_and_collect(live.port, request)
+        responses = parse_responses(data)
+        assert len(responses) == 1 and responses[0].status in (400, 404), (target, data)
+        assert b"TOP-SECRET" not in data, target
+    data = send_and_collect(
+        live.port, b"GET /static/index.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    assert parse_responses(data)[0].body == b"public"

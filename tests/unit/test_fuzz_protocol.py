@@ -8,13 +8,14 @@ protocol's own 501 for an unknown transfer coding), or nothing and a close.
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simple_http_server import App, BytesBody, Header, JSONBody
+from simple_http_server import App, BytesBody, Header, JSONBody, PathValue
 from simple_http_server.config import ServerConfig
 from simple_http_server.dispatch.channel import Channel, ClientGone, HeaderLines
 from simple_http_server.dispatch.dispatcher import Dispatcher
@@ -36,8 +37,8 @@ def fuzz_app() -> App:
         return "ok"
 
     @app.route("/items/{item_id}")
-    def item(item_id: int, q: str = "", n: int = 0) -> dict[str, object]:
-        return {"id": item_id, "q": q, "n": n}
+    def item(item_id: PathValue, q: str = "", n: int = 0) -> dict[str, object]:
+        return {"id": str(item_id), "q": q, "n": n}
 
     @app.route("/echo", method=["POST", "PUT"])
     def echo(body: BytesBody) -> bytes:
@@ -45,7 +46,7 @@ def fuzz_app() -> App:
 
     @app.route("/json", method="POST")
     def json_body(data: JSONBody) -> dict[str, object]:
-        return {"keys": sorted(str(k) for k in data)}
+        return {"type": type(data).__name__, "data": data}
 
     @app.route("/form", method="POST")
     def form(name: str = "", age: int = 0) -> str:
@@ -123,7 +124,10 @@ def serve(pieces: list[bytes]) -> tuple[bytes, list[bool]]:
             heads.append(event.method == "HEAD")
             try:
                 run_sync(DISPATCHER.handle(request_from_head(event, False), channel))
-            except ClientGone:
+                if not conn.closing and not conn.request_complete:
+                    while run_sync(channel.receive()):  # drain, as the transports do
+                        pass
+            except (ClientGone, HttpError):
                 break
             if not conn.request_complete or not conn.start_next_cycle():
                 break
@@ -149,7 +153,7 @@ VALID = [
     b"HEAD /items/7 HTTP/1.1\r\nHost: a\r\n\r\n",
     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
     b"POST /json HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
-    b'Content-Length: 13\r\n\r\n{"a": 1, "b"}',
+    b'Content-Length: 16\r\n\r\n{"a": 1, "b": 2}',
     b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
     b"Content-Length: 15\r\n\r\nname=a+b&age=x9",
     b"PUT /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
@@ -157,12 +161,14 @@ VALID = [
     b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
     b"GET /items/%ff%00?q=%zz HTTP/1.1\r\nHost: a\r\n\r\n",
     b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-    b'Content-Length: 57\r\n\r\n--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--',
+    b"Content-Length: 57\r\n\r\n"
+    b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--',
 ]
 
 TOKENS = [b"\r\n", b"\n", b"\r", b" ", b":", b"\x00", b"\xff", b"0", b"-1", b"chunked",
           b"Content-Length: 9\r\n", b"Transfer-Encoding: chunked\r\n", b"%", b"/..", b"//",
-          b"{", b"\"", b";", b",", b"Host: b\r\n", b"\r\n\r\n", b"HTTP/1.0", b"?", b"#"]  # fmt: skip
+          b"{", b"\"", b";", b",", b"Host: b\r\n", b"\r\n\r\n", b"HTTP/1.0", b"?",
+          b"#"]  # fmt: skip
 
 
 @st.composite
@@ -181,7 +187,7 @@ def mutated(draw: st.DrawFn) -> list[bytes]:
             data[pos] ^= 1 << draw(st.integers(0, 7))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
     bounds = [0, *cuts, len(data)]
-    return [bytes(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [bytes(data[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 @st.composite
@@ -206,7 +212,7 @@ def generated(draw: st.DrawFn) -> list[bytes]:
 
 
 FUZZ_SETTINGS = settings(
-    max_examples=250,
+    max_examples=250,  # a few seconds; raise locally to hunt
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -234,10 +240,15 @@ def test_random_bytes_get_well_formed_answers(pieces: list[bytes]) -> None:
 def test_valid_seeds_are_served() -> None:
     out, heads = serve([b"".join(VALID)])
     statuses = [r.status for r in parse_responses(out, heads)]
-    assert statuses[0] == 200 and 100 in statuses
-    assert all(s < 500 for s in statuses)
+    # the form's age=x9 is a 400; Connection: close on the 8th request ends the stream
+    assert statuses == [200, 200, 200, 200, 200, 400, 200, 200]
 
 
 @pytest.fixture(autouse=True)
 def _quiet_dispatch_errors(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL, logger="simple_http_server")
+
+
+@pytest.mark.parametrize("seed", VALID)
+def test_every_seed_alone_is_answered_below_500(seed: bytes) -> None:
+    check([seed])  # /items/%ff once gave a 500 (undecodable path value in the JSON body)

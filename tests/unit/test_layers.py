@@ -71,7 +71,9 @@ def test_layer_rules(module: str, path: Path) -> None:
     imports = _runtime_imports(path, module)
     layer = module.split(".")[0]
     for banned in FORBIDDEN_INTERNAL.get(layer, ()):
-        offenders = [i for i in imports if i == f"{TOP}.{banned}" or i.startswith(f"{TOP}.{banned}.")]
+        offenders = [
+            i for i in imports if i == f"{TOP}.{banned}" or i.startswith(f"{TOP}.{banned}.")
+        ]
         assert not offenders, f"{module} must not import {offenders}"
     for banned in FORBIDDEN_STDLIB.get(layer, ()):
         assert banned not in imports, f"{module} must not import {banned}"

@@ -170,7 +170,7 @@ def _is_list(t: Any) -> bool:
 
 
 def _by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
-    """A query/form parameter converted to ``target``."""
+    """A query/form parameter (else the ``{name}`` path value) converted to ``target``."""
     if _is_list(target):
         args = typing.get_args(target)
         item = _converter(name, args[0]) if args else str
@@ -189,6 +189,10 @@ def _by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
     def one(ctx: BindContext) -> Any:
         values = ctx.request.parameters.get(name)
         if not values:
+            # A ``{name}`` path value of the same name is the fallback.
+            path_value = ctx.request.path_values.get(name)
+            if path_value is not None:
+                return convert(path_value)
             if required:
                 raise _missing(name)
             return default

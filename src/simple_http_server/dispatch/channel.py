@@ -25,8 +25,8 @@ def _encode(text: str) -> bytes:
     text = text.translate(_UNSAFE)
     try:
         return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogateescape: raw bytes of an undecodable path
+        return text.encode("utf-8", "surrogateescape")
 
 
 def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:

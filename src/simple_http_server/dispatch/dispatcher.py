@@ -368,8 +368,17 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
         async for chunk in body:
             yield _as_bytes(chunk)
     elif body is not None:
-        for chunk in body:
+        # A sync generator may block (files, sleeps): on an event loop each step
+        # runs in the thread pool, elsewhere it is called directly.
+        iterator = iter(body)
+        while True:
+            chunk = await call(next, iterator, _END_OF_BODY)
+            if chunk is _END_OF_BODY:
+                return
             yield _as_bytes(chunk)
+
+
+_END_OF_BODY = object()
 
 
 def _header(headers: list[tuple[str, str]], lower_name: str) -> str:

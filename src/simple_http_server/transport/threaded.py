@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .. import logger as _logging
@@ -299,11 +300,13 @@ class ThreadedServer:
         config: ServerConfig,
         listener: socket.socket,
         upgrade_handler: Any = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.config = config
         self.listener = listener
         self.upgrade_handler = upgrade_handler
+        self._on_ready = on_ready
         self.stopping = False
         self.ready = threading.Event()
         self.done = threading.Event()
@@ -379,6 +382,8 @@ class ThreadedServer:
         sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
         sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self.ready.set()
+        if self._on_ready is not None:
+            self._on_ready()
         next_sweep = time.monotonic() + 0.5
         try:
             while not self.stopping:

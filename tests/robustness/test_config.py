@@ -1,0 +1,102 @@
+"""Every limit is settable from ``server.start(...)`` and the command line, and the
+README's limits table states the real defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simple_http_server import server
+from simple_http_server.__main__ import _CONFIG_OPTIONS, build_parser
+from simple_http_server.config import KIB, MIB, Limits, ServerConfig
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "85-limits.md"
+
+#: Every limit and timeout the hardening issue names, with a non-default value.
+LIMITS = {
+    "max_head_size": 8 * KIB,
+    "max_body_size": 2 * MIB,
+    "max_upload_size": 3 * MIB,
+    "max_websocket_message_size": 4 * MIB,
+    "head_timeout": 3.0,
+    "idle_timeout": 7.0,
+    "body_timeout": 9.0,
+    "keep_alive_max_requests": 11,
+    "max_connections": 123,
+    "worker_threads": 5,
+}
+
+
+def setting(config: ServerConfig, name: str) -> object:
+    return getattr(config.limits if hasattr(config.limits, name) else config, name)
+
+
+@pytest.fixture
+def restore_module_server() -> Iterator[None]:
+    saved = server._server
+    try:
+        yield
+    finally:
+        server._server = saved
+
+
+def test_every_limit_is_settable_from_start_options(restore_module_server: None) -> None:
+    built = server._build(**LIMITS)  # what server.start(**LIMITS) serves with
+    for name, value in LIMITS.items():
+        assert setting(built.config, name) == value, name
+
+
+def test_original_option_names_still_work(restore_module_server: None) -> None:
+    built = server._build(connection_idle_time=4, keep_alive_max_request=6)
+    assert built.config.idle_timeout == 4.0
+    assert built.config.keep_alive_max_requests == 6
+
+
+def test_every_limit_is_settable_from_the_command_line() -> None:
+    argv = []
+    for name, value in LIMITS.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    args = build_parser().parse_args(argv)
+    options = {name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name)}
+    config = ServerConfig().with_changes(**options)
+    for name, value in LIMITS.items():
+        assert setting(config, name) == value, name
+
+
+def test_cli_sizes_accept_units() -> None:
+    args = build_parser().parse_args(["--max-body-size", "4M", "--max-head-size", "16K"])
+    assert (args.max_body_size, args.max_head_size) == (4 * MIB, 16 * KIB)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"head_timeout": 0}, {"worker_threads": 0}, {"max_connections": 0},
+     {"max_body_size": -1}, {"keep_alive_max_requests": -1}],
+)  # fmt: skip
+def test_unsafe_values_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        ServerConfig().with_changes(**bad)
+
+
+def _doc_value(text: str) -> float | int | bool:
+    text = text.strip()
+    units = {"KiB": KIB, "MiB": MIB, "GiB": 1024 * MIB, "s": 1}
+    match = re.fullmatch(r"([0-9.]+) ?(KiB|MiB|GiB|s)?(?: \(no limit\))?", text)
+    if text == "on":
+        return True
+    assert match, text
+    number = float(match.group(1)) * units.get(match.group(2) or "", 1)
+    return int(number) if number.is_integer() else number
+
+
+def test_the_readme_table_states_the_real_defaults() -> None:
+    rows = re.findall(r"^\| `([a-z_]+)`[^|]*\| ([^|]+) \|", DOC.read_text(), re.MULTILINE)
+    documented = dict(rows)
+    defaults = ServerConfig()
+    limit_names = {f for f in Limits.__dataclass_fields__}
+    for name in (*limit_names, *LIMITS, "drain_timeout", "keep_alive"):
+        assert name in documented, f"{name} is missing from the limits table"
+        assert _doc_value(documented[name]) == setting(defaults, name), name
