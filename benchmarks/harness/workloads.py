@@ -51,14 +51,18 @@ class Workload:
     need: frozenset[str] = field(default_factory=frozenset)
 
 
+def _conns(count: int) -> str:
+    return f"{count} connection" + ("s" if count > 1 else "")
+
+
 WORKLOADS: tuple[Workload, ...] = (
     *(
-        Workload(f"get-ka-{c}", f"GET /json, keep-alive, {c} connections", HTTP, c)
+        Workload(f"get-ka-{c}", f"GET /json, keep-alive, {_conns(c)}", HTTP, c)
         for c in (1, 50, 256)
     ),
     *(
         Workload(
-            f"get-close-{c}", f"GET /json, Connection: close, {c} connections", HTTP, c, True
+            f"get-close-{c}", f"GET /json, Connection: close, {_conns(c)}", HTTP, c, True
         )
         for c in (1, 50, 256)
     ),

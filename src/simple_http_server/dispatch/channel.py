@@ -22,6 +22,8 @@ _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 
 
 def _encode(text: str) -> bytes:
+    if text.isascii() and text.isprintable():  # the common case: nothing to neutralize
+        return text.encode("ascii")
     text = text.translate(_UNSAFE)
     try:
         return text.encode("latin-1")
@@ -29,9 +31,21 @@ def _encode(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
 
 
+_NAMES: dict[str, bytes] = {}
+
+
 def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
     """Header lines as bytes, with CR, LF and NUL neutralized (no response splitting)."""
-    return [(_encode(name), _encode(value)) for name, value in headers]
+    names = _NAMES
+    lines: HeaderLines = []
+    for name, value in headers:
+        encoded = names.get(name)
+        if encoded is None:
+            encoded = _encode(name)
+            if len(names) < 512:  # header names repeat; values mostly do not
+                names[name] = encoded
+        lines.append((encoded, _encode(value)))
+    return lines
 
 
 class ClientGone(Exception):

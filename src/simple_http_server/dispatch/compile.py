@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logger as _logging
 from .binding import BindContext, BindingPlan, plan_binding
+from .binding import _session as session_binder
 from .filters import FilterEntry
-from .invoke import call, is_async_callable
+from .invoke import call_async, call_sync, is_async_callable
 from .routing import Router, compile_conditions
 
 if TYPE_CHECKING:
@@ -33,13 +34,16 @@ class Endpoint:
     plan: BindingPlan
     instance: Callable[[], Any] | None = None
     is_async: bool = False
+    #: The controller takes a ``Session`` argument (resolved before it runs).
+    binds_session: bool = False
 
     async def invoke(self, ctx: BindContext) -> Any:
         """Bind the arguments and call the controller."""
         kwargs = await self.plan.bind(ctx)
+        run = call_async if self.is_async else call_sync
         if self.instance is not None:
-            return await call(self.func, self.instance(), **kwargs)
-        return await call(self.func, **kwargs)
+            return await run(self.func, self.instance(), **kwargs)
+        return await run(self.func, **kwargs)
 
 
 @dataclass(slots=True)
@@ -145,7 +149,13 @@ def compile_app(app: App, version: int) -> CompiledApp:
             instance = providers.get(owner)
             if instance is None:
                 instance = providers[owner] = _instance_provider(owner)
-        endpoint = Endpoint(reg.func, plan, instance, is_async_callable(reg.func))
+        endpoint = Endpoint(
+            reg.func,
+            plan,
+            instance,
+            is_async_callable(reg.func),
+            session_binder in plan.binders,
+        )
         url, regexp, methods, conditions = _effective(reg)
         if regexp:
             router.add_regexp(regexp, endpoint, methods, conditions)

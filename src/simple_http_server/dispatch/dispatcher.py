@@ -18,7 +18,6 @@ from ..errors import HttpError
 from ..models import Headers, Request, SessionFactory
 from ..responses import JSON_TYPE, Outcome, Redirect, Response, StaticFile, normalize
 from .binding import BindContext
-from .binding import _session as session_binder
 from .bodies import RequestBodyReader, close_files, parse_query, read_form, too_large
 from .channel import FILE_CHUNK, Channel, ClientGone, encode_headers
 from .compile import CompiledApp, Endpoint
@@ -107,18 +106,27 @@ class Dispatcher:
             factory = self._local_sessions
         return factory
 
-    async def _attach_session(self, request: Request, endpoint: Endpoint | None) -> None:
+    def _session_state(self, request: Request) -> RequestSessions:
+        """Build the request's session state (on the first ``get_session``)."""
         state = RequestSessions(self.session_factory, self.app.session_cookie_name, request)
         request._session_getter = state.get
         request._session_state = state  # type: ignore[attr-defined]
-        if endpoint is None:
-            return
-        # Resolve the session off the event loop when the controller will need
-        # it there: a ``Session`` argument, or an async controller with a cookie.
-        if _binds_session(endpoint):
-            await state.prefetch(create=True)
-        elif endpoint.is_async and state.sent_id is not None:
-            await state.prefetch(create=False)
+        return state
+
+    async def _attach_session(self, request: Request, endpoint: Endpoint | None) -> None:
+        if endpoint is not None:
+            # Resolve the session off the event loop when the controller will need
+            # it there: a ``Session`` argument, or an async controller with a cookie.
+            if endpoint.binds_session:
+                await self._session_state(request).prefetch(create=True)
+                return
+            if endpoint.is_async and "Cookie" in request.headers:
+                state = self._session_state(request)
+                if state.sent_id is not None:
+                    await state.prefetch(create=False)
+                return
+        # Most requests never touch a session: build its state on first use.
+        request._session_getter = _LazySession(self, request)
 
     async def _finish_session(self, request: Request) -> None:
         state: RequestSessions | None = getattr(request, "_session_state", None)
@@ -351,9 +359,17 @@ class Dispatcher:
         return status, size
 
 
-def _binds_session(endpoint: Endpoint) -> bool:
-    """True when the controller takes a ``Session`` argument."""
-    return session_binder in endpoint.plan.binders
+class _LazySession:
+    """``request.get_session`` before the session state exists."""
+
+    __slots__ = ("dispatcher", "request")
+
+    def __init__(self, dispatcher: Dispatcher, request: Request) -> None:
+        self.dispatcher = dispatcher
+        self.request = request
+
+    def __call__(self, create: bool = False) -> Any:
+        return self.dispatcher._session_state(self.request).get(create)
 
 
 def _as_bytes(chunk: Any) -> bytes:

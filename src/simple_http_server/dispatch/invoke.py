@@ -17,14 +17,18 @@ import contextvars
 import functools
 import inspect
 import os
+import queue
 import threading
+import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = [
     "background_loop",
     "call",
+    "call_async",
+    "call_sync",
     "current_loop",
     "in_event_loop",
     "is_async_callable",
@@ -37,7 +41,7 @@ __all__ = [
 T = TypeVar("T")
 
 _get_running_loop = asyncio._get_running_loop
-_executor: ThreadPoolExecutor | None = None
+_executor: _SyncPool | None = None
 _executor_lock = threading.Lock()
 _bg_loop: asyncio.AbstractEventLoop | None = None
 _bg_lock = threading.Lock()
@@ -71,16 +75,145 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a coroutine suspended outside an event loop")
 
 
+class _Inbox:
+    """Results of pool jobs on their way back to one event loop.
+
+    Workers append and wake the loop only when no drain is already scheduled,
+    so a busy loop gets one wake-up for many results.
+    """
+
+    __slots__ = ("__weakref__", "items", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
+        self.scheduled = False
+
+    def post(self, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        """Hand a result to the loop (from a worker thread)."""
+        self.items.append((future, ok, value))
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                self.items.clear()
+
+    def drain(self) -> None:
+        """Resolve the waiting futures (on the loop)."""
+        self.scheduled = False
+        items = self.items
+        while items:
+            future, ok, value = items.popleft()
+            if future.done():  # cancelled meanwhile
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
+
+
+def _inbox_of(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        inbox = _inboxes[loop] = _Inbox(loop)
+    return inbox
+
+
+_Job = tuple[_Inbox, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], Any, Any]
+
+
+class _SyncPool:
+    """A bounded pool of threads running sync user code for event loops.
+
+    Lighter than ``run_in_executor``: a job is one queue entry and its result
+    goes straight back to the waiting asyncio future, with no
+    ``concurrent.futures.Future`` in between.  Threads start on demand, up to
+    ``workers``; a job never waits while fewer than ``workers`` jobs run.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+
+    def submit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+    ) -> asyncio.Future[Any]:
+        """Run ``func(*args, **kwargs)`` in a pool thread, in a copy of the context."""
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                spawn = False
+            else:
+                spawn = len(self._threads) < self.workers
+                if spawn:
+                    thread = threading.Thread(
+                        target=self._work, name=f"shs-sync-{len(self._threads)}", daemon=True
+                    )
+                    self._threads.append(thread)
+        if spawn:
+            thread.start()
+        self._jobs.put((_inbox_of(loop), future, contextvars.copy_context(), func, args, kwargs))
+        return future
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            _run_job(*job)
+            job = None  # hold no reference to the last job while idle
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Let every thread finish its current job and exit."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _run_job(
+    inbox: _Inbox,
+    future: asyncio.Future[Any],
+    ctx: contextvars.Context,
+    func: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+) -> None:
+    try:
+        result = ctx.run(func, *args, **kwargs)
+    except BaseException as exc:  # handed to the awaiting task
+        if isinstance(exc, StopIteration):  # futures refuse StopIteration
+            error = RuntimeError("a sync function raised StopIteration")
+            error.__cause__ = exc
+            exc = error
+        inbox.post(future, False, exc)
+    else:
+        inbox.post(future, True, result)
+
+
 def set_executor(workers: int) -> None:
     """Size the pool that runs sync user code for the asyncio transport."""
     global _executor
     with _executor_lock:
-        old, _executor = _executor, ThreadPoolExecutor(workers, thread_name_prefix="shs-sync")
+        old, _executor = _executor, _SyncPool(workers)
     if old is not None:
-        old.shutdown(wait=False)
+        old.shutdown()
 
 
-def _get_executor() -> ThreadPoolExecutor:
+def _get_executor() -> _SyncPool:
     if _executor is None:
         set_executor(64)
     assert _executor is not None
@@ -119,6 +252,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_PLAIN_RESULTS: frozenset[type] = frozenset(
+    {dict, list, tuple, str, bytes, int, float, bool, type(None)}
+)
+
+
 async def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call user code the right way for the current context.
 
@@ -126,24 +264,35 @@ async def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     loop when there is none; sync functions are called directly when there is
     no loop, or in the thread pool when there is one.
     """
-    loop = _get_running_loop()
     if is_async_callable(func):
-        coro = func(*args, **kwargs)
-        if loop is not None:
-            return await coro
-        return asyncio.run_coroutine_threadsafe(coro, background_loop()).result()
+        return await call_async(func, *args, **kwargs)
+    return await call_sync(func, *args, **kwargs)
+
+
+async def call_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """:func:`call` for a function known to be ``async`` (decided at registration)."""
+    coro = func(*args, **kwargs)
+    if _get_running_loop() is not None:
+        return await coro
+    return asyncio.run_coroutine_threadsafe(coro, background_loop()).result()
+
+
+async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """:func:`call` for a plain function (decided at registration).
+
+    On an event loop it runs in the bounded pool (a sleeping controller never
+    holds up the loop) with the caller's context variables.
+    """
+    loop = _get_running_loop()
     if loop is None:
         result = func(*args, **kwargs)
-        if inspect.isawaitable(result):
-            return asyncio.run_coroutine_threadsafe(_await(result), background_loop()).result()
+        if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
+            return result
+        return asyncio.run_coroutine_threadsafe(_await(result), background_loop()).result()
+    result = await _get_executor().submit(loop, func, args, kwargs)
+    if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
         return result
-    ctx = contextvars.copy_context()
-    result = await loop.run_in_executor(
-        _get_executor(), functools.partial(ctx.run, func, *args, **kwargs)
-    )
-    if inspect.isawaitable(result):
-        return await result
-    return result
+    return await result
 
 
 async def _await(awaitable: Awaitable[T]) -> T:

@@ -9,6 +9,7 @@ threads, asyncio or user code.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -72,6 +73,8 @@ class RequestHead:
     headers: list[tuple[bytes, bytes]]
     http_version: bytes
     expects_continue: bool
+    #: Whether an ``Upgrade`` header came with the request (None: not checked).
+    upgrade: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,36 @@ class ProtocolFailure:
 Event = RequestHead | BodyChunk | EndOfRequest | ConnectionLost | ProtocolFailure
 _END: Final = EndOfRequest()
 _LOST: Final = ConnectionLost()
+_END_OF_MESSAGE: Final = h11.EndOfMessage()  # events are immutable: one serves all
+
+# h11 validates every header of every response against its grammar.  Header
+# lines that passed that validation once are remembered, and a response made
+# only of remembered lines is built on h11's ``_parsed`` path, which skips the
+# (identical) regex checks; anything new still goes through h11's validation,
+# so a bad name or value from user code raises ``h11.LocalProtocolError``
+# exactly as before.  Without ``_parsed`` (another h11) every response validates.
+_SKIP_VALIDATION: Final = "_parsed" in inspect.signature(h11.Response.__init__).parameters
+_VALIDATED: set[tuple[bytes, bytes]] = set()
+_VALIDATED_MAX: Final = 4096  # Date changes every second: forget now and then
+
+
+def _response(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
+    """An ``h11.Response`` whose header lines are validated at most once."""
+    reason = _REASONS.get(status, b"")
+    validated = _VALIDATED
+    try:
+        known = _SKIP_VALIDATION and all(line in validated for line in headers)
+    except TypeError:  # unhashable lines (lists): let h11 judge them
+        known = False
+    if known:
+        return h11.Response(status_code=status, headers=headers, reason=reason, _parsed=True)
+    response = h11.Response(status_code=status, headers=headers, reason=reason)
+    if len(validated) > _VALIDATED_MAX:
+        validated.clear()
+    for line in headers:
+        if type(line) is tuple and type(line[0]) is bytes and type(line[1]) is bytes:
+            validated.add(line)
+    return response
 
 
 class HttpConnection:
@@ -116,6 +149,7 @@ class HttpConnection:
     __slots__ = (
         "_closing",
         "_conn",
+        "_end_pending",
         "_head_request",
         "_max_head_size",
         "_max_requests",
@@ -131,6 +165,7 @@ class HttpConnection:
         self._head_request = False
         self._sent_continue = False
         self._closing = False
+        self._end_pending = False
 
     # -- input ---------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -139,6 +174,9 @@ class HttpConnection:
 
     def next_event(self) -> Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         """The next protocol event, ``NEED_DATA`` or ``PAUSED``."""
+        if self._end_pending:
+            self._end_pending = False
+            return _END
         in_body = self._conn.their_state is h11.SEND_BODY
         try:
             event = self._conn.next_event()
@@ -170,28 +208,38 @@ class HttpConnection:
         # h11 bounds only heads that arrive in pieces; a whole head read at once
         # is measured here (request line + header lines, as parsed).
         size = len(req.target) + len(req.method) + 12
-        framing: set[bytes] = set()
+        length = chunked = upgrade = False
         for name, value in headers:
             size += len(name) + len(value) + 4
             lower = name.lower()
-            if lower in (b"content-length", b"transfer-encoding"):
-                framing.add(lower)
+            if lower == b"content-length":
+                length = True
+            elif lower == b"transfer-encoding":
+                chunked = True
+            elif lower == b"upgrade":
+                upgrade = True
         if size > self._max_head_size:
             self._closing = True
             return ProtocolFailure(431, "request header fields too large")
         # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
         # attempt; h11 would pick one and keep the connection, we refuse and close.
-        if b"transfer-encoding" in framing and (
-            b"content-length" in framing or req.http_version != b"1.1"
-        ):
+        if chunked and (length or req.http_version != b"1.1"):
             self._closing = True
             return ProtocolFailure(400, "ambiguous message framing")
+        expects_continue = self._conn.they_are_waiting_for_100_continue
+        if not (length or chunked or upgrade or method == "CONNECT"):
+            # No body: take h11's EndOfMessage now, so the request is complete
+            # when the dispatcher runs and no transport needs a drain round;
+            # next_event() still reports it (EndOfRequest) to whoever asks.
+            self._conn.next_event()
+            self._end_pending = True
         return RequestHead(
             method=method,
             target=req.target,
             headers=headers,
             http_version=req.http_version,
-            expects_continue=self._conn.they_are_waiting_for_100_continue,
+            expects_continue=expects_continue,
+            upgrade=upgrade,
         )
 
     # -- state ---------------------------------------------------------------
@@ -243,6 +291,7 @@ class HttpConnection:
         conn = self._conn
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._closing:
             conn.start_next_cycle()
+            self._end_pending = False
             return True
         return False
 
@@ -287,10 +336,7 @@ class HttpConnection:
         headers.append((b"Server", SERVER_HEADER))
         if self._closing:
             headers.append((b"Connection", b"close"))
-        data = self._conn.send(
-            h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
-        )
-        return data or b""
+        return self._conn.send(_response(status, headers)) or b""
 
     def send_body(self, data: bytes) -> bytes:
         """Serialize a body chunk (nothing for HEAD requests)."""
@@ -309,7 +355,7 @@ class HttpConnection:
 
     def send_end(self) -> bytes:
         """Serialize the end of the response."""
-        return self._conn.send(h11.EndOfMessage()) or b""
+        return self._conn.send(_END_OF_MESSAGE) or b""
 
     def send_response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""

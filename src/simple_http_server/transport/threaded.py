@@ -10,7 +10,6 @@ worker.  The transport has no HTTP knowledge of its own.
 from __future__ import annotations
 
 import queue
-import selectors
 import socket
 import ssl
 import threading
@@ -34,11 +33,11 @@ from .common import (
     request_from_head,
     service_unavailable,
 )
+from .poller import make_poller
 
 __all__ = ["ThreadedServer"]
 
 _log = _logging.get_logger("simple_http_server.threaded")
-_WAKE = object()
 _LISTEN = object()
 #: Seconds a connection closed after an error answer keeps discarding input.
 LINGER_SECONDS = 1.0
@@ -278,6 +277,10 @@ class _Conn(Channel):
         except OSError:
             pass
 
+    def rearm_failed(self) -> None:
+        """The poller could not watch this connection again: drop it."""
+        self.server._drop(self)
+
 
 class _FileSlice:
     """A placeholder body piece of known length, written with ``sendfile``."""
@@ -310,9 +313,7 @@ class ThreadedServer:
         self.stopping = False
         self.ready = threading.Event()
         self.done = threading.Event()
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._parked: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
+        self._poller = make_poller()
         self._jobs: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
         self._conns: set[_Conn] = set()
         self._lock = threading.Lock()
@@ -356,49 +357,43 @@ class ThreadedServer:
                     self._busy -= 1
                     self._idle_workers += 1
             if (park or conn.lingering) and not self.stopping:
-                self._parked.put(conn)
-                self._wake()
+                # Armed again from this thread: no hand-off to the selector thread.
+                if not self._poller.rearm(conn.sock, conn):
+                    self._drop(conn)
             elif conn.upgrade is None:
                 self._drop(conn)
+            else:  # a websocket thread owns the socket now
+                self._poller.discard(conn.sock)
 
     def _drop(self, conn: _Conn) -> None:
+        self._poller.discard(conn.sock)
         conn.close()
         with self._lock:
             self._conns.discard(conn)
 
     def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass
+        self._poller.wake()
 
     # -- selector thread -----------------------------------------------------
     def serve_forever(self) -> None:
         """Accept and serve until :meth:`stop`."""
-        sel = self._selector
+        poller = self._poller
         self.owner_thread = threading.current_thread()
         self.listener.setblocking(False)
-        self._wake_r.setblocking(False)
-        sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
-        sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        poller.add_static(self.listener, _LISTEN)
         self.ready.set()
         if self._on_ready is not None:
             self._on_ready()
         next_sweep = time.monotonic() + 0.5
         try:
             while not self.stopping:
-                for key, _ in sel.select(0.5):
-                    data = key.data
+                for data in poller.poll(0.5):
                     if data is _LISTEN:
                         self._accept()
-                    elif data is _WAKE:
-                        self._rearm()
                     elif data.lingering:
-                        if not data.discard_input():
-                            sel.unregister(key.fileobj)
+                        if not data.discard_input() or not poller.rearm(data.sock, data):
                             self._drop(data)
                     else:
-                        sel.unregister(key.fileobj)
                         self._submit(data)
                 now = time.monotonic()
                 if now >= next_sweep:
@@ -432,7 +427,7 @@ class ThreadedServer:
             conn = _Conn(self, wrapped, peer)
             with self._lock:
                 self._conns.add(conn)
-            self._selector.register(wrapped, selectors.EVENT_READ, conn)
+            self._poller.add(wrapped, conn)
 
     def _wrap(self, sock: socket.socket) -> socket.socket | None:
         context = self.config.ssl_context
@@ -445,30 +440,10 @@ class ThreadedServer:
             sock.close()
             return None
 
-    def _rearm(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        while True:
-            try:
-                conn = self._parked.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-            except (ValueError, KeyError, OSError):
-                self._drop(conn)
-
     def _sweep(self, now: float) -> None:
-        expired = [
-            key.data
-            for key in list(self._selector.get_map().values())
-            if isinstance(key.data, _Conn) and key.data.deadline <= now
-        ]
+        expired = [conn for conn in self._poller.armed() if conn.deadline <= now]
         for conn in expired:
-            self._selector.unregister(conn.sock)
+            self._poller.remove(conn.sock)
             if conn.head_started:
                 try:
                     conn.sock.settimeout(0.5)
@@ -478,18 +453,14 @@ class ThreadedServer:
             self._drop(conn)
 
     def _shutdown(self) -> None:
-        sel = self._selector
-        try:
-            sel.unregister(self.listener)
-        except (KeyError, ValueError):
-            pass
+        poller = self._poller
+        poller.discard(self.listener)
         self.listener.close()
         if self.upgrade_handler is not None:
             self.upgrade_handler.stop_threaded()  # websockets: close with 1001
-        for key in list(sel.get_map().values()):
-            if isinstance(key.data, _Conn):
-                sel.unregister(key.fileobj)
-                self._drop(key.data)
+        for conn in poller.armed():
+            poller.remove(conn.sock)
+            self._drop(conn)
         with self._lock:
             in_flight = list(self._conns)
         for conn in in_flight:  # their answers say Connection: close
@@ -504,18 +475,14 @@ class ThreadedServer:
             self._jobs.put(None)
         for thread in self._workers:
             thread.join(timeout=1.0)
-        while True:
-            try:
-                self._drop(self._parked.get_nowait())
-            except queue.Empty:
-                break
+        for conn in poller.armed():  # re-armed by the last workers
+            poller.remove(conn.sock)
+            self._drop(conn)
         with self._lock:
             remaining = list(self._conns)
         for conn in remaining:
             self._drop(conn)
-        sel.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        poller.close()
         self.done.set()
 
     def stop(self, wait: bool = True) -> None:

@@ -69,6 +69,8 @@ class WebsocketUpgrade:
 
     def wants(self, head: RequestHead) -> bool:
         """True for websocket upgrade requests."""
+        if head.upgrade is False:  # the parser saw no Upgrade header: most requests
+            return False
         return ws.is_websocket_upgrade(head)
 
     async def _negotiate(self, http: HttpConnection, head: RequestHead) -> Accepted | Rejected:

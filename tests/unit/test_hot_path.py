@@ -1,0 +1,110 @@
+"""The per-request shortcuts keep the protocol's guarantees (issue 10).
+
+Header lines validated once are not validated again (``_parsed`` path of h11),
+a bodyless request is complete as soon as its head is read, and ``wants`` of the
+websocket upgrade skips requests without an ``Upgrade`` header.
+"""
+
+from __future__ import annotations
+
+import h11
+import pytest
+
+from simple_http_server.dispatch.channel import encode_headers
+from simple_http_server.protocol.http11 import EndOfRequest, HttpConnection, RequestHead
+
+GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def _ready(data: bytes = GET) -> tuple[HttpConnection, RequestHead]:
+    conn = HttpConnection()
+    conn.receive_data(data)
+    head = conn.next_event()
+    assert isinstance(head, RequestHead)
+    return conn, head
+
+
+def _answer(conn: HttpConnection, headers: list[tuple[bytes, bytes]]) -> bytes:
+    return conn.send_response(200, headers, b"ok")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (b"Bad Name", b"v"),
+        (b"Bad:Name", b"v"),
+        (b"X-Split\r\nSet-Cookie", b"v"),
+        (b"X-Value", b"a\r\nSet-Cookie: x=1"),
+        (b"", b"v"),
+    ],
+)
+def test_a_bad_header_line_is_refused_even_next_to_validated_ones(
+    bad: tuple[bytes, bytes],
+) -> None:
+    good = [(b"Content-Type", b"text/plain"), (b"X-Good", b"1")]
+    for _ in range(2):  # the second response takes the validated-lines path
+        conn, _head = _ready()
+        assert _answer(conn, list(good)).startswith(b"HTTP/1.1 200 OK\r\n")
+    conn, _head = _ready()
+    with pytest.raises(h11.LocalProtocolError):
+        _answer(conn, [*good, bad])
+    # The failed head left the connection able to answer a clean 500.
+    error = conn.send_error(500)
+    assert error.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"Set-Cookie" not in error and b"Bad" not in error
+    # ...and the bad line was not remembered: refused again.
+    conn, _head = _ready()
+    with pytest.raises(h11.LocalProtocolError):
+        _answer(conn, [*good, bad])
+
+
+def test_conflicting_content_lengths_are_refused_on_the_fast_path() -> None:
+    lines = [(b"Content-Length", b"2"), (b"Content-Length", b"3")]
+    for line in lines:  # each line alone is fine, and gets remembered
+        conn, _head = _ready()
+        conn.send_head(200, [line])
+    conn, _head = _ready()
+    with pytest.raises(h11.LocalProtocolError):
+        conn.send_head(200, list(lines))
+
+
+def test_encoded_user_headers_never_split_the_response() -> None:
+    lines = encode_headers([("X-A", "1\r\nSet-Cookie: evil=1"), ("X-B", "v\0w")])
+    conn, _head = _ready()
+    data = _answer(conn, lines)
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nSet-Cookie" not in head
+    # status line, X-A, X-B, Content-Length, Date, Server: no line was added
+    assert head.count(b"\r\n") == 5
+    # A name with CR/LF is neutralized into an invalid name: refused, never sent.
+    conn, _head = _ready()
+    with pytest.raises(h11.LocalProtocolError):
+        _answer(conn, encode_headers([("X-C\r\nSet-Cookie", "v")]))
+
+
+def test_a_bodyless_request_is_complete_with_its_head_and_still_reports_its_end() -> None:
+    conn, head = _ready(GET + GET)
+    assert head.upgrade is False
+    assert conn.request_complete
+    assert isinstance(conn.next_event(), EndOfRequest)
+    conn.send_response(200, [], b"")
+    assert conn.start_next_cycle()
+    second = conn.next_event()
+    assert isinstance(second, RequestHead) and conn.request_complete
+
+
+def test_a_request_with_a_body_is_not_complete_before_its_body() -> None:
+    conn, _head = _ready(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
+    assert not conn.request_complete
+    conn.receive_data(b"ab")
+    assert conn.next_event().data == b"ab"  # type: ignore[union-attr]
+    assert isinstance(conn.next_event(), EndOfRequest)
+
+
+def test_an_upgrade_request_is_left_for_the_upgrade_handler() -> None:
+    conn, head = _ready(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert head.upgrade is True
+    assert not conn.request_complete  # the handshake code reads the end itself
+    assert isinstance(conn.next_event(), EndOfRequest)
