@@ -173,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests served on one connection before it is closed (0: no limit)",
     )
     lim(
+        "--min-body-rate",
+        type=float,
+        help="slowest accepted request body in bytes/s after the grace period (0: off)",
+    )
+    lim(
+        "--min-body-rate-grace",
+        type=float,
+        help="seconds a request body may take before --min-body-rate applies",
+    )
+    lim(
         "--drain-timeout",
         type=_positive_float,
         help="seconds in-flight requests get to finish on shutdown",
@@ -190,6 +200,8 @@ _CONFIG_OPTIONS = (
     "idle_timeout",
     "head_timeout",
     "body_timeout",
+    "min_body_rate",
+    "min_body_rate_grace",
     "keep_alive_max_requests",
     "drain_timeout",
 )

@@ -56,6 +56,11 @@ class ServerConfig:
     head_timeout: float = 10.0
     #: Seconds allowed between two pieces of a request body (or of a response write).
     body_timeout: float = 30.0
+    #: Slowest accepted request body, in bytes per second, once ``min_body_rate_grace``
+    #: seconds have passed (0 disables): a client trickling its body is cut off with 408.
+    min_body_rate: float = 1024.0
+    #: Seconds a body may take before ``min_body_rate`` is enforced.
+    min_body_rate_grace: float = 10.0
     #: Most simultaneous connections; more get a 503 and are closed.
     max_connections: int = 10000
     #: Threads serving requests (threaded transport) or running sync code (asyncio).
@@ -78,6 +83,8 @@ class ServerConfig:
             raise ValueError("max_connections must be at least 1")
         if self.keep_alive_max_requests < 0:
             raise ValueError("keep_alive_max_requests must not be negative")
+        if self.min_body_rate < 0 or self.min_body_rate_grace < 0:
+            raise ValueError("min_body_rate and min_body_rate_grace must not be negative")
         for name in ("idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

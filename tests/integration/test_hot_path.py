@@ -91,3 +91,31 @@ def test_sessions_still_work_when_built_lazily(serve: Callable[..., LiveServer])
     conn.request("GET", "/lazy", headers={"Cookie": cookie})
     assert conn.getresponse().read() == b"3"
     conn.close()
+
+
+LEAKY: contextvars.ContextVar[str] = contextvars.ContextVar("leaky", default="unset")
+
+
+def test_context_variables_do_not_leak_between_requests(
+    serve: Callable[..., LiveServer],
+) -> None:
+    app = App()
+
+    @app.route("/set")
+    def set_value() -> str:
+        LEAKY.set("from an earlier request")
+        return "set"
+
+    @app.route("/get")
+    def get_value() -> str:
+        return LEAKY.get()
+
+    live = serve(app, worker_threads=1)  # one worker: the same thread serves both
+    conn = live.connection()
+    try:
+        for path, expected in (("/set", b"set"), ("/get", b"unset"), ("/get", b"unset")):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            assert response.read() == expected
+    finally:
+        conn.close()

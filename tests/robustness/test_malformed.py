@@ -45,6 +45,8 @@ MALFORMED: dict[str, tuple[bytes, int]] = {
     "empty lines before request": (b"\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
     "binary garbage": (bytes(range(256)) + b"\r\n\r\n", 400),
     "TLS hello on plain port": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 32, 400),
+    "HTTP/2.0 request line": (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+    "HTTP/9.9 request line": (b"GET / HTTP/9.9\r\nHost: t\r\n\r\n", 505),
 }
 
 # Smuggling vectors: each would hide "GET /canary" in what a lax parser reads

@@ -139,6 +139,41 @@ def test_stalled_body_is_cut_off_after_body_timeout(serve: Serve) -> None:
     assert responses[0].closes
 
 
+def test_body_trickled_below_the_minimum_rate_is_cut_off(serve: Serve) -> None:
+    # Each byte arrives well within body_timeout, but far below min_body_rate.
+    live = serve(app()[0], body_timeout=5.0, min_body_rate=100.0, min_body_rate_grace=0.5)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        data = b""
+        for _ in range(40):  # at most ~8 s of trickling
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 1.0:
+                data = read_until_closed(sock, timeout=0.05)
+                if data:
+                    break
+        elapsed = time.monotonic() - started
+        data += read_until_closed(sock, timeout=1.0)
+    assert [r.status for r in parse_responses(data)] == [408]
+    assert elapsed < 5.0  # before body_timeout could have fired
+
+
+def test_body_at_a_normal_pace_is_not_cut_off(serve: Serve) -> None:
+    live = serve(app()[0], min_body_rate=1000.0, min_body_rate_grace=0.3)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\n\r\n")
+        for _ in range(4):  # 2,000 bytes a second: above the minimum
+            sock.sendall(b"y" * 1000)
+            time.sleep(0.5)
+        sock.shutdown(socket.SHUT_WR)
+        responses = parse_responses(read_until_closed(sock, timeout=5))
+    assert [r.status for r in responses] == [200]
+
+
 # -- connection limits ----------------------------------------------------------------
 def test_idle_keep_alive_connection_is_closed_after_idle_timeout(serve: Serve) -> None:
     live = serve(app()[0], idle_timeout=1.0)

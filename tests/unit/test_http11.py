@@ -401,3 +401,14 @@ def test_trailing_data_after_upgrade_request() -> None:
 def test_reason_phrase() -> None:
     assert http11.reason_phrase(404) == b"Not Found"
     assert http11.reason_phrase(799) == b""
+
+
+def test_unsupported_http_version_gets_505_and_closes() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+    (failure,) = events(conn)
+    assert isinstance(failure, ProtocolFailure) and failure.status == 505
+    assert conn.closing
+    (resp, *_rest) = parse_response(conn.send_error(failure.status))
+    assert resp.status_code == 505
+    assert header(resp.headers.raw_items(), b"connection") == b"close"

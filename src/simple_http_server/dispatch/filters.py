@@ -15,7 +15,6 @@ from .routing import PathPattern, url_key
 __all__ = ["FilterContext", "FilterEntry", "run_chain"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class FilterEntry:
     """A registered filter and the paths it applies to."""

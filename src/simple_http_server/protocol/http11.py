@@ -226,6 +226,10 @@ class HttpConnection:
         if chunked and (length or req.http_version != b"1.1"):
             self._closing = True
             return ProtocolFailure(400, "ambiguous message framing")
+        if req.http_version not in (b"1.1", b"1.0"):
+            # h11 parses any HTTP/x.y; only HTTP/1.x is spoken here (RFC 9110 15.6.6).
+            self._closing = True
+            return ProtocolFailure(505, "HTTP version not supported")
         expects_continue = self._conn.they_are_waiting_for_100_continue
         if not (length or chunked or upgrade or method == "CONNECT"):
             # No body: take h11's EndOfMessage now, so the request is complete

@@ -23,6 +23,7 @@ from ..protocol import http11
 from .common import (
     DRAIN_LIMIT,
     SERVING,
+    BodyPace,
     ClientGone,
     new_connection,
     request_from_head,
@@ -48,6 +49,7 @@ class _AioConn(asyncio.Protocol, Channel):
         self.upgraded: Any = None
         self.closed = False
         self.head_started = False
+        self.pace: BodyPace | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._data_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -179,6 +181,7 @@ class _AioConn(asyncio.Protocol, Channel):
 
     async def _serve(self, head: http11.RequestHead) -> None:
         keep = False
+        self.pace = None
         SERVING.set(self.server)  # this task's own context
         try:
             upgrade = self.server.upgrade_handler
@@ -274,6 +277,7 @@ class _AioConn(asyncio.Protocol, Channel):
                     assert self.transport is not None
                     self.transport.resume_reading()
                 waiter = self._data_waiter = self.loop.create_future()
+                before = conn.buffered_size
                 try:
                     await asyncio.wait_for(waiter, self.config.body_timeout)
                 except TimeoutError:  # body_timeout: answer 408, then close
@@ -281,6 +285,11 @@ class _AioConn(asyncio.Protocol, Channel):
                     raise HttpError(408, "", "The request body was not sent in time.") from None
                 finally:
                     self._data_waiter = None
+                if self.pace is None:
+                    self.pace = BodyPace(self.config)
+                if self.pace.too_slow(max(0, conn.buffered_size - before)):
+                    conn.close_after_response()
+                    raise HttpError(408, "", "The request body is arriving too slowly.")
                 continue
             if kind is http11.ProtocolFailure:
                 raise HttpError(event.status, "", "The request body is malformed.")  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DRAIN_LIMIT",
     "SERVING",
+    "BodyPace",
     "ClientGone",
     "new_connection",
     "open_listener",
@@ -64,3 +66,26 @@ def open_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class BodyPace:
+    """Tracks how fast a request body arrives, against ``min_body_rate``.
+
+    One per request; ``too_slow(n)`` is called with each piece read from the peer.
+    """
+
+    __slots__ = ("_grace", "_min_rate", "_received", "_started")
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._min_rate = config.min_body_rate
+        self._grace = config.min_body_rate_grace
+        self._started = time.monotonic()
+        self._received = 0
+
+    def too_slow(self, received: int) -> bool:
+        """Count ``received`` bytes; True once the body is slower than allowed."""
+        self._received += received
+        if not self._min_rate:
+            return False
+        elapsed = time.monotonic() - self._started
+        return elapsed > self._grace and self._received < self._min_rate * elapsed

@@ -9,6 +9,7 @@ worker.  The transport has no HTTP knowledge of its own.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import socket
 import ssl
@@ -28,6 +29,7 @@ from .common import (
     DRAIN_LIMIT,
     READ_SIZE,
     SERVING,
+    BodyPace,
     ClientGone,
     new_connection,
     request_from_head,
@@ -46,7 +48,16 @@ LINGER_SECONDS = 1.0
 class _Conn(Channel):
     """A client connection; also the channel of the request it serves."""
 
-    __slots__ = ("conn", "deadline", "head_started", "lingering", "server", "sock", "upgrade")
+    __slots__ = (
+        "conn",
+        "deadline",
+        "head_started",
+        "lingering",
+        "pace",
+        "server",
+        "sock",
+        "upgrade",
+    )
 
     def __init__(self, server: ThreadedServer, sock: socket.socket, peer: Any) -> None:
         self.server = server
@@ -58,6 +69,7 @@ class _Conn(Channel):
         self.head_started = False
         self.lingering = False
         self.upgrade: Any = None
+        self.pace: BodyPace | None = None
 
     # -- Channel -------------------------------------------------------------
     def _recv(self) -> bytes:
@@ -92,6 +104,13 @@ class _Conn(Channel):
                     raise HttpError(408, "", "The request body was not sent in time.") from None
                 except OSError as exc:
                     raise ClientGone(str(exc)) from None
+                if self.pace is None:
+                    self.pace = BodyPace(self.server.config)
+                if self.pace.too_slow(len(data)):
+                    from ..errors import HttpError
+
+                    conn.close_after_response()
+                    raise HttpError(408, "", "The request body is arriving too slowly.")
                 conn.receive_data(data)
                 continue
             if type(event) is http11.ProtocolFailure:
@@ -195,6 +214,7 @@ class _Conn(Channel):
 
     def _serve_request(self, head: http11.RequestHead) -> bool:
         server = self.server
+        self.pace = None
         upgrade = server.upgrade_handler
         if upgrade is not None and upgrade.wants(head):
             if upgrade.serve_threaded(self, head):
@@ -206,7 +226,9 @@ class _Conn(Channel):
             sock.settimeout(server.config.body_timeout)
         token = SERVING.set(server)
         try:
-            run_sync(server.dispatcher.handle(request, self))
+            # A fresh context per request: context variables set by one request
+            # never leak into the next one served by the same worker thread.
+            contextvars.Context().run(run_sync, server.dispatcher.handle(request, self))
         except ClientGone:
             return False
         except Exception:
