@@ -224,11 +224,12 @@ class _Conn(Channel):
         sock = self.sock
         if sock.gettimeout() != server.config.body_timeout:
             sock.settimeout(server.config.body_timeout)
-        token = SERVING.set(server)
+        # A fresh context per request: context variables set by one request never
+        # leak into the next one served by the same worker thread.
+        context = contextvars.Context()
+        context.run(SERVING.set, server)
         try:
-            # A fresh context per request: context variables set by one request
-            # never leak into the next one served by the same worker thread.
-            contextvars.Context().run(run_sync, server.dispatcher.handle(request, self))
+            context.run(run_sync, server.dispatcher.handle(request, self))
         except ClientGone:
             return False
         except Exception:
@@ -238,8 +239,6 @@ class _Conn(Channel):
             except ClientGone:
                 pass
             return False
-        finally:
-            SERVING.reset(token)
         if not self.conn.request_complete:
             if self.conn.closing:  # the body was refused (413): no draining
                 self.linger()
