@@ -312,7 +312,9 @@ def main() -> None:
             print("[run] chart failed (see above)", flush=True)
     if ns.update_readme:
         update_readme(markdown)
-        print(f"[run] updated {README}", flush=True)
+        if (out / "chart.png").exists():
+            shutil.copyfile(out / "chart.png", BENCH_DIR / "chart.png")
+        print(f"[run] updated {README} and {BENCH_DIR / 'chart.png'}", flush=True)
 
 
 if __name__ == "__main__":

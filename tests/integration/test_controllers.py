@@ -454,3 +454,62 @@ def test_plain_argument_falls_back_to_the_path_value_of_the_same_name(make_clien
     assert client.get("/users/42").json() == {"id": 42, "q": ""}
     assert client.get("/users/42?user_id=7").json()["id"] == 7  # the query wins, as before
     assert client.get("/users/abc").status == 400
+
+
+def test_controller_not_singleton_builds_an_instance_per_request(make_client):
+    app = App()
+    built: list[int] = []
+
+    @app.controller(singleton=False, args=["fresh"], kwargs={"step": 2})
+    @app.request_map("/per-request", method="GET")
+    class PerRequest:
+        def __init__(self, name: str, step: int = 1) -> None:
+            built.append(step)
+            self.name = name
+            self.count = 0
+
+        @app.request_map
+        def hit(self) -> dict:
+            self.count += 1
+            return {"name": self.name, "count": self.count}
+
+    client = make_client(app)
+    assert client.get("/per-request").json() == {"name": "fresh", "count": 1}
+    assert client.get("/per-request").json() == {"name": "fresh", "count": 1}
+    assert built == [2, 2]
+
+
+def test_filter_map_is_the_deprecated_regexp_filter(make_client):
+    app = App()
+    seen: list[str] = []
+
+    def mark(ctx) -> None:
+        seen.append(ctx.request.path)
+        ctx.do_chain()
+
+    app.filter_map("^/filtered", mark)
+
+    @app.filter_map(regexp="^/decorated")
+    def mark_decorated(ctx) -> None:
+        seen.append("decorated:" + ctx.request.path)
+        ctx.do_chain()
+
+    @app.route("/filtered/x")
+    def filtered() -> str:
+        return "f"
+
+    @app.route("/decorated/y")
+    def decorated() -> str:
+        return "d"
+
+    @app.route("/plain")
+    def plain() -> str:
+        return "p"
+
+    client = make_client(app)
+    assert [client.get(p).text for p in ("/filtered/x", "/decorated/y", "/plain")] == [
+        "f",
+        "d",
+        "p",
+    ]
+    assert seen == ["/filtered/x", "decorated:/decorated/y"]

@@ -451,3 +451,39 @@ def test_download_backpressure(serve: Callable[..., LiveServer]):
     assert size == 256 << 20
     assert len(produced) == 256
     assert stalled_at < 64, stalled_at
+
+
+def test_module_start_serves_the_app_conf_given(transport: str) -> None:
+    import simple_http_server.server as server_module
+    from simple_http_server import get_app_conf
+
+    app = get_app_conf("transport-test-app-conf")
+
+    @app.route("/tagged")
+    def tagged() -> dict:
+        return {"app": "tagged"}
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    thread = threading.Thread(
+        target=server_module.start,
+        kwargs={
+            "host": "127.0.0.1",
+            "port": port,
+            "app_conf": app,
+            "prefer_coroutine": transport == "asyncio",
+        },
+        daemon=True,
+    )
+    thread.start()
+    try:
+        for _ in range(500):
+            if server_module.is_ready():
+                break
+            time.sleep(0.01)
+        assert fetch(port, "/tagged") == b'{"app": "tagged"}'
+    finally:
+        server_module.stop()
+        thread.join(10)
+    assert not thread.is_alive()
