@@ -50,7 +50,8 @@ def main() -> None:
     def announce() -> None:
         for _ in range(1000):
             if server.is_ready():
-                print(f"PORT {server.port}", flush=True)
+                sys.stdout.write(f"PORT {server.port}\n")  # one write: log lines may interleave
+                sys.stdout.flush()
                 return
             threading.Event().wait(0.01)
         print("NOT READY", flush=True)

@@ -13,7 +13,8 @@ from simple_http_server import server
 from simple_http_server.__main__ import _CONFIG_OPTIONS, build_parser
 from simple_http_server.config import KIB, MIB, Limits, ServerConfig
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "85-limits.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
+LIMITS_HEADING = "## Limits, timeouts and hostile clients"
 
 #: Every limit and timeout the hardening issue names, with a non-default value.
 LIMITS = {
@@ -93,7 +94,8 @@ def _doc_value(text: str) -> float | int | bool:
 
 
 def test_the_readme_table_states_the_real_defaults() -> None:
-    rows = re.findall(r"^\| `([a-z_]+)`[^|]*\| ([^|]+) \|", DOC.read_text(), re.MULTILINE)
+    section = README.read_text(encoding="utf-8").split(LIMITS_HEADING, 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)`[^|]*\| ([^|]+) \|", section, re.MULTILINE)
     documented = dict(rows)
     defaults = ServerConfig()
     limit_names = {f for f in Limits.__dataclass_fields__}
