@@ -13,8 +13,6 @@ Decorate plain functions with ``@route`` and call ``server.start()``::
 
 from __future__ import annotations
 
-from typing import Any
-
 name = "simple_http_server"
 version = "1.0.0.dev0"
 __version__ = version
@@ -64,6 +62,8 @@ from .websocket import (
     WEBSOCKET_OPCODE_TEXT,
     WebsocketCloseReason,
     WebsocketHandler,
+    WebsocketHandlerClass,
+    WebsocketHandlerProxy,
     WebsocketRequest,
     WebsocketSession,
     websocket_close,
@@ -87,17 +87,6 @@ filter_map = _app.filter_map
 error_message = _app.error_message
 model_binding = _app.model_binding
 default_model_binding = _app.default_model_binding
-
-
-def __getattr__(attr: str) -> Any:
-    # Websocket names load lazily so HTTP-only apps never import wsproto glue.
-    if attr in ("websocket", "server"):
-        raise AttributeError(attr)  # a submodule that failed to import: no recursion
-    from . import websocket
-
-    if attr in websocket.__all__:
-        return getattr(websocket, attr)
-    raise AttributeError(f"module 'simple_http_server' has no attribute {attr!r}")
 
 
 __all__ = [

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .dispatch.invoke import in_event_loop
-from .dispatch.sessions import DEFAULT_SESSION_TIMEOUT, new_session_id
+from .dispatch.sessions import DEFAULT_SESSION_TIMEOUT, StoredSession, new_session_id
 from .models import Session, SessionFactory
 
 __all__ = ["RedisSession", "RedisSessionFactory"]
@@ -72,7 +72,7 @@ def _serializers(kind: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], A
     raise ValueError(f'serializer must be "json" or "pickle", not {kind!r}')
 
 
-class RedisSession(Session):
+class RedisSession(StoredSession):
     """One session of a :class:`RedisSessionFactory`, for the current request.
 
     Reads come from the snapshot loaded when the session was looked up (plus
@@ -89,35 +89,14 @@ class RedisSession(Session):
         attributes: dict[str, Any],
         is_new: bool,
     ) -> None:
-        super().__init__()
+        super().__init__(session_id, created, accessed, is_new)
         self.max_inactive_interval = factory.max_inactive_interval
         self._factory = factory
-        self._id = session_id
-        self._created = created
-        self._accessed = accessed
         self._attributes = attributes
-        self._is_new = is_new
-        self._valid = True
         self._pending_set: dict[str, bytes] = {}
         self._pending_del: set[str] = set()
         self._pending_invalidate = False
         self._lock = threading.Lock()
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def creation_time(self) -> float:
-        return self._created
-
-    @property
-    def last_accessed_time(self) -> float:
-        return self._accessed
-
-    @property
-    def is_new(self) -> bool:
-        return self._is_new
 
     @property
     def is_valid(self) -> bool:

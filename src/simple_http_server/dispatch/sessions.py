@@ -25,6 +25,7 @@ __all__ = [
     "LocalSession",
     "LocalSessionFactory",
     "RequestSessions",
+    "StoredSession",
     "configure_sessions",
     "global_session_factory",
     "new_session_id",
@@ -56,20 +57,16 @@ def global_session_factory() -> SessionFactory | None:
     return _global_factory
 
 
-class LocalSession(Session):
-    """A session kept in this process' memory (thread-safe)."""
+class StoredSession(Session):
+    """Bookkeeping shared by the built-in stores: id, times, newness."""
 
-    def __init__(self, factory: LocalSessionFactory, session_id: str, max_inactive: float) -> None:
+    def __init__(self, session_id: str, created: float, accessed: float, is_new: bool) -> None:
         super().__init__()
-        self.max_inactive_interval = max_inactive  # type: ignore[assignment]
-        self._factory = factory
         self._id = session_id
-        self._created = self._accessed = time.time()
-        self._deadline_base = time.monotonic()
-        self._attributes: dict[str, Any] = {}
-        self._is_new = True
+        self._created = created
+        self._accessed = accessed
+        self._is_new = is_new
         self._valid = True
-        self._lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -86,6 +83,19 @@ class LocalSession(Session):
     @property
     def is_new(self) -> bool:
         return self._is_new
+
+
+class LocalSession(StoredSession):
+    """A session kept in this process' memory (thread-safe)."""
+
+    def __init__(self, factory: LocalSessionFactory, session_id: str, max_inactive: float) -> None:
+        now = time.time()
+        super().__init__(session_id, now, now, True)
+        self.max_inactive_interval = max_inactive  # type: ignore[assignment]
+        self._factory = factory
+        self._deadline_base = time.monotonic()
+        self._attributes: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     @property
     def is_valid(self) -> bool:
