@@ -189,18 +189,18 @@ class App:
         return decorate
 
     # -- filters and error pages ---------------------------------------------
+    def _add_filter(self, func: F, path: str = "", regexp: str = "") -> F:
+        self.filters.append(FilterEntry.create(func, path, regexp))
+        self.changed()
+        return func
+
     def request_filter(self, path: Any = "", regexp: str = "") -> Any:
         """Register a filter ``f(ctx)`` for a path pattern or a ``regexp``."""
-        if callable(path):
-            func, path = path, ""
-            self.filters.append(FilterEntry.create(func, "/**"))
-            self.changed()
-            return func
+        if callable(path):  # bare ``@request_filter``: every path
+            return self._add_filter(path)
 
         def decorator(func: F) -> F:
-            self.filters.append(FilterEntry.create(func, path, regexp))
-            self.changed()
-            return func
+            return self._add_filter(func, path, regexp)
 
         return decorator
 
@@ -209,9 +209,7 @@ class App:
     ) -> Any:
         """Deprecated spelling of ``request_filter(regexp=...)``."""
         if filter_function is not None:
-            self.filters.append(FilterEntry.create(filter_function, regexp=regexp))
-            self.changed()
-            return filter_function
+            return self._add_filter(filter_function, regexp=regexp)
         return self.request_filter(regexp=regexp)
 
     def error_message(self, *codes: Any) -> Any:

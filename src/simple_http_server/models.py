@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .dispatch.bodies import MultipartFile, RequestBodyReader
+    from .dispatch.sessions import RequestSessions
 
 __all__ = [
     "DEFAULT_ENCODING",
@@ -322,6 +323,8 @@ class Request:
         self._parameters: dict[str, list[str]] = parameters if parameters is not None else {}
         self._parameter: dict[str, str] | None = None
         self._session_getter: Any = None
+        #: Set by the dispatcher once the request's session state exists.
+        self._session_state: RequestSessions | None = None
 
     @property
     def cookies(self) -> Cookies:

@@ -155,8 +155,9 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         if not self._streaming:
             self._streaming = True
-            status, headers = head_of(self.status_code, self._headers, self._cookies, None)
-            self._channel.start_blocking(status, headers)
+            self._channel.start_blocking(
+                self.status_code, header_lines(self._headers, self._cookies)
+            )
         self._channel.write_blocking(bytes(data))
 
     def close(self) -> None:
@@ -201,15 +202,14 @@ def _cookie_lines(cookies: http.cookies.BaseCookie[str], out: list[tuple[str, st
         out.append(("Set-Cookie", morsel.OutputString()))
 
 
-def head_of(
-    status: int, headers: dict[str, Any], cookies: http.cookies.BaseCookie[str] | None, _: None
-) -> tuple[int, list[tuple[str, str]]]:
-    """Status and header lines of a streamed response."""
+def header_lines(
+    headers: dict[str, Any], cookies: http.cookies.BaseCookie[str]
+) -> list[tuple[str, str]]:
+    """The header lines of a response's headers, then one ``Set-Cookie`` per cookie."""
     lines: list[tuple[str, str]] = []
     _header_lines(headers, lines)
-    if cookies:
-        _cookie_lines(cookies, lines)
-    return status, lines
+    _cookie_lines(cookies, lines)
+    return lines
 
 
 def _body_of(value: Any, outcome: Outcome) -> None:
@@ -276,8 +276,7 @@ def normalize(result: Any, status: int = 200) -> Outcome:
     outcome = Outcome(status=status)
     if isinstance(result, Response):
         outcome.status = result.status_code
-        _header_lines(result.headers, outcome.headers)
-        _cookie_lines(result.cookies, outcome.headers)
+        outcome.headers = header_lines(result.headers, result.cookies)
         _body_of(result.body if result.body != "" else None, outcome)
     elif isinstance(result, Redirect):
         outcome.status = result.status

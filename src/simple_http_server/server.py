@@ -180,8 +180,7 @@ class Server:
         self._stopped.clear()
         try:
             await transport.start(self._listener())
-            self._ready.set()
-            _log.info("Serving on %s:%d", self.config.host or "0.0.0.0", self.port)
+            self._mark_ready()
             with _graceful_signals(self):
                 await transport.wait_closed()
         finally:

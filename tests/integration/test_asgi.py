@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,25 +132,13 @@ def test_uvicorn_streamed_bodies(uvicorn: harness.Proc, path: str, expected: byt
 
 
 def test_uvicorn_chunked_request_body(uvicorn: harness.Proc) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", uvicorn.port, timeout=10)
-    try:
-        parts = (b"y" * 70_000 for _ in range(5))
-        conn.request("POST", "/upload", body=parts, encode_chunked=True,
-                     headers={"Content-Type": "application/octet-stream"})  # fmt: skip
-        resp = conn.getresponse()
-        assert (resp.status, json.loads(resp.read())) == (200, {"received": 350_000})
-    finally:
-        conn.close()
+    parts = (b"y" * 70_000 for _ in range(5))
+    assert uvicorn.post_chunked("/upload", parts) == (200, {"received": 350_000})
 
 
 def test_uvicorn_streams_without_buffering(uvicorn: harness.Proc) -> None:
-    with socket.create_connection(("127.0.0.1", uvicorn.port), timeout=10) as sock:
-        sock.sendall(b"GET /astream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = b""
-        while b"part-2\n" not in received:
-            data = sock.recv(4096)
-            assert data, received
-            received += data
+    request = b"GET /astream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n"
+    received = uvicorn.read_until(request, b"part-2\n")
     assert b"transfer-encoding: chunked" in received.lower()
 
 

@@ -189,8 +189,15 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
         args = [sys.executable, str(SESSION_APP), "--redis-url", redis_url]
         args += ["--prefix", prefix, "--transport", transport, "--port", str(port)]
+        # bufsize=0: an unbuffered pipe, so select() below never misses a line that
+        # a buffered reader had already pulled in with the previous one.
         self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT)
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(ROOT),
+            bufsize=0,
         )
         self.port = self._read_port()
 

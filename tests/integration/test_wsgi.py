@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -187,24 +186,12 @@ def test_gunicorn_basic(gunicorn: harness.Proc) -> None:
 
 
 def test_gunicorn_chunked_request_body(gunicorn: harness.Proc) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", gunicorn.port, timeout=10)
-    try:
-        parts = (b"y" * 50_000 for _ in range(4))
-        conn.request("POST", "/upload", body=parts, encode_chunked=True,
-                     headers={"Content-Type": "application/octet-stream"})  # fmt: skip
-        resp = conn.getresponse()
-        assert (resp.status, json.loads(resp.read())) == (200, {"received": 200_000})
-    finally:
-        conn.close()
+    parts = (b"y" * 50_000 for _ in range(4))
+    assert gunicorn.post_chunked("/upload", parts) == (200, {"received": 200_000})
 
 
 def test_gunicorn_streams_without_buffering(gunicorn: harness.Proc) -> None:
     # 1000 parts, 50 ms apart: buffered, the first byte would come after 50 s (> timeout).
-    with socket.create_connection(("127.0.0.1", gunicorn.port), timeout=10) as sock:
-        sock.sendall(b"GET /stream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = b""
-        while b"part-2\n" not in received:
-            data = sock.recv(4096)
-            assert data, received
-            received += data
+    request = b"GET /stream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n"
+    received = gunicorn.read_until(request, b"part-2\n")
     assert b"Transfer-Encoding: chunked" in received

@@ -27,6 +27,10 @@ def post(headers: bytes, body: bytes = b"", path: bytes = b"/echo") -> bytes:
     return b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n" + body
 
 
+def get_closing(path: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
 # (payload, expected status)
 MALFORMED: dict[str, tuple[bytes, int]] = {
     "bad method token": (b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
@@ -230,17 +234,13 @@ def test_chunked_body_over_limit_gets_413(hostile: Hostile) -> None:
 # -- hostile content in answers --------------------------------------------------------
 def test_double_slash_path_is_answered(hostile: Hostile) -> None:
     started = time.monotonic()
-    data = send_and_collect(
-        hostile.port, b"GET //x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
+    data = send_and_collect(hostile.port, get_closing(b"//x"))
     assert [r.status for r in parse_responses(data)] == [404]
     assert time.monotonic() - started < 5
 
 
 def test_controller_exception_leaks_no_detail(hostile: Hostile) -> None:
-    data = send_and_collect(
-        hostile.port, b"GET /boom HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
+    data = send_and_collect(hostile.port, get_closing(b"/boom"))
     responses = parse_responses(data)
     assert [r.status for r in responses] == [500]
     for secret in (b"Traceback", b"secret-detail", b"/etc/passwd", b"RuntimeError", b".py"):
@@ -251,8 +251,7 @@ def test_controller_exception_leaks_no_detail(hostile: Hostile) -> None:
     "path", ["/error-crlf", "/redirect-crlf", "/header-crlf", "/error-unicode"]
 )
 def test_response_splitting_is_neutralized(hostile: Hostile, path: str) -> None:
-    request = b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode()
-    data = send_and_collect(hostile.port, request)
+    data = send_and_collect(hostile.port, get_closing(path.encode()))
     responses = parse_responses(data)  # strict: a split response would not parse
     assert len(responses) == 1
     names = [name.lower() for name, _ in responses[0].headers]
@@ -284,12 +283,9 @@ def test_static_path_traversal_never_escapes_the_folder(
     (tmp_path / "secret.txt").write_text("TOP-SECRET")
     live = serve(App(), resources={"/static/**": str(public)})
     for target in TRAVERSALS:
-        request = f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
-        data = send_and_collect(live.port, request)
+        data = send_and_collect(live.port, get_closing(target.encode()))
         responses = parse_responses(data)
         assert len(responses) == 1 and responses[0].status in (400, 404), (target, data)
         assert b"TOP-SECRET" not in data, target
-    data = send_and_collect(
-        live.port, b"GET /static/index.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
+    data = send_and_collect(live.port, get_closing(b"/static/index.txt"))
     assert parse_responses(data)[0].body == b"public"

@@ -106,15 +106,8 @@ class ASGILink(LinkBase):
         self._submit({"type": "websocket.close", "code": code, "reason": reason})
 
     # -- input ---------------------------------------------------------------
-    async def _run(self, func: object, *args: object) -> object:
-        try:
-            from ..dispatch.invoke import call
-
-            return await call(func, *args)  # type: ignore[arg-type]
-        except Exception:
-            _log.exception("Websocket handler %r failed", func)
-            self.close(ws.CLOSE_INTERNAL_ERROR, "Handler error")
-            return None
+    def _handler_failed(self) -> None:
+        self.close(ws.CLOSE_INTERNAL_ERROR, "Handler error")
 
     async def _binary_frame(self, event: ws.BinaryFrameReceived) -> None:
         assert self.callbacks.on_binary_frame is not None

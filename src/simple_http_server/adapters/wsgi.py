@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from ..dispatch.channel import Channel, HeaderLines
+from ..dispatch.channel import Channel, HeaderLines, encode_headers
 from ..dispatch.dispatcher import Dispatcher, make_request
 from ..protocol.http11 import reason_phrase
 
@@ -146,8 +146,6 @@ class _WSGIChannel(Channel):
 
     # ``Response.write_bytes`` from user code: WSGI's imperative ``write()``.
     def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
-        from ..dispatch.channel import encode_headers
-
         self._start(status, encode_headers(headers))
 
     def write_blocking(self, data: bytes) -> None:

@@ -12,7 +12,7 @@ import inspect
 import json
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -344,7 +344,7 @@ def plan_binding(
     awaiting: set[int] = set()
     needs_body = needs_stream = False
     path_names: set[str] = set()
-    for index, p in enumerate(params):
+    for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         has_default = p.default is not p.empty
@@ -366,7 +366,6 @@ def plan_binding(
             awaiting.add(len(names))
         names.append(p.name)
         binders.append(binder)
-        del index
     return BindingPlan(
         tuple(names),
         tuple(binders),
@@ -486,15 +485,8 @@ def _converted_default(name: str, target: Any, default: str) -> Any:
 
 
 def _model_binder(cls: Any, name: str, arg_type: Any, default: Any) -> Binder:
+    # ``bind()`` may be sync or async: BindingPlan.bind awaits an awaitable result.
     def bind(ctx: BindContext) -> Any:
-        result = cls(ctx.request, ctx.response, name, arg_type, default).bind()
-        return result if inspect.isawaitable(result) else _ready(result)
+        return cls(ctx.request, ctx.response, name, arg_type, default).bind()
 
     return bind
-
-
-def _ready(value: Any) -> Awaitable[Any]:
-    async def done() -> Any:
-        return value
-
-    return done()

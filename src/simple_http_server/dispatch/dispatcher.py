@@ -16,7 +16,15 @@ from .. import logger as _logging
 from ..config import ServerConfig
 from ..errors import HttpError
 from ..models import Headers, Request, SessionFactory
-from ..responses import JSON_TYPE, Outcome, Redirect, Response, StaticFile, normalize
+from ..responses import (
+    JSON_TYPE,
+    Outcome,
+    Redirect,
+    Response,
+    StaticFile,
+    header_lines,
+    normalize,
+)
 from .binding import BindContext
 from .bodies import RequestBodyReader, close_files, parse_query, read_form, too_large
 from .channel import FILE_CHUNK, Channel, ClientGone, encode_headers
@@ -55,18 +63,11 @@ def make_request(
             hdrs[key] = val
     if raw_path.startswith(("http://", "https://")):  # absolute-form target
         raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
-    request = Request(
-        method, normalize_path(raw_path or "/"), query, hdrs, parse_query(query), scheme
-    )
-    return request
+    return Request(method, normalize_path(raw_path or "/"), query, hdrs, parse_query(query), scheme)
 
 
 def _has_body(request: Request) -> bool:
-    headers = request.headers
-    if "Transfer-Encoding" in headers:
-        return True
-    length = request.content_length
-    return bool(length)
+    return "Transfer-Encoding" in request.headers or bool(request.content_length)
 
 
 class Dispatcher:
@@ -110,7 +111,7 @@ class Dispatcher:
         """Build the request's session state (on the first ``get_session``)."""
         state = RequestSessions(self.session_factory, self.app.session_cookie_name, request)
         request._session_getter = state.get
-        request._session_state = state  # type: ignore[attr-defined]
+        request._session_state = state
         return state
 
     async def _attach_session(self, request: Request, endpoint: Endpoint | None) -> None:
@@ -129,7 +130,7 @@ class Dispatcher:
         request._session_getter = _LazySession(self, request)
 
     async def _finish_session(self, request: Request) -> None:
-        state: RequestSessions | None = getattr(request, "_session_state", None)
+        state = request._session_state
         if state is not None:
             try:
                 await state.finish()
@@ -137,7 +138,7 @@ class Dispatcher:
                 _log.exception("Cannot save the session of %s %s", request.method, request.path)
 
     def _session_cookie(self, request: Request, headers: list[tuple[str, str]]) -> None:
-        state: RequestSessions | None = getattr(request, "_session_state", None)
+        state = request._session_state
         if state is not None:
             headers.extend(state.cookie_headers())
 
@@ -282,9 +283,12 @@ class Dispatcher:
         body = outcome.body
         if isinstance(body, StaticFile):
             return await self._send_file(request, channel, outcome, body)
-        has_type = any(name.lower() == "content-type" for name, _ in headers)
-        if not has_type and outcome.content_type and outcome.status not in (204, 304):
-            headers.append(("Content-Type", outcome.content_type))
+        content_type = _header(headers, "content-type")
+        if content_type is None:
+            content_type = ""
+            if outcome.content_type and outcome.status not in (204, 304):
+                content_type = outcome.content_type
+                headers.append(("Content-Type", content_type))
         gzip = self.gzip
         if isinstance(body, bytes):
             headers = [h for h in headers if h[0].lower() != "content-length"]
@@ -292,16 +296,14 @@ class Dispatcher:
                 body = b""
             else:
                 if gzip is not None and gzip.choose(
-                    request, outcome.status, headers, _header(headers, "content-type"), len(body)
+                    request, outcome.status, headers, content_type, len(body)
                 ):
                     body = gzip.compress(body)
                 headers.append(("Content-Length", str(len(body))))
             await channel.send_response(outcome.status, encode_headers(headers), body)
             return outcome.status, len(body)
         chunks = _byte_chunks(body)
-        if gzip is not None and gzip.choose(
-            request, outcome.status, headers, _header(headers, "content-type"), None
-        ):
+        if gzip is not None and gzip.choose(request, outcome.status, headers, content_type, None):
             chunks = gzip.stream(chunks)
         await channel.send_head(outcome.status, encode_headers(headers))
         size = 0
@@ -397,11 +399,12 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
 _END_OF_BODY = object()
 
 
-def _header(headers: list[tuple[str, str]], lower_name: str) -> str:
+def _header(headers: list[tuple[str, str]], lower_name: str) -> str | None:
+    """The value of the first header named ``lower_name``, or None."""
     for name, value in headers:
         if name.lower() == lower_name:
             return value
-    return ""
+    return None
 
 
 def _response_touched(response: Response) -> bool:
@@ -415,12 +418,4 @@ def _response_touched(response: Response) -> bool:
 
 def _merge_response(response: Response, outcome: Outcome) -> None:
     """Headers and cookies set on the injected response join the returned value's."""
-    extra: list[tuple[str, str]] = []
-    for name, value in response.headers.items():
-        if isinstance(value, list | tuple):
-            extra.extend((name, str(v)) for v in value)
-        else:
-            extra.append((name, str(value)))
-    for morsel in response.cookies.values():
-        extra.append(("Set-Cookie", morsel.OutputString()))
-    outcome.headers[:0] = extra
+    outcome.headers[:0] = header_lines(response.headers, response.cookies)

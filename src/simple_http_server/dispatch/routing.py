@@ -319,7 +319,6 @@ def _pick(
         elif _usable(entry, method, parameters, headers, allowed):
             return entry
     for entry in fallback:
-        allowed.add(_SEEN)
-        if entry.conditions.empty or entry.conditions.accepts(parameters, headers):
+        if _usable(entry, method, parameters, headers, allowed):
             return entry
     return None

@@ -18,9 +18,9 @@ from .. import logger as _logging
 from ..models import Headers
 from ..protocol.http11 import RequestHead, reason_phrase
 from ..protocol.ws import HandshakeRejection, accept_headers, check_handshake
-from .bodies import parse_query
+from .dispatcher import make_request
 from .invoke import call
-from .routing import Router, compile_conditions, normalize_path
+from .routing import Router, compile_conditions
 
 if TYPE_CHECKING:
     from wsproto.extensions import Extension
@@ -268,18 +268,16 @@ async def negotiate(
     checked = check_handshake(head)
     if isinstance(checked, HandshakeRejection):
         return Rejected(checked.status, list(checked.headers), checked.message)
-    target = head.target.decode("latin-1")
-    raw_path, _, query = target.partition("?")
-    path = normalize_path(raw_path.partition("#")[0] or "/")
+    # The target and headers are read as for HTTP requests (one place for both).
+    http = make_request("GET", head.target.decode("latin-1"), head.headers)
+    path = http.path
     found = routes.lookup(path) if routes is not None else None
     if found is None:
         return Rejected(404, [], "No websocket handler for this path.")
     proxy, path_values, reg_groups = found
-    headers = Headers()
-    for name, value in head.headers:
-        key, val = name.decode("latin-1"), value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {val}" if key in headers else val
-    request = WebsocketRequest(path, query, headers, parse_query(query), path_values, reg_groups)
+    request = WebsocketRequest(
+        path, http.query_string, http.headers, http.parameters, path_values, reg_groups
+    )
     try:
         callbacks = proxy.callbacks()
         status: int = 101

@@ -18,6 +18,7 @@ from ..protocol import ws
 from ..protocol.ws import WebsocketProtocol, WsEvent
 from ..websocket import (
     WEBSOCKET_OPCODE_PING,
+    WEBSOCKET_OPCODE_PONG,
     WebsocketCloseReason,
     WebsocketRequest,
     WebsocketSession,
@@ -87,10 +88,17 @@ class LinkBase:
 
     def send_message(self, pieces: Iterator[str | bytes]) -> None:
         with self.lock:
-            for piece, last in _frames(pieces):
+            for _ in self._send_frames(pieces):
+                pass
+
+    def _send_frames(self, pieces: Iterator[str | bytes]) -> Iterator[None]:
+        """Send the message piece by piece (the lock held per piece); yields after each."""
+        for piece, last in _frames(pieces):
+            with self.lock:
                 if not self.proto.send_data(piece, last):
                     return
                 self._flush()
+            yield None
 
     def send_control(self, opcode: int, payload: bytes) -> None:
         with self.lock:
@@ -152,7 +160,7 @@ class LinkBase:
                 if cb.on_ping_message is not None:
                     await self._run(cb.on_ping_message, session, event.payload)  # type: ignore[union-attr]
                 else:
-                    self.send_control(0xA, event.payload)  # type: ignore[union-attr]
+                    self.send_control(WEBSOCKET_OPCODE_PONG, event.payload)  # type: ignore[union-attr]
             elif kind is ws.PongReceived:
                 if cb.on_pong_message is not None:
                     await self._run(cb.on_pong_message, session, event.payload)  # type: ignore[union-attr]
@@ -180,10 +188,14 @@ class LinkBase:
             return await call(func, *args)  # type: ignore[arg-type]
         except Exception:
             _log.exception("Websocket handler %r failed", func)
-            with self.lock:
-                self.proto.fail(ws.CLOSE_INTERNAL_ERROR, "Handler error")
-                self._flush()
+            self._handler_failed()
             return None
+
+    def _handler_failed(self) -> None:
+        """A callback raised: fail the connection with 1011."""
+        with self.lock:
+            self.proto.fail(ws.CLOSE_INTERNAL_ERROR, "Handler error")
+            self._flush()
 
     async def report_close(self, event: ws.Closed) -> None:
         """Call ``on_close`` once."""

@@ -265,10 +265,7 @@ class HttpConnection:
     @property
     def has_buffered_data(self) -> bool:
         """True when received bytes wait in the parser (e.g. a partial head)."""
-        buffer = getattr(self._conn, "_receive_buffer", None)
-        if buffer is not None:
-            return len(buffer) > 0
-        return bool(self._conn.trailing_data[0])
+        return self.buffered_size > 0
 
     @property
     def buffered_size(self) -> int:

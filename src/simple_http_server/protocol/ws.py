@@ -48,6 +48,7 @@ __all__ = [
     "WebsocketProtocol",
     "accept_headers",
     "check_handshake",
+    "data_message",
     "is_websocket_upgrade",
 ]
 
@@ -209,6 +210,13 @@ class Closed:
     by_peer: bool
 
 
+def data_message(data: str | bytes, fin: bool = True) -> Message[Any]:
+    """The wsproto event of one data frame: text for ``str``, binary for ``bytes``."""
+    if isinstance(data, str):
+        return TextMessage(data=data, message_finished=fin)
+    return BytesMessage(data=data, message_finished=fin)
+
+
 WsEvent = TextReceived | BinaryReceived | BinaryFrameReceived | PingReceived | PongReceived | Closed
 
 
@@ -367,12 +375,7 @@ class WebsocketProtocol:
         """Queue one data frame (``fin=False`` continues a fragmented message)."""
         if not self.is_open:
             return False
-        message: Message[Any] = (
-            TextMessage(data=data, message_finished=fin)
-            if isinstance(data, str)
-            else BytesMessage(data=data, message_finished=fin)
-        )
-        self._out += self._conn.send(message)
+        self._out += self._conn.send(data_message(data, fin))
         return True
 
     def send_ping(self, payload: bytes = b"") -> bool:

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import ssl
 import threading
-from typing import Any, BinaryIO
+from typing import Any
 
 from .. import logger as _logging
 from ..config import ServerConfig
@@ -328,10 +328,6 @@ class _AioConn(asyncio.Protocol, Channel):
         self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
         await self._drain()
 
-    async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
-        # A read is small and local; the write side is where backpressure matters.
-        await super().send_file(file, offset, count)
-
     # Blocking forms for Response.write_bytes in sync (thread pool) or async code.
     def _blocking(self, coro: Any, nowait: Any) -> None:
         if threading.get_ident() == self.server.loop_thread:
@@ -364,7 +360,6 @@ class AioServer:
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
-        self.owner_thread = threading.current_thread()
         self._server: asyncio.base_events.Server | None = None
         self._closed = asyncio.Event()
         self.all_closed = asyncio.Event()

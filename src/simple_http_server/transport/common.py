@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAIN_LIMIT",
+    "READ_SIZE",
     "SERVING",
     "BodyPace",
     "ClientGone",

@@ -299,8 +299,7 @@ class AioLink(LinkBase):
             with self.lock:
                 self._streaming = True
             try:
-                for piece in self._stream(pieces):
-                    del piece
+                for _ in self._send_frames(pieces):
                     self._wait_drain()
             finally:
                 with self.lock:
@@ -308,16 +307,6 @@ class AioLink(LinkBase):
                     has_deferred = bool(self._deferred)
                 if has_deferred:
                     self.loop.call_soon_threadsafe(self._send_deferred)
-
-    def _stream(self, pieces: Iterator[str | bytes]) -> Iterator[None]:
-        from ..dispatch.ws_session import _frames
-
-        for piece, last in _frames(pieces):
-            with self.lock:
-                if not self.proto.send_data(piece, last):
-                    return
-                self._flush()
-            yield None
 
     def _send_deferred(self) -> None:
         with self.lock:

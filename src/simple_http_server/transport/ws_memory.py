@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from ..dispatch.invoke import run_sync
 from ..dispatch.ws_handlers import Rejected, negotiate
 from ..dispatch.ws_session import LinkBase
 from ..protocol.http11 import RequestHead
-from ..protocol.ws import WebsocketProtocol
+from ..protocol.ws import WebsocketProtocol, data_message
 
 __all__ = ["TestWebsocket", "WebsocketRejected", "connect"]
 
@@ -108,12 +108,7 @@ class TestWebsocket:
 
     def send_frame(self, data: str | bytes, fin: bool) -> None:
         """Send one frame of a fragmented message."""
-        message: Message[Any] = (
-            TextMessage(data=data, message_finished=fin)
-            if isinstance(data, str)
-            else BytesMessage(data=data, message_finished=fin)
-        )
-        self._send(message)
+        self._send(data_message(data, fin))
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Send a ping."""

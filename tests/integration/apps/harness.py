@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -58,6 +59,28 @@ class Proc:
             return resp.status, dict(resp.getheaders()), resp.read()
         finally:
             conn.close()
+
+    def post_chunked(self, path: str, parts: Iterator[bytes]) -> tuple[int, Any]:
+        """``POST path`` with a chunked octet-stream body: (status, decoded JSON answer)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("POST", path, body=parts, encode_chunked=True,
+                         headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def read_until(self, request: bytes, marker: bytes) -> bytes:
+        """Send raw ``request``; what was received once ``marker`` arrived."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(request)
+            received = b""
+            while marker not in received:
+                data = sock.recv(4096)
+                assert data, received
+                received += data
+        return received
 
 
 @contextlib.contextmanager

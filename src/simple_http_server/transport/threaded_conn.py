@@ -1,0 +1,305 @@
+"""One client connection of the threaded transport.
+
+A :class:`ThreadedConn` is served by a worker thread whenever its socket is
+readable: it feeds the bytes to its :class:`~..protocol.http11.HttpConnection`,
+runs the dispatcher for each complete request head, and is also the
+:class:`~..dispatch.channel.Channel` of the request it serves (blocking
+reads and writes; ``sendfile`` for plain sockets).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .. import logger as _logging
+from ..dispatch.channel import Channel, HeaderLines
+from ..dispatch.invoke import run_sync
+from ..errors import HttpError
+from ..protocol import http11
+from ..protocol.http11 import HttpConnection
+from .common import (
+    DRAIN_LIMIT,
+    READ_SIZE,
+    SERVING,
+    BodyPace,
+    ClientGone,
+    new_connection,
+    request_from_head,
+)
+
+if TYPE_CHECKING:
+    from .threaded import ThreadedServer
+
+__all__ = ["LINGER_SECONDS", "ThreadedConn"]
+
+_log = _logging.get_logger("simple_http_server.threaded")
+#: Seconds a connection closed after an error answer keeps discarding input.
+LINGER_SECONDS = 1.0
+
+
+class ThreadedConn(Channel):
+    """A client connection; also the channel of the request it serves."""
+
+    __slots__ = (
+        "conn",
+        "deadline",
+        "head_started",
+        "lingering",
+        "pace",
+        "server",
+        "sock",
+        "upgrade",
+    )
+
+    def __init__(self, server: ThreadedServer, sock: socket.socket, peer: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer if isinstance(peer, tuple) else None
+        self.conn: HttpConnection = new_connection(server.config)
+        self.secure = isinstance(sock, ssl.SSLSocket)
+        self.deadline = time.monotonic() + server.config.idle_timeout
+        self.head_started = False
+        self.lingering = False
+        self.upgrade: Any = None
+        self.pace: BodyPace | None = None
+
+    # -- Channel -------------------------------------------------------------
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(READ_SIZE)
+        except (TimeoutError, OSError) as exc:
+            raise ClientGone(str(exc)) from None
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            try:
+                self.sock.sendall(data)
+            except (TimeoutError, OSError) as exc:
+                raise ClientGone(str(exc)) from None
+
+    async def receive(self) -> bytes:
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if type(event) is http11.BodyChunk:
+                return event.data
+            if type(event) is http11.EndOfRequest:
+                return b""
+            if event is http11.NEED_DATA:
+                self._write(conn.send_continue())
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                except TimeoutError:  # body_timeout: answer 408, then close
+                    conn.close_after_response()
+                    raise HttpError(408, "", "The request body was not sent in time.") from None
+                except OSError as exc:
+                    raise ClientGone(str(exc)) from None
+                if self.pace is None:
+                    self.pace = BodyPace(self.server.config)
+                if self.pace.too_slow(len(data)):
+                    conn.close_after_response()
+                    raise HttpError(408, "", "The request body is arriving too slowly.")
+                conn.receive_data(data)
+                continue
+            if type(event) is http11.ProtocolFailure:
+                raise HttpError(event.status, "", "The request body is malformed.")
+            raise ClientGone("connection closed while reading the body")
+
+    async def send_head(self, status: int, headers: HeaderLines) -> None:
+        self._write(self.conn.send_head(status, headers))
+
+    async def send_data(self, data: bytes) -> None:
+        self._write(self.conn.send_body(data))
+
+    async def send_end(self) -> None:
+        self._write(self.conn.send_end())
+
+    async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
+        conn = self.conn  # the dispatcher set Content-Length; one send for all of it
+        self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
+
+    async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
+        if self.secure:
+            await super().send_file(file, offset, count)
+            return
+        for piece in self.conn.send_body_passthrough(_FileSlice(count)):
+            if isinstance(piece, _FileSlice):
+                self._sendfile(file, offset, count)
+            else:
+                self._write(bytes(piece))
+
+    def close_after_response(self) -> None:
+        self.conn.close_after_response()
+
+    def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        try:
+            self.sock.sendfile(file, offset, count)
+        except (TimeoutError, OSError) as exc:
+            raise ClientGone(str(exc)) from None
+
+    # -- lifecycle -----------------------------------------------------------
+    def serve_ready(self) -> bool:
+        """Serve what the socket has; True to park the connection again."""
+        if self.secure:
+            return self._serve_ready_tls()
+        self.conn.receive_data(self._recv())
+        return self.serve_buffered()
+
+    def _serve_ready_tls(self) -> bool:
+        """Like :meth:`serve_ready`, without blocking on a partial TLS record or handshake."""
+        sock: Any = self.sock
+        while True:
+            sock.setblocking(False)
+            try:
+                data = sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                if not self.head_started:  # the handshake or head is under way
+                    self.head_started = True
+                    self.deadline = time.monotonic() + self.server.config.head_timeout
+                return True
+            except OSError as exc:
+                raise ClientGone(str(exc)) from None
+            finally:
+                sock.settimeout(self.server.config.body_timeout)
+            self.conn.receive_data(data)
+            park = self.serve_buffered()
+            # TLS may hold decrypted bytes the selector cannot see.
+            if not (park and sock.pending()):
+                return park
+
+    def serve_buffered(self) -> bool:
+        conn = self.conn
+        server = self.server
+        while True:
+            event = conn.next_event()
+            kind = type(event)
+            if kind is http11.RequestHead:
+                self.head_started = False
+                if not self._serve_request(event):  # type: ignore[arg-type]
+                    return False
+                if server.stopping or not conn.start_next_cycle():
+                    return False
+                continue
+            if event is http11.NEED_DATA:
+                if self.head_started:
+                    return True
+                if server.stopping:
+                    return False
+                now = time.monotonic()
+                if conn.has_buffered_data:
+                    self.head_started = True
+                    self.deadline = now + server.config.head_timeout
+                else:
+                    self.deadline = now + server.config.idle_timeout
+                return True
+            if kind is http11.ProtocolFailure:
+                self._write(conn.send_error(event.status))  # type: ignore[union-attr]
+                self.linger()
+                return False
+            return False  # ConnectionLost / PAUSED without an upgrade
+
+    def _serve_request(self, head: http11.RequestHead) -> bool:
+        server = self.server
+        self.pace = None
+        upgrade = server.upgrade_handler
+        if upgrade is not None and upgrade.wants(head):
+            if upgrade.serve_threaded(self, head):
+                self.upgrade = upgrade  # a websocket thread owns the socket now
+            return False
+        request = request_from_head(head, self.secure)
+        sock = self.sock
+        if sock.gettimeout() != server.config.body_timeout:
+            sock.settimeout(server.config.body_timeout)
+        # A fresh context per request: context variables set by one request never
+        # leak into the next one served by the same worker thread.
+        context = contextvars.Context()
+        context.run(SERVING.set, server)
+        try:
+            context.run(run_sync, server.dispatcher.handle(request, self))
+        except ClientGone:
+            return False
+        except Exception:
+            _log.exception("Error while sending the response")
+            try:
+                self._write(self.conn.send_error(500))
+            except ClientGone:
+                pass
+            return False
+        if not self.conn.request_complete:
+            if self.conn.closing:  # the body was refused (413): no draining
+                self.linger()
+                return False
+            return self._drain()
+        return True
+
+    def _drain(self) -> bool:
+        """Discard an unread request body so the connection can go on."""
+        drained = 0
+        conn = self.conn
+        while drained <= DRAIN_LIMIT:
+            event = conn.next_event()
+            if type(event) is http11.BodyChunk:
+                drained += len(event.data)
+            elif type(event) is http11.EndOfRequest:
+                return True
+            elif event is http11.NEED_DATA:
+                try:
+                    data = self._recv()
+                except ClientGone:
+                    return False
+                conn.receive_data(data)
+            else:
+                return False
+        return False
+
+    def linger(self) -> None:
+        """Half-close; the selector then discards what the client still sends.
+
+        Closing with unread input would reset the connection and the client
+        could lose our answer (a 400, 413 or 431); lingering holds no worker.
+        """
+        self.head_started = False
+        self.deadline = time.monotonic() + LINGER_SECONDS
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.lingering = True
+        except OSError:
+            pass
+
+    def discard_input(self) -> bool:
+        """Read and drop what a lingering client sent; False once it is done."""
+        try:
+            for _ in range(16):
+                if not self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT):
+                    return False
+        except (BlockingIOError, InterruptedError):
+            return True
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def rearm_failed(self) -> None:
+        """The poller could not watch this connection again: drop it."""
+        self.server._drop(self)
+
+
+class _FileSlice:
+    """A placeholder body piece of known length, written with ``sendfile``."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
