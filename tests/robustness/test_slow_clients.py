@@ -6,6 +6,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from simple_http_server import App
 
@@ -172,6 +175,34 @@ def test_body_at_a_normal_pace_is_not_cut_off(serve: Serve) -> None:
         sock.shutdown(socket.SHUT_WR)
         responses = parse_responses(read_until_closed(sock, timeout=5))
     assert [r.status for r in responses] == [200]
+
+
+@pytest.mark.parametrize("source", ["memory", "file"])
+def test_client_that_stops_reading_is_cut_off_after_body_timeout(
+    serve: Serve, tmp_path: Path, source: str
+) -> None:
+    """A stuck reader frees its worker; with one worker, others wait at most body_timeout."""
+    size = 32 * 1024 * 1024
+    application = app()[0]
+    (tmp_path / "big.bin").write_bytes(b"f" * size)
+
+    @application.route("/big")
+    def big() -> bytes:
+        return b"m" * size
+
+    live = serve(application, {"/files/*": str(tmp_path)}, body_timeout=1.0, worker_threads=1)
+    path = "/big" if source == "memory" else "/files/big.bin"
+    with socket.socket() as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", live.port))
+        stuck.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        time.sleep(0.3)  # the answer is under way and stalls: nothing is read
+        started = time.monotonic()
+        assert fast_get(live) == b"ok"
+        assert time.monotonic() - started < 4.0
+        time.sleep(1.5)  # past body_timeout: the server has given up on it
+        received = len(read_until_closed(stuck, timeout=5))
+    assert received < size
 
 
 # -- connection limits ----------------------------------------------------------------

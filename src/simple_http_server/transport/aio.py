@@ -253,6 +253,13 @@ class _AioConn(asyncio.Protocol, Channel):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection at once, discarding unsent output."""
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
     # -- Channel -------------------------------------------------------------
     def _wake_reader(self) -> None:
         waiter = self._data_waiter
@@ -308,7 +315,7 @@ class _AioConn(asyncio.Protocol, Channel):
             try:
                 await asyncio.wait_for(waiter, self.config.body_timeout)
             except TimeoutError:
-                self.close()
+                self.abort()  # close() would wait for a reader that never comes
                 raise ClientGone("timed out writing the response") from None
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:

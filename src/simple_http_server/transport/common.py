@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ __all__ = [
     "open_listener",
     "request_from_head",
     "service_unavailable",
+    "set_kernel_timeouts",
 ]
 
 #: Unread request body bytes a transport discards to keep a connection alive.
@@ -53,6 +55,21 @@ def new_connection(config: ServerConfig) -> HttpConnection:
 def service_unavailable() -> bytes:
     """A complete 503 answer for connections over the limit."""
     return HttpConnection().send_error(503)
+
+
+def set_kernel_timeouts(sock: socket.socket, receive: float, send: float) -> None:
+    """Blocking mode with kernel-side timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``; 0 = none).
+
+    Python's own socket timeouts ``poll()`` before every ``recv`` and ``send``;
+    kernel timeouts cost nothing per call.  A timed-out call raises
+    ``BlockingIOError`` (``EAGAIN``) instead of ``TimeoutError``.
+    """
+    sock.settimeout(None)
+    for option, seconds in ((socket.SO_RCVTIMEO, receive), (socket.SO_SNDTIMEO, send)):
+        whole = int(seconds)
+        sock.setsockopt(
+            socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        )
 
 
 def open_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:

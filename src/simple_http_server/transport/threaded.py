@@ -21,7 +21,7 @@ from typing import Any
 from .. import logger as _logging
 from ..config import ServerConfig
 from ..dispatch.dispatcher import Dispatcher
-from .common import SERVING, ClientGone, service_unavailable
+from .common import SERVING, ClientGone, service_unavailable, set_kernel_timeouts
 from .poller import make_poller
 from .threaded_conn import ThreadedConn
 
@@ -168,9 +168,12 @@ class ThreadedServer:
 
     def _wrap(self, sock: socket.socket) -> socket.socket | None:
         context = self.config.ssl_context
-        sock.settimeout(self.config.head_timeout)
         if context is None:
+            # Read only when the poller saw input; the head deadline is the sweep's.
+            timeout = self.config.body_timeout
+            set_kernel_timeouts(sock, timeout, timeout)
             return sock
+        sock.settimeout(self.config.head_timeout)
         try:
             return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ssl.SSLError):

@@ -93,7 +93,7 @@ class ThreadedConn(Channel):
                 self._write(conn.send_continue())
                 try:
                     data = self.sock.recv(READ_SIZE)
-                except TimeoutError:  # body_timeout: answer 408, then close
+                except (TimeoutError, BlockingIOError):  # body_timeout: 408, then close
                     conn.close_after_response()
                     raise HttpError(408, "", "The request body was not sent in time.") from None
                 except OSError as exc:
@@ -136,10 +136,16 @@ class ThreadedConn(Channel):
         self.conn.close_after_response()
 
     def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        sock = self.sock
+        # socket.sendfile waits forever on a blocking socket that stops draining:
+        # give it Python's own timeout for the duration of the file.
+        sock.settimeout(self.server.config.body_timeout)
         try:
-            self.sock.sendfile(file, offset, count)
+            sock.sendfile(file, offset, count)
         except (TimeoutError, OSError) as exc:
             raise ClientGone(str(exc)) from None
+        finally:
+            sock.settimeout(None)
 
     # -- lifecycle -----------------------------------------------------------
     def serve_ready(self) -> bool:
@@ -211,9 +217,6 @@ class ThreadedConn(Channel):
                 self.upgrade = upgrade  # a websocket thread owns the socket now
             return False
         request = request_from_head(head, self.secure)
-        sock = self.sock
-        if sock.gettimeout() != server.config.body_timeout:
-            sock.settimeout(server.config.body_timeout)
         # A fresh context per request: context variables set by one request never
         # leak into the next one served by the same worker thread.
         context = contextvars.Context()

@@ -25,6 +25,7 @@ from ..dispatch.ws_session import LinkBase
 from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
+from .common import set_kernel_timeouts
 
 __all__ = ["WebsocketUpgrade"]
 
@@ -184,7 +185,10 @@ class ThreadedLink(LinkBase):
 
     def run(self) -> None:
         try:
-            self.sock.settimeout(None)
+            # Idle websockets wait for input as long as they like; a peer that
+            # stops reading still times a send out (the connection's body_timeout).
+            send_timeout = self.conn.server.config.body_timeout
+            set_kernel_timeouts(self.sock, 0, 0 if self.conn.secure else send_timeout)
             run_sync(self.opened())
             size = _READ_COMPRESSED if self.proto.compressed else _READ
             # Bytes that came with the upgrade request are already in the protocol.
