@@ -57,6 +57,28 @@ class Headers(dict[str, Any]):
             for key, value in items:
                 self[key] = value
 
+    @classmethod
+    def from_lines(
+        cls, lines: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+    ) -> Headers:
+        """Request headers from header lines (bytes are latin-1); repeated names
+        are joined with ``", "`` (``"; "`` for ``Cookie``)."""
+        headers = cls()
+        names = headers._names
+        store = dict.__setitem__
+        for raw_name, raw_value in lines:
+            name = raw_name.decode("latin-1") if type(raw_name) is bytes else str(raw_name)
+            value = raw_value.decode("latin-1") if type(raw_value) is bytes else str(raw_value)
+            lower = name.lower()
+            known = names.get(lower)
+            if known is None:
+                names[lower] = name
+                store(headers, name, value)
+            else:
+                sep = "; " if lower == "cookie" else ", "
+                store(headers, known, f"{dict.__getitem__(headers, known)}{sep}{value}")
+        return headers
+
     def __setitem__(self, key: str, value: Any) -> None:
         lower = key.lower()
         old = self._names.get(lower)

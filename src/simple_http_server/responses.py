@@ -85,8 +85,9 @@ class Response:
         body: Any = "",
     ) -> None:
         self.status_code = status_code
-        self._headers = Headers(headers)
-        self._cookies: http.cookies.BaseCookie[str] = Cookies()
+        # Built on first use: most controllers never touch them.
+        self._header_dict: Headers | None = Headers(headers) if headers else None
+        self._cookie_jar: http.cookies.BaseCookie[str] | None = None
         self.body: Any = body
         self._channel: ResponseChannel | None = None
         self._streaming = False
@@ -96,16 +97,25 @@ class Response:
     @property
     def headers(self) -> Headers:
         """The response headers (case-insensitive)."""
-        return self._headers
+        if self._header_dict is None:
+            self._header_dict = Headers()
+        return self._header_dict
 
     @property
     def cookies(self) -> http.cookies.BaseCookie[str]:
         """Cookies to set with ``Set-Cookie``."""
-        return self._cookies
+        if self._cookie_jar is None:
+            self._cookie_jar = Cookies()
+        return self._cookie_jar
 
     @cookies.setter
     def cookies(self, value: http.cookies.BaseCookie[str]) -> None:
-        self._cookies = value
+        self._cookie_jar = value
+
+    @property
+    def has_headers_or_cookies(self) -> bool:
+        """True when a header or cookie was set (without creating either)."""
+        return bool(self._header_dict) or bool(self._cookie_jar)
 
     @property
     def is_sent(self) -> bool:
@@ -114,17 +124,18 @@ class Response:
 
     def set_header(self, key: str, value: Any) -> None:
         """Set a header, replacing any value it had."""
-        self._headers[key] = value
+        self.headers[key] = value
 
     def add_header(self, key: str, value: Any) -> None:
         """Add a header value; repeated names are sent as several lines."""
-        if key not in self._headers:
-            self._headers[key] = value
+        headers = self.headers
+        if key not in headers:
+            headers[key] = value
             return
-        current = self._headers[key]
+        current = headers[key]
         values = current if isinstance(current, list) else [current]
         values.extend(value if isinstance(value, list) else [value])
-        self._headers[key] = values
+        headers[key] = values
 
     def add_headers(self, headers: dict[str, Any] | None = None) -> None:
         """Add every header of ``headers``."""
@@ -133,9 +144,10 @@ class Response:
 
     def add_cookie(self, name: str, value: str, **options: Any) -> None:
         """Set a cookie, e.g. ``add_cookie("a", "b", path="/", httponly=True)``."""
-        self._cookies[name] = value
+        cookies = self.cookies
+        cookies[name] = value
         for key, opt in options.items():
-            self._cookies[name][key.replace("_", "-")] = opt
+            cookies[name][key.replace("_", "-")] = opt
 
     def send_error(self, status_code: int, message: str = "", explain: str = "") -> None:
         """Answer with the error page for ``status_code``; the chain stops here."""
@@ -155,9 +167,7 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         if not self._streaming:
             self._streaming = True
-            self._channel.start_blocking(
-                self.status_code, header_lines(self._headers, self._cookies)
-            )
+            self._channel.start_blocking(self.status_code, header_lines(self.headers, self.cookies))
         self._channel.write_blocking(bytes(data))
 
     def close(self) -> None:
@@ -175,6 +185,10 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: Any = None  # bytes | StaticFile | Iterable[bytes] | AsyncIterable[bytes] | None
     content_type: str | None = None
+
+
+# json.dumps builds a new encoder per call whenever an option is not the default.
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def sniff_text_type(text: str) -> str:
@@ -222,7 +236,7 @@ def _body_of(value: Any, outcome: Outcome) -> None:
         outcome.body = value.encode("utf-8", "surrogateescape")
         outcome.content_type = sniff_text_type(value)
     elif isinstance(value, dict | list):
-        outcome.body = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        outcome.body = _to_json(value).encode("utf-8", "surrogateescape")
         outcome.content_type = JSON_TYPE
     elif value is None:
         outcome.body = b""
@@ -273,6 +287,9 @@ def normalize(result: Any, status: int = 200) -> Outcome:
         status: the status when ``result`` names none (an ``int``, a
             ``Response`` or a ``Redirect`` do).
     """
+    if type(result) is dict:  # the most common result: skip the type tests below
+        body = _to_json(result).encode("utf-8", "surrogateescape")
+        return Outcome(status, [], body, JSON_TYPE)
     outcome = Outcome(status=status)
     if isinstance(result, Response):
         outcome.status = result.status_code

@@ -11,7 +11,9 @@ import h11
 import pytest
 
 from simple_http_server.dispatch.channel import encode_headers
+from simple_http_server.dispatch.dispatcher import make_request
 from simple_http_server.protocol.http11 import EndOfRequest, HttpConnection, RequestHead
+from simple_http_server.responses import Response, normalize
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -108,3 +110,60 @@ def test_an_upgrade_request_is_left_for_the_upgrade_handler() -> None:
     assert head.upgrade is True
     assert not conn.request_complete  # the handshake code reads the end itself
     assert isinstance(conn.next_event(), EndOfRequest)
+
+
+def test_an_idle_connection_skips_the_parse_round_but_still_sees_the_close() -> None:
+    conn, _head = _ready()
+    assert isinstance(conn.next_event(), EndOfRequest)
+    conn.send_response(200, [], b"ok")
+    assert conn.start_next_cycle()
+    assert conn.next_event() is h11.NEED_DATA  # nothing received: no h11 round
+    conn.receive_data(b"")  # the peer closed: h11 must be asked again
+    assert type(conn.next_event()).__name__ == "ConnectionLost"
+
+
+def test_a_pipelined_request_after_the_first_is_parsed() -> None:
+    conn, _head = _ready(GET + b"GET /two HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert isinstance(conn.next_event(), EndOfRequest)
+    conn.send_response(200, [], b"ok")
+    assert conn.start_next_cycle()
+    second = conn.next_event()
+    assert isinstance(second, RequestHead) and second.target == b"/two"
+
+
+def test_request_headers_keep_their_spelling_and_join_repeats() -> None:
+    raw = (
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Twice: a\r\nx-twice: b\r\n"
+        b"Cookie: a=1\r\nCookie: b=2\r\nContent-Length: 0\r\n\r\n"
+    )
+    _conn, head = _ready(raw)
+    assert head.headers[:2] == [(b"Host", b"t"), (b"X-Twice", b"a")]
+    request = make_request(head.method, head.target.decode(), head.headers)
+    assert request.headers["x-twice"] == "a, b"
+    assert request.headers["COOKIE"] == "a=1; b=2"
+    assert list(request.headers) == ["Host", "X-Twice", "Cookie", "Content-Length"]
+    assert request.cookies["b"].value == "2"
+
+
+def test_str_header_lines_are_kept_as_given() -> None:
+    request = make_request("GET", "/p?q=1", [("X-Name", "caf\u00e9 \u2603")])
+    assert request.headers["x-name"] == "caf\u00e9 \u2603"
+    assert request.path == "/p" and request.parameter == {"q": "1"}
+
+
+def test_response_headers_and_cookies_are_built_on_first_use() -> None:
+    response = Response()
+    assert not response.has_headers_or_cookies
+    response.headers["X-A"] = "1"
+    response.add_header("x-a", "2")
+    response.add_cookie("c", "v", path="/")
+    assert response.headers["X-A"] == ["1", "2"] and response.cookies["c"]["path"] == "/"
+    assert response.has_headers_or_cookies
+    assert Response(headers={"X-B": "3"}).headers == {"X-B": "3"}
+
+
+def test_a_dict_result_is_json_and_keeps_non_ascii() -> None:
+    outcome = normalize({"name": "caf\u00e9", "n": [1, 2]})
+    assert outcome.body == '{"name": "café", "n": [1, 2]}'.encode()
+    assert outcome.content_type == "application/json; charset=utf-8" and outcome.status == 200
+    assert normalize({"a": 1}, 404).status == 404

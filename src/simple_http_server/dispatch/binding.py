@@ -116,9 +116,15 @@ class BindingPlan:
     needs_stream: bool
     path_value_names: frozenset[str]
 
+    def bind_now(self, ctx: BindContext) -> dict[str, Any]:
+        """Keyword arguments for one request, when no binder awaits anything."""
+        if not self.names:
+            return {}
+        return {name: binder(ctx) for name, binder in zip(self.names, self.binders, strict=True)}
+
     async def bind(self, ctx: BindContext) -> dict[str, Any]:
         """Keyword arguments for one request."""
-        kwargs = {name: binder(ctx) for name, binder in zip(self.names, self.binders, strict=True)}
+        kwargs = self.bind_now(ctx)
         if self.awaiting:
             for index in self.awaiting:
                 name = self.names[index]

@@ -39,7 +39,8 @@ class Endpoint:
 
     async def invoke(self, ctx: BindContext) -> Any:
         """Bind the arguments and call the controller."""
-        kwargs = await self.plan.bind(ctx)
+        plan = self.plan
+        kwargs = await plan.bind(ctx) if plan.awaiting else plan.bind_now(ctx)
         run = call_async if self.is_async else call_sync
         if self.instance is not None:
             return await run(self.func, self.instance(), **kwargs)

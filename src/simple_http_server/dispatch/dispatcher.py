@@ -51,19 +51,18 @@ def make_request(
 ) -> Request:
     """Build a :class:`Request` from a request line's pieces and raw header pairs."""
     raw_path, _, query = target.partition("?")
-    raw_path = raw_path.partition("#")[0]
-    hdrs = Headers()
-    for name, value in headers:
-        key = name.decode("latin-1") if isinstance(name, bytes) else name
-        val = value.decode("latin-1") if isinstance(value, bytes) else value
-        if key in hdrs:
-            sep = "; " if key.lower() == "cookie" else ", "
-            hdrs[key] = f"{hdrs[key]}{sep}{val}"
-        else:
-            hdrs[key] = val
+    if "#" in raw_path:
+        raw_path = raw_path.partition("#")[0]
     if raw_path.startswith(("http://", "https://")):  # absolute-form target
         raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
-    return Request(method, normalize_path(raw_path or "/"), query, hdrs, parse_query(query), scheme)
+    return Request(
+        method,
+        normalize_path(raw_path or "/"),
+        query,
+        Headers.from_lines(headers),
+        parse_query(query) if query else {},
+        scheme,
+    )
 
 
 def _has_body(request: Request) -> bool:
@@ -164,7 +163,8 @@ class Dispatcher:
         finally:
             if request.files:
                 close_files(request)
-        await self._finish_session(request)
+        if request._session_state is not None:
+            await self._finish_session(request)
         if response._streaming:
             if not response._closed:
                 await channel.send_end()
@@ -204,21 +204,34 @@ class Dispatcher:
         else:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups
-        await self._read_body(request, channel, endpoint)
-        await self._attach_session(request, endpoint)
+        headers = request.headers
+        if (
+            "Content-Length" in headers
+            or "Transfer-Encoding" in headers
+            or (endpoint is not None and endpoint.plan.needs_stream)
+        ):
+            await self._read_body(request, channel, endpoint)
+        if endpoint is not None and (
+            endpoint.binds_session or (endpoint.is_async and "Cookie" in headers)
+        ):
+            await self._attach_session(request, endpoint)
+        else:  # most requests never touch a session: build its state on first use
+            request._session_getter = _LazySession(self, request)
         holder: list[Any] = []
-
-        async def run_endpoint() -> None:
-            if endpoint is None:
-                holder.append(StaticFile(static_path or "", None))
-            else:
-                holder.append(await endpoint.invoke(BindContext(request, response)))
-
         filters = compiled.filters_for(request.path)
         if filters:
+
+            async def run_endpoint() -> None:
+                if endpoint is None:
+                    holder.append(StaticFile(static_path or "", None))
+                else:
+                    holder.append(await endpoint.invoke(BindContext(request, response)))
+
             await run_chain(FilterContext(request, response, filters, run_endpoint))
+        elif endpoint is None:
+            holder.append(StaticFile(static_path or "", None))
         else:
-            await run_endpoint()
+            holder.append(await endpoint.invoke(BindContext(request, response)))
         answer = response._answer
         if answer is not None:
             if isinstance(answer, HttpError):
@@ -231,7 +244,7 @@ class Dispatcher:
             if result is None and _response_touched(response):
                 return normalize(response)
             outcome = normalize(result)
-            if response.headers or response.cookies:
+            if response.has_headers_or_cookies:
                 _merge_response(response, outcome)
             if (
                 result is not None
@@ -245,8 +258,8 @@ class Dispatcher:
     async def _read_body(
         self, request: Request, channel: Channel, endpoint: Endpoint | None
     ) -> None:
-        limits = self.config.limits
         streamed = endpoint is not None and endpoint.plan.needs_stream
+        limits = self.config.limits
         is_multipart = request.content_type.lower().startswith("multipart/")
         # Streamed and multipart bodies are not buffered: they get the larger limit.
         limit = limits.max_upload_size if streamed or is_multipart else limits.max_body_size
@@ -279,11 +292,14 @@ class Dispatcher:
     async def send(self, request: Request, channel: Channel, outcome: Outcome) -> tuple[int, int]:
         """Write an outcome; returns (status, body bytes)."""
         headers = outcome.headers
-        self._session_cookie(request, headers)
+        if request._session_state is not None:
+            self._session_cookie(request, headers)
         body = outcome.body
         if isinstance(body, StaticFile):
             return await self._send_file(request, channel, outcome, body)
-        content_type = _header(headers, "content-type")
+        content_type = _header(headers, "content-type") if headers else None
+        if isinstance(body, bytes) and headers:  # we frame the body ourselves
+            headers = [h for h in headers if h[0].lower() != "content-length"]
         if content_type is None:
             content_type = ""
             if outcome.content_type and outcome.status not in (204, 304):
@@ -291,7 +307,6 @@ class Dispatcher:
                 headers.append(("Content-Type", content_type))
         gzip = self.gzip
         if isinstance(body, bytes):
-            headers = [h for h in headers if h[0].lower() != "content-length"]
             if outcome.status in (204, 304) or outcome.status < 200:
                 body = b""
             else:
@@ -410,8 +425,7 @@ def _header(headers: list[tuple[str, str]], lower_name: str) -> str | None:
 def _response_touched(response: Response) -> bool:
     return (
         response.status_code != 200
-        or bool(response.headers)
-        or bool(response.cookies)
+        or response.has_headers_or_cookies
         or response.body not in ("", None)
     )
 

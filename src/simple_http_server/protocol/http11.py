@@ -64,7 +64,7 @@ class _DateCache:
 http_date: Final = _DateCache()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs per request
 class RequestHead:
     """A complete request line and header block."""
 
@@ -77,7 +77,7 @@ class RequestHead:
     upgrade: bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs per request
 class BodyChunk:
     """A piece of the request body (de-chunked by h11)."""
 
@@ -123,7 +123,7 @@ def _response(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
     reason = _REASONS.get(status, b"")
     validated = _VALIDATED
     try:
-        known = _SKIP_VALIDATION and all(line in validated for line in headers)
+        known = _SKIP_VALIDATION and validated.issuperset(headers)
     except TypeError:  # unhashable lines (lists): let h11 judge them
         known = False
     if known:
@@ -135,6 +135,25 @@ def _response(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
         if type(line) is tuple and type(line[0]) is bytes and type(line[1]) is bytes:
             validated.add(line)
     return response
+
+
+def _header_triples(headers: Any) -> Any:
+    """(raw name, lowercased name, value) of each header line.
+
+    h11 keeps both spellings of every name; its private ``_full_items`` hands
+    them over without lowercasing each name again (other h11s: computed here).
+    """
+    triples = getattr(headers, "_full_items", None)
+    if triples is None:
+        return [(name, name.lower(), value) for name, value in headers.raw_items()]
+    return triples
+
+
+def _nothing_received(conn: h11.Connection) -> bool:
+    """True when h11 holds no unparsed bytes and the peer has not closed."""
+    buffer = getattr(conn, "_receive_buffer", None)
+    closed = getattr(conn, "_receive_buffer_closed", True)
+    return buffer is not None and not buffer and not closed
 
 
 class HttpConnection:
@@ -177,7 +196,11 @@ class HttpConnection:
         if self._end_pending:
             self._end_pending = False
             return _END
-        in_body = self._conn.their_state is h11.SEND_BODY
+        conn = self._conn
+        state = conn.their_state
+        if state is h11.IDLE and _nothing_received(conn):
+            return h11.NEED_DATA  # what h11 answers here, without a parse round
+        in_body = state is h11.SEND_BODY
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -204,14 +227,14 @@ class HttpConnection:
         self._head_request = method == "HEAD"
         if self._max_requests and self._served >= self._max_requests:
             self._closing = True
-        headers = list(req.headers.raw_items())
         # h11 bounds only heads that arrive in pieces; a whole head read at once
         # is measured here (request line + header lines, as parsed).
         size = len(req.target) + len(req.method) + 12
         length = chunked = upgrade = False
-        for name, value in headers:
+        headers = []
+        for name, lower, value in _header_triples(req.headers):
+            headers.append((name, value))
             size += len(name) + len(value) + 4
-            lower = name.lower()
             if lower == b"content-length":
                 length = True
             elif lower == b"transfer-encoding":

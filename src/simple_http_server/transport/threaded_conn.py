@@ -217,12 +217,10 @@ class ThreadedConn(Channel):
                 self.upgrade = upgrade  # a websocket thread owns the socket now
             return False
         request = request_from_head(head, self.secure)
-        # A fresh context per request: context variables set by one request never
-        # leak into the next one served by the same worker thread.
-        context = contextvars.Context()
-        context.run(SERVING.set, server)
         try:
-            context.run(run_sync, server.dispatcher.handle(request, self))
+            # A fresh context per request: context variables set by one request
+            # never leak into the next one served by the same worker thread.
+            contextvars.Context().run(_dispatch, server, request, self)
         except ClientGone:
             return False
         except Exception:
@@ -294,6 +292,11 @@ class ThreadedConn(Channel):
     def rearm_failed(self) -> None:
         """The poller could not watch this connection again: drop it."""
         self.server._drop(self)
+
+
+def _dispatch(server: ThreadedServer, request: Any, conn: ThreadedConn) -> None:
+    SERVING.set(server)
+    run_sync(server.dispatcher.handle(request, conn))
 
 
 class _FileSlice:
