@@ -9,9 +9,11 @@ request body piles up, and idle, head and body timeouts close stalled clients.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 from .. import logger as _logging
@@ -34,6 +36,9 @@ __all__ = ["AioServer"]
 
 _log = _logging.get_logger("simple_http_server.aio")
 _PAUSE_ABOVE = 1024 * 1024
+_NEVER = math.inf
+#: Seconds between two checks of the connections' deadlines.
+SWEEP_INTERVAL = 0.25
 
 
 class _AioConn(asyncio.Protocol, Channel):
@@ -50,7 +55,8 @@ class _AioConn(asyncio.Protocol, Channel):
         self.closed = False
         self.head_started = False
         self.pace: BodyPace | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: When the current wait (idle, head, linger) expires; the server's sweep checks it.
+        self.deadline = _NEVER
         self._data_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -134,17 +140,15 @@ class _AioConn(asyncio.Protocol, Channel):
         self._drain_waiters.clear()
 
     # -- timers --------------------------------------------------------------
+    # One sweep per server (AioServer._sweep) instead of a timer per request.
     def _arm(self, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(seconds, self._timed_out)
+        self.deadline = time.monotonic() + seconds
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = _NEVER
 
     def _timed_out(self) -> None:
-        self._timer = None
+        self.deadline = _NEVER
         if self.task is not None or self.closed:
             return
         if self.head_started:
@@ -169,7 +173,7 @@ class _AioConn(asyncio.Protocol, Channel):
                     if not self.head_started:
                         self.head_started = True
                         self._arm(self.config.head_timeout)
-                elif self._timer is None:
+                elif self.deadline == _NEVER:
                     self._arm(self.config.idle_timeout)
                 return
             if kind is http11.ProtocolFailure:
@@ -370,6 +374,7 @@ class AioServer:
         self._server: asyncio.base_events.Server | None = None
         self._closed = asyncio.Event()
         self.all_closed = asyncio.Event()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self, sock: socket.socket) -> None:
         """Start accepting on ``sock``."""
@@ -377,6 +382,15 @@ class AioServer:
         self._server = await self.loop.create_server(
             lambda: _AioConn(self), sock=sock, ssl=context, backlog=2048
         )
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out the connections whose idle, head or linger wait expired."""
+        now = time.monotonic()
+        for conn in [c for c in self.connections if c.deadline <= now]:
+            conn._timed_out()
+        if not self._closed.is_set():
+            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`stop` has finished."""
@@ -414,6 +428,8 @@ class AioServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             except TimeoutError:
                 pass
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._closed.set()
 
     async def stop_async(self) -> None:
