@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import logger as _logging
-from ..dispatch.invoke import run_sync
+from ..dispatch.invoke import call_soon_batched, run_sync
 from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
 from ..dispatch.ws_session import LinkBase
 from ..protocol import http11, ws
@@ -273,7 +273,7 @@ class AioLink(LinkBase):
             self._write_out()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon_threadsafe(self._write_out)
+            call_soon_batched(self.loop, self._write_out)
 
     def _write_out(self) -> None:
         with self.lock:
