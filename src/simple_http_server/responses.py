@@ -90,6 +90,9 @@ class Response:
         self._cookie_jar: http.cookies.BaseCookie[str] | None = None
         self.body: Any = body
         self._channel: ResponseChannel | None = None
+        #: (dispatcher, request) serving this response: adds the session cookie
+        #: to a streamed head.
+        self._served_by: tuple[Any, Any] | None = None
         self._streaming = False
         self._closed = False
         self._answer: Any = None  # an HttpError or Redirect set by send_error/send_redirect
@@ -167,7 +170,11 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         if not self._streaming:
             self._streaming = True
-            self._channel.start_blocking(self.status_code, header_lines(self.headers, self.cookies))
+            lines = header_lines(self.headers, self.cookies)
+            if self._served_by is not None:
+                dispatcher, request = self._served_by
+                dispatcher.session_cookie(request, lines)
+            self._channel.start_blocking(self.status_code, lines)
         self._channel.write_blocking(bytes(data))
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import trustme
 from simple_http_server import (
     App,
     Request,
+    Response,
     Session,
     SessionFactory,
     set_session_factory,
@@ -345,3 +346,24 @@ def test_test_client_session_factory_argument():
     assert client.get("/set").json()["id"] == "my-0"
     assert client.get("/get").json()["id"] == "my-0"
     assert len(factory.calls) == 2
+
+
+def test_a_streamed_response_carries_the_session_it_created(make_client):
+    app = session_app()
+
+    @app.route("/stream")
+    def stream(request: Request, response: Response) -> None:
+        session = request.get_session(True)
+        assert session is not None
+        session.set_attribute("k", "streamed")
+        response.add_header("Content-Type", "text/plain")
+        response.write_bytes(b"one;")
+        response.write_bytes(b"two")
+        response.close()
+
+    client = make_client(app)
+    reply = client.get("/stream")
+    assert reply.status == 200 and reply.body == b"one;two"
+    sid = cookie_of(reply).split(";", 1)[0].split("=", 1)[1]
+    assert client.get("/get").json()["id"] == sid
+    assert client.get("/get").json()["value"] == "streamed"

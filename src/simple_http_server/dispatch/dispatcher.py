@@ -136,7 +136,8 @@ class Dispatcher:
             except Exception:
                 _log.exception("Cannot save the session of %s %s", request.method, request.path)
 
-    def _session_cookie(self, request: Request, headers: list[tuple[str, str]]) -> None:
+    def session_cookie(self, request: Request, headers: list[tuple[str, str]]) -> None:
+        """Add the ``Set-Cookie`` line the request's session needs, if any."""
         state = request._session_state
         if state is not None:
             headers.extend(state.cookie_headers())
@@ -147,6 +148,7 @@ class Dispatcher:
         started = time.perf_counter() if self.config.access_log else 0.0
         response = Response()
         response._channel = channel
+        response._served_by = (self, request)
         request.client_address = channel.peer
         outcome: Outcome
         try:
@@ -293,7 +295,7 @@ class Dispatcher:
         """Write an outcome; returns (status, body bytes)."""
         headers = outcome.headers
         if request._session_state is not None:
-            self._session_cookie(request, headers)
+            self.session_cookie(request, headers)
         body = outcome.body
         if isinstance(body, StaticFile):
             return await self._send_file(request, channel, outcome, body)
