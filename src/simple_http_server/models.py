@@ -131,6 +131,17 @@ class Cookies(http.cookies.SimpleCookie):
 
     EXPIRE_DATE_FORMAT = "%a, %d %b %Y %H:%M:%S GMT"
 
+    @classmethod
+    def of_header(cls, raw: str | None) -> Cookies:
+        """The cookies of a ``Cookie`` request header; a malformed one gives none."""
+        cookies = cls()
+        if raw:
+            try:
+                cookies.load(raw)
+            except http.cookies.CookieError:
+                pass
+        return cookies
+
 
 class ParamStringValue(str):
     """A ``str`` default-value marker carrying a name, a default and ``required``."""
@@ -352,14 +363,7 @@ class Request:
     def cookies(self) -> Cookies:
         """The request cookies."""
         if self._cookies is None:
-            cookies = Cookies()
-            raw = self.headers.get("Cookie")
-            if raw:
-                try:
-                    cookies.load(raw)
-                except http.cookies.CookieError:
-                    pass
-            self._cookies = cookies
+            self._cookies = Cookies.of_header(self.headers.get("Cookie"))
         return self._cookies
 
     @property

@@ -88,14 +88,7 @@ class WebsocketRequest:
     def cookies(self) -> Cookies:
         """The cookies of the upgrade request."""
         if self._cookies is None:
-            cookies = Cookies()
-            raw = self.headers.get("Cookie")
-            if raw:
-                try:
-                    cookies.load(raw)
-                except Exception:  # malformed cookies are ignored, as for HTTP
-                    pass
-            self._cookies = cookies
+            self._cookies = Cookies.of_header(self.headers.get("Cookie"))
         return self._cookies
 
     @property

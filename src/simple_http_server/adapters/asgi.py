@@ -18,8 +18,9 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import logger as _logging
-from ..dispatch.channel import Channel, HeaderLines, encode_headers
+from ..dispatch.channel import Channel, HeaderLines, encode_headers, with_content_length
 from ..dispatch.dispatcher import Dispatcher, make_request
+from ..dispatch.routing import PATH_SAFE
 from ..transport.common import ClientGone
 
 __all__ = ["ASGIProxy"]
@@ -33,7 +34,6 @@ _log = _logging.get_logger("simple_http_server.asgi")
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailers"}
 )
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def request_target(scope: Scope) -> str:
@@ -42,7 +42,7 @@ def request_target(scope: Scope) -> str:
     path = (
         bytes(raw).decode("latin-1")
         if raw
-        else quote(str(scope.get("path") or "/").encode("utf-8"), safe=_PATH_SAFE)
+        else quote(str(scope.get("path") or "/").encode("utf-8"), safe=PATH_SAFE)
     )
     path = path.partition("?")[0]  # some servers keep the query in raw_path
     query = bytes(scope.get("query_string") or b"").decode("latin-1")
@@ -135,8 +135,7 @@ class _ASGIChannel(Channel):
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
         await self._settle()
-        headers = [h for h in headers if h[0].lower() != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers = with_content_length(headers, len(body))
         await self._emit(
             {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
         )

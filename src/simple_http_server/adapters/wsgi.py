@@ -20,8 +20,9 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from ..dispatch.channel import Channel, HeaderLines, encode_headers
+from ..dispatch.channel import Channel, HeaderLines, encode_headers, with_content_length
 from ..dispatch.dispatcher import Dispatcher, make_request
+from ..dispatch.routing import PATH_SAFE
 from ..protocol.http11 import reason_phrase
 
 __all__ = ["WSGIProxy"]
@@ -40,7 +41,6 @@ _HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def status_line(status: int) -> str:
@@ -63,7 +63,7 @@ def request_target(environ: dict[str, Any]) -> str:
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
     if raw.startswith("/") and not environ.get("SCRIPT_NAME"):
         return str(raw)
-    path = quote(environ.get("PATH_INFO", "").encode("latin-1") or b"/", safe=_PATH_SAFE)
+    path = quote(environ.get("PATH_INFO", "").encode("latin-1") or b"/", safe=PATH_SAFE)
     query = environ.get("QUERY_STRING", "")
     return f"{path}?{query}" if query else path
 
@@ -138,8 +138,7 @@ class _WSGIChannel(Channel):
         return None
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
-        headers = [h for h in headers if h[0].lower() != b"content-length"]
-        headers.append((b"Content-Length", str(len(body)).encode()))
+        headers = with_content_length(headers, len(body))
         self._start(status, headers)
         if body and not self.is_head:
             self.parts.append(body)

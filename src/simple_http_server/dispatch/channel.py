@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from .invoke import run_sync
 
-__all__ = ["Channel", "ClientGone", "HeaderLines", "encode_headers"]
+__all__ = ["Channel", "ClientGone", "HeaderLines", "encode_headers", "with_content_length"]
 
 HeaderLines = list[tuple[bytes, bytes]]
 FILE_CHUNK = 256 * 1024
@@ -45,6 +45,13 @@ def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
             if len(names) < 512:  # header names repeat; values mostly do not
                 names[name] = encoded
         lines.append((encoded, _encode(value)))
+    return lines
+
+
+def with_content_length(headers: HeaderLines, size: int) -> HeaderLines:
+    """``headers`` with exactly one ``Content-Length`` line, for a body of ``size`` bytes."""
+    lines = [h for h in headers if h[0].lower() != b"content-length"]
+    lines.append((b"Content-Length", str(size).encode()))
     return lines
 
 

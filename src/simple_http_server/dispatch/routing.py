@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
 
 __all__ = [
+    "PATH_SAFE",
     "WILDCARD_KEY",
     "Conditions",
     "Match",
@@ -27,6 +28,11 @@ T = TypeVar("T")
 WILDCARD_KEY = "__path_wildcard"
 _SEEN = ""  # marks, in a lookup's ``allowed`` set, that some route served the method
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+#: Characters left as they are when a decoded path is percent-encoded again
+#: (RFC 3986 ``pchar`` plus ``/``): the adapters rebuild raw targets with it.
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def normalize_path(raw: str) -> str:
