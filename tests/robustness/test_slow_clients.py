@@ -192,9 +192,7 @@ def test_client_that_stops_reading_is_cut_off_after_body_timeout(
 
     live = serve(application, {"/files/*": str(tmp_path)}, body_timeout=1.0, worker_threads=1)
     path = "/big" if source == "memory" else "/files/big.bin"
-    with socket.socket() as stuck:
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(("127.0.0.1", live.port))
+    with socket.create_connection(("127.0.0.1", live.port)) as stuck:
         stuck.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
         time.sleep(0.3)  # the answer is under way and stalls: nothing is read
         started = time.monotonic()

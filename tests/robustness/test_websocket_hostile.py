@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 
@@ -219,3 +220,30 @@ def test_disconnects_mid_frame_leak_nothing(serve: Serve, caplog: pytest.LogCapt
     assert after[1] <= fds, f"file descriptors: {fds} before, {after[1]} after"
     assert pool_threads() <= 4 + 64  # this server's pool (+ an earlier asyncio executor)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_client_that_stops_reading_is_dropped_after_body_timeout(serve: Serve) -> None:
+    """A peer that takes no frames cannot hold the sender: it is cut off, on_close runs."""
+    app = App()
+    closed = threading.Event()
+
+    class Flood(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            chunk = b"f" * (1024 * 1024)
+            for _ in range(64):  # 64 MiB: far more than any socket buffer holds
+                if session.is_closed:
+                    return
+                session.send(chunk)
+
+        def on_close(self, session: WebsocketSession, reason: object) -> None:
+            closed.set()
+
+    app.websocket_handler(endpoint="/ws")(Flood)
+    live = serve(app, body_timeout=1.0)
+    with open_ws(live) as sock:
+        sock.sendall(frame(0x1, b"go"))
+        started = time.monotonic()
+        assert closed.wait(10), "the server kept waiting for a client that reads nothing"
+        assert time.monotonic() - started >= 0.9
+        received = len(read_until_closed(sock, timeout=10))
+    assert received < 64 * 1024 * 1024
