@@ -113,20 +113,15 @@ class Dispatcher:
         request._session_state = state
         return state
 
-    async def _attach_session(self, request: Request, endpoint: Endpoint | None) -> None:
-        if endpoint is not None:
-            # Resolve the session off the event loop when the controller will need
-            # it there: a ``Session`` argument, or an async controller with a cookie.
-            if endpoint.binds_session:
-                await self._session_state(request).prefetch(create=True)
-                return
-            if endpoint.is_async and "Cookie" in request.headers:
-                state = self._session_state(request)
-                if state.sent_id is not None:
-                    await state.prefetch(create=False)
-                return
-        # Most requests never touch a session: build its state on first use.
-        request._session_getter = _LazySession(self, request)
+    async def _prefetch_session(self, request: Request, endpoint: Endpoint) -> None:
+        """Resolve the session before a controller that will need it on the loop:
+        one with a ``Session`` argument, or an async one sent a cookie."""
+        if endpoint.binds_session:
+            await self._session_state(request).prefetch(create=True)
+            return
+        state = self._session_state(request)
+        if state.sent_id is not None:
+            await state.prefetch(create=False)
 
     async def _finish_session(self, request: Request) -> None:
         state = request._session_state
@@ -216,7 +211,7 @@ class Dispatcher:
         if endpoint is not None and (
             endpoint.binds_session or (endpoint.is_async and "Cookie" in headers)
         ):
-            await self._attach_session(request, endpoint)
+            await self._prefetch_session(request, endpoint)
         else:  # most requests never touch a session: build its state on first use
             request._session_getter = _LazySession(self, request)
         holder: list[Any] = []
@@ -260,8 +255,8 @@ class Dispatcher:
     async def _read_body(
         self, request: Request, channel: Channel, endpoint: Endpoint | None
     ) -> None:
-        streamed = endpoint is not None and endpoint.plan.needs_stream
         limits = self.config.limits
+        streamed = endpoint is not None and endpoint.plan.needs_stream
         is_multipart = request.content_type.lower().startswith("multipart/")
         # Streamed and multipart bodies are not buffered: they get the larger limit.
         limit = limits.max_upload_size if streamed or is_multipart else limits.max_body_size
