@@ -4,6 +4,7 @@ HEAD, chunked bodies, malformed input, idle timeout, graceful stop and restart."
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from simple_http_server import App, BytesBody, Request, server
 from simple_http_server.config import ServerConfig
 from simple_http_server.server import Server
+from simple_http_server.testing import TestClient
 
 from ..conftest import LiveServer
 
@@ -96,6 +98,10 @@ def wire_app() -> App:
     def fast() -> str:
         return "fast"
 
+    @app.route("/query")
+    def query(req: Request) -> dict[str, Any]:
+        return {"path": req.path, "query": req.query_string, "parameter": req.parameter}
+
     @app.route("/echo", method=["POST", "PUT"])
     def echo(body: BytesBody) -> bytes:
         return bytes(body)
@@ -168,6 +174,26 @@ def test_keep_alive_disabled_closes_each_response(serve: Callable[..., LiveServe
         resp, body = raw.response()
         assert body == b"fast" and resp.getheader("Connection") == "close"
         assert raw.read_eof() == b""
+
+
+@pytest.mark.parametrize(
+    ("target", "query", "parameter"),
+    [
+        ("/query?q=1#frag", "q=1", {"q": "1"}),
+        ("/query#frag?q=1", "", {}),
+        ("/query?q=a%23b#f", "q=a%23b", {"q": "a#b"}),
+    ],
+)
+def test_a_fragment_in_the_target_is_dropped(
+    serve: Callable[..., LiveServer], target: str, query: str, parameter: dict[str, str]
+):
+    live = serve(wire_app())
+    with RawConn(live) as raw:
+        raw.send(get(target))
+        resp, body = raw.response()
+    assert resp.status == 200
+    assert json.loads(body) == {"path": "/query", "query": query, "parameter": parameter}
+    assert TestClient(wire_app()).get(target).json() == json.loads(body)
 
 
 # -- request bodies -----------------------------------------------------------

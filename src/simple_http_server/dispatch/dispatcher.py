@@ -50,9 +50,9 @@ def make_request(
     scheme: str = "http",
 ) -> Request:
     """Build a :class:`Request` from a request line's pieces and raw header pairs."""
+    if "#" in target:  # a fragment is the client's business, wherever it sits
+        target = target.partition("#")[0]
     raw_path, _, query = target.partition("?")
-    if "#" in raw_path:
-        raw_path = raw_path.partition("#")[0]
     if raw_path.startswith(("http://", "https://")):  # absolute-form target
         raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
     return Request(
