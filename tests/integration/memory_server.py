@@ -1,7 +1,8 @@
 """A server process for the memory tests: ``memory_server.py TRANSPORT STATIC_DIR PORT_FILE``.
 
 It serves ``/upload`` (a multipart file, answered with its size and SHA-256,
-computed by streaming the spooled file) and ``STATIC_DIR`` under ``/files/*``,
+computed by streaming the spooled file), ``STATIC_DIR`` under ``/files/*`` and
+a websocket at ``/ws/file`` that sends the file named by each text message,
 writes its port to ``PORT_FILE`` once it listens, and stops when stdin closes.
 """
 
@@ -12,13 +13,20 @@ import os
 import sys
 import threading
 
-from simple_http_server import App, MultipartFile
+from simple_http_server import App, MultipartFile, WebsocketHandler, WebsocketSession
 from simple_http_server.config import ServerConfig
 from simple_http_server.server import Server
 
 
-def build_app() -> App:
+def build_app(static_dir: str) -> App:
     app = App()
+
+    @app.websocket_handler(endpoint="/ws/file")
+    class FileSender(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            # A coroutine on the asyncio loop: the file must still stream.
+            session.send_file(os.path.join(static_dir, message), chunk_size=1 << 20)
+            session.send("sent")
 
     @app.route("/upload", method="POST")
     def upload(doc: MultipartFile) -> dict[str, object]:
@@ -35,7 +43,10 @@ def main() -> None:
     transport, static_dir, port_file = sys.argv[1], sys.argv[2], sys.argv[3]
     config = ServerConfig(host="127.0.0.1", port=0).with_changes(max_upload_size=1 << 30)
     server = Server(
-        build_app(), config, {"/files/*": static_dir}, prefer_coroutine=transport == "asyncio"
+        build_app(static_dir),
+        config,
+        {"/files/*": static_dir},
+        prefer_coroutine=transport == "asyncio",
     )
     thread = threading.Thread(target=server.start, daemon=True)
     thread.start()

@@ -1,4 +1,5 @@
-"""Acceptance: a 200 MB upload and a 200 MB download barely move the server's peak RSS.
+"""Acceptance: a 200 MB upload, a 200 MB download and a 96 MB websocket file barely move
+the server's peak RSS.
 
 The server runs as a subprocess (``memory_server.py``) so its ``VmHWM`` (peak
 resident set) in ``/proc/<pid>/status`` measures the server alone.  Both
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import websocket
 
 pytestmark = [
     pytest.mark.slow,
@@ -145,4 +147,36 @@ def test_200mb_download_keeps_peak_rss_low(server_process: ServerProcess, tmp_pa
     before = server_process.peak_rss()
     assert _download(server_process, "big.bin") == SIZE
     grown = server_process.peak_rss() - before
+    assert grown < LIMIT, f"peak RSS grew by {grown / 2**20:.1f} MiB"
+
+
+def test_websocket_send_file_from_a_coroutine_streams(
+    server_process: ServerProcess, tmp_path: Path
+):
+    size = 96 * BLOCK
+    with (tmp_path / "big.bin").open("wb") as out:
+        out.truncate(size)
+    (tmp_path / "small.bin").write_bytes(b"s" * (2 * BLOCK))
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server_process.port}/ws/file", timeout=60, enable_multithread=False
+    )
+    try:
+
+        def receive_file(name: str) -> int:
+            ws.send(name)
+            received, fin = 0, False
+            while not fin:
+                frame = ws.recv_frame()  # frame by frame: the test holds no whole file
+                received += len(frame.data)
+                fin = bool(frame.fin)
+                time.sleep(0.002)  # a slowish reader, so the server's buffer fills
+            assert ws.recv() == "sent"
+            return received
+
+        assert receive_file("small.bin") == 2 * BLOCK  # warm up
+        before = server_process.peak_rss()
+        assert receive_file("big.bin") == size
+        grown = server_process.peak_rss() - before
+    finally:
+        ws.close()
     assert grown < LIMIT, f"peak RSS grew by {grown / 2**20:.1f} MiB"

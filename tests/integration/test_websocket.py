@@ -521,6 +521,30 @@ def test_send_from_other_threads_and_coroutines(serve: Serve, tmp_path: Any) -> 
     ws.close()
 
 
+def test_a_streamed_file_keeps_its_place_before_later_sends_and_close(
+    serve: Serve, tmp_path: Any
+) -> None:
+    app = App()
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(8 * 1024 * 1024))
+
+    @app.websocket_handler(endpoint="/file")
+    class Sender(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send_file(str(path), chunk_size=256 * 1024)
+            # A worker thread's send waits for the file (the loop stays free meanwhile).
+            await asyncio.to_thread(session.send, "from a thread")
+            session.send("after")
+            session.close("done")
+
+    ws = connect(serve(app), "/file")
+    ws.send("go")
+    time.sleep(0.3)  # the server's send buffer fills: the rest must wait for drains
+    assert ws.recv() == path.read_bytes()
+    assert [ws.recv(), ws.recv()] == ["from a thread", "after"]
+    assert close_frame(ws) == (1000, "done")
+
+
 def test_stop_closes_idle_websockets_with_1001(transport: str) -> None:
     from ..conftest import live_server
 

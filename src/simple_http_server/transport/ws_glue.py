@@ -5,13 +5,15 @@ request; the session then gets a thread of its own (a blocking ``recv`` loop),
 so open websockets never hold pool workers.  Asyncio transport: the
 connection's ``upgraded`` object receives the bytes; a task delivers the
 events to the handler in order.  Sends are safe from any thread: the threaded
-link writes under the session lock, the asyncio link queues bytes in order and
-lets worker threads wait for the transport to drain.
+link writes under the session lock; the asyncio link writes in order, lets worker
+threads wait for the transport to drain, and finishes a message sent from the
+loop in a task when the transport's buffer fills (later sends wait their turn).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 import threading
 from collections import deque
@@ -147,8 +149,8 @@ class WebsocketUpgrade:
         self._stopping = True
         with self._lock:
             links = list(self._aio)
-        for link in links:
-            link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
+        for link in links:  # at once, even while a message is being sent
+            LinkBase.close(link, ws.CLOSE_GOING_AWAY, "Server is shutting down")
 
 
 class ThreadedLink(LinkBase):
@@ -225,6 +227,26 @@ class ThreadedLink(LinkBase):
         return events
 
 
+class _Pending:
+    """A message (or a close) waiting for its turn on the asyncio link."""
+
+    __slots__ = ("close", "done", "pieces")
+
+    def __init__(
+        self,
+        pieces: Iterator[str | bytes] | None,
+        done: concurrent.futures.Future[None] | None = None,
+        close: tuple[int, str] | None = None,
+    ) -> None:
+        self.pieces = pieces
+        self.done = done
+        self.close = close
+
+    def finish(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
 def _queued_size(event: Any) -> int:
     """Memory an undelivered event holds (pings count too: a flood must pause reading)."""
     payload: Any = getattr(event, "data", None)
@@ -250,8 +272,9 @@ class AioLink(LinkBase):
         self._queued = 0
         self._wakeup = asyncio.Event()
         self._message_lock = threading.Lock()
-        self._deferred: list[list[str | bytes]] = []
-        self._streaming = False
+        self._pending: deque[_Pending] = deque()
+        self._streaming = False  # a worker thread is sending a message
+        self._loop_busy = False  # a loop task is sending the rest of a message
         self.task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._held = False  # reading paused until our writes drain
@@ -291,34 +314,100 @@ class AioLink(LinkBase):
         except Exception:
             pass
 
+    # A message sent on the loop thread goes out at once while the transport
+    # keeps up; when its buffer fills, a task sends the rest after each drain,
+    # and later sends from the loop wait their turn in ``_pending``.  A worker
+    # thread sends its message itself, waiting for drains between frames.
     def send_message(self, pieces: Iterator[str | bytes]) -> None:
         if self._on_loop():
-            with self.lock:
-                if self._streaming or self._deferred:
-                    self._deferred.append(list(pieces))
-                    return
-                super().send_message(pieces)
+            self._queue(_Pending(pieces))
             return
         with self._message_lock:
             with self.lock:
-                self._streaming = True
+                queued = self._loop_busy or bool(self._pending)
+                if not queued:
+                    self._streaming = True
+            if queued:  # the loop is streaming: our message goes after it
+                self._send_through_loop(_Pending(pieces, concurrent.futures.Future()))
+                return
             try:
                 for _ in self._send_frames(pieces):
                     self._wait_drain()
             finally:
                 with self.lock:
                     self._streaming = False
-                    has_deferred = bool(self._deferred)
-                if has_deferred:
-                    self.loop.call_soon_threadsafe(self._send_deferred)
+                    resume = bool(self._pending)
+                if resume:
+                    self.loop.call_soon_threadsafe(self._pump)
 
-    def _send_deferred(self) -> None:
+    def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
+        if self._on_loop():
+            with self.lock:
+                busy = self._loop_busy or self._streaming or bool(self._pending)
+            if busy:  # after the messages sent before it
+                self._queue(_Pending(None, close=(code, reason)))
+                return
+        super().close(code, reason)
+
+    def _send_through_loop(self, item: _Pending) -> None:
+        assert item.done is not None
+        self.loop.call_soon_threadsafe(self._queue, item)
+        while True:
+            try:
+                item.done.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                if self.loop.is_closed():
+                    return
+
+    def _queue(self, item: _Pending) -> None:
         with self.lock:
-            if self._streaming:
-                return  # the streaming thread schedules us again when done
-            deferred, self._deferred = self._deferred, []
-            for pieces in deferred:
-                LinkBase.send_message(self, iter(pieces))
+            self._pending.append(item)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send the pending messages in order until one has to wait for a drain."""
+        while True:
+            with self.lock:
+                if self._loop_busy or self._streaming or not self._pending:
+                    return
+                item = self._pending.popleft()
+            if item.close is not None:
+                LinkBase.close(self, *item.close)
+                item.finish()
+                continue
+            assert item.pieces is not None
+            frames = self._send_frames(item.pieces)
+            if self._send_until_paused(frames, item):
+                item.finish()
+                continue
+            self._loop_busy = True
+            self.loop.create_task(self._stream_rest(frames, item))
+            return
+
+    def _send_until_paused(self, frames: Iterator[None], item: _Pending) -> bool:
+        """Send frames while the transport takes them; True when the message is done."""
+        try:
+            for _ in frames:
+                if self.conn._write_paused and not self.conn.closed:
+                    return False
+        except Exception:
+            _log.exception("Reading a websocket message to send failed")
+            self._handler_failed()
+        return True
+
+    async def _stream_rest(self, frames: Iterator[None], item: _Pending) -> None:
+        try:
+            while True:
+                await self.conn._drain()
+                if self._send_until_paused(frames, item):
+                    break
+        except Exception:  # the connection is gone (or stuck and aborted)
+            pass
+        finally:
+            self._loop_busy = False
+            item.finish()
+            self._pump()
 
     def _closing_started(self) -> None:
         def arm() -> None:
