@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, Protocol
 
 from .app import default_app
@@ -127,19 +127,17 @@ class SessionLink(Protocol):
     @property
     def is_closed(self) -> bool: ...
 
-    def send_message(self, pieces: Iterator[str | bytes]) -> None: ...
+    def send_message(self, pieces: Iterable[str | bytes]) -> None: ...
 
     def send_control(self, opcode: int, payload: bytes) -> None: ...
 
     def close(self, code: int, reason: str) -> None: ...
 
 
-def _pieces(data: str | bytes, chunk_size: int) -> Iterator[str | bytes]:
+def _pieces(data: str | bytes, chunk_size: int) -> Iterable[str | bytes]:
     if chunk_size <= 0 or len(data) <= chunk_size:
-        yield data
-        return
-    for start in range(0, len(data), chunk_size):
-        yield data[start : start + chunk_size]
+        return (data,)  # one frame: the links' fast path
+    return (data[start : start + chunk_size] for start in range(0, len(data), chunk_size))
 
 
 def _file_pieces(path: str, chunk_size: int) -> Iterator[str | bytes]:

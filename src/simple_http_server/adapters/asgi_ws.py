@@ -15,7 +15,7 @@ import base64
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from .. import logger as _logging
@@ -85,7 +85,7 @@ class ASGILink(LinkBase):
     def finished(self) -> bool:
         return self.closed
 
-    def send_message(self, pieces: Iterator[str | bytes]) -> None:
+    def send_message(self, pieces: Iterable[str | bytes]) -> None:
         parts = list(pieces)
         if self.closed:
             return

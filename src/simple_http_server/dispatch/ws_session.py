@@ -4,14 +4,15 @@
 connection behind a lock and implements what :class:`WebsocketSession` sends;
 a transport subclasses it with ``_write`` (and its own flow control).
 :meth:`LinkBase.handle` turns protocol events into handler callbacks through
-:func:`~.invoke.call`, so it runs the same way in the threaded transport, on
-an event loop and in the test client.
+:mod:`~.invoke` (async or sync is decided once per callback), so it runs the
+same way in the threaded transport, on an event loop and in the test client.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from .. import logger as _logging
 from ..protocol import ws
@@ -23,7 +24,7 @@ from ..websocket import (
     WebsocketRequest,
     WebsocketSession,
 )
-from .invoke import call
+from .invoke import call_async, call_sync, is_async_callable
 from .ws_handlers import Callbacks
 
 __all__ = ["LinkBase", "close_message"]
@@ -47,7 +48,7 @@ def close_message(event: ws.Closed) -> str:
     return _MESSAGES.get(event.code, "Server asked to close connection.")
 
 
-def _frames(pieces: Iterator[str | bytes]) -> Iterator[tuple[str | bytes, bool]]:
+def _frames(pieces: Iterable[str | bytes]) -> Iterator[tuple[str | bytes, bool]]:
     """(piece, is_last) pairs; one empty piece when there are none."""
     previous: str | bytes | None = None
     for piece in pieces:
@@ -68,6 +69,7 @@ class LinkBase:
         self.lock = threading.RLock()
         self.session = WebsocketSession(request, self)
         self._close_reported = False
+        self._is_async: dict[object, bool] = {}  # callback -> async? (inspected once)
 
     # -- output (called under self.lock) ---------------------------------------
     def _write(self, data: bytes) -> None:
@@ -86,12 +88,16 @@ class LinkBase:
     def is_closed(self) -> bool:
         return not self.proto.is_open
 
-    def send_message(self, pieces: Iterator[str | bytes]) -> None:
+    def send_message(self, pieces: Iterable[str | bytes]) -> None:
         with self.lock:
+            if type(pieces) is tuple and len(pieces) == 1:  # one frame (most messages)
+                if self.proto.send_data(pieces[0], True):
+                    self._flush()
+                return
             for _ in self._send_frames(pieces):
                 pass
 
-    def _send_frames(self, pieces: Iterator[str | bytes]) -> Iterator[None]:
+    def _send_frames(self, pieces: Iterable[str | bytes]) -> Iterator[None]:
         """Send the message piece by piece (the lock held per piece); yields after each."""
         for piece, last in _frames(pieces):
             with self.lock:
@@ -183,9 +189,17 @@ class LinkBase:
             if kept is not None and self.callbacks.on_binary_message is not None:
                 await self._run(self.callbacks.on_binary_message, self.session, kept)
 
+    async def _call(self, func: Any, *args: object) -> object:
+        is_async = self._is_async.get(func)
+        if is_async is None:
+            is_async = self._is_async[func] = is_async_callable(func)
+        if is_async:
+            return await call_async(func, *args)
+        return await call_sync(func, *args)
+
     async def _run(self, func: object, *args: object) -> object:
         try:
-            return await call(func, *args)  # type: ignore[arg-type]
+            return await self._call(func, *args)
         except Exception:
             _log.exception("Websocket handler %r failed", func)
             self._handler_failed()
@@ -206,6 +220,6 @@ class LinkBase:
             return
         reason = WebsocketCloseReason(close_message(event), event.code, event.reason)
         try:
-            await call(self.callbacks.on_close, self.session, reason)
+            await self._call(self.callbacks.on_close, self.session, reason)
         except Exception:
             _log.exception("Websocket on_close handler failed")

@@ -17,7 +17,7 @@ import concurrent.futures
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import logger as _logging
@@ -234,7 +234,7 @@ class _Pending:
 
     def __init__(
         self,
-        pieces: Iterator[str | bytes] | None,
+        pieces: Iterable[str | bytes] | None,
         done: concurrent.futures.Future[None] | None = None,
         close: tuple[int, str] | None = None,
     ) -> None:
@@ -318,27 +318,35 @@ class AioLink(LinkBase):
     # keeps up; when its buffer fills, a task sends the rest after each drain,
     # and later sends from the loop wait their turn in ``_pending``.  A worker
     # thread sends its message itself, waiting for drains between frames.
-    def send_message(self, pieces: Iterator[str | bytes]) -> None:
+    def send_message(self, pieces: Iterable[str | bytes]) -> None:
         if self._on_loop():
             self._queue(_Pending(pieces))
             return
         with self._message_lock:
             with self.lock:
                 queued = self._loop_busy or bool(self._pending)
-                if not queued:
+                single = not queued and type(pieces) is tuple and len(pieces) == 1
+                if single:  # one frame (most messages): sent whole under the lock
+                    LinkBase.send_message(self, pieces)
+                elif not queued:
                     self._streaming = True
-            if queued:  # the loop is streaming: our message goes after it
+            if single:
+                self._wait_drain()
+            elif queued:  # the loop is streaming: our message goes after it
                 self._send_through_loop(_Pending(pieces, concurrent.futures.Future()))
-                return
-            try:
-                for _ in self._send_frames(pieces):
-                    self._wait_drain()
-            finally:
-                with self.lock:
-                    self._streaming = False
-                    resume = bool(self._pending)
-                if resume:
-                    self.loop.call_soon_threadsafe(self._pump)
+            else:
+                self._stream_from_thread(pieces)
+
+    def _stream_from_thread(self, pieces: Iterable[str | bytes]) -> None:
+        try:
+            for _ in self._send_frames(pieces):
+                self._wait_drain()
+        finally:
+            with self.lock:
+                self._streaming = False
+                resume = bool(self._pending)
+            if resume:
+                self.loop.call_soon_threadsafe(self._pump)
 
     def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
         if self._on_loop():
