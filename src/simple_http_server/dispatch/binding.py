@@ -7,9 +7,7 @@ runs those binders; no ``inspect`` and no type switch happen on the hot path.
 
 from __future__ import annotations
 
-import http.cookies
 import inspect
-import json
 import types
 import typing
 from collections.abc import Callable
@@ -20,23 +18,30 @@ from ..errors import HttpError
 from ..models import (
     BytesBody,
     Cookie,
-    Cookies,
-    Environment,
     Header,
-    Headers,
     JSONBody,
-    ModelDict,
     Parameter,
     Parameters,
     PathValue,
     RegGroup,
-    RegGroups,
     Request,
-    Session,
 )
 from ..responses import Response
+from .binders import (
+    FIXED,
+    BindContext,
+    Binder,
+    by_name,
+    converter,
+    cookie,
+    header,
+    is_list,
+    model_binder,
+    multipart_file,
+    path_value,
+    reg_group,
+)
 from .bodies import MultipartFile, RequestBodyReader
-from .routing import WILDCARD_KEY
 
 __all__ = [
     "BindContext",
@@ -47,18 +52,6 @@ __all__ = [
     "plan_binding",
 ]
 
-
-class BindContext:
-    """What binders read: the request and the live response."""
-
-    __slots__ = ("request", "response")
-
-    def __init__(self, request: Request, response: Response) -> None:
-        self.request = request
-        self.response = response
-
-
-Binder = Callable[[BindContext], Any]
 #: A user binder class (naja-atra's ``@model_binding``):
 #: ``cls(request, response, arg_name, arg_type, default).bind()``.
 ModelBinder = type
@@ -134,181 +127,12 @@ class BindingPlan:
         return kwargs
 
 
-def _missing(name: str) -> HttpError:
-    return HttpError(400, "Missing Parameter", f"Parameter[{name}] is required.")
-
-
-def _bad(name: str, what: str) -> HttpError:
-    return HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be {what}.")
-
-
-def _to_bool(value: str) -> bool:
-    return value.lower() not in ("0", "false", "")
-
-
-def _converter(name: str, target: Any) -> Callable[[str], Any]:
-    if target is int or target is float:
-        what = "an int" if target is int else "a float"
-
-        def number(value: str) -> Any:
-            try:
-                return target(value)
-            except ValueError:
-                raise _bad(name, what) from None
-
-        return number
-    if target is bool:
-        return _to_bool
-    if target is dict or typing.get_origin(target) is dict:
-
-        def as_json(value: str) -> Any:
-            try:
-                return json.loads(value)
-            except ValueError:
-                raise _bad(name, "a JSON object") from None
-
-        return as_json
-    return str
-
-
-def _is_list(t: Any) -> bool:
-    return t is list or typing.get_origin(t) is list
-
-
-def _by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
-    """A query/form parameter (else the ``{name}`` path value) converted to ``target``."""
-    if _is_list(target):
-        args = typing.get_args(target)
-        item = _converter(name, args[0]) if args else str
-
-        def many(ctx: BindContext) -> Any:
-            values = ctx.request.parameters.get(name)
-            if values is None:
-                if required:
-                    raise _missing(name)
-                return default
-            return [item(v) for v in values]
-
-        return many
-    convert = _converter(name, target)
-
-    def one(ctx: BindContext) -> Any:
-        values = ctx.request.parameters.get(name)
-        if not values:
-            # A ``{name}`` path value of the same name is the fallback.
-            path_value = ctx.request.path_values.get(name)
-            if path_value is not None:
-                return convert(path_value)
-            if required:
-                raise _missing(name)
-            return default
-        return convert(values[0])
-
-    return one
-
-
-def _header(name: str, default: Any, required: bool) -> Binder:
-    # ``user_token`` also finds ``User-Token``: proxies often drop "_" header names.
-    alias = name.replace("_", "-") if "_" in name else ""
-
-    def header(ctx: BindContext) -> Any:
-        headers = ctx.request.headers
-        value = headers.get(name)
-        if value is None and alias:
-            value = headers.get(alias)
-        if value is None:
-            if required:
-                raise HttpError(400, "Missing Header", f"Header[{name}] is required.")
-            return default
-        return Header(name, value) if isinstance(value, str) else value
-
-    return header
-
-
-def _cookie(name: str, default: Any, required: bool) -> Binder:
-    def cookie(ctx: BindContext) -> Any:
-        morsel = ctx.request.cookies.get(name)
-        if morsel is None:
-            if required:
-                raise HttpError(400, "Missing Cookie", f"Cookie[{name}] is required.")
-            return default
-        return morsel
-
-    return cookie
-
-
-def _path_value(name: str) -> Binder:
-    def path_value(ctx: BindContext) -> PathValue:
-        values = ctx.request.path_values
-        value = values.get(name)
-        if value is None:
-            value = values.get(WILDCARD_KEY, "")
-        return PathValue(name, value)
-
-    return path_value
-
-
-def _reg_group(index: int) -> Binder:
-    def reg_group(ctx: BindContext) -> RegGroup:
-        groups = ctx.request.reg_groups
-        if not 0 <= index < len(groups):
-            raise HttpError(400, "Invalid Parameter", f"RegGroup[{index}] is out of range.")
-        return RegGroup(index, _value=groups[index])
-
-    return reg_group
-
-
-def _json_body(ctx: BindContext) -> Any:
-    if not ctx.request.content_type.lower().startswith("application/json"):
-        raise HttpError(415, "Unsupported Media Type", "JSONBody needs application/json.")
-    return ctx.request.json
-
-
-def _multipart_file(name: str, default: Any, required: bool) -> Binder:
-    def file(ctx: BindContext) -> Any:
-        files = ctx.request.files.get(name)
-        if files:
-            return files[0]
-        if name in ctx.request.parameters:
-            raise HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be a file.")
-        if required:
-            raise _missing(name)
-        return default
-
-    return file
-
-
-def _model_dict(ctx: BindContext) -> ModelDict:
-    return ModelDict(
-        {k: v[0] if len(v) == 1 else list(v) for k, v in ctx.request.parameters.items()}
-    )
-
-
-def _session(ctx: BindContext) -> Any:
-    return ctx.request.get_session(True)
-
-
-_FIXED: dict[Any, Binder] = {
-    Request: lambda ctx: ctx.request,
-    Response: lambda ctx: ctx.response,
-    Headers: lambda ctx: ctx.request.headers,
-    Cookies: lambda ctx: ctx.request.cookies,
-    http.cookies.SimpleCookie: lambda ctx: ctx.request.cookies,
-    http.cookies.BaseCookie: lambda ctx: ctx.request.cookies,
-    RegGroups: lambda ctx: RegGroups(ctx.request.reg_groups),
-    JSONBody: _json_body,
-    BytesBody: lambda ctx: BytesBody(ctx.request.body),
-    ModelDict: _model_dict,
-    Environment: lambda ctx: Environment(ctx.request.environment),
-    RequestBodyReader: lambda ctx: ctx.request.reader,
-    Session: _session,
-}
 _BODY_KINDS = {JSONBody, BytesBody}
 
 
 def _kind_of(value: Any) -> Any:
     for kind in (
-        *_FIXED,
+        *FIXED,
         Parameter,
         Parameters,
         Header,
@@ -401,28 +225,28 @@ def _binder_for(
 ) -> tuple[Binder, Any]:
     annotation = _unwrap_optional(annotation)
     if annotation is not None and _hashable(annotation) and annotation in model_binders:
-        return _model_binder(model_binders[annotation], name, annotation, default), "model"
+        return model_binder(model_binders[annotation], name, annotation, default), "model"
     marker = _kind_of(default) if has_default else None
     if marker is not None:
         return _marker_binder(name, marker, default, annotation), marker
     # An annotation names the kind; a plain default is the value when missing.
     if annotation is not None:
-        for kind in _FIXED:
+        for kind in FIXED:
             if _is_class(annotation, kind):
-                return _FIXED[kind], kind
+                return FIXED[kind], kind
         for kind in (Header, Cookie, PathValue, RegGroup, MultipartFile, Parameters, Parameter):
             if _is_class(annotation, kind):
                 required = not has_default
                 marker_default = default if has_default else None
                 return _annotated_marker(name, kind, marker_default, required), kind
         if default_binder is not None and not _is_plain(annotation):
-            return _model_binder(default_binder, name, annotation, default), "model"
+            return model_binder(default_binder, name, annotation, default), "model"
     target = annotation
     if has_default and default is not None and annotation is None:
         target = type(default)
     if target is None or not _is_plain(target):
         target = str
-    return _by_name(name, target, default, not has_default), "param"
+    return by_name(name, target, default, not has_default), "param"
 
 
 def _hashable(value: Any) -> bool:
@@ -437,47 +261,47 @@ def _is_plain(target: Any) -> bool:
     """True for the annotations converted from a parameter's text."""
     return (
         target in (str, int, float, bool, list, dict)
-        or _is_list(target)
+        or is_list(target)
         or typing.get_origin(target) is dict
     )
 
 
 def _annotated_marker(name: str, kind: Any, default: Any, required: bool) -> Binder:
     if kind is Header:
-        return _header(name, default, required)
+        return header(name, default, required)
     if kind is Cookie:
-        return _cookie(name, default, required)
+        return cookie(name, default, required)
     if kind is PathValue:
-        return _path_value(name)
+        return path_value(name)
     if kind is RegGroup:
-        return _reg_group(0)
+        return reg_group(0)
     if kind is MultipartFile:
-        return _multipart_file(name, default, required)
+        return multipart_file(name, default, required)
     if kind is Parameters:
-        return _by_name(name, list[str], default if default is not None else [], required)
-    return _by_name(name, str, default, required)
+        return by_name(name, list[str], default if default is not None else [], required)
+    return by_name(name, str, default, required)
 
 
 def _marker_binder(name: str, kind: Any, default: Any, annotation: Any) -> Binder:
-    if kind in _FIXED:
-        return _FIXED[kind]
+    if kind in FIXED:
+        return FIXED[kind]
     required = bool(getattr(default, "_required", False))
     real = getattr(default, "name", "") or name
     if kind is Parameter:
         target = annotation if annotation in (int, float, bool) else str
         fallback: Any = None if required else _converted_default(real, target, str(default))
-        return _by_name(real, target, fallback, required)
+        return by_name(real, target, fallback, required)
     if kind is Parameters:
-        return _by_name(real, list[str], list(default), required)
+        return by_name(real, list[str], list(default), required)
     if kind is Header:
-        return _header(real, str(default), required)
+        return header(real, str(default), required)
     if kind is Cookie:
-        return _cookie(real, default, required)
+        return cookie(real, default, required)
     if kind is PathValue:
-        return _path_value(real)
+        return path_value(real)
     if kind is RegGroup:
-        return _reg_group(default.group)
-    return _multipart_file(real, default, required)
+        return reg_group(default.group)
+    return multipart_file(real, default, required)
 
 
 def _converted_default(name: str, target: Any, default: str) -> Any:
@@ -485,14 +309,6 @@ def _converted_default(name: str, target: Any, default: str) -> Any:
     if target is str:
         return default
     try:
-        return _converter(name, target)(default)
+        return converter(name, target)(default)
     except HttpError:
         return None
-
-
-def _model_binder(cls: Any, name: str, arg_type: Any, default: Any) -> Binder:
-    # ``bind()`` may be sync or async: BindingPlan.bind awaits an awaitable result.
-    def bind(ctx: BindContext) -> Any:
-        return cls(ctx.request, ctx.response, name, arg_type, default).bind()
-
-    return bind

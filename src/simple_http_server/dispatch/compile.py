@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import logger as _logging
+from .binders import session as session_binder
 from .binding import BindContext, BindingPlan, plan_binding
-from .binding import _session as session_binder
 from .filters import FilterEntry
 from .invoke import call_async, call_sync, is_async_callable
 from .routing import Router, compile_conditions

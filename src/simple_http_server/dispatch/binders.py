@@ -1,0 +1,226 @@
+"""The per-request binders: small closures that read one argument from a request.
+
+:mod:`.binding` picks one of these per controller argument at registration;
+per request only the chosen closures run.
+"""
+
+from __future__ import annotations
+
+import http.cookies
+import json
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import HttpError
+from ..models import (
+    BytesBody,
+    Cookies,
+    Environment,
+    Header,
+    Headers,
+    JSONBody,
+    ModelDict,
+    PathValue,
+    RegGroup,
+    RegGroups,
+    Request,
+    Session,
+)
+from ..responses import Response
+from .bodies import RequestBodyReader
+from .routing import WILDCARD_KEY
+
+__all__ = ["FIXED", "BindContext", "Binder"]
+
+
+class BindContext:
+    """What binders read: the request and the live response."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: Request, response: Response) -> None:
+        self.request = request
+        self.response = response
+
+
+Binder = Callable[[BindContext], Any]
+
+
+def missing(name: str) -> HttpError:
+    return HttpError(400, "Missing Parameter", f"Parameter[{name}] is required.")
+
+
+def bad(name: str, what: str) -> HttpError:
+    return HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be {what}.")
+
+
+def to_bool(value: str) -> bool:
+    return value.lower() not in ("0", "false", "")
+
+
+def converter(name: str, target: Any) -> Callable[[str], Any]:
+    if target is int or target is float:
+        what = "an int" if target is int else "a float"
+
+        def number(value: str) -> Any:
+            try:
+                return target(value)
+            except ValueError:
+                raise bad(name, what) from None
+
+        return number
+    if target is bool:
+        return to_bool
+    if target is dict or typing.get_origin(target) is dict:
+
+        def as_json(value: str) -> Any:
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise bad(name, "a JSON object") from None
+
+        return as_json
+    return str
+
+
+def is_list(t: Any) -> bool:
+    return t is list or typing.get_origin(t) is list
+
+
+def by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
+    """A query/form parameter (else the ``{name}`` path value) converted to ``target``."""
+    if is_list(target):
+        args = typing.get_args(target)
+        item = converter(name, args[0]) if args else str
+
+        def many(ctx: BindContext) -> Any:
+            values = ctx.request.parameters.get(name)
+            if values is None:
+                if required:
+                    raise missing(name)
+                return default
+            return [item(v) for v in values]
+
+        return many
+    convert = converter(name, target)
+
+    def one(ctx: BindContext) -> Any:
+        values = ctx.request.parameters.get(name)
+        if not values:
+            # A ``{name}`` path value of the same name is the fallback.
+            path_value = ctx.request.path_values.get(name)
+            if path_value is not None:
+                return convert(path_value)
+            if required:
+                raise missing(name)
+            return default
+        return convert(values[0])
+
+    return one
+
+
+def header(name: str, default: Any, required: bool) -> Binder:
+    # ``user_token`` also finds ``User-Token``: proxies often drop "_" header names.
+    alias = name.replace("_", "-") if "_" in name else ""
+
+    def header(ctx: BindContext) -> Any:
+        headers = ctx.request.headers
+        value = headers.get(name)
+        if value is None and alias:
+            value = headers.get(alias)
+        if value is None:
+            if required:
+                raise HttpError(400, "Missing Header", f"Header[{name}] is required.")
+            return default
+        return Header(name, value) if isinstance(value, str) else value
+
+    return header
+
+
+def cookie(name: str, default: Any, required: bool) -> Binder:
+    def cookie(ctx: BindContext) -> Any:
+        morsel = ctx.request.cookies.get(name)
+        if morsel is None:
+            if required:
+                raise HttpError(400, "Missing Cookie", f"Cookie[{name}] is required.")
+            return default
+        return morsel
+
+    return cookie
+
+
+def path_value(name: str) -> Binder:
+    def path_value(ctx: BindContext) -> PathValue:
+        values = ctx.request.path_values
+        value = values.get(name)
+        if value is None:
+            value = values.get(WILDCARD_KEY, "")
+        return PathValue(name, value)
+
+    return path_value
+
+
+def reg_group(index: int) -> Binder:
+    def reg_group(ctx: BindContext) -> RegGroup:
+        groups = ctx.request.reg_groups
+        if not 0 <= index < len(groups):
+            raise HttpError(400, "Invalid Parameter", f"RegGroup[{index}] is out of range.")
+        return RegGroup(index, _value=groups[index])
+
+    return reg_group
+
+
+def json_body(ctx: BindContext) -> Any:
+    if not ctx.request.content_type.lower().startswith("application/json"):
+        raise HttpError(415, "Unsupported Media Type", "JSONBody needs application/json.")
+    return ctx.request.json
+
+
+def multipart_file(name: str, default: Any, required: bool) -> Binder:
+    def file(ctx: BindContext) -> Any:
+        files = ctx.request.files.get(name)
+        if files:
+            return files[0]
+        if name in ctx.request.parameters:
+            raise HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be a file.")
+        if required:
+            raise missing(name)
+        return default
+
+    return file
+
+
+def model_dict(ctx: BindContext) -> ModelDict:
+    return ModelDict(
+        {k: v[0] if len(v) == 1 else list(v) for k, v in ctx.request.parameters.items()}
+    )
+
+
+def session(ctx: BindContext) -> Any:
+    return ctx.request.get_session(True)
+
+
+FIXED: dict[Any, Binder] = {
+    Request: lambda ctx: ctx.request,
+    Response: lambda ctx: ctx.response,
+    Headers: lambda ctx: ctx.request.headers,
+    Cookies: lambda ctx: ctx.request.cookies,
+    http.cookies.SimpleCookie: lambda ctx: ctx.request.cookies,
+    http.cookies.BaseCookie: lambda ctx: ctx.request.cookies,
+    RegGroups: lambda ctx: RegGroups(ctx.request.reg_groups),
+    JSONBody: json_body,
+    BytesBody: lambda ctx: BytesBody(ctx.request.body),
+    ModelDict: model_dict,
+    Environment: lambda ctx: Environment(ctx.request.environment),
+    RequestBodyReader: lambda ctx: ctx.request.reader,
+    Session: session,
+}
+
+
+def model_binder(cls: Any, name: str, arg_type: Any, default: Any) -> Binder:
+    # ``bind()`` may be sync or async: BindingPlan.bind awaits an awaitable result.
+    def bind(ctx: BindContext) -> Any:
+        return cls(ctx.request, ctx.response, name, arg_type, default).bind()
+
+    return bind
