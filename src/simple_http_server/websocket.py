@@ -141,12 +141,15 @@ def _pieces(data: str | bytes, chunk_size: int) -> Iterable[str | bytes]:
 
 
 def _file_pieces(path: str, chunk_size: int) -> Iterator[str | bytes]:
-    with open(path, "rb") as file:
-        while True:
-            piece = file.read(chunk_size)
-            if not piece:
-                return
-            yield piece
+    """The file's pieces; it is opened now, so a queued message still has it."""
+    file = open(path, "rb")  # noqa: SIM115 - closed by the generator
+
+    def pieces() -> Iterator[str | bytes]:
+        with file:
+            while piece := file.read(chunk_size):
+                yield piece
+
+    return pieces()
 
 
 class WebsocketSession:

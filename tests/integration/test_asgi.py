@@ -98,6 +98,47 @@ def test_websocket_refused_without_handlers() -> None:
     assert sent[0]["type"] == "websocket.close"
 
 
+def _ws_scope(path: str, extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+    key = [(b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"sec-websocket-version", b"13")]
+    return {"type": "websocket", "path": path, "raw_path": path.encode(), "headers": key,
+            "query_string": b"", "subprotocols": [], "extensions": extensions or {}}  # fmt: skip
+
+
+def _handshake_app() -> Any:
+    from simple_http_server import App, WebsocketHandler, WebsocketRequest
+
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws/{answer}")
+    class Handshake(WebsocketHandler):  # defect 37: handshake headers reach the client
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            if request.path_values["answer"] == "no":
+                return 403, {"X-Why": "no"}
+            return 0, {"X-A": "1"}
+
+    return server.init_asgi_proxy(app_conf=app)
+
+
+def test_websocket_handshake_headers_reach_the_accept_message() -> None:
+    sent = run_asgi(
+        _ws_scope("/ws/yes"),
+        [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}],
+        _handshake_app(),
+    )
+    assert sent[0]["type"] == "websocket.accept"
+    assert (b"x-a", b"1") in sent[0]["headers"]
+
+
+def test_websocket_refusal_headers_reach_the_http_response() -> None:
+    sent = run_asgi(
+        _ws_scope("/ws/no", {"websocket.http.response": {}}),
+        [{"type": "websocket.connect"}],
+        _handshake_app(),
+    )
+    assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 403
+    assert (b"x-why", b"no") in [(k.lower(), v) for k, v in sent[0]["headers"]]
+
+
 # -- a real uvicorn ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def uvicorn() -> Iterator[harness.Proc]:

@@ -201,12 +201,16 @@ def test_cookie_name_and_timeout_from_server_start():
         assert server_module._server is not None
         port = server_module._server.port
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/set")
+        conn.request("GET", "/set?value=kept")
         resp = conn.getresponse()
         resp.read()
-        conn.close()
-        assert (resp.getheader("Set-Cookie") or "").startswith("SID=")
+        cookie = (resp.getheader("Set-Cookie") or "").split(";")[0]
+        assert cookie.startswith("SID=")
         assert app.session_timeout == 7
+        conn.request("GET", "/get", headers={"Cookie": cookie})  # defect 28: it persists
+        again = json.loads(conn.getresponse().read())
+        conn.close()
+        assert again["value"] == "kept" and again["new"] is False
     finally:
         server_module.stop()
         thread.join(15)

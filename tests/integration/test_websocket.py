@@ -67,6 +67,10 @@ class Echo(WebsocketHandler):
     def on_text_message(self, session: WebsocketSession, message: str) -> None:
         if message == "bye":
             session.close("see you")
+        elif message == "bye-silently":
+            session.close()  # defect 23: no reason still sends a Close frame
+        elif message == "pone":
+            session.send_pone(b"old spelling")  # the original's name of send_pong
         elif message == "as-binary":
             session.send("bytes please", WEBSOCKET_OPCODE_BINARY)
         elif message == "chunked":
@@ -152,6 +156,37 @@ def test_server_initiated_close(serve: Serve) -> None:
     wait_for(lambda: len(closes) == 1)
     assert closes[0].code == 1000
     ws.shutdown()  # type: ignore[no-untyped-call]
+
+
+def test_close_without_a_reason_still_sends_a_close_frame(serve: Serve) -> None:
+    app, closes = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.send("bye-silently")
+    assert close_frame(ws) == (1000, "")
+    ws.send_close(1000)
+    wait_for(lambda: len(closes) == 1)
+    assert closes[0].code == 1000
+
+
+def test_send_pone_sends_a_pong(serve: Serve) -> None:
+    app, _ = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.send("pone")
+    opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert (opcode, frame.data) == (ABNF.OPCODE_PONG, b"old spelling")
+    ws.close()
+
+
+def test_the_close_reply_echoes_the_client_code(serve: Serve) -> None:
+    app, closes = echo_app()
+    ws = connect(serve(app), "/ws/x")
+    ws.recv()
+    ws.send_close(4002, b"leaving")
+    assert close_frame(ws)[0] == 4002  # defect 22: the reply carries the status code
+    wait_for(lambda: len(closes) == 1)
+    assert closes[0].code == 4002
 
 
 def test_client_close_code_reaches_on_close(serve: Serve) -> None:
@@ -542,6 +577,59 @@ def test_a_streamed_file_keeps_its_place_before_later_sends_and_close(
     time.sleep(0.3)  # the server's send buffer fills: the rest must wait for drains
     assert ws.recv() == path.read_bytes()
     assert [ws.recv(), ws.recv()] == ["from a thread", "after"]
+    assert close_frame(ws) == (1000, "done")
+
+
+def test_a_thread_sending_while_a_coroutine_streams_keeps_every_message_whole(
+    serve: Serve, tmp_path: Any
+) -> None:
+    app = App()
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(4 * 1024 * 1024))
+
+    @app.websocket_handler(endpoint="/mix")
+    class Mixer(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            def chatter() -> None:
+                for i in range(200):
+                    session.send(f"t{i}")
+                    time.sleep(0.0005)  # spread over the file's frames
+
+            thread = threading.Thread(target=chatter)
+            thread.start()
+            session.send_file(str(path), chunk_size=4 * 1024)
+            await asyncio.to_thread(thread.join)
+            session.send("end")
+
+    ws = connect(serve(app), "/mix")
+    ws.send("go")
+    texts: list[str] = []
+    files: list[bytes] = []
+    while (message := ws.recv()) != "end":
+        if isinstance(message, str):
+            texts.append(message)
+        else:
+            files.append(message)
+    assert files == [path.read_bytes()]
+    assert texts == [f"t{i}" for i in range(200)]
+    ws.close()
+
+
+def test_close_from_a_thread_waits_for_a_streaming_file(serve: Serve, tmp_path: Any) -> None:
+    app = App()
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(24 * 1024 * 1024))  # more than the socket buffers take
+
+    @app.websocket_handler(endpoint="/file")
+    class Sender(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send_file(str(path), chunk_size=64 * 1024)
+            await asyncio.to_thread(session.close, "done")
+
+    ws = connect(serve(app), "/file")
+    ws.send("go")
+    time.sleep(0.3)  # the server's buffer fills: the rest waits for drains
+    assert ws.recv() == path.read_bytes()
     assert close_frame(ws) == (1000, "done")
 
 

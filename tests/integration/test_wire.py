@@ -167,6 +167,16 @@ def test_keep_alive_max_requests_closes(serve: Callable[..., LiveServer]):
         assert raw.read_eof() == b""
 
 
+def test_a_client_keep_alive_header_does_not_override_the_server_limits(
+    serve: Callable[..., LiveServer],
+):
+    live = serve(wire_app(), keep_alive_max_requests=3)
+    with RawConn(live) as raw:
+        raw.send(get("/fast", "Keep-Alive: timeout=0, max=1\r\n") * 3)
+        closes = [raw.response()[0].getheader("Connection") for _ in range(3)]
+        assert closes == [None, None, "close"]
+
+
 def test_keep_alive_disabled_closes_each_response(serve: Callable[..., LiveServer]):
     live = serve(wire_app(), keep_alive=False)
     with RawConn(live) as raw:

@@ -54,6 +54,9 @@ def test_original_option_names_still_work(restore_module_server: None) -> None:
     built = server._build(connection_idle_time=4, keep_alive_max_request=6)
     assert built.config.idle_timeout == 4.0
     assert built.config.keep_alive_max_requests == 6
+    assert server._build(prefer_corountine=True).prefer_coroutine is True  # its misspelling
+    assert server._build(prefer_coroutine=True).prefer_coroutine is True
+    assert server._build().prefer_coroutine is False
 
 
 def test_every_limit_is_settable_from_the_command_line() -> None:

@@ -3,12 +3,13 @@ on raw sockets in both transports.  Numbers refer to that list."""
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
 import pytest
 
-from simple_http_server import App, BytesBody, Header, JSONBody, PathValue, Session
+from simple_http_server import App, BytesBody, Header, JSONBody, PathValue, Request, Session
 
 from ..conftest import TRANSPORTS, LiveServer, live_server
 from .wire import parse_responses, read_until_closed, send_and_collect
@@ -43,6 +44,14 @@ def defects_app() -> App:
     def session(session: Session) -> str:
         return session.id
 
+    @app.route("/host")
+    def host(request: Request) -> dict[str, object]:
+        return {
+            "host": request.host,
+            "type": request.content_type,
+            "length": request.content_length,
+        }
+
     return app
 
 
@@ -58,6 +67,13 @@ def one(live: LiveServer, request: bytes) -> tuple[int, bytes]:
     responses = parse_responses(send_and_collect(live.port, request))
     assert len(responses) == 1
     return responses[0].status, responses[0].body
+
+
+def test_30_request_properties_without_their_headers(live: LiveServer) -> None:
+    status, body = one(live, b"GET /host HTTP/1.0\r\n\r\n")  # HTTP/1.0 needs no Host
+    assert (status, json.loads(body)) == (200, {"host": "", "type": "", "length": None})
+    status, body = one(live, b"GET /host HTTP/1.1\r\nHost: example.org:8080\r\n\r\n")
+    assert json.loads(body)["host"] == "example.org:8080"
 
 
 def test_8_chunked_request_body_is_decoded(live: LiveServer) -> None:

@@ -219,3 +219,13 @@ def test_add_vary_merges():
     assert headers == [("Vary", "Cookie, Accept-Encoding")]
     add_vary(headers)
     assert headers == [("Vary", "Cookie, Accept-Encoding")]
+
+
+def test_resources_as_a_set_get_a_clear_error(tmp_path: Path) -> None:
+    from simple_http_server import server
+
+    # The original README showed a set literal; it cannot pair patterns with folders.
+    with pytest.raises(TypeError, match="dict"):
+        Resources({"/p/*", str(tmp_path)})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="dict"):
+        server.init_wsgi_proxy(resources={"/p/*", str(tmp_path)})  # type: ignore[arg-type]

@@ -77,6 +77,11 @@ class Resources:
     """
 
     def __init__(self, mapping: Mapping[str, str | os.PathLike[str]] | None = None) -> None:
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise TypeError(
+                "resources must be a dict {url pattern: folder}, e.g. "
+                '{"/public/**": "/var/www"}; a set such as {"/p/*", "/dir"} cannot pair them'
+            )
         self._mounts = [_parse_mount(p, os.fspath(d)) for p, d in (mapping or {}).items()]
 
     def __bool__(self) -> bool:

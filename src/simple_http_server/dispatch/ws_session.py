@@ -190,9 +190,12 @@ class LinkBase:
                 await self._run(self.callbacks.on_binary_message, self.session, kept)
 
     async def _call(self, func: Any, *args: object) -> object:
-        is_async = self._is_async.get(func)
-        if is_async is None:
-            is_async = self._is_async[func] = is_async_callable(func)
+        try:
+            is_async = self._is_async.get(func)
+            if is_async is None:
+                is_async = self._is_async[func] = is_async_callable(func)
+        except TypeError:  # an unhashable callable object
+            is_async = is_async_callable(func)
         if is_async:
             return await call_async(func, *args)
         return await call_sync(func, *args)

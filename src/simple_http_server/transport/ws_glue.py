@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import socket
 import threading
 from collections import deque
@@ -230,7 +231,7 @@ class ThreadedLink(LinkBase):
 class _Pending:
     """A message (or a close) waiting for its turn on the asyncio link."""
 
-    __slots__ = ("close", "done", "pieces")
+    __slots__ = ("close", "done", "error", "pieces")
 
     def __init__(
         self,
@@ -241,9 +242,15 @@ class _Pending:
         self.pieces = pieces
         self.done = done
         self.close = close
+        self.error: Exception | None = None
 
     def finish(self) -> None:
-        if self.done is not None and not self.done.done():
+        """Wake the waiting worker thread, with the error if sending failed."""
+        if self.done is None or self.done.done():
+            return
+        if self.error is not None:
+            self.done.set_exception(self.error)
+        else:
             self.done.set_result(None)
 
 
@@ -314,12 +321,18 @@ class AioLink(LinkBase):
         except Exception:
             pass
 
-    # A message sent on the loop thread goes out at once while the transport
-    # keeps up; when its buffer fills, a task sends the rest after each drain,
-    # and later sends from the loop wait their turn in ``_pending``.  A worker
-    # thread sends its message itself, waiting for drains between frames.
+    # Message order: a worker thread sends its message itself (waiting for
+    # drains between frames) unless the loop is busy with one; the loop sends
+    # from ``_pending`` in order, one message at a time (``_loop_busy``), and
+    # finishes a message in a task when the transport's buffer fills.  Both
+    # flags change under ``self.lock``, so frames of two messages never mix.
     def send_message(self, pieces: Iterable[str | bytes]) -> None:
         if self._on_loop():
+            if type(pieces) is tuple and len(pieces) == 1:
+                with self.lock:
+                    if not (self._loop_busy or self._streaming or self._pending):
+                        LinkBase.send_message(self, pieces)  # one frame, nothing ahead of it
+                        return
             self._queue(_Pending(pieces))
             return
         with self._message_lock:
@@ -332,10 +345,27 @@ class AioLink(LinkBase):
                     self._streaming = True
             if single:
                 self._wait_drain()
-            elif queued:  # the loop is streaming: our message goes after it
+            elif queued:  # the loop is sending: our message goes after it
                 self._send_through_loop(_Pending(pieces, concurrent.futures.Future()))
             else:
                 self._stream_from_thread(pieces)
+
+    def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
+        if self._on_loop():
+            with self.lock:
+                busy = self._loop_busy or self._streaming or bool(self._pending)
+            if busy:  # after the messages sent before it
+                self._queue(_Pending(None, close=(code, reason)))
+                return
+            super().close(code, reason)
+            return
+        with self._message_lock:  # after this session's messages from threads
+            with self.lock:
+                busy = self._loop_busy or bool(self._pending)
+            if busy:
+                self._send_through_loop(_Pending(None, concurrent.futures.Future(), (code, reason)))
+                return
+            super().close(code, reason)
 
     def _stream_from_thread(self, pieces: Iterable[str | bytes]) -> None:
         try:
@@ -346,20 +376,20 @@ class AioLink(LinkBase):
                 self._streaming = False
                 resume = bool(self._pending)
             if resume:
-                self.loop.call_soon_threadsafe(self._pump)
+                self._call_on_loop(self._pump)
 
-    def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
-        if self._on_loop():
-            with self.lock:
-                busy = self._loop_busy or self._streaming or bool(self._pending)
-            if busy:  # after the messages sent before it
-                self._queue(_Pending(None, close=(code, reason)))
-                return
-        super().close(code, reason)
+    def _call_on_loop(self, callback: Any, *args: Any) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: the session is gone
+            return False
+        return True
 
     def _send_through_loop(self, item: _Pending) -> None:
+        """Queue a worker's message (or close) behind the loop's; wait until it is sent."""
         assert item.done is not None
-        self.loop.call_soon_threadsafe(self._queue, item)
+        if not self._call_on_loop(self._queue, item):
+            return
         while True:
             try:
                 item.done.result(timeout=1.0)
@@ -380,18 +410,30 @@ class AioLink(LinkBase):
                 if self._loop_busy or self._streaming or not self._pending:
                     return
                 item = self._pending.popleft()
-            if item.close is not None:
-                LinkBase.close(self, *item.close)
-                item.finish()
-                continue
-            assert item.pieces is not None
-            frames = self._send_frames(item.pieces)
-            if self._send_until_paused(frames, item):
-                item.finish()
-                continue
-            self._loop_busy = True
-            self.loop.create_task(self._stream_rest(frames, item))
-            return
+                self._loop_busy = True
+            try:
+                if item.close is not None:
+                    LinkBase.close(self, *item.close)
+                else:
+                    assert item.pieces is not None
+                    frames = self._send_frames(item.pieces)
+                    if not self._send_until_paused(frames, item):
+                        task = self.loop.create_task(self._stream_rest(frames, item))
+                        task.add_done_callback(functools.partial(self._streamed, item))
+                        return
+            except Exception as exc:  # the waiting thread gets it
+                item.error = exc
+            self._sent(item)
+
+    def _sent(self, item: _Pending) -> None:
+        """``item`` is done (sent, failed or dropped): the next one may go."""
+        with self.lock:
+            self._loop_busy = False
+        item.finish()
+
+    def _streamed(self, item: _Pending, _task: object) -> None:
+        self._sent(item)  # also when the task was cancelled before it ran
+        self._pump()
 
     def _send_until_paused(self, frames: Iterator[None], item: _Pending) -> bool:
         """Send frames while the transport takes them; True when the message is done."""
@@ -399,8 +441,9 @@ class AioLink(LinkBase):
             for _ in frames:
                 if self.conn._write_paused and not self.conn.closed:
                     return False
-        except Exception:
+        except Exception as exc:  # reading the message failed half-way: 1011
             _log.exception("Reading a websocket message to send failed")
+            item.error = exc
             self._handler_failed()
         return True
 
@@ -409,13 +452,9 @@ class AioLink(LinkBase):
             while True:
                 await self.conn._drain()
                 if self._send_until_paused(frames, item):
-                    break
+                    return
         except Exception:  # the connection is gone (or stuck and aborted)
-            pass
-        finally:
-            self._loop_busy = False
-            item.finish()
-            self._pump()
+            return
 
     def _closing_started(self) -> None:
         def arm() -> None:
