@@ -146,27 +146,18 @@ def test_continuation_frames_from_client(serve: Serve) -> None:
     ws.close()
 
 
-def test_server_initiated_close(serve: Serve) -> None:
+# "bye-silently": close() with no reason still sends a Close frame (defect 23).
+@pytest.mark.parametrize(("message", "reason"), [("bye", "see you"), ("bye-silently", "")])
+def test_server_initiated_close(serve: Serve, message: str, reason: str) -> None:
     app, closes = echo_app()
     ws = connect(serve(app), "/ws/x")
     ws.recv()
-    ws.send("bye")
-    assert close_frame(ws) == (1000, "see you")
+    ws.send(message)
+    assert close_frame(ws) == (1000, reason)
     ws.send_close(1000)
     wait_for(lambda: len(closes) == 1)
     assert closes[0].code == 1000
     ws.shutdown()  # type: ignore[no-untyped-call]
-
-
-def test_close_without_a_reason_still_sends_a_close_frame(serve: Serve) -> None:
-    app, closes = echo_app()
-    ws = connect(serve(app), "/ws/x")
-    ws.recv()
-    ws.send("bye-silently")
-    assert close_frame(ws) == (1000, "")
-    ws.send_close(1000)
-    wait_for(lambda: len(closes) == 1)
-    assert closes[0].code == 1000
 
 
 def test_send_pone_sends_a_pong(serve: Serve) -> None:
@@ -556,23 +547,33 @@ def test_send_from_other_threads_and_coroutines(serve: Serve, tmp_path: Any) -> 
     ws.close()
 
 
+def random_file(tmp_path: Any, size: int) -> Any:
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def on_text_app(endpoint: str, on_text_message: Callable[..., Any]) -> App:
+    """An app whose handler at ``endpoint`` has only ``on_text_message``."""
+    app = App()
+    handler = type("OnText", (WebsocketHandler,), {"on_text_message": on_text_message})
+    app.websocket_handler(endpoint=endpoint)(handler)
+    return app
+
+
 def test_a_streamed_file_keeps_its_place_before_later_sends_and_close(
     serve: Serve, tmp_path: Any
 ) -> None:
-    app = App()
-    path = tmp_path / "data.bin"
-    path.write_bytes(os.urandom(8 * 1024 * 1024))
+    path = random_file(tmp_path, 8 * 1024 * 1024)
 
-    @app.websocket_handler(endpoint="/file")
-    class Sender(WebsocketHandler):
-        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
-            session.send_file(str(path), chunk_size=256 * 1024)
-            # A worker thread's send waits for the file (the loop stays free meanwhile).
-            await asyncio.to_thread(session.send, "from a thread")
-            session.send("after")
-            session.close("done")
+    async def on_text_message(self: Any, session: WebsocketSession, message: str) -> None:
+        session.send_file(str(path), chunk_size=256 * 1024)
+        # A worker thread's send waits for the file (the loop stays free meanwhile).
+        await asyncio.to_thread(session.send, "from a thread")
+        session.send("after")
+        session.close("done")
 
-    ws = connect(serve(app), "/file")
+    ws = connect(serve(on_text_app("/file", on_text_message)), "/file")
     ws.send("go")
     time.sleep(0.3)  # the server's send buffer fills: the rest must wait for drains
     assert ws.recv() == path.read_bytes()
@@ -583,25 +584,21 @@ def test_a_streamed_file_keeps_its_place_before_later_sends_and_close(
 def test_a_thread_sending_while_a_coroutine_streams_keeps_every_message_whole(
     serve: Serve, tmp_path: Any
 ) -> None:
-    app = App()
-    path = tmp_path / "data.bin"
-    path.write_bytes(os.urandom(4 * 1024 * 1024))
+    path = random_file(tmp_path, 4 * 1024 * 1024)
 
-    @app.websocket_handler(endpoint="/mix")
-    class Mixer(WebsocketHandler):
-        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
-            def chatter() -> None:
-                for i in range(200):
-                    session.send(f"t{i}")
-                    time.sleep(0.0005)  # spread over the file's frames
+    async def on_text_message(self: Any, session: WebsocketSession, message: str) -> None:
+        def chatter() -> None:
+            for i in range(200):
+                session.send(f"t{i}")
+                time.sleep(0.0005)  # spread over the file's frames
 
-            thread = threading.Thread(target=chatter)
-            thread.start()
-            session.send_file(str(path), chunk_size=4 * 1024)
-            await asyncio.to_thread(thread.join)
-            session.send("end")
+        thread = threading.Thread(target=chatter)
+        thread.start()
+        session.send_file(str(path), chunk_size=4 * 1024)
+        await asyncio.to_thread(thread.join)
+        session.send("end")
 
-    ws = connect(serve(app), "/mix")
+    ws = connect(serve(on_text_app("/mix", on_text_message)), "/mix")
     ws.send("go")
     texts: list[str] = []
     files: list[bytes] = []
@@ -616,17 +613,13 @@ def test_a_thread_sending_while_a_coroutine_streams_keeps_every_message_whole(
 
 
 def test_close_from_a_thread_waits_for_a_streaming_file(serve: Serve, tmp_path: Any) -> None:
-    app = App()
-    path = tmp_path / "data.bin"
-    path.write_bytes(os.urandom(24 * 1024 * 1024))  # more than the socket buffers take
+    path = random_file(tmp_path, 24 * 1024 * 1024)  # more than the socket buffers take
 
-    @app.websocket_handler(endpoint="/file")
-    class Sender(WebsocketHandler):
-        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
-            session.send_file(str(path), chunk_size=64 * 1024)
-            await asyncio.to_thread(session.close, "done")
+    async def on_text_message(self: Any, session: WebsocketSession, message: str) -> None:
+        session.send_file(str(path), chunk_size=64 * 1024)
+        await asyncio.to_thread(session.close, "done")
 
-    ws = connect(serve(app), "/file")
+    ws = connect(serve(on_text_app("/file", on_text_message)), "/file")
     ws.send("go")
     time.sleep(0.3)  # the server's buffer fills: the rest waits for drains
     assert ws.recv() == path.read_bytes()
