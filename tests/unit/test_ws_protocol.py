@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from wsproto.connection import Connection, ConnectionType
@@ -215,3 +217,51 @@ def test_permessage_deflate_roundtrip() -> None:
     assert len(out) < len(text) // 4
     event = deliver(client, out)[0]
     assert isinstance(event, TextMessage) and event.data == text
+
+
+class _CollectingLink:
+    """A session link whose output is parsed by a real wsproto client."""
+
+    @staticmethod
+    def make() -> Any:
+        from simple_http_server.dispatch.ws_handlers import Callbacks
+        from simple_http_server.dispatch.ws_session import LinkBase
+        from simple_http_server.websocket import WebsocketRequest
+
+        class Link(LinkBase):
+            def __init__(self) -> None:
+                super().__init__(ws.WebsocketProtocol(), Callbacks(), WebsocketRequest())
+                self.out = bytearray()
+
+            def _write(self, data: bytes) -> None:
+                self.out += data
+
+        return Link()
+
+
+def _source(fail_after: int) -> Iterator[bytes]:
+    for index in range(fail_after):
+        yield b"piece %d" % index
+    raise OSError("the disk went away")
+
+
+def test_a_message_whose_source_fails_half_way_closes_with_1011() -> None:
+    link = _CollectingLink.make()
+    with pytest.raises(OSError):
+        link.send_message(_source(2))
+    client = Connection(ConnectionType.CLIENT)
+    client.receive_data(bytes(link.out))
+    events = list(client.events())
+    assert isinstance(events[-1], CloseConnection) and events[-1].code == 1011
+    assert link.is_closed
+
+
+def test_a_message_whose_source_fails_at_once_leaves_the_session_open() -> None:
+    link = _CollectingLink.make()
+    with pytest.raises(OSError):
+        link.send_message(_source(0))
+    assert link.out == b"" and not link.is_closed
+    link.send_message(("still here",))
+    client = Connection(ConnectionType.CLIENT)
+    client.receive_data(bytes(link.out))
+    assert [e.data for e in client.events() if isinstance(e, TextMessage)] == ["still here"]

@@ -98,12 +98,28 @@ class LinkBase:
                 pass
 
     def _send_frames(self, pieces: Iterable[str | bytes]) -> Iterator[None]:
-        """Send the message piece by piece (the lock held per piece); yields after each."""
-        for piece, last in _frames(pieces):
+        """Send the message piece by piece (the lock held per piece); yields after each.
+
+        When reading the next piece fails after a frame went out, the message
+        can never be finished: the connection is failed with 1011, then the
+        error is raised to the sender.
+        """
+        frames = _frames(pieces)
+        sent_any = False
+        while True:
+            try:
+                piece, last = next(frames)
+            except StopIteration:
+                return
+            except Exception:
+                if sent_any:
+                    self._handler_failed()
+                raise
             with self.lock:
                 if not self.proto.send_data(piece, last):
                     return
                 self._flush()
+            sent_any = True
             yield None
 
     def send_control(self, opcode: int, payload: bytes) -> None:

@@ -441,10 +441,9 @@ class AioLink(LinkBase):
             for _ in frames:
                 if self.conn._write_paused and not self.conn.closed:
                     return False
-        except Exception as exc:  # reading the message failed half-way: 1011
+        except Exception as exc:  # reading the message failed (half-way: 1011 already)
             _log.exception("Reading a websocket message to send failed")
             item.error = exc
-            self._handler_failed()
         return True
 
     async def _stream_rest(self, frames: Iterator[None], item: _Pending) -> None:
