@@ -62,6 +62,16 @@ CONTENDERS: tuple[Contender, ...] = (
         _ALL | {WORKERS},
     ),
     Contender(
+        "ours-asyncio-async",
+        "ours (asyncio, async def)",
+        "ours",
+        "ours.py",
+        "asyncio-async",
+        "asyncio",
+        "ours",
+        frozenset({HTTP, WS}),
+    ),
+    Contender(
         "original-threaded",
         "simple-http-server 0.22.3 (threaded)",
         "original",

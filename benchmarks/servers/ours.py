@@ -1,4 +1,8 @@
-"""Benchmark server: this project (``--mode threaded|asyncio``), from the repository's src/.
+"""Benchmark server: this project, from the repository's src/.
+
+``--mode threaded`` and ``--mode asyncio`` serve plain ``def`` controllers;
+``--mode asyncio-async`` serves the ``async def`` variant of the same app on
+the asyncio transport (like-for-like with Starlette's ``async def`` endpoints).
 
 The runner puts ``<repo>/src`` on ``PYTHONPATH`` and runs this under the "ours"
 virtualenv (h11, wsproto, multipart), with the controllers of ``_app.py``.
@@ -13,12 +17,12 @@ from _common import parse_args
 
 from simple_http_server import server
 
-args = parse_args(("threaded", "asyncio"))
-register(args)
+args = parse_args(("threaded", "asyncio", "asyncio-async"))
+register(args, coroutines=args.mode == "asyncio-async")
 options: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": args.port,
-    "prefer_coroutine": args.mode == "asyncio",
+    "prefer_coroutine": args.mode.startswith("asyncio"),
 }
 if args.files_dir:
     options["resources"] = {"/files/*": args.files_dir}
