@@ -34,6 +34,13 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *args)
 
 
+@nox.session(python=["3.10", "3.12", "3.13"])
+def compat(session: nox.Session) -> None:
+    """The test suite on the other supported Pythons (not run by default: ``nox -s compat``)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "tests", "--ignore=tests/examples", *session.posargs)
+
+
 @nox.session
 def examples(session: nox.Session) -> None:
     """Start every example server, make one real request to it, stop it."""

@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 from .. import logger as _logging
 from ..config import ServerConfig
@@ -27,6 +27,7 @@ from .common import (
     SERVING,
     BodyPace,
     ClientGone,
+    FileSlice,
     new_connection,
     request_from_head,
     service_unavailable,
@@ -39,6 +40,9 @@ _PAUSE_ABOVE = 1024 * 1024
 _NEVER = math.inf
 #: Seconds between two checks of the connections' deadlines.
 SWEEP_INTERVAL = 0.25
+#: Bytes of a static file handed to ``loop.sendfile`` at a time; each slice
+#: must go out within ``body_timeout`` (``loop.sendfile`` has no timeout).
+SENDFILE_SLICE = 4 * 1024 * 1024
 
 
 class _AioConn(asyncio.Protocol, Channel):
@@ -291,7 +295,7 @@ class _AioConn(asyncio.Protocol, Channel):
                 before = conn.buffered_size
                 try:
                     await asyncio.wait_for(waiter, self.config.body_timeout)
-                except TimeoutError:  # body_timeout: answer 408, then close
+                except asyncio.TimeoutError:  # body_timeout: answer 408, then close
                     conn.close_after_response()
                     raise HttpError(408, "", "The request body was not sent in time.") from None
                 finally:
@@ -318,7 +322,7 @@ class _AioConn(asyncio.Protocol, Channel):
             self._drain_waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, self.config.body_timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 self.abort()  # close() would wait for a reader that never comes
                 raise ClientGone("timed out writing the response") from None
 
@@ -339,6 +343,39 @@ class _AioConn(asyncio.Protocol, Channel):
         self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
         await self._drain()
 
+    async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
+        if self.secure or not _has_fileno(file):  # TLS encrypts in user space: read and write
+            await super().send_file(file, offset, count)
+            return
+        for piece in self.conn.send_body_passthrough(FileSlice(count)):
+            if isinstance(piece, FileSlice):
+                await self._sendfile(file, offset, count)
+            else:
+                self._write(bytes(piece))
+                await self._drain()
+
+    async def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        """``loop.sendfile`` (the kernel copies; no file bytes pass through Python)
+        in slices, each of which must go out within ``body_timeout``."""
+        end = offset + count
+        while offset < end:
+            transport = self.transport
+            if self.closed or transport is None or transport.is_closing():
+                raise ClientGone("connection lost")
+            size = min(SENDFILE_SLICE, end - offset)
+            try:
+                sent = await asyncio.wait_for(
+                    self.loop.sendfile(transport, file, offset, size), self.config.body_timeout
+                )
+            except asyncio.TimeoutError:
+                self.abort()  # the client stopped reading
+                raise ClientGone("timed out writing the response") from None
+            except (OSError, RuntimeError) as exc:  # reset, or closed under us
+                raise ClientGone(str(exc)) from None
+            if not sent:
+                raise OSError(f"file shrank while sending: {getattr(file, 'name', file)!r}")
+            offset += sent
+
     # Blocking forms for Response.write_bytes in sync (thread pool) or async code.
     def _blocking(self, coro: Any, nowait: Any) -> None:
         if threading.get_ident() == self.server.loop_thread:
@@ -358,6 +395,14 @@ class _AioConn(asyncio.Protocol, Channel):
 
     def end_blocking(self) -> None:
         self._blocking(self.send_end(), lambda: self._write(self.conn.send_end()))
+
+
+def _has_fileno(file: BinaryIO) -> bool:
+    try:
+        file.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
 
 
 class AioServer:
@@ -417,7 +462,7 @@ class AioServer:
             remaining = max(deadline - loop.time(), 1.0)
             try:
                 await asyncio.wait_for(self.all_closed.wait(), remaining)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 pass
         for conn in list(self.connections):
             if conn.transport is not None:
@@ -426,7 +471,7 @@ class AioServer:
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 pass
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -22,6 +22,7 @@ __all__ = [
     "SERVING",
     "BodyPace",
     "ClientGone",
+    "FileSlice",
     "new_connection",
     "open_listener",
     "request_from_head",
@@ -38,6 +39,22 @@ READ_SIZE = 256 * 1024
 #: or loop it runs on), so ``stop()`` called from a controller does not wait
 #: for that very request to finish.
 SERVING: ContextVar[Any] = ContextVar("simple_http_server_serving", default=None)
+
+
+class FileSlice:
+    """A placeholder body piece of known length, written with ``sendfile``.
+
+    h11 frames it (``send_with_data_passthrough``) without reading it; the
+    transport sends the file's bytes in its place.
+    """
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
 
 
 def request_from_head(head: RequestHead, secure: bool) -> Request:

@@ -27,6 +27,7 @@ from .common import (
     SERVING,
     BodyPace,
     ClientGone,
+    FileSlice,
     new_connection,
     request_from_head,
 )
@@ -126,8 +127,8 @@ class ThreadedConn(Channel):
         if self.secure:
             await super().send_file(file, offset, count)
             return
-        for piece in self.conn.send_body_passthrough(_FileSlice(count)):
-            if isinstance(piece, _FileSlice):
+        for piece in self.conn.send_body_passthrough(FileSlice(count)):
+            if isinstance(piece, FileSlice):
                 self._sendfile(file, offset, count)
             else:
                 self._write(bytes(piece))
@@ -297,15 +298,3 @@ class ThreadedConn(Channel):
 def _dispatch(server: ThreadedServer, request: Any, conn: ThreadedConn) -> None:
     SERVING.set(server)
     run_sync(server.dispatcher.handle(request, conn))
-
-
-class _FileSlice:
-    """A placeholder body piece of known length, written with ``sendfile``."""
-
-    __slots__ = ("length",)
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
