@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from argparse import Namespace
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from _common import JSON_PAYLOAD, pattern_route_prefixes, scratch_file, static_route_paths
@@ -33,71 +33,46 @@ def register(args: Namespace, coroutines: bool = False) -> None:
     ``async def`` (as Starlette's endpoints are); otherwise plain ``def``.
     """
     set_level("ERROR")
-    if coroutines:
-        _register_coroutines(args)
-    else:
-        _register_functions(args)
+    controllers = _coroutines if coroutines else _functions
+    route("/json")(controllers()[0])
+    for path in static_route_paths(args.routes):
+        route(path)(controllers()[0])  # a function of its own for every route
+    for prefix in pattern_route_prefixes(args.routes):
+        route(prefix + "/{name}")(controllers()[1])
+    websocket_handler(endpoint="/ws")(controllers()[2])
     _register_bodies(args)
 
 
-def _register_functions(args: Namespace) -> None:
-    @route("/json")
+def _functions() -> tuple[Callable[..., Any], Callable[..., Any], type]:
+    """Plain ``def`` controllers: JSON payload, path value, websocket echo."""
+
     def json_payload() -> dict[str, str]:
         return JSON_PAYLOAD
 
-    def static_handler() -> Callable[[], dict[str, str]]:
-        def handler() -> dict[str, str]:
-            return JSON_PAYLOAD
+    def pattern_route(name: Any = PathValue()) -> dict[str, str]:
+        return {"name": str(name)}
 
-        return handler
-
-    def pattern_handler() -> Callable[..., dict[str, str]]:
-        def handler(name: Any = PathValue()) -> dict[str, str]:
-            return {"name": str(name)}
-
-        return handler
-
-    for path in static_route_paths(args.routes):
-        route(path)(static_handler())
-    for prefix in pattern_route_prefixes(args.routes):
-        route(prefix + "/{name}")(pattern_handler())
-
-    @websocket_handler(endpoint="/ws")
     class Echo(WebsocketHandler):  # type: ignore[misc, unused-ignore]
         def on_text_message(self, session: Any, message: str = "") -> None:
             session.send(message)
 
-    del Echo
+    return json_payload, pattern_route, Echo
 
 
-def _register_coroutines(args: Namespace) -> None:
-    @route("/json")
+def _coroutines() -> tuple[Callable[..., Any], Callable[..., Any], type]:
+    """The same controllers as ``async def``."""
+
     async def json_payload() -> dict[str, str]:
         return JSON_PAYLOAD
 
-    def static_handler() -> Callable[[], Coroutine[Any, Any, dict[str, str]]]:
-        async def handler() -> dict[str, str]:
-            return JSON_PAYLOAD
+    async def pattern_route(name: Any = PathValue()) -> dict[str, str]:
+        return {"name": str(name)}
 
-        return handler
-
-    def pattern_handler() -> Callable[..., Coroutine[Any, Any, dict[str, str]]]:
-        async def handler(name: Any = PathValue()) -> dict[str, str]:
-            return {"name": str(name)}
-
-        return handler
-
-    for path in static_route_paths(args.routes):
-        route(path)(static_handler())
-    for prefix in pattern_route_prefixes(args.routes):
-        route(prefix + "/{name}")(pattern_handler())
-
-    @websocket_handler(endpoint="/ws")
     class Echo(WebsocketHandler):  # type: ignore[misc, unused-ignore]
         async def on_text_message(self, session: Any, message: str = "") -> None:
             session.send(message)
 
-    del Echo
+    return json_payload, pattern_route, Echo
 
 
 def _register_bodies(args: Namespace) -> None:
