@@ -11,7 +11,7 @@ same way in the threaded transport, on an event loop and in the test client.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
 from .. import logger as _logging
@@ -69,7 +69,7 @@ class LinkBase:
         self.lock = threading.RLock()
         self.session = WebsocketSession(request, self)
         self._close_reported = False
-        self._is_async: dict[object, bool] = {}  # callback -> async? (inspected once)
+        self._async_callbacks: dict[object, bool] = {}  # callback -> async? (inspected once)
 
     # -- output (called under self.lock) ---------------------------------------
     def _write(self, data: bytes) -> None:
@@ -205,18 +205,24 @@ class LinkBase:
             if kept is not None and self.callbacks.on_binary_message is not None:
                 await self._run(self.callbacks.on_binary_message, self.session, kept)
 
-    async def _call(self, func: Any, *args: object) -> object:
+    def _is_async(self, func: Any) -> bool:
+        """Whether ``func`` is ``async def`` (inspected once per callback)."""
         try:
-            is_async = self._is_async.get(func)
+            is_async = self._async_callbacks.get(func)
             if is_async is None:
-                is_async = self._is_async[func] = is_async_callable(func)
+                is_async = self._async_callbacks[func] = is_async_callable(func)
         except TypeError:  # an unhashable callable object
             is_async = is_async_callable(func)
-        if is_async:
-            return await call_async(func, *args)
-        return await call_sync(func, *args)
+        return is_async
+
+    def _call(self, func: Any, *args: object) -> Coroutine[Any, Any, object]:
+        """The coroutine that calls ``func`` (a plain function: no coroutine of its own)."""
+        if self._is_async(func):
+            return call_async(func, *args)
+        return call_sync(func, *args)
 
     async def _run(self, func: object, *args: object) -> object:
+        """Call a handler callback; a failing one closes the session with 1011."""
         try:
             return await self._call(func, *args)
         except Exception:
