@@ -6,7 +6,7 @@ every controller and the controller-instance providers of class controllers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,14 +37,24 @@ class Endpoint:
     #: The controller takes a ``Session`` argument (resolved before it runs).
     binds_session: bool = False
 
-    async def invoke(self, ctx: BindContext) -> Any:
-        """Bind the arguments and call the controller."""
-        plan = self.plan
-        kwargs = await plan.bind(ctx) if plan.awaiting else plan.bind_now(ctx)
+    def invoke(self, ctx: BindContext) -> Coroutine[Any, Any, Any]:
+        """The coroutine that binds the arguments and calls the controller.
+
+        Bound at once when no binder needs to await (most controllers): the
+        caller awaits the call itself, with no coroutine of this method between.
+        """
+        if self.plan.awaiting:
+            return self._bind_and_call(ctx)
+        return self._call(self.plan.bind_now(ctx))
+
+    async def _bind_and_call(self, ctx: BindContext) -> Any:
+        return await self._call(await self.plan.bind(ctx))
+
+    def _call(self, kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any]:
         run = call_async if self.is_async else call_sync
         if self.instance is not None:
-            return await run(self.func, self.instance(), **kwargs)
-        return await run(self.func, **kwargs)
+            return run(self.func, self.instance(), **kwargs)
+        return run(self.func, **kwargs)
 
 
 @dataclass(slots=True)
