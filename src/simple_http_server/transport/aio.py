@@ -344,7 +344,7 @@ class _AioConn(asyncio.Protocol, Channel):
         await self._drain()
 
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
-        if self.secure or not _has_fileno(file):  # TLS encrypts in user space: read and write
+        if self.secure:  # TLS encrypts in user space: read and write
             await super().send_file(file, offset, count)
             return
         for piece in self.conn.send_body_passthrough(FileSlice(count)):
@@ -395,14 +395,6 @@ class _AioConn(asyncio.Protocol, Channel):
 
     def end_blocking(self) -> None:
         self._blocking(self.send_end(), lambda: self._write(self.conn.send_end()))
-
-
-def _has_fileno(file: BinaryIO) -> bool:
-    try:
-        file.fileno()
-    except (OSError, ValueError, AttributeError):
-        return False
-    return True
 
 
 class AioServer:
