@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,6 +290,68 @@ def test_large_file_is_streamed_whole(serve, tmp_path):
     conn.request("GET", "/files/big.bin", headers={"Range": "bytes=0-0"})
     resp = conn.getresponse()
     assert resp.read() == content[:1]
+    conn.close()
+
+
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The response head of a raw socket, and the body bytes read past it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the head ended: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def check_shrinking_file(
+    serve: Callable[..., Any],
+    folder: Path,
+    wrap: Callable[[socket.socket], socket.socket],
+    **config: Any,
+) -> Any:
+    """A file truncated mid-send cannot fill its Content-Length: the server must
+    close the connection (a short body the client can see), not leave it open
+    as if the response were complete.  Returns the live server, still up."""
+    size = 48 << 20
+    big = folder / "big.bin"
+    big.write_bytes(b"0123456789abcdef" * (size // 16))
+    app = App()
+
+    @app.route("/ping")
+    def ping() -> str:
+        return "pong"
+
+    live = serve(app, {"/files/*": str(folder)}, **config)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # the server blocks early
+    raw.settimeout(10)
+    raw.connect((live.host, live.port))
+    sock = wrap(raw)
+    sock.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = read_head(sock)
+    assert b" 200 " in head.split(b"\r\n")[0]
+    assert f"content-length: {size}".encode() in head.lower()
+    os.truncate(big, 1 << 20)
+    received = len(body)
+    while True:  # a hang here (socket.timeout) is the defect
+        try:
+            chunk = sock.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += len(chunk)
+    sock.close()
+    assert received < size
+    return live
+
+
+def test_file_that_shrinks_while_sent_closes_the_connection(serve, tmp_path):
+    live = check_shrinking_file(serve, tmp_path, lambda sock: sock)
+    conn = live.connection()
+    conn.request("GET", "/ping")
+    assert conn.getresponse().read() == b"pong"
     conn.close()
 
 

@@ -17,6 +17,8 @@ import trustme
 from simple_http_server import App, BytesBody, Request
 from simple_http_server.server import make_ssl_context
 
+from .test_static import check_shrinking_file
+
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
@@ -227,3 +229,24 @@ def test_wss_in_both_transports(
         conn.close()
     with pytest.raises(ssl.SSLError):  # the client checks the server's certificate
         websocket.create_connection(url, timeout=10, sslopt={"cert_reqs": ssl.CERT_REQUIRED})
+
+
+def test_file_that_shrinks_while_sent_over_tls(
+    serve: Callable[..., Any],
+    cert_files: tuple[str, str],
+    client_context: ssl.SSLContext,
+    tmp_path: Path,
+) -> None:
+    """TLS reads and writes the file in user space: a truncated file closes the
+    connection there too (it cannot fill its Content-Length)."""
+    certfile, keyfile = cert_files
+    live = check_shrinking_file(
+        serve,
+        tmp_path,
+        lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
+        ssl_context=make_ssl_context(keyfile, certfile),
+    )
+    conn = https(live, client_context)
+    conn.request("GET", "/ping")
+    assert conn.getresponse().read() == b"pong"
+    conn.close()

@@ -142,11 +142,13 @@ class ThreadedConn(Channel):
         # give it Python's own timeout for the duration of the file.
         sock.settimeout(self.server.config.body_timeout)
         try:
-            sock.sendfile(file, offset, count)
+            sent = sock.sendfile(file, offset, count)
         except (TimeoutError, OSError) as exc:
             raise ClientGone(str(exc)) from None
         finally:
             sock.settimeout(None)
+        if sent < count:  # the file shrank: the body cannot fill its Content-Length
+            raise OSError(f"file shrank while sending: {getattr(file, 'name', file)!r}")
 
     # -- lifecycle -----------------------------------------------------------
     def serve_ready(self) -> bool:
