@@ -98,10 +98,16 @@ def test_urlencoded_plus_is_space_and_body_comes_first(make_client):
     assert reply.json() == {"name": "John Smith!", "tags": ["a b", "c", "q"], "age": 42}
 
 
-def test_urlencoded_bad_charset_is_400(make_client):
+# Unknown names, and codecs that exist but are not text encodings ("undefined"
+# raises UnicodeError on any use; base64 is bytes-to-bytes).
+BAD_CHARSETS = ["nope-42", "undefined", "base64"]
+
+
+@pytest.mark.parametrize("charset", BAD_CHARSETS)
+def test_urlencoded_bad_charset_is_400(make_client, charset):
     reply = make_client(form_app()).post(
         "/form",
-        headers={"Content-Type": "application/x-www-form-urlencoded; charset=nope-42"},
+        headers={"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"},
         body="name=x&tags=y",
     )
     assert reply.status == 400
@@ -179,12 +185,30 @@ def test_invalid_json_is_400_with_message(make_client):
     assert "JSON" in reply.json()["explain"]
 
 
-def test_json_bad_charset_is_400(make_client):
+@pytest.mark.parametrize("charset", [*BAD_CHARSETS, "klingon"])
+def test_json_bad_charset_is_400(make_client, charset):
     reply = make_client(json_app()).post(
-        "/json", headers={"Content-Type": "application/json; charset=klingon"}, body=b"{}"
+        "/json", headers={"Content-Type": f"application/json; charset={charset}"}, body=b"{}"
     )
     assert reply.status == 400
     assert "charset" in reply.json()["explain"].lower()
+
+
+def test_deeply_nested_json_is_400(make_client):
+    """json.loads raises RecursionError (not ValueError) past Python's recursion limit."""
+    app = json_app()
+
+    @app.route("/param")
+    def param(x: dict) -> dict[str, Any]:
+        return {"got": x}
+
+    client = make_client(app)
+    reply = client.post("/json", headers={"Content-Type": "application/json"}, body=b"[" * 200_000)
+    assert reply.status == 400
+    assert "JSON" in reply.json()["explain"]
+    reply = client.get("/param?x=" + "%5B" * 15_000)
+    assert reply.status == 400
+    assert client.get("/param?x=%7B%22a%22%3A1%7D").json() == {"got": {"a": 1}}
 
 
 def test_chunked_json(serve):
@@ -328,6 +352,20 @@ def test_multipart_utf8_filename_star(make_client, tmp_path):
     reply = make_client(upload_app(seen, tmp_path)).post("/upload", headers=mp_headers(), body=body)
     assert reply.status == 200, reply.text
     assert reply.json()["filename"] == "中文.txt"
+
+
+def test_multipart_bad_charsets_are_400(make_client, tmp_path):
+    """A part's charset and a ``filename*`` charset that are not text encodings."""
+    client = make_client(upload_app([], tmp_path))
+    disposition = "form-data; name=\"doc\"; filename*=undefined''%41"
+    body = multipart_body({"title": "t"}, [("doc", "", "text/plain", b"hi")], disposition)
+    assert client.post("/upload", headers=mp_headers(), body=body).status == 400
+    part = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="title"\r\n'
+        "Content-Type: text/plain; charset=undefined\r\n\r\nt\r\n"
+    ).encode()
+    body = part + multipart_body(files=[("doc", "a.txt", "text/plain", b"hi")])
+    assert client.post("/upload", headers=mp_headers(), body=body).status == 400
 
 
 def test_multipart_text_field_where_file_expected_is_400(make_client, tmp_path):

@@ -77,7 +77,7 @@ def converter(name: str, target: Any) -> Callable[[str], Any]:
         def as_json(value: str) -> Any:
             try:
                 return json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 raise bad(name, "a JSON object") from None
 
         return as_json

@@ -226,7 +226,7 @@ def _charset(options: dict[str, str], default: str = "utf-8") -> str:
     charset = options.get("charset") or default
     try:
         "".encode(charset)
-    except LookupError:
+    except (LookupError, UnicodeError):  # unknown, or not a text codec ("undefined")
         raise HttpError(400, "Bad Request", f"Unknown charset: {charset}") from None
     return charset
 
@@ -234,7 +234,7 @@ def _charset(options: dict[str, str], default: str = "utf-8") -> str:
 def _decode(data: bytes | bytearray, charset: str, what: str) -> str:
     try:
         return data.decode(charset)
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise HttpError(400, "Bad Request", f"The {what} is not valid {charset} text.") from None
 
 
@@ -260,6 +260,8 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
             request.json = json.loads(text)
         except ValueError as exc:
             raise HttpError(400, "Bad Request", f"The body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise HttpError(400, "Bad Request", "The JSON body is nested too deeply.") from None
 
 
 def _merge_parameters(request: Request, form: dict[str, list[str]]) -> None:
@@ -277,7 +279,7 @@ def _extended(disposition: str, current: str | None, key: str) -> str | None:
         _, _, encoded = rest.partition("'")
         try:
             return unquote(encoded, encoding=charset or "utf-8", errors="strict")
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeError):
             raise HttpError(400, "Bad Request", f"Invalid {key}* in a multipart part.") from None
     return current
 
