@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
@@ -197,6 +198,84 @@ def test_if_none_match_and_if_modified_since_give_304(make_client, site):
     assert client.get("/public/index.html", headers={"If-Modified-Since": "garbage"}).status == 200
 
 
+def test_if_match_and_if_unmodified_since_give_412(make_client, site):
+    client = make_client(static_app(site), mounts(site))
+    path = "/public/index.html"
+    first = client.get(path)
+    etag, modified = first.header("ETag"), first.header("Last-Modified")
+    old = formatdate(os.stat(site / "index.html").st_mtime - 3600, usegmt=True)
+    for headers in (
+        {"If-Match": '"other"'},
+        {"If-Match": f"W/{etag}"},  # If-Match compares strongly: a weak tag never matches
+        {"If-Unmodified-Since": old},
+        {"If-Match": '"other"', "If-None-Match": etag},  # If-Match is evaluated first
+    ):
+        reply = client.get(path, headers=headers)
+        assert reply.status == 412, headers
+        assert reply.body == b""
+    for headers in (
+        {"If-Match": etag},
+        {"If-Match": f'"other", {etag}'},
+        {"If-Match": "*"},
+        {"If-Unmodified-Since": modified},
+        {"If-Unmodified-Since": "garbage"},  # an invalid date is ignored
+        {"If-Match": etag, "If-Unmodified-Since": old},  # If-Match wins over the date
+    ):
+        reply = client.get(path, headers=headers)
+        assert (reply.status, reply.body) == (200, INDEX), headers
+    assert client.get(path, headers={"If-Match": etag, "If-None-Match": etag}).status == 304
+
+
+@pytest.mark.parametrize("zone", ["EST+5", "JST-9"])
+def test_dates_without_a_zone_are_gmt(make_client, site, zone, monkeypatch):
+    """asctime dates carry no zone; HTTP says GMT, whatever the server's local time."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        client = make_client(static_app(site), mounts(site))
+        path = "/public/index.html"
+        mtime = int(os.stat(site / "index.html").st_mtime)
+        before, after = (time.asctime(time.gmtime(mtime + shift)) for shift in (-3600, 3600))
+        assert client.get(path, headers={"If-Modified-Since": before}).status == 200
+        assert client.get(path, headers={"If-Modified-Since": after}).status == 304
+        assert client.get(path, headers={"If-Unmodified-Since": before}).status == 412
+        assert client.get(path, headers={"If-Unmodified-Since": after}).status == 200
+        exact = time.asctime(time.gmtime(mtime))
+        ranged = client.get(path, headers={"Range": "bytes=0-1", "If-Range": exact})
+        assert ranged.status == 206
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_file_sent_with_another_status_ignores_range_and_validators(make_client, site):
+    """An error page (or ``return 410, StaticFile(...)``) is sent whole: Range and the
+    conditional headers are about the resource, not about this answer."""
+    app = App()
+    page = site / "sub" / "deep" / "data.bin"
+
+    @app.error_message("404")
+    def not_found(code: int, message: str, explain: str = "") -> StaticFile:
+        return StaticFile(str(page), "application/octet-stream")
+
+    @app.route("/gone")
+    def gone() -> tuple[int, StaticFile]:
+        return 410, StaticFile(str(page), "application/octet-stream")
+
+    client = make_client(app, mounts(site))
+    etag = client.get("/public/sub/deep/data.bin").header("ETag")
+    for path, status in (("/nowhere", 404), ("/gone", 410)):
+        for headers in (
+            {"Range": "bytes=0-1"},
+            {"If-None-Match": "*"},
+            {"If-None-Match": etag},
+            {"If-Match": '"other"'},
+        ):
+            reply = client.get(path, headers=headers)
+            assert (reply.status, reply.body) == (status, DATA), (path, headers)
+            assert reply.header("Content-Range") is None
+
+
 DATA = bytes(range(256)) * 4  # data.bin, 1024 bytes
 
 
@@ -230,7 +309,19 @@ def test_unsatisfiable_range_gives_416(make_client, site, spec):
     assert reply.header("Content-Range") == "bytes */1024"
 
 
-@pytest.mark.parametrize("spec", ["bytes=5-1", "items=0-1", "bytes=0-1,5-6", "bytes=x-"])
+@pytest.mark.parametrize(
+    "spec",
+    # str.isdigit() is True for "²" (latin-1 0xb2): such ranges are ignored, never a 500.
+    [
+        "bytes=5-1",
+        "items=0-1",
+        "bytes=0-1,5-6",
+        "bytes=x-",
+        "bytes=\xb2-",
+        "bytes=0-\xb9",
+        "bytes=-\xb3",
+    ],
+)
 def test_ignored_range_gives_200(make_client, site, spec):
     reply = make_client(static_app(site), mounts(site)).get(
         "/public/sub/deep/data.bin", headers={"Range": spec}

@@ -113,6 +113,8 @@ def test_resolution_never_leaves_the_root(tmp_path_factory, segments):
         ("bytes=+1-2", 10, None),
         ("lines=1-2", 10, None),
         ("bytes", 10, None),
+        ("bytes=\xb2-", 10, None),  # "²".isdigit() is True; int("²") fails
+        ("bytes=0-\u0663", 10, None),  # ARABIC-INDIC DIGIT THREE
     ],
 )
 def test_parse_range(header: str, size: int, expected):

@@ -339,10 +339,17 @@ class Dispatcher:
             gzip = self.gzip is not None and choose_file_gzip(
                 self.gzip, request, outcome.status, headers, content_type, st.st_size
             )
-            answer = plan_file(request, st, content_type, static.download_name, gzip)
+            answer = plan_file(
+                request,
+                st,
+                content_type,
+                static.download_name,
+                gzip,
+                conditional=outcome.status == 200,  # an error page's file goes out whole
+            )
             status = answer.status if outcome.status == 200 else outcome.status
             headers += answer.headers
-            if status in (304, 416):
+            if status in (304, 412, 416):
                 headers = [h for h in headers if h[0].lower() != "content-encoding"]
                 return await self.send(request, channel, Outcome(status, headers, b""))
             if gzip:

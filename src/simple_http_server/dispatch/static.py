@@ -11,6 +11,7 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -156,18 +157,53 @@ def _opaque(tag: str) -> str:
     return tag.replace(_GZIP_TAG + '"', '"')
 
 
-def _not_modified(request: Request, etag: str, mtime: float) -> bool:
-    """RFC 9110 13.2.2: If-None-Match (weak comparison) wins over If-Modified-Since."""
+def _http_date(value: str) -> float | None:
+    """An HTTP date as a timestamp; None when it does not parse.
+
+    Every HTTP date is GMT (RFC 9110 5.6.7): the asctime form and ``-0000``
+    parse without a zone, and must not be read in the server's local time.
+    """
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _tags(header: str) -> set[str]:
+    return {tag.strip() for tag in header.split(",")}
+
+
+def _precondition_failed(request: Request, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.2.2 steps 1-2: If-Match (strong comparison), else If-Unmodified-Since."""
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        tags = _tags(str(if_match))
+        return not ("*" in tags or etag in tags)
+    ius = request.headers.get("If-Unmodified-Since")
+    if ius:
+        date = _http_date(str(ius))
+        return date is not None and int(mtime) > date
+    return False
+
+
+def _none_match(request: Request, etag: str) -> bool | None:
+    """If-None-Match (weak comparison): True when it matches; None when absent."""
     inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        tags = {_opaque(t) for t in str(inm).split(",")}
-        return "*" in tags or _opaque(etag) in tags
+    if inm is None:
+        return None
+    tags = {_opaque(t) for t in _tags(str(inm))}
+    return "*" in tags or _opaque(etag) in tags
+
+
+def _not_modified(request: Request, mtime: float) -> bool:
+    """If-Modified-Since (GET and HEAD only, and only without If-None-Match)."""
     ims = request.headers.get("If-Modified-Since")
     if ims:
-        try:
-            return int(mtime) <= parsedate_to_datetime(str(ims)).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
+        date = _http_date(str(ims))
+        return date is not None and int(mtime) <= date
     return False
 
 
@@ -176,10 +212,12 @@ def _if_range_holds(if_range: str, etag: str, mtime: float) -> bool:
     if_range = if_range.strip()
     if if_range.startswith(('"', "W/")):
         return if_range == etag
-    try:
-        return int(mtime) == int(parsedate_to_datetime(if_range).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
+    date = _http_date(if_range)
+    return date is not None and int(mtime) == int(date)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone takes "²"
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
@@ -195,7 +233,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     first, last = first.strip(), last.strip()
     if not sep or not (first or last):
         return None
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not (_is_number(first) or first == "") or not (_is_number(last) or last == ""):
         return None
     if first == "":
         suffix = int(last)
@@ -225,12 +263,18 @@ def plan_file(
     content_type: str,
     download_name: str | None = None,
     gzip: bool = False,
+    conditional: bool = True,
 ) -> FileAnswer:
-    """Headers and range for sending a file, honoring validators and ``Range``.
+    """Headers and range for sending a file, honoring preconditions and ``Range``.
 
-    Conditionals apply to GET and HEAD only.  With ``gzip`` the entity tag is
-    the one of the gzipped form and ``Range`` is not honored (the caller only
-    gzips requests without one).
+    Preconditions apply to GET and HEAD (for other methods the controller has
+    already acted), in RFC 9110 13.2.2's order: ``If-Match`` /
+    ``If-Unmodified-Since`` (412), ``If-None-Match`` / ``If-Modified-Since``
+    (304), then ``If-Range``.  With
+    ``conditional=False`` (a file sent with another status than 200, such as
+    an error page) none of them, nor ``Range``, applies.  With ``gzip`` the
+    entity tag is the one of the gzipped form and ``Range`` is not honored
+    (the caller only gzips requests without one).
     """
     etag = _etag(st, gzip)
     headers = [
@@ -239,14 +283,18 @@ def plan_file(
         ("Accept-Ranges", "bytes"),
     ]
     safe = request.method in ("GET", "HEAD")
-    if safe and _not_modified(request, etag, st.st_mtime):
-        return FileAnswer(304, headers)
+    if conditional and safe:
+        if _precondition_failed(request, etag, st.st_mtime):
+            return FileAnswer(412, headers)
+        matched = _none_match(request, etag)
+        if matched or (matched is None and _not_modified(request, st.st_mtime)):
+            return FileAnswer(304, headers)
     headers.append(("Content-Type", content_type))
     if download_name:
         headers.append(("Content-Disposition", attachment(download_name)))
     size = st.st_size
     raw_range = request.headers.get("Range")
-    if raw_range and safe and not gzip:
+    if raw_range and safe and conditional and not gzip:
         if_range = request.headers.get("If-Range")
         if if_range is None or _if_range_holds(str(if_range), etag, st.st_mtime):
             span = parse_range(str(raw_range), size)
