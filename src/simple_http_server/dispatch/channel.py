@@ -18,13 +18,16 @@ __all__ = ["Channel", "ClientGone", "HeaderLines", "encode_headers", "with_conte
 
 HeaderLines = list[tuple[bytes, bytes]]
 FILE_CHUNK = 256 * 1024
-_UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
+# RFC 9110 5.5: no control character but HTAB in a field value (CR/LF would
+# also split the response).
+_UNSAFE = str.maketrans({chr(c): " " for c in (*range(0x20), 0x7F) if c != 0x09})
 
 
 def _encode(text: str) -> bytes:
+    # A field value has no surrounding whitespace either (h11 refuses it).
     if text.isascii() and text.isprintable():  # the common case: nothing to neutralize
-        return text.encode("ascii")
-    text = text.translate(_UNSAFE)
+        return text.strip(" ").encode("ascii")
+    text = text.translate(_UNSAFE).strip(" \t")
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError:  # surrogateescape: raw bytes of an undecodable path
@@ -35,7 +38,7 @@ _NAMES: dict[str, bytes] = {}
 
 
 def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
-    """Header lines as bytes, with CR, LF and NUL neutralized (no response splitting)."""
+    """Header lines as bytes, control characters (CR, LF, NUL...) turned into spaces."""
     names = _NAMES
     lines: HeaderLines = []
     for name, value in headers:
