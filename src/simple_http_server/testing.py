@@ -172,24 +172,30 @@ class TestClient:
     ) -> TestResponse:
         """Send one request and return the response."""
         header_map = dict(headers or {})
+        given = {name.lower() for name in header_map}
+
+        def default(name: str, value: str) -> None:  # header names are case-insensitive
+            if name.lower() not in given:
+                header_map[name] = value
+
         if isinstance(body, str):
             body = body.encode("utf-8")
         if json is not None:
             body = _json.dumps(json).encode("utf-8")
-            header_map.setdefault("Content-Type", "application/json")
+            default("Content-Type", "application/json")
         elif files:
             body, ctype = _multipart(data or {}, files)
-            header_map.setdefault("Content-Type", ctype)
+            default("Content-Type", ctype)
         elif data is not None:
             body = urlencode(data, doseq=True).encode()
-            header_map.setdefault("Content-Type", "application/x-www-form-urlencoded")
+            default("Content-Type", "application/x-www-form-urlencoded")
         if body:
-            header_map.setdefault("Content-Length", str(len(body)))
+            default("Content-Length", str(len(body)))
         jar = {k: m.value for k, m in self.cookies.items()}
         jar.update(cookies or {})
         if jar:
-            header_map.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in jar.items()))
-        header_map.setdefault("Host", "testserver")
+            default("Cookie", "; ".join(f"{k}={v}" for k, v in jar.items()))
+        default("Host", "testserver")
         target = path
         if params:
             target += ("&" if "?" in path else "?") + urlencode(params, doseq=True)

@@ -71,6 +71,39 @@ def test_body_without_content_length_in_many_messages() -> None:
     assert json.loads(body_of(sent)) == {"received": 5000}
 
 
+def test_http2_body_without_framing_headers_is_read() -> None:
+    """HTTP/2 frames the body itself: no Content-Length, no Transfer-Encoding."""
+    scope = http_scope(
+        "POST", "/form", headers=[(b"content-type", b"application/x-www-form-urlencoded")]
+    )
+    scope["http_version"] = "2"
+    messages = [
+        {"type": "http.request", "body": b"name=b", "more_body": True},
+        {"type": "http.request", "body": b"ob&age=7", "more_body": False},
+    ]
+    sent = run_asgi(scope, messages)
+    assert sent[0]["status"] == 200
+    assert json.loads(body_of(sent)) == {"name": "bob", "age": 7}
+    scope = http_scope("GET", "/hello")
+    scope["http_version"] = "2"
+    sent = run_asgi(scope, [{"type": "http.request", "body": b"", "more_body": False}])
+    assert json.loads(body_of(sent)) == {"hello": "world"}
+
+
+def test_no_content_length_on_204_and_304() -> None:
+    sent = run_asgi(http_scope("GET", "/nothing"), [{"type": "http.request"}])
+    assert sent[0]["status"] == 204
+    assert b"content-length" not in dict(sent[0]["headers"])
+    sent = run_asgi(http_scope("GET", "/static/hello.txt"), [{"type": "http.request"}])
+    etag = dict(sent[0]["headers"])[b"etag"]
+    sent = run_asgi(
+        http_scope("GET", "/static/hello.txt", headers=[(b"if-none-match", etag)]),
+        [{"type": "http.request"}],
+    )
+    assert sent[0]["status"] == 304
+    assert b"content-length" not in dict(sent[0]["headers"])
+
+
 def test_header_lists_and_cookies_reach_the_client() -> None:
     # defect 37: header lists crashed the original's handshake; here several values survive
     sent = run_asgi(http_scope("GET", "/counter"), [{"type": "http.request"}])

@@ -13,6 +13,7 @@ import pytest
 
 from simple_http_server import App, BytesBody, JSONBody, MultipartFile, Parameter
 from simple_http_server.dispatch.bodies import RequestBodyReader
+from simple_http_server.testing import TestClient
 
 BOUNDARY = "----shsTestBoundary7MA4YWxk"
 
@@ -85,6 +86,20 @@ def form_app() -> App:
         return bytes(body)
 
     return app
+
+
+def test_test_client_header_names_are_case_insensitive():
+    """Headers given in lower case are not doubled by the ones ``data=`` implies."""
+    client = TestClient(form_app())
+    reply = client.post(
+        "/form",
+        data={"name": "n", "tags": ["t"]},
+        headers={"content-type": "application/x-www-form-urlencoded", "content-length": "12"},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"name": "n", "tags": ["t"], "age": 0}
+    reply = client.post("/raw", body=b"abc", headers={"content-length": "3", "host": "h"})
+    assert reply.content == b"abc"
 
 
 def test_urlencoded_plus_is_space_and_body_comes_first(make_client):

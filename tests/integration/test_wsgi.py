@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
@@ -118,6 +119,47 @@ def test_static_file_get_and_head(validated: int) -> None:
         validated, "GET", "/static/hello.txt", headers={"If-None-Match": etag}
     )
     assert (status, body) == (304, b"")
+
+
+def call_wsgi(path: str, **environ: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """One direct call of the WSGI app (wsgiref's server would add headers of its own)."""
+    proxy = server.init_wsgi_proxy(resources=RESOURCES, app_conf=build_app())
+    env: dict[str, object] = {"PATH_INFO": path, **environ}
+    setup_testing_defaults(env)
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    body = b"".join(proxy.app_proxy(env, lambda s, h, e=None: started.append((s, h))))
+    return started[0][0], started[0][1], body
+
+
+def test_no_content_length_on_204_and_304() -> None:
+    """RFC 9110 8.6: a 204 has no Content-Length, a 304 none for its empty body."""
+    status, headers, _ = call_wsgi("/nothing")
+    assert status.startswith("204")
+    assert "content-length" not in {name.lower() for name, _ in headers}
+    status, headers, _ = call_wsgi("/static/hello.txt")
+    etag = dict(headers)["ETag"]
+    status, headers, body = call_wsgi("/static/hello.txt", HTTP_IF_NONE_MATCH=etag)
+    assert status.startswith("304") and body == b""
+    assert "content-length" not in {name.lower() for name, _ in headers}
+
+
+def test_chunked_body_without_input_terminated_is_411(validated: int) -> None:
+    """wsgiref does not de-chunk request bodies (no ``wsgi.input_terminated``): reading
+    one would read raw chunk framing, or block.  The answer is 411 Length Required."""
+    conn = http.client.HTTPConnection("127.0.0.1", validated, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/form",
+            body=iter([b"name=bob"]),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            encode_chunked=True,
+        )
+        resp = conn.getresponse()
+        assert resp.status == 411
+        assert json.loads(resp.read())["code"] == 411
+    finally:
+        conn.close()
 
 
 def test_errors(validated: int) -> None:

@@ -18,7 +18,13 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import logger as _logging
-from ..dispatch.channel import Channel, HeaderLines, encode_headers, with_content_length
+from ..dispatch.channel import (
+    Channel,
+    HeaderLines,
+    encode_headers,
+    has_content_length,
+    with_content_length,
+)
 from ..dispatch.dispatcher import Dispatcher, make_request
 from ..dispatch.routing import PATH_SAFE
 from ..transport.common import ClientGone
@@ -69,7 +75,9 @@ class _ASGIChannel(Channel):
         client = scope.get("client")
         self.peer = (str(client[0]), int(client[1])) if client else None
         self.is_head = scope.get("method") == "HEAD"
-        self.expects_body = any(
+        # HTTP/2 and 3 frame bodies themselves: no Content-Length is needed.
+        self.unframed_body = not str(scope.get("http_version") or "1.1").startswith("1")
+        self.expects_body = self.unframed_body or any(
             name.lower() == b"transfer-encoding"
             or (name.lower() == b"content-length" and value.strip() not in (b"", b"0"))
             for name, value in scope.get("headers") or ()
@@ -135,7 +143,8 @@ class _ASGIChannel(Channel):
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
         await self._settle()
-        headers = with_content_length(headers, len(body))
+        if has_content_length(status):
+            headers = with_content_length(headers, len(body))
         await self._emit(
             {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
         )

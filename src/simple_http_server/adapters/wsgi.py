@@ -20,9 +20,16 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from ..dispatch.channel import Channel, HeaderLines, encode_headers, with_content_length
+from ..dispatch.channel import (
+    Channel,
+    HeaderLines,
+    encode_headers,
+    has_content_length,
+    with_content_length,
+)
 from ..dispatch.dispatcher import Dispatcher, make_request
 from ..dispatch.routing import PATH_SAFE
+from ..errors import HttpError
 from ..protocol.http11 import reason_phrase
 
 __all__ = ["WSGIProxy"]
@@ -107,14 +114,19 @@ class _WSGIChannel(Channel):
         self._write: Callable[[bytes], Any] | None = None
         self._input = environ["wsgi.input"]
         length = str(environ.get("CONTENT_LENGTH") or "").strip()
+        # A chunked body the WSGI server does not terminate cannot be read safely.
+        self._length_required = False
         if length.isdigit():
             self._remaining: int | None = int(length)
-        elif environ.get("HTTP_TRANSFER_ENCODING") and environ.get("wsgi.input_terminated"):
+        elif environ.get("HTTP_TRANSFER_ENCODING"):
             self._remaining = None  # chunked: the server marks the end with b""
+            self._length_required = not environ.get("wsgi.input_terminated")
         else:
             self._remaining = 0
 
     async def receive(self) -> bytes:
+        if self._length_required:
+            raise HttpError(411, "", "This server needs a Content-Length for request bodies.")
         if self._remaining is None:
             return bytes(self._input.read(READ_SIZE))
         if self._remaining <= 0:
@@ -138,7 +150,8 @@ class _WSGIChannel(Channel):
         return None
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
-        headers = with_content_length(headers, len(body))
+        if has_content_length(status):
+            headers = with_content_length(headers, len(body))
         self._start(status, headers)
         if body and not self.is_head:
             self.parts.append(body)

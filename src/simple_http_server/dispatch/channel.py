@@ -14,7 +14,14 @@ from typing import BinaryIO
 
 from .invoke import run_sync
 
-__all__ = ["Channel", "ClientGone", "HeaderLines", "encode_headers", "with_content_length"]
+__all__ = [
+    "Channel",
+    "ClientGone",
+    "HeaderLines",
+    "encode_headers",
+    "has_content_length",
+    "with_content_length",
+]
 
 HeaderLines = list[tuple[bytes, bytes]]
 FILE_CHUNK = 256 * 1024
@@ -51,6 +58,12 @@ def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
     return lines
 
 
+def has_content_length(status: int) -> bool:
+    """False for the statuses that never carry ``Content-Length`` for their own
+    (empty) body: 1xx, 204, and 304 (RFC 9110 8.6)."""
+    return status >= 200 and status not in (204, 304)
+
+
 def with_content_length(headers: HeaderLines, size: int) -> HeaderLines:
     """``headers`` with exactly one ``Content-Length`` line, for a body of ``size`` bytes."""
     lines = [h for h in headers if h[0].lower() != b"content-length"]
@@ -73,6 +86,9 @@ class Channel(ABC):
     secure: bool = False
     #: (host, port) of the peer, when known.
     peer: tuple[str, int] | None = None
+    #: True when a request body may come without ``Content-Length`` or
+    #: ``Transfer-Encoding`` (HTTP/2 and later behind an ASGI server).
+    unframed_body: bool = False
 
     @abstractmethod
     async def receive(self) -> bytes:

@@ -205,6 +205,7 @@ class Dispatcher:
         if (
             "Content-Length" in headers
             or "Transfer-Encoding" in headers
+            or channel.unframed_body
             or (endpoint is not None and endpoint.plan.needs_stream)
         ):
             await self._read_body(request, channel, endpoint)
@@ -267,7 +268,7 @@ class Dispatcher:
         if streamed:
             request.reader = RequestBodyReader(channel, limit)
             return
-        if _has_body(request):
+        if channel.unframed_body or _has_body(request):
             await read_form(request, channel, limits)
 
     # -- errors --------------------------------------------------------------

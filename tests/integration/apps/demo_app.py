@@ -55,6 +55,10 @@ def build_app() -> App:
     def form(name: str, age: int = 0) -> dict[str, Any]:
         return {"name": name, "age": age}
 
+    @app.route("/nothing")
+    def nothing() -> tuple[int, str]:
+        return 204, ""
+
     @app.route("/bytes", method="POST")
     def raw(body: BytesBody) -> tuple[int, Headers, bytes]:
         return 201, Headers({"X-Length": str(len(body))}), bytes(body)
