@@ -28,6 +28,9 @@ class Limits:
     max_upload_size: int = 1024 * MIB
     #: Most parts in one multipart body (413 beyond).
     max_parts: int = 1000
+    #: Most file parts in one multipart body; each may hold a temporary file open
+    #: until the request ends (413 beyond).
+    max_files: int = 100
     #: Largest header line of one multipart part (413 beyond).
     max_part_header_size: int = 8 * KIB
     #: Largest websocket message (close 1009 beyond).

@@ -419,6 +419,25 @@ def test_multipart_too_many_parts_is_413(make_client, tmp_path):
     assert reply.status == 413
 
 
+def test_multipart_too_many_files_is_413(make_client, tmp_path):
+    """Each file part may hold a temporary file open: ``max_files`` (100) bounds them."""
+    files = [("doc", f"f{i}.txt", "text/plain", b"x") for i in range(101)]
+    body = multipart_body({"title": "t"}, files)
+    assert (
+        make_client(upload_app([], tmp_path))
+        .post("/upload", headers=mp_headers(), body=body)
+        .status
+        == 413
+    )
+    client = make_client(upload_app([], tmp_path), max_files=2)
+    body = multipart_body({"title": "t"}, files[:2])
+    assert client.post("/upload", headers=mp_headers(), body=body).status == 200
+    body = multipart_body({"title": "t"}, files[:3])
+    reply = client.post("/upload", headers=mp_headers(), body=body)
+    assert reply.status == 413
+    assert "max_files" in reply.json()["explain"]
+
+
 def test_multipart_part_header_too_large_is_413(make_client, tmp_path):
     body = multipart_body({"x" * 3000: "v"})
     reply = make_client(upload_app([], tmp_path), max_part_header_size=1024).post(

@@ -292,6 +292,7 @@ class _MultipartCollector:
         self.files: dict[str, list[MultipartFile]] = {}
         self._field_limit = limits.max_body_size
         self._field_bytes = 0
+        self._files_left = limits.max_files or -1  # -1: no limit
         self._segment: multipart.MultipartSegment | None = None
         self._file: MultipartFile | None = None
         self._field: bytearray | None = None
@@ -315,6 +316,11 @@ class _MultipartCollector:
         name = _extended(disposition, segment.name, "name") or ""
         filename = _extended(disposition, segment.filename, "filename")
         if filename is not None:
+            if self._files_left == 0:
+                raise HttpError(
+                    413, "Content Too Large", "The form has too many file parts (max_files)."
+                )
+            self._files_left -= 1
             upload = MultipartFile(
                 name,
                 filename=filename,
@@ -381,6 +387,10 @@ async def _read_multipart(
         collector.close()
         channel.close_after_response()  # the rest of the body is not worth reading
         raise HttpError(400, "Bad Request", f"Malformed multipart body: {exc}.") from None
+    except HttpError:  # a part refused by the collector (413, 400): the rest is not read
+        collector.close()
+        channel.close_after_response()
+        raise
     except BaseException:
         collector.close()
         raise
