@@ -6,9 +6,13 @@ Every test runs through the TestClient and both real transports (``make_client``
 from __future__ import annotations
 
 import asyncio
+import http.client
 import socket
+import sys
 import threading
 from typing import Any
+
+import pytest
 
 from simple_http_server import (
     App,
@@ -310,6 +314,52 @@ def test_write_bytes_is_sent_as_written(transport, serve):
             assert data, "connection closed before the last chunk"
             received += data
     assert b"second" in received
+
+
+@pytest.mark.parametrize("failure", ["raise", "http-error", "exit"])
+def test_a_stream_that_fails_half_way_is_cut_not_completed(serve, failure):
+    """A controller failing after ``write_bytes`` cannot get an error page any more;
+    ending the chunked body normally would pass the half as the whole answer."""
+    app = App()
+
+    @app.route("/stream")
+    def stream(response: Response) -> None:
+        response.write_bytes(b"first half;")
+        if failure == "raise":
+            raise RuntimeError("boom")
+        if failure == "exit":
+            sys.exit(3)
+        raise HttpError(403)
+
+    @app.route("/ping")
+    def ping() -> str:
+        return "pong"
+
+    live = serve(app)
+    conn = live.connection()
+    conn.request("GET", "/stream")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead) as info:
+        resp.read()
+    assert info.value.partial == b"first half;"
+    conn.close()
+    conn = live.connection()  # the server goes on
+    conn.request("GET", "/ping")
+    assert conn.getresponse().read() == b"pong"
+    conn.close()
+
+
+def test_sys_exit_in_a_controller_is_a_500(make_client):
+    app = App()
+
+    @app.route("/exit")
+    def leave() -> str:
+        sys.exit(3)
+
+    client = make_client(app)
+    for _ in range(3):  # the server (and every worker) survives it
+        assert client.get("/exit").status == 500
 
 
 # -- filters ----------------------------------------------------------------------------

@@ -149,13 +149,16 @@ class Dispatcher:
         try:
             outcome = await self._serve(request, response, channel)
         except HttpError as err:
+            _cut_if_streaming(response)
             outcome = await self.error_outcome(err.code, err.message, err.explain)
         except Redirect as redirect:
+            _cut_if_streaming(response)
             outcome = normalize(redirect)
         except ClientGone:
             raise  # nobody to answer: the transport drops the connection
-        except Exception:
+        except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
             _log.exception("Error while serving %s %s", request.method, request.path)
+            _cut_if_streaming(response)
             outcome = await self.error_outcome(500, "", "")
         finally:
             if request.files:
@@ -379,6 +382,14 @@ class Dispatcher:
                 await channel.send_data(chunk)
         await channel.send_end()
         return status, size
+
+
+def _cut_if_streaming(response: Response) -> None:
+    """A failure after ``write_bytes`` started the response: it cannot become an
+    error page, and ending it normally would pass a truncated body off as
+    complete.  The transport drops the connection instead (no final chunk)."""
+    if response._streaming and not response._closed:
+        raise ClientGone("the controller failed after its response started")
 
 
 class _LazySession:

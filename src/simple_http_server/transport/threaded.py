@@ -86,7 +86,7 @@ class ThreadedServer:
                 park = conn.serve_ready()
             except ClientGone:
                 park = False
-            except Exception:
+            except BaseException:  # not even SystemExit may kill a worker of the pool
                 _log.exception("Unexpected error on a connection")
                 park = False
             finally:
