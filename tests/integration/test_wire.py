@@ -250,6 +250,27 @@ def test_chunked_upload(serve: Callable[..., LiveServer]):
         conn.close()
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_an_answer_before_a_large_body_says_close(
+    serve: Callable[..., LiveServer], framing: str
+) -> None:
+    """More than DRAIN_LIMIT (1 MiB) of unread body, or an unknown amount (chunked), is
+    not drained: the answer says ``Connection: close`` and a lingering close lets the
+    client, still sending, read it (no reset, no keep-alive promise broken)."""
+    live = serve(wire_app())
+    body = b"z" * (8 << 20)
+    conn = live.connection()
+    if framing == "length":
+        conn.request("POST", "/nowhere", body=body)
+    else:
+        conn.request("POST", "/nowhere", body=iter([body[:65536]] * 3), encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 404
+    assert resp.getheader("Connection") == "close"
+    resp.read()
+    conn.close()
+
+
 def test_unread_body_is_skipped_on_keep_alive(serve: Callable[..., LiveServer]):
     live = serve(wire_app())
     with RawConn(live) as raw:

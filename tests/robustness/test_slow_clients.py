@@ -165,6 +165,54 @@ def test_body_trickled_below_the_minimum_rate_is_cut_off(serve: Serve) -> None:
     assert elapsed < 5.0  # before body_timeout could have fired
 
 
+def test_a_body_that_stops_is_cut_off_when_its_rate_fails_not_at_the_next_byte(
+    serve: Serve,
+) -> None:
+    """No byte arrives after the head: the minimum rate fails once the grace is over,
+    long before body_timeout (the check used to wait for a byte to arrive)."""
+    live = serve(app()[0], body_timeout=6.0, min_body_rate=1000.0, min_body_rate_grace=1.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123")
+        data = read_until_closed(sock, timeout=8)
+        elapsed = time.monotonic() - started
+    assert [r.status for r in parse_responses(data)] == [408]
+    assert 0.9 <= elapsed < 4.0, elapsed
+
+
+def test_an_unread_body_is_drained_at_the_minimum_rate_too(serve: Serve) -> None:
+    """A 404 answers before the body is read; discarding the rest is paced like reading
+    it, so a trickling client does not hold the connection (or a worker) for long."""
+    live = serve(
+        app()[0], body_timeout=6.0, min_body_rate=1000.0, min_body_rate_grace=1.0,
+        worker_threads=1,
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\nab")
+        data, closed = b"", False
+        while not closed and time.monotonic() - started < 8:
+            try:  # 1 byte every 0.2 s: far below 1000 bytes a second
+                sock.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.2)
+            sock.setblocking(False)
+            try:
+                while chunk := sock.recv(65536):
+                    data += chunk
+                closed = True
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed = True
+            sock.setblocking(True)
+        elapsed = time.monotonic() - started
+    assert [r.status for r in parse_responses(data)] == [404]
+    assert elapsed < 4.0, elapsed  # drained for ~1 s (the grace), then a lingering close
+    assert fast_get(live) == b"ok"  # the one worker is free again
+
+
 def test_body_at_a_normal_pace_is_not_cut_off(serve: Serve) -> None:
     live = serve(app()[0], min_body_rate=1000.0, min_body_rate_grace=0.3)
     with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:

@@ -21,6 +21,7 @@ import h11
 from .. import version
 
 __all__ = [
+    "DRAIN_LIMIT",
     "NEED_DATA",
     "PAUSED",
     "BodyChunk",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 SERVER_HEADER: Final = ("simple-http-server/" + version).encode()
+#: Unread request body bytes a transport discards to keep a connection alive.
+DRAIN_LIMIT: Final = 1024 * 1024
 NEED_DATA: Final = h11.NEED_DATA
 PAUSED: Final = h11.PAUSED
 
@@ -166,6 +169,7 @@ class HttpConnection:
     """
 
     __slots__ = (
+        "_body_left",
         "_closing",
         "_conn",
         "_end_pending",
@@ -180,6 +184,7 @@ class HttpConnection:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head_size = max_head_size
         self._max_requests = max_requests
+        self._body_left: int | None = 0  # request body bytes not read yet (None: chunked)
         self._served = 0
         self._head_request = False
         self._sent_continue = False
@@ -211,7 +216,10 @@ class HttpConnection:
             return ProtocolFailure(status, str(exc))
         cls = type(event)
         if cls is h11.Data:
-            return BodyChunk(bytes(event.data))  # type: ignore[union-attr]
+            data = bytes(event.data)  # type: ignore[union-attr]
+            if self._body_left is not None:
+                self._body_left -= len(data)
+            return BodyChunk(data)
         if cls is h11.Request:
             return self._request_head(event)  # type: ignore[arg-type]
         if cls is h11.EndOfMessage:
@@ -232,11 +240,13 @@ class HttpConnection:
         size = len(req.target) + len(req.method) + 12
         length = chunked = upgrade = False
         headers = []
+        self._body_left = 0
         for name, lower, value in _header_triples(req.headers):
             headers.append((name, value))
             size += len(name) + len(value) + 4
             if lower == b"content-length":
                 length = True
+                self._body_left = int(value)  # h11 checked it: digits, one value
             elif lower == b"transfer-encoding":
                 chunked = True
             elif lower == b"upgrade":
@@ -246,6 +256,8 @@ class HttpConnection:
             return ProtocolFailure(431, "request header fields too large")
         # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
         # attempt; h11 would pick one and keep the connection, we refuse and close.
+        if chunked:
+            self._body_left = None
         if chunked and (length or req.http_version != b"1.1"):
             self._closing = True
             return ProtocolFailure(400, "ambiguous message framing")
@@ -354,8 +366,16 @@ class HttpConnection:
         A final answer to a client still waiting for ``100 Continue`` closes the
         connection: that client may or may not send its body now.
         """
-        if self._conn.they_are_waiting_for_100_continue:
+        conn = self._conn
+        if conn.they_are_waiting_for_100_continue:
             self._closing = True
+        elif conn.their_state is h11.SEND_BODY:
+            # Answered before the body was read: the transport discards at most
+            # DRAIN_LIMIT bytes of it to keep the connection, so say "close" now
+            # when more (or an unknown amount) is left, not after the fact.
+            left = self._body_left
+            if left is None or left > DRAIN_LIMIT:
+                self._closing = True
         headers.append((b"Date", http_date.get()))
         headers.append((b"Server", SERVER_HEADER))
         if self._closing:

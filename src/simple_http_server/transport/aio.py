@@ -36,6 +36,7 @@ from .common import (
 __all__ = ["AioServer"]
 
 _log = _logging.get_logger("simple_http_server.aio")
+_TOO_SLOW = "The request body is arriving too slowly."
 _PAUSE_ABOVE = 1024 * 1024
 _NEVER = math.inf
 #: Seconds between two checks of the connections' deadlines.
@@ -189,7 +190,8 @@ class _AioConn(asyncio.Protocol, Channel):
 
     async def _serve(self, head: http11.RequestHead) -> None:
         keep = False
-        self.pace = None
+        # The body's pace is measured from the head on (a body is pending).
+        self.pace = None if self.conn.request_complete else BodyPace(self.config)
         SERVING.set(self.server)  # this task's own context
         try:
             upgrade = self.server.upgrade_handler
@@ -280,7 +282,10 @@ class _AioConn(asyncio.Protocol, Channel):
             event = conn.next_event()
             kind = type(event)
             if kind is http11.BodyChunk:
-                return event.data  # type: ignore[union-attr]
+                data: bytes = event.data  # type: ignore[union-attr]
+                if self.pace is not None:
+                    self.pace.add(len(data))
+                return data
             if kind is http11.EndOfRequest:
                 return b""
             if event is http11.NEED_DATA:
@@ -291,20 +296,20 @@ class _AioConn(asyncio.Protocol, Channel):
                     self._reading_paused = False
                     assert self.transport is not None
                     self.transport.resume_reading()
+                pace = self.pace
+                if pace is None:
+                    pace = self.pace = BodyPace(self.config)
+                wait = pace.next_wait()
                 waiter = self._data_waiter = self.loop.create_future()
-                before = conn.buffered_size
                 try:
-                    await asyncio.wait_for(waiter, self.config.body_timeout)
-                except asyncio.TimeoutError:  # body_timeout: answer 408, then close
+                    await asyncio.wait_for(waiter, wait)
+                except asyncio.TimeoutError:  # 408, then close
                     conn.close_after_response()
+                    if pace.limited_by_rate(wait):
+                        raise HttpError(408, "", _TOO_SLOW) from None
                     raise HttpError(408, "", "The request body was not sent in time.") from None
                 finally:
                     self._data_waiter = None
-                if self.pace is None:
-                    self.pace = BodyPace(self.config)
-                if self.pace.too_slow(max(0, conn.buffered_size - before)):
-                    conn.close_after_response()
-                    raise HttpError(408, "", "The request body is arriving too slowly.")
                 continue
             if kind is http11.ProtocolFailure:
                 raise HttpError(event.status, "", "The request body is malformed.")  # type: ignore[union-attr]

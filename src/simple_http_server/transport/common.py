@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..dispatch.channel import ClientGone  # re-exported for the transports
 from ..dispatch.dispatcher import make_request
 from ..models import Request
-from ..protocol.http11 import HttpConnection, RequestHead
+from ..protocol.http11 import DRAIN_LIMIT, HttpConnection, RequestHead
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
@@ -30,8 +30,6 @@ __all__ = [
     "set_kernel_timeouts",
 ]
 
-#: Unread request body bytes a transport discards to keep a connection alive.
-DRAIN_LIMIT = 1024 * 1024
 READ_SIZE = 256 * 1024
 
 
@@ -106,21 +104,37 @@ def open_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
 class BodyPace:
     """Tracks how fast a request body arrives, against ``min_body_rate``.
 
-    One per request; ``too_slow(n)`` is called with each piece read from the peer.
+    One per request, started with the request head.  :meth:`add` counts the
+    body bytes handed to the dispatcher; :meth:`next_wait` bounds the wait for
+    more, so a client that stops sending is cut off as soon as its rate falls
+    below the minimum (after ``min_body_rate_grace``), not only when a byte
+    finally arrives.  Bytes already waiting are always read first: a slow
+    consumer never makes its client look slow.
     """
 
-    __slots__ = ("_grace", "_min_rate", "_received", "_started")
+    __slots__ = ("_body_timeout", "_grace", "_min_rate", "_received", "_started")
 
     def __init__(self, config: ServerConfig) -> None:
         self._min_rate = config.min_body_rate
         self._grace = config.min_body_rate_grace
+        self._body_timeout = config.body_timeout
         self._started = time.monotonic()
         self._received = 0
 
-    def too_slow(self, received: int) -> bool:
-        """Count ``received`` bytes; True once the body is slower than allowed."""
-        self._received += received
+    def add(self, size: int) -> None:
+        """Count ``size`` body bytes received."""
+        self._received += size
+
+    def next_wait(self) -> float:
+        """Seconds to wait for more of the body: ``body_timeout``, or less when the
+        body would be too slow by then (at least a millisecond, to take what the
+        socket already holds)."""
         if not self._min_rate:
-            return False
-        elapsed = time.monotonic() - self._started
-        return elapsed > self._grace and self._received < self._min_rate * elapsed
+            return self._body_timeout
+        due = max(self._grace, self._received / self._min_rate)
+        left = due - (time.monotonic() - self._started)
+        return max(0.001, min(self._body_timeout, left))
+
+    def limited_by_rate(self, wait: float) -> bool:
+        """True when a wait of ``wait`` seconds was cut short by the minimum rate."""
+        return wait < self._body_timeout

@@ -30,6 +30,7 @@ from .common import (
     FileSlice,
     new_connection,
     request_from_head,
+    set_kernel_timeouts,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["LINGER_SECONDS", "ThreadedConn"]
 
 _log = _logging.get_logger("simple_http_server.threaded")
+_TOO_SLOW = "The request body is arriving too slowly."
 #: Seconds a connection closed after an error answer keeps discarding input.
 LINGER_SECONDS = 1.0
 
@@ -51,6 +53,7 @@ class ThreadedConn(Channel):
         "head_started",
         "lingering",
         "pace",
+        "read_timeout_changed",
         "server",
         "sock",
         "upgrade",
@@ -67,6 +70,7 @@ class ThreadedConn(Channel):
         self.lingering = False
         self.upgrade: Any = None
         self.pace: BodyPace | None = None
+        self.read_timeout_changed = False
 
     # -- Channel -------------------------------------------------------------
     def _recv(self) -> bytes:
@@ -87,28 +91,51 @@ class ThreadedConn(Channel):
         while True:
             event = conn.next_event()
             if type(event) is http11.BodyChunk:
+                if self.pace is not None:
+                    self.pace.add(len(event.data))
                 return event.data
             if type(event) is http11.EndOfRequest:
                 return b""
             if event is http11.NEED_DATA:
                 self._write(conn.send_continue())
+                pace = self.pace
+                if pace is None:
+                    pace = self.pace = BodyPace(self.server.config)
+                wait = pace.next_wait()
+                slow = pace.limited_by_rate(wait)
+                if slow:
+                    self._set_read_timeout(wait)
                 try:
                     data = self.sock.recv(READ_SIZE)
-                except (TimeoutError, BlockingIOError):  # body_timeout: 408, then close
+                except (TimeoutError, BlockingIOError):  # 408, then close
                     conn.close_after_response()
+                    if slow:
+                        raise HttpError(408, "", _TOO_SLOW) from None
                     raise HttpError(408, "", "The request body was not sent in time.") from None
                 except OSError as exc:
                     raise ClientGone(str(exc)) from None
-                if self.pace is None:
-                    self.pace = BodyPace(self.server.config)
-                if self.pace.too_slow(len(data)):
-                    conn.close_after_response()
-                    raise HttpError(408, "", "The request body is arriving too slowly.")
                 conn.receive_data(data)
                 continue
             if type(event) is http11.ProtocolFailure:
                 raise HttpError(event.status, "", "The request body is malformed.")
             raise ClientGone("connection closed while reading the body")
+
+    def _set_read_timeout(self, seconds: float) -> None:
+        """Bound the next body read (kernel timeout; Python's own on TLS sockets)."""
+        self.read_timeout_changed = True
+        if self.secure:
+            self.sock.settimeout(seconds)
+        else:
+            set_kernel_timeouts(self.sock, seconds, self.server.config.body_timeout)
+
+    def _restore_read_timeout(self) -> None:
+        if self.read_timeout_changed:
+            self.read_timeout_changed = False
+            timeout = self.server.config.body_timeout
+            if self.secure:
+                self.sock.settimeout(timeout)
+            else:
+                set_kernel_timeouts(self.sock, timeout, timeout)
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
         self._write(self.conn.send_head(status, headers))
@@ -213,7 +240,8 @@ class ThreadedConn(Channel):
 
     def _serve_request(self, head: http11.RequestHead) -> bool:
         server = self.server
-        self.pace = None
+        # The body's pace is measured from the head on (a body is pending).
+        self.pace = None if self.conn.request_complete else BodyPace(server.config)
         upgrade = server.upgrade_handler
         if upgrade is not None and upgrade.wants(head):
             if upgrade.serve_threaded(self, head):
@@ -234,30 +262,27 @@ class ThreadedConn(Channel):
                 pass
             return False
         if not self.conn.request_complete:
-            if self.conn.closing:  # the body was refused (413): no draining
+            # Draining goes on only for a body small enough (and paced like any
+            # body); otherwise a lingering close, so the client reads our answer.
+            keep = not self.conn.closing and self._drain()
+            if not keep:
                 self.linger()
-                return False
-            return self._drain()
+            self._restore_read_timeout()
+            return keep
+        self._restore_read_timeout()
         return True
 
     def _drain(self) -> bool:
         """Discard an unread request body so the connection can go on."""
         drained = 0
-        conn = self.conn
-        while drained <= DRAIN_LIMIT:
-            event = conn.next_event()
-            if type(event) is http11.BodyChunk:
-                drained += len(event.data)
-            elif type(event) is http11.EndOfRequest:
-                return True
-            elif event is http11.NEED_DATA:
-                try:
-                    data = self._recv()
-                except ClientGone:
-                    return False
-                conn.receive_data(data)
-            else:
-                return False
+        try:
+            while drained <= DRAIN_LIMIT:
+                chunk = run_sync(self.receive())
+                if not chunk:
+                    return True
+                drained += len(chunk)
+        except (ClientGone, HttpError):
+            return False
         return False
 
     def linger(self) -> None:
