@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import socket
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from simple_http_server import App, Headers, Request, Session
 
@@ -119,3 +122,41 @@ def test_context_variables_do_not_leak_between_requests(
             assert response.read() == expected
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_context_variables_do_not_leak_into_pipelined_requests(
+    serve: Callable[..., LiveServer], kind: str
+) -> None:
+    """A pipelined request is started while its predecessor finishes (asyncio: from
+    inside that request's task); it must still begin with a clean context."""
+    app = App()
+    if kind == "def":
+
+        @app.route("/set")
+        def set_value() -> str:
+            LEAKY.set("from an earlier request")
+            return "set"
+
+    else:
+
+        @app.route("/set")
+        async def set_value() -> str:
+            LEAKY.set("from an earlier request")
+            return "set"
+
+    @app.route("/get")
+    async def get_value() -> str:
+        return LEAKY.get()
+
+    live = serve(app, worker_threads=1)
+    request = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(request % b"/set" + request % b"/get" + request % b"/get")
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 3 or not data.endswith(b"unset"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    bodies = [part.split(b"\r\n\r\n", 1)[1] for part in data.split(b"HTTP/1.1 ")[1:]]
+    assert bodies == [b"set", b"unset", b"unset"]

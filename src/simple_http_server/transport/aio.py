@@ -9,6 +9,7 @@ request body piles up, and idle, head and body timeouts close stalled clients.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import socket
 import ssl
@@ -67,6 +68,10 @@ class _AioConn(asyncio.Protocol, Channel):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._lingering = False
+        # Each request task starts from this context (the server's), never from
+        # the one of the request before it: a pipelined request is started from
+        # inside its predecessor's task, whose context variables must not leak.
+        self._context = contextvars.copy_context()
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,7 +174,10 @@ class _AioConn(asyncio.Protocol, Channel):
             if kind is http11.RequestHead:
                 self.head_started = False
                 self._cancel_timer()
-                self.task = self.loop.create_task(self._serve(event))  # type: ignore[arg-type]
+                self.task = self._context.copy().run(
+                    self.loop.create_task,
+                    self._serve(event),  # type: ignore[arg-type]
+                )
                 return
             if event is http11.NEED_DATA:
                 if self.server.stopping:
