@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -290,6 +292,43 @@ def test_connections_over_max_connections_get_503(serve: Serve) -> None:
         try:
             assert fast_get(live) == b"ok"
             break
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_a_request_whose_client_left_still_holds_its_connection_slot(serve: Serve) -> None:
+    """Clients that reset right after sending their request: the requests still run,
+    so they still count against max_connections (else the limit bounds nothing)."""
+    application = App()
+    done = threading.Event()
+
+    @application.route("/slow")
+    async def slow() -> str:
+        await asyncio.sleep(1.5)
+        return "slow"
+
+    @application.route("/")
+    def index() -> str:
+        return "ok"
+
+    live = serve(application, max_connections=2)
+    for _ in range(2):
+        sock = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.2)  # the request is running
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset
+    time.sleep(0.2)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as extra:
+        responses = parse_responses(read_until_closed(extra))
+    assert [r.status for r in responses] == [503]
+    deadline = time.monotonic() + 5
+    while not done.is_set():  # the slots free up once those requests end
+        try:
+            assert fast_get(live) == b"ok"
+            done.set()
         except (AssertionError, OSError):
             if time.monotonic() > deadline:
                 raise

@@ -126,10 +126,13 @@ class _AioConn(asyncio.Protocol, Channel):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        server = self.server
-        server.connections.discard(self)
-        if server.stopping and not server.connections:
-            server.all_closed.set()
+        task = self.task
+        if task is not None and not task.done():
+            # The request goes on without its client: its slot stays taken until
+            # it ends, so max_connections still bounds the requests running.
+            task.add_done_callback(lambda _task: self._forget())
+        else:
+            self._forget()
         self._cancel_timer()
         if self.upgraded is not None:
             self.upgraded.connection_lost(exc)
@@ -138,6 +141,12 @@ class _AioConn(asyncio.Protocol, Channel):
             if not waiter.done():
                 waiter.set_exception(ClientGone("connection lost"))
         self._drain_waiters.clear()
+
+    def _forget(self) -> None:
+        server = self.server
+        server.connections.discard(self)
+        if server.stopping and not server.connections:
+            server.all_closed.set()
 
     def pause_writing(self) -> None:
         self._write_paused = True
