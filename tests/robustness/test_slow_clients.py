@@ -253,6 +253,38 @@ def test_client_that_stops_reading_is_cut_off_after_body_timeout(
     assert received < size
 
 
+@pytest.mark.parametrize("source", ["memory", "file"])
+def test_a_slow_but_steady_reader_gets_the_whole_answer(
+    serve: Serve, tmp_path: Path, source: str
+) -> None:
+    """body_timeout bounds a stall, not the whole response: a client that keeps
+    reading, even if the answer takes several body_timeouts, gets all of it."""
+    size = 8 * 1024 * 1024
+    application = app()[0]
+    (tmp_path / "big.bin").write_bytes(b"f" * size)
+
+    @application.route("/big")
+    def big() -> bytes:
+        return b"m" * size
+
+    live = serve(application, {"/files/*": str(tmp_path)}, body_timeout=0.5)
+    path = "/big" if source == "memory" else "/files/big.bin"
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", live.port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        started, received = time.monotonic(), b""
+        while chunk := sock.recv(65536):  # ~6 MB/s: the answer takes over 1 s
+            received += chunk
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert len(body) == size
+    assert elapsed > 1.0  # several body_timeouts: only progress kept it going
+
+
 # -- connection limits ----------------------------------------------------------------
 def test_idle_keep_alive_connection_is_closed_after_idle_timeout(serve: Serve) -> None:
     live = serve(app()[0], idle_timeout=1.0)

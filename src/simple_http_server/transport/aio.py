@@ -42,9 +42,14 @@ _PAUSE_ABOVE = 1024 * 1024
 _NEVER = math.inf
 #: Seconds between two checks of the connections' deadlines.
 SWEEP_INTERVAL = 0.25
-#: Bytes of a static file handed to ``loop.sendfile`` at a time; each slice
-#: must go out within ``body_timeout`` (``loop.sendfile`` has no timeout).
+#: Bytes of a static file handed to ``loop.sendfile`` at a time (at most, and
+#: at least): each slice must go out within ``body_timeout``, as
+#: ``loop.sendfile`` has no timeout of its own.  Slices grow while the client
+#: takes them fast and shrink when it is slow, so a slow but steady reader is
+#: never cut off: only one that takes less than the smallest slice per
+#: ``body_timeout``.
 SENDFILE_SLICE = 4 * 1024 * 1024
+SENDFILE_MIN_SLICE = 64 * 1024
 
 
 class _AioConn(asyncio.Protocol, Channel):
@@ -68,6 +73,7 @@ class _AioConn(asyncio.Protocol, Channel):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._lingering = False
+        self._unsent = 0  # bytes still to flush when close() was last checked
         # Each request task starts from this context (the server's), never from
         # the one of the request before it: a pipelined request is started from
         # inside its predecessor's task, whose context variables must not leak.
@@ -168,7 +174,17 @@ class _AioConn(asyncio.Protocol, Channel):
 
     def _timed_out(self) -> None:
         self.deadline = _NEVER
-        if self.task is not None or self.closed:
+        if self.closed:  # closed while the rest of the answer is still going out
+            transport = self.transport
+            if transport is not None:
+                left = transport.get_write_buffer_size()
+                if 0 < left < self._unsent:  # the client still reads: give it time
+                    self._unsent = left
+                    self._arm(self.config.body_timeout)
+                else:
+                    transport.abort()
+            return
+        if self.task is not None:
             return
         if self.head_started:
             self._write(self.conn.send_error(408))
@@ -274,11 +290,20 @@ class _AioConn(asyncio.Protocol, Channel):
         self.conn.close_after_response()
 
     def close(self) -> None:
-        """Close the connection (after what was written is flushed)."""
+        """Close the connection (after what was written is flushed, within
+        ``body_timeout``: a client that stops reading is then dropped)."""
         self.closed = True
-        self._cancel_timer()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            self._cancel_timer()
+            return
+        if not transport.is_closing():
+            transport.close()
+        self._unsent = transport.get_write_buffer_size()
+        if self._unsent:  # the flush may stall, but not for longer than body_timeout
+            self._arm(self.config.body_timeout)
+        else:
+            self._cancel_timer()
 
     def abort(self) -> None:
         """Drop the connection at once, discarding unsent output."""
@@ -337,16 +362,20 @@ class _AioConn(asyncio.Protocol, Channel):
             self.transport.write(data)
 
     async def _drain(self) -> None:
+        """Wait while the transport's buffer is full.  ``body_timeout`` bounds a
+        stall, not the whole response: a slow client that keeps reading is fine."""
         if self.closed:
             raise ClientGone("connection lost")
-        if self._write_paused:
+        while self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
+            pending = self.transport.get_write_buffer_size()
             try:
                 await asyncio.wait_for(waiter, self.config.body_timeout)
             except asyncio.TimeoutError:
-                self.abort()  # close() would wait for a reader that never comes
-                raise ClientGone("timed out writing the response") from None
+                if self.closed or self.transport.get_write_buffer_size() >= pending:
+                    self.abort()  # close() would wait for a reader that never comes
+                    raise ClientGone("timed out writing the response") from None
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
         self._write(self.conn.send_head(status, headers))
@@ -380,14 +409,17 @@ class _AioConn(asyncio.Protocol, Channel):
         """``loop.sendfile`` (the kernel copies; no file bytes pass through Python)
         in slices, each of which must go out within ``body_timeout``."""
         end = offset + count
+        timeout = self.config.body_timeout
+        slice_size = SENDFILE_MIN_SLICE * 4
         while offset < end:
             transport = self.transport
             if self.closed or transport is None or transport.is_closing():
                 raise ClientGone("connection lost")
-            size = min(SENDFILE_SLICE, end - offset)
+            size = min(slice_size, end - offset)
+            started = time.monotonic()
             try:
                 sent = await asyncio.wait_for(
-                    self.loop.sendfile(transport, file, offset, size), self.config.body_timeout
+                    self.loop.sendfile(transport, file, offset, size), timeout
                 )
             except asyncio.TimeoutError:
                 self.abort()  # the client stopped reading
@@ -397,6 +429,11 @@ class _AioConn(asyncio.Protocol, Channel):
             if not sent:
                 raise OSError(f"file shrank while sending: {getattr(file, 'name', file)!r}")
             offset += sent
+            took = time.monotonic() - started
+            if took < timeout / 8:
+                slice_size = min(slice_size * 2, SENDFILE_SLICE)
+            elif took > timeout / 3:
+                slice_size = max(slice_size // 2, SENDFILE_MIN_SLICE)
 
     # Blocking forms for Response.write_bytes in sync (thread pool) or async code.
     def _blocking(self, coro: Any, nowait: Any) -> None:
