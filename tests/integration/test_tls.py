@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -250,3 +252,33 @@ def test_file_that_shrinks_while_sent_over_tls(
     conn.request("GET", "/ping")
     assert conn.getresponse().read() == b"pong"
     conn.close()
+
+
+def test_stalled_handshakes_do_not_stall_the_server(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    """Connections stuck half-way through a TLS handshake are timed out without
+    blocking anyone else (the threaded sweep used to write each one a 408, blocking)."""
+    certfile, keyfile = cert_files
+    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile), head_timeout=1.0)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    hello = outgoing.read()
+    stalled = []
+    try:
+        for _ in range(12):
+            sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+            sock.sendall(hello[:20])  # a partial ClientHello
+            stalled.append(sock)
+        time.sleep(1.6)  # past head_timeout: the deadline sweep handles them now
+        started = time.monotonic()
+        conn = https(live, client_context)
+        conn.request("GET", "/hello")
+        assert conn.getresponse().read() == b'{"hello": "tls"}'
+        conn.close()
+        assert time.monotonic() - started < 2.0
+    finally:
+        for sock in stalled:
+            sock.close()

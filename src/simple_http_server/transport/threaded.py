@@ -184,11 +184,11 @@ class ThreadedServer:
         expired = [conn for conn in self._poller.armed() if conn.deadline <= now]
         for conn in expired:
             self._poller.remove(conn.sock)
-            if conn.head_started:
+            if conn.head_started:  # one non-blocking try: the sweep never waits on a client
                 try:
-                    conn.sock.settimeout(0.5)
-                    conn.sock.sendall(conn.conn.send_error(408))
-                except OSError:
+                    conn.sock.setblocking(False)
+                    conn.sock.send(conn.conn.send_error(408))
+                except (OSError, ValueError):  # full buffer, or a TLS handshake under way
                     pass
             self._drop(conn)
 
