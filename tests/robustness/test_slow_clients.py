@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +18,7 @@ import pytest
 from simple_http_server import App
 
 from ..conftest import LiveServer
+from ..integration.apps import harness
 from .conftest import hostile_app, raise_fd_limit
 from .wire import parse_responses, read_until_closed
 
@@ -365,6 +369,73 @@ def test_a_request_whose_client_left_still_holds_its_connection_slot(serve: Serv
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+_FD_STARVED_SERVER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from simple_http_server import App, server
+app = App()
+
+@app.route("/")
+def index():
+    return "ok"
+
+server.start(host="127.0.0.1", port=int(sys.argv[1]), app_conf=app,
+             prefer_coroutine=sys.argv[2] == "asyncio")
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_running_out_of_file_descriptors_does_not_spin(transport: str) -> None:
+    """accept() failing with EMFILE leaves the listener readable: the server must pause
+    accepting (and log once in a while), not spin on it; it recovers once fds free up."""
+    free_port = harness.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FD_STARVED_SERVER, str(free_port), transport],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    held: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", free_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        for _ in range(80):  # more connections than the server has descriptors
+            held.append(socket.create_connection(("127.0.0.1", free_port), timeout=5))
+        time.sleep(0.5)
+        before = _cpu_seconds(proc.pid)
+        time.sleep(2.0)
+        assert _cpu_seconds(proc.pid) - before < 0.5  # spinning burns the whole 2 s
+        for sock in held:
+            sock.close()
+        held.clear()
+        deadline = time.monotonic() + 10
+        while True:  # accepts resume once descriptors are free again
+            try:
+                with socket.create_connection(("127.0.0.1", free_port), timeout=2) as sock:
+                    sock.sendall(GET + b"")
+                    if sock.recv(4096).startswith(b"HTTP/1.1 200 "):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the server did not recover"
+            time.sleep(0.2)
+    finally:
+        for sock in held:
+            sock.close()
+        proc.kill()
+        _, errors = proc.communicate(timeout=10)
+    assert errors.count(b"accept") < 50, errors[-2000:]  # a line a second, not a flood
 
 
 def test_worker_threads_bound_concurrent_sync_controllers(serve: Serve) -> None:

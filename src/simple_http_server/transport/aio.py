@@ -42,6 +42,8 @@ _PAUSE_ABOVE = 1024 * 1024
 _NEVER = math.inf
 #: Seconds between two checks of the connections' deadlines.
 SWEEP_INTERVAL = 0.25
+#: Seconds between two warnings that accepts failed for lack of resources.
+ACCEPT_WARNING_INTERVAL = 1.0
 #: Bytes of a static file handed to ``loop.sendfile`` at a time (at most, and
 #: at least): each slice must go out within ``body_timeout``, as
 #: ``loop.sendfile`` has no timeout of its own.  Slices grow while the client
@@ -471,14 +473,40 @@ class AioServer:
         self._closed = asyncio.Event()
         self.all_closed = asyncio.Event()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._listener_fd = -1
+        self._previous_handler: Any = None
+        self._accept_warned = -math.inf
 
     async def start(self, sock: socket.socket) -> None:
         """Start accepting on ``sock``."""
         context: ssl.SSLContext | None = self.config.ssl_context
+        self._listener_fd = sock.fileno()
+        self._previous_handler = self.loop.get_exception_handler()
+        self.loop.set_exception_handler(self._on_loop_error)
         self._server = await self.loop.create_server(
             lambda: _AioConn(self), sock=sock, ssl=context, backlog=2048
         )
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Out of file descriptors, asyncio pauses accepting for a second, but only
+        after failing (and logging, with a traceback) once per backlog slot: 2048
+        tracebacks a second.  Those become one warning a second; the rest goes on
+        to the loop's previous handler."""
+        sock = context.get("socket")
+        fileno = getattr(sock, "fileno", lambda: -1)()
+        if context.get("message", "").startswith("socket.accept() out of system resource") and (
+            fileno == self._listener_fd
+        ):
+            now = time.monotonic()
+            if now >= self._accept_warned + ACCEPT_WARNING_INTERVAL:
+                self._accept_warned = now
+                _log.warning("accept failed (%s); accepts pause", context.get("exception"))
+            return
+        if self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     def _sweep(self) -> None:
         """Time out the connections whose idle, head or linger wait expired."""
@@ -526,6 +554,8 @@ class AioServer:
                 pass
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.loop.get_exception_handler() == self._on_loop_error:
+            self.loop.set_exception_handler(self._previous_handler)
         self._closed.set()
 
     async def stop_async(self) -> None:

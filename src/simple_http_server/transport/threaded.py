@@ -10,6 +10,7 @@ work (reading, serving, the request's channel) is in :mod:`.threaded_conn`.
 
 from __future__ import annotations
 
+import errno
 import queue
 import socket
 import ssl
@@ -29,6 +30,9 @@ __all__ = ["ThreadedServer"]
 
 _log = _logging.get_logger("simple_http_server.threaded")
 _LISTEN = object()
+#: Seconds accepts pause when the process is out of file descriptors (or memory).
+ACCEPT_RETRY_DELAY = 1.0
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class ThreadedServer:
@@ -58,6 +62,7 @@ class ThreadedServer:
         self._idle_workers = 0
         self._busy = 0
         self.owner_thread: threading.Thread | None = None
+        self._accept_resumes = 0.0  # when accepts paused for lack of fds resume
 
     # -- worker pool -------------------------------------------------------------
     def _submit(self, conn: ThreadedConn) -> None:
@@ -133,6 +138,9 @@ class ThreadedServer:
                     else:
                         self._submit(data)
                 now = time.monotonic()
+                if self._accept_resumes and now >= self._accept_resumes:
+                    self._accept_resumes = 0.0
+                    poller.add_static(self.listener, _LISTEN)
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + 0.5
@@ -145,8 +153,16 @@ class ThreadedServer:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                _log.warning("accept failed", exc_info=True)
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # The listener stays readable: without a pause the selector
+                    # thread would spin on it.  Connections wait in the backlog.
+                    _log.warning("accept failed (%s); pausing accepts for %.0f s",
+                                 exc, ACCEPT_RETRY_DELAY)  # fmt: skip
+                    self._poller.remove(self.listener)
+                    self._accept_resumes = time.monotonic() + ACCEPT_RETRY_DELAY
+                else:
+                    _log.warning("accept failed", exc_info=True)
                 return
             if len(self._conns) >= self.config.max_connections:
                 try:
