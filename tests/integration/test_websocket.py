@@ -437,6 +437,81 @@ def test_permessage_deflate_negotiated(serve: Serve) -> None:
         assert received == ["open x", text]
 
 
+def deflate_session(live: LiveServer, offers: str) -> tuple[socket.socket, Any, bytes]:
+    """A raw websocket with ``offers`` as Sec-WebSocket-Extensions, and a wsproto
+    client configured from the server's answer (no extension when it declined)."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.extensions import PerMessageDeflate
+
+    sock, head = raw_handshake(live, "/ws/x", f"Sec-WebSocket-Extensions: {offers}\r\n")
+    head, _, rest = head.partition(b"\r\n\r\n")
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    answer = b""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-extensions":
+            answer = value.strip()
+    extensions = []
+    if answer:
+        ext = PerMessageDeflate()
+        ext.finalize(answer.decode().partition(";")[2])
+        extensions.append(ext)
+    return sock, Connection(ConnectionType.CLIENT, extensions, rest), answer
+
+
+def echo_texts(sock: socket.socket, client: Any, texts: list[str]) -> list[str]:
+    from wsproto.events import TextMessage
+
+    received: list[str] = []
+    for text in texts:
+        sock.sendall(client.send(TextMessage(data=text)))
+    deadline = time.monotonic() + 10
+    while len(received) < len(texts) + 1 and time.monotonic() < deadline:
+        for event in client.events():
+            if isinstance(event, TextMessage):
+                received.append(event.data)
+        if len(received) < len(texts) + 1:
+            data = sock.recv(65536)
+            assert data, received
+            client.receive_data(data)
+    return received
+
+
+@pytest.mark.parametrize(
+    "offers",
+    [
+        "permessage-deflate; client_max_window_bits=abc",
+        "permessage-deflate; server_max_window_bits=",
+        "permessage-deflate; client_max_window_bits=99",
+    ],
+)
+def test_a_malformed_deflate_offer_is_declined(serve: Serve, offers: str) -> None:
+    """A bad parameter declines the offer (no extension), never a 500 or a dropped socket."""
+    app, _ = echo_app()
+    sock, client, answer = deflate_session(serve(app), offers)
+    with sock:
+        assert answer == b""
+        assert echo_texts(sock, client, ["plain"]) == ["open x", "plain"]
+
+
+def test_the_first_acceptable_of_several_deflate_offers_is_used(serve: Serve) -> None:
+    """Only the accepted offer's parameters apply (a 9-bit window from a first offer
+    used to stick while the answer named the last one: valid messages got 1007)."""
+    app, _ = echo_app()
+    offers = "permessage-deflate; client_max_window_bits=9, permessage-deflate"
+    sock, client, answer = deflate_session(serve(app), offers)
+    with sock:
+        assert answer == b"permessage-deflate; client_max_window_bits=9"
+        texts = ["compress me " * 300, "and me too, with the same context " * 300]
+        assert echo_texts(sock, client, texts) == ["open x", *texts]
+    sock, client, answer = deflate_session(
+        serve(app), "x-unknown, permessage-deflate; client_max_window_bits=abc, permessage-deflate"
+    )
+    with sock:
+        assert answer == b"permessage-deflate"
+        assert echo_texts(sock, client, ["a" * 5000]) == ["open x", "a" * 5000]
+
+
 @pytest.mark.parametrize(
     ("extra_headers", "status"),
     [

@@ -13,6 +13,8 @@ import socket
 import struct
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable
 
 import pytest
@@ -163,6 +165,47 @@ def test_protocol_violation_closes_with_its_code(
         sock.sendall(frame(0x1, b"still here"))
         sock.settimeout(5)
         assert sock.recv(64) == b"\x81\x0astill here"
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it(serve: Serve) -> None:
+    """200 MB of zeros compress to ~200 KB: the message limit must hold while inflating
+    (1009 once the limit is passed), not be checked after the whole frame is inflated."""
+    live = serve(ws_app(), max_websocket_message_size=LIMIT)
+    squeezer = zlib.compressobj(wbits=-15)
+    bomb = squeezer.compress(bytes(200 << 20)) + squeezer.flush(zlib.Z_SYNC_FLUSH)
+    bomb = bomb.removesuffix(b"\x00\x00\xff\xff")
+    sock = handshake(live, b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    with sock:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert b"permessage-deflate" in head.lower(), head
+        tracemalloc.start()
+        try:
+            compressed = bytearray(frame(0x2, bomb))
+            compressed[0] |= 0x40  # RSV1: a compressed message
+            sock.sendall(bytes(compressed))
+            assert close_code(sock) == 1009
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak >> 20} MB allocated for a {LIMIT}-byte limit"
+    with open_ws(live) as sock:  # and the server goes on serving
+        sock.sendall(frame(0x1, b"still here"))
+        sock.settimeout(5)
+        assert sock.recv(64) == b"\x81\x0astill here"
+
+
+def test_endless_empty_continuation_frames_cost_no_memory(serve: Serve) -> None:
+    live = serve(ws_app(), max_websocket_message_size=LIMIT)
+    with open_ws(live) as sock:
+        sock.sendall(frame(0x1, b"a", fin=False) + frame(0x0, b"", fin=False) * 20000)
+        sock.sendall(frame(0x0, b"b", fin=True))
+        sock.settimeout(10)
+        data = b""
+        while len(data) < 4:
+            data += sock.recv(64)
+        assert data == b"\x81\x02ab"
 
 
 def test_ping_flood_is_answered_with_backpressure(serve: Serve) -> None:

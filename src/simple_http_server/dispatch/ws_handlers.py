@@ -260,7 +260,11 @@ def _decide(result: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
 
 
 async def negotiate(
-    routes: WebsocketRoutes | None, head: RequestHead, *, deflate: bool = True
+    routes: WebsocketRoutes | None,
+    head: RequestHead,
+    *,
+    deflate: bool = True,
+    max_message_size: int = 0,
 ) -> Accepted | Rejected:
     """Validate the upgrade, find the handler, ask ``on_handshake``."""
     from ..websocket import WebsocketRequest
@@ -289,5 +293,5 @@ async def negotiate(
         return Rejected(500, [], "The handshake handler failed.")
     if status != 101:
         return Rejected(status, extra, "Rejected by the handshake handler.")
-    accept, extensions = accept_headers(checked, deflate=deflate)
+    accept, extensions = accept_headers(checked, deflate=deflate, max_message_size=max_message_size)
     return Accepted(accept + extra, extensions, callbacks, request)

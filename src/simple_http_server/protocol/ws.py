@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,7 +26,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.handshake import server_extensions_handshake
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from .http11 import RequestHead
@@ -136,13 +137,75 @@ def check_handshake(head: RequestHead) -> Handshake | HandshakeRejection:
     return Handshake(key, tuple(extensions), tuple(protocols))
 
 
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that never inflates a message past ``max_message_size``.
+
+    wsproto inflates each frame whole before anyone can count the bytes: a
+    small frame of compressed zeros would take hundreds of megabytes.  Here
+    zlib stops one byte past the limit, and the connection fails with 1009.
+    """
+
+    def __init__(self, max_message_size: int = 0) -> None:
+        super().__init__()
+        self._limit = max_message_size
+        self._inflated = 0
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._limit or not self._inbound_compressed or not self._inbound_is_compressible:
+            return super().frame_inbound_payload_data(proto, data)
+        assert self._decompressor is not None
+        try:
+            out = self._decompressor.decompress(bytes(data), self._limit - self._inflated + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > self._limit or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        result = super().frame_inbound_complete(proto, fin)
+        if fin:
+            self._inflated = 0
+        return result
+
+
+def _agree_deflate(
+    offers: tuple[str, ...], max_message_size: int
+) -> tuple[bytes, Extension] | None:
+    """The first permessage-deflate offer that can be accepted, and its answer.
+
+    Each offer gets a fresh extension object: wsproto's own negotiation lets
+    the parameters of a declined or earlier offer stick to the one accepted,
+    and lets a malformed parameter raise instead of declining.
+    """
+    for offer in offers:
+        name = offer.split(";", 1)[0].strip()
+        if name != PerMessageDeflate.name:
+            continue
+        extension = BoundedDeflate(max_message_size)
+        try:
+            accepted = extension.accept(offer)
+        except ValueError:  # e.g. client_max_window_bits=abc: decline this offer
+            continue
+        if accepted is None or accepted is False:
+            continue
+        answer = name if accepted is True or not accepted else f"{name}; {accepted}"
+        return answer.encode("ascii"), extension
+    return None
+
+
 def accept_headers(
-    handshake: Handshake, *, deflate: bool = True
+    handshake: Handshake, *, deflate: bool = True, max_message_size: int = 0
 ) -> tuple[list[tuple[bytes, bytes]], list[Extension]]:
     """Headers of the ``101`` answer and the extensions agreed on.
 
-    permessage-deflate is accepted when the client offers it and ``deflate``
-    is True.
+    permessage-deflate is accepted when the client offers it (a valid offer)
+    and ``deflate`` is True; no message inflates past ``max_message_size``.
     """
     headers = [
         (b"Upgrade", b"websocket"),
@@ -151,11 +214,10 @@ def accept_headers(
     ]
     extensions: list[Extension] = []
     if deflate and handshake.extensions:
-        supported: list[Extension] = [PerMessageDeflate()]
-        agreed = server_extensions_handshake(handshake.extensions, supported)
-        if agreed:
-            headers.append((b"Sec-WebSocket-Extensions", agreed))
-            extensions = [ext for ext in supported if ext.enabled()]
+        agreed = _agree_deflate(handshake.extensions, max_message_size)
+        if agreed is not None:
+            headers.append((b"Sec-WebSocket-Extensions", agreed[0]))
+            extensions = [agreed[1]]
     return headers, extensions
 
 
@@ -318,7 +380,8 @@ class WebsocketProtocol:
         if self._size > self.max_message_size:
             out.append(self.fail(CLOSE_TOO_BIG, "Message too big"))
             return False
-        self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
+        if data:  # endless empty continuation frames must not grow the list
+            self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
         if event.message_finished:
             parts, self._parts, self._size = self._parts, [], 0
             if isinstance(event, TextMessage):

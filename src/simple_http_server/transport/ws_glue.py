@@ -82,7 +82,11 @@ class WebsocketUpgrade:
             return Rejected(400, [], "A websocket upgrade request must not have a body.")
         if self._stopping:
             return Rejected(503, [], "The server is shutting down.")
-        return await negotiate(self.dispatcher.app.compiled().websockets, head)
+        return await negotiate(
+            self.dispatcher.app.compiled().websockets,
+            head,
+            max_message_size=self.dispatcher.config.limits.max_websocket_message_size,
+        )
 
     def _protocol(self, http: HttpConnection, accepted: Accepted) -> WebsocketProtocol:
         return WebsocketProtocol(
