@@ -208,6 +208,63 @@ def test_endless_empty_continuation_frames_cost_no_memory(serve: Serve) -> None:
         assert data == b"\x81\x02ab"
 
 
+def server_frames(sock: socket.socket) -> list[tuple[bool, int, bytes]]:
+    """(fin, opcode, payload) of every frame until the server closes the connection."""
+    data = read_until_closed(sock)
+    frames, pos = [], 0
+    while pos + 2 <= len(data):
+        fin, opcode, size = bool(data[pos] & 0x80), data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if size == 126:
+            size, pos = struct.unpack("!H", data[pos : pos + 2])[0], pos + 2
+        frames.append((fin, opcode, data[pos : pos + size]))
+        pos += size
+    return frames
+
+
+def test_nothing_is_delivered_after_a_handler_failed_the_connection(serve: Serve) -> None:
+    """RFC 6455 7.1.7: once failed (1011), the rest of what was read is not processed."""
+    app = App()
+    seen: list[str] = []
+
+    @app.websocket_handler(endpoint="/ws")
+    class Fragile(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            seen.append(message)
+            if message == "boom":
+                raise RuntimeError("handler bug")
+
+    with open_ws(serve(app)) as sock:
+        sock.sendall(frame(0x1, b"first") + frame(0x1, b"boom") + frame(0x1, b"after"))
+        assert close_code(sock) == 1011
+    assert seen == ["first", "boom"]
+
+
+def test_a_message_that_cannot_be_framed_half_way_fails_the_connection(serve: Serve) -> None:
+    """A piece that fails to encode after frames went out (a lone surrogate): the message
+    can never be finished, so the connection fails with 1011; the next send must not be
+    glued onto the broken message."""
+    app = App()
+    errors: list[str] = []
+
+    @app.websocket_handler(endpoint="/ws")
+    class Sender(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            try:
+                session.send_text("abcdefgh\udcff" + "ijkl", chunk_size=4)
+            except UnicodeEncodeError as exc:
+                errors.append(type(exc).__name__)
+            session.send_text("NEXT MESSAGE")  # dropped: the session is failed
+
+    with open_ws(serve(app)) as sock:
+        sock.sendall(frame(0x1, b"go"))
+        frames = server_frames(sock)
+    assert errors == ["UnicodeEncodeError"]
+    assert frames[:2] == [(False, 0x1, b"abcd"), (False, 0x0, b"efgh")]
+    assert [opcode for _, opcode, _ in frames[2:]] == [0x8]
+    assert struct.unpack("!H", frames[2][2][:2])[0] == 1011
+
+
 def test_ping_flood_is_answered_with_backpressure(serve: Serve) -> None:
     """Pings sent without reading the pongs: the server stops reading (bounded memory).
 

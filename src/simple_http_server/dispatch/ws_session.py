@@ -100,9 +100,9 @@ class LinkBase:
     def _send_frames(self, pieces: Iterable[str | bytes]) -> Iterator[None]:
         """Send the message piece by piece (the lock held per piece); yields after each.
 
-        When reading the next piece fails after a frame went out, the message
-        can never be finished: the connection is failed with 1011, then the
-        error is raised to the sender.
+        When reading or framing the next piece fails after a frame went out,
+        the message can never be finished: the connection is failed with 1011,
+        then the error is raised to the sender.
         """
         frames = _frames(pieces)
         sent_any = False
@@ -115,10 +115,20 @@ class LinkBase:
                 if sent_any:
                     self._handler_failed()
                 raise
+            error: Exception | None = None
             with self.lock:
-                if not self.proto.send_data(piece, last):
-                    return
-                self._flush()
+                try:
+                    more = self.proto.send_data(piece, last)
+                except Exception as exc:  # e.g. a lone surrogate in a text piece
+                    error, more = exc, False
+                if more:
+                    self._flush()
+            if error is not None:
+                if sent_any:  # the message is cut: fail it, as when a read fails
+                    self._handler_failed()
+                raise error
+            if not more:
+                return
             sent_any = True
             yield None
 
@@ -168,6 +178,11 @@ class LinkBase:
         cb, session = self.callbacks, self.session
         for event in events:
             if self._close_reported:
+                return
+            if self.proto.failed:  # e.g. a callback raised (1011): nothing more is delivered
+                with self.lock:
+                    closed = self.proto.close_event()
+                await self.report_close(closed)
                 return
             kind = type(event)
             if kind is ws.TextReceived:

@@ -337,6 +337,11 @@ class WebsocketProtocol:
         )
 
     @property
+    def failed(self) -> bool:
+        """True once the connection was failed (RFC 6455 7.1.7: read nothing more)."""
+        return self._failed
+
+    @property
     def closing(self) -> bool:
         """True once a Close frame was sent by us."""
         return self._local_code is not None
