@@ -334,6 +334,26 @@ def test_connections_over_max_connections_get_503(serve: Serve) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.parametrize("size", [0, 1000, 100_000, 3_000_000])
+def test_the_503_over_max_connections_is_readable_while_the_client_sends(
+    serve: Serve, size: int
+) -> None:
+    """The refused client may be sending its request: a lingering close lets it read
+    the 503 (closing at once reset the connection: BrokenPipe / ConnectionReset)."""
+    live = serve(app()[0], max_connections=1)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as held:
+        held.sendall(GET)
+        assert held.recv(4096).startswith(b"HTTP/1.1 200 ")
+        conn = live.connection(timeout=10)
+        try:
+            conn.request("POST", "/echo", body=b"b" * size)
+            resp = conn.getresponse()
+            assert resp.status == 503
+            resp.read()
+        finally:
+            conn.close()
+
+
 def test_a_request_whose_client_left_still_holds_its_connection_slot(serve: Serve) -> None:
     """Clients that reset right after sending their request: the requests still run,
     so they still count against max_connections (else the limit bounds nothing)."""

@@ -42,6 +42,8 @@ _PAUSE_ABOVE = 1024 * 1024
 _NEVER = math.inf
 #: Seconds between two checks of the connections' deadlines.
 SWEEP_INTERVAL = 0.25
+#: Seconds a connection closed after an error answer keeps discarding input.
+LINGER_SECONDS = 1.0
 #: Seconds between two warnings that accepts failed for lack of resources.
 ACCEPT_WARNING_INTERVAL = 1.0
 #: Bytes of a static file handed to ``loop.sendfile`` at a time (at most, and
@@ -95,9 +97,14 @@ class _AioConn(asyncio.Protocol, Channel):
                 pass
         server = self.server
         if len(server.connections) >= self.config.max_connections:
+            # 503, then a lingering close (not counted): closing with the request
+            # unread would reset the connection and lose the answer.
             transport.write(service_unavailable())
-            transport.close()
             self.closed = True
+            self._lingering = True
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
             return
         server.connections.add(self)
         self._arm(self.config.idle_timeout)
@@ -286,7 +293,7 @@ class _AioConn(asyncio.Protocol, Channel):
             except OSError:  # the peer reset the connection already
                 self.close()
                 return
-        self._arm(1.0)
+        self._arm(LINGER_SECONDS)
 
     def close_after_response(self) -> None:
         self.conn.close_after_response()

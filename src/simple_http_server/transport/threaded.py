@@ -165,13 +165,7 @@ class ThreadedServer:
                     _log.warning("accept failed", exc_info=True)
                 return
             if len(self._conns) >= self.config.max_connections:
-                try:
-                    sock.setblocking(True)
-                    sock.settimeout(1.0)
-                    sock.sendall(service_unavailable())
-                except OSError:
-                    pass
-                sock.close()
+                self._refuse(sock, peer)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             wrapped = self._wrap(sock)
@@ -181,6 +175,22 @@ class ThreadedServer:
             with self._lock:
                 self._conns.add(conn)
             self._poller.add(wrapped, conn)
+
+    def _refuse(self, sock: socket.socket, peer: Any) -> None:
+        """Answer 503 and close with a lingering close: closing at once, with the
+        client's request unread, would reset the connection and lose the 503."""
+        try:
+            sock.setblocking(False)
+            sock.send(service_unavailable())
+        except OSError:
+            sock.close()
+            return
+        refused = ThreadedConn(self, sock, peer)  # not counted in max_connections
+        refused.linger()
+        if not refused.lingering:
+            sock.close()
+            return
+        self._poller.add(sock, refused)
 
     def _wrap(self, sock: socket.socket) -> socket.socket | None:
         context = self.config.ssl_context
