@@ -350,6 +350,34 @@ def test_a_stream_that_fails_half_way_is_cut_not_completed(serve, failure):
     conn.close()
 
 
+def test_an_async_stream_learns_that_its_client_left(serve):
+    """``write_bytes`` from an ``async def`` loop (server-sent events...) raises once
+    the client is gone, instead of writing into a closed connection forever."""
+    app = App()
+    outcome: list[str] = []
+    done = threading.Event()
+
+    @app.route("/events")
+    async def events(response: Response) -> None:
+        try:
+            for _ in range(500):  # at most ~5 s
+                response.write_bytes(b"data: tick\n\n")
+                await asyncio.sleep(0.01)
+            outcome.append("never noticed")
+        except Exception as exc:
+            outcome.append(type(exc).__name__)
+            raise
+        finally:
+            done.set()
+
+    live = serve(app)
+    with socket.create_connection((live.host, live.port), timeout=10) as sock:
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"data: tick" in sock.recv(65536)
+    assert done.wait(8)
+    assert outcome == ["ClientGone"]
+
+
 def test_sys_exit_in_a_controller_is_a_500(make_client):
     app = App()
 

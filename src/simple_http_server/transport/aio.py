@@ -448,6 +448,10 @@ class _AioConn(asyncio.Protocol, Channel):
     def _blocking(self, coro: Any, nowait: Any) -> None:
         if threading.get_ident() == self.server.loop_thread:
             coro.close()
+            transport = self.transport
+            if self.closed or transport is None or transport.is_closing():
+                # The client left: tell a coroutine streaming in a loop to stop.
+                raise ClientGone("connection lost")
             nowait()
         else:
             asyncio.run_coroutine_threadsafe(coro, self.loop).result()
