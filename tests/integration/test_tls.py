@@ -19,6 +19,7 @@ import trustme
 from simple_http_server import App, BytesBody, Request
 from simple_http_server.server import make_ssl_context
 
+from ..robustness.test_websocket_hostile import check_stop_with_a_stuck_sender
 from .test_static import check_shrinking_file
 
 
@@ -282,3 +283,15 @@ def test_stalled_handshakes_do_not_stall_the_server(
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_stop_is_not_held_up_by_a_stuck_tls_websocket_sender(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    """Over TLS a stuck websocket send had no timeout at all: stop() never finished."""
+    certfile, keyfile = cert_files
+    check_stop_with_a_stuck_sender(
+        serve,
+        lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
+        ssl_context=make_ssl_context(keyfile, certfile),
+    )

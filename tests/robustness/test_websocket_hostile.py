@@ -265,6 +265,96 @@ def test_a_message_that_cannot_be_framed_half_way_fails_the_connection(serve: Se
     assert struct.unpack("!H", frames[2][2][:2])[0] == 1011
 
 
+def check_stop_with_a_stuck_sender(
+    serve: Serve, wrap: Callable[[socket.socket], socket.socket], **config: object
+) -> None:
+    """A handler thread blocked sending to a client that stopped reading (holding the
+    session's lock) must not hold up ``stop()``: the session is cut, on_close runs."""
+    app = App()
+    closes: list[int] = []
+    started = threading.Event()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Flood(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            def flood() -> None:
+                started.set()
+                for _ in range(2000):  # 128 MB at most: the kernel buffers fill first
+                    if session.is_closed:
+                        return
+                    try:
+                        session.send(b"x" * 65536)
+                    except Exception:
+                        return
+
+            threading.Thread(target=flood, daemon=True).start()
+
+        def on_close(self, session: WebsocketSession, reason: object) -> None:
+            closes.append(getattr(reason, "code", 0))
+
+    live = serve(app, body_timeout=20.0, **config)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    sock = wrap(raw)
+    key = base64.b64encode(os.urandom(16))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert sock.recv(12).startswith(b"HTTP/1.1 101")
+    assert started.wait(5)
+    time.sleep(1.0)  # the buffers are full: the sender is stuck (the client never reads)
+    begun = time.monotonic()
+    live.stop()
+    took = time.monotonic() - begun
+    sock.close()
+    assert took < 8.0, took  # was up to 2 x body_timeout, and forever over TLS
+    assert closes and len(closes) == 1
+
+
+def test_stop_is_not_held_up_by_a_stuck_sender(serve: Serve) -> None:
+    check_stop_with_a_stuck_sender(serve, lambda sock: sock)
+
+
+def test_a_handshake_that_ends_during_shutdown_is_closed_with_1001(serve: Serve) -> None:
+    app = App()
+    events: list[object] = []
+
+    @app.websocket_handler(endpoint="/ws")
+    class Slow(WebsocketHandler):
+        def on_handshake(self, request: object) -> None:
+            time.sleep(1.0)  # stop() is called meanwhile
+
+        def on_close(self, session: WebsocketSession, reason: object) -> None:
+            events.append(getattr(reason, "code", 0))
+
+    live = serve(app)
+    sock = handshake(live)
+    time.sleep(0.3)
+    stopper = threading.Thread(target=live.stop)
+    stopper.start()
+    with sock:
+        data = b""
+        while b"\r\n\r\n" not in data or (data.startswith(b"HTTP/1.1 101") and b"\x88" not in data):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if data.startswith(b"HTTP/1.1 101"):
+            sock.sendall(frame(0x8, struct.pack("!H", 1001)))  # as a client answers a Close
+        data += read_until_closed(sock, timeout=8)
+    stopper.join(15)
+    assert not stopper.is_alive()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if head.startswith(b"HTTP/1.1 101 "):
+        assert rest[:1] == b"\x88" and struct.unpack("!H", rest[2:4])[0] == 1001
+        assert events == [1001]
+    else:
+        assert head.startswith(b"HTTP/1.1 503 "), head
+
+
 def test_ping_flood_is_answered_with_backpressure(serve: Serve) -> None:
     """Pings sent without reading the pongs: the server stops reading (bounded memory).
 

@@ -112,7 +112,10 @@ class WebsocketUpgrade:
         link = ThreadedLink(self, conn, self._protocol(http, result), result)
         with self._lock:
             self._threaded.add(link)
+            stopping = self._stopping  # stop_threaded() may have run during the handshake
         threading.Thread(target=link.run, name=f"shs-ws-{link.session.id[:8]}", daemon=True).start()
+        if stopping:
+            link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
         return True
 
     def stop_threaded(self, timeout: float = CLOSE_TIMEOUT) -> None:
@@ -121,7 +124,11 @@ class WebsocketUpgrade:
         with self._lock:
             links = list(self._threaded)
         for link in links:
-            link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
+            if link.lock.acquire(timeout=0.2):
+                link.lock.release()
+                link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
+            else:  # a send is stuck on a client that stopped reading: cut it
+                link.abort()
         for link in links:
             link.done.wait(timeout)
             link.abort()
@@ -195,7 +202,10 @@ class ThreadedLink(LinkBase):
             # Idle websockets wait for input as long as they like; a peer that
             # stops reading still times a send out (the connection's body_timeout).
             send_timeout = self.conn.server.config.body_timeout
-            set_kernel_timeouts(self.sock, 0, 0 if self.conn.secure else send_timeout)
+            if self.conn.secure:  # Python's timeout (TLS), shared by recv: recv retries
+                self.sock.settimeout(send_timeout)
+            else:
+                set_kernel_timeouts(self.sock, 0, send_timeout)
             run_sync(self.opened())
             size = _READ_COMPRESSED if self.proto.compressed else _READ
             # Bytes that came with the upgrade request are already in the protocol.
@@ -207,6 +217,8 @@ class ThreadedLink(LinkBase):
                     break
                 try:
                     data = self.sock.recv(size)
+                except TimeoutError:  # TLS only: an idle peer, not a lost one
+                    continue
                 except OSError:
                     data = b""
                 events = self.feed(data)
