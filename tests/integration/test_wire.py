@@ -3,6 +3,7 @@ HEAD, chunked bodies, malformed input, idle timeout, graceful stop and restart."
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -463,6 +464,44 @@ def test_stop_finishes_in_flight_request(serve: Callable[..., LiveServer]):
     assert not live.server.is_ready()
     with pytest.raises(OSError):
         socket.create_connection((live.host, live.port), timeout=1).close()
+
+
+def test_stop_cuts_requests_still_running_after_drain_timeout(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """Requests stuck past drain_timeout are cut then, all at once (the threaded
+    transport used to join each stuck worker for a second before closing anything)."""
+    app = App()
+    release = threading.Event()
+
+    @app.route("/stuck")
+    def stuck() -> str:
+        release.wait(30)
+        return "late"
+
+    live = serve(app, drain_timeout=1.0)
+    socks = []
+    try:
+        for _ in range(5):
+            sock = socket.create_connection((live.host, live.port), timeout=10)
+            sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: t\r\n\r\n")
+            socks.append(sock)
+        time.sleep(0.3)  # every request is in its controller
+        started = time.monotonic()
+        stopper = threading.Thread(target=live.server.stop)
+        stopper.start()
+        for sock in socks:  # each client learns it soon after the drain timeout
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(4096):
+                    pass
+        cut = time.monotonic() - started
+        stopper.join(10)
+        assert cut < 3.0, cut
+        assert time.monotonic() - started < 4.0
+    finally:
+        release.set()
+        for sock in socks:
+            sock.close()
 
 
 def test_stop_returns_within_a_second_when_idle(serve: Callable[..., LiveServer]):

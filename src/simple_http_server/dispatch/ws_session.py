@@ -179,9 +179,10 @@ class LinkBase:
         for event in events:
             if self._close_reported:
                 return
-            if self.proto.failed:  # e.g. a callback raised (1011): nothing more is delivered
+            proto = self.proto  # None under ASGI, whose server does the framing
+            if proto is not None and proto.failed:  # e.g. a callback raised (1011): stop
                 with self.lock:
-                    closed = self.proto.close_event()
+                    closed = proto.close_event()
                 await self.report_close(closed)
                 return
             kind = type(event)

@@ -239,8 +239,15 @@ class ThreadedServer:
             time.sleep(0.01)
         for _ in self._workers:
             self._jobs.put(None)
+        # Past the drain deadline: cut what is still served, so its clients learn
+        # it now, then give the workers one second in all (not one each).
+        with self._lock:
+            stuck = list(self._conns)
+        for conn in stuck:
+            self._drop(conn)
+        join_deadline = time.monotonic() + 1.0
         for thread in self._workers:
-            thread.join(timeout=1.0)
+            thread.join(timeout=max(0.0, join_deadline - time.monotonic()))
         for conn in poller.armed():  # re-armed by the last workers
             poller.remove(conn.sock)
             self._drop(conn)
