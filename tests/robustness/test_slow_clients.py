@@ -231,19 +231,26 @@ def test_body_at_a_normal_pace_is_not_cut_off(serve: Serve) -> None:
     assert [r.status for r in responses] == [200]
 
 
+def big_answer_app(folder: Path, size: int) -> App:
+    """The hostile app plus ``/big`` (``size`` bytes from memory) and ``big.bin`` in
+    ``folder`` (the same size, served from a static mount)."""
+    application = app()[0]
+    (folder / "big.bin").write_bytes(b"f" * size)
+
+    @application.route("/big")
+    def big() -> bytes:
+        return b"m" * size
+
+    return application
+
+
 @pytest.mark.parametrize("source", ["memory", "file"])
 def test_client_that_stops_reading_is_cut_off_after_body_timeout(
     serve: Serve, tmp_path: Path, source: str
 ) -> None:
     """A stuck reader frees its worker; with one worker, others wait at most body_timeout."""
     size = 32 * 1024 * 1024
-    application = app()[0]
-    (tmp_path / "big.bin").write_bytes(b"f" * size)
-
-    @application.route("/big")
-    def big() -> bytes:
-        return b"m" * size
-
+    application = big_answer_app(tmp_path, size)
     live = serve(application, {"/files/*": str(tmp_path)}, body_timeout=1.0, worker_threads=1)
     path = "/big" if source == "memory" else "/files/big.bin"
     with socket.create_connection(("127.0.0.1", live.port)) as stuck:
@@ -264,13 +271,7 @@ def test_a_slow_but_steady_reader_gets_the_whole_answer(
     """body_timeout bounds a stall, not the whole response: a client that keeps
     reading, even if the answer takes several body_timeouts, gets all of it."""
     size = 8 * 1024 * 1024
-    application = app()[0]
-    (tmp_path / "big.bin").write_bytes(b"f" * size)
-
-    @application.route("/big")
-    def big() -> bytes:
-        return b"m" * size
-
+    application = big_answer_app(tmp_path, size)
     live = serve(application, {"/files/*": str(tmp_path)}, body_timeout=0.5)
     path = "/big" if source == "memory" else "/files/big.bin"
     with socket.socket() as sock:
