@@ -12,6 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import BinaryIO
 
+from ..errors import HttpError
 from .invoke import run_sync
 
 __all__ = [
@@ -105,6 +106,20 @@ class Channel(ABC):
     @abstractmethod
     async def send_end(self) -> None:
         """Finish the response."""
+
+    async def discard_body(self, limit: int) -> bool:
+        """Read and drop the rest of the request body, at most ``limit`` bytes, so the
+        connection can serve the next request; False when it is larger or fails."""
+        discarded = 0
+        try:
+            while discarded <= limit:
+                chunk = await self.receive()
+                if not chunk:
+                    return True
+                discarded += len(chunk)
+        except (ClientGone, HttpError):
+            return False
+        return False
 
     def close_after_response(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """The rest of the request body will not be read (e.g. a 413): answer with

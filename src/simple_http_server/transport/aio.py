@@ -243,7 +243,7 @@ class _AioConn(asyncio.Protocol, Channel):
             request = request_from_head(head, self.secure)
             await self.server.dispatcher.handle(request, self)
             keep = self.conn.request_complete or (
-                not self.conn.closing and await self._drain_body()
+                not self.conn.closing and await self.discard_body(DRAIN_LIMIT)
             )
         except ClientGone:
             keep = False
@@ -266,18 +266,6 @@ class _AioConn(asyncio.Protocol, Channel):
             self._linger()
         else:
             self.close()
-
-    async def _drain_body(self) -> bool:
-        drained = 0
-        try:
-            while drained <= DRAIN_LIMIT:
-                chunk = await self.receive()
-                if not chunk:
-                    return True
-                drained += len(chunk)
-        except (ClientGone, HttpError):
-            return False
-        return False
 
     def _linger(self) -> None:
         """Half-close and discard what the client still sends, so it reads our answer."""

@@ -264,26 +264,13 @@ class ThreadedConn(Channel):
         if not self.conn.request_complete:
             # Draining goes on only for a body small enough (and paced like any
             # body); otherwise a lingering close, so the client reads our answer.
-            keep = not self.conn.closing and self._drain()
+            keep = not self.conn.closing and run_sync(self.discard_body(DRAIN_LIMIT))
             if not keep:
                 self.linger()
             self._restore_read_timeout()
             return keep
         self._restore_read_timeout()
         return True
-
-    def _drain(self) -> bool:
-        """Discard an unread request body so the connection can go on."""
-        drained = 0
-        try:
-            while drained <= DRAIN_LIMIT:
-                chunk = run_sync(self.receive())
-                if not chunk:
-                    return True
-                drained += len(chunk)
-        except (ClientGone, HttpError):
-            return False
-        return False
 
     def linger(self) -> None:
         """Half-close; the selector then discards what the client still sends.
