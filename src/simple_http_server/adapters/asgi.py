@@ -22,7 +22,6 @@ from ..dispatch.channel import (
     Channel,
     HeaderLines,
     encode_headers,
-    has_content_length,
     with_content_length,
 )
 from ..dispatch.dispatcher import Dispatcher, make_request
@@ -143,8 +142,7 @@ class _ASGIChannel(Channel):
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
         await self._settle()
-        if has_content_length(status):
-            headers = with_content_length(headers, len(body))
+        headers = with_content_length(headers, status, len(body))
         await self._emit(
             {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
         )

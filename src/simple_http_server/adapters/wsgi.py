@@ -24,7 +24,6 @@ from ..dispatch.channel import (
     Channel,
     HeaderLines,
     encode_headers,
-    has_content_length,
     with_content_length,
 )
 from ..dispatch.dispatcher import Dispatcher, make_request
@@ -150,8 +149,7 @@ class _WSGIChannel(Channel):
         return None
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
-        if has_content_length(status):
-            headers = with_content_length(headers, len(body))
+        headers = with_content_length(headers, status, len(body))
         self._start(status, headers)
         if body and not self.is_head:
             self.parts.append(body)

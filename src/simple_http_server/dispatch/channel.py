@@ -65,10 +65,12 @@ def has_content_length(status: int) -> bool:
     return status >= 200 and status not in (204, 304)
 
 
-def with_content_length(headers: HeaderLines, size: int) -> HeaderLines:
-    """``headers`` with exactly one ``Content-Length`` line, for a body of ``size`` bytes."""
+def with_content_length(headers: HeaderLines, status: int, size: int) -> HeaderLines:
+    """``headers`` with exactly one ``Content-Length`` line, for a body of ``size``
+    bytes; none for the statuses that carry none (:func:`has_content_length`)."""
     lines = [h for h in headers if h[0].lower() != b"content-length"]
-    lines.append((b"Content-Length", str(size).encode()))
+    if has_content_length(status):
+        lines.append((b"Content-Length", str(size).encode()))
     return lines
 
 

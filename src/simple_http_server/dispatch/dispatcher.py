@@ -27,7 +27,7 @@ from ..responses import (
 )
 from .binding import BindContext
 from .bodies import RequestBodyReader, close_files, parse_query, read_form, too_large
-from .channel import FILE_CHUNK, Channel, ClientGone, encode_headers
+from .channel import FILE_CHUNK, Channel, ClientGone, encode_headers, has_content_length
 from .compile import CompiledApp, Endpoint
 from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
@@ -308,7 +308,7 @@ class Dispatcher:
                 headers.append(("Content-Type", content_type))
         gzip = self.gzip
         if isinstance(body, bytes):
-            if outcome.status in (204, 304) or outcome.status < 200:
+            if not has_content_length(outcome.status):  # 1xx, 204, 304: no body
                 body = b""
             else:
                 if gzip is not None and gzip.choose(
