@@ -261,3 +261,23 @@ def test_uvicorn_websocket_rejected(
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
         websocket.create_connection(f"ws://127.0.0.1:{uvicorn.port}{path}", timeout=10)
     assert info.value.status_code in statuses
+
+
+@pytest.mark.parametrize("path", ["/generator", "/async-generator", "/iterator", "/file-object"])
+def test_upload_stays_open_for_a_streamed_answer(monkeypatch: pytest.MonkeyPatch, path: str):
+    from .test_bodies import CloseLog, mp_headers, multipart_body, streaming_upload_app
+
+    log = CloseLog(monkeypatch)
+    data = bytes(range(256)) * 1200  # spooled to disk
+    body = multipart_body(files=[("doc", "d.bin", "application/octet-stream", data)])
+    headers = [(k.lower().encode(), v.encode()) for k, v in mp_headers().items()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    proxy = server.init_asgi_proxy(app_conf=streaming_upload_app(log))
+    sent = run_asgi(
+        http_scope("POST", path, headers=headers),
+        [{"type": "http.request", "body": body, "more_body": False}],
+        proxy,
+    )
+    assert sent[0]["status"] == 200
+    assert body_of(sent) == data
+    log.wait_all_closed(1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simple_http_server import App, Response, StaticFile
+from simple_http_server import App, Headers, Response, StaticFile
 
 PAGE = "<!doctype html><html><body>" + "hello gzip " * 500 + "</body></html>"
 GZ = {"gzip_content_types": {"text/html", "application/json", "text/css"}, "gzip_min_size": 200}
@@ -48,6 +48,26 @@ def gzip_app(tmp_path: Path) -> App:
     @app.route("/file")
     def file() -> StaticFile:
         return StaticFile(str(tmp_path / "style.css"), None)
+
+    @app.route("/tagged", method=["GET", "POST"])
+    def tagged(response: Response) -> str:
+        response.set_header("ETag", '"v1"')
+        response.set_header("Cache-Control", "max-age=60")
+        response.add_cookie("seen", "1", path="/")
+        return PAGE
+
+    @app.route("/weak-tagged")
+    def weak_tagged() -> Response:
+        return Response(headers={"Content-Type": "text/html", "etag": 'W/"w1"'}, body=PAGE)
+
+    @app.route("/tagged-stream")
+    def tagged_stream() -> Response:
+        headers = {"Content-Type": "text/html", "ETag": '"s1"'}
+        return Response(headers=headers, body=iter([b"<p>x</p>"] * 300))
+
+    @app.route("/tagged-small")
+    def tagged_small() -> tuple:
+        return Headers({"ETag": '"t1"'}), "<html>tiny</html>"
 
     return app
 
@@ -173,3 +193,144 @@ def test_start_options_reach_the_config():
         assert built.dispatcher.gzip is not None
     finally:
         built.stop()
+
+
+# -- entity tags of compressed answers --------------------------------------------------
+
+
+def test_gzipped_response_weakens_a_strong_etag(make_client, tmp_path):
+    """The gzip form is another representation: its strong tag would claim byte equality
+    with the identity form's.  Like nginx, the tag is weakened when gzipping on the fly."""
+    client = make_client(gzip_app(tmp_path), **GZ)
+    zipped = client.get("/tagged", headers=ACCEPT)
+    assert zipped.header("Content-Encoding") == "gzip"
+    assert zipped.header("ETag") == 'W/"v1"'
+    assert zipped.header("Vary") == "Accept-Encoding"
+    assert gzip.decompress(zipped.body).decode() == PAGE
+    plain = client.get("/tagged")
+    assert plain.header("Content-Encoding") is None
+    assert plain.header("ETag") == '"v1"'
+    assert plain.header("Vary") == "Accept-Encoding"
+    # An already weak tag stays as it is.
+    weak = client.get("/weak-tagged", headers=ACCEPT)
+    assert weak.header("Content-Encoding") == "gzip"
+    assert weak.get_all("ETag") == ['W/"w1"']
+    # A streamed body is gzipped on the fly too.
+    stream = client.get("/tagged-stream", headers=ACCEPT)
+    assert stream.header("Content-Encoding") == "gzip"
+    assert stream.header("ETag") == 'W/"s1"'
+    assert gzip.decompress(stream.body) == b"<p>x</p>" * 300
+    # Not compressed (too small): the strong tag is the identity form's, kept.
+    small = client.get("/tagged-small", headers=ACCEPT)
+    assert small.header("Content-Encoding") is None
+    assert small.header("ETag") == '"t1"'
+
+
+@pytest.mark.parametrize(
+    ("accept", "if_none_match", "etag"),
+    [
+        (ACCEPT, 'W/"v1"', 'W/"v1"'),  # the tag the gzip answer gave
+        (ACCEPT, '"v1"', 'W/"v1"'),  # the identity form's tag: weak comparison matches
+        ({}, 'W/"v1"', '"v1"'),
+        ({}, '"v1"', '"v1"'),
+        (ACCEPT, '"other", W/"v1"', 'W/"v1"'),
+        (ACCEPT, "*", 'W/"v1"'),
+    ],
+)
+def test_if_none_match_on_a_gzipped_answer(make_client, tmp_path, accept, if_none_match, etag):
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): a revalidation with the
+    tag of either form is a 304 that carries this client's tag and Vary."""
+    client = make_client(gzip_app(tmp_path), **GZ)
+    for method in ("GET", "HEAD"):
+        reply = client.request(
+            method, "/tagged", headers={**accept, "If-None-Match": if_none_match}
+        )
+        assert reply.status == 304, (method, reply.status)
+        assert reply.body == b""
+        assert reply.header("ETag") == etag
+        assert reply.header("Vary") == "Accept-Encoding"
+        assert reply.header("Cache-Control") == "max-age=60"
+        assert reply.header("Set-Cookie") == "seen=1; Path=/"
+        assert reply.header("Content-Encoding") is None
+        assert reply.header("Content-Length") is None
+        assert reply.header("Content-Type") is None
+
+
+def test_if_none_match_that_does_not_match_gets_the_answer(make_client, tmp_path):
+    client = make_client(gzip_app(tmp_path), **GZ)
+    reply = client.get("/tagged", headers={**ACCEPT, "If-None-Match": '"v2", W/"v0"'})
+    assert reply.status == 200
+    assert gzip.decompress(reply.body).decode() == PAGE
+    # A streamed body is revalidated the same way, without being produced.
+    stream = client.get("/tagged-stream", headers={**ACCEPT, "If-None-Match": 'W/"s1"'})
+    assert stream.status == 304 and stream.body == b""
+    # Only GET and HEAD: a POST's controller has already acted.
+    posted = client.post("/tagged", headers={**ACCEPT, "If-None-Match": 'W/"v1"'})
+    assert posted.status == 200
+    # No entity tag, nothing to compare.
+    assert client.get("/page", headers={**ACCEPT, "If-None-Match": "*"}).status == 200
+
+
+def test_if_none_match_on_a_controller_answer_without_gzip(make_client, tmp_path):
+    """The 304 does not depend on gzip being on: the tag is the controller's."""
+    client = make_client(gzip_app(tmp_path))
+    reply = client.get("/tagged", headers={**ACCEPT, "If-None-Match": '"v1"'})
+    assert reply.status == 304 and reply.body == b""
+    assert reply.header("ETag") == '"v1"' and reply.header("Vary") is None
+    assert client.get("/tagged", headers={"If-None-Match": 'W/"v1"'}).status == 304
+    assert client.get("/tagged", headers={"If-None-Match": '"v0"'}).status == 200
+
+
+def test_static_file_gzip_etag_stays_coherent(make_client, tmp_path):
+    """Static files keep their own strong tag per form (gzip output is deterministic);
+    If-None-Match with either tag, weak or strong, is a 304 in both forms."""
+    client = make_client(gzip_app(tmp_path), {"/s/*": str(tmp_path)}, **GZ)
+    zipped = client.get("/s/style.css", headers=ACCEPT)
+    plain = client.get("/s/style.css")
+    zipped_tag, plain_tag = zipped.header("ETag"), plain.header("ETag")
+    assert zipped_tag and plain_tag and zipped_tag != plain_tag
+    assert not zipped_tag.startswith("W/") and not plain_tag.startswith("W/")
+    assert client.get("/s/style.css", headers=ACCEPT).header("ETag") == zipped_tag
+    for tag in (zipped_tag, plain_tag, "W/" + zipped_tag, "W/" + plain_tag):
+        for accept, expected in ((ACCEPT, zipped_tag), ({}, plain_tag)):
+            again = client.get("/s/style.css", headers={**accept, "If-None-Match": tag})
+            assert again.status == 304, tag
+            assert again.header("ETag") == expected
+
+
+# -- Accept-Encoding, end to end --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("x-gzip;q=0, gzip", True),
+        ("gzip, x-gzip;q=0", True),
+        ("gzip;q=0, x-gzip", False),
+        ("x-gzip", True),
+        ("x-gzip;q=0, *", False),
+        ("*;q=0, x-gzip", True),
+        ("*;q=0, gzip;q=0.001", True),
+        ("gzip;q=0.0", False),
+        ("gzip;q=0.000", False),
+        ("gzip;q=1", True),
+        ("gzip;q=1.000", True),
+        ("gzip;q=1.5", False),
+        ("gzip;q=nan", False),
+        ("gzip;q=inf", False),
+        ("gzip;q=1e0", False),
+        ("gzip;q=", False),
+        ("br;q=1, deflate", False),
+    ],
+)
+def test_accept_encoding_over_the_wire(make_client, tmp_path, accept_encoding, gzipped):
+    client = make_client(gzip_app(tmp_path), **GZ)
+    reply = client.get("/page", headers={"Accept-Encoding": accept_encoding})
+    assert reply.status == 200
+    assert reply.header("Vary") == "Accept-Encoding"
+    if gzipped:
+        assert reply.header("Content-Encoding") == "gzip"
+        assert gzip.decompress(reply.body).decode() == PAGE
+    else:
+        assert reply.header("Content-Encoding") is None
+        assert reply.text == PAGE

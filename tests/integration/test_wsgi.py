@@ -236,3 +236,18 @@ def test_gunicorn_streams_without_buffering(gunicorn: harness.Proc) -> None:
     request = b"GET /stream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n"
     received = gunicorn.read_until(request, b"part-2\n")
     assert b"Transfer-Encoding: chunked" in received
+
+
+@pytest.mark.parametrize("path", ["/generator", "/async-generator", "/iterator", "/file-object"])
+def test_upload_stays_open_for_a_streamed_answer(monkeypatch: pytest.MonkeyPatch, path: str):
+    """The WSGI server pulls a streamed body after the app returned: the uploads stay
+    open until it has, and are closed once."""
+    from .test_bodies import CloseLog, mp_headers, multipart_body, streaming_upload_app
+
+    log = CloseLog(monkeypatch)
+    data = bytes(range(256)) * 1200  # spooled to disk
+    body = multipart_body(files=[("doc", "d.bin", "application/octet-stream", data)])
+    with wsgiref_server(streaming_upload_app(log)) as port:
+        status, _, answer = request(port, "POST", path, body, mp_headers())
+    assert (status, answer == data) == (200, True)
+    log.wait_all_closed(1)

@@ -135,6 +135,8 @@ def test_keyword_defaults_give_the_type() -> None:
         ({"f": "x"}, "f", "Invalid Parameter"),
         ({"ints": ["1", "z"]}, "ints", "Invalid Parameter"),
         ({"d": "{not json"}, "d", "Invalid Parameter"),
+        ({"d": "[1, 2]"}, "d", "Invalid Parameter"),  # valid JSON, but not an object
+        ({"d": "null"}, "d", "Invalid Parameter"),
         ({"i": None}, "i", "Missing Parameter"),
         ({"items": None}, "items", "Missing Parameter"),
     ],

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote
 import multipart
 
 from ..errors import HttpError
+from ..models import JSONBody
 from .invoke import current_loop, in_event_loop, run_sync, wait_on
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "MultipartFile",
     "RequestBodyReader",
     "close_files",
+    "is_json_type",
     "parse_query",
     "read_body",
     "read_form",
@@ -50,14 +52,34 @@ def too_large(what: str, limit: int) -> HttpError:
     return HttpError(413, "Content Too Large", f"The {what} exceeds {limit} bytes.")
 
 
-def parse_query(query: str) -> dict[str, list[str]]:
-    """``a=1&a=2&b`` as ``{"a": ["1", "2"], "b": [""]}`` (``+`` is a space)."""
+def parse_query(
+    query: str, encoding: str = "utf-8", errors: str = "replace"
+) -> dict[str, list[str]]:
+    """``a=1&a=2&b`` as ``{"a": ["1", "2"], "b": [""]}`` (``+`` is a space).
+
+    Percent-escapes are bytes of text in ``encoding``; ``errors`` says what
+    happens to those that are not (``"strict"`` raises ``UnicodeDecodeError``).
+    """
     result: dict[str, list[str]] = {}
     if not query:
         return result
-    for key, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
+    for key, value in parse_qsl(query, keep_blank_values=True, encoding=encoding, errors=errors):
         result.setdefault(key, []).append(value)
     return result
+
+
+def is_json_type(content_type: str) -> bool:
+    """True for a JSON media type: ``application/json`` or any ``+json`` type.
+
+    RFC 6839's structured syntax suffix: ``application/problem+json``,
+    ``application/merge-patch+json``, ``application/vnd.api+json``... are JSON.
+    Parameters (``; charset=...``) and case do not matter.
+    """
+    mime = content_type.partition(";")[0].strip().lower()
+    kind, slash, subtype = mime.partition("/")
+    if not (kind and slash and subtype):
+        return False
+    return mime == "application/json" or (subtype.endswith("+json") and subtype != "+json")
 
 
 class RequestBodyReader:
@@ -242,8 +264,10 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
     """Read the body into ``request`` according to its ``Content-Type``.
 
     Form fields join ``request.parameters`` (body values first, then the
-    query's), JSON goes to ``request.json``, multipart files to
-    ``request.files``; other bodies are kept as ``request.body``.
+    query's; decoded with the form's ``charset``, UTF-8 by default), JSON
+    (``application/json`` or ``+json``) goes to ``request.json`` (any JSON
+    value; None for an empty body), multipart files to ``request.files``;
+    other bodies are kept as ``request.body``.
     """
     mime, options = multipart.parse_options_header(request.content_type)
     if mime == "multipart/form-data":
@@ -252,16 +276,23 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
     body = await read_body(channel, limits.max_body_size)
     request.body = body
     if mime == "application/x-www-form-urlencoded":
-        text = _decode(body, _charset(options), "form")
-        _merge_parameters(request, parse_query(text))
-    elif (mime == "application/json" or mime.endswith("+json")) and body.strip():
+        charset = _charset(options)
+        text = _decode(body, charset, "form")
+        try:  # percent-escapes are bytes of text in the form's charset too
+            form = parse_query(text, charset, "strict")
+        except UnicodeError:
+            raise HttpError(400, "Bad Request", f"The form is not valid {charset} text.") from None
+        _merge_parameters(request, form)
+    elif is_json_type(mime) and body.strip():
         text = _decode(body, _charset(options), "JSON body")
         try:
-            request.json = json.loads(text)
+            value = json.loads(text)
         except ValueError as exc:
             raise HttpError(400, "Bad Request", f"The body is not valid JSON: {exc}") from None
         except RecursionError:
             raise HttpError(400, "Bad Request", "The JSON body is nested too deeply.") from None
+        # An object is a JSONBody (a dict): what a ``JSONBody`` argument receives.
+        request.json = JSONBody(value) if type(value) is dict else value
 
 
 def _merge_parameters(request: Request, form: dict[str, list[str]]) -> None:
@@ -405,5 +436,7 @@ def _close_all(files: dict[str, list[MultipartFile]]) -> None:
 
 
 def close_files(request: Request) -> None:
-    """Remove the temporary files of a request's uploads."""
-    _close_all(request.files)
+    """Remove the temporary files of a request's uploads (``request.files`` is then
+    empty, so a second call closes nothing twice)."""
+    files, request.files = request.files, {}
+    _close_all(files)

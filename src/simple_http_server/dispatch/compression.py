@@ -6,10 +6,13 @@ size is unknown: streams), it carries no ``Content-Encoding`` yet, it is not a
 partial (206) or bodiless (204/304) answer, and the client's
 ``Accept-Encoding`` accepts gzip.  Every response that could be compressed
 says ``Vary: Accept-Encoding``, compressed or not, so caches keep both forms.
+A strong ``ETag`` of a response gzipped on the fly is made weak; static files
+have a distinct strong tag for their gzip form instead (see ``static.py``).
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
@@ -18,32 +21,51 @@ if TYPE_CHECKING:
     from ..config import ServerConfig
     from ..models import Request
 
-__all__ = ["GzipPolicy", "accepts_gzip", "add_vary", "choose_file_gzip"]
+__all__ = ["GzipPolicy", "accepts_gzip", "add_vary", "choose_file_gzip", "weaken_etag"]
 
 _NEVER = (204, 206, 304)
 
 
+#: RFC 9110 12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+_GZIP_NAMES = ("gzip", "x-gzip", "*")  # in the order they decide
+
+
+def _quality(params: str) -> float:
+    """The ``q`` of one ``Accept-Encoding`` element: 1 without one, 0 when malformed."""
+    q: float | None = None
+    for param in params.split(";"):
+        key, eq, value = param.partition("=")
+        if key.strip().lower() != "q":
+            continue
+        value = value.strip()
+        if q is not None or not eq or not _QVALUE.fullmatch(value):
+            return 0.0  # repeated, valueless or malformed ("1.5", "nan", "1e0", ".5")
+        q = float(value)
+    return 1.0 if q is None else q
+
+
 def accepts_gzip(accept_encoding: str | None) -> bool:
-    """True when an ``Accept-Encoding`` value accepts gzip (``q=0`` refuses it)."""
+    """True when an ``Accept-Encoding`` value accepts gzip.
+
+    An explicit ``gzip`` entry decides; ``x-gzip``, its alias (RFC 9110
+    8.4.1.3), decides only when ``gzip`` is not named, and ``*`` only when
+    neither is.  ``q=0`` refuses, and so does a malformed ``q`` (anything but
+    ``0``...``0.999`` and ``1``...``1.000``).  A coding named twice counts
+    with its best ``q``.
+    """
     if not accept_encoding:
         return False
-    star: float | None = None
+    found: dict[str, float] = {}
     for item in accept_encoding.split(","):
         coding, _, params = item.partition(";")
         coding = coding.strip().lower()
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if coding in ("gzip", "x-gzip"):
-            return q > 0
-        if coding == "*":
-            star = q
-    return star is not None and star > 0
+        if coding in _GZIP_NAMES:
+            found[coding] = max(found.get(coding, 0.0), _quality(params))
+    for coding in _GZIP_NAMES:
+        if coding in found:
+            return found[coding] > 0
+    return False
 
 
 def _media_type(content_type: str) -> str:
@@ -104,6 +126,7 @@ class GzipPolicy:
             return False
         headers[:] = [h for h in headers if h[0].lower() != "content-length"]
         headers.append(("Content-Encoding", "gzip"))
+        weaken_etag(headers)
         return True
 
     def _compressor(self) -> Any:
@@ -126,6 +149,20 @@ class GzipPolicy:
                 if chunk:
                     yield comp.compress(chunk) + comp.flush(zlib.Z_SYNC_FLUSH)
         yield comp.flush()
+
+
+def weaken_etag(headers: list[tuple[str, str]]) -> None:
+    """Make a strong ``ETag`` weak (``W/"..."``), as nginx does when it gzips.
+
+    A strong tag promises byte-identical representations; the gzip form is
+    another one, so it must not share the identity form's strong tag.  Weak
+    comparison (``If-None-Match``) still finds them equivalent.
+    """
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == "etag":
+            tag = value.strip()
+            if tag.startswith('"'):
+                headers[index] = (name, "W/" + tag)
 
 
 def add_vary(headers: list[tuple[str, str]]) -> None:

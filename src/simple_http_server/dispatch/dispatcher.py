@@ -7,6 +7,7 @@ socket: it reads the body from and writes the response into a ``Channel``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
@@ -35,7 +36,7 @@ from .filters import FilterContext, run_chain
 from .invoke import call
 from .routing import normalize_path
 from .sessions import LocalSessionFactory, RequestSessions, global_session_factory
-from .static import Resources, guess_type, plan_file
+from .static import Resources, guess_type, none_match, plan_file
 
 __all__ = ["Dispatcher", "make_request"]
 
@@ -139,48 +140,56 @@ class Dispatcher:
 
     # -- pipeline ------------------------------------------------------------
     async def handle(self, request: Request, channel: Channel) -> None:
-        """Serve one request through ``channel``."""
-        started = time.perf_counter() if self.config.access_log else 0.0
-        response = Response()
-        response._channel = channel
-        response._served_by = (self, request)
-        request.client_address = channel.peer
-        outcome: Outcome
+        """Serve one request through ``channel``.
+
+        Uploaded files are removed once nothing can read them any more: before
+        sending a body already in memory (or a file), after sending a streamed
+        one (a generator or file object may read them), or when it failed.
+        """
         try:
-            outcome = await self._serve(request, response, channel)
-        except HttpError as err:
-            _cut_if_streaming(response)
-            outcome = await self.error_outcome(err.code, err.message, err.explain)
-        except Redirect as redirect:
-            _cut_if_streaming(response)
-            outcome = normalize(redirect)
-        except ClientGone:
-            raise  # nobody to answer: the transport drops the connection
-        except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
-            _log.exception("Error while serving %s %s", request.method, request.path)
-            _cut_if_streaming(response)
-            outcome = await self.error_outcome(500, "", "")
+            started = time.perf_counter() if self.config.access_log else 0.0
+            response = Response()
+            response._channel = channel
+            response._served_by = (self, request)
+            request.client_address = channel.peer
+            outcome: Outcome
+            try:
+                outcome = await self._serve(request, response, channel)
+            except HttpError as err:
+                _cut_if_streaming(response)
+                outcome = await self.error_outcome(err.code, err.message, err.explain)
+            except Redirect as redirect:
+                _cut_if_streaming(response)
+                outcome = normalize(redirect)
+            except ClientGone:
+                raise  # nobody to answer: the transport drops the connection
+            except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
+                _log.exception("Error while serving %s %s", request.method, request.path)
+                _cut_if_streaming(response)
+                outcome = await self.error_outcome(500, "", "")
+            if request.files and isinstance(outcome.body, bytes | StaticFile | None):
+                close_files(request)  # the body is made: free them before a slow client reads it
+            if request._session_state is not None:
+                await self._finish_session(request)
+            if response._streaming:
+                if not response._closed:
+                    await channel.send_end()
+                status, size = response.status_code, -1
+            else:
+                status, size = await self.send(request, channel, outcome)
+            if started:
+                _access.info(
+                    '%s "%s %s" %d %d %.2fms',
+                    channel.peer[0] if channel.peer else "-",
+                    request.method,
+                    request.path,
+                    status,
+                    size,
+                    (time.perf_counter() - started) * 1000,
+                )
         finally:
             if request.files:
                 close_files(request)
-        if request._session_state is not None:
-            await self._finish_session(request)
-        if response._streaming:
-            if not response._closed:
-                await channel.send_end()
-            status, size = response.status_code, -1
-        else:
-            status, size = await self.send(request, channel, outcome)
-        if started:
-            _access.info(
-                '%s "%s %s" %d %d %.2fms',
-                channel.peer[0] if channel.peer else "-",
-                request.method,
-                request.path,
-                status,
-                size,
-                (time.perf_counter() - started) * 1000,
-            )
 
     async def _serve(self, request: Request, response: Response, channel: Channel) -> Outcome:
         compiled: CompiledApp = self.app.compiled()
@@ -311,23 +320,34 @@ class Dispatcher:
             if not has_content_length(outcome.status):  # 1xx, 204, 304: no body
                 body = b""
             else:
-                if gzip is not None and gzip.choose(
+                zipped = gzip is not None and gzip.choose(
                     request, outcome.status, headers, content_type, len(body)
-                ):
+                )
+                if _not_modified(request, outcome.status, headers):
+                    return await _send_not_modified(channel, headers)
+                if gzip is not None and zipped:
                     body = gzip.compress(body)
                 headers.append(("Content-Length", str(len(body))))
             await channel.send_response(outcome.status, encode_headers(headers), body)
             return outcome.status, len(body)
-        chunks = _byte_chunks(body)
-        if gzip is not None and gzip.choose(request, outcome.status, headers, content_type, None):
-            chunks = gzip.stream(chunks)
-        await channel.send_head(outcome.status, encode_headers(headers))
-        size = 0
-        async for chunk in chunks:
-            size += len(chunk)
-            await channel.send_data(chunk)
-        await channel.send_end()
-        return outcome.status, size
+        try:
+            zipped = gzip is not None and gzip.choose(
+                request, outcome.status, headers, content_type, None
+            )
+            if _not_modified(request, outcome.status, headers):
+                return await _send_not_modified(channel, headers)
+            chunks = _byte_chunks(body)
+            if gzip is not None and zipped:
+                chunks = gzip.stream(chunks)
+            await channel.send_head(outcome.status, encode_headers(headers))
+            size = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                await channel.send_data(chunk)
+            await channel.send_end()
+            return outcome.status, size
+        finally:
+            await _close_body(body)
 
     async def _send_file(
         self, request: Request, channel: Channel, outcome: Outcome, static: StaticFile
@@ -382,6 +402,47 @@ class Dispatcher:
                 await channel.send_data(chunk)
         await channel.send_end()
         return status, size
+
+
+def _not_modified(request: Request, status: int, headers: list[tuple[str, str]]) -> bool:
+    """RFC 9110 13.1.2: a GET or HEAD whose ``If-None-Match`` matches the answer's
+    ``ETag`` (weak comparison: the gzip form's ``W/`` tag and the identity form's
+    strong one match each other) gets a 304 instead of the body."""
+    if status != 200 or request.method not in ("GET", "HEAD"):
+        return False
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is None:
+        return False
+    etag = _header(headers, "etag")
+    return etag is not None and none_match(str(if_none_match), etag)
+
+
+#: Representation metadata a 304 does not repeat (RFC 9110 15.4.5); ETag, Vary,
+#: Cache-Control, Expires, Date and Set-Cookie stay.
+_NOT_IN_304 = frozenset({"content-type", "content-length", "content-encoding"})
+
+
+async def _send_not_modified(channel: Channel, headers: list[tuple[str, str]]) -> tuple[int, int]:
+    headers = [h for h in headers if h[0].lower() not in _NOT_IN_304]
+    await channel.send_response(304, encode_headers(headers), b"")
+    return 304, 0
+
+
+async def _close_body(body: Any) -> None:
+    """Close a streamed body once it is sent, or failed, or was never needed (304),
+    as WSGI servers do: a returned file is closed, a generator's ``finally`` runs."""
+    try:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            result = aclose()
+            if inspect.isawaitable(result):
+                await result
+            return
+        close = getattr(body, "close", None)
+        if close is not None:
+            await call(close)
+    except Exception:  # its own error: the answer is sent (or lost) already
+        _log.debug("Closing a response body failed", exc_info=True)
 
 
 def _cut_if_streaming(response: Response) -> None:

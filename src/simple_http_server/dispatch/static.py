@@ -189,6 +189,13 @@ def _precondition_failed(request: Request, etag: str, mtime: float) -> bool:
     return False
 
 
+def none_match(if_none_match: str, etag: str) -> bool:
+    """True when an ``If-None-Match`` value matches ``etag`` by weak comparison
+    (RFC 9110 13.1.2: ``W/"x"`` and ``"x"`` match), or is ``*``."""
+    tags = {t.removeprefix("W/") for t in _tags(if_none_match)}
+    return "*" in tags or etag.strip().removeprefix("W/") in tags
+
+
 def _none_match(request: Request, etag: str) -> bool | None:
     """If-None-Match (weak comparison): True when it matches; None when absent."""
     inm = request.headers.get("If-None-Match")
