@@ -262,6 +262,48 @@ def test_json_body_that_is_not_an_object_is_400(make_client, body):
     assert "JSON object" in reply.json()["explain"]
 
 
+def optional_json_app() -> App:
+    app = App()
+
+    @app.route("/optional", method=["GET", "POST"])
+    def optional(data: JSONBody | None = None) -> dict[str, Any]:
+        return {"got": data, "is_default": data is None}
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "body"),
+    [
+        ("GET", {}, b""),
+        ("POST", {}, b""),
+        ("POST", {"Content-Type": "application/json"}, b""),
+        ("POST", {"Content-Type": "application/json"}, b"  \r\n"),
+    ],
+    ids=["get", "post-no-type", "post-json-empty", "post-json-blank"],
+)
+def test_json_body_with_a_default_is_optional(make_client, method, headers, body):
+    """``data: JSONBody = None``: a request without a body gets the default (not a
+    415 or 400); a body that is there must still be a JSON object."""
+    reply = make_client(optional_json_app()).request(
+        method, "/optional", headers=headers, body=body
+    )
+    assert reply.status == 200, reply.text
+    assert reply.json() == {"got": None, "is_default": True}
+
+
+def test_optional_json_body_still_checks_a_body_that_is_sent(make_client):
+    client = make_client(optional_json_app())
+    json_type = {"Content-Type": "application/json"}
+    reply = client.post("/optional", headers=json_type, body=b'{"a": 1}')
+    assert reply.json() == {"got": {"a": 1}, "is_default": False}
+    assert client.post("/optional", headers=json_type, body=b"[1]").status == 400
+    assert client.post("/optional", headers=json_type, body=b"null").status == 400
+    assert (
+        client.post("/optional", headers={"Content-Type": "text/plain"}, body=b"{}").status == 415
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "value"),
     [(b"[1, 2]", [1, 2]), (b"null", None), (b"", None), (b'"s"', "s"), (b"{}", {})],

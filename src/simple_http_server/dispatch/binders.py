@@ -198,6 +198,19 @@ def json_body(ctx: BindContext) -> JSONBody:
     raise HttpError(400, "Bad Request", f"JSONBody needs a JSON object; the body is {sent}.")
 
 
+def optional_json_body(default: Any) -> Binder:
+    """``data: JSONBody = None``: the default when the request has no body (any
+    ``Content-Type``); a body that is there must be a JSON object, as above."""
+
+    def bind(ctx: BindContext) -> Any:
+        request = ctx.request
+        if request.json is None and not request.body.strip():
+            return default
+        return json_body(ctx)
+
+    return bind
+
+
 def multipart_file(name: str, default: Any, required: bool) -> Binder:
     def file(ctx: BindContext) -> Any:
         files = ctx.request.files.get(name)

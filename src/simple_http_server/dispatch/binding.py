@@ -38,6 +38,7 @@ from .binders import (
     is_list,
     model_binder,
     multipart_file,
+    optional_json_body,
     path_value,
     reg_group,
 )
@@ -233,6 +234,8 @@ def _binder_for(
     if annotation is not None:
         for kind in FIXED:
             if _is_class(annotation, kind):
+                if kind is JSONBody and has_default:  # an optional body
+                    return optional_json_body(default), kind
                 return FIXED[kind], kind
         for kind in (Header, Cookie, PathValue, RegGroup, MultipartFile, Parameters, Parameter):
             if _is_class(annotation, kind):
