@@ -302,6 +302,7 @@ class Dispatcher:
     async def send(self, request: Request, channel: Channel, outcome: Outcome) -> tuple[int, int]:
         """Write an outcome; returns (status, body bytes)."""
         headers = outcome.headers
+        tagged = bool(headers)  # an ETag (If-None-Match) needs headers of the outcome's own
         if request._session_state is not None:
             self.session_cookie(request, headers)
         body = outcome.body
@@ -323,7 +324,7 @@ class Dispatcher:
                 zipped = gzip is not None and gzip.choose(
                     request, outcome.status, headers, content_type, len(body)
                 )
-                if _not_modified(request, outcome.status, headers):
+                if tagged and _not_modified(request, outcome.status, headers):
                     return await _send_not_modified(channel, headers)
                 if gzip is not None and zipped:
                     body = gzip.compress(body)
@@ -334,7 +335,7 @@ class Dispatcher:
             zipped = gzip is not None and gzip.choose(
                 request, outcome.status, headers, content_type, None
             )
-            if _not_modified(request, outcome.status, headers):
+            if tagged and _not_modified(request, outcome.status, headers):
                 return await _send_not_modified(channel, headers)
             chunks = _byte_chunks(body)
             if gzip is not None and zipped:
