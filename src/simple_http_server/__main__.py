@@ -156,11 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lim("--max-connections", type=int, help="most simultaneous connections (503 beyond)")
     lim("--worker-threads", type=int, help="threads serving requests or running sync code")
-    lim("--idle-timeout", type=_positive_float, help="seconds an idle connection is kept")
+    lim(
+        "--idle-timeout",
+        type=_positive_float,
+        help="seconds a kept-alive connection may stay idle between requests",
+    )
     lim(
         "--head-timeout",
         type=_positive_float,
-        help="seconds a client has to send a complete request head (408 beyond)",
+        help="seconds a client has to send a complete request head (408 beyond); "
+        "a new connection's first head and TLS handshake count from the accept",
     )
     lim(
         "--body-timeout",

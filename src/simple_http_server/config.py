@@ -53,9 +53,11 @@ class ServerConfig:
     keep_alive: bool = True
     #: Requests served on one connection before it is closed (0: no limit).
     keep_alive_max_requests: int = 0
-    #: Seconds an idle keep-alive connection is kept.
+    #: Seconds a kept-alive connection is kept idle between two requests (never
+    #: before the first request: ``head_timeout`` bounds that one).
     idle_timeout: float = 60.0
-    #: Seconds allowed to deliver a complete request head.
+    #: Seconds allowed to deliver a complete request head: a new connection's first
+    #: head (and TLS handshake) from the accept, a later head from its first byte.
     head_timeout: float = 10.0
     #: Seconds allowed between two pieces of a request body (or of a response write).
     body_timeout: float = 30.0

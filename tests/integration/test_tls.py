@@ -285,6 +285,98 @@ def test_stalled_handshakes_do_not_stall_the_server(
             sock.close()
 
 
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends until it closes (an abrupt close ends it too); fails
+    if it does not close in time."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"server did not close within {timeout}s; got {data!r}"
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except (ssl.SSLError, ConnectionError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+# -- head_timeout covers the handshake and the first head; idle_timeout is between requests
+def test_a_fresh_tls_connection_that_sends_nothing_is_closed_after_head_timeout(
+    serve: Callable[..., Any], cert_files: tuple[str, str]
+) -> None:
+    certfile, keyfile = cert_files
+    live = serve(
+        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        head_timeout=1.0, idle_timeout=30.0,
+    )  # fmt: skip
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        assert read_until_closed(sock, 5) == b""  # no ClientHello ever
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 1.0 + 1.0, elapsed
+
+
+def test_a_tls_handshake_then_silence_is_closed_head_timeout_after_the_accept(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    """Completing the handshake does not buy idle_timeout: the first request head is
+    due head_timeout after the accept.  Nothing was asked: closed without a 408."""
+    certfile, keyfile = cert_files
+    live = serve(
+        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        head_timeout=1.0, idle_timeout=30.0,
+    )  # fmt: skip
+    started = time.monotonic()
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        data = read_until_closed(sock, 5)
+        elapsed = time.monotonic() - started
+    assert data == b""
+    assert 0.9 <= elapsed < 1.0 + 1.0, elapsed
+
+
+def test_a_partial_tls_head_gets_408_head_timeout_after_the_accept(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    certfile, keyfile = cert_files
+    live = serve(
+        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        head_timeout=2.0, idle_timeout=30.0,
+    )  # fmt: skip
+    started = time.monotonic()
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        time.sleep(1.2)
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHo")  # late, and never finished
+        data = read_until_closed(sock, 5)
+        elapsed = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert 1.9 <= elapsed < 3.0, elapsed  # from its first byte it would be 3.2 s at least
+
+
+def test_idle_timeout_not_head_timeout_applies_between_tls_requests(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    certfile, keyfile = cert_files
+    live = serve(
+        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        head_timeout=0.5, idle_timeout=2.0,
+    )  # fmt: skip
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        data = read_until_closed(sock, 5)
+        elapsed = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b'{"hello": "tls"}'), data
+    assert 1.9 <= elapsed < 2.0 + 1.0, elapsed
+
+
 def test_stop_is_not_held_up_by_a_stuck_tls_websocket_sender(
     serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
 ) -> None:
@@ -295,3 +387,4 @@ def test_stop_is_not_held_up_by_a_stuck_tls_websocket_sender(
         lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
         ssl_context=make_ssl_context(keyfile, certfile),
     )
+

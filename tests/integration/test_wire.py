@@ -407,9 +407,10 @@ def test_idle_connection_is_closed_after_idle_timeout(serve: Callable[..., LiveS
     assert 0.3 <= waited < 5
 
 
-def test_silent_connection_is_closed_after_idle_timeout(serve: Callable[..., LiveServer]):
-    live = serve(wire_app(), idle_timeout=0.5)
-    with RawConn(live) as raw:
+def test_silent_fresh_connection_is_closed_after_head_timeout(serve: Callable[..., LiveServer]):
+    """No request yet: the head is due (head_timeout); idle_timeout is for between requests."""
+    live = serve(wire_app(), head_timeout=0.5, idle_timeout=30)
+    with RawConn(live, timeout=5) as raw:
         assert raw.read_eof() == b""
 
 

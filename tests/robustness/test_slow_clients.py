@@ -83,6 +83,46 @@ def test_head_trickled_one_byte_a_second_is_cut_off(serve: Serve) -> None:
     assert sent <= 4
 
 
+# -- the first request: head_timeout from the accept; idle_timeout between requests ------
+def test_a_fresh_connection_that_sends_nothing_is_closed_after_head_timeout(
+    serve: Serve,
+) -> None:
+    """A connection that never sent a request holds no slot for idle_timeout: it is
+    closed head_timeout after the accept, silently (nothing was asked, nothing to answer)."""
+    live = serve(app()[0], head_timeout=1.0, idle_timeout=30.0)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        data = read_until_closed(sock, timeout=5)
+        elapsed = time.monotonic() - started
+    assert data == b""
+    assert 0.9 <= elapsed < 1.0 + 1.0, elapsed
+
+
+def test_the_first_head_is_due_head_timeout_after_the_accept_not_after_its_first_byte(
+    serve: Serve,
+) -> None:
+    live = serve(app()[0], head_timeout=2.0, idle_timeout=30.0)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        time.sleep(1.2)
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")  # late, and never finished
+        data = read_until_closed(sock, timeout=5)
+        elapsed = time.monotonic() - started
+    assert [r.status for r in parse_responses(data)] == [408]
+    assert 1.9 <= elapsed < 3.0, elapsed  # from its first byte it would be 3.2 s at least
+
+
+def test_idle_timeout_not_head_timeout_applies_between_requests(serve: Serve) -> None:
+    live = serve(app()[0], head_timeout=0.5, idle_timeout=2.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(GET)
+        started = time.monotonic()
+        data = read_until_closed(sock, timeout=5)
+        elapsed = time.monotonic() - started
+    assert [r.status for r in parse_responses(data)] == [200]  # closed silently afterwards
+    assert 1.9 <= elapsed < 2.0 + 1.0, elapsed
+
+
 def test_300_slowloris_clients_do_not_stop_a_normal_client(serve: Serve) -> None:
     raise_fd_limit(2048)
     live = serve(app()[0], head_timeout=2.0, worker_threads=4)
@@ -114,7 +154,8 @@ def test_300_slowloris_clients_do_not_stop_a_normal_client(serve: Serve) -> None
 def test_2000_idle_connections_do_not_stop_a_normal_client(serve: Serve) -> None:
     count = 2000
     raise_fd_limit(2 * count + 1024)
-    live = serve(app()[0], worker_threads=8)
+    # Fresh connections that send nothing yet: head_timeout bounds them, not idle_timeout.
+    live = serve(app()[0], worker_threads=8, head_timeout=60.0)
     idle: list[socket.socket] = []
     try:
         for _ in range(count):

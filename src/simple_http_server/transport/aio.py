@@ -68,10 +68,16 @@ class _AioConn(asyncio.Protocol, Channel):
         self.task: asyncio.Task[None] | None = None
         self.upgraded: Any = None
         self.closed = False
+        #: Bytes of a request head arrived: a timeout is answered with 408.
         self.head_started = False
+        #: ``deadline`` is the request head's (set once per head, never extended).
+        self.head_due = True
         self.pace: BodyPace | None = None
         #: When the current wait (idle, head, linger) expires; the server's sweep checks it.
         self.deadline = _NEVER
+        # Made at the accept, before a TLS handshake: the first request head (the
+        # handshake included) is due head_timeout from now.
+        self._accepted = time.monotonic()
         self._data_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -107,7 +113,7 @@ class _AioConn(asyncio.Protocol, Channel):
             self.loop.call_later(LINGER_SECONDS, transport.close)
             return
         server.connections.add(self)
-        self._arm(self.config.idle_timeout)
+        self.deadline = self._accepted + self.config.head_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.upgraded is not None:
@@ -195,7 +201,7 @@ class _AioConn(asyncio.Protocol, Channel):
             return
         if self.task is not None:
             return
-        if self.head_started:
+        if self.head_started:  # a silent connection is closed silently
             self._write(self.conn.send_error(408))
         self.close()
 
@@ -206,7 +212,7 @@ class _AioConn(asyncio.Protocol, Channel):
             event = conn.next_event()
             kind = type(event)
             if kind is http11.RequestHead:
-                self.head_started = False
+                self.head_started = self.head_due = False
                 self._cancel_timer()
                 self.task = self._context.copy().run(
                     self.loop.create_task,
@@ -217,8 +223,9 @@ class _AioConn(asyncio.Protocol, Channel):
                 if self.server.stopping:
                     self.close()
                 elif conn.has_buffered_data:
-                    if not self.head_started:
-                        self.head_started = True
+                    self.head_started = True
+                    if not self.head_due:  # the next head: due head_timeout from now
+                        self.head_due = True
                         self._arm(self.config.head_timeout)
                 elif self.deadline == _NEVER:
                     self._arm(self.config.idle_timeout)
@@ -482,8 +489,15 @@ class AioServer:
         self._listener_fd = sock.fileno()
         self._previous_handler = self.loop.get_exception_handler()
         self.loop.set_exception_handler(self._on_loop_error)
+        # The handshake counts in the first request head's head_timeout; asyncio
+        # times it out by itself (its default would be 60 s).
+        handshake_timeout = self.config.head_timeout if context is not None else None
         self._server = await self.loop.create_server(
-            lambda: _AioConn(self), sock=sock, ssl=context, backlog=2048
+            lambda: _AioConn(self),
+            sock=sock,
+            ssl=context,
+            backlog=2048,
+            ssl_handshake_timeout=handshake_timeout,
         )
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 

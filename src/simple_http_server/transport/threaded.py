@@ -199,7 +199,9 @@ class ThreadedServer:
             timeout = self.config.body_timeout
             set_kernel_timeouts(sock, timeout, timeout)
             return sock
-        sock.settimeout(self.config.head_timeout)
+        # The handshake runs in non-blocking reads as its bytes arrive
+        # (ThreadedConn._serve_ready_tls); the sweep bounds it with the first
+        # request head (head_timeout from the accept).
         try:
             return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ssl.SSLError):
@@ -210,7 +212,9 @@ class ThreadedServer:
         expired = [conn for conn in self._poller.armed() if conn.deadline <= now]
         for conn in expired:
             self._poller.remove(conn.sock)
-            if conn.head_started:  # one non-blocking try: the sweep never waits on a client
+            # A 408 only for a started head (a silent connection is closed silently);
+            # one non-blocking try: the sweep never waits on a client.
+            if conn.head_started:
                 try:
                     conn.sock.setblocking(False)
                     conn.sock.send(conn.conn.send_error(408))

@@ -50,6 +50,7 @@ class ThreadedConn(Channel):
     __slots__ = (
         "conn",
         "deadline",
+        "head_due",
         "head_started",
         "lingering",
         "pace",
@@ -65,7 +66,12 @@ class ThreadedConn(Channel):
         self.peer = peer if isinstance(peer, tuple) else None
         self.conn: HttpConnection = new_connection(server.config)
         self.secure = isinstance(sock, ssl.SSLSocket)
-        self.deadline = time.monotonic() + server.config.idle_timeout
+        # The first request head (after the TLS handshake) is due head_timeout after
+        # the accept: a connection that never sends a request holds no slot for long.
+        self.deadline = time.monotonic() + server.config.head_timeout
+        #: ``deadline`` is the request head's (set once per head, never extended).
+        self.head_due = True
+        #: Bytes of a request head arrived: a timeout is answered with 408.
         self.head_started = False
         self.lingering = False
         self.upgrade: Any = None
@@ -193,8 +199,8 @@ class ThreadedConn(Channel):
             try:
                 data = sock.recv(READ_SIZE)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                if not self.head_started:  # the handshake or head is under way
-                    self.head_started = True
+                if not self.head_due:  # a partial record of the next request
+                    self.head_due = True
                     self.deadline = time.monotonic() + self.server.config.head_timeout
                 return True
             except OSError as exc:
@@ -214,23 +220,24 @@ class ThreadedConn(Channel):
             event = conn.next_event()
             kind = type(event)
             if kind is http11.RequestHead:
-                self.head_started = False
+                self.head_started = self.head_due = False
                 if not self._serve_request(event):  # type: ignore[arg-type]
                     return False
                 if server.stopping or not conn.start_next_cycle():
                     return False
+                # Kept alive: idle until the next head starts (empty lines do not count).
+                self.deadline = time.monotonic() + server.config.idle_timeout
                 continue
             if event is http11.NEED_DATA:
                 if self.head_started:
                     return True
                 if server.stopping:
                     return False
-                now = time.monotonic()
                 if conn.has_buffered_data:
                     self.head_started = True
-                    self.deadline = now + server.config.head_timeout
-                else:
-                    self.deadline = now + server.config.idle_timeout
+                    if not self.head_due:  # the next head: due head_timeout from now
+                        self.head_due = True
+                        self.deadline = time.monotonic() + server.config.head_timeout
                 return True
             if kind is http11.ProtocolFailure:
                 self._write(conn.send_error(event.status))  # type: ignore[union-attr]
@@ -278,7 +285,7 @@ class ThreadedConn(Channel):
         Closing with unread input would reset the connection and the client
         could lose our answer (a 400, 413 or 431); lingering holds no worker.
         """
-        self.head_started = False
+        self.head_started = self.head_due = False
         self.deadline = time.monotonic() + LINGER_SECONDS
         try:
             self.sock.shutdown(socket.SHUT_WR)
