@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from simple_http_server import App, StaticFile
+from simple_http_server import App, StaticFile, logger
 
 INDEX = b"<!doctype html><title>hi</title>" * 10
 
@@ -414,28 +415,55 @@ def check_shrinking_file(
         return "pong"
 
     live = serve(app, {"/files/*": str(folder)}, **config)
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # the server blocks early
-    raw.settimeout(10)
-    raw.connect((live.host, live.port))
-    sock = wrap(raw)
-    sock.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-    head, body = read_head(sock)
-    assert b" 200 " in head.split(b"\r\n")[0]
-    assert f"content-length: {size}".encode() in head.lower()
-    os.truncate(big, 1 << 20)
-    received = len(body)
-    while True:  # a hang here (socket.timeout) is the defect
-        try:
-            chunk = sock.recv(1 << 20)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        received += len(chunk)
-    sock.close()
+    records = _Records()
+    logger.add_handler(records)
+    try:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # the server blocks early
+        raw.settimeout(10)
+        raw.connect((live.host, live.port))
+        sock = wrap(raw)
+        sock.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = read_head(sock)
+        assert b" 200 " in head.split(b"\r\n")[0]
+        assert f"content-length: {size}".encode() in head.lower()
+        os.truncate(big, 1 << 20)
+        received = len(body)
+        while True:  # a hang here (socket.timeout) is the defect
+            try:
+                chunk = sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += len(chunk)
+        sock.close()
+        time.sleep(0.2)  # the server logs once it sees the short file, maybe after the close
+        logger.flush()
+    finally:
+        logger.remove_handler(records)
     assert received < size
+    # An expected runtime condition: one warning line (path, expected and sent bytes),
+    # no traceback, nothing at ERROR.
+    shrank = [r for r in records.records if "shrank" in r.getMessage()]
+    assert len(shrank) == 1, [r.getMessage() for r in records.records]
+    message = shrank[0].getMessage()
+    assert shrank[0].levelno == logging.WARNING, message
+    assert str(big) in message and f"{size} bytes" in message, message
+    assert "\n" not in message and not shrank[0].exc_text and not shrank[0].exc_info
+    assert not [r for r in records.records if r.levelno >= logging.ERROR]
     return live
+
+
+class _Records(logging.Handler):
+    """Keeps the records the framework logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def test_file_that_shrinks_while_sent_closes_the_connection(serve, tmp_path):

@@ -18,6 +18,7 @@ from .invoke import run_sync
 __all__ = [
     "Channel",
     "ClientGone",
+    "FileShrank",
     "HeaderLines",
     "encode_headers",
     "has_content_length",
@@ -75,11 +76,35 @@ def with_content_length(headers: HeaderLines, status: int, size: int) -> HeaderL
 
 
 class ClientGone(Exception):
-    """The client disconnected or stalled; the connection is dropped.
+    """The client disconnected or stalled, or the answer cannot be completed; the
+    connection is dropped.
 
     Channel methods raise it; the dispatcher lets it through to the transport
     (no error page, no traceback: there is nobody to answer).
     """
+
+
+class FileShrank(ClientGone):
+    """A static file got shorter while it was sent: the body can never fill its
+    ``Content-Length``, so the connection is dropped (the client sees a short body).
+
+    An expected runtime condition (a file rewritten or truncated on disk), not a
+    bug: the dispatcher logs it as one warning line, without a traceback.
+    """
+
+    def __init__(self, file: object, expected: int, sent: int) -> None:
+        self.path = _file_name(file)
+        self.expected = expected
+        self.sent = sent
+        super().__init__(f"file shrank while sending: {self.path}: {sent} of {expected} bytes sent")
+
+
+def _file_name(file: object) -> str:
+    name = getattr(file, "name", file)
+    try:
+        return os.fsdecode(name)  # type: ignore[arg-type]
+    except TypeError:  # a file object without a path
+        return repr(name)
 
 
 class Channel(ABC):
@@ -134,7 +159,7 @@ class Channel(ABC):
         while remaining > 0:
             chunk = file.read(min(FILE_CHUNK, remaining))
             if not chunk:
-                raise OSError(f"file shrank while sending: {os.fspath(file.name)}")
+                raise FileShrank(file, count, count - remaining)
             remaining -= len(chunk)
             await self.send_data(chunk)
 

@@ -28,7 +28,14 @@ from ..responses import (
 )
 from .binding import BindContext
 from .bodies import RequestBodyReader, close_files, parse_query, read_form, too_large
-from .channel import FILE_CHUNK, Channel, ClientGone, encode_headers, has_content_length
+from .channel import (
+    FILE_CHUNK,
+    Channel,
+    ClientGone,
+    FileShrank,
+    encode_headers,
+    has_content_length,
+)
 from .compile import CompiledApp, Endpoint
 from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
@@ -382,7 +389,11 @@ class Dispatcher:
             headers.append(("Content-Length", str(answer.length)))
             await channel.send_head(status, encode_headers(headers))
             if request.method != "HEAD" and answer.length:
-                await channel.send_file(file, answer.offset, answer.length)
+                try:
+                    await channel.send_file(file, answer.offset, answer.length)
+                except FileShrank as exc:  # expected at run time: one line, no traceback
+                    _log.warning("%s %s: %s", request.method, request.path, exc)
+                    raise
             await channel.send_end()
             return status, answer.length
 

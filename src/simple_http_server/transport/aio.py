@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from .. import logger as _logging
 from ..config import ServerConfig
-from ..dispatch.channel import Channel, HeaderLines, encode_headers
+from ..dispatch.channel import Channel, FileShrank, HeaderLines, encode_headers
 from ..dispatch.dispatcher import Dispatcher
 from ..errors import HttpError
 from ..protocol import http11
@@ -412,7 +412,7 @@ class _AioConn(asyncio.Protocol, Channel):
     async def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
         """``loop.sendfile`` (the kernel copies; no file bytes pass through Python)
         in slices, each of which must go out within ``body_timeout``."""
-        end = offset + count
+        start, end = offset, offset + count
         timeout = self.config.body_timeout
         slice_size = SENDFILE_MIN_SLICE * 4
         while offset < end:
@@ -430,8 +430,8 @@ class _AioConn(asyncio.Protocol, Channel):
                 raise ClientGone("timed out writing the response") from None
             except (OSError, RuntimeError) as exc:  # reset, or closed under us
                 raise ClientGone(str(exc)) from None
-            if not sent:
-                raise OSError(f"file shrank while sending: {getattr(file, 'name', file)!r}")
+            if not sent:  # the body cannot fill its Content-Length: drop the connection
+                raise FileShrank(file, count, offset - start)
             offset += sent
             took = time.monotonic() - started
             if took < timeout / 8:

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import logger as _logging
-from ..dispatch.channel import Channel, HeaderLines
+from ..dispatch.channel import Channel, FileShrank, HeaderLines
 from ..dispatch.invoke import run_sync
 from ..errors import HttpError
 from ..protocol import http11
@@ -180,8 +180,8 @@ class ThreadedConn(Channel):
             raise ClientGone(str(exc)) from None
         finally:
             sock.settimeout(None)
-        if sent < count:  # the file shrank: the body cannot fill its Content-Length
-            raise OSError(f"file shrank while sending: {getattr(file, 'name', file)!r}")
+        if sent < count:  # the body cannot fill its Content-Length: drop the connection
+            raise FileShrank(file, count, sent)
 
     # -- lifecycle -----------------------------------------------------------
     def serve_ready(self) -> bool:
