@@ -48,6 +48,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
 def parse_resources(values: Sequence[str]) -> dict[str, str]:
     """``-r`` values as a mount table.
 
@@ -192,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help="seconds in-flight requests get to finish on shutdown",
     )
+    lim(
+        "--websocket-ping-interval",
+        type=_non_negative_float,
+        help="seconds of silence from a websocket peer before the server pings it (0: off)",
+    )
+    lim(
+        "--websocket-ping-timeout",
+        type=_non_negative_float,
+        help="seconds a pinged websocket peer has to answer before it is closed "
+        "with 1011 (0: never)",
+    )
     return parser
 
 
@@ -209,6 +230,8 @@ _CONFIG_OPTIONS = (
     "min_body_rate_grace",
     "keep_alive_max_requests",
     "drain_timeout",
+    "websocket_ping_interval",
+    "websocket_ping_timeout",
 )
 
 

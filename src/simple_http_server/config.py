@@ -72,6 +72,12 @@ class ServerConfig:
     worker_threads: int = 64
     #: Seconds ``stop()`` waits for in-flight requests.
     drain_timeout: float = 10.0
+    #: Seconds without anything from a websocket peer before the server pings it
+    #: (0: no keepalive pings).  Not under ASGI: the ASGI server does the framing.
+    websocket_ping_interval: float = 20.0
+    #: Seconds a pinged websocket peer has to send anything (its pong or any frame);
+    #: then the server closes with 1011 and drops it (0: never, pings only).
+    websocket_ping_timeout: float = 20.0
     #: Write one access-log line per request.
     access_log: bool = False
     ssl_context: ssl.SSLContext | None = None
@@ -93,6 +99,9 @@ class ServerConfig:
         for name in ("idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        for name in ("websocket_ping_interval", "websocket_ping_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 turns it off)")
 
     def with_changes(self, **changes: Any) -> ServerConfig:
         """A copy with some settings changed (``limits`` fields accepted too)."""

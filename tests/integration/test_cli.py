@@ -55,7 +55,8 @@ def test_help_documents_every_option() -> None:
     for flag in ["-p", "--port", "-b", "--bind", "--host", "-s", "--scan", "--regex", "-r",
                  "--resources", "--prefer-coroutine", "--workers", "--certfile", "--keyfile",
                  "--keypass", "--log-level", "--loglevel", "--access-log", "--max-body-size",
-                 "--max-upload-size", "--idle-timeout", "--drain-timeout"]:  # fmt: skip
+                 "--max-upload-size", "--idle-timeout", "--drain-timeout",
+                 "--websocket-ping-interval", "--websocket-ping-timeout"]:  # fmt: skip
         assert f" {flag} " in text or f" {flag}," in text, flag
     assert "Without -r nothing is served from the file system" in text
 

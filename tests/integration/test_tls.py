@@ -19,7 +19,10 @@ import trustme
 from simple_http_server import App, BytesBody, Request
 from simple_http_server.server import make_ssl_context
 
-from ..robustness.test_websocket_hostile import check_stop_with_a_stuck_sender
+from ..robustness.test_websocket_hostile import (
+    check_stop_with_a_stuck_sender,
+    check_unanswered_pings_close_1011,
+)
 from .test_static import check_shrinking_file
 
 
@@ -388,3 +391,13 @@ def test_stop_is_not_held_up_by_a_stuck_tls_websocket_sender(
         ssl_context=make_ssl_context(keyfile, certfile),
     )
 
+
+def test_a_wss_peer_that_answers_no_ping_is_closed_with_1011(
+    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+) -> None:
+    certfile, keyfile = cert_files
+    check_unanswered_pings_close_1011(
+        serve,
+        lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
+        ssl_context=make_ssl_context(keyfile, certfile),
+    )

@@ -207,6 +207,31 @@ def test_ping_pong_both_ways(serve: Serve) -> None:
     ws.close()
 
 
+def test_keepalive_pings_keep_a_silent_but_responsive_client_connected(serve: Serve) -> None:
+    """The client sends nothing but answers pings (websocket-client does so by itself):
+    it stays connected across many intervals, and the pongs of the server's own
+    pings never reach on_pong_message (Echo would answer each with a text)."""
+    app, closes = echo_app()
+    live = serve(app, websocket_ping_interval=0.2, websocket_ping_timeout=0.2)
+    ws = connect(live, "/ws/quiet")
+    try:
+        assert ws.recv() == "open quiet"
+        started = time.monotonic()
+        seen = []
+        while seen.count(ABNF.OPCODE_PING) < 6:
+            opcode, _ = ws.recv_data_frame(control_frame=True)  # answers a ping itself
+            seen.append(opcode)
+        assert time.monotonic() - started >= 1.0  # five intervals and more, still open
+        assert set(seen) == {ABNF.OPCODE_PING}
+        ws.send("ping-me")  # the application's own ping: its pong does reach the handler
+        assert ws.recv() == "pong:srv"
+        ws.send("still here")
+        assert ws.recv() == "still here"
+        assert closes == []
+    finally:
+        ws.close()
+
+
 def test_regexp_endpoint_and_request_details(serve: Serve) -> None:
     app = App()
     seen: list[WebsocketRequest] = []

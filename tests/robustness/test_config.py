@@ -28,6 +28,8 @@ LIMITS = {
     "keep_alive_max_requests": 11,
     "max_connections": 123,
     "worker_threads": 5,
+    "websocket_ping_interval": 13.0,
+    "websocket_ping_timeout": 0.0,
 }
 
 
@@ -64,7 +66,9 @@ def test_every_limit_is_settable_from_the_command_line() -> None:
     for name, value in LIMITS.items():
         argv += ["--" + name.replace("_", "-"), str(value)]
     args = build_parser().parse_args(argv)
-    options = {name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name)}
+    options = {
+        name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
+    }
     config = ServerConfig().with_changes(**options)
     for name, value in LIMITS.items():
         assert setting(config, name) == value, name
@@ -78,7 +82,8 @@ def test_cli_sizes_accept_units() -> None:
 @pytest.mark.parametrize(
     "bad",
     [{"head_timeout": 0}, {"worker_threads": 0}, {"max_connections": 0},
-     {"max_body_size": -1}, {"keep_alive_max_requests": -1}],
+     {"max_body_size": -1}, {"keep_alive_max_requests": -1},
+     {"websocket_ping_interval": -1}, {"websocket_ping_timeout": -0.5}],
 )  # fmt: skip
 def test_unsafe_values_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):

@@ -437,3 +437,164 @@ def test_a_client_that_stops_reading_is_dropped_after_body_timeout(serve: Serve)
         assert time.monotonic() - started >= 0.9
         received = len(read_until_closed(sock, timeout=10))
     assert received < 64 * 1024 * 1024
+
+
+# -- keepalive pings --------------------------------------------------------------------
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def keepalive_app(closes: list[tuple[int, str]], pongs: list[bytes]) -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Quiet(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(message)
+
+        def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            pongs.append(message)
+
+        def on_close(self, session: WebsocketSession, reason: object) -> None:
+            closes.append((getattr(reason, "code", 0), getattr(reason, "reason", "")))
+
+    return app
+
+
+def upgraded(sock: socket.socket) -> socket.socket:
+    """Send the upgrade request on ``sock``; return it once the 101 head is read."""
+    sock.sendall(UPGRADE)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def frames_until(sock: socket.socket, wanted: tuple[int, bytes]) -> list[tuple[int, bytes]]:
+    """Server frames (small ones) until ``wanted`` arrives."""
+    data, frames = b"", []
+    while wanted not in frames:
+        chunk = sock.recv(4096)
+        assert chunk, frames
+        data += chunk
+        while len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):
+            size = data[1] & 0x7F
+            assert size < 126
+            frames.append((data[0] & 0x0F, data[2 : 2 + size]))
+            data = data[2 + size :]
+    return frames
+
+
+def check_unanswered_pings_close_1011(
+    serve: Serve, wrap: Callable[[socket.socket], socket.socket], **config: object
+) -> None:
+    """A peer that completed the handshake, then reads and answers nothing (what a
+    network cut looks like): pinged after the interval, closed with 1011 when the
+    timeout passes too, and on_close runs."""
+    closes: list[tuple[int, str]] = []
+    live = serve(
+        keepalive_app(closes, []),
+        websocket_ping_interval=0.3,
+        websocket_ping_timeout=0.3,
+        **config,
+    )
+    sock = upgraded(wrap(socket.create_connection(("127.0.0.1", live.port), timeout=5)))
+    try:
+        opened = time.monotonic()
+        while not closes and time.monotonic() - opened < 5:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - opened
+        frames = read_frames(sock)  # only now: the client read nothing until on_close ran
+    finally:
+        sock.close()
+    assert closes == [(1011, "keepalive ping timeout")]
+    assert 0.5 <= elapsed < 0.6 + 1.0, elapsed
+    assert [opcode for opcode, _ in frames] == [0x9, 0x8], frames
+    assert struct.unpack("!H", frames[1][1][:2])[0] == 1011
+
+
+def test_a_peer_that_answers_no_ping_is_closed_with_1011(serve: Serve) -> None:
+    check_unanswered_pings_close_1011(serve, lambda sock: sock)
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [(0, 0.2), (0.2, 0)], ids=["no-pings", "no-ping-timeout"]
+)
+def test_keepalive_can_be_turned_off(serve: Serve, interval: float, timeout: float) -> None:
+    """websocket_ping_interval=0: no pings at all; websocket_ping_timeout=0: pings,
+    but a peer that never answers them is not closed."""
+    closes: list[tuple[int, str]] = []
+    live = serve(
+        keepalive_app(closes, []),
+        websocket_ping_interval=interval,
+        websocket_ping_timeout=timeout,
+    )
+    with upgraded(socket.create_connection(("127.0.0.1", live.port), timeout=5)) as sock:
+        time.sleep(1.2)  # six intervals of 0.2 s, answering nothing
+        sock.sendall(frame(0x1, b"still here"))
+        frames = frames_until(sock, (0x1, b"still here"))
+    pings = [opcode for opcode, _ in frames if opcode == 0x9]
+    assert [opcode for opcode, _ in frames if opcode not in (0x1, 0x9)] == []  # no Close
+    assert len(pings) == 0 if interval == 0 else len(pings) >= 2
+    assert closes in ([], [(1006, "connection lost")])  # only our own close, afterwards
+
+
+def test_pongs_of_the_servers_own_pings_do_not_reach_on_pong_message(serve: Serve) -> None:
+    """Keepalive is invisible to the handler; an unsolicited pong (or one answering the
+    application's own send_ping) still reaches on_pong_message."""
+    closes: list[tuple[int, str]] = []
+    pongs: list[bytes] = []
+    live = serve(
+        keepalive_app(closes, pongs), websocket_ping_interval=0.2, websocket_ping_timeout=0.5
+    )
+    with upgraded(socket.create_connection(("127.0.0.1", live.port), timeout=5)) as sock:
+        answered = 0
+        data = b""
+        while answered < 3:
+            data += sock.recv(4096)
+            while len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):
+                opcode, size = data[0] & 0x0F, data[1] & 0x7F
+                payload, data = data[2 : 2 + size], data[2 + size :]
+                assert opcode == 0x9, (opcode, payload)
+                sock.sendall(frame(0xA, payload))  # the pong a browser sends
+                answered += 1
+        sock.sendall(frame(0xA, b"mine") + frame(0x1, b"sync"))
+        frames_until(sock, (0x1, b"sync"))
+    assert pongs == [b"mine"]
+    assert closes in ([], [(1006, "connection lost")])
+
+
+def test_keepalive_leaves_a_closing_handshake_to_its_own_timeout(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closed (1000) and the client never answers: the close timeout ends
+    it with the server's code, not a keepalive 1011 on top."""
+    from simple_http_server.transport import ws_glue
+
+    monkeypatch.setattr(ws_glue, "CLOSE_TIMEOUT", 1.0)
+    app = App()
+    closes: list[tuple[int, str]] = []
+
+    @app.websocket_handler(endpoint="/ws")
+    class Leaving(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            session.close("bye")
+
+        def on_close(self, session: WebsocketSession, reason: object) -> None:
+            closes.append((getattr(reason, "code", 0), getattr(reason, "reason", "")))
+
+    live = serve(app, websocket_ping_interval=0.1, websocket_ping_timeout=0.1)
+    with upgraded(socket.create_connection(("127.0.0.1", live.port), timeout=5)) as sock:
+        started = time.monotonic()
+        while not closes and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        frames = read_frames(sock)
+    assert closes == [(1000, "connection lost")]
+    assert 0.8 <= elapsed < 3.0, elapsed
+    assert [opcode for opcode, _ in frames] == [0x8]  # the Close, no ping after it

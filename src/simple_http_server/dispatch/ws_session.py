@@ -10,7 +10,9 @@ same way in the threaded transport, on an event loop and in the test client.
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
@@ -27,7 +29,7 @@ from ..websocket import (
 from .invoke import call_async, call_sync, is_async_callable
 from .ws_handlers import Callbacks
 
-__all__ = ["LinkBase", "close_message"]
+__all__ = ["KEEPALIVE_REASON", "Keepalive", "LinkBase", "close_message"]
 
 _log = _logging.get_logger("simple_http_server.websocket")
 
@@ -41,11 +43,64 @@ _MESSAGES = {
 }
 
 
+#: The reason of the 1011 Close sent to a peer that did not answer a keepalive ping
+#: (the words of the ``websockets`` library, which uvicorn uses).
+KEEPALIVE_REASON = "keepalive ping timeout"
+
+
 def close_message(event: ws.Closed) -> str:
     """The readable ``message`` of a :class:`WebsocketCloseReason`."""
     if event.by_peer:
         return "Client asked to close connection."
+    if event.code == ws.CLOSE_INTERNAL_ERROR and event.reason == KEEPALIVE_REASON:
+        return "No answer to the server's keepalive ping."
     return _MESSAGES.get(event.code, "Server asked to close connection.")
+
+
+class Keepalive:
+    """When to ping a silent websocket peer, and when to give up on it.
+
+    The transport calls :meth:`seen` whenever bytes arrive, and :meth:`expire`
+    once the clock reaches :attr:`due`: it answers ``PING`` (send one), ``FAIL``
+    (the peer is gone: close with 1011) or None (not yet).  ``interval`` 0 is no
+    keepalive (the transport makes none); ``timeout`` 0 pings every interval of
+    silence but never gives up.  Times are the caller's clock (monotonic).
+    """
+
+    PING = "ping"
+    FAIL = "fail"
+
+    __slots__ = ("interval", "last_seen", "pinged", "timeout")
+
+    def __init__(self, interval: float, timeout: float, now: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.last_seen = now
+        self.pinged: float | None = None  # when the unanswered ping went out
+
+    def seen(self, now: float) -> None:
+        """The peer sent something: it is alive."""
+        self.last_seen = now
+        self.pinged = None
+
+    @property
+    def due(self) -> float:
+        """When :meth:`expire` has something to do."""
+        if self.pinged is not None:
+            return self.pinged + self.timeout
+        return self.last_seen + self.interval
+
+    def expire(self, now: float) -> str | None:
+        """What to do now: ``PING``, ``FAIL`` or nothing (None)."""
+        if now < self.due:
+            return None
+        if self.pinged is not None:
+            return self.FAIL
+        if self.timeout > 0:
+            self.pinged = now
+        else:  # no timeout: ping again after another interval of silence
+            self.last_seen = now
+        return self.PING
 
 
 def _frames(pieces: Iterable[str | bytes]) -> Iterator[tuple[str | bytes, bool]]:
@@ -69,6 +124,10 @@ class LinkBase:
         self.lock = threading.RLock()
         self.session = WebsocketSession(request, self)
         self._close_reported = False
+        # Payloads of the keepalive pings not answered yet: their pongs are not
+        # the handler's business (on_pong_message never sees them).
+        self._keepalive_pings: deque[bytes] = deque(maxlen=8)
+        self._keepalive_count = itertools.count(1)
         self._async_callbacks: dict[object, bool] = {}  # callback -> async? (inspected once)
 
     # -- output (called under self.lock) ---------------------------------------
@@ -147,6 +206,36 @@ class LinkBase:
         if started:
             self._closing_started()
 
+    # -- keepalive (the transport decides when: :class:`Keepalive`) ---------------
+    def keepalive_ping(self) -> None:
+        """Ping the peer on the server's own account."""
+        payload = b"shs-keepalive-%d" % next(self._keepalive_count)
+        with self.lock:
+            if self.proto.send_ping(payload):
+                self._keepalive_pings.append(payload)
+                self._flush()
+
+    def keepalive_failed(self) -> bool:
+        """The peer did not answer in time: fail the connection with 1011 (no
+        closing handshake: the peer is presumed gone; the transport closes).
+        False when a close was under way already (its own timeout bounds it)."""
+        with self.lock:
+            if not self.proto.is_open:
+                return False
+            self.proto.fail(ws.CLOSE_INTERNAL_ERROR, KEEPALIVE_REASON)
+            self._flush()
+        return True
+
+    def _keepalive_pong(self, payload: bytes) -> bool:
+        """True when ``payload`` answers a keepalive ping (then it and older ones are done)."""
+        with self.lock:
+            pings = self._keepalive_pings
+            if payload not in pings:
+                return False
+            while pings.popleft() != payload:
+                pass
+            return True
+
     # -- input -----------------------------------------------------------------
     def feed(self, data: bytes) -> list[WsEvent]:
         """Received bytes (``b""``: end of stream) -> events; replies are flushed."""
@@ -200,6 +289,8 @@ class LinkBase:
                 else:
                     self.send_control(WEBSOCKET_OPCODE_PONG, event.payload)  # type: ignore[union-attr]
             elif kind is ws.PongReceived:
+                if self._keepalive_pings and self._keepalive_pong(event.payload):  # type: ignore[union-attr]
+                    continue
                 if cb.on_pong_message is not None:
                     await self._run(cb.on_pong_message, session, event.payload)  # type: ignore[union-attr]
             elif kind is ws.Closed:

@@ -28,6 +28,7 @@ __all__ = [
     "request_from_head",
     "service_unavailable",
     "set_kernel_timeouts",
+    "set_receive_timeout",
 ]
 
 READ_SIZE = 256 * 1024
@@ -72,6 +73,11 @@ def service_unavailable() -> bytes:
     return HttpConnection().send_error(503)
 
 
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+
+
 def set_kernel_timeouts(sock: socket.socket, receive: float, send: float) -> None:
     """Blocking mode with kernel-side timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``; 0 = none).
 
@@ -80,11 +86,13 @@ def set_kernel_timeouts(sock: socket.socket, receive: float, send: float) -> Non
     ``BlockingIOError`` (``EAGAIN``) instead of ``TimeoutError``.
     """
     sock.settimeout(None)
-    for option, seconds in ((socket.SO_RCVTIMEO, receive), (socket.SO_SNDTIMEO, send)):
-        whole = int(seconds)
-        sock.setsockopt(
-            socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1e6))
-        )
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(receive))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(send))
+
+
+def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
+    """Change the kernel receive timeout only (see :func:`set_kernel_timeouts`)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
 
 
 def open_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import math
+import select
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -24,11 +27,11 @@ from typing import Any
 from .. import logger as _logging
 from ..dispatch.invoke import call_soon_batched, run_sync
 from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
-from ..dispatch.ws_session import LinkBase
+from ..dispatch.ws_session import Keepalive, LinkBase
 from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
-from .common import set_kernel_timeouts
+from .common import set_kernel_timeouts, set_receive_timeout
 
 __all__ = ["WebsocketUpgrade"]
 
@@ -177,6 +180,7 @@ class ThreadedLink(LinkBase):
         self.sock: socket.socket = conn.sock
         self.done = threading.Event()
         self._timer: threading.Timer | None = None
+        self._poll: Any = None  # select.poll() of a TLS socket, once keepalive waits
 
     def _write(self, data: bytes) -> None:
         try:
@@ -199,13 +203,22 @@ class ThreadedLink(LinkBase):
 
     def run(self) -> None:
         try:
-            # Idle websockets wait for input as long as they like; a peer that
-            # stops reading still times a send out (the connection's body_timeout).
-            send_timeout = self.conn.server.config.body_timeout
-            if self.conn.secure:  # Python's timeout (TLS), shared by recv: recv retries
+            # Idle websockets wait for input as long as they like (keepalive pings
+            # find out whether the peer is still there); a peer that stops reading
+            # still times a send out (the connection's body_timeout).
+            config = self.upgrade.config
+            send_timeout = config.body_timeout
+            keepalive = None
+            if config.websocket_ping_interval > 0:
+                keepalive = Keepalive(
+                    config.websocket_ping_interval, config.websocket_ping_timeout, time.monotonic()
+                )
+            secure = self.conn.secure
+            if secure:  # Python's timeout (TLS), shared by recv: recv retries
                 self.sock.settimeout(send_timeout)
-            else:
-                set_kernel_timeouts(self.sock, 0, send_timeout)
+            else:  # the kernel's receive timeout wakes us when the keepalive is due
+                receive_timeout = keepalive.interval if keepalive is not None else 0
+                set_kernel_timeouts(self.sock, receive_timeout, send_timeout)
             run_sync(self.opened())
             size = _READ_COMPRESSED if self.proto.compressed else _READ
             # Bytes that came with the upgrade request are already in the protocol.
@@ -215,12 +228,28 @@ class ThreadedLink(LinkBase):
                     run_sync(self.handle(events))
                 if self.finished:
                     break
+                # TLS: wait for input or the keepalive here (Python's timeout is the
+                # send's).  Once closing, CLOSE_TIMEOUT bounds the wait for the answer.
+                if (
+                    secure
+                    and keepalive is not None
+                    and not self.is_closed
+                    and not self._wait_for_input(keepalive)
+                ):
+                    events = []  # pinged the peer, or failed the connection (1011)
+                    continue
                 try:
                     data = self.sock.recv(size)
                 except TimeoutError:  # TLS only: an idle peer, not a lost one
                     continue
-                except OSError:
+                except OSError as exc:
+                    if keepalive is not None and isinstance(exc, BlockingIOError):
+                        self._receive_timed_out(keepalive)  # plain: the keepalive is due
+                        events = []
+                        continue
                     data = b""
+                if data and keepalive is not None:
+                    keepalive.seen(time.monotonic())
                 events = self.feed(data)
                 if not data and not events:
                     break
@@ -235,6 +264,45 @@ class ThreadedLink(LinkBase):
                 self.upgrade._forget(self)
                 self.conn.server._drop(self.conn)
                 self.done.set()
+
+    # Keepalive: input already waiting is always read first, so a slow handler
+    # never makes its peer look gone.  Plain sockets block in ``recv`` with a
+    # kernel receive timeout (no system call per message); TLS sockets, whose
+    # Python timeout is the send's, wait in ``poll`` first.
+    def _keepalive_due(self, keepalive: Keepalive) -> None:
+        action = keepalive.expire(time.monotonic())
+        if action == Keepalive.PING:
+            self.keepalive_ping()
+        elif action == Keepalive.FAIL:
+            self.keepalive_failed()
+
+    def _receive_timed_out(self, keepalive: Keepalive) -> None:
+        """Plain socket: the receive timeout fired.  Ping or fail as due, and time
+        the next receive (none once closing: CLOSE_TIMEOUT aborts the wait)."""
+        wait = 0.0
+        if not self.is_closed:
+            self._keepalive_due(keepalive)
+            if not self.finished:
+                wait = max(0.001, keepalive.due - time.monotonic())
+        set_receive_timeout(self.sock, wait)
+
+    def _wait_for_input(self, keepalive: Keepalive) -> bool:
+        """TLS socket: block until the peer sent something (True), or until the
+        keepalive is due: then ping the peer, or fail the connection (False)."""
+        sock: Any = self.sock
+        if sock.pending():  # decrypted bytes in the TLS layer
+            return True
+        wait = max(0, math.ceil((keepalive.due - time.monotonic()) * 1000))  # ms
+        if hasattr(select, "poll"):
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(sock.fileno(), select.POLLIN)
+            if self._poll.poll(wait):
+                return True
+        elif select.select([sock], [], [], wait / 1000)[0]:
+            return True
+        self._keepalive_due(keepalive)
+        return False
 
     def feed_pending(self) -> list[WsEvent]:
         """Events of the bytes received with the upgrade request."""
@@ -301,13 +369,46 @@ class AioLink(LinkBase):
         self.task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._held = False  # reading paused until our writes drain
+        self._keepalive: Keepalive | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Start delivering events (bytes that came with the request first)."""
         with self.lock:
             self._push(self.proto.events())
             self._flush()
+        config = self.upgrade.config
+        if config.websocket_ping_interval > 0:
+            keepalive = self._keepalive = Keepalive(
+                config.websocket_ping_interval, config.websocket_ping_timeout, self.loop.time()
+            )
+            self._keepalive_timer = self.loop.call_at(keepalive.due, self._keepalive_check)
         self.task = self.loop.create_task(self._deliver())
+
+    def _keepalive_check(self) -> None:
+        """The keepalive timer: ping a silent peer, or fail one that did not answer."""
+        self._keepalive_timer = None
+        keepalive = self._keepalive
+        if keepalive is None or self.conn.closed or self.finished or self.is_closed:
+            return  # closing: CLOSE_TIMEOUT bounds the rest
+        now = self.loop.time()
+        if self._held or self._queued > _QUEUE_HIGH:
+            keepalive.seen(now)  # we stopped reading, not the peer sending
+        action = keepalive.expire(now)
+        if action == Keepalive.PING:
+            self.keepalive_ping()
+        elif action == Keepalive.FAIL:
+            if self.keepalive_failed():
+                self.conn.close()  # the Close frame goes out if it can; on_close follows
+                self._wakeup.set()
+            return
+        self._keepalive_timer = self.loop.call_at(keepalive.due, self._keepalive_check)
+
+    def _stop_keepalive(self) -> None:
+        self._keepalive = None
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
 
     # -- output ------------------------------------------------------------------
     def _on_loop(self) -> bool:
@@ -498,6 +599,8 @@ class AioLink(LinkBase):
             self.conn.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._keepalive is not None:
+            self._keepalive.seen(self.loop.time())
         self._push(self.feed(data))
         if self.finished:
             self.conn.close()
@@ -552,6 +655,7 @@ class AioLink(LinkBase):
         except Exception:
             _log.exception("Websocket session failed")
         finally:
+            self._stop_keepalive()
             if self._close_timer is not None:
                 self._close_timer.cancel()
             self.conn.close()
