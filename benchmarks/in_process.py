@@ -192,7 +192,7 @@ def ws_ours() -> Callable[[int], None]:
 
     def run(count: int) -> None:
         sock = _WsSocket(frame, count)
-        conn: Any = types.SimpleNamespace(sock=sock, server=fake_server, secure=True)
+        conn: Any = types.SimpleNamespace(sock=sock, server=fake_server, secure=False)
         proto = WebsocketProtocol(
             extensions=[], trailing_data=b"", max_message_size=1 << 24, stream_binary=False
         )
