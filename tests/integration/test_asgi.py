@@ -281,3 +281,196 @@ def test_upload_stays_open_for_a_streamed_answer(monkeypatch: pytest.MonkeyPatch
     assert sent[0]["status"] == 200
     assert body_of(sent) == data
     log.wait_all_closed(1)
+
+
+# -- a websocket peer that stops reading (body_timeout) -------------------------
+def _flood_app(async_handler: bool = False) -> tuple[Any, dict[str, Any]]:
+    """An app whose handler sends 64 MiB on ``go``; ``seen`` records how it ended."""
+    import threading
+
+    from simple_http_server import App, WebsocketHandler, WebsocketSession
+
+    app = App()
+    seen: dict[str, Any] = {"closed": threading.Event(), "returned": threading.Event()}
+    chunk = b"f" * (1024 * 1024)
+
+    class Flood(WebsocketHandler):
+        def on_close(self, session: WebsocketSession, reason: Any) -> None:
+            seen["code"] = reason.code
+            seen["closed"].set()
+
+    if async_handler:  # on the loop: the sends queue, nothing blocks the handler
+
+        async def on_text_message(self: Any, session: WebsocketSession, message: str) -> None:
+            for _ in range(64):
+                session.send(chunk)
+            seen["returned"].set()
+
+    else:  # on a worker thread: each send waits for the ASGI server to take it
+
+        def on_text_message(self: Any, session: WebsocketSession, message: str) -> None:
+            try:
+                for _ in range(64):  # 64 MiB: far more than any socket buffer holds
+                    if session.is_closed:
+                        return
+                    session.send(chunk)
+            finally:
+                seen["returned"].set()
+
+    Flood.on_text_message = on_text_message  # type: ignore[method-assign]
+    app.websocket_handler(endpoint="/flood")(Flood)
+    return app, seen
+
+
+@pytest.mark.parametrize("async_handler", [False, True], ids=["sync", "async"])
+def test_a_send_the_asgi_server_never_takes_is_dropped_after_body_timeout(
+    async_handler: bool,
+) -> None:
+    """The ASGI ``send`` never completes (a server applying backpressure for a client
+    that stopped reading): the session is dropped after body_timeout, the handler's
+    send returns, on_close runs with 1006 and the app returns."""
+    import time
+
+    app, seen = _flood_app(async_handler)
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=0.5)
+    sends: list[str] = []
+
+    async def main() -> float:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+        inbox.put_nowait({"type": "websocket.receive", "text": "go"})
+
+        async def receive() -> dict[str, Any]:
+            return await inbox.get()  # nothing after "go": the client is silent
+
+        async def send(message: dict[str, Any]) -> None:
+            sends.append(message["type"])
+            if message["type"] == "websocket.send":
+                await asyncio.Event().wait()  # never taken
+
+        started = time.monotonic()
+        await asyncio.wait_for(proxy(_ws_scope("/flood"), receive, send), 10)
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert seen["returned"].wait(5), "the handler is still blocked in session.send"
+    assert seen["closed"].wait(5) and seen["code"] == 1006
+    assert 0.4 <= took < 5, took
+    assert sends[0] == "websocket.accept"
+    assert sends.count("websocket.send") <= 2  # dropped: the rest was never offered
+
+
+def test_a_slow_asgi_server_that_keeps_taking_messages_is_not_dropped() -> None:
+    """body_timeout bounds one send, not the session: sends that each take a while,
+    together several body_timeouts, all go out, and the session closes normally."""
+    import threading
+
+    from simple_http_server import App, WebsocketHandler, WebsocketSession
+
+    app = App()
+    closes: list[int | None] = []
+    returned = threading.Event()
+
+    @app.websocket_handler(endpoint="/slow")
+    class Slow(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            for i in range(8):
+                session.send(f"m{i}")
+            session.close("done")
+            returned.set()
+
+        def on_close(self, session: WebsocketSession, reason: Any) -> None:
+            closes.append(reason.code)
+
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=0.5)
+    texts: list[str] = []
+
+    async def main() -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+        inbox.put_nowait({"type": "websocket.receive", "text": "go"})
+
+        async def receive() -> dict[str, Any]:
+            return await inbox.get()
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                await asyncio.sleep(0.2)  # slow, but well within body_timeout
+                texts.append(message["text"])
+            elif message["type"] == "websocket.close":
+                inbox.put_nowait({"type": "websocket.disconnect", "code": message["code"]})
+
+        await asyncio.wait_for(proxy(_ws_scope("/slow"), receive, send), 10)
+
+    asyncio.run(main())
+    assert returned.is_set()
+    assert texts == [f"m{i}" for i in range(8)]  # 1.6 s in all: more than body_timeout
+    assert closes == [1000]
+
+
+class _InProcessUvicorn:
+    """A real uvicorn (wsproto) serving ``app`` in a thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = harness.free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, ws="wsproto", lifespan="off",
+            log_level="warning", timeout_graceful_shutdown=1,
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _InProcessUvicorn:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = True
+        self.thread.join(10)
+
+
+def test_uvicorn_drops_a_websocket_client_that_stops_reading() -> None:
+    """Through real sockets: a sync handler sending to a client that reads nothing
+    is freed after body_timeout (it waited forever), and on_close runs."""
+    import base64
+    import os
+    import socket
+    import time
+
+    app, seen = _flood_app()
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=1.0)
+    with _InProcessUvicorn(proxy) as live:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        with sock:
+            sock.connect(("127.0.0.1", live.port))
+            key = base64.b64encode(os.urandom(16))
+            sock.sendall(
+                b"GET /flood HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            mask = os.urandom(4)
+            sock.sendall(b"\x81\x82" + mask + bytes(b ^ mask[i] for i, b in enumerate(b"go")))
+            started = time.monotonic()  # from here on the client reads nothing
+            assert seen["closed"].wait(15), "the session waited for a client that reads nothing"
+            took = time.monotonic() - started
+            assert seen["returned"].wait(5), "the handler is still blocked in session.send"
+    assert seen["code"] == 1006
+    assert 0.9 <= took < 10, took

@@ -6,12 +6,19 @@ logic (:class:`~..dispatch.ws_session.LinkBase`) as our own transports, with
 ASGI messages instead of wsproto bytes.  ASGI carries whole messages only, so
 a fragmented ``session.send(..., chunk_size=...)`` goes out as one message,
 and ping/pong frames (answered by the server itself) are not delivered.
+
+Each ``websocket.send`` must be taken by the ASGI server within
+``body_timeout``, as our transports bound a websocket frame: a server that
+keeps a send waiting that long (backpressure from a client that stopped
+reading) gets no more messages, the session is dropped (``on_close`` runs with
+1006, a handler thread blocked in ``session.send`` returns) and the app returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -37,27 +44,53 @@ class ASGILink(LinkBase):
     """A session whose frames are ASGI ``websocket.send``/``websocket.close`` messages."""
 
     def __init__(
-        self, send: Any, callbacks: Callbacks, request: WebsocketRequest, max_size: int
+        self,
+        send: Any,
+        callbacks: Callbacks,
+        request: WebsocketRequest,
+        max_size: int,
+        send_timeout: float,
     ) -> None:
         super().__init__(None, callbacks, request)  # type: ignore[arg-type]
         self._send = send
         self.max_size = max_size
+        self.send_timeout = send_timeout
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.closed = False
+        #: No more messages are offered: a send failed or was not taken in time.
+        self.gone = False
+        #: A send was not taken within ``send_timeout``: the session is dropped.
+        self.dropped = False
         self.close_code = ws.CLOSE_ABNORMAL
         self.close_reason = ""
         self._tail: asyncio.Task[None] | None = None
+        self._task = asyncio.current_task()  # serve_websocket's
+        self.receiving = False  # the task waits in the ASGI receive()
+        self.interrupted = False  # ... and was cancelled by a drop
 
     # -- output: ordered, from the loop or from worker threads -------------------
     async def _send_after(self, previous: asyncio.Task[None] | None, message: Any) -> None:
         if previous is not None:
             with contextlib.suppress(Exception):
                 await previous
+        if self.gone:
+            return
         try:
-            await self._send(message)
+            await asyncio.wait_for(self._send(message), self.send_timeout)
+        except (asyncio.TimeoutError, TimeoutError):  # the server never took it
+            self._drop()
         except Exception:  # the client is gone
-            self.closed = True
+            self.closed = self.gone = True
+
+    def _drop(self) -> None:
+        """A send was stuck for ``send_timeout``: end the session without the client."""
+        _log.info("Websocket session %s dropped: a send was not taken in time", self.session.id)
+        self.closed = self.gone = self.dropped = True
+        task = self._task
+        if self.receiving and task is not None and not task.done():
+            self.interrupted = True
+            task.cancel()
 
     def _chain(self, message: Any) -> asyncio.Task[None]:
         self._tail = self.loop.create_task(self._send_after(self._tail, message))
@@ -69,8 +102,22 @@ class ASGILink(LinkBase):
     def _submit(self, message: Any) -> None:
         if threading.get_ident() == self.loop_thread:
             self._chain(message)
-        else:
-            asyncio.run_coroutine_threadsafe(self._chain_and_wait(message), self.loop).result()
+            return
+        # A worker thread waits until its message went out, which each message
+        # ahead of it and its own send bound (``send_timeout`` each, then none).
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._chain_and_wait(message), self.loop)
+        except RuntimeError:  # the loop is closed: the ASGI server is gone
+            self.closed = self.gone = True
+            return
+        while True:
+            try:
+                future.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                if self.loop.is_closed():
+                    self.closed = self.gone = True
+                    return
 
     async def settle(self) -> None:
         """Wait until every queued message went out."""
@@ -181,15 +228,25 @@ async def serve_websocket(dispatcher: Any, scope: Any, receive: Any, send: Any) 
             headers.append((lower, value))
     await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
     limit = dispatcher.config.limits.max_websocket_message_size
-    link = ASGILink(send, result.callbacks, result.request, limit)
+    link = ASGILink(send, result.callbacks, result.request, limit, dispatcher.config.body_timeout)
     try:
         await link.opened()
         while True:
             if link.closed:
-                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                    await asyncio.wait_for(_until_disconnect(receive), CLOSE_TIMEOUT)
+                if not link.dropped:  # the client may still answer our Close
+                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                        await asyncio.wait_for(_until_disconnect(receive), CLOSE_TIMEOUT)
                 break
-            message = await receive()
+            link.receiving = True
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if not link.interrupted:
+                    raise
+                _uncancel()  # our own cancel (a drop), not the server's
+                break
+            finally:
+                link.receiving = False
             kind = message.get("type")
             if kind == "websocket.disconnect":
                 code = int(message.get("code") or ws.CLOSE_NO_STATUS)
@@ -204,6 +261,14 @@ async def serve_websocket(dispatcher: Any, scope: Any, receive: Any, send: Any) 
         with contextlib.suppress(Exception):
             await link.settle()
         await link.finish()
+
+
+def _uncancel() -> None:
+    """Forget a cancel this module made (Python 3.11+ counts them)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
 
 
 async def _until_disconnect(receive: Any) -> None:
