@@ -763,3 +763,159 @@ def test_handler_exception_closes_1011(serve: Serve) -> None:
     ws.send("x")
     assert close_frame(ws)[0] == 1011
     wait_for(lambda: closes == [1011])
+
+
+def _bytes_read_by(native_id: int) -> int:
+    """Bytes the thread read through read(2) and the like (its ``rchar``: files,
+    not sockets, which asyncio reads with recv)."""
+    with open(f"/proc/self/task/{native_id}/io") as io:
+        for line in io:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no rchar")
+
+
+def test_a_sync_handlers_file_queued_behind_the_loop_is_read_off_the_loop(
+    serve: Serve, transport: str, tmp_path: Any
+) -> None:
+    """A worker thread's ``send_file`` that must wait for a message the loop is still
+    sending keeps its place, and its file is read on the worker, not on the loop."""
+    path = random_file(tmp_path, 32 * 1024 * 1024)  # more than the socket buffers take
+    big = os.urandom(24 * 1024 * 1024)
+    loop: dict[str, int] = {}
+
+    class Mixed(WebsocketHandler):
+        async def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            loop["id"] = threading.get_native_id()  # the event loop's thread (asyncio)
+            loop["read"] = _bytes_read_by(loop["id"]) if transport == "asyncio" else 0
+            session.send(big, chunk_size=64 * 1024)  # the loop finishes it in a task
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send_file(str(path), chunk_size=64 * 1024)  # queued behind ``big``
+            session.send("after")
+
+    app = App()
+    app.websocket_handler(endpoint="/mixed")(Mixed)
+    ws = connect(serve(app), "/mixed")
+    ws.send_binary(b"start")
+    ws.send("go")
+    time.sleep(0.5)  # the buffers fill; the worker's file waits for its turn
+    assert ws.recv() == big
+    assert ws.recv() == path.read_bytes()
+    assert ws.recv() == "after"
+    if transport == "asyncio" and os.path.isdir("/proc/self/task"):
+        read_on_loop = _bytes_read_by(loop["id"]) - loop["read"]
+        assert read_on_loop < 1024 * 1024, f"{read_on_loop} bytes read on the event loop"
+    ws.close()
+
+
+def test_a_large_file_from_a_sync_handler_is_never_buffered_whole(
+    serve: Serve, transport: str, tmp_path: Any
+) -> None:
+    """A 64 MiB file sent by a worker thread (behind a message the loop is still
+    sending) to a client that reads it frame by frame: the server holds a few of
+    its frames at a time, never the file."""
+    import tracemalloc
+
+    path = random_file(tmp_path, 64 * 1024 * 1024)
+    frame = 64 * 1024
+    first = b"L" * (4 * 1024 * 1024)  # allocated before the count starts
+
+    class Sender(WebsocketHandler):
+        async def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send(first, chunk_size=frame)
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send_file(str(path), chunk_size=frame)
+            session.send("end")
+
+    app = App()
+    app.websocket_handler(endpoint="/big")(Sender)
+    ws = connect(serve(app), "/big")
+    tracemalloc.start()
+    try:
+        ws.send_binary(b"start")
+        ws.send("go")
+        time.sleep(0.3)  # the buffers fill; the file waits for its turn
+        received = 0
+        while True:
+            got = ws.recv_frame()  # one frame at a time: the client holds one
+            if got.opcode == ABNF.OPCODE_TEXT:
+                assert got.data == b"end"
+                break
+            received += len(got.data)
+            time.sleep(0.0002)  # a reader a bit slower than the server
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert received == len(first) + 64 * 1024 * 1024
+    assert peak < 4 * 1024 * 1024, f"{peak} bytes held at the peak"
+    ws.close()
+
+
+def test_files_and_texts_from_the_loop_and_threads_stay_whole_and_in_order(
+    serve: Serve, tmp_path: Any
+) -> None:
+    """Messages from the loop, a handler thread streaming files and another thread
+    interleave only between messages, each sender's in the order it sent them."""
+    # (threaded transport: the "loop" callbacks run on the session's thread)
+    files = []
+    for i in range(3):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(os.urandom(3 * 1024 * 1024 + i))
+        files.append(path)
+    big = [os.urandom(4 * 1024 * 1024 + i) for i in range(2)]
+    loops: list[asyncio.AbstractEventLoop] = []
+    ticked = threading.Event()
+    TICKS = 400  # about a second: they go on while the files are streamed
+
+    class Mixed(WebsocketHandler):
+        async def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            loops.append(asyncio.get_running_loop())
+            for i, data in enumerate(big):  # the loop streams these in tasks
+                session.send(f"loop {i}")
+                session.send(data, chunk_size=32 * 1024)
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            async def ticker() -> None:  # the loop sends while the threads send theirs
+                for i in range(TICKS):
+                    session.send(f"tick {i}")
+                    await asyncio.sleep(0.002)
+                ticked.set()
+
+            def other() -> None:
+                for i in range(100):
+                    session.send(f"other {i}")
+                    time.sleep(0.001)
+
+            asyncio.run_coroutine_threadsafe(ticker(), loops[0])
+            thread = threading.Thread(target=other)
+            thread.start()
+            for i, path in enumerate(files):  # the first waits for ``big``: a turn
+                session.send_file(str(path), chunk_size=16 * 1024)
+                session.send(f"file {i}")
+            thread.join()
+            assert ticked.wait(10)
+            session.send("end")
+
+    app = App()
+    app.websocket_handler(endpoint="/mixed")(Mixed)
+    ws = connect(serve(app), "/mixed")
+    ws.send_binary(b"start")
+    ws.send("go")
+    time.sleep(0.3)  # the buffers fill: later messages queue behind the loop's
+    payloads = {data: f"big {i}" for i, data in enumerate(big)}
+    payloads.update({path.read_bytes(): f"file data {i}" for i, path in enumerate(files)})
+    got: list[str] = []
+    while (message := ws.recv()) != "end":
+        got.append(message if isinstance(message, str) else payloads.get(message, "torn"))
+    ws.close()
+    assert "torn" not in got
+    assert [m for m in got if m.startswith(("loop", "big"))] == [
+        "loop 0", "big 0", "loop 1", "big 1"
+    ]  # fmt: skip
+    assert [m for m in got if m.startswith("file")] == [
+        x for i in range(3) for x in (f"file data {i}", f"file {i}")
+    ]
+    assert [m for m in got if m.startswith("other")] == [f"other {i}" for i in range(100)]
+    assert [m for m in got if m.startswith("tick")] == [f"tick {i}" for i in range(TICKS)]

@@ -8,6 +8,8 @@ events to the handler in order.  Sends are safe from any thread: the threaded
 link writes under the session lock; the asyncio link writes in order, lets worker
 threads wait for the transport to drain, and finishes a message sent from the
 loop in a task when the transport's buffer fills (later sends wait their turn).
+A worker thread reads the pieces of its own messages (a file's), also when it
+had to wait for the loop's: blocking reads never run on the loop.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ _READ = 256 * 1024
 _READ_COMPRESSED = 16 * 1024
 #: Received bytes queued for the handler before the asyncio link stops reading.
 _QUEUE_HIGH = 1024 * 1024
+#: Bytes a worker thread's frames may wait for the loop to write them before the
+#: thread waits for the loop (a file streamed from a thread is never buffered whole).
+_OUT_HIGH = 256 * 1024
 
 
 def _request_done(http: HttpConnection) -> bool:
@@ -313,19 +318,25 @@ class ThreadedLink(LinkBase):
 
 
 class _Pending:
-    """A message (or a close) waiting for its turn on the asyncio link."""
+    """A message (or a close) waiting for its turn on the asyncio link.
 
-    __slots__ = ("close", "done", "error", "pieces")
+    A ``turn`` carries nothing: a worker thread waits for it, then sends its
+    message itself (reading its pieces, a file's, on its own thread).
+    """
+
+    __slots__ = ("close", "done", "error", "pieces", "turn")
 
     def __init__(
         self,
         pieces: Iterable[str | bytes] | None,
         done: concurrent.futures.Future[None] | None = None,
         close: tuple[int, str] | None = None,
+        turn: bool = False,
     ) -> None:
         self.pieces = pieces
         self.done = done
         self.close = close
+        self.turn = turn
         self.error: Exception | None = None
 
     def finish(self) -> None:
@@ -358,6 +369,7 @@ class AioLink(LinkBase):
         self.loop: asyncio.AbstractEventLoop = conn.loop
         self.loop_thread: int = conn.server.loop_thread
         self._out: list[bytes] = []
+        self._out_size = 0
         self._flush_scheduled = False
         self._events: deque[WsEvent] = deque()
         self._queued = 0
@@ -418,7 +430,9 @@ class AioLink(LinkBase):
         self._out.append(data)
         if self._on_loop():
             self._write_out()
-        elif not self._flush_scheduled:
+            return
+        self._out_size += len(data)
+        if not self._flush_scheduled:
             self._flush_scheduled = True
             call_soon_batched(self.loop, self._write_out)
 
@@ -426,23 +440,33 @@ class AioLink(LinkBase):
         with self.lock:
             self._flush_scheduled = False
             out, self._out = self._out, []
+            self._out_size = 0
         transport = self.conn.transport
         if out and transport is not None and not transport.is_closing():
             transport.write(b"".join(out))
 
     def _wait_drain(self) -> None:
-        if self.conn.closed or not self.conn._write_paused:
+        """A worker thread waits while the transport is full, or while much of what it
+        sent still waits for the loop (which may not have run since: its pause flag
+        would be stale, and a thread reading a file would race ahead of the socket)."""
+        if self.conn.closed or not (self.conn._write_paused or self._out_size > _OUT_HIGH):
             return
         try:
-            asyncio.run_coroutine_threadsafe(self.conn._drain(), self.loop).result()
+            asyncio.run_coroutine_threadsafe(self._write_and_drain(), self.loop).result()
         except Exception:
             pass
+
+    async def _write_and_drain(self) -> None:
+        self._write_out()
+        await self.conn._drain()
 
     # Message order: a worker thread sends its message itself (waiting for
     # drains between frames) unless the loop is busy with one; the loop sends
     # from ``_pending`` in order, one message at a time (``_loop_busy``), and
     # finishes a message in a task when the transport's buffer fills.  Both
     # flags change under ``self.lock``, so frames of two messages never mix.
+    # A worker's message of several pieces (a file...) queues a turn instead:
+    # its pieces are read on the worker's thread, never on the loop.
     def send_message(self, pieces: Iterable[str | bytes]) -> None:
         if self._on_loop():
             if type(pieces) is tuple and len(pieces) == 1:
@@ -452,20 +476,26 @@ class AioLink(LinkBase):
                         return
             self._queue(_Pending(pieces))
             return
+        single = type(pieces) is tuple and len(pieces) == 1
         with self._message_lock:
             with self.lock:
                 queued = self._loop_busy or bool(self._pending)
-                single = not queued and type(pieces) is tuple and len(pieces) == 1
-                if single:  # one frame (most messages): sent whole under the lock
-                    LinkBase.send_message(self, pieces)
-                elif not queued:
-                    self._streaming = True
-            if single:
-                self._wait_drain()
-            elif queued:  # the loop is sending: our message goes after it
+                if not queued:
+                    if single:  # one frame (most messages): sent whole under the lock
+                        LinkBase.send_message(self, pieces)
+                    else:
+                        self._streaming = True
+            if not queued:
+                if single:
+                    self._wait_drain()
+                else:
+                    self._stream_from_thread(pieces)
+            elif single:  # the loop is sending: our frame goes after it
                 self._send_through_loop(_Pending(pieces, concurrent.futures.Future()))
-            else:
-                self._stream_from_thread(pieces)
+            else:  # after the loop's messages, streamed from this thread
+                turn = _Pending(None, concurrent.futures.Future(), turn=True)
+                if self._send_through_loop(turn):  # ``_streaming`` is ours now
+                    self._stream_from_thread(pieces)
 
     def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
         if self._on_loop():
@@ -502,18 +532,19 @@ class AioLink(LinkBase):
             return False
         return True
 
-    def _send_through_loop(self, item: _Pending) -> None:
-        """Queue a worker's message (or close) behind the loop's; wait until it is sent."""
+    def _send_through_loop(self, item: _Pending) -> bool:
+        """Queue a worker's message (or close, or turn) behind the loop's; wait until
+        it is sent (its turn came).  False when the loop is gone."""
         assert item.done is not None
         if not self._call_on_loop(self._queue, item):
-            return
+            return False
         while True:
             try:
                 item.done.result(timeout=1.0)
-                return
+                return True
             except concurrent.futures.TimeoutError:
                 if self.loop.is_closed():
-                    return
+                    return False
 
     def _queue(self, item: _Pending) -> None:
         with self.lock:
@@ -527,7 +558,13 @@ class AioLink(LinkBase):
                 if self._loop_busy or self._streaming or not self._pending:
                     return
                 item = self._pending.popleft()
-                self._loop_busy = True
+                if item.turn:  # a worker thread sends this one itself
+                    self._streaming = True
+                else:
+                    self._loop_busy = True
+            if item.turn:
+                item.finish()  # the worker's _stream_from_thread ends the turn
+                return
             try:
                 if item.close is not None:
                     LinkBase.close(self, *item.close)
