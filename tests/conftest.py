@@ -58,11 +58,16 @@ def live_server(
     app: App,
     transport: str = "threaded",
     resources: dict[str, str] | None = None,
+    listener: Any = None,
     **config: Any,
 ) -> Iterator[LiveServer]:
-    """Run ``app`` on 127.0.0.1:<free port> with ``transport`` until the block ends."""
+    """Run ``app`` on 127.0.0.1:<free port> with ``transport`` until the block ends
+    (on ``listener``, a listening socket of the test's, when given)."""
     settings = ServerConfig(host="127.0.0.1", port=0).with_changes(**config)
     server = Server(app, settings, resources, prefer_coroutine=transport == "asyncio")
+    if listener is not None:
+        server.sock = listener
+        server.port = listener.getsockname()[1]
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -331,6 +331,57 @@ def test_a_slow_but_steady_reader_gets_the_whole_answer(
     assert elapsed > 1.0  # several body_timeouts: only progress kept it going
 
 
+def test_a_closed_connection_whose_answer_is_stuck_is_dropped_and_frees_its_slot(
+    serve: Serve,
+) -> None:
+    """``Connection: close`` and a client that never reads: the last of the answer
+    is stuck (in asyncio: in the transport's buffer, below the high-water mark, so
+    no drain waits for it) when the connection is closed.  The server drops it after
+    body_timeout, and its max_connections slot serves the next client."""
+    body = 60 * 1024  # the kernel takes part of it; the rest stays in the transport
+    application = app()[0]
+
+    @application.route("/answer")
+    def answer() -> bytes:
+        return b"a" * body
+
+    # Small, fixed kernel buffers on both sides, so what the kernel takes is known
+    # (accepted sockets inherit the listener's SO_SNDBUF): about 32 KiB here.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    live = serve(application, listener=listener, max_connections=1, body_timeout=1.0)
+    with socket.socket() as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+        stuck.settimeout(5)
+        stuck.connect(("127.0.0.1", live.port))
+        stuck.sendall(b"GET /answer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        time.sleep(0.2)  # answered and closed, the answer still unsent: the slot is held
+        started = time.monotonic()
+        get = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as extra:
+            extra.sendall(get)
+            assert [r.status for r in parse_responses(read_until_closed(extra))] == [503]
+        while True:  # the slot frees up once the stuck connection is dropped
+            with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+                sock.sendall(get)
+                statuses = [r.status for r in parse_responses(read_until_closed(sock))]
+            if statuses == [200]:
+                break
+            assert statuses == [503]
+            # asyncio: body_timeout and a sweep; threaded: up to 3 body_timeouts
+            assert time.monotonic() - started < 8, "the stuck connection still holds its slot"
+            time.sleep(0.1)
+        received = b""
+        try:
+            while chunk := stuck.recv(65536):
+                received += chunk
+        except ConnectionResetError:  # dropped, not closed after a flush
+            pass
+    assert len(received) < body
+
+
 # -- connection limits ----------------------------------------------------------------
 def test_idle_keep_alive_connection_is_closed_after_idle_timeout(serve: Serve) -> None:
     live = serve(app()[0], idle_timeout=1.0)
