@@ -780,8 +780,8 @@ def test_a_sync_handlers_file_queued_behind_the_loop_is_read_off_the_loop(
 ) -> None:
     """A worker thread's ``send_file`` that must wait for a message the loop is still
     sending keeps its place, and its file is read on the worker, not on the loop."""
-    path = random_file(tmp_path, 32 * 1024 * 1024)  # more than the socket buffers take
-    big = os.urandom(24 * 1024 * 1024)
+    path = random_file(tmp_path, 16 * 1024 * 1024)  # more than the socket buffers take
+    big = os.urandom(16 * 1024 * 1024)
     loop: dict[str, int] = {}
 
     class Mixed(WebsocketHandler):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import os
 import threading
@@ -114,7 +113,10 @@ class ASGILink(LinkBase):
             try:
                 future.result(timeout=1.0)
                 return
-            except concurrent.futures.TimeoutError:
+            except Exception:
+                if future.done():  # cancelled: the ASGI server is shutting down
+                    self.closed = self.gone = True
+                    return
                 if self.loop.is_closed():
                     self.closed = self.gone = True
                     return

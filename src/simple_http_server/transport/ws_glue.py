@@ -452,9 +452,10 @@ class AioLink(LinkBase):
         if self.conn.closed or not (self.conn._write_paused or self._out_size > _OUT_HIGH):
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._write_and_drain(), self.loop).result()
-        except Exception:
-            pass
+            future = asyncio.run_coroutine_threadsafe(self._write_and_drain(), self.loop)
+        except RuntimeError:  # the loop is closed: the session is gone
+            return
+        self._wait_for(future)
 
     async def _write_and_drain(self) -> None:
         self._write_out()
@@ -538,13 +539,23 @@ class AioLink(LinkBase):
         assert item.done is not None
         if not self._call_on_loop(self._queue, item):
             return False
+        return self._wait_for(item.done, raise_error=True)
+
+    def _wait_for(self, future: concurrent.futures.Future[Any], raise_error: bool = False) -> bool:
+        """Wait (a worker thread) for what the loop does; False when the loop is gone.
+        The loop's error is raised when ``raise_error``, else ignored."""
         while True:
             try:
-                item.done.result(timeout=1.0)
+                future.result(timeout=1.0)
                 return True
-            except concurrent.futures.TimeoutError:
-                if self.loop.is_closed():
-                    return False
+            except Exception:
+                if not future.done():  # still waiting (not the loop's own TimeoutError)
+                    if self.loop.is_closed():
+                        return False
+                    continue
+                if raise_error:
+                    raise
+                return True
 
     def _queue(self, item: _Pending) -> None:
         with self.lock:
