@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from simple_http_server import server
+from simple_http_server import App, Response, server
 
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
@@ -473,4 +473,128 @@ def test_uvicorn_drops_a_websocket_client_that_stops_reading() -> None:
             took = time.monotonic() - started
             assert seen["returned"].wait(5), "the handler is still blocked in session.send"
     assert seen["code"] == 1006
+    assert 0.9 <= took < 10, took
+
+
+# -- an HTTP response the ASGI server stops taking (body_timeout) ----------------
+def _stream_app() -> tuple[Any, dict[str, Any]]:
+    """``/write`` streams with ``write_bytes`` from a worker thread, ``/generator``
+    returns a generator (sent by the dispatcher on the loop); 64 MiB each."""
+    import threading
+
+    app = App()
+    seen: dict[str, Any] = {"returned": threading.Event(), "error": None}
+    chunk = b"w" * (1024 * 1024)
+
+    @app.route("/write")
+    def write(response: Response) -> None:
+        try:
+            for _ in range(64):
+                response.write_bytes(chunk)
+        except Exception as exc:  # the client is gone: the controller hears it
+            seen["error"] = type(exc).__name__
+            raise
+        finally:
+            seen["returned"].set()
+
+    @app.route("/generator")
+    def generator() -> Any:
+        def pieces() -> Any:
+            try:
+                for _ in range(64):
+                    yield chunk
+            finally:
+                seen["returned"].set()
+
+        return pieces()
+
+    return app, seen
+
+
+@pytest.mark.parametrize("path", ["/write", "/generator"])
+def test_an_http_send_the_asgi_server_never_takes_ends_after_body_timeout(path: str) -> None:
+    """The ASGI ``send`` of a response body never completes (backpressure for a client
+    that stopped reading): after body_timeout the response is abandoned, a worker
+    thread blocked in ``write_bytes`` returns, and the app returns."""
+    import time
+
+    app, seen = _stream_app()
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=0.5)
+    kinds: list[str] = []
+
+    async def main() -> float:
+        async def receive() -> dict[str, Any]:
+            if not kinds:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client says nothing more
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            kinds.append(message["type"])
+            if message["type"] == "http.response.body" and message.get("body"):
+                await asyncio.Event().wait()  # never taken
+
+        started = time.monotonic()
+        await asyncio.wait_for(proxy(http_scope("GET", path), receive, send), 10)
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert seen["returned"].wait(5), "the controller is still blocked in its send"
+    assert 0.4 <= took < 5, took
+    assert kinds.count("http.response.body") == 1  # abandoned: nothing more offered
+    if path == "/write":
+        assert seen["error"] == "ClientGone"
+
+
+def test_a_slow_asgi_server_that_keeps_taking_the_body_is_not_cut() -> None:
+    """body_timeout bounds one send, not the response: sends that each take a while,
+    together several body_timeouts, all go out."""
+    app = App()
+
+    @app.route("/write")
+    def write(response: Response) -> None:
+        for i in range(8):
+            response.write_bytes(b"part-%d;" % i)
+
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=0.5)
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async def receive() -> dict[str, Any]:
+            if not sent:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            await asyncio.sleep(0.2)  # 8 x 0.2 s: 1.6 s in all, against 0.5 s per send
+            sent.append(message)
+
+        await asyncio.wait_for(proxy(http_scope("GET", "/write"), receive, send), 10)
+
+    asyncio.run(main())
+    assert body_of(sent) == b"".join(b"part-%d;" % i for i in range(8))
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+@pytest.mark.parametrize("path", ["/write", "/generator"])
+def test_uvicorn_abandons_a_response_to_a_client_that_stops_reading(path: str) -> None:
+    """Through real sockets: uvicorn holds each ``send`` while its client reads
+    nothing; the response is abandoned after body_timeout (the controller's worker
+    thread waited forever before) instead of holding the request open."""
+    import socket
+    import time
+
+    app, seen = _stream_app()
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=1.0)
+    with _InProcessUvicorn(proxy) as live:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        with sock:
+            sock.connect(("127.0.0.1", live.port))
+            sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            started = time.monotonic()  # from here on the client reads nothing
+            assert seen["returned"].wait(15), "the response waits for a client reading nothing"
+            took = time.monotonic() - started
     assert 0.9 <= took < 10, took

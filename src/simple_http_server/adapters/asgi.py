@@ -67,9 +67,14 @@ def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
 class _ASGIChannel(Channel):
     """Pulls the body from ``receive``, pushes the response into ``send``."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, send_timeout: float | None = None
+    ) -> None:
         self._receive = receive
         self._send = send
+        #: Longest the ASGI server may hold one ``send`` (its backpressure for a client
+        #: that stopped reading) before the response is abandoned: ``body_timeout``.
+        self._send_timeout = send_timeout
         self.secure = scope.get("scheme") in ("https", "wss")
         client = scope.get("client")
         self.peer = (str(client[0]), int(client[1])) if client else None
@@ -114,7 +119,14 @@ class _ASGIChannel(Channel):
     async def _emit(self, message: Message) -> None:
         if self.disconnected:
             raise ClientGone("client disconnected")
-        await self._send(message)
+        if self._send_timeout is None:
+            await self._send(message)
+            return
+        try:
+            await asyncio.wait_for(self._send(message), self._send_timeout)
+        except asyncio.TimeoutError:
+            self.disconnected = True  # nothing more is offered
+            raise ClientGone("the ASGI server took no response data within body_timeout") from None
 
     async def _settle(self) -> None:
         tail = self._tail
@@ -223,7 +235,7 @@ class ASGIProxy:
             scope.get("headers") or [],
             scheme,
         )
-        channel = _ASGIChannel(scope, receive, send)
+        channel = _ASGIChannel(scope, receive, send, self.dispatcher.config.body_timeout)
         try:
             await self.dispatcher.handle(request, channel)
         except ClientGone:
