@@ -44,6 +44,13 @@ def cert_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 
 @pytest.fixture(scope="module")
+def server_context(cert_files: tuple[str, str]) -> ssl.SSLContext:
+    """The server side's context (one per module: a context serves any number of servers)."""
+    certfile, keyfile = cert_files
+    return make_ssl_context(keyfile, certfile)
+
+
+@pytest.fixture(scope="module")
 def client_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
@@ -69,10 +76,9 @@ def https(live: Any, context: ssl.SSLContext) -> http.client.HTTPSConnection:
 
 
 def test_https_keep_alive_in_both_transports(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    certfile, keyfile = cert_files
-    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    live = serve(tls_app(), ssl_context=server_context)
     conn = https(live, client_context)
     try:
         for name in ("one", "two", "three"):  # one TLS connection, several requests
@@ -89,7 +95,7 @@ def test_https_keep_alive_in_both_transports(
 
 
 def test_large_bodies_both_ways_over_tls(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
     app = App()
 
@@ -101,8 +107,7 @@ def test_large_bodies_both_ways_over_tls(
     def big(n: int) -> bytes:
         return b"b" * n
 
-    certfile, keyfile = cert_files
-    live = serve(app, ssl_context=make_ssl_context(keyfile, certfile))
+    live = serve(app, ssl_context=server_context)
     conn = https(live, client_context)
     try:
         conn.request("GET", "/big?n=3000000")
@@ -116,11 +121,10 @@ def test_large_bodies_both_ways_over_tls(
 
 
 def test_pipelined_requests_over_tls(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
     """Requests already decrypted in the TLS buffer are served without new socket data."""
-    certfile, keyfile = cert_files
-    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    live = serve(tls_app(), ssl_context=server_context)
     raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
     with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
         for i in range(3):  # three TLS records, back to back
@@ -135,16 +139,13 @@ def test_pipelined_requests_over_tls(
 
 def test_static_file_over_tls(
     serve: Callable[..., Any],
-    cert_files: tuple[str, str],
+    server_context: ssl.SSLContext,
     client_context: ssl.SSLContext,
     tmp_path: Path,
 ) -> None:
     payload = os.urandom(1_500_000)
     (tmp_path / "blob.bin").write_bytes(payload)
-    certfile, keyfile = cert_files
-    live = serve(
-        tls_app(), {"/files/*": str(tmp_path)}, ssl_context=make_ssl_context(keyfile, certfile)
-    )
+    live = serve(tls_app(), {"/files/*": str(tmp_path)}, ssl_context=server_context)
     conn = https(live, client_context)
     try:
         conn.request("GET", "/files/blob.bin")
@@ -158,10 +159,9 @@ def test_static_file_over_tls(
 
 
 def test_plain_http_and_untrusted_clients_fail_server_survives(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    certfile, keyfile = cert_files
-    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    live = serve(tls_app(), ssl_context=server_context)
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
@@ -212,7 +212,7 @@ def test_encrypted_key_with_keypass(
 
 
 def test_wss_in_both_transports(
-    serve: Callable[..., Any], ca: trustme.CA, cert_files: tuple[str, str], tmp_path: Path
+    serve: Callable[..., Any], ca: trustme.CA, server_context: ssl.SSLContext, tmp_path: Path
 ) -> None:
     import websocket
 
@@ -220,8 +220,7 @@ def test_wss_in_both_transports(
 
     cafile = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
-    certfile, keyfile = cert_files
-    live = serve(build_app(), ssl_context=make_ssl_context(keyfile, certfile))
+    live = serve(build_app(), ssl_context=server_context)
     url = f"wss://127.0.0.1:{live.port}/ws/echo/secure"
     conn = websocket.create_connection(url, timeout=10, sslopt={"ca_certs": str(cafile)})
     try:
@@ -239,18 +238,17 @@ def test_wss_in_both_transports(
 
 def test_file_that_shrinks_while_sent_over_tls(
     serve: Callable[..., Any],
-    cert_files: tuple[str, str],
+    server_context: ssl.SSLContext,
     client_context: ssl.SSLContext,
     tmp_path: Path,
 ) -> None:
     """TLS reads and writes the file in user space: a truncated file closes the
     connection there too (it cannot fill its Content-Length)."""
-    certfile, keyfile = cert_files
     live = check_shrinking_file(
         serve,
         tmp_path,
         lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
-        ssl_context=make_ssl_context(keyfile, certfile),
+        ssl_context=server_context,
     )
     conn = https(live, client_context)
     conn.request("GET", "/ping")
@@ -259,12 +257,11 @@ def test_file_that_shrinks_while_sent_over_tls(
 
 
 def test_stalled_handshakes_do_not_stall_the_server(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
     """Connections stuck half-way through a TLS handshake are timed out without
     blocking anyone else (the threaded sweep used to write each one a 408, blocking)."""
-    certfile, keyfile = cert_files
-    live = serve(tls_app(), ssl_context=make_ssl_context(keyfile, certfile), head_timeout=1.0)
+    live = serve(tls_app(), ssl_context=server_context, head_timeout=1.0)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = client_context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
     with contextlib.suppress(ssl.SSLWantReadError):
@@ -310,11 +307,10 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
 
 # -- head_timeout covers the handshake and the first head; idle_timeout is between requests
 def test_a_fresh_tls_connection_that_sends_nothing_is_closed_after_head_timeout(
-    serve: Callable[..., Any], cert_files: tuple[str, str]
+    serve: Callable[..., Any], server_context: ssl.SSLContext
 ) -> None:
-    certfile, keyfile = cert_files
     live = serve(
-        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        tls_app(), ssl_context=server_context,
         head_timeout=1.0, idle_timeout=30.0,
     )  # fmt: skip
     started = time.monotonic()
@@ -325,13 +321,12 @@ def test_a_fresh_tls_connection_that_sends_nothing_is_closed_after_head_timeout(
 
 
 def test_a_tls_handshake_then_silence_is_closed_head_timeout_after_the_accept(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
     """Completing the handshake does not buy idle_timeout: the first request head is
     due head_timeout after the accept.  Nothing was asked: closed without a 408."""
-    certfile, keyfile = cert_files
     live = serve(
-        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        tls_app(), ssl_context=server_context,
         head_timeout=1.0, idle_timeout=30.0,
     )  # fmt: skip
     started = time.monotonic()
@@ -344,11 +339,10 @@ def test_a_tls_handshake_then_silence_is_closed_head_timeout_after_the_accept(
 
 
 def test_a_partial_tls_head_gets_408_head_timeout_after_the_accept(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    certfile, keyfile = cert_files
     live = serve(
-        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        tls_app(), ssl_context=server_context,
         head_timeout=2.0, idle_timeout=30.0,
     )  # fmt: skip
     started = time.monotonic()
@@ -363,11 +357,10 @@ def test_a_partial_tls_head_gets_408_head_timeout_after_the_accept(
 
 
 def test_idle_timeout_not_head_timeout_applies_between_tls_requests(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    certfile, keyfile = cert_files
     live = serve(
-        tls_app(), ssl_context=make_ssl_context(keyfile, certfile),
+        tls_app(), ssl_context=server_context,
         head_timeout=0.5, idle_timeout=2.0,
     )  # fmt: skip
     raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
@@ -381,23 +374,21 @@ def test_idle_timeout_not_head_timeout_applies_between_tls_requests(
 
 
 def test_stop_is_not_held_up_by_a_stuck_tls_websocket_sender(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
     """Over TLS a stuck websocket send had no timeout at all: stop() never finished."""
-    certfile, keyfile = cert_files
     check_stop_with_a_stuck_sender(
         serve,
         lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
-        ssl_context=make_ssl_context(keyfile, certfile),
+        ssl_context=server_context,
     )
 
 
 def test_a_wss_peer_that_answers_no_ping_is_closed_with_1011(
-    serve: Callable[..., Any], cert_files: tuple[str, str], client_context: ssl.SSLContext
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    certfile, keyfile = cert_files
     check_unanswered_pings_close_1011(
         serve,
         lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
-        ssl_context=make_ssl_context(keyfile, certfile),
+        ssl_context=server_context,
     )
