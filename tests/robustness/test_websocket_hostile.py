@@ -598,3 +598,43 @@ def test_keepalive_leaves_a_closing_handshake_to_its_own_timeout(
     assert closes == [(1000, "connection lost")]
     assert 0.8 <= elapsed < 3.0, elapsed
     assert [opcode for opcode, _ in frames] == [0x8]  # the Close, no ping after it
+
+
+def test_a_handler_that_is_behind_never_makes_its_peer_look_gone(serve: Serve) -> None:
+    """The server stops reading while its handler works through a backlog (over 1 MiB
+    queued in asyncio): the client's pongs wait unread in the kernel, which is no
+    reason to close it with 1011.  It answers every ping; all its messages are handled."""
+    closes: list[tuple[int, str]] = []
+    handled = threading.Event()
+    count = [0]
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Slow(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            time.sleep(0.002)  # behind: 1,500 messages take about 3 s
+            count[0] += 1
+            if count[0] == 1500:
+                handled.set()
+
+        def on_close(self, session: WebsocketSession, reason: object) -> None:
+            closes.append((getattr(reason, "code", 0), getattr(reason, "reason", "")))
+
+    live = serve(app, websocket_ping_interval=0.3, websocket_ping_timeout=0.3)
+    with upgraded(socket.create_connection(("127.0.0.1", live.port), timeout=5)) as sock:
+        message = frame(0x1, b"x" * 1000)
+        sock.sendall(message * 1500)  # about 1.5 MB at once
+        data, deadline = b"", time.monotonic() + 20
+        while not handled.is_set() and not closes and time.monotonic() < deadline:
+            sock.settimeout(0.05)
+            try:
+                data += sock.recv(4096)
+            except TimeoutError:
+                continue
+            while len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):
+                opcode, size = data[0] & 0x0F, data[1] & 0x7F
+                payload, data = data[2 : 2 + size], data[2 + size :]
+                if opcode == 0x9:
+                    sock.sendall(frame(0xA, payload))  # answered at once
+    assert handled.is_set(), (count[0], closes)
+    assert closes == []

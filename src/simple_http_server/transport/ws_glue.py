@@ -404,8 +404,9 @@ class AioLink(LinkBase):
         if keepalive is None or self.conn.closed or self.finished or self.is_closed:
             return  # closing: CLOSE_TIMEOUT bounds the rest
         now = self.loop.time()
-        if self._held or self._queued > _QUEUE_HIGH:
-            keepalive.seen(now)  # we stopped reading, not the peer sending
+        transport = self.conn.transport
+        if self._held or (transport is not None and not transport.is_reading()):
+            keepalive.seen(now)  # we stopped reading (a backlog), not the peer sending
         action = keepalive.expire(now)
         if action == Keepalive.PING:
             self.keepalive_ping()
