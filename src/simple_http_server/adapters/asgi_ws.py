@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import logger as _logging
+from ..dispatch.invoke import wait_for_loop
 from ..dispatch.ws_handlers import Callbacks, Rejected, negotiate
 from ..dispatch.ws_session import LinkBase
 from ..protocol import ws
@@ -109,17 +110,12 @@ class ASGILink(LinkBase):
         except RuntimeError:  # the loop is closed: the ASGI server is gone
             self.closed = self.gone = True
             return
-        while True:
-            try:
-                future.result(timeout=1.0)
+        try:
+            if wait_for_loop(future, self.loop):
                 return
-            except Exception:
-                if future.done():  # cancelled: the ASGI server is shutting down
-                    self.closed = self.gone = True
-                    return
-                if self.loop.is_closed():
-                    self.closed = self.gone = True
-                    return
+        except Exception:  # cancelled: the ASGI server is shutting down
+            pass
+        self.closed = self.gone = True
 
     async def settle(self) -> None:
         """Wait until every queued message went out."""

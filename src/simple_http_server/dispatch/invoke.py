@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextvars
 import functools
 import inspect
@@ -38,6 +39,7 @@ __all__ = [
     "run_sync",
     "set_executor",
     "spawn",
+    "wait_for_loop",
     "wait_on",
 ]
 
@@ -325,6 +327,31 @@ def current_loop() -> asyncio.AbstractEventLoop | None:
 def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """Start ``coro`` as a task of the running loop."""
     return asyncio.ensure_future(coro)
+
+
+def wait_for_loop(future: concurrent.futures.Future[Any], loop: asyncio.AbstractEventLoop) -> bool:
+    """Wait (a worker thread) for work handed to ``loop``: True once it is done,
+    False if the loop closed first (a loop gone for good never strands the thread).
+
+    Once the future is done, its own outcome counts (its exception is raised;
+    ``CancelledError`` when it was cancelled), never the wait's: a timeout of the
+    wait that races the completion is not taken for the work's failure.
+    """
+    while True:
+        try:
+            future.result(timeout=1.0)
+            return True
+        except Exception:
+            if future.done():
+                break
+            if loop.is_closed():
+                return False
+    if future.cancelled():
+        raise concurrent.futures.CancelledError()
+    error = future.exception()
+    if error is not None:
+        raise error
+    return True
 
 
 def wait_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:

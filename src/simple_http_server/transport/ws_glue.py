@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import logger as _logging
-from ..dispatch.invoke import call_soon_batched, run_sync
+from ..dispatch.invoke import call_soon_batched, run_sync, wait_for_loop
 from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
 from ..dispatch.ws_session import Keepalive, LinkBase
 from ..protocol import http11, ws
@@ -545,18 +545,12 @@ class AioLink(LinkBase):
     def _wait_for(self, future: concurrent.futures.Future[Any], raise_error: bool = False) -> bool:
         """Wait (a worker thread) for what the loop does; False when the loop is gone.
         The loop's error is raised when ``raise_error``, else ignored."""
-        while True:
-            try:
-                future.result(timeout=1.0)
-                return True
-            except Exception:
-                if not future.done():  # still waiting (not the loop's own TimeoutError)
-                    if self.loop.is_closed():
-                        return False
-                    continue
-                if raise_error:
-                    raise
-                return True
+        try:
+            return wait_for_loop(future, self.loop)
+        except Exception:
+            if raise_error:
+                raise
+            return True
 
     def _queue(self, item: _Pending) -> None:
         with self.lock:
