@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -28,7 +29,7 @@ from ..dispatch.dispatcher import Dispatcher, make_request
 from ..dispatch.routing import PATH_SAFE
 from ..transport.common import ClientGone
 
-__all__ = ["ASGIProxy"]
+__all__ = ["ASGIProxy", "send_within"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,6 +40,21 @@ _log = _logging.get_logger("simple_http_server.asgi")
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailers"}
 )
+
+
+if sys.version_info >= (3, 11):
+
+    async def send_within(send: Send, message: Message, timeout: float) -> None:
+        """``await send(message)``; ``TimeoutError`` when it takes over ``timeout``
+        seconds (a deadline on the running task: no task per message)."""
+        async with asyncio.timeout(timeout):
+            await send(message)
+
+else:  # pragma: no cover - Python 3.10
+
+    async def send_within(send: Send, message: Message, timeout: float) -> None:
+        """``await send(message)``; ``TimeoutError`` when it takes over ``timeout`` seconds."""
+        await asyncio.wait_for(send(message), timeout)
 
 
 def request_target(scope: Scope) -> str:
@@ -123,8 +139,8 @@ class _ASGIChannel(Channel):
             await self._send(message)
             return
         try:
-            await asyncio.wait_for(self._send(message), self._send_timeout)
-        except asyncio.TimeoutError:
+            await send_within(self._send, message, self._send_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
             self.disconnected = True  # nothing more is offered
             raise ClientGone("the ASGI server took no response data within body_timeout") from None
 

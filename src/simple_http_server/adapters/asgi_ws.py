@@ -31,6 +31,7 @@ from ..dispatch.ws_session import LinkBase
 from ..protocol import ws
 from ..protocol.http11 import RequestHead
 from ..websocket import WebsocketRequest
+from .asgi import send_within
 
 __all__ = ["serve_websocket"]
 
@@ -77,7 +78,7 @@ class ASGILink(LinkBase):
         if self.gone:
             return
         try:
-            await asyncio.wait_for(self._send(message), self.send_timeout)
+            await send_within(self._send, message, self.send_timeout)
         except (asyncio.TimeoutError, TimeoutError):  # the server never took it
             self._drop()
         except Exception:  # the client is gone
