@@ -299,9 +299,12 @@ def test_optional_json_body_still_checks_a_body_that_is_sent(make_client):
     assert reply.json() == {"got": {"a": 1}, "is_default": False}
     assert client.post("/optional", headers=json_type, body=b"[1]").status == 400
     assert client.post("/optional", headers=json_type, body=b"null").status == 400
-    assert (
-        client.post("/optional", headers={"Content-Type": "text/plain"}, body=b"{}").status == 415
-    )
+    text = {"Content-Type": "text/plain"}
+    assert client.post("/optional", headers=text, body=b"{}").status == 415
+    # A body that is there, but is not JSON, is no "missing body": 415, not the default.
+    assert client.post("/optional", headers=text, body=b" ").status == 415
+    form = multipart_body(fields={"a": "1"})
+    assert client.post("/optional", headers=mp_headers(), body=form).status == 415
 
 
 @pytest.mark.parametrize(

@@ -205,7 +205,11 @@ def optional_json_body(default: Any) -> Binder:
     def bind(ctx: BindContext) -> Any:
         request = ctx.request
         if request.json is None and not request.body.strip():
-            return default
+            content_type = request.content_type
+            if is_json_type(content_type) or (
+                not request.body and not content_type.lower().startswith("multipart/")
+            ):  # no body, or a blank JSON one; a form's body is not kept in ``body``
+                return default
         return json_body(ctx)
 
     return bind
