@@ -10,10 +10,13 @@ option of the original command line (``-p``, ``-b``, ``-s``, ``--regex``,
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from .config import MAX_SECONDS
 
 __all__ = ["build_parser", "main", "parse_resources"]
 
@@ -38,21 +41,25 @@ def _size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
-def _positive_float(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value > MAX_SECONDS:  # nan, inf, 1e19
+        raise argparse.ArgumentTypeError(f"must be a number of seconds up to {MAX_SECONDS:.0f}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _seconds(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _seconds(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
@@ -194,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lim(
         "--min-body-rate-grace",
-        type=float,
+        type=_non_negative_float,
         help="seconds a request body may take before --min-body-rate applies",
     )
     lim(

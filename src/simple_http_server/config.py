@@ -6,14 +6,27 @@ Every limit and timeout of the transports and the dispatch layer is here, so
 
 from __future__ import annotations
 
+import math
 import ssl
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["Limits", "ServerConfig"]
+__all__ = ["MAX_SECONDS", "Limits", "ServerConfig"]
 
 KIB = 1024
 MIB = 1024 * KIB
+#: Longest accepted timeout, in seconds (about 115 days): sockets and the kernel's
+#: timeouts cannot take much more.
+MAX_SECONDS = 10_000_000.0
+_TIMES = (
+    "idle_timeout",
+    "head_timeout",
+    "body_timeout",
+    "drain_timeout",
+    "websocket_ping_interval",
+    "websocket_ping_timeout",
+    "min_body_rate_grace",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +107,11 @@ class ServerConfig:
             raise ValueError("max_connections must be at least 1")
         if self.keep_alive_max_requests < 0:
             raise ValueError("keep_alive_max_requests must not be negative")
+        for name in _TIMES:  # nan passes every comparison below
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) > MAX_SECONDS:
+                raise ValueError(f"{name} must be a number of seconds up to {MAX_SECONDS:.0f}")
+        if not math.isfinite(self.min_body_rate):
+            raise ValueError("min_body_rate must be a finite number of bytes per second")
         if self.min_body_rate < 0 or self.min_body_rate_grace < 0:
             raise ValueError("min_body_rate and min_body_rate_grace must not be negative")
         for name in ("idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):

@@ -90,6 +90,24 @@ def test_unsafe_values_are_refused(bad: dict[str, float]) -> None:
         ServerConfig().with_changes(**bad)
 
 
+TIMES = ["idle_timeout", "head_timeout", "body_timeout", "drain_timeout",
+         "websocket_ping_interval", "websocket_ping_timeout", "min_body_rate_grace"]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e19])
+@pytest.mark.parametrize("name", TIMES)
+def test_a_time_must_be_a_finite_number_of_seconds(name: str, value: float) -> None:
+    """``nan`` passed every comparison (and silently turned keepalive off), ``inf`` or
+    1e19 made each threaded websocket fail at its start (``OverflowError`` packing the
+    kernel timeout): refused up front, from ``server.start`` and from the command line."""
+    with pytest.raises(ValueError, match=name):
+        ServerConfig().with_changes(**{name: value})
+    option = "--" + name.replace("_", "-")
+    if option in build_parser().format_help():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([option, str(value)])
+
+
 def _doc_value(text: str) -> float | int | bool:
     text = text.strip()
     units = {"KiB": KIB, "MiB": MIB, "GiB": 1024 * MIB, "s": 1}

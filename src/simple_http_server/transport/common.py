@@ -75,7 +75,10 @@ def service_unavailable() -> bytes:
 
 def _timeval(seconds: float) -> bytes:
     whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    micro = int((seconds - whole) * 1e6)
+    if seconds > 0 and not (whole or micro):
+        micro = 1  # a timeout under a microsecond is not "no timeout" (0)
+    return struct.pack("ll", whole, micro)
 
 
 def set_kernel_timeouts(sock: socket.socket, receive: float, send: float) -> None:
