@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -211,3 +212,14 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Unifor
 
     with stack:
         yield make
+
+
+class LogRecords(logging.Handler):
+    """Keeps every record the framework logs (``logger.add_handler(LogRecords())``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

@@ -284,6 +284,14 @@ def test_upload_stays_open_for_a_streamed_answer(monkeypatch: pytest.MonkeyPatch
 
 
 # -- a websocket peer that stops reading (body_timeout) -------------------------
+def connect_then_go() -> asyncio.Queue[dict[str, Any]]:
+    """A websocket client's first messages to the app: connect, then the text "go"."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    inbox.put_nowait({"type": "websocket.connect"})
+    inbox.put_nowait({"type": "websocket.receive", "text": "go"})
+    return inbox
+
+
 def _flood_app(async_handler: bool = False) -> tuple[Any, dict[str, Any]]:
     """An app whose handler sends 64 MiB on ``go``; ``seen`` records how it ended."""
     import threading
@@ -336,9 +344,7 @@ def test_a_send_the_asgi_server_never_takes_is_dropped_after_body_timeout(
     sends: list[str] = []
 
     async def main() -> float:
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        inbox.put_nowait({"type": "websocket.connect"})
-        inbox.put_nowait({"type": "websocket.receive", "text": "go"})
+        inbox = connect_then_go()
 
         async def receive() -> dict[str, Any]:
             return await inbox.get()  # nothing after "go": the client is silent
@@ -386,9 +392,7 @@ def test_a_slow_asgi_server_that_keeps_taking_messages_is_not_dropped() -> None:
     texts: list[str] = []
 
     async def main() -> None:
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        inbox.put_nowait({"type": "websocket.connect"})
-        inbox.put_nowait({"type": "websocket.receive", "text": "go"})
+        inbox = connect_then_go()
 
         async def receive() -> dict[str, Any]:
             return await inbox.get()

@@ -12,23 +12,16 @@ import pytest
 from simple_http_server import get_app_conf, server
 from simple_http_server.testing import TestClient
 
+from ..conftest import LogRecords
+
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
-def scan_log() -> Iterator[_Records]:
+def scan_log() -> Iterator[LogRecords]:
     saved_path = list(sys.path)
     saved_modules = set(sys.modules)
-    handler = _Records()
+    handler = LogRecords()
     server._log.addHandler(handler)
     try:
         yield handler
@@ -40,7 +33,7 @@ def scan_log() -> Iterator[_Records]:
                 del sys.modules[name]
 
 
-def test_scan_imports_matching_modules_and_logs_failures(scan_log: _Records) -> None:
+def test_scan_imports_matching_modules_and_logs_failures(scan_log: LogRecords) -> None:
     server.scan("ctrls", r".*controller.*", project_dir=TESTS_DIR)
     assert "ctrls.good_controller" in sys.modules
     assert "ctrls.sub.deep_controller" in sys.modules
@@ -57,7 +50,7 @@ def test_scan_imports_matching_modules_and_logs_failures(scan_log: _Records) -> 
     assert client.get("/scanned/not-matching").status_code == 404
 
 
-def test_scan_without_pattern_imports_everything(scan_log: _Records) -> None:
+def test_scan_without_pattern_imports_everything(scan_log: LogRecords) -> None:
     server.scan("ctrls", project_dir=TESTS_DIR)
     assert "ctrls.not_matching" in sys.modules
     assert "ctrls.good_controller" in sys.modules

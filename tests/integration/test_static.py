@@ -15,6 +15,8 @@ import pytest
 
 from simple_http_server import App, StaticFile, logger
 
+from ..conftest import LogRecords
+
 INDEX = b"<!doctype html><title>hi</title>" * 10
 
 
@@ -415,7 +417,7 @@ def check_shrinking_file(
         return "pong"
 
     live = serve(app, {"/files/*": str(folder)}, **config)
-    records = _Records()
+    records = LogRecords()
     logger.add_handler(records)
     try:
         raw = socket.socket()
@@ -453,17 +455,6 @@ def check_shrinking_file(
     assert "\n" not in message and not shrank[0].exc_text and not shrank[0].exc_info
     assert not [r for r in records.records if r.levelno >= logging.ERROR]
     return live
-
-
-class _Records(logging.Handler):
-    """Keeps the records the framework logs."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def test_file_that_shrinks_while_sent_closes_the_connection(serve, tmp_path):
