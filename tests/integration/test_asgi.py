@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -444,22 +445,27 @@ class _InProcessUvicorn:
         self.thread.join(10)
 
 
+def small_window_client(port: int) -> socket.socket:
+    """A client socket with a 4 KiB receive buffer (set before connecting, so the
+    server's sends stall soon once it stops reading)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
 def test_uvicorn_drops_a_websocket_client_that_stops_reading() -> None:
     """Through real sockets: a sync handler sending to a client that reads nothing
     is freed after body_timeout (it waited forever), and on_close runs."""
     import base64
     import os
-    import socket
     import time
 
     app, seen = _flood_app()
     proxy = server.init_asgi_proxy(app_conf=app, body_timeout=1.0)
     with _InProcessUvicorn(proxy) as live:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(10)
-        with sock:
-            sock.connect(("127.0.0.1", live.port))
+        with small_window_client(live.port) as sock:
             key = base64.b64encode(os.urandom(16))
             sock.sendall(
                 b"GET /flood HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
@@ -586,17 +592,12 @@ def test_uvicorn_abandons_a_response_to_a_client_that_stops_reading(path: str) -
     """Through real sockets: uvicorn holds each ``send`` while its client reads
     nothing; the response is abandoned after body_timeout (the controller's worker
     thread waited forever before) instead of holding the request open."""
-    import socket
     import time
 
     app, seen = _stream_app()
     proxy = server.init_asgi_proxy(app_conf=app, body_timeout=1.0)
     with _InProcessUvicorn(proxy) as live:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(10)
-        with sock:
-            sock.connect(("127.0.0.1", live.port))
+        with small_window_client(live.port) as sock:
             sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
             started = time.monotonic()  # from here on the client reads nothing
             assert seen["returned"].wait(15), "the response waits for a client reading nothing"
