@@ -56,6 +56,17 @@ SENDFILE_SLICE = 4 * 1024 * 1024
 SENDFILE_MIN_SLICE = 64 * 1024
 
 
+def _unsent_bytes(transport: asyncio.WriteTransport | None) -> int:
+    """Bytes the transport still holds for the client (0 once it is gone: Python
+    3.10's TLS transport raises instead after its connection was lost)."""
+    if transport is None:
+        return 0
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
+
+
 class _AioConn(asyncio.Protocol, Channel):
     """One client connection and the channel of the request it serves."""
 
@@ -192,7 +203,7 @@ class _AioConn(asyncio.Protocol, Channel):
         if self.closed:  # closed while the rest of the answer is still going out
             transport = self.transport
             if transport is not None:
-                left = transport.get_write_buffer_size()
+                left = _unsent_bytes(transport)
                 if 0 < left < self._unsent:  # the client still reads: give it time
                     self._unsent = left
                     self._arm(self.config.body_timeout)
@@ -303,7 +314,7 @@ class _AioConn(asyncio.Protocol, Channel):
             return
         if not transport.is_closing():
             transport.close()
-        self._unsent = transport.get_write_buffer_size()
+        self._unsent = _unsent_bytes(transport)
         if self._unsent:  # the flush may stall, but not for longer than body_timeout
             self._arm(self.config.body_timeout)
         else:
@@ -373,11 +384,11 @@ class _AioConn(asyncio.Protocol, Channel):
         while self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            pending = self.transport.get_write_buffer_size()
+            pending = _unsent_bytes(self.transport)
             try:
                 await asyncio.wait_for(waiter, self.config.body_timeout)
             except asyncio.TimeoutError:
-                if self.closed or self.transport.get_write_buffer_size() >= pending:
+                if self.closed or _unsent_bytes(self.transport) >= pending:
                     self.abort()  # close() would wait for a reader that never comes
                     raise ClientGone("timed out writing the response") from None
 
