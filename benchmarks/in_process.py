@@ -286,11 +286,16 @@ def opcodes(run: Callable[[int], None], count: int) -> Counter[str]:
             executed[f"{path}:{code.co_name}"] += 1
         return tracer
 
-    sys.settrace(tracer)
-    try:
-        run(count)
-    finally:
-        sys.settrace(None)
+    # Python 3.12 delivers no opcode events in the first tracing session of a
+    # process (f_trace_opcodes set from the trace function is not honoured yet):
+    # a short traced run first, not counted.
+    for rounds in (1, count):
+        executed.clear()
+        sys.settrace(tracer)
+        try:
+            run(rounds)
+        finally:
+            sys.settrace(None)
     return executed
 
 
