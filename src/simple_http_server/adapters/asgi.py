@@ -83,9 +83,7 @@ def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
 class _ASGIChannel(Channel):
     """Pulls the body from ``receive``, pushes the response into ``send``."""
 
-    def __init__(
-        self, scope: Scope, receive: Receive, send: Send, send_timeout: float | None = None
-    ) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, send_timeout: float) -> None:
         self._receive = receive
         self._send = send
         #: Longest the ASGI server may hold one ``send`` (its backpressure for a client
@@ -135,9 +133,6 @@ class _ASGIChannel(Channel):
     async def _emit(self, message: Message) -> None:
         if self.disconnected:
             raise ClientGone("client disconnected")
-        if self._send_timeout is None:
-            await self._send(message)
-            return
         try:
             await send_within(self._send, message, self._send_timeout)
         except (asyncio.TimeoutError, TimeoutError):

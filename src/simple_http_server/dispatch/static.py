@@ -9,7 +9,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
@@ -151,10 +151,14 @@ def _etag(st: os.stat_result, gzip: bool = False) -> str:
     return f'"{st.st_mtime_ns:x}-{st.st_size:x}{_GZIP_TAG if gzip else ""}"'
 
 
+def _weak(tag: str) -> str:
+    """An entity tag for weak comparison (RFC 9110 8.8.3.2): no ``W/``."""
+    return tag.strip().removeprefix("W/")
+
+
 def _opaque(tag: str) -> str:
-    """An entity tag for weak comparison: no ``W/``, no gzip marker."""
-    tag = tag.strip().removeprefix("W/")
-    return tag.replace(_GZIP_TAG + '"', '"')
+    """A static file's entity tag for weak comparison: no ``W/``, no gzip marker."""
+    return _weak(tag).replace(_GZIP_TAG + '"', '"')
 
 
 def _http_date(value: str) -> float | None:
@@ -189,20 +193,19 @@ def _precondition_failed(request: Request, etag: str, mtime: float) -> bool:
     return False
 
 
-def none_match(if_none_match: str, etag: str) -> bool:
+def none_match(if_none_match: str, etag: str, opaque: Callable[[str], str] = _weak) -> bool:
     """True when an ``If-None-Match`` value matches ``etag`` by weak comparison
     (RFC 9110 13.1.2: ``W/"x"`` and ``"x"`` match), or is ``*``."""
-    tags = {t.removeprefix("W/") for t in _tags(if_none_match)}
-    return "*" in tags or etag.strip().removeprefix("W/") in tags
+    tags = {opaque(t) for t in _tags(if_none_match)}
+    return "*" in tags or opaque(etag) in tags
 
 
 def _none_match(request: Request, etag: str) -> bool | None:
-    """If-None-Match (weak comparison): True when it matches; None when absent."""
+    """If-None-Match of a static file: True when it matches; None when absent."""
     inm = request.headers.get("If-None-Match")
     if inm is None:
         return None
-    tags = {_opaque(t) for t in _tags(str(inm))}
-    return "*" in tags or _opaque(etag) in tags
+    return none_match(str(inm), etag, _opaque)
 
 
 def _not_modified(request: Request, mtime: float) -> bool:
