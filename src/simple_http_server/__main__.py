@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         help="largest websocket message (close 1009 beyond)",
     )
+    lim(
+        "--max-send-backlog",
+        type=_size,
+        help="most output a coroutine may leave unsent on one connection (dropped beyond)",
+    )
     lim("--max-connections", type=int, help="most simultaneous connections (503 beyond)")
     lim("--worker-threads", type=int, help="threads serving requests or running sync code")
     lim(
@@ -228,6 +233,7 @@ _CONFIG_OPTIONS = (
     "max_upload_size",
     "max_head_size",
     "max_websocket_message_size",
+    "max_send_backlog",
     "max_connections",
     "worker_threads",
     "idle_timeout",

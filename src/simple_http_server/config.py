@@ -48,6 +48,10 @@ class Limits:
     max_part_header_size: int = 8 * KIB
     #: Largest websocket message (close 1009 beyond).
     max_websocket_message_size: int = 16 * MIB
+    #: Most output a connection may hold unsent when it was written from a coroutine
+    #: (``response.write_bytes``, ``session.send``), which never waits for the client:
+    #: beyond it the client is taken as not reading and the connection is dropped.
+    max_send_backlog: int = 16 * MIB
 
     def __post_init__(self) -> None:
         for f in fields(self):
