@@ -6,6 +6,7 @@ Every test runs through the TestClient and both real transports (``make_client``
 from __future__ import annotations
 
 import asyncio
+import datetime
 import http.client
 import socket
 import sys
@@ -512,11 +513,58 @@ def test_error_page_lookup(make_client):
     assert (tens.status, tens.header("X-Page"), tens.text) == (415, "41x", "41x page 415")
 
 
+def test_error_page_keyword_arguments_go_by_their_default_type(make_client):
+    app = App()
+
+    @app.error_message
+    def page(msg="", status=0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        return {"msg": msg, "status": status}
+
+    reply = make_client(app).get("/missing")
+    assert (reply.status, reply.json()) == (404, {"msg": "Not Found", "status": 404})
+
+
 def test_failing_error_page_falls_back_to_the_default(make_client):
     reply = make_client(error_pages_app()).get("/raise/500")
     assert reply.status == 500
     assert reply.header("Content-Type") == "application/json; charset=utf-8"
     assert reply.json() == {"code": 500, "message": "m", "explain": "e"}
+
+
+# -- defaults a request cannot replace --------------------------------------------------
+class _Service:
+    name = "the service"
+
+
+SERVICE = _Service()
+
+
+def defaults_app() -> App:
+    app = App()
+
+    @app.route("/defaults")
+    def defaults(  # type: ignore[no-untyped-def]
+        svc=SERVICE, marker=(1, 2), day: datetime.date | None = None, n=5, any_value: Any = None
+    ) -> dict[str, Any]:
+        return {
+            "svc": svc.name,
+            "marker": list(marker),
+            "day": repr(day),
+            "n": n,
+            "any": any_value,
+        }
+
+    return app
+
+
+def test_defaults_of_types_a_parameter_cannot_convert_to_are_kept(make_client):
+    """The original passed such defaults through; a query parameter of the same name
+    replaced an injected object with a string (a 500 here, wrong logic elsewhere)."""
+    client = make_client(defaults_app())
+    expected = {"svc": "the service", "marker": [1, 2], "day": "None", "n": 5, "any": None}
+    assert client.get("/defaults").json() == expected
+    query = "/defaults?svc=zzz&marker=x&day=2024-01-01&n=7&any_value=v"
+    assert client.get(query).json() == {**expected, "n": 7, "any": "v"}
 
 
 # -- bad input --------------------------------------------------------------------------

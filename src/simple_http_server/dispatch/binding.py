@@ -247,9 +247,22 @@ def _binder_for(
     target = annotation
     if has_default and default is not None and annotation is None:
         target = type(default)
-    if target is None or not _is_plain(target):
+    if target is None or target is typing.Any:
+        target = str
+    elif not _is_plain(target):
+        if has_default:  # a type no parameter text converts to: the default, as in the original
+            return _constant(default), "default"
         target = str
     return by_name(name, target, default, not has_default), "param"
+
+
+def _constant(value: Any) -> Binder:
+    """A binder that always gives ``value`` (a client cannot replace it)."""
+
+    def bind(ctx: BindContext) -> Any:
+        return value
+
+    return bind
 
 
 def _hashable(value: Any) -> bool:

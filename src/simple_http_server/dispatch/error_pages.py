@@ -38,6 +38,8 @@ def _plan(func: Callable[..., Any]) -> Callable[[int, str, str], dict[str, Any]]
         role = p.name if p.name in ("code", "message", "explain") else ""
         if not role:
             ann = p.annotation
+            if ann is p.empty and p.default not in (p.empty, None):
+                ann = type(p.default)  # a keyword argument: its default's type, as in the original
             if (ann is int or ann == "int") and "code" not in taken:
                 role = "code"
             else:
