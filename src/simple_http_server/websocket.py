@@ -250,8 +250,17 @@ class WebsocketHandler:
     def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> Any:
         """A binary message arrived (what ``on_binary_frame`` kept, if defined)."""
 
-    # ``on_binary_frame`` is deliberately not defined here: defining it in a
-    # subclass switches the session to streaming (see the README).
+    def on_binary_frame(
+        self, session: WebsocketSession, fin: bool = False, frame_payload: bytes = b""
+    ) -> Any:
+        """A binary frame arrived; True keeps it for ``on_binary_message`` (as here).
+
+        Only an override switches a session to streaming frames (see the README): this
+        default exists so that an override may call ``super().on_binary_frame(...)``.
+        """
+        return True
+
+    on_binary_frame.inherited_default = True  # type: ignore[attr-defined]
 
 
 _app = default_app()

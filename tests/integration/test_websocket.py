@@ -620,6 +620,42 @@ def test_binary_frame_gathering(serve: Serve) -> None:
     ws.close()
 
 
+def test_binary_frame_override_may_call_the_base_class(serve: Serve) -> None:
+    """The original's base class had ``on_binary_frame`` (True: keep the frame); an override
+    calling ``super()`` failed the session with 1011.  Inheriting it streams nothing."""
+    app = App()
+    frames: list[bytes] = []
+
+    @app.websocket_handler(endpoint="/super")
+    class CallsSuper(WebsocketHandler):
+        def on_binary_frame(
+            self, session: WebsocketSession, fin: bool = False, frame_payload: bytes = b""
+        ) -> Any:
+            frames.append(frame_payload)
+            return super().on_binary_frame(session, fin, frame_payload)
+
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send(b"got:" + message)
+
+    @app.websocket_handler(endpoint="/inherits")
+    class Inherits(WebsocketHandler):
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send(b"whole:%d" % len(message))
+
+    live = serve(app, max_websocket_message_size=1000)
+    ws = connect(live, "/super")
+    ws.send_frame(ABNF.create_frame(b"ab", ABNF.OPCODE_BINARY, fin=0))
+    ws.send_frame(ABNF.create_frame(b"c", ABNF.OPCODE_CONT, fin=1))
+    assert ws.recv() == b"got:abc"
+    assert frames == [b"ab", b"c"]
+    ws.close()
+    ws = connect(live, "/inherits")  # not streamed: gathered, and bounded by the limit
+    ws.send_binary(b"x" * 1000)
+    assert ws.recv() == b"whole:1000"
+    ws.send_binary(b"x" * 1001)
+    assert close_frame(ws)[0] == 1009
+
+
 def test_send_from_other_threads_and_coroutines(serve: Serve, tmp_path: Any) -> None:
     app = App()
     path = tmp_path / "data.bin"

@@ -115,10 +115,19 @@ class WebsocketHandlerProxy:
         if self.singleton and self._shared is not None:
             return self._shared
         handler = self.cls()
-        found = Callbacks(**{n: getattr(handler, n, None) for n in _NAMES})
+        found = Callbacks(**{n: _defined(handler, n) for n in _NAMES})
         if self.singleton:
             self._shared = found
         return found
+
+
+def _defined(handler: object, name: str) -> Callable[..., Any] | None:
+    """The handler's method ``name``; None when missing or the base class's mere default
+    (``WebsocketHandler.on_binary_frame``: inheriting it must not turn streaming on)."""
+    method = getattr(handler, name, None)
+    if getattr(method, "inherited_default", False):
+        return None
+    return method
 
 
 class WebsocketRoutes:
