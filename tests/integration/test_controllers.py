@@ -531,6 +531,30 @@ def test_failing_error_page_falls_back_to_the_default(make_client):
     assert reply.json() == {"code": 500, "message": "m", "explain": "e"}
 
 
+# -- the built-in favicon ---------------------------------------------------------------
+def test_builtin_favicon_answers_when_nothing_else_does(make_client, tmp_path):
+    from simple_http_server.dispatch.favicon import FAVICON
+
+    reply = make_client(App()).get("/favicon.ico")
+    assert (reply.status, reply.header("Content-Type")) == (200, "image/x-icon")
+    assert reply.body == FAVICON and FAVICON[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    assert reply.header("Cache-Control") == "public, max-age=86400"
+    head = make_client(App()).request("HEAD", "/favicon.ico")
+    assert (head.status, head.body) == (200, b"")
+    assert make_client(App()).post("/favicon.ico").status == 404
+
+    app = App()
+
+    @app.route("/favicon.ico")
+    def own_icon() -> bytes:
+        return b"mine"
+
+    assert make_client(app).get("/favicon.ico").body == b"mine"
+    (tmp_path / "favicon.ico").write_bytes(b"static icon")
+    static = make_client(App(), resources={"/**": str(tmp_path)}).get("/favicon.ico")
+    assert static.body == b"static icon"
+
+
 # -- defaults a request cannot replace --------------------------------------------------
 class _Service:
     name = "the service"

@@ -39,6 +39,7 @@ from .channel import (
 from .compile import CompiledApp, Endpoint
 from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
+from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
 from .invoke import call
 from .routing import normalize_path
@@ -216,6 +217,8 @@ class Dispatcher:
                     outcome = await self.error_outcome(405, "", "")
                     outcome.headers.append(("Allow", ", ".join(sorted(allowed))))
                     return outcome
+                if request.path == FAVICON_PATH and request.method in ("GET", "HEAD"):
+                    return Outcome(200, list(FAVICON_HEADERS), FAVICON, FAVICON_TYPE)
                 raise HttpError(404, "Not Found", "Cannot find a controller for your path.")
         else:
             request.path_values = match.path_values
