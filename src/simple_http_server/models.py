@@ -8,8 +8,8 @@ from __future__ import annotations
 import http.cookies
 import time
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from .dispatch.bodies import MultipartFile, RequestBodyReader
@@ -330,6 +330,10 @@ def _first_values(parameters: Mapping[str, list[str]]) -> dict[str, str]:
 class Request:
     """An HTTP request as controllers and filters see it."""
 
+    #: Makes the reader of a body already in memory; installed by the dispatch
+    #: layer (:mod:`.dispatch.bodies`), which this module does not import.
+    _memory_reader: ClassVar[Callable[[bytes], RequestBodyReader]]
+
     def __init__(
         self,
         method: str = "GET",
@@ -349,7 +353,7 @@ class Request:
         self.environment: dict[str, Any] = {}
         self.json: Any = None
         self.files: dict[str, list[MultipartFile]] = {}
-        self.reader: RequestBodyReader | None = None
+        self._reader: RequestBodyReader | None = None
         self.client_address: tuple[str, int] | None = None
         self._body: bytes | None = None
         self._cookies: Cookies | None = None
@@ -406,6 +410,24 @@ class Request:
             return int(value) if value is not None else None
         except ValueError:
             return None
+
+    @property
+    def reader(self) -> RequestBodyReader:
+        """The body as a :class:`RequestBodyReader`.
+
+        It streams the body when the controller takes a ``RequestBodyReader``
+        (the same reader); otherwise the body was read before the filters ran
+        and the reader reads :attr:`body` (nothing after a multipart form, whose
+        body is not kept).
+        """
+        reader = self._reader
+        if reader is None:  # built on first use: most requests never ask
+            reader = self._reader = Request._memory_reader(self.body)
+        return reader
+
+    @reader.setter
+    def reader(self, value: RequestBodyReader) -> None:
+        self._reader = value
 
     @property
     def body(self) -> bytes:

@@ -21,14 +21,13 @@ from urllib.parse import parse_qsl, unquote
 import multipart
 
 from ..errors import HttpError
-from ..models import JSONBody
+from ..models import JSONBody, Request
 from .invoke import current_loop, in_event_loop, run_sync, wait_on
 
 if TYPE_CHECKING:
     import asyncio
 
     from ..config import Limits
-    from ..models import Request
     from .channel import Channel
 
 __all__ = [
@@ -85,23 +84,28 @@ def is_json_type(content_type: str) -> bool:
 class RequestBodyReader:
     """Reads the raw request body as it arrives.
 
-    Inject it by annotation (``reader: RequestBodyReader``); in ``async``
-    controllers use ``await reader.read(n)``, in plain functions
-    ``reader.read_blocking(n)``.  ``n < 0`` reads everything that is left; an
-    empty result means the body is complete.
+    Inject it by annotation (``reader: RequestBodyReader``), or use
+    ``request.reader``; in ``async`` code use ``await reader.read(n)``, in plain
+    functions ``reader.read_blocking(n)``.  ``n < 0`` reads everything that is
+    left; an empty result means the body is complete.
+
+    A reader without a channel reads ``data``, a body already read into memory.
 
     Args:
-        channel: where the body comes from.
+        channel: where the body comes from (None: ``data`` is the whole body).
         limit: most bytes accepted (0: no limit); more is a 413.
+        data: the body, when it was read already.
     """
 
-    def __init__(self, channel: Channel, limit: int = 0) -> None:
+    def __init__(self, channel: Channel | None, limit: int = 0, data: bytes = b"") -> None:
         self._channel = channel
-        self._pending = bytearray()
-        self._eof = False
+        self._pending = bytearray(data)
+        self._eof = channel is None
         self._limit = limit
-        self._seen = 0
-        self._loop: asyncio.AbstractEventLoop | None = current_loop()
+        self._seen = len(data)
+        self._loop: asyncio.AbstractEventLoop | None = (
+            current_loop() if channel is not None else None
+        )
 
     @property
     def received(self) -> int:
@@ -109,41 +113,55 @@ class RequestBodyReader:
         return self._seen
 
     async def _more(self) -> bool:
-        if self._eof:
+        channel = self._channel
+        if self._eof or channel is None:
             return False
-        chunk = await self._channel.receive()
+        chunk = await channel.receive()
         if not chunk:
             self._eof = True
             return False
         self._seen += len(chunk)
         if self._limit and self._seen > self._limit:
-            self._channel.close_after_response()
+            channel.close_after_response()
             raise too_large("request body", self._limit)
         self._pending += chunk
         return True
+
+    def _take(self, n: int) -> bytes:
+        if n < 0:
+            data = bytes(self._pending)
+            self._pending.clear()
+            return data
+        data = bytes(self._pending[:n])
+        del self._pending[:n]
+        return data
 
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (everything left when ``n < 0``); ``b""`` at the end."""
         if n < 0:
             while await self._more():
                 pass
-            data = bytes(self._pending)
-            self._pending.clear()
-            return data
-        if not self._pending:
+        elif not self._pending:
             await self._more()
-        data = bytes(self._pending[:n])
-        del self._pending[:n]
-        return data
+        return self._take(n)
 
     def read_blocking(self, n: int = -1) -> bytes:
-        """:meth:`read` for plain (non-async) controllers."""
+        """:meth:`read` for plain (non-async) code."""
+        if self._channel is None:  # a body in memory: nothing to wait for
+            return self._take(n)
         if in_event_loop():
             raise RuntimeError("use 'await reader.read()' inside a coroutine")
         loop = self._loop
         if loop is not None and loop.is_running():
             return wait_on(loop, self.read(n))
         return run_sync(self.read(n))
+
+
+def _memory_reader(data: bytes) -> RequestBodyReader:
+    return RequestBodyReader(None, data=data)
+
+
+Request._memory_reader = _memory_reader  # ``request.reader`` of a body already read
 
 
 class MultipartFile:
