@@ -208,7 +208,8 @@ class Parameters(list[str]):
 
 
 class ModelDict(dict[str, Any]):
-    """All parameters as ``{name: value}`` (a list when repeated)."""
+    """All parameters as ``{name: value}`` (a list when repeated); an uploaded
+    file's value is its :class:`MultipartFile`."""
 
 
 class Environment(dict[str, Any]):
@@ -323,7 +324,9 @@ class SessionFactory:
         """The live session with ``session_id``, or a new one when ``create``."""
 
 
-def _first_values(parameters: Mapping[str, list[str]]) -> dict[str, str]:
+def _first_values(
+    parameters: Mapping[str, list[str | MultipartFile]],
+) -> dict[str, str | MultipartFile]:
     return {k: v[0] for k, v in parameters.items() if v}
 
 
@@ -340,7 +343,7 @@ class Request:
         path: str = "/",
         query_string: str = "",
         headers: Headers | None = None,
-        parameters: dict[str, list[str]] | None = None,
+        parameters: dict[str, list[str | MultipartFile]] | None = None,
         scheme: str = "http",
     ) -> None:
         self.method = method
@@ -357,8 +360,10 @@ class Request:
         self.client_address: tuple[str, int] | None = None
         self._body: bytes | None = None
         self._cookies: Cookies | None = None
-        self._parameters: dict[str, list[str]] = parameters if parameters is not None else {}
-        self._parameter: dict[str, str] | None = None
+        self._parameters: dict[str, list[str | MultipartFile]] = (
+            parameters if parameters is not None else {}
+        )
+        self._parameter: dict[str, str | MultipartFile] | None = None
         self._session_getter: Any = None
         #: Set by the dispatcher once the request's session state exists.
         self._session_state: RequestSessions | None = None
@@ -371,24 +376,27 @@ class Request:
         return self._cookies
 
     @property
-    def parameters(self) -> dict[str, list[str]]:
-        """Query and form parameters, every value of each name."""
+    def parameters(self) -> dict[str, list[str | MultipartFile]]:
+        """Query and form parameters, every value of each name: text, or a
+        :class:`MultipartFile` for an uploaded file (form values come first)."""
         return self._parameters
 
     @parameters.setter
-    def parameters(self, value: dict[str, list[str]]) -> None:
+    def parameters(self, value: dict[str, list[str | MultipartFile]]) -> None:
         self._parameters = value
         self._parameter = None
 
     @property
-    def parameter(self) -> dict[str, str]:
-        """Query and form parameters, the first value of each name."""
+    def parameter(self) -> dict[str, str | MultipartFile]:
+        """Query and form parameters, the first value of each name (text or an upload)."""
         if self._parameter is None:
             self._parameter = _first_values(self._parameters)
         return self._parameter
 
-    def get_parameter(self, key: str, default: str | None = None) -> str | None:
-        """The first value of parameter ``key``, or ``default``."""
+    def get_parameter(
+        self, key: str, default: str | MultipartFile | None = None
+    ) -> str | MultipartFile | None:
+        """The first value of parameter ``key`` (text or an upload), or ``default``."""
         values = self._parameters.get(key)
         return values[0] if values else default
 

@@ -7,11 +7,13 @@ Every test runs through the TestClient and real sockets in both transports
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from simple_http_server import (
     App,
     FilterContext,
+    ModelDict,
     MultipartFile,
     Request,
     RequestBodyReader,
@@ -111,3 +113,78 @@ def test_request_reader_keeps_the_body_limit(make_client):
     client = make_client(reader_app(), max_body_size=10)
     assert client.post("/raw", body="x" * 11).status == 413
     assert client.post("/raw", body="x" * 10).text == "x" * 10
+
+
+# -- 3. uploaded files are parameters too ------------------------------------------------
+
+
+def files_app(tmp_path: Path) -> App:
+    app = App()
+
+    @app.route("/up", method="POST")
+    def up(request: Request, model: ModelDict, title: str) -> dict[str, Any]:
+        img = request.parameter["img"]
+        assert isinstance(img, MultipartFile)
+        model["img"].save_to_file(tmp_path / "saved.bin")
+        got = request.get_parameter("img")
+        assert isinstance(got, MultipartFile)
+        return {
+            "title": title,
+            "filename": img.filename,
+            "same": got is img and model["img"] is img and request.parameters["img"] == [img],
+            "saved": (tmp_path / "saved.bin").read_bytes().decode(),
+            "docs": [d.filename for d in model["docs"]],
+            "docs_too": [d.filename for d in request.parameters["docs"]],
+            "model_title": model["title"],
+        }
+
+    @app.route("/str", method="POST")
+    def as_str(img: str = "default", docs: list[str] | None = None) -> dict[str, Any]:
+        return {"img": img, "docs": docs}
+
+    @app.route("/str-required", method="POST")
+    def as_required_str(img: str) -> str:
+        return img
+
+    @app.route("/file", method="POST")
+    def as_file(img: MultipartFile) -> str:
+        return img.content.decode()
+
+    return app
+
+
+FILES = [
+    ("img", "a.png", "image/png", b"PNG-bytes"),
+    ("docs", "1.txt", "text/plain", b"one"),
+    ("docs", "2.txt", "text/plain", b"two"),
+]
+
+
+def test_uploads_are_in_parameter_parameters_and_model_dict(make_client, tmp_path):
+    body = multipart_body({"title": "t"}, FILES)
+    reply = make_client(files_app(tmp_path)).post("/up", headers=mp_headers(), body=body)
+    assert reply.status == 200, reply.text
+    assert reply.json() == {
+        "title": "t",
+        "filename": "a.png",
+        "same": True,
+        "saved": "PNG-bytes",
+        "docs": ["1.txt", "2.txt"],
+        "docs_too": ["1.txt", "2.txt"],
+        "model_title": "t",
+    }
+
+
+def test_a_str_argument_named_like_a_file_part_is_unchanged(make_client, tmp_path):
+    """Text arguments read text values only: a file part does not fill them."""
+    client = make_client(files_app(tmp_path))
+    body = multipart_body(files=FILES)
+    reply = client.post("/str", headers=mp_headers(), body=body)
+    assert reply.status == 200, reply.text
+    assert reply.json() == {"img": "default", "docs": None}
+    reply = client.post("/str?img=q&docs=d", headers=mp_headers(), body=body)
+    assert reply.json() == {"img": "q", "docs": ["d"]}
+    reply = client.post("/str-required", headers=mp_headers(), body=body)
+    assert reply.status == 400
+    assert reply.json()["explain"] == "Parameter[img] is required."
+    assert client.post("/file", headers=mp_headers(), body=body).text == "PNG-bytes"

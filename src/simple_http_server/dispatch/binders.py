@@ -10,7 +10,7 @@ import http.cookies
 import json
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..errors import HttpError
 from ..models import (
@@ -91,6 +91,17 @@ def is_list(t: Any) -> bool:
     return t is list or typing.get_origin(t) is list
 
 
+def text_values(request: Request, name: str) -> list[str] | None:
+    """The text values of parameter ``name``: uploads are parameters too, but an
+    argument read from text (``str``, ``int``, ``list``...) never gets one."""
+    values = request.parameters.get(name)
+    if values is None:
+        return None
+    if request.files:
+        return [v for v in values if isinstance(v, str)] or None
+    return cast("list[str]", values)  # no uploads: every value is text
+
+
 def by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
     """A query/form parameter (else the ``{name}`` path value) converted to ``target``."""
     if is_list(target):
@@ -98,7 +109,7 @@ def by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
         item = converter(name, args[0]) if args else str
 
         def many(ctx: BindContext) -> Any:
-            values = ctx.request.parameters.get(name)
+            values = text_values(ctx.request, name)
             if values is None:
                 if required:
                     raise missing(name)
@@ -109,7 +120,7 @@ def by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
     convert = converter(name, target)
 
     def one(ctx: BindContext) -> Any:
-        values = ctx.request.parameters.get(name)
+        values = text_values(ctx.request, name)
         if not values:
             # A ``{name}`` path value of the same name is the fallback.
             path_value = ctx.request.path_values.get(name)
@@ -230,6 +241,7 @@ def multipart_file(name: str, default: Any, required: bool) -> Binder:
 
 
 def model_dict(ctx: BindContext) -> ModelDict:
+    """Every parameter, uploads included: ``{name: value}``, a list when repeated."""
     return ModelDict(
         {k: v[0] if len(v) == 1 else list(v) for k, v in ctx.request.parameters.items()}
     )

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote
 
@@ -284,8 +285,9 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
     Form fields join ``request.parameters`` (body values first, then the
     query's; decoded with the form's ``charset``, UTF-8 by default), JSON
     (``application/json`` or ``+json``) goes to ``request.json`` (any JSON
-    value; None for an empty body), multipart files to ``request.files``;
-    other bodies are kept as ``request.body``.
+    value; None for an empty body), multipart files to ``request.files`` and,
+    as :class:`MultipartFile` values, to ``request.parameters``; other bodies
+    are kept as ``request.body``.
     """
     mime, options = multipart.parse_options_header(request.content_type)
     if mime == "multipart/form-data":
@@ -313,10 +315,12 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
         request.json = JSONBody(value) if type(value) is dict else value
 
 
-def _merge_parameters(request: Request, form: dict[str, list[str]]) -> None:
+def _merge_parameters(request: Request, form: Mapping[str, Sequence[str | MultipartFile]]) -> None:
+    """Body values first, then the query's."""
+    merged: dict[str, list[str | MultipartFile]] = {k: list(v) for k, v in form.items()}
     for key, values in request.parameters.items():
-        form.setdefault(key, []).extend(values)
-    request.parameters = form
+        merged.setdefault(key, []).extend(values)
+    request.parameters = merged
 
 
 def _extended(disposition: str, current: str | None, key: str) -> str | None:
@@ -337,7 +341,8 @@ class _MultipartCollector:
     """Turns parser events into form fields and spooled files."""
 
     def __init__(self, limits: Limits) -> None:
-        self.form: dict[str, list[str]] = {}
+        #: Text fields and uploads, in the body's order.
+        self.form: dict[str, list[str | MultipartFile]] = {}
         self.files: dict[str, list[MultipartFile]] = {}
         self._field_limit = limits.max_body_size
         self._field_bytes = 0
@@ -376,6 +381,7 @@ class _MultipartCollector:
                 content_type=segment.content_type or "application/octet-stream",
             )
             self.files.setdefault(name, []).append(upload)
+            self.form.setdefault(name, []).append(upload)
             self._file, self._field = upload, None
         else:
             self._file, self._field = None, bytearray()

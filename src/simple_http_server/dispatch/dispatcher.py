@@ -11,7 +11,7 @@ import inspect
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from .. import logger as _logging
 from ..config import ServerConfig
@@ -27,7 +27,14 @@ from ..responses import (
     normalize,
 )
 from .binding import BindContext
-from .bodies import RequestBodyReader, close_files, parse_query, read_form, too_large
+from .bodies import (
+    MultipartFile,
+    RequestBodyReader,
+    close_files,
+    parse_query,
+    read_form,
+    too_large,
+)
 from .channel import (
     FILE_CHUNK,
     Channel,
@@ -69,7 +76,8 @@ def make_request(
         normalize_path(raw_path or "/"),
         query,
         Headers.from_lines(headers),
-        parse_query(query) if query else {},
+        # Query values are text: a valid value of the wider parameter type.
+        cast("dict[str, list[str | MultipartFile]]", parse_query(query)) if query else {},
         scheme,
     )
 

@@ -8,7 +8,7 @@ exists under other methods (405 with ``Allow``) or no match (404).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
@@ -120,18 +120,21 @@ class PathPattern:
 
 
 Predicate = Callable[[Any], bool]
+#: A request's parameters as routing reads them: text values, and uploads when the
+#: form was read before routing.
+ParamValues = Mapping[str, Sequence[object]]
 
 
 @dataclass(frozen=True, slots=True)
 class Conditions:
     """Compiled ``params=``/``headers=`` narrowing expressions."""
 
-    params: tuple[Callable[[dict[str, list[str]]], bool], ...] = ()
+    params: tuple[Callable[[Any], bool], ...] = ()
     headers: tuple[Callable[[Any], bool], ...] = ()
     all_params: bool = True
     all_headers: bool = True
 
-    def accepts(self, parameters: dict[str, list[str]], headers: Any) -> bool:
+    def accepts(self, parameters: ParamValues, headers: Any) -> bool:
         """True when the request satisfies the expressions."""
         if self.params:
             check = all if self.all_params else any
@@ -149,7 +152,7 @@ class Conditions:
         return not self.params and not self.headers
 
 
-def _values(source: Any, key: str) -> list[str] | None:
+def _values(source: Any, key: str) -> list[Any] | None:
     value = source.get(key)
     if value is None:
         return None
@@ -178,7 +181,10 @@ def _compile_expression(expr: str) -> Callable[[Any], bool]:
 
         return not_equal
     if op == "^":
-        return lambda src: any(v.startswith(value) for v in _values(src, name) or ())
+        return lambda src: any(
+            isinstance(v, str) and v.startswith(value)  # an upload starts with no text
+            for v in _values(src, name) or ()
+        )
     return lambda src: value in (_values(src, name) or ())
 
 
@@ -268,9 +274,7 @@ class Router(Generic[T]):
     def __len__(self) -> int:
         return sum(map(len, self._static.values())) + len(self._patterns) + len(self._regexps)
 
-    def lookup(
-        self, method: str, path: str, parameters: dict[str, list[str]], headers: Any
-    ) -> Match[T]:
+    def lookup(self, method: str, path: str, parameters: ParamValues, headers: Any) -> Match[T]:
         """Find the target for a request; see :class:`Match`."""
         allowed: set[str] = set()
         entries = self._static.get(path)
@@ -301,7 +305,7 @@ class Router(Generic[T]):
 
 
 def _usable(
-    entry: Entry[T], method: str, parameters: dict[str, list[str]], headers: Any, allowed: set[str]
+    entry: Entry[T], method: str, parameters: ParamValues, headers: Any, allowed: set[str]
 ) -> bool:
     if not entry.allows(method):
         allowed.update(entry.methods)
@@ -313,7 +317,7 @@ def _usable(
 def _pick(
     entries: list[Entry[T]],
     method: str,
-    parameters: dict[str, list[str]],
+    parameters: ParamValues,
     headers: Any,
     allowed: set[str],
 ) -> Entry[T] | None:

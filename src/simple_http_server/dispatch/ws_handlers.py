@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import logger as _logging
 from ..models import Headers
@@ -288,8 +288,10 @@ async def negotiate(
     if found is None:
         return Rejected(404, [], "No websocket handler for this path.")
     proxy, path_values, reg_groups = found
+    # A handshake has no body: its parameters are the query's, all text.
+    parameters = cast("dict[str, list[str]]", http.parameters)
     request = WebsocketRequest(
-        path, http.query_string, http.headers, http.parameters, path_values, reg_groups
+        path, http.query_string, http.headers, parameters, path_values, reg_groups
     )
     try:
         callbacks = proxy.callbacks()
