@@ -175,3 +175,21 @@ def test_narrowing_last_registered_first() -> None:
 
 def test_router_size() -> None:
     assert len(_router()) == 7
+
+
+def test_narrows_by_params_is_known_at_registration() -> None:
+    router: Router[str] = Router()
+    router.add_url("/a", "a", frozenset(), compile_conditions(None, "X-A"))
+    assert not router.narrows_by_params
+    router.add_regexp("^/r$", "r", frozenset(), compile_conditions("q", None))
+    assert router.narrows_by_params
+    assert _router().narrows_by_params
+
+
+def test_candidates_are_every_route_serving_the_method_on_the_path() -> None:
+    router = _router()
+    assert [e.target for e in router.candidates("GET", "/narrow")] == ["b", "a"]
+    assert [e.target for e in router.candidates("POST", "/narrow")] == []
+    assert [e.target for e in router.candidates("HEAD", "/items/7")] == ["item"]
+    assert [e.target for e in router.candidates("PUT", "/static")] == ["static-any"]
+    assert [e.target for e in router.candidates("GET", "/reg/x")] == ["reg"]

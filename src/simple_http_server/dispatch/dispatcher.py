@@ -49,7 +49,7 @@ from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
 from .invoke import call
-from .routing import normalize_path
+from .routing import Router, normalize_path
 from .sessions import LocalSessionFactory, RequestSessions, global_session_factory
 from .static import Resources, guess_type, none_match, plan_file
 
@@ -84,6 +84,26 @@ def make_request(
 
 def _has_body(request: Request) -> bool:
     return "Transfer-Encoding" in request.headers or bool(request.content_length)
+
+
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _routes_by_form(router: Router[Endpoint], request: Request, channel: Channel) -> bool:
+    """True when the form body must be read before routing: it is a form, and a
+    route that could serve the request narrows by ``params=``.  Never when one of
+    those routes streams the body (a ``RequestBodyReader``): the body is left for
+    it, and the expressions see the query alone."""
+    if not (channel.unframed_body or _has_body(request)):
+        return False
+    if request.content_type.partition(";")[0].strip().lower() not in _FORM_TYPES:
+        return False
+    narrowed = False
+    for entry in router.candidates(request.method, request.path):
+        if entry.target.plan.needs_stream:
+            return False
+        narrowed = narrowed or bool(entry.conditions.params)
+    return narrowed
 
 
 class Dispatcher:
@@ -209,9 +229,12 @@ class Dispatcher:
 
     async def _serve(self, request: Request, response: Response, channel: Channel) -> Outcome:
         compiled: CompiledApp = self.app.compiled()
-        match = compiled.router.lookup(
-            request.method, request.path, request.parameters, request.headers
-        )
+        router = compiled.router
+        body_read = False
+        if router.narrows_by_params and _routes_by_form(router, request, channel):
+            await self._read_body(request, channel, None)
+            body_read = True
+        match = router.lookup(request.method, request.path, request.parameters, request.headers)
         endpoint = match.target
         static_path: str | None = None
         if endpoint is None:
@@ -232,7 +255,7 @@ class Dispatcher:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups
         headers = request.headers
-        if (
+        if not body_read and (
             "Content-Length" in headers
             or "Transfer-Encoding" in headers
             or channel.unframed_body

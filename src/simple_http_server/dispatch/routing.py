@@ -8,7 +8,7 @@ exists under other methods (405 with ``Allow``) or no match (404).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
@@ -256,9 +256,13 @@ class Router(Generic[T]):
         self._static: dict[str, list[Entry[T]]] = {}
         self._patterns: list[Entry[T]] = []
         self._regexps: list[Entry[T]] = []
+        #: Some route has ``params=`` expressions (known at registration: a table
+        #: without any never makes a request look further).
+        self.narrows_by_params = False
 
     def add_url(self, url: str, target: T, methods: frozenset[str], conditions: Conditions) -> None:
         """Register a path route; later registrations are tried first."""
+        self.narrows_by_params |= bool(conditions.params)
         key = url_key(url)
         if PathPattern.is_pattern(key):
             self._patterns.insert(0, Entry(target, methods, conditions, pattern=PathPattern(key)))
@@ -269,10 +273,26 @@ class Router(Generic[T]):
         self, regexp: str, target: T, methods: frozenset[str], conditions: Conditions
     ) -> None:
         """Register a ``regexp=`` route (matched with and without the leading slash)."""
+        self.narrows_by_params |= bool(conditions.params)
         self._regexps.insert(0, Entry(target, methods, conditions, regex=re.compile(regexp)))
 
     def __len__(self) -> int:
         return sum(map(len, self._static.values())) + len(self._patterns) + len(self._regexps)
+
+    def candidates(self, method: str, path: str) -> Iterator[Entry[T]]:
+        """Every route that serves ``method`` on ``path``, its expressions unchecked."""
+        for entry in self._static.get(path, ()):
+            if entry.allows(method):
+                yield entry
+        for entry in self._patterns:
+            assert entry.pattern is not None
+            if entry.allows(method) and entry.pattern.match(path) is not None:
+                yield entry
+        bare = path[1:]
+        for entry in self._regexps:
+            assert entry.regex is not None
+            if entry.allows(method) and (entry.regex.match(path) or entry.regex.match(bare)):
+                yield entry
 
     def lookup(self, method: str, path: str, parameters: ParamValues, headers: Any) -> Match[T]:
         """Find the target for a request; see :class:`Match`."""
