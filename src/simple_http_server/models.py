@@ -324,10 +324,59 @@ class SessionFactory:
         """The live session with ``session_id``, or a new one when ``create``."""
 
 
-def _first_values(
-    parameters: Mapping[str, list[str | MultipartFile]],
-) -> dict[str, str | MultipartFile]:
-    return {k: v[0] for k, v in parameters.items() if v}
+class FirstValues(dict[str, "str | MultipartFile"]):
+    """``request.parameter``: the first value of each parameter.
+
+    A dict built from ``request.parameters`` on each access, whose changes go
+    through to them: a filter's ``request.parameter["user"] = "x"`` is what a
+    controller's ``user`` argument gets.
+    """
+
+    __slots__ = ("_all",)
+
+    def __init__(self, all_values: dict[str, list[str | MultipartFile]]) -> None:
+        super().__init__((k, v[0]) for k, v in all_values.items() if v)
+        self._all = all_values
+
+    def __setitem__(self, key: str, value: str | MultipartFile) -> None:
+        super().__setitem__(key, value)
+        self._all[key] = [value]
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._all.pop(key, None)
+
+    def __ior__(self, other: Any) -> FirstValues:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Set every given item (through to ``request.parameters``)."""
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, set to ``default`` first when missing."""
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove ``key`` (from ``request.parameters`` too) and give its value."""
+        value = super().pop(key, *default)
+        self._all.pop(key, None)
+        return value
+
+    def popitem(self) -> tuple[str, str | MultipartFile]:
+        """Remove and give the last item (from ``request.parameters`` too)."""
+        key, value = super().popitem()
+        self._all.pop(key, None)
+        return key, value
+
+    def clear(self) -> None:
+        """Remove every parameter."""
+        super().clear()
+        self._all.clear()
 
 
 class Request:
@@ -363,7 +412,6 @@ class Request:
         self._parameters: dict[str, list[str | MultipartFile]] = (
             parameters if parameters is not None else {}
         )
-        self._parameter: dict[str, str | MultipartFile] | None = None
         self._session_getter: Any = None
         #: Set by the dispatcher once the request's session state exists.
         self._session_state: RequestSessions | None = None
@@ -384,14 +432,15 @@ class Request:
     @parameters.setter
     def parameters(self, value: dict[str, list[str | MultipartFile]]) -> None:
         self._parameters = value
-        self._parameter = None
 
     @property
-    def parameter(self) -> dict[str, str | MultipartFile]:
-        """Query and form parameters, the first value of each name (text or an upload)."""
-        if self._parameter is None:
-            self._parameter = _first_values(self._parameters)
-        return self._parameter
+    def parameter(self) -> FirstValues:
+        """Query and form parameters, the first value of each name (text or an upload).
+
+        Built on each access from :attr:`parameters`; setting or deleting an item
+        changes :attr:`parameters` too (a filter may add a parameter this way).
+        """
+        return FirstValues(self._parameters)
 
     def get_parameter(
         self, key: str, default: str | MultipartFile | None = None

@@ -470,6 +470,35 @@ def test_unmatched_paths_bypass_filters(make_client):
     assert calls == []
 
 
+def test_filters_may_add_change_and_remove_parameters(make_client):
+    """The original's controllers read ``request.parameter``; a filter that set one there
+    (say, the user an auth filter found) was lost: arguments read ``request.parameters``."""
+    app = App()
+
+    @app.request_filter("/params")
+    def add_parameters(ctx: Any) -> None:
+        parameter = ctx.request.parameter
+        parameter["user"] = "alice"  # set through the first-value view
+        parameter.update(role="admin")
+        parameter.pop("drop")
+        ctx.request.parameters["n"] = ["5", "6"]  # and through the full view
+        assert ctx.request.parameter["n"] == "5"  # each access sees the current values
+        ctx.do_chain()
+
+    @app.route("/params")
+    def params(user: str, role: str, n: list[int], request: Request, drop: str = "gone") -> Any:
+        return {"user": user, "role": role, "n": n, "drop": drop, "all": request.parameters}
+
+    reply = make_client(app).get("/params?user=mallory&drop=x&n=1")
+    assert reply.json() == {
+        "user": "alice",
+        "role": "admin",
+        "n": [5, 6],
+        "drop": "gone",
+        "all": {"user": ["alice"], "role": ["admin"], "n": ["5", "6"]},
+    }
+
+
 # -- error pages ------------------------------------------------------------------------
 def error_pages_app() -> App:
     app = App()

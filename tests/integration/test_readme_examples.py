@@ -572,6 +572,7 @@ def build_filters(app: App, calls: list[str]) -> None:
     def filter_tuple(ctx):
         calls.append(ctx.request.path)
         ctx.request.headers["filter-set"] = "through filter"
+        ctx.request.parameter["via"] = "filter"
         if "user_name" not in ctx.request.parameter:
             ctx.response.send_redirect("/index")
         elif "pass" not in ctx.request.parameter:
@@ -581,8 +582,8 @@ def build_filters(app: App, calls: list[str]) -> None:
 
     @app.route("/tuple/**")
     @app.route("/tuple")
-    def tuple_ctrl(filter_set=Header("filter-set")):
-        return {"filter-set": filter_set}
+    def tuple_ctrl(via: str, filter_set=Header("filter-set")):
+        return {"filter-set": filter_set, "via": via}
 
 
 def test_filter_redirect_error_and_chain(make_client):
@@ -596,7 +597,7 @@ def test_filter_redirect_error_and_chain(make_client):
     assert error.status == 400
     assert error.json()["message"] == "pass should be passed"
     ok = client.get("/tuple/x/y?user_name=a&pass=b")
-    assert ok.json() == {"filter-set": "through filter"}
+    assert ok.json() == {"filter-set": "through filter", "via": "filter"}
     # the filter is registered for both patterns but runs once per request
     assert calls == ["/tuple", "/tuple", "/tuple/x/y"]
 
