@@ -177,6 +177,17 @@ class Response:
             self._channel.start_blocking(self.status_code, lines)
         self._channel.write_blocking(bytes(data))
 
+    async def drain(self) -> None:
+        """Wait until the client has taken most of what :meth:`write_bytes` sent.
+
+        For coroutines, whose ``write_bytes`` never waits for the client: await it
+        between writes to stream at the client's pace.  Raises ``ClientGone`` once
+        the client is gone.
+        """
+        if self._channel is None:
+            raise RuntimeError("this Response is not attached to a connection")
+        await self._channel.drain()
+
     def close(self) -> None:
         """End a streamed response."""
         if self._channel is not None and self._streaming and not self._closed:

@@ -183,3 +183,8 @@ class Channel(ABC):
     def end_blocking(self) -> None:
         """Finish the response from synchronous code."""
         run_sync(self.send_end())
+
+    async def drain(self) -> None:  # noqa: B027 - optional hook, immediate by default
+        """Wait until the client has taken most of what the blocking forms wrote from
+        a coroutine (they never wait there); ``ClientGone`` once it is gone.  Returns
+        at once where those writes wait for the client themselves."""

@@ -6,7 +6,8 @@ One dispatch coroutine serves both transports:
   bounded thread pool so they never block the loop, async ones are awaited;
 * the threaded transport drives it with :func:`run_sync` in a worker thread;
   sync user functions are called directly and async ones run on one shared
-  background loop.
+  background loop, while the worker thread waits for them and meanwhile runs
+  the blocking I/O they hand it (:class:`LoopHelper`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from typing import Any, TypeVar
 from .. import logger as _logging
 
 __all__ = [
+    "LoopHelper",
     "background_loop",
     "call",
     "call_async",
     "call_soon_batched",
     "call_sync",
     "current_loop",
+    "help_while_waiting",
     "in_event_loop",
     "is_async_callable",
     "run_sync",
@@ -65,6 +68,88 @@ def is_async_callable(func: Any) -> bool:
 def in_event_loop() -> bool:
     """True when the current thread runs an asyncio event loop."""
     return _get_running_loop() is not None
+
+
+class LoopHelper:
+    """Blocking work that coroutines hand to the thread waiting for them.
+
+    A thread that waits for the background loop (a threaded-transport worker
+    running an ``async def`` controller) is idle: the coroutine posts its socket
+    I/O here and that thread runs it (see :func:`help_while_waiting`), so the
+    shared loop never blocks on a client.  Work posted while no thread waits (a
+    task that outlived its request) runs on a thread of its own.  Jobs take no
+    arguments, raise nothing and report back to the loop themselves.
+    """
+
+    __slots__ = ("_cond", "_jobs", "_waiting")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._waiting = False
+
+    def post(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the waiting thread, or on a new one when none waits."""
+        with self._cond:
+            if self._waiting:
+                self._jobs.append(job)
+                self._cond.notify()
+                return
+        threading.Thread(target=_run_posted, args=(job,), name="shs-io", daemon=True).start()
+
+    def wait(self, future: concurrent.futures.Future[T]) -> T:
+        """``future.result()``, running the posted jobs until the future is done."""
+        cond = self._cond
+        future.add_done_callback(self._wake)
+        with cond:
+            self._waiting = True
+        try:
+            while True:
+                with cond:
+                    while not self._jobs and not future.done():
+                        cond.wait()
+                    if not self._jobs:  # done, and nothing left that needs this thread
+                        self._waiting = False
+                        break
+                    job = self._jobs.popleft()
+                _run_posted(job)
+        finally:
+            if self._waiting:  # interrupted: later jobs get threads of their own
+                with cond:
+                    self._waiting = False
+                    left = list(self._jobs)
+                    self._jobs.clear()
+                for job in left:
+                    threading.Thread(target=_run_posted, args=(job,), daemon=True).start()
+        return future.result()
+
+    def _wake(self, _future: Any) -> None:
+        with self._cond:
+            self._cond.notify()
+
+
+def _run_posted(job: Callable[[], None]) -> None:
+    try:
+        job()
+    except Exception:  # a job reports its own errors: this is a bug
+        _log.exception("A job posted by a coroutine failed")
+
+
+_local = threading.local()
+
+
+def help_while_waiting(helper: LoopHelper | None) -> None:
+    """Make the calling thread run ``helper``'s jobs whenever it waits for an event
+    loop (:func:`call_async`, :func:`wait_on`...); None stops it."""
+    _local.helper = helper
+
+
+def _wait(future: concurrent.futures.Future[T]) -> T:
+    """Wait for work handed to a loop, helping it meanwhile when the thread does."""
+    helper: LoopHelper | None = getattr(_local, "helper", None)
+    if helper is None:
+        return future.result()
+    return helper.wait(future)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -294,7 +379,7 @@ async def call_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     coro = func(*args, **kwargs)
     if _get_running_loop() is not None:
         return await coro
-    return asyncio.run_coroutine_threadsafe(coro, background_loop()).result()
+    return _wait(asyncio.run_coroutine_threadsafe(coro, background_loop()))
 
 
 async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -308,7 +393,7 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         result = func(*args, **kwargs)
         if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
             return result
-        return asyncio.run_coroutine_threadsafe(_await(result), background_loop()).result()
+        return _wait(asyncio.run_coroutine_threadsafe(_await(result), background_loop()))
     result = await _get_executor().submit(loop, func, args, kwargs)
     if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
         return result
@@ -356,4 +441,4 @@ def wait_for_loop(future: concurrent.futures.Future[Any], loop: asyncio.Abstract
 
 def wait_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on ``loop`` from another thread and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    return _wait(asyncio.run_coroutine_threadsafe(coro, loop))

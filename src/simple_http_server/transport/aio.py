@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .. import logger as _logging
@@ -29,6 +30,7 @@ from .common import (
     BodyPace,
     ClientGone,
     FileSlice,
+    backlog_exceeded,
     new_connection,
     request_from_head,
     service_unavailable,
@@ -95,6 +97,9 @@ class _AioConn(asyncio.Protocol, Channel):
         self._reading_paused = False
         self._lingering = False
         self._unsent = 0  # bytes still to flush when close() was last checked
+        # Progress of what coroutines wrote (write_bytes never waits for the client).
+        self._unsent_mark = 0
+        self._progress_at = 0.0
         # Each request task starts from this context (the server's), never from
         # the one of the request before it: a pipelined request is started from
         # inside its predecessor's task, whose context variables must not leak.
@@ -451,28 +456,59 @@ class _AioConn(asyncio.Protocol, Channel):
                 slice_size = max(slice_size // 2, SENDFILE_MIN_SLICE)
 
     # Blocking forms for Response.write_bytes in sync (thread pool) or async code.
-    def _blocking(self, coro: Any, nowait: Any) -> None:
-        if threading.get_ident() == self.server.loop_thread:
-            coro.close()
-            transport = self.transport
-            if self.closed or transport is None or transport.is_closing():
-                # The client left: tell a coroutine streaming in a loop to stop.
-                raise ClientGone("connection lost")
-            nowait()
-        else:
-            asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+    def _blocking(self, frame: Callable[[], bytes]) -> None:
+        """Write what ``frame()`` returns: from a thread, waiting for the client; from
+        a coroutine on the loop, at once (it never waits), within bounds."""
+        if threading.get_ident() != self.server.loop_thread:
+            asyncio.run_coroutine_threadsafe(self._send_framed(frame), self.loop).result()
+            return
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            # The client left: tell a coroutine streaming in a loop to stop.
+            raise ClientGone("connection lost")
+        before = _unsent_bytes(transport)
+        data = frame()
+        self._write(data)
+        unsent = _unsent_bytes(transport)
+        limit = self.config.limits.max_send_backlog
+        if limit and unsent > limit:
+            reason = backlog_exceeded(self.peer, unsent, limit)
+            self.abort()
+            raise ClientGone(reason)
+        self._check_stall(before, len(data), unsent)
+
+    def _check_stall(self, before: int, size: int, unsent: int) -> None:
+        """``body_timeout`` without the client taking any of what coroutines wrote: a
+        stall, dropped (a thread's write would have timed out by now)."""
+        if not unsent:
+            self._progress_at = 0.0
+        elif before < self._unsent_mark or unsent < before + size or not self._progress_at:
+            self._progress_at = time.monotonic()  # the client took some (or a new wait)
+        elif time.monotonic() - self._progress_at > self.config.body_timeout:
+            self.abort()
+            raise ClientGone("timed out writing the response")
+        self._unsent_mark = unsent
+
+    async def _send_framed(self, frame: Callable[[], bytes]) -> None:
+        self._write(frame())
+        await self._drain()
 
     def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
         lines = encode_headers(headers)
-        self._blocking(
-            self.send_head(status, lines), lambda: self._write(self.conn.send_head(status, lines))
-        )
+        self._blocking(lambda: self.conn.send_head(status, lines))
 
     def write_blocking(self, data: bytes) -> None:
-        self._blocking(self.send_data(data), lambda: self._write(self.conn.send_body(data)))
+        self._blocking(lambda: self.conn.send_body(data))
 
     def end_blocking(self) -> None:
-        self._blocking(self.send_end(), lambda: self._write(self.conn.send_end()))
+        self._blocking(self.conn.send_end)
+
+    async def drain(self) -> None:
+        if threading.get_ident() != self.server.loop_thread:
+            if self.closed:  # a thread's writes waited for the client already
+                raise ClientGone("connection lost")
+            return
+        await self._drain()
 
 
 class AioServer:

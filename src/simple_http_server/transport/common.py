@@ -8,6 +8,7 @@ import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .. import logger as _logging
 from ..dispatch.channel import ClientGone  # re-exported for the transports
 from ..dispatch.dispatcher import make_request
 from ..models import Request
@@ -23,6 +24,7 @@ __all__ = [
     "BodyPace",
     "ClientGone",
     "FileSlice",
+    "backlog_exceeded",
     "new_connection",
     "open_listener",
     "request_from_head",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 READ_SIZE = 256 * 1024
+_log = _logging.get_logger("simple_http_server.transport")
 
 
 #: The transport serving the current request (seen by user code, in any thread
@@ -54,6 +57,18 @@ class FileSlice:
 
     def __len__(self) -> int:
         return self.length
+
+
+def backlog_exceeded(peer: Any, unsent: int, limit: int) -> str:
+    """Log (once per connection: it is dropped) that a client took too little of
+    what coroutines wrote; returns the reason its ``ClientGone`` carries."""
+    client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
+    reason = (
+        f"{unsent} bytes written from a coroutine are not taken by {client}: more than "
+        f"max_send_backlog ({limit}); connection dropped"
+    )
+    _log.warning("%s", reason)
+    return reason
 
 
 def request_from_head(head: RequestHead, secure: bool) -> Request:

@@ -22,6 +22,7 @@ from typing import Any
 from .. import logger as _logging
 from ..config import ServerConfig
 from ..dispatch.dispatcher import Dispatcher
+from ..dispatch.invoke import LoopHelper, help_while_waiting
 from .common import SERVING, ClientGone, service_unavailable, set_kernel_timeouts
 from .poller import make_poller
 from .threaded_conn import ThreadedConn
@@ -82,10 +83,14 @@ class ThreadedServer:
 
     def _work(self) -> None:
         jobs = self._jobs
+        # While this thread waits for an async controller, it does its socket I/O.
+        helper = LoopHelper()
+        help_while_waiting(helper)
         while True:
             conn = jobs.get()
             if conn is None:
                 return
+            conn.helper = helper
             park = False
             try:
                 park = conn.serve_ready()

@@ -5,19 +5,30 @@ readable: it feeds the bytes to its :class:`~..protocol.http11.HttpConnection`,
 runs the dispatcher for each complete request head, and is also the
 :class:`~..dispatch.channel.Channel` of the request it serves (blocking
 reads and writes; ``sendfile`` for plain sockets).
+
+An ``async def`` controller runs on the shared background loop while the
+worker thread waits for it; the loop must never wait for a client, so the
+controller's socket I/O is handed to that worker thread (its
+:class:`~..dispatch.invoke.LoopHelper`): ``await reader.read()`` awaits a
+read done there, and ``response.write_bytes`` queues its bytes (write-behind),
+written there in order before anything written after them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import socket
 import ssl
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import logger as _logging
-from ..dispatch.channel import Channel, FileShrank, HeaderLines
-from ..dispatch.invoke import run_sync
+from ..dispatch.channel import Channel, FileShrank, HeaderLines, encode_headers
+from ..dispatch.invoke import LoopHelper, run_sync
 from ..errors import HttpError
 from ..protocol import http11
 from ..protocol.http11 import HttpConnection
@@ -28,6 +39,7 @@ from .common import (
     BodyPace,
     ClientGone,
     FileSlice,
+    backlog_exceeded,
     new_connection,
     request_from_head,
     set_kernel_timeouts,
@@ -36,12 +48,80 @@ from .common import (
 if TYPE_CHECKING:
     from .threaded import ThreadedServer
 
-__all__ = ["LINGER_SECONDS", "ThreadedConn"]
+__all__ = ["DRAIN_LOW_WATER", "LINGER_SECONDS", "ThreadedConn"]
 
 _log = _logging.get_logger("simple_http_server.threaded")
 _TOO_SLOW = "The request body is arriving too slowly."
+_LATE = "The request body was not sent in time."
+_get_running_loop = asyncio._get_running_loop
 #: Seconds a connection closed after an error answer keeps discarding input.
 LINGER_SECONDS = 1.0
+#: ``response.drain()`` returns once less than this is left unsent.
+DRAIN_LOW_WATER = 64 * 1024
+
+
+class _Outbox:
+    """Output written by a coroutine (write-behind), not yet taken by the client.
+
+    A thread that is not the loop's writes it, in order, before anything written
+    after it (every writer holds ``write_lock``).  A failed write is kept in
+    ``error``: the answer is cut, and every later writer gets ``ClientGone``.
+    """
+
+    __slots__ = ("chunks", "drainers", "error", "lock", "posted", "unsent", "write_lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # the fields below; never held while writing
+        self.write_lock = threading.Lock()  # held while writing; never taken on a loop
+        self.chunks: deque[bytes] = deque()
+        self.unsent = 0
+        self.posted = False  # a flush job is on its way
+        self.error: str | None = None
+        self.drainers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+
+class _Inbox:
+    """The outcome of a body read the worker thread does for a coroutine: bytes,
+    None (timed out) or ``ClientGone``, kept until a read takes it."""
+
+    __slots__ = ("lock", "outcome", "reading", "ready", "wakers")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reading = False  # a read job is on its way
+        self.ready = False  # ``outcome`` is one not taken yet
+        self.outcome: bytes | ClientGone | None = None
+        self.wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def take(self) -> bytes | None:
+        """The outcome (raised when it is an error); the next read does its own."""
+        with self.lock:
+            outcome, self.outcome, self.ready = self.outcome, None, False
+        if isinstance(outcome, ClientGone):
+            raise outcome
+        return outcome
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _report(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any = None,
+    error: BaseException | None = None,
+) -> None:
+    """Resolve a loop's future from another thread."""
+    try:
+        loop.call_soon_threadsafe(_resolve, future, result, error)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
 
 
 class ThreadedConn(Channel):
@@ -52,7 +132,10 @@ class ThreadedConn(Channel):
         "deadline",
         "head_due",
         "head_started",
+        "helper",
+        "inbox",
         "lingering",
+        "outbox",
         "pace",
         "read_timeout_changed",
         "server",
@@ -77,6 +160,11 @@ class ThreadedConn(Channel):
         self.upgrade: Any = None
         self.pace: BodyPace | None = None
         self.read_timeout_changed = False
+        #: The serving worker thread's: it runs the socket I/O of the coroutines it
+        #: waits for (set by the worker for each job).
+        self.helper: LoopHelper | None = None
+        self.outbox: _Outbox | None = None
+        self.inbox: _Inbox | None = None
 
     # -- Channel -------------------------------------------------------------
     def _recv(self) -> bytes:
@@ -86,7 +174,10 @@ class ThreadedConn(Channel):
             raise ClientGone(str(exc)) from None
 
     def _write(self, data: bytes) -> None:
-        if data:
+        """Write now (never on an event loop), after what coroutines queued."""
+        if self.outbox is not None:
+            self._write_through(self.outbox, data)
+        elif data:
             try:
                 self.sock.sendall(data)
             except (TimeoutError, OSError) as exc:
@@ -103,28 +194,204 @@ class ThreadedConn(Channel):
             if type(event) is http11.EndOfRequest:
                 return b""
             if event is http11.NEED_DATA:
-                self._write(conn.send_continue())
                 pace = self.pace
                 if pace is None:
                     pace = self.pace = BodyPace(self.server.config)
                 wait = pace.next_wait()
                 slow = pace.limited_by_rate(wait)
-                if slow:
-                    self._set_read_timeout(wait)
-                try:
-                    data = self.sock.recv(READ_SIZE)
-                except (TimeoutError, BlockingIOError):  # 408, then close
+                if _get_running_loop() is None:
+                    self._write(conn.send_continue())
+                    read = self._read_now(wait, slow)
+                else:  # a coroutine: the worker thread reads, the loop goes on
+                    self._write_later(conn.send_continue())
+                    read = await self._read_later(wait, slow)
+                if read is None:  # 408, then close
                     conn.close_after_response()
-                    if slow:
-                        raise HttpError(408, "", _TOO_SLOW) from None
-                    raise HttpError(408, "", "The request body was not sent in time.") from None
-                except OSError as exc:
-                    raise ClientGone(str(exc)) from None
-                conn.receive_data(data)
+                    raise HttpError(408, "", _TOO_SLOW if slow else _LATE)
+                conn.receive_data(read)
                 continue
             if type(event) is http11.ProtocolFailure:
                 raise HttpError(event.status, "", "The request body is malformed.")
             raise ClientGone("connection closed while reading the body")
+
+    def _read_body(self, wait: float, slow: bool) -> bytes | None:
+        """Body bytes, waiting ``wait`` seconds at most (None: timed out)."""
+        if slow:
+            self._set_read_timeout(wait)
+        try:
+            return self.sock.recv(READ_SIZE)
+        except (TimeoutError, BlockingIOError):
+            return None
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+
+    def _read_now(self, wait: float, slow: bool) -> bytes | None:
+        """:meth:`_read_body`, after a read a coroutine stopped waiting for."""
+        inbox = self.inbox
+        if inbox is not None and inbox.ready:
+            return inbox.take()
+        return self._read_body(wait, slow)
+
+    async def _read_later(self, wait: float, slow: bool) -> bytes | None:
+        """:meth:`_read_body` on the worker thread, awaited by a coroutine.  One read
+        at a time: a coroutine that stops waiting (cancelled) leaves its read to the
+        next one, so no byte is lost and no second read waits behind the first."""
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = _Inbox()
+        loop = asyncio.get_running_loop()
+        while True:
+            with inbox.lock:
+                if inbox.ready:
+                    break
+                start = not inbox.reading
+                inbox.reading = True
+                woken: asyncio.Future[None] = loop.create_future()
+                inbox.wakers.append((loop, woken))
+            if start:
+                self._post(lambda: self._read_job(inbox, wait, slow))
+            await woken
+        return inbox.take()
+
+    def _read_job(self, inbox: _Inbox, wait: float, slow: bool) -> None:
+        outbox = self.outbox
+        try:
+            if outbox is not None:  # a 100 Continue goes out before the wait
+                with outbox.write_lock:
+                    self._flush(outbox)
+            outcome: bytes | ClientGone | None = self._read_body(wait, slow)
+        except ClientGone as exc:
+            outcome = exc
+        with inbox.lock:
+            inbox.outcome, inbox.ready = outcome, True
+            inbox.reading = False
+            wakers, inbox.wakers = inbox.wakers, []
+        for loop, woken in wakers:
+            _report(loop, woken)
+
+    # -- output written by coroutines (write-behind) ---------------------------
+    def _write_later(self, data: bytes) -> None:
+        """Queue ``data`` for the worker thread (on an event loop: it never waits for
+        a client); past ``max_send_backlog`` unsent, the client is dropped."""
+        outbox = self.outbox
+        if outbox is None:
+            if not data:
+                return
+            outbox = self.outbox = _Outbox()
+        with outbox.lock:
+            if outbox.error is not None:
+                raise ClientGone(outbox.error)
+            if not data:
+                return
+            outbox.chunks.append(data)
+            outbox.unsent += len(data)
+            unsent = outbox.unsent
+            post = not outbox.posted
+            outbox.posted = True
+        limit = self.server.config.limits.max_send_backlog
+        if limit and unsent > limit:
+            raise self._fail(outbox, backlog_exceeded(self.peer, unsent, limit))
+        if post:
+            self._post(lambda: self._flush_job(outbox))
+
+    def _post(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the worker thread (or, with none waiting, a thread of its own)."""
+        helper = self.helper
+        if helper is None:
+            helper = self.helper = LoopHelper()
+        helper.post(job)
+
+    def _flush_job(self, outbox: _Outbox) -> None:
+        with outbox.write_lock:
+            try:
+                self._flush(outbox)
+            except ClientGone:  # kept in outbox.error: the next writer hears it
+                pass
+
+    def _flush(self, outbox: _Outbox) -> None:
+        """Write the queued output in order (the caller holds ``write_lock``)."""
+        while True:
+            with outbox.lock:
+                if outbox.error is not None:
+                    raise ClientGone(outbox.error)
+                if not outbox.chunks:
+                    outbox.posted = False
+                    return
+                chunk = outbox.chunks.popleft()
+            try:
+                self.sock.sendall(chunk)
+            except (TimeoutError, OSError) as exc:
+                raise self._fail(outbox, str(exc)) from None
+            with outbox.lock:
+                outbox.unsent -= len(chunk)
+                drainers = outbox.drainers if outbox.unsent <= DRAIN_LOW_WATER else []
+                if drainers:
+                    outbox.drainers = []
+            for loop, future in drainers:
+                _report(loop, future)
+
+    def _write_through(self, outbox: _Outbox, data: bytes) -> None:
+        with outbox.write_lock:
+            self._flush(outbox)
+            if data:
+                try:
+                    self.sock.sendall(data)
+                except (TimeoutError, OSError) as exc:
+                    raise self._fail(outbox, str(exc)) from None
+
+    def _fail(self, outbox: _Outbox, reason: str) -> ClientGone:
+        """The queued output cannot go out: cut the answer (shut the socket down, which
+        also ends a write stalled in another thread); every later writer hears it."""
+        with outbox.lock:
+            if outbox.error is None:
+                outbox.error = reason
+            outbox.chunks.clear()
+            outbox.unsent = 0
+            drainers, outbox.drainers = outbox.drainers, []
+        for loop, future in drainers:
+            _report(loop, future, error=ClientGone(reason))
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)  # not SSLSocket's: no TLS state
+        except (OSError, TypeError):
+            pass
+        return ClientGone(reason)
+
+    def _finish_output(self) -> None:
+        """The request is over: what coroutines queued goes out now."""
+        outbox = self.outbox
+        if outbox is not None:
+            with outbox.write_lock:
+                self._flush(outbox)
+            self.outbox = None
+
+    async def drain(self) -> None:
+        outbox = self.outbox
+        if outbox is None:
+            return
+        loop = _get_running_loop()
+        with outbox.lock:
+            if outbox.error is not None:
+                raise ClientGone(outbox.error)
+            if loop is None or outbox.unsent <= DRAIN_LOW_WATER:
+                return
+            future: asyncio.Future[None] = loop.create_future()
+            outbox.drainers.append((loop, future))
+        await future
+
+    def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self._write_from_user(self.conn.send_head(status, encode_headers(headers)))
+
+    def write_blocking(self, data: bytes) -> None:
+        self._write_from_user(self.conn.send_body(data))
+
+    def end_blocking(self) -> None:
+        self._write_from_user(self.conn.send_end())
+
+    def _write_from_user(self, data: bytes) -> None:
+        if _get_running_loop() is None:
+            self._write(data)  # a thread waits for its client
+        else:
+            self._write_later(data)
 
     def _set_read_timeout(self, seconds: float) -> None:
         """Bound the next body read (kernel timeout; Python's own on TLS sockets)."""
@@ -259,6 +526,8 @@ class ThreadedConn(Channel):
             # A fresh context per request: context variables set by one request
             # never leak into the next one served by the same worker thread.
             contextvars.Context().run(_dispatch, server, request, self)
+            if self.outbox is not None:
+                self._finish_output()
         except ClientGone:
             return False
         except Exception:

@@ -1,0 +1,379 @@
+"""HTTP I/O from ``async def`` controllers: it never blocks an event loop (in the
+threaded transport the worker thread does it), never buffers without bound
+(``max_send_backlog``), and ``await response.drain()`` paces a coroutine's
+``write_bytes`` to its client.  Real sockets, both transports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from simple_http_server import App, RequestBodyReader, Response, logger
+
+from ..conftest import LiveServer, LogRecords
+from ..robustness.wire import parse_responses, read_until_closed
+
+Serve = Callable[..., LiveServer]
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def log_records() -> Iterator[LogRecords]:
+    handler = LogRecords()
+    logger.add_handler(handler)
+    try:
+        yield handler
+    finally:
+        logger.remove_handler(handler)
+
+
+def never_reading_client(port: int) -> socket.socket:
+    """A client with a 4 KiB receive buffer (set before connecting) that reads nothing."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def timed_get(live: LiveServer, path: str) -> tuple[float, bytes]:
+    """Seconds an unrelated GET takes, and its body."""
+    started = time.monotonic()
+    conn = live.connection(timeout=15)
+    try:
+        conn.request("GET", path)
+        body = conn.getresponse().read()
+    finally:
+        conn.close()
+    return time.monotonic() - started, body
+
+
+def add_fast_route(app: App) -> None:
+    @app.route("/fast")
+    async def fast() -> str:
+        return "fast"
+
+
+def read_slowly(sock: socket.socket, limit: float = 20.0) -> bytes:
+    """Read until the server closes, 16 KiB at a time with short pauses: a slow
+    reader that never stalls."""
+    data = bytearray()
+    deadline = time.monotonic() + limit
+    sock.settimeout(5)
+    while time.monotonic() < deadline:
+        chunk = sock.recv(16384)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        time.sleep(0.002)
+    raise AssertionError(f"not closed within {limit}s ({len(data)} bytes read)")
+
+
+# -- defect 1: a coroutine's socket I/O never blocks the threaded transport's loop ------
+def streamer_app() -> tuple[App, dict[str, Any]]:
+    """``/stream`` writes 8 MiB at once from a coroutine (more than the kernel's buffers
+    take), then 64 KiB every 20 ms; ``seen`` records how it ended."""
+    app = App()
+    add_fast_route(app)
+    seen: dict[str, Any] = {"done": threading.Event(), "outcome": None}
+
+    @app.route("/stream")
+    async def stream(response: Response) -> None:
+        try:
+            for _ in range(128):
+                response.write_bytes(b"s" * 65536)
+            for _ in range(750):  # 15 s at most
+                response.write_bytes(b"s" * 65536)
+                await asyncio.sleep(0.02)
+            seen["outcome"] = "never noticed"
+        except Exception as exc:
+            seen["outcome"] = type(exc).__name__
+            raise
+        finally:
+            seen["done"].set()
+
+    return app, seen
+
+
+def test_a_coroutine_streaming_to_a_client_that_never_reads_delays_no_other_coroutine(
+    serve: Serve,
+) -> None:
+    """The streamer's writes wait for nobody; the other coroutines go on, and the
+    streamer learns that its client left (ClientGone)."""
+    app, seen = streamer_app()
+    live = serve(app, body_timeout=5.0, max_send_backlog=64 * MIB)
+    with never_reading_client(live.port) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.5)  # the client's window and the server's buffers are full
+        took, body = timed_get(live, "/fast")
+        assert body == b"fast"
+        assert took < 2.0, f"an unrelated coroutine waited {took:.1f}s for a stalled client"
+    assert seen["done"].wait(10)
+    assert seen["outcome"] == "ClientGone"
+
+
+def test_a_coroutine_streaming_to_a_stalled_client_learns_it_after_body_timeout(
+    serve: Serve,
+) -> None:
+    """A stall (nothing taken for body_timeout) surfaces in the coroutine's next
+    ``write_bytes`` although the backlog never fills.  A blocked kernel send that
+    takes a little now and then may stretch it to a few body_timeouts."""
+    app, seen = streamer_app()
+    live = serve(app, body_timeout=1.0, max_send_backlog=64 * MIB)
+    with never_reading_client(live.port) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert seen["done"].wait(15)
+        took = time.monotonic() - started
+    assert seen["outcome"] == "ClientGone"
+    assert 1.0 < took < 10.0, took
+
+
+def test_a_coroutine_reading_a_stalled_upload_delays_no_other_coroutine(serve: Serve) -> None:
+    """``await reader.read()`` waits for the body off the loop; the body then arrives whole."""
+    app = App()
+    add_fast_route(app)
+
+    @app.route("/upload", method="POST")
+    async def upload(reader: RequestBodyReader) -> dict[str, int]:
+        total = 0
+        while chunk := await reader.read(65536):
+            total += len(chunk)
+        return {"received": total}
+
+    live = serve(app, body_timeout=8.0)
+    size = 100_000
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size + b"u" * 10
+        )
+        time.sleep(0.3)  # the controller now waits for the rest of the body
+        result: list[tuple[float, bytes]] = []
+        getter = threading.Thread(target=lambda: result.append(timed_get(live, "/fast")))
+        getter.start()
+        getter.join(4.0)  # the rest of the body comes after the GET, or after 4 s
+        sock.sendall(b"u" * (size - 10))
+        getter.join(10)
+        answer = parse_responses(read_one_answer(sock))
+    assert result and result[0][1] == b"fast"
+    assert result[0][0] < 2.0, f"an unrelated coroutine waited {result[0][0]:.1f}s for a body"
+    assert [r.status for r in answer] == [200]
+    assert answer[0].body == b'{"received": 100000}'
+
+
+def test_a_coroutine_reader_sends_100_continue_before_it_waits(serve: Serve) -> None:
+    app = App()
+
+    @app.route("/upload", method="PUT")
+    async def upload(reader: RequestBodyReader) -> dict[str, int]:
+        return {"received": len(await reader.read())}
+
+    live = serve(app)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(
+            b"PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"c" * 5000)
+        [answer] = parse_responses(read_one_answer(sock))
+    assert answer.status == 200 and answer.body == b'{"received": 5000}'
+
+
+def test_a_body_read_the_coroutine_stopped_waiting_for_loses_nothing(serve: Serve) -> None:
+    """``asyncio.wait_for(reader.read(), ...)`` times out while the body is late (the
+    read went on elsewhere); the next read gets every byte."""
+    app = App()
+    timeouts: list[int] = []
+
+    @app.route("/upload", method="POST")
+    async def upload(reader: RequestBodyReader) -> dict[str, int]:
+        body = b""
+        for _ in range(50):  # 10 s at most
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), 0.2)
+            except asyncio.TimeoutError:
+                timeouts.append(len(body))
+                continue
+            if not chunk:
+                break
+            body += chunk
+        return {"received": len(body), "intact": body == b"0123456789" * 1000}
+
+    live = serve(app)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000\r\n\r\n")
+        time.sleep(0.5)  # the controller's read times out meanwhile
+        sock.sendall(b"0123456789" * 1000)
+        [answer] = parse_responses(read_one_answer(sock))
+    assert timeouts and timeouts[0] == 0
+    assert answer.status == 200
+    assert answer.body == b'{"received": 10000, "intact": true}'
+
+
+def read_one_answer(sock: socket.socket) -> bytes:
+    """One Content-Length response (the connection stays open)."""
+    data = b""
+    sock.settimeout(10)
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+# -- defect 2: max_send_backlog bounds what a coroutine leaves unsent -----------------
+def writer_app(piece: int, count: int, drain: bool) -> tuple[App, dict[str, Any]]:
+    """``/write`` writes ``count`` pieces of ``piece`` bytes from a coroutine (numbered,
+    so a reordered or lost piece shows), awaiting ``response.drain()`` between them
+    when ``drain``; ``seen`` records how it ended."""
+    app = App()
+    seen: dict[str, Any] = {"done": threading.Event(), "outcome": None}
+
+    @app.route("/write")
+    async def write(response: Response) -> None:
+        try:
+            for i in range(count):
+                response.write_bytes(bytes([65 + i % 26]) * piece)
+                if drain:
+                    await response.drain()
+            seen["outcome"] = "complete"
+        except Exception as exc:
+            seen["outcome"] = type(exc).__name__
+            raise
+        finally:
+            seen["done"].set()
+
+    return app, seen
+
+
+def expected_body(piece: int, count: int) -> bytes:
+    return b"".join(bytes([65 + i % 26]) * piece for i in range(count))
+
+
+def test_a_coroutine_that_outruns_a_client_that_never_reads_is_dropped_at_the_backlog(
+    serve: Serve, log_records: LogRecords
+) -> None:
+    app, seen = writer_app(MIB, 8, drain=False)
+    live = serve(app, body_timeout=30.0, max_send_backlog=MIB)
+    with never_reading_client(live.port) as sock:
+        sock.sendall(b"GET /write HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert seen["done"].wait(5), "the coroutine is still writing"
+        data = read_until_closed(sock, timeout=5)  # dropped: well before body_timeout
+    assert seen["outcome"] == "ClientGone"
+    assert len(data) < 8 * MIB and not data.endswith(b"0\r\n\r\n")
+    warnings = [r.getMessage() for r in log_records.records if "max_send_backlog" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
+def test_a_coroutine_that_drains_between_writes_reaches_a_slow_reader_whole(
+    serve: Serve,
+) -> None:
+    """8 MiB through a 1 MiB backlog: ``await response.drain()`` waits for the client."""
+    app, seen = writer_app(512 * 1024, 16, drain=True)
+    live = serve(app, body_timeout=5.0, max_send_backlog=MIB)
+    with never_reading_client(live.port) as sock:
+        sock.sendall(b"GET /write HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = read_slowly(sock)
+    assert seen["done"].wait(5) and seen["outcome"] == "complete"
+    [answer] = parse_responses(data)
+    assert answer.status == 200 and answer.body == expected_body(512 * 1024, 16)
+
+
+def test_many_small_coroutine_writes_arrive_in_order_on_a_kept_alive_connection(
+    serve: Serve,
+) -> None:
+    app = App()
+
+    @app.route("/pieces")
+    async def pieces(response: Response) -> str:
+        response.add_header("Content-Type", "text/plain")
+        for i in range(2000):
+            response.write_bytes(b"%d," % i)
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+        return "ignored: the response was streamed"
+
+    @app.route("/closed")
+    async def closed(response: Response) -> None:
+        for i in range(300):
+            response.write_bytes(b"%d;" % i)
+        response.close()
+
+    live = serve(app)
+    conn = live.connection()
+    try:
+        for path, sep in (("/pieces", b","), ("/closed", b";"), ("/pieces", b",")):
+            count = 2000 if path == "/pieces" else 300
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert resp.getheader("Transfer-Encoding") == "chunked"
+            assert resp.read() == b"".join(b"%d%s" % (i, sep) for i in range(count))
+            assert not resp.will_close
+    finally:
+        conn.close()
+
+
+# -- drain() in every front end ----------------------------------------------------
+def drain_app() -> App:
+    app = App()
+
+    @app.route("/drained")
+    async def drained(response: Response) -> None:
+        response.add_header("Content-Type", "application/octet-stream")
+        for i in range(4):
+            response.write_bytes(bytes([48 + i]) * 100_000)
+            await response.drain()
+
+    return app
+
+
+def test_drain_works_in_every_front_end(make_client: Callable[..., Any]) -> None:
+    client = make_client(drain_app())
+    reply = client.get("/drained")
+    assert reply.status == 200
+    assert reply.body == b"".join(bytes([48 + i]) * 100_000 for i in range(4))
+
+
+def test_drain_outside_a_request_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        asyncio.run(Response().drain())
+
+
+def test_drain_raises_client_gone_once_the_client_left(serve: Serve) -> None:
+    app = App()
+    seen: dict[str, Any] = {"done": threading.Event(), "outcome": None}
+
+    @app.route("/gone")
+    async def gone(response: Response) -> None:
+        try:
+            for _ in range(400):  # 8 s at most
+                response.write_bytes(b"g" * 65536)
+                await response.drain()
+                await asyncio.sleep(0.02)
+            seen["outcome"] = "never noticed"
+        except Exception as exc:
+            seen["outcome"] = type(exc).__name__
+            raise
+        finally:
+            seen["done"].set()
+
+    live = serve(app)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"GET /gone HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(65536)
+    assert seen["done"].wait(10)
+    assert seen["outcome"] == "ClientGone"
