@@ -328,8 +328,11 @@ def test_many_small_coroutine_writes_arrive_in_order_on_a_kept_alive_connection(
 
 
 # -- drain() in every front end ----------------------------------------------------
-def drain_app() -> App:
-    app = App()
+DRAINED = b"".join(bytes([48 + i]) * 100_000 for i in range(4))
+
+
+def add_drained_route(app: App) -> App:
+    """``/drained``: four 100 kB writes from a coroutine, each followed by ``drain()``."""
 
     @app.route("/drained")
     async def drained(response: Response) -> None:
@@ -342,10 +345,9 @@ def drain_app() -> App:
 
 
 def test_drain_works_in_every_front_end(make_client: Callable[..., Any]) -> None:
-    client = make_client(drain_app())
+    client = make_client(add_drained_route(App()))
     reply = client.get("/drained")
-    assert reply.status == 200
-    assert reply.body == b"".join(bytes([48 + i]) * 100_000 for i in range(4))
+    assert reply.status == 200 and reply.body == DRAINED
 
 
 def test_drain_outside_a_request_is_an_error() -> None:
@@ -377,3 +379,69 @@ def test_drain_raises_client_gone_once_the_client_left(serve: Serve) -> None:
         assert sock.recv(65536)
     assert seen["done"].wait(10)
     assert seen["outcome"] == "ClientGone"
+
+
+# -- async generator bodies that await, where no loop runs the dispatch --------------
+def awaiting_generator_app(events: list[str]) -> App:
+    """``/agen`` streams an async generator that awaits between pieces and in its
+    ``finally``; ``/agen-endless`` never ends (its client leaves)."""
+    app = App()
+
+    async def pieces(count: int) -> Any:
+        try:
+            for i in range(count):
+                await asyncio.sleep(0.001)
+                yield b"a%d;" % i
+        finally:
+            await asyncio.sleep(0)
+            events.append("finally")
+
+    @app.route("/agen")
+    async def agen() -> Response:
+        return Response(headers={"Content-Type": "text/plain"}, body=pieces(50))
+
+    @app.route("/agen-endless")
+    def agen_endless() -> Response:  # a plain function may return one too
+        return Response(headers={"Content-Type": "text/plain"}, body=pieces(100_000))
+
+    return app
+
+
+def test_an_async_generator_that_awaits_is_streamed_by_every_front_end(
+    make_client: Callable[..., Any],
+) -> None:
+    events: list[str] = []
+    client = make_client(awaiting_generator_app(events))
+    reply = client.get("/agen")
+    assert reply.status == 200
+    assert reply.body == b"".join(b"a%d;" % i for i in range(50))
+    deadline = time.monotonic() + 5
+    while "finally" not in events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert events == ["finally"]
+
+
+def test_an_async_generator_left_by_its_client_runs_its_awaiting_finally(serve: Serve) -> None:
+    events: list[str] = []
+    live = serve(awaiting_generator_app(events))
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"GET /agen-endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+    deadline = time.monotonic() + 15
+    while "finally" not in events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert events == ["finally"]
+
+
+def test_drain_and_awaiting_generators_under_wsgi() -> None:
+    from .test_wsgi import request, wsgiref_server
+
+    events: list[str] = []
+    app = add_drained_route(awaiting_generator_app(events))
+    with wsgiref_server(app) as port:
+        status, _, body = request(port, "GET", "/agen")
+        assert status == 200 and body == b"".join(b"a%d;" % i for i in range(50))
+        status, _, body = request(port, "GET", "/drained")
+        assert status == 200 and body == DRAINED
+    assert events == ["finally"]

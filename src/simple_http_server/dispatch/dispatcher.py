@@ -48,7 +48,7 @@ from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
-from .invoke import call
+from .invoke import call, call_async, current_loop
 from .routing import Router, normalize_path
 from .sessions import LocalSessionFactory, RequestSessions, global_session_factory
 from .static import Resources, guess_type, none_match, plan_file
@@ -480,6 +480,9 @@ async def _close_body(body: Any) -> None:
     try:
         aclose = getattr(body, "aclose", None)
         if aclose is not None:
+            if current_loop() is None:  # its finally may await: on the background loop
+                await call_async(_await_call, aclose)
+                return
             result = aclose()
             if inspect.isawaitable(result):
                 await result
@@ -521,8 +524,18 @@ def _as_bytes(chunk: Any) -> bytes:
 async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
     """The pieces of a streamed body (sync or async iterable, or None) as bytes."""
     if isinstance(body, AsyncIterable):
-        async for chunk in body:
-            yield _as_bytes(chunk)
+        if current_loop() is not None:
+            async for chunk in body:
+                yield _as_bytes(chunk)
+            return
+        # No loop here (threaded transport, WSGI, TestClient): each step runs on the
+        # background loop, where the generator can await; the sending stays here.
+        iterator = aiter(body)
+        while True:
+            item = await call_async(_anext_or_end, iterator)
+            if item is _END_OF_BODY:
+                return
+            yield _as_bytes(item)
     elif body is not None:
         # A sync generator may block (files, sleeps): on an event loop each step
         # runs in the thread pool, elsewhere it is called directly.
@@ -535,6 +548,16 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
 
 
 _END_OF_BODY = object()
+
+
+async def _await_call(func: Any) -> None:
+    result = func()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _anext_or_end(iterator: AsyncIterator[Any]) -> Any:
+    return await anext(iterator, _END_OF_BODY)
 
 
 def _header(headers: list[tuple[str, str]], lower_name: str) -> str | None:
