@@ -603,3 +603,161 @@ def test_uvicorn_abandons_a_response_to_a_client_that_stops_reading(path: str) -
             assert seen["returned"].wait(15), "the response waits for a client reading nothing"
             took = time.monotonic() - started
     assert 0.9 <= took < 10, took
+
+
+# -- large pieces go to the ASGI server in slices (body_timeout bounds progress) -----
+BIG_PIECE = bytes(range(256)) * (20_000_000 // 256)  # about 20 MB
+
+
+def _big_piece_app() -> App:
+    """One large piece three ways: a ``bytes`` result, one ``write_bytes``, one
+    generator item."""
+    app = App()
+
+    @app.route("/bytes")
+    def big_bytes() -> bytes:
+        return BIG_PIECE
+
+    @app.route("/write")
+    def write(response: Response) -> None:
+        response.write_bytes(BIG_PIECE)
+
+    @app.route("/generator")
+    def generator() -> Any:
+        def pieces() -> Any:
+            yield BIG_PIECE
+
+        return pieces()
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/bytes", "/write", "/generator"])
+def test_uvicorn_gives_a_slow_but_steady_reader_a_large_piece_whole(path: str) -> None:
+    """20 MB read at a steady few MB/s takes several body_timeouts; the client never
+    stalls, so it gets every byte (one send of the whole piece was cut off; uvicorn
+    holds no final message, so a ``bytes`` result was whole already there)."""
+    import time
+
+    from ..robustness.wire import parse_responses
+
+    proxy = server.init_asgi_proxy(app_conf=_big_piece_app(), body_timeout=1.0)
+    with _InProcessUvicorn(proxy) as live:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # paced by the reader
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", live.port))
+            sock.sendall(
+                b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            data = bytearray()
+            deadline = time.monotonic() + 60
+            while chunk := sock.recv(65536):
+                data += chunk
+                time.sleep(0.01)
+                assert time.monotonic() < deadline, len(data)
+    [answer] = parse_responses(bytes(data))
+    assert answer.status == 200
+    assert len(answer.body) == len(BIG_PIECE) and answer.body == BIG_PIECE
+
+
+@pytest.mark.parametrize("path", ["/bytes", "/write", "/generator"])
+def test_an_asgi_server_taking_a_large_piece_at_a_steady_pace_gets_it_whole(path: str) -> None:
+    """An ASGI server whose ``send`` takes time in proportion to the body (10 MB/s):
+    each send stays well within body_timeout, however large the piece."""
+    proxy = server.init_asgi_proxy(app_conf=_big_piece_app(), body_timeout=0.5)
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async def receive() -> dict[str, Any]:
+            if not sent:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            await asyncio.sleep(len(message.get("body", b"")) / 10_000_000)
+            sent.append(message)
+
+        await asyncio.wait_for(proxy(http_scope("GET", path), receive, send), 20)
+
+    asyncio.run(main())
+    assert body_of(sent) == BIG_PIECE
+    assert sent[-1]["more_body"] is False
+
+
+def test_a_coroutine_writer_past_max_send_backlog_is_dropped_under_asgi() -> None:
+    """The sends a coroutine's ``write_bytes`` chains hold at most max_send_backlog:
+    beyond it the writer gets ClientGone at once and the app returns (it waited for
+    body_timeout, the writes piling up meanwhile)."""
+    import threading
+    import time
+
+    app = App()
+    seen: dict[str, Any] = {"outcome": None, "done": threading.Event()}
+
+    @app.route("/write")
+    async def write(response: Response) -> None:
+        try:
+            for _ in range(8):
+                response.write_bytes(b"w" * (1024 * 1024))
+            seen["outcome"] = "complete"
+        except Exception as exc:
+            seen["outcome"] = type(exc).__name__
+            raise
+        finally:
+            seen["done"].set()
+
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=5.0, max_send_backlog=1024 * 1024)
+
+    async def main() -> float:
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()  # the client says nothing more
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                await asyncio.Event().wait()  # never taken
+
+        started = time.monotonic()
+        await asyncio.wait_for(proxy(http_scope("GET", "/write"), receive, send), 10)
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert seen["done"].is_set() and seen["outcome"] == "ClientGone"
+    assert took < 4.0, took
+
+
+def test_drain_waits_for_the_asgi_server() -> None:
+    """``await response.drain()`` returns once the ASGI server took the chained sends."""
+    app = App()
+    order: list[str] = []
+
+    @app.route("/drained")
+    async def drained(response: Response) -> None:
+        for i in range(3):
+            response.write_bytes(b"d%d;" % i)
+            await response.drain()
+            order.append(f"drained {i}")
+
+    proxy = server.init_asgi_proxy(app_conf=app)
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async def receive() -> dict[str, Any]:
+            if not sent:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            await asyncio.sleep(0.05)  # a slow server
+            if message.get("body"):
+                order.append(f"sent {message['body'].decode()}")
+            sent.append(message)
+
+        await asyncio.wait_for(proxy(http_scope("GET", "/drained"), receive, send), 10)
+
+    asyncio.run(main())
+    assert body_of(sent) == b"d0;d1;d2;"
+    assert order == ["sent d0;", "drained 0", "sent d1;", "drained 1", "sent d2;", "drained 2"]

@@ -27,7 +27,7 @@ from ..dispatch.channel import (
 )
 from ..dispatch.dispatcher import Dispatcher, make_request
 from ..dispatch.routing import PATH_SAFE
-from ..transport.common import ClientGone
+from ..transport.common import ClientGone, backlog_exceeded
 
 __all__ = ["ASGIProxy", "send_within"]
 
@@ -40,6 +40,10 @@ _log = _logging.get_logger("simple_http_server.asgi")
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailers"}
 )
+#: Most body bytes handed to the ASGI server in one ``send``: each send must be
+#: taken within ``body_timeout``, so a large piece goes in slices and the bound
+#: catches a stalled client, never a slow one that keeps reading.
+SEND_SLICE = 64 * 1024
 
 
 if sys.version_info >= (3, 11):
@@ -83,12 +87,17 @@ def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
 class _ASGIChannel(Channel):
     """Pulls the body from ``receive``, pushes the response into ``send``."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, send_timeout: float) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, send_timeout: float, backlog: int
+    ) -> None:
         self._receive = receive
         self._send = send
         #: Longest the ASGI server may hold one ``send`` (its backpressure for a client
         #: that stopped reading) before the response is abandoned: ``body_timeout``.
         self._send_timeout = send_timeout
+        #: Most bytes coroutines' writes may leave waiting in chained sends.
+        self._backlog = backlog
+        self._held = 0
         self.secure = scope.get("scheme") in ("https", "wss")
         client = scope.get("client")
         self.peer = (str(client[0]), int(client[1])) if client else None
@@ -143,10 +152,15 @@ class _ASGIChannel(Channel):
         tail = self._tail
         if tail is not None:
             self._tail = None
-            await tail
+            await _outcome(tail)
 
+    # Each send first waits for the sends coroutines' writes chained (_settle);
+    # the chained sends themselves are the underscored forms.
     async def send_head(self, status: int, headers: HeaderLines) -> None:
         await self._settle()
+        await self._head(status, headers)
+
+    async def _head(self, status: int, headers: HeaderLines) -> None:
         await self._emit(
             {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
         )
@@ -155,12 +169,24 @@ class _ASGIChannel(Channel):
 
     async def send_data(self, data: bytes) -> None:
         await self._settle()
+        await self._data(data)
+
+    async def _data(self, data: bytes) -> None:
         if data and not self.is_head:
-            await self._emit({"type": "http.response.body", "body": data, "more_body": True})
+            await self._emit_body(data)
             await asyncio.sleep(0)  # a loop turn, so a disconnect is noticed between chunks
+
+    async def _emit_body(self, data: bytes) -> None:
+        """``data`` as body messages with more to come, at most :data:`SEND_SLICE` each."""
+        for start in range(0, len(data), SEND_SLICE):
+            piece = data[start : start + SEND_SLICE] if len(data) > SEND_SLICE else data
+            await self._emit({"type": "http.response.body", "body": piece, "more_body": True})
 
     async def send_end(self) -> None:
         await self._settle()
+        await self._end()
+
+    async def _end(self) -> None:
         await self._emit({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
@@ -170,32 +196,58 @@ class _ASGIChannel(Channel):
             {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
         )
         payload = b"" if self.is_head else body
+        if len(payload) > SEND_SLICE:
+            await self._emit_body(payload)
+            payload = b""
         await self._emit({"type": "http.response.body", "body": payload, "more_body": False})
 
     # ``Response.write_bytes``: from a worker thread we wait; on the loop
-    # (async user code) we chain the sends so they stay in order.
-    def _blocking(self, factory: Callable[[], Awaitable[None]]) -> None:
+    # (async user code) we chain the sends so they stay in order, within bounds.
+    def _blocking(self, factory: Callable[[], Awaitable[None]], size: int = 0) -> None:
         if threading.get_ident() != self.loop_thread:
-            asyncio.run_coroutine_threadsafe(_run(factory), self.loop).result()
+            asyncio.run_coroutine_threadsafe(self._after_chain(factory), self.loop).result()
             return
         previous = self._tail
+        if self.disconnected or (previous is not None and _failed(previous)):
+            # The client left: tell a coroutine streaming in a loop to stop.
+            raise ClientGone("client disconnected")
+        held = self._held + size
+        if self._backlog and held > self._backlog:
+            self.disconnected = True  # nothing more is offered
+            if previous is not None:
+                previous.cancel()  # the app returns now; the server ends the response
+            raise ClientGone(backlog_exceeded(self.peer, held, self._backlog))
+        self._held = held
 
         async def after() -> None:
-            if previous is not None:
-                await previous
-            await factory()
+            try:
+                if previous is not None:
+                    await previous
+                await factory()
+            finally:
+                self._held -= size
 
         self._tail = self.loop.create_task(after())
 
+    async def drain(self) -> None:
+        if threading.get_ident() == self.loop_thread and self._tail is not None:
+            await _outcome(self._tail)  # what coroutines' writes chained, taken
+        if self.disconnected:
+            raise ClientGone("client disconnected")
+
+    async def _after_chain(self, factory: Callable[[], Awaitable[None]]) -> None:
+        await self._settle()
+        await factory()
+
     def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
         lines = encode_headers(headers)
-        self._blocking(lambda: self.send_head(status, lines))
+        self._blocking(lambda: self._head(status, lines))
 
     def write_blocking(self, data: bytes) -> None:
-        self._blocking(lambda: self.send_data(data))
+        self._blocking(lambda: self._data(data), len(data))
 
     def end_blocking(self) -> None:
-        self._blocking(self.send_end)
+        self._blocking(self._end)
 
     async def finish(self) -> None:
         """Wait for chained sends; stop watching for a disconnect."""
@@ -208,8 +260,18 @@ class _ASGIChannel(Channel):
                     await self._watcher
 
 
-async def _run(factory: Callable[[], Awaitable[None]]) -> None:
-    await factory()
+def _failed(task: asyncio.Future[Any]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+async def _outcome(task: asyncio.Future[Any]) -> None:
+    """Wait for chained sends without cancelling them; their failure as ``ClientGone``."""
+    await asyncio.wait([task])
+    if task.cancelled():
+        raise ClientGone("the response was abandoned")
+    error = task.exception()
+    if error is not None:
+        raise error
 
 
 class ASGIProxy:
@@ -246,7 +308,10 @@ class ASGIProxy:
             scope.get("headers") or [],
             scheme,
         )
-        channel = _ASGIChannel(scope, receive, send, self.dispatcher.config.body_timeout)
+        config = self.dispatcher.config
+        channel = _ASGIChannel(
+            scope, receive, send, config.body_timeout, config.limits.max_send_backlog
+        )
         try:
             await self.dispatcher.handle(request, channel)
         except ClientGone:
