@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trustme
 
-from simple_http_server import App, BytesBody, Request
+from simple_http_server import App, BytesBody, Request, RequestBodyReader, Response
 from simple_http_server.server import make_ssl_context
 
 from ..robustness.test_websocket_hostile import (
@@ -392,3 +392,31 @@ def test_a_wss_peer_that_answers_no_ping_is_closed_with_1011(
         lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
         ssl_context=server_context,
     )
+
+
+def test_coroutine_body_reads_and_streamed_writes_over_https(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """An ``async def`` controller reading its body (``await reader.read()``) and streaming
+    with ``write_bytes`` + ``drain()`` over TLS (in the threaded transport both happen on
+    the worker thread), then the kept-alive connection serves the next request."""
+    app = tls_app()
+
+    @app.route("/echo", method="POST")
+    async def echo(reader: RequestBodyReader, response: Response) -> None:
+        body = await reader.read()
+        for start in range(0, len(body), 100_000):
+            response.write_bytes(body[start : start + 100_000])
+            await response.drain()
+
+    live = serve(app, ssl_context=server_context)
+    payload = os.urandom(1_000_000)
+    conn = https(live, client_context)
+    try:
+        conn.request("POST", "/echo", body=payload)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == payload
+        conn.request("GET", "/hello")
+        assert json.loads(conn.getresponse().read()) == {"hello": "tls"}
+    finally:
+        conn.close()
