@@ -1,7 +1,8 @@
 """HTTP I/O from ``async def`` controllers: it never blocks an event loop (in the
 threaded transport the worker thread does it), never buffers without bound
 (``max_send_backlog``), and ``await response.drain()`` paces a coroutine's
-``write_bytes`` to its client.  Real sockets, both transports."""
+``write_bytes`` to its client.  Real sockets in both transports; the TestClient and
+WSGI where the dispatch layer decides."""
 
 from __future__ import annotations
 
@@ -33,13 +34,17 @@ def log_records() -> Iterator[LogRecords]:
         logger.remove_handler(handler)
 
 
-def never_reading_client(port: int) -> socket.socket:
-    """A client with a 4 KiB receive buffer (set before connecting) that reads nothing."""
+def small_window_client(port: int, window: int = 4096) -> socket.socket:
+    """A client whose receive buffer is ``window`` bytes (set before connecting, so the
+    server's sends stall soon when it reads nothing, or go at its pace)."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
     return sock
+
+
+never_reading_client = small_window_client
 
 
 def timed_get(live: LiveServer, path: str) -> tuple[float, bytes]:
@@ -61,13 +66,13 @@ def add_fast_route(app: App) -> None:
 
 
 def read_slowly(sock: socket.socket, limit: float = 20.0) -> bytes:
-    """Read until the server closes, 16 KiB at a time with short pauses: a slow
+    """Read until the server closes, with a short pause after each read: a slow
     reader that never stalls."""
     data = bytearray()
     deadline = time.monotonic() + limit
     sock.settimeout(5)
     while time.monotonic() < deadline:
-        chunk = sock.recv(16384)
+        chunk = sock.recv(65536)
         if not chunk:
             return bytes(data)
         data += chunk
@@ -284,7 +289,7 @@ def test_a_coroutine_that_drains_between_writes_reaches_a_slow_reader_whole(
     """8 MiB through a 1 MiB backlog: ``await response.drain()`` waits for the client."""
     app, seen = writer_app(512 * 1024, 16, drain=True)
     live = serve(app, body_timeout=5.0, max_send_backlog=MIB)
-    with never_reading_client(live.port) as sock:
+    with small_window_client(live.port, 65536) as sock:
         sock.sendall(b"GET /write HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         data = read_slowly(sock)
     assert seen["done"].wait(5) and seen["outcome"] == "complete"
