@@ -222,6 +222,43 @@ def test_a_body_read_the_coroutine_stopped_waiting_for_loses_nothing(serve: Serv
     assert answer.body == b'{"received": 10000, "intact": true}'
 
 
+def async_reader_app() -> App:
+    app = App()
+    add_fast_route(app)
+
+    @app.route("/upload", method="POST")
+    async def upload(reader: RequestBodyReader) -> dict[str, int]:
+        return {"received": len(await reader.read())}
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"body_timeout": 2.0},  # the body stops
+        {"body_timeout": 8.0, "min_body_rate": 1000.0, "min_body_rate_grace": 2.0},  # too slow
+    ],
+    ids=["body_timeout", "min_body_rate"],
+)
+def test_a_coroutine_reading_a_stalled_body_gets_a_408(
+    serve: Serve, settings: dict[str, float]
+) -> None:
+    """``await reader.read()`` keeps the limits of every body read: a 408 (and the
+    connection closed) after body_timeout, or once min_body_rate fails."""
+    live = serve(async_reader_app(), **settings)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123")
+        took, body = timed_get(live, "/fast")  # served while the body is awaited
+        data = read_until_closed(sock, timeout=8)
+        elapsed = time.monotonic() - started
+    assert body == b"fast" and took < 1.5, took
+    responses = parse_responses(data)
+    assert [r.status for r in responses] == [408] and responses[0].closes
+    assert 1.9 <= elapsed < 5.0, elapsed
+
+
 def read_one_answer(sock: socket.socket) -> bytes:
     """One Content-Length response (the connection stays open)."""
     data = b""
