@@ -95,7 +95,7 @@ class LoopHelper:
                 self._jobs.append(job)
                 self._cond.notify()
                 return
-        threading.Thread(target=_run_posted, args=(job,), name="shs-io", daemon=True).start()
+        _run_apart(job)
 
     def wait(self, future: concurrent.futures.Future[T]) -> T:
         """``future.result()``, running the posted jobs until the future is done."""
@@ -120,12 +120,16 @@ class LoopHelper:
                     left = list(self._jobs)
                     self._jobs.clear()
                 for job in left:
-                    threading.Thread(target=_run_posted, args=(job,), daemon=True).start()
+                    _run_apart(job)
         return future.result()
 
     def _wake(self, _future: Any) -> None:
         with self._cond:
             self._cond.notify()
+
+
+def _run_apart(job: Callable[[], None]) -> None:
+    threading.Thread(target=_run_posted, args=(job,), name="shs-io", daemon=True).start()
 
 
 def _run_posted(job: Callable[[], None]) -> None:
