@@ -21,6 +21,7 @@ __version__ = version
 from .app import App, AppConf, ControllerFunction, default_app, get_app_conf
 from .dispatch.binding import ModelBinding, ModelBindingConf
 from .dispatch.bodies import MultipartFile, RequestBodyReader
+from .dispatch.channel import ClientGone
 from .dispatch.filters import FilterContext
 from .dispatch.sessions import LocalSessionFactory
 from .errors import HttpError
@@ -106,6 +107,7 @@ __all__ = [
     "App",
     "AppConf",
     "BytesBody",
+    "ClientGone",
     "ControllerFunction",
     "Cookie",
     "Cookies",

@@ -20,7 +20,7 @@ NAJA_NAMES = """
 model_binding default_model_binding ModelBinding ModelBindingConf LocalSessionFactory
 HttpSession HttpSessionFactory
 """.split()
-README_NAMES = ["request", "route", "App"]
+README_NAMES = ["request", "route", "App", "ClientGone"]
 
 
 def test_every_name_resolves_and_is_exported() -> None:
