@@ -133,11 +133,28 @@ class SessionLink(Protocol):
 
     def close(self, code: int, reason: str) -> None: ...
 
+    async def drain(self) -> None: ...
+
+
+class _Chunks:
+    """A message cut into frames of ``chunk_size``; ``nbytes`` is its size."""
+
+    __slots__ = ("chunk_size", "data", "nbytes")
+
+    def __init__(self, data: str | bytes, chunk_size: int) -> None:
+        self.data = data
+        self.chunk_size = chunk_size
+        self.nbytes = len(data)
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        data, size = self.data, self.chunk_size
+        return (data[start : start + size] for start in range(0, len(data), size))
+
 
 def _pieces(data: str | bytes, chunk_size: int) -> Iterable[str | bytes]:
     if chunk_size <= 0 or len(data) <= chunk_size:
         return (data,)  # one frame: the links' fast path
-    return (data[start : start + chunk_size] for start in range(0, len(data), chunk_size))
+    return _Chunks(data, chunk_size)
 
 
 def _file_pieces(path: str, chunk_size: int) -> Iterator[str | bytes]:
@@ -221,6 +238,15 @@ class WebsocketSession:
     def close(self, reason: str = "", code: int = 1000) -> None:
         """Start the closing handshake with ``code`` (1000) and ``reason``."""
         self._link.close(code, reason)
+
+    async def drain(self) -> None:
+        """Wait until the client has taken this session's output, but for 64 KiB.
+
+        A coroutine's ``send`` returns at once, whatever the client takes; one
+        that sends a lot awaits this between sends (beyond ``max_send_backlog``
+        unsent, the session is dropped).  Returns at once on a closed session.
+        """
+        await self._link.drain()
 
 
 class WebsocketHandler:

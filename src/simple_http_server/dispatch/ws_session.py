@@ -2,7 +2,10 @@
 
 :class:`LinkBase` owns the :class:`~..protocol.ws.WebsocketProtocol` of one
 connection behind a lock and implements what :class:`WebsocketSession` sends;
-a transport subclasses it with ``_write`` (and its own flow control).
+a transport subclasses it with ``_write`` (and its own flow control).  Frames
+are made under the lock (that keeps them in order) but written after it is
+released (``_send_out``): no socket write ever runs under the lock, so a
+client that stops reading never holds up the reading side or a keepalive.
 :meth:`LinkBase.handle` turns protocol events into handler callbacks through
 :mod:`~.invoke` (async or sync is decided once per callback), so it runs the
 same way in the threaded transport, on an event loop and in the test client.
@@ -21,7 +24,6 @@ from ..protocol import ws
 from ..protocol.ws import WebsocketProtocol, WsEvent
 from ..websocket import (
     WEBSOCKET_OPCODE_PING,
-    WEBSOCKET_OPCODE_PONG,
     WebsocketCloseReason,
     WebsocketRequest,
     WebsocketSession,
@@ -29,7 +31,14 @@ from ..websocket import (
 from .invoke import call_async, call_sync, is_async_callable
 from .ws_handlers import Callbacks
 
-__all__ = ["KEEPALIVE_REASON", "Keepalive", "LinkBase", "close_message"]
+__all__ = [
+    "DRAIN_LOW_WATER",
+    "KEEPALIVE_REASON",
+    "Keepalive",
+    "LinkBase",
+    "close_message",
+    "message_size",
+]
 
 _log = _logging.get_logger("simple_http_server.websocket")
 
@@ -46,6 +55,9 @@ _MESSAGES = {
 #: The reason of the 1011 Close sent to a peer that did not answer a keepalive ping
 #: (the words of the ``websockets`` library, which uvicorn uses).
 KEEPALIVE_REASON = "keepalive ping timeout"
+
+#: ``session.drain()`` returns once the session's unsent output is at most this.
+DRAIN_LOW_WATER = 64 * 1024
 
 
 def close_message(event: ws.Closed) -> str:
@@ -113,6 +125,14 @@ def _frames(pieces: Iterable[str | bytes]) -> Iterator[tuple[str | bytes, bool]]
     yield (previous if previous is not None else b""), True
 
 
+def message_size(pieces: Iterable[str | bytes]) -> int | None:
+    """The size of a message about to be sent; None when it is read as it goes (a file)."""
+    if type(pieces) is tuple:
+        return sum(len(piece) for piece in pieces)
+    size: int | None = getattr(pieces, "nbytes", None)
+    return size
+
+
 class LinkBase:
     """One websocket connection: protocol state, session, callbacks."""
 
@@ -139,8 +159,19 @@ class LinkBase:
         if data:
             self._write(data)
 
+    def _send_out(self, wait: bool = True) -> None:
+        """Hook, called with the lock released: write what ``_flush`` queued.
+
+        ``wait`` False is for the reading side's own replies (pongs, the Close
+        echo): they need not wait for a client that is slow to read.
+        """
+
     def _closing_started(self) -> None:
         """Hook: our Close frame left; a transport may arm a timeout."""
+
+    async def drain(self) -> None:
+        """Wait until the unsent output is at most :data:`DRAIN_LOW_WATER` (or the
+        session is gone).  Here (the test client) everything is sent at once."""
 
     # -- SessionLink -----------------------------------------------------------
     @property
@@ -198,11 +229,13 @@ class LinkBase:
             else:
                 self.proto.send_pong(payload)
             self._flush()
+        self._send_out()
 
     def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
         with self.lock:
             started = self.proto.send_close(code, reason)
             self._flush()
+        self._send_out()
         if started:
             self._closing_started()
 
@@ -214,6 +247,7 @@ class LinkBase:
             if self.proto.send_ping(payload):
                 self._keepalive_pings.append(payload)
                 self._flush()
+        self._send_out(False)
 
     def keepalive_failed(self) -> bool:
         """The peer did not answer in time: fail the connection with 1011 (no
@@ -224,6 +258,7 @@ class LinkBase:
                 return False
             self.proto.fail(ws.CLOSE_INTERNAL_ERROR, KEEPALIVE_REASON)
             self._flush()
+        self._send_out(False)
         return True
 
     def _keepalive_pong(self, payload: bytes) -> bool:
@@ -243,6 +278,7 @@ class LinkBase:
             self.proto.receive_data(data)
             events = self.proto.events()
             self._flush()
+        self._send_out(False)
         return events
 
     async def finish(self) -> None:
@@ -286,8 +322,11 @@ class LinkBase:
             elif kind is ws.PingReceived:
                 if cb.on_ping_message is not None:
                     await self._run(cb.on_ping_message, session, event.payload)  # type: ignore[union-attr]
-                else:
-                    self.send_control(WEBSOCKET_OPCODE_PONG, event.payload)  # type: ignore[union-attr]
+                else:  # answered without waiting for a client that is slow to read
+                    with self.lock:
+                        self.proto.send_pong(event.payload)  # type: ignore[union-attr]
+                        self._flush()
+                    self._send_out(False)
             elif kind is ws.PongReceived:
                 if self._keepalive_pings and self._keepalive_pong(event.payload):  # type: ignore[union-attr]
                     continue
@@ -303,6 +342,7 @@ class LinkBase:
             with self.lock:
                 failed = self.proto.keep(event.data)
                 self._flush()
+            self._send_out(False)
             if failed is not None:
                 await self.report_close(failed)
                 return
@@ -342,6 +382,7 @@ class LinkBase:
         with self.lock:
             self.proto.fail(ws.CLOSE_INTERNAL_ERROR, "Handler error")
             self._flush()
+        self._send_out(False)
 
     async def report_close(self, event: ws.Closed) -> None:
         """Call ``on_close`` once."""

@@ -20,6 +20,8 @@ import functools
 import math
 import select
 import socket
+import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -29,7 +31,7 @@ from typing import Any
 from .. import logger as _logging
 from ..dispatch.invoke import call_soon_batched, run_sync, wait_for_loop
 from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
-from ..dispatch.ws_session import Keepalive, LinkBase
+from ..dispatch.ws_session import DRAIN_LOW_WATER, Keepalive, LinkBase, message_size
 from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
@@ -47,8 +49,36 @@ _READ_COMPRESSED = 16 * 1024
 #: Received bytes queued for the handler before the asyncio link stops reading.
 _QUEUE_HIGH = 1024 * 1024
 #: Bytes a worker thread's frames may wait for the loop to write them before the
-#: thread waits for the loop (a file streamed from a thread is never buffered whole).
+#: thread waits for the loop (a file streamed from a thread is never buffered whole);
+#: in the threaded transport, the reading side's replies queued behind a write
+#: before the reading thread waits for it (a ping flood stops being read).
 _OUT_HIGH = 256 * 1024
+#: Bytes written by one ``send`` at most, so that progress shows (keepalive, drain).
+_WRITE_SLICE = 256 * 1024
+#: Seconds a session's writer thread waits for more output before it ends.
+_WRITER_IDLE = 5.0
+_MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+_running_loop = asyncio._get_running_loop
+
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    def kernel_unsent(fd: int) -> int:
+        """Bytes of a TCP socket the peer has not acknowledged yet (0 when unknown)."""
+        if fd < 0:
+            return 0
+        try:
+            raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", raw)[0])
+
+else:
+
+    def kernel_unsent(fd: int) -> int:
+        """Bytes of a TCP socket the peer has not acknowledged yet (0: unknown here)."""
+        return 0
 
 
 def _request_done(http: HttpConnection) -> bool:
@@ -123,7 +153,7 @@ class WebsocketUpgrade:
             stopping = self._stopping  # stop_threaded() may have run during the handshake
         threading.Thread(target=link.run, name=f"shs-ws-{link.session.id[:8]}", daemon=True).start()
         if stopping:
-            link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
+            link.close_soon(ws.CLOSE_GOING_AWAY, "Server is shutting down")
         return True
 
     def stop_threaded(self, timeout: float = CLOSE_TIMEOUT) -> None:
@@ -132,11 +162,10 @@ class WebsocketUpgrade:
         with self._lock:
             links = list(self._threaded)
         for link in links:
-            if link.lock.acquire(timeout=0.2):
-                link.lock.release()
-                link.close(ws.CLOSE_GOING_AWAY, "Server is shutting down")
-            else:  # a send is stuck on a client that stopped reading: cut it
+            if link.writing_stuck(0.2):  # on a client that stopped reading: cut it
                 link.abort()
+            else:
+                link.close_soon(ws.CLOSE_GOING_AWAY, "Server is shutting down")
         for link in links:
             link.done.wait(timeout)
             link.abort()
@@ -173,8 +202,47 @@ class WebsocketUpgrade:
             LinkBase.close(link, ws.CLOSE_GOING_AWAY, "Server is shutting down")
 
 
+class _Queued:
+    """A message (or a close) waiting for the ones ahead of it on a threaded link.
+
+    A coroutine's is framed by the thread that writes when its turn comes (never
+    an event loop).  A ``turn`` carries nothing: the thread that waits for it
+    then frames and writes its own message (a file's pieces are read there).
+    """
+
+    __slots__ = ("close", "pieces", "size", "turn")
+
+    def __init__(
+        self,
+        pieces: Iterable[str | bytes] | None = None,
+        size: int | None = 0,
+        close: tuple[int, str] | None = None,
+        turn: threading.Event | None = None,
+    ) -> None:
+        self.pieces = pieces
+        self.size = size  # None: read as it goes (a file), not counted
+        self.close = close
+        self.turn = turn
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class ThreadedLink(LinkBase):
-    """A session on a blocking socket, served by its own thread."""
+    """A session on a blocking socket, served by its own thread.
+
+    Output: frames are made under the session lock and queued (``_out``, in
+    the order they go out); they are written under ``_write_lock``, never under
+    the session lock, so the reading side (pongs, the Close echo, keepalive)
+    never waits for a stalled write.  A thread that sends writes its bytes
+    itself, so it waits for a slow client (flow control).  A coroutine only
+    queues them: what the socket does not take at once (a non-blocking send)
+    goes out from the session's writer thread, started on demand.  While a
+    message is framed piece by piece (``_busy``) or messages wait for their turn
+    (``_pending``), later messages queue behind them.
+    """
 
     def __init__(
         self, upgrade: WebsocketUpgrade, conn: Any, proto: WebsocketProtocol, accepted: Accepted
@@ -186,12 +254,440 @@ class ThreadedLink(LinkBase):
         self.done = threading.Event()
         self._timer: threading.Timer | None = None
         self._poll: Any = None  # select.poll() of a TLS socket, once keepalive waits
+        fileno = getattr(self.sock, "fileno", None)
+        self._fd: int = fileno() if fileno is not None else -1
+        # Output.  Counters only grow: ``_queued`` under the session lock, the
+        # others under the write lock, so no count is written by two threads.
+        self._out: deque[bytes] = deque()
+        self._queued = 0  # bytes put in _out
+        self._written = 0  # bytes of _out the kernel took
+        self._sent = 0  # bytes the kernel took (also those written without _out)
+        self._items_in = 0
+        self._items_out = 0
+        self._pending: deque[_Queued] = deque()
+        self._pending_size = 0
+        self._unsized = 0  # coroutines' messages of unknown size not sent yet
+        self._busy = False  # a message is being framed piece by piece
+        self._write_lock = threading.RLock()
+        self._dead = False  # nothing can be written any more
+        self._dropped = False
+        self._writer: threading.Thread | None = None
+        self._writer_cond = threading.Condition(threading.Lock())
+        self._writer_wanted = False
+        self._writer_stop = False
+        self._drain_lock = threading.Lock()
+        self._drain_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        # At the last keepalive check: bytes the peer acknowledged, and whether any
+        # were waiting (a peer whose kernel acknowledges what its reader never
+        # reads takes small output too: only a backlog that shrinks shows a reader).
+        self._acked = 0
+        self._backlogged = False
+        self._nowait = 0 if conn.secure else _MSG_DONTWAIT
+        self._backlog_limit: int = upgrade.config.limits.max_send_backlog
 
+    # -- output: queued under the session lock, written outside it --------------
     def _write(self, data: bytes) -> None:
+        if not self._dead:
+            self._out.append(data)
+            self._queued += len(data)
+            self._items_in += 1
+
+    def _send_out(self, wait: bool = True) -> None:
+        if not self._out:
+            return
+        if _running_loop() is not None:  # never a write that may block on an event loop
+            self._send_soon(check=True)
+            return
+        lock = self._write_lock
+        if not lock.acquire(False):
+            # Someone is writing: it takes these bytes too (or hands them on).  The
+            # reading side's replies do not wait for it, unless they pile up.
+            if not wait and sum(map(len, self._out)) <= _OUT_HIGH:
+                return
+            lock.acquire()
         try:
-            self.sock.sendall(data)
+            mine = self._items_in
+            while self._items_out < mine and self._out and not self._dead:
+                self._write_some()
+        finally:
+            lock.release()
+        if self._out or self._pending:
+            self._wake_writer()
+
+    def _take(self) -> tuple[bytes, int]:
+        """The next bytes to write (small pieces joined) and how many pieces they are."""
+        out = self._out
+        data = out.popleft()
+        if not out or len(data) >= _WRITE_SLICE:
+            return data, 1
+        parts = [data]
+        size = len(data)
+        while out and size < _WRITE_SLICE:
+            data = out.popleft()
+            parts.append(data)
+            size += len(data)
+        return b"".join(parts), len(parts)
+
+    def _write_some(self) -> None:
+        """Write the next bytes of ``_out`` (the write lock held; blocks while the
+        client is slow, up to ``body_timeout`` without progress: then it is lost)."""
+        data, count = self._take()
+        try:
+            if len(data) <= _WRITE_SLICE:
+                self.sock.sendall(data)
+                self._sent += len(data)
+                self._written += len(data)
+            else:  # in slices: progress shows (keepalive, drain) during a long write
+                with memoryview(data) as view:
+                    for start in range(0, len(view), _WRITE_SLICE):
+                        piece = view[start : start + _WRITE_SLICE]
+                        self.sock.sendall(piece)
+                        self._sent += len(piece)
+                        self._written += len(piece)
         except OSError:
-            self.abort()
+            self._write_failed()
+            return
+        self._items_out += count
+        if self._drain_waiters:
+            self._wake_drained()
+
+    def _write_queued(self) -> None:
+        while self._out and not self._dead:
+            self._write_some()
+
+    def _write_nowait(self) -> None:
+        """Write what the socket takes now (the write lock held; never blocks)."""
+        out = self._out
+        while out and not self._dead:
+            data, count = self._take()
+            try:
+                sent = self.sock.send(data, self._nowait)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._write_failed()
+                return
+            self._sent += sent
+            self._written += sent
+            if sent < len(data):
+                out.appendleft(data[sent:])
+                self._items_out += count - 1
+                break
+            self._items_out += count
+        if self._drain_waiters:
+            self._wake_drained()
+
+    def _send_soon(self, check: bool = False) -> None:
+        """Write without blocking; the writer thread sends the rest.  ``check``: a
+        coroutine sent, which may leave no more than ``max_send_backlog`` unsent."""
+        if self._nowait and self._out and self._write_lock.acquire(False):
+            try:
+                self._write_nowait()
+            finally:
+                self._write_lock.release()
+        if check and self._unsent() > self._backlog_limit:
+            self._drop()
+            return
+        if self._out or self._pending:
+            self._wake_writer()
+
+    def _unsent(self) -> int:
+        return self._queued - self._written + self._pending_size
+
+    def _write_failed(self) -> None:
+        """A write failed, or timed out (the client stopped reading): the connection is lost."""
+        self._dead = True
+        self._out.clear()
+        self.abort()  # the reading thread sees the end: on_close runs (1006)
+        self._release_waiters()
+
+    def _drop(self) -> None:
+        """A coroutine's send left more than ``max_send_backlog`` unsent: the client is
+        taken as not reading and the connection dropped; later sends do nothing."""
+        if self._dropped:
+            return
+        self._dropped = True
+        _log.warning(
+            "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
+            " the client is not reading",
+            self.session.id,
+            self._unsent(),
+            self._backlog_limit,
+        )
+        with self.lock:
+            self._dead = True
+            self.proto.close_event()  # closed for good: on_close runs with 1006
+            self.proto.data_to_send()
+        if self._write_lock.acquire(False):
+            self._out.clear()
+            self._write_lock.release()
+        self.abort()
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        """The connection is lost: threads waiting for their turn and drains return."""
+        with self.lock:
+            pending, self._pending = self._pending, deque()
+            self._pending_size = self._unsized = 0
+        for item in pending:
+            if item.turn is not None:
+                item.turn.set()
+        self._wake_drained()
+
+    # The writer thread sends what coroutines left unsent and frames their
+    # messages in turn; it stops at a thread's turn (that thread sends its own).
+    def _wake_writer(self) -> None:
+        with self._writer_cond:
+            self._writer_wanted = True
+            if self._writer is not None:
+                self._writer_cond.notify()
+                return
+            if self._writer_stop:
+                return
+            thread = threading.Thread(
+                target=self._writer_main, name=f"shs-ws-out-{self.session.id[:8]}", daemon=True
+            )
+            self._writer = thread
+        thread.start()
+
+    def _writer_main(self) -> None:
+        cond = self._writer_cond
+        while True:
+            with cond:
+                if not self._writer_wanted and not self._writer_stop:
+                    cond.wait(_WRITER_IDLE)
+                if self._writer_stop or not self._writer_wanted:
+                    self._writer = None  # idle: started again when needed
+                    return
+                self._writer_wanted = False
+            with self._write_lock:
+                self._process()
+            if self._out and not self._dead:  # queued while we were leaving
+                with cond:
+                    self._writer_wanted = True
+
+    def _process(self) -> None:
+        """Write the queue in order (the write lock held, on the writer thread)."""
+        while not self._dead:
+            if self._out:
+                self._write_some()
+                continue
+            with self.lock:
+                if self._busy or not self._pending:
+                    return
+                item = self._pending[0]
+                if item.turn is None:
+                    self._pending.popleft()
+                    self._pending_size -= item.size or 0
+                    self._busy = True
+            if item.turn is not None:
+                item.turn.set()
+                return
+            try:
+                self._send_item(item)
+            finally:
+                with self.lock:
+                    self._busy = False
+                    if item.size is None:
+                        self._unsized -= 1
+            if self._drain_waiters:
+                self._wake_drained()
+
+    def _send_item(self, item: _Queued) -> None:
+        """Frame and write a coroutine's message (or close) whose turn came."""
+        if item.close is not None:
+            with self.lock:
+                started = self.proto.send_close(*item.close)
+                self._flush()
+            self._write_queued()
+            if started:
+                self._closing_started()
+            return
+        assert item.pieces is not None
+        try:
+            for _ in self._send_frames(item.pieces):
+                self._write_queued()
+        except Exception:  # reading the message failed half-way (1011 already)
+            _log.exception("Reading a websocket message to send failed")
+
+    # -- sends ---------------------------------------------------------------------
+    def send_message(self, pieces: Iterable[str | bytes]) -> None:
+        if type(pieces) is tuple and len(pieces) == 1:  # one frame (most messages)
+            lock = self.lock
+            lock.acquire()
+            if self._busy or self._pending:  # it waits for those ahead of it
+                lock.release()
+            else:
+                try:
+                    if not self.proto.send_data(pieces[0], True):
+                        return  # closed
+                    if (
+                        self._out
+                        or _running_loop() is not None
+                        or not self._write_lock.acquire(False)
+                    ):
+                        self._flush()
+                        data = None
+                    else:  # nothing queued, the socket free: this thread writes it
+                        data = self.proto.data_to_send()
+                finally:
+                    lock.release()
+                if data is None:
+                    self._send_out()
+                    return
+                try:
+                    self.sock.sendall(data)
+                    self._sent += len(data)
+                except OSError:
+                    self._write_failed()
+                finally:
+                    self._write_lock.release()
+                if self._out or self._pending:  # queued meanwhile by threads that did not wait
+                    self._wake_writer()
+                return
+        if _running_loop() is not None:
+            self._defer(_Queued(pieces, message_size(pieces)))
+        else:
+            self._send_in_turn(pieces)
+
+    def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
+        with self.lock:
+            ahead = self._busy or bool(self._pending)
+            started = not ahead and self.proto.send_close(code, reason)
+            if not ahead:
+                self._flush()
+        if not ahead:
+            self._send_out()
+            if started:
+                self._closing_started()
+        elif _running_loop() is not None:  # after the messages sent before it
+            self._defer(_Queued(close=(code, reason)))
+        else:
+            self._send_in_turn(None, (code, reason))
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close at once, without waiting for the socket (shutdown)."""
+        with self.lock:
+            started = self.proto.send_close(code, reason)
+            self._flush()
+        self._send_soon()
+        if started:
+            self._closing_started()
+
+    def _defer(self, item: _Queued) -> None:
+        """A coroutine's message: the writer thread frames it when its turn comes."""
+        with self.lock:
+            if self._dead or not self.proto.is_open:
+                return
+            self._pending.append(item)
+            self._pending_size += item.size or 0
+            if item.size is None:
+                self._unsized += 1
+        self._send_soon(check=True)
+
+    def _send_in_turn(
+        self, pieces: Iterable[str | bytes] | None, close: tuple[int, str] | None = None
+    ) -> None:
+        """A thread's message of several pieces, or one that must wait for messages
+        ahead of it: the thread frames and writes it itself, in its turn."""
+        turn: _Queued | None = None
+        with self.lock:
+            if self._busy or self._pending:
+                turn = _Queued(turn=threading.Event())
+                self._pending.append(turn)
+            else:
+                self._busy = True
+        if turn is not None and not self._wait_turn(turn):
+            return  # the connection is lost
+        try:
+            with self._write_lock:
+                self._write_queued()  # frames made before this message
+                if close is not None:
+                    with self.lock:
+                        started = self.proto.send_close(*close)
+                        self._flush()
+                    self._write_queued()
+                    if started:
+                        self._closing_started()
+                else:
+                    assert pieces is not None
+                    for _ in self._send_frames(pieces):
+                        self._write_queued()
+        finally:
+            with self.lock:
+                self._busy = False
+            if self._out or self._pending:
+                self._wake_writer()
+
+    def _wait_turn(self, turn: _Queued) -> bool:
+        """Wait until ``turn`` is first in line and no message is being framed;
+        then it is this thread's (``_busy``).  False when the connection is lost."""
+        event = turn.turn
+        assert event is not None
+        while True:
+            event.wait(0.5)  # the timeout only guards against a lost wake-up
+            with self.lock:
+                if self._dead:
+                    return False
+                if self._pending and self._pending[0] is turn and not self._busy:
+                    self._pending.popleft()
+                    self._busy = True
+                    return True
+            event.clear()
+
+    # -- drain -------------------------------------------------------------------
+    def _drained(self) -> bool:
+        return self._dead or (self._unsized == 0 and self._unsent() <= DRAIN_LOW_WATER)
+
+    async def drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._drained():
+            future: asyncio.Future[None] = loop.create_future()
+            with self._drain_lock:
+                self._drain_waiters.append((loop, future))
+            if self._drained():  # a writer finished before it saw the waiter
+                return
+            await future
+
+    def _wake_drained(self) -> None:
+        if not self._drained():
+            return
+        with self._drain_lock:
+            waiters, self._drain_waiters = self._drain_waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed: nobody waits
+                pass
+
+    def _end_output(self) -> None:
+        """The session is over: write what is left (a Close echo) unless the connection
+        is lost, then let the waiters and the writer thread go."""
+        if self._out and not self._dead:
+            with self._write_lock:
+                self._write_queued()
+        self._dead = True
+        self._release_waiters()
+        with self._writer_cond:
+            self._writer_stop = True
+            self._writer_cond.notify()
+
+    def _output_taken(self) -> bool:
+        """True when the peer took output that was backlogged at the last call: it is
+        there, only slow to read (no reason for a keepalive to fail it)."""
+        unacked = kernel_unsent(self._fd)
+        acked = self._sent - unacked
+        moved = self._backlogged and acked > self._acked
+        self._acked = acked
+        self._backlogged = unacked > 0 or self._queued > self._written
+        return moved
+
+    def writing_stuck(self, timeout: float) -> bool:
+        """True when a write has held the socket for ``timeout`` (the client stopped reading)."""
+        if self._write_lock.acquire(timeout=timeout):
+            self._write_lock.release()
+            return False
+        return True
 
     def _closing_started(self) -> None:
         timer = threading.Timer(CLOSE_TIMEOUT, self.abort)
@@ -264,6 +760,10 @@ class ThreadedLink(LinkBase):
             try:
                 run_sync(self.finish())
             finally:
+                try:
+                    self._end_output()
+                except Exception:
+                    _log.exception("Websocket session failed")
                 if self._timer is not None:
                     self._timer.cancel()
                 self.upgrade._forget(self)
@@ -275,7 +775,10 @@ class ThreadedLink(LinkBase):
     # kernel receive timeout (no system call per message); TLS sockets, whose
     # Python timeout is the send's, wait in ``poll`` first.
     def _keepalive_due(self, keepalive: Keepalive) -> None:
-        action = keepalive.expire(time.monotonic())
+        now = time.monotonic()
+        if self._output_taken():
+            keepalive.seen(now)
+        action = keepalive.expire(now)
         if action == Keepalive.PING:
             self.keepalive_ping()
         elif action == Keepalive.FAIL:
@@ -314,6 +817,7 @@ class ThreadedLink(LinkBase):
         with self.lock:
             events = self.proto.events()
             self._flush()
+        self._send_out(False)
         return events
 
 
@@ -324,7 +828,7 @@ class _Pending:
     message itself (reading its pieces, a file's, on its own thread).
     """
 
-    __slots__ = ("close", "done", "error", "pieces", "turn")
+    __slots__ = ("close", "done", "error", "pieces", "size", "turn")
 
     def __init__(
         self,
@@ -338,6 +842,8 @@ class _Pending:
         self.close = close
         self.turn = turn
         self.error: Exception | None = None
+        # Counted in the backlog while it waits (a file's, read as it goes, is not).
+        self.size = (message_size(pieces) or 0) if pieces is not None else 0
 
     def finish(self) -> None:
         """Wake the waiting worker thread, with the error if sending failed."""
@@ -347,6 +853,17 @@ class _Pending:
             self.done.set_exception(self.error)
         else:
             self.done.set_result(None)
+
+
+def _buffered(transport: asyncio.WriteTransport | None) -> int:
+    """Bytes an asyncio transport holds (0 once it is gone: Python 3.10's TLS transport
+    raises instead after its connection was lost)."""
+    if transport is None:
+        return 0
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
 
 
 def _queued_size(event: Any) -> int:
@@ -383,6 +900,15 @@ class AioLink(LinkBase):
         self._held = False  # reading paused until our writes drain
         self._keepalive: Keepalive | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._pending_size = 0  # bytes of the messages in _pending
+        self._written = 0  # bytes handed to the transport
+        self._progress: list[asyncio.Future[None]] = []  # drain() waiting for the queue
+        self._dropped = False
+        self._backlog_limit: int = upgrade.config.limits.max_send_backlog
+        sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        self._fd: int = sock.fileno() if sock is not None else -1
+        self._acked = 0  # see ThreadedLink._output_taken
+        self._backlogged = False
 
     def start(self) -> None:
         """Start delivering events (bytes that came with the request first)."""
@@ -407,6 +933,8 @@ class AioLink(LinkBase):
         transport = self.conn.transport
         if self._held or (transport is not None and not transport.is_reading()):
             keepalive.seen(now)  # we stopped reading (a backlog), not the peer sending
+        if self._output_taken():
+            keepalive.seen(now)  # it reads our backlog, slowly
         action = keepalive.expire(now)
         if action == Keepalive.PING:
             self.keepalive_ping()
@@ -444,7 +972,86 @@ class AioLink(LinkBase):
             self._out_size = 0
         transport = self.conn.transport
         if out and transport is not None and not transport.is_closing():
-            transport.write(b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self._written += len(data)
+            transport.write(data)
+        if self._progress:
+            self._notify_progress()
+
+    def _send_out(self, wait: bool = True) -> None:
+        if wait and self._on_loop():  # a coroutine sent (a control frame, a close)
+            self._check_backlog()
+
+    def _unsent(self) -> int:
+        return _buffered(self.conn.transport) + self._out_size + self._pending_size
+
+    def _check_backlog(self) -> None:
+        """A coroutine's send never waits for the client: beyond ``max_send_backlog``
+        unsent, the client is taken as not reading and the connection dropped."""
+        if self._unsent() > self._backlog_limit:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._dropped:
+            return
+        self._dropped = True
+        _log.warning(
+            "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
+            " the client is not reading",
+            self.session.id,
+            self._unsent(),
+            self._backlog_limit,
+        )
+        with self.lock:
+            self.proto.close_event()  # closed for good: later sends do nothing, on_close: 1006
+            self.proto.data_to_send()
+        self.conn.abort()
+        self._notify_progress()
+
+    def _notify_progress(self) -> None:
+        waiters, self._progress = self._progress, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _drained(self) -> bool:
+        if self._loop_busy or self._pending:
+            return False
+        return _buffered(self.conn.transport) + self._out_size <= DRAIN_LOW_WATER
+
+    async def drain(self) -> None:
+        if not self._on_loop():  # a coroutine of another loop
+            try:
+                future = asyncio.run_coroutine_threadsafe(self.drain(), self.loop)
+            except RuntimeError:  # the server's loop is closed: the session is gone
+                return
+            await asyncio.wrap_future(future)
+            return
+        conn = self.conn
+        while not conn.closed and not self._drained():
+            if conn._write_paused:
+                try:
+                    await conn._drain()  # body_timeout bounds a stall
+                except Exception:  # the connection is gone
+                    return
+                continue
+            # The transport has room: what is left waits in the queue for its turn.
+            waiter = self.loop.create_future()
+            self._progress.append(waiter)
+            try:  # (a bounded wait: a change nobody reports is seen all the same)
+                await asyncio.wait_for(waiter, 0.1)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+
+    def _output_taken(self) -> bool:
+        """True when the peer took output that was backlogged at the last call."""
+        unacked = kernel_unsent(self._fd)
+        buffered = _buffered(self.conn.transport)
+        acked = self._written - buffered - unacked
+        moved = self._backlogged and acked > self._acked
+        self._acked = acked
+        self._backlogged = unacked > 0 or buffered > 0 or self._out_size > 0
+        return moved
 
     def _wait_drain(self) -> None:
         """A worker thread waits while the transport is full, or while much of what it
@@ -471,12 +1078,15 @@ class AioLink(LinkBase):
     # its pieces are read on the worker's thread, never on the loop.
     def send_message(self, pieces: Iterable[str | bytes]) -> None:
         if self._on_loop():
+            sent = False
             if type(pieces) is tuple and len(pieces) == 1:
                 with self.lock:
                     if not (self._loop_busy or self._streaming or self._pending):
                         LinkBase.send_message(self, pieces)  # one frame, nothing ahead of it
-                        return
-            self._queue(_Pending(pieces))
+                        sent = True
+            if not sent:
+                self._queue(_Pending(pieces))
+            self._check_backlog()
             return
         single = type(pieces) is tuple and len(pieces) == 1
         with self._message_lock:
@@ -555,6 +1165,7 @@ class AioLink(LinkBase):
     def _queue(self, item: _Pending) -> None:
         with self.lock:
             self._pending.append(item)
+            self._pending_size += item.size
         self._pump()
 
     def _pump(self) -> None:
@@ -564,6 +1175,7 @@ class AioLink(LinkBase):
                 if self._loop_busy or self._streaming or not self._pending:
                     return
                 item = self._pending.popleft()
+                self._pending_size -= item.size
                 if item.turn:  # a worker thread sends this one itself
                     self._streaming = True
                 else:
@@ -590,6 +1202,8 @@ class AioLink(LinkBase):
         with self.lock:
             self._loop_busy = False
         item.finish()
+        if self._progress:
+            self._notify_progress()
 
     def _streamed(self, item: _Pending, _task: object) -> None:
         self._sent(item)  # also when the task was cancelled before it ran
@@ -675,6 +1289,7 @@ class AioLink(LinkBase):
     def connection_lost(self, exc: Exception | None) -> None:
         self._push(self.feed(b""))
         self._wakeup.set()
+        self._notify_progress()
 
     async def _deliver(self) -> None:
         try:
