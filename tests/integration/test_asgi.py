@@ -341,7 +341,8 @@ def test_a_send_the_asgi_server_never_takes_is_dropped_after_body_timeout(
     import time
 
     app, seen = _flood_app(async_handler)
-    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=0.5)
+    # (a backlog bound above the 64 MiB queued: body_timeout is what drops it here)
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=0.5, max_send_backlog=128 << 20)
     sends: list[str] = []
 
     async def main() -> float:
@@ -411,6 +412,86 @@ def test_a_slow_asgi_server_that_keeps_taking_messages_is_not_dropped() -> None:
     assert returned.is_set()
     assert texts == [f"m{i}" for i in range(8)]  # 1.6 s in all: more than body_timeout
     assert closes == [1000]
+
+
+def test_drain_waits_until_the_asgi_server_took_the_messages() -> None:
+    """``await session.drain()`` returns once the server took what was queued; a
+    coroutine that does not drain has its sends queued (it never waits)."""
+    from simple_http_server import App, WebsocketHandler, WebsocketSession
+
+    app = App()
+    taken: list[str] = []
+    seen_at_drain: list[int] = []
+
+    @app.websocket_handler(endpoint="/drain")
+    class Drainer(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            for i in range(3):
+                session.send(f"m{i}")
+                session.send(f"n{i}")
+                await session.drain()
+                seen_at_drain.append(len(taken))
+            session.close("done")
+
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=5)
+
+    async def main() -> None:
+        inbox = connect_then_go()
+
+        async def receive() -> dict[str, Any]:
+            return await inbox.get()
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                await asyncio.sleep(0.05)  # a server that takes its time
+                taken.append(message["text"])
+            elif message["type"] == "websocket.close":
+                inbox.put_nowait({"type": "websocket.disconnect", "code": message["code"]})
+
+        await asyncio.wait_for(proxy(_ws_scope("/drain"), receive, send), 10)
+
+    asyncio.run(main())
+    assert seen_at_drain == [2, 4, 6]
+    assert taken == ["m0", "n0", "m1", "n1", "m2", "n2"]
+
+
+def test_a_coroutine_past_max_send_backlog_is_dropped_at_once() -> None:
+    """A coroutine's sends that the ASGI server does not take pile up: past
+    max_send_backlog the session is dropped (a warning, on_close with 1006) at once,
+    not after body_timeout, and the app returns."""
+    import time
+
+    from simple_http_server import logger
+
+    from ..conftest import LogRecords
+
+    app, seen = _flood_app(async_handler=True)
+    proxy = server.init_asgi_proxy(app_conf=app, body_timeout=30, max_send_backlog=4 << 20)
+    records = LogRecords()
+    logger.add_handler(records)
+
+    async def main() -> float:
+        inbox = connect_then_go()
+
+        async def receive() -> dict[str, Any]:
+            return await inbox.get()
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                await asyncio.Event().wait()  # never taken
+
+        started = time.monotonic()
+        await asyncio.wait_for(proxy(_ws_scope("/flood"), receive, send), 10)
+        return time.monotonic() - started
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        logger.remove_handler(records)
+    assert took < 5, took
+    assert seen["returned"].is_set() and seen["closed"].is_set() and seen["code"] == 1006
+    warnings = [r.getMessage() for r in records.records if r.levelno >= 30]
+    assert len(warnings) == 1 and "max_send_backlog" in warnings[0], warnings
 
 
 class _InProcessUvicorn:

@@ -12,6 +12,8 @@ Each ``websocket.send`` must be taken by the ASGI server within
 keeps a send waiting that long (backpressure from a client that stopped
 reading) gets no more messages, the session is dropped (``on_close`` runs with
 1006, a handler thread blocked in ``session.send`` returns) and the app returns.
+A coroutine's sends do not wait: they queue, and more than ``max_send_backlog``
+queued drops the session the same way; ``session.drain()`` waits for them.
 """
 
 from __future__ import annotations
@@ -51,11 +53,14 @@ class ASGILink(LinkBase):
         request: WebsocketRequest,
         max_size: int,
         send_timeout: float,
+        max_backlog: int = 16 * 1024 * 1024,
     ) -> None:
         super().__init__(None, callbacks, request)  # type: ignore[arg-type]
         self._send = send
         self.max_size = max_size
         self.send_timeout = send_timeout
+        self.max_backlog = max_backlog
+        self.backlog = 0  # bytes of the messages not yet taken by the ASGI server
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.closed = False
@@ -71,38 +76,57 @@ class ASGILink(LinkBase):
         self.interrupted = False  # ... and was cancelled by a drop
 
     # -- output: ordered, from the loop or from worker threads -------------------
-    async def _send_after(self, previous: asyncio.Task[None] | None, message: Any) -> None:
-        if previous is not None:
-            with contextlib.suppress(Exception):
-                await previous
-        if self.gone:
-            return
+    async def _send_after(
+        self, previous: asyncio.Task[None] | None, message: Any, size: int
+    ) -> None:
         try:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            if self.gone:
+                return
             await send_within(self._send, message, self.send_timeout)
         except (asyncio.TimeoutError, TimeoutError):  # the server never took it
             self._drop()
         except Exception:  # the client is gone
             self.closed = self.gone = True
+        finally:
+            self.backlog -= size
 
-    def _drop(self) -> None:
-        """A send was stuck for ``send_timeout``: end the session without the client."""
-        _log.info("Websocket session %s dropped: a send was not taken in time", self.session.id)
+    def _drop(self, backlog: int = 0) -> None:
+        """A send was stuck for ``send_timeout``, or a coroutine queued more than
+        ``max_send_backlog`` (``backlog``): end the session without the client."""
+        if self.dropped:
+            return
+        if backlog:
+            _log.warning(
+                "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
+                " the client is not reading",
+                self.session.id,
+                backlog,
+                self.max_backlog,
+            )
+        else:
+            _log.info("Websocket session %s dropped: a send was not taken in time", self.session.id)
         self.closed = self.gone = self.dropped = True
         task = self._task
         if self.receiving and task is not None and not task.done():
             self.interrupted = True
             task.cancel()
 
-    def _chain(self, message: Any) -> asyncio.Task[None]:
-        self._tail = self.loop.create_task(self._send_after(self._tail, message))
+    def _chain(self, message: Any, size: int = 0) -> asyncio.Task[None]:
+        self.backlog += size
+        self._tail = self.loop.create_task(self._send_after(self._tail, message, size))
         return self._tail
 
     async def _chain_and_wait(self, message: Any) -> None:
         await self._chain(message)
 
-    def _submit(self, message: Any) -> None:
-        if threading.get_ident() == self.loop_thread:
-            self._chain(message)
+    def _submit(self, message: Any, size: int = 0) -> None:
+        if threading.get_ident() == self.loop_thread:  # a coroutine: it does not wait
+            self._chain(message, size)
+            if self.backlog > self.max_backlog:
+                self._drop(self.backlog)
             return
         # A worker thread waits until its message went out, which each message
         # ahead of it and its own send bound (``send_timeout`` each, then none).
@@ -123,6 +147,19 @@ class ASGILink(LinkBase):
         while self._tail is not None and not self._tail.done():
             await self._tail
 
+    async def drain(self) -> None:
+        """Wait until the ASGI server took every message queued so far."""
+        if threading.get_ident() != self.loop_thread:  # a coroutine of another loop
+            try:
+                future = asyncio.run_coroutine_threadsafe(self.settle(), self.loop)
+            except RuntimeError:  # the server's loop is closed
+                return
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(future)
+            return
+        with contextlib.suppress(Exception):
+            await self.settle()
+
     @property
     def is_closed(self) -> bool:
         return self.closed
@@ -136,10 +173,11 @@ class ASGILink(LinkBase):
         if self.closed:
             return
         if all(isinstance(p, str) for p in parts) and parts:
-            self._submit({"type": "websocket.send", "text": "".join(parts)})  # type: ignore[arg-type]
+            text = "".join(parts)  # type: ignore[arg-type]
+            self._submit({"type": "websocket.send", "text": text}, len(text))
         else:
             data = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
-            self._submit({"type": "websocket.send", "bytes": data})
+            self._submit({"type": "websocket.send", "bytes": data}, len(data))
 
     def send_control(self, opcode: int, payload: bytes) -> None:
         _log.debug("ping/pong frames are handled by the ASGI server")
@@ -227,7 +265,15 @@ async def serve_websocket(dispatcher: Any, scope: Any, receive: Any, send: Any) 
             headers.append((lower, value))
     await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
     limit = dispatcher.config.limits.max_websocket_message_size
-    link = ASGILink(send, result.callbacks, result.request, limit, dispatcher.config.body_timeout)
+    config = dispatcher.config
+    link = ASGILink(
+        send,
+        result.callbacks,
+        result.request,
+        limit,
+        config.body_timeout,
+        config.limits.max_send_backlog,
+    )
     try:
         await link.opened()
         while True:
