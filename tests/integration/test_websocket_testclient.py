@@ -113,3 +113,24 @@ def test_limit_and_function_style() -> None:
     ws.send_text("0123456789+")
     assert ws.close_code == 1009
     assert closes == [1009]
+
+
+def test_drain_returns_at_once_in_memory() -> None:
+    """``await session.drain()`` works under the test client (nothing is ever unsent)."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/drain")
+    class Drainer(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            for i in range(3):
+                session.send(f"{message} {i}")
+                await session.drain()
+            session.send(b"x" * (4 * 1024 * 1024), chunk_size=64 * 1024)
+            await session.drain()
+            session.send("done")
+
+    with TestClient(app).websocket_connect("/drain") as ws:
+        ws.send_text("m")
+        assert [ws.receive_text() for _ in range(3)] == ["m 0", "m 1", "m 2"]
+        assert ws.receive_bytes() == b"x" * (4 * 1024 * 1024)
+        assert ws.receive_text() == "done"
