@@ -420,3 +420,52 @@ def test_coroutine_body_reads_and_streamed_writes_over_https(
         assert json.loads(conn.getresponse().read()) == {"hello": "tls"}
     finally:
         conn.close()
+
+
+def test_a_coroutine_streams_to_a_wss_client_with_drain(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """Over TLS the threaded transport never tries a non-blocking write on the loop: a
+    coroutine's output (messages, a file in pieces, a close) all goes through the
+    session's writer thread, in order, and ``drain()`` waits for it."""
+    import asyncio
+    import threading
+
+    from websocket import ABNF, WebSocket
+
+    from simple_http_server import WebsocketHandler, WebsocketSession
+
+    app = App()
+    data = [os.urandom(1024 * 1024) for _ in range(4)]
+    drained: list[bool] = []
+    closed = threading.Event()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Streamer(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            for item in data:
+                session.send(item)
+                await session.drain()
+                drained.append(True)
+            session.send(data[0], chunk_size=100_000)  # framed piece by piece, in turn
+            await asyncio.sleep(0)
+            session.close("done")
+
+        def on_close(self, session: WebsocketSession, reason: Any) -> None:
+            closed.set()
+
+    # (drain_timeout: the asyncio transport's stop waits that long for this closed
+    # TLS connection, with or without this test's subject)
+    live = serve(app, ssl_context=server_context, drain_timeout=1.0)
+    client = WebSocket(sslopt={"context": client_context})
+    client.connect(f"wss://127.0.0.1:{live.port}/ws", timeout=10)
+    try:
+        client.send("go")
+        got = [client.recv() for _ in range(5)]
+        opcode, frame = client.recv_data_frame(control_frame=True)
+        assert opcode == ABNF.OPCODE_CLOSE and frame.data[2:] == b"done"
+    finally:
+        client.close()
+    assert got == [*data, data[0]]
+    assert drained == [True] * 4
+    assert closed.wait(5)
