@@ -5,11 +5,15 @@ request; the session then gets a thread of its own (a blocking ``recv`` loop),
 so open websockets never hold pool workers.  Asyncio transport: the
 connection's ``upgraded`` object receives the bytes; a task delivers the
 events to the handler in order.  Sends are safe from any thread: the threaded
-link writes under the session lock; the asyncio link writes in order, lets worker
+link queues frames in order and writes them outside the session lock (a sending
+thread itself, a coroutine's through the session's writer thread: never a
+blocking write on an event loop); the asyncio link writes in order, lets worker
 threads wait for the transport to drain, and finishes a message sent from the
 loop in a task when the transport's buffer fills (later sends wait their turn).
 A worker thread reads the pieces of its own messages (a file's), also when it
-had to wait for the loop's: blocking reads never run on the loop.
+had to wait for the loop's: blocking reads never run on the loop.  Coroutines
+never wait for the client: ``max_send_backlog`` bounds what they leave unsent,
+``session.drain()`` waits.
 """
 
 from __future__ import annotations
