@@ -381,6 +381,27 @@ class ThreadedLink(LinkBase):
         if self._drain_waiters:
             self._wake_drained()
 
+    def _send_now(self, data: bytes) -> None:
+        """A coroutine's frame, nothing queued, the write lock held: what the socket
+        takes now goes at once, the rest first in line for the writer thread."""
+        try:
+            try:
+                sent = self.sock.send(data, self._nowait)
+            except BlockingIOError:
+                sent = 0
+            self._sent += sent
+            if sent < len(data):
+                with self.lock:  # ahead of what was queued since: it was framed first
+                    self._out.appendleft(data[sent:])
+                    self._queued += len(data) - sent
+                self._items_out -= 1  # one more to write before the items counted
+        except OSError:
+            self._write_failed()
+        finally:
+            self._write_lock.release()
+        if self._out or self._pending:
+            self._leave_to_writer(True)
+
     def _send_soon(self, check: bool = False) -> None:
         """Write without blocking; the writer thread sends the rest.  ``check``: a
         coroutine sent, which may leave no more than ``max_send_backlog`` unsent."""
@@ -389,6 +410,9 @@ class ThreadedLink(LinkBase):
                 self._write_nowait()
             finally:
                 self._write_lock.release()
+        self._leave_to_writer(check)
+
+    def _leave_to_writer(self, check: bool) -> None:
         if check and self._unsent() > self._backlog_limit:
             self._drop()
             return
@@ -525,9 +549,10 @@ class ThreadedLink(LinkBase):
                 try:
                     if not self.proto.send_data(pieces[0], True):
                         return  # closed
+                    on_loop = _running_loop() is not None
                     if (
                         self._out
-                        or _running_loop() is not None
+                        or (on_loop and not self._nowait)
                         or not self._write_lock.acquire(False)
                     ):
                         self._flush()
@@ -538,6 +563,9 @@ class ThreadedLink(LinkBase):
                     lock.release()
                 if data is None:
                     self._send_out()
+                    return
+                if on_loop:
+                    self._send_now(data)
                     return
                 try:
                     self.sock.sendall(data)
