@@ -225,6 +225,18 @@ def test_a_coroutine_past_max_send_backlog_drops_the_session(serve: Serve) -> No
         assert SlowReader(sock).frame() == (0x1, b"still here")
 
 
+def test_max_send_backlog_0_bounds_nothing(serve: Serve) -> None:
+    """``max_send_backlog=0`` turns the bound off (as for HTTP responses): the sends
+    to a client that reads nothing all queue, the session stays open."""
+    seen: dict[str, Any] = {}
+    live = serve(sender_app(False, seen), body_timeout=10.0, max_send_backlog=0)
+    with open_ws(live, "/send", rcvbuf=4096) as sock:
+        sock.sendall(frame(0x1, b"go"))
+        wait_for(lambda: bool(seen.get("returned")))
+        time.sleep(0.2)
+        assert seen["closed"] is False and seen["closes"] == []
+
+
 def test_drain_lets_a_coroutine_send_to_a_slow_reader_without_a_drop(serve: Serve) -> None:
     """The same sender awaiting ``session.drain()`` between sends, to a client that
     reads slowly but steadily: every message arrives whole, nothing is dropped."""

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -59,7 +60,7 @@ class ASGILink(LinkBase):
         self._send = send
         self.max_size = max_size
         self.send_timeout = send_timeout
-        self.max_backlog = max_backlog
+        self.max_backlog = max_backlog or sys.maxsize  # 0: no bound
         self.backlog = 0  # bytes of the messages not yet taken by the ASGI server
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()

@@ -287,7 +287,7 @@ class ThreadedLink(LinkBase):
         self._acked = 0
         self._backlogged = False
         self._nowait = 0 if conn.secure else _MSG_DONTWAIT
-        self._backlog_limit: int = upgrade.config.limits.max_send_backlog
+        self._backlog_limit: int = upgrade.config.limits.max_send_backlog or sys.maxsize  # 0: none
 
     # -- output: queued under the session lock, written outside it --------------
     def _write(self, data: bytes) -> None:
@@ -936,7 +936,7 @@ class AioLink(LinkBase):
         self._written = 0  # bytes handed to the transport
         self._progress: list[asyncio.Future[None]] = []  # drain() waiting for the queue
         self._dropped = False
-        self._backlog_limit: int = upgrade.config.limits.max_send_backlog
+        self._backlog_limit: int = upgrade.config.limits.max_send_backlog or sys.maxsize  # 0: none
         sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
         self._fd: int = sock.fileno() if sock is not None else -1
         self._acked = 0  # see ThreadedLink._output_taken
