@@ -50,7 +50,8 @@ class Limits:
     max_websocket_message_size: int = 16 * MIB
     #: Most output a connection may hold unsent when it was written from a coroutine
     #: (``response.write_bytes``, ``session.send``), which never waits for the client:
-    #: beyond it the client is taken as not reading and the connection is dropped.
+    #: beyond it the client is taken as not reading and the connection is dropped
+    #: (0: no bound).
     max_send_backlog: int = 16 * MIB
 
     def __post_init__(self) -> None:
