@@ -34,6 +34,7 @@ from .common import (
     new_connection,
     request_from_head,
     service_unavailable,
+    unsent_bytes,
 )
 
 __all__ = ["AioServer"]
@@ -56,17 +57,6 @@ ACCEPT_WARNING_INTERVAL = 1.0
 #: ``body_timeout``.
 SENDFILE_SLICE = 4 * 1024 * 1024
 SENDFILE_MIN_SLICE = 64 * 1024
-
-
-def _unsent_bytes(transport: asyncio.WriteTransport | None) -> int:
-    """Bytes the transport still holds for the client (0 once it is gone: Python
-    3.10's TLS transport raises instead after its connection was lost)."""
-    if transport is None:
-        return 0
-    try:
-        return transport.get_write_buffer_size()
-    except AttributeError:
-        return 0
 
 
 class _AioConn(asyncio.Protocol, Channel):
@@ -208,7 +198,7 @@ class _AioConn(asyncio.Protocol, Channel):
         if self.closed:  # closed while the rest of the answer is still going out
             transport = self.transport
             if transport is not None:
-                left = _unsent_bytes(transport)
+                left = unsent_bytes(transport)
                 if 0 < left < self._unsent:  # the client still reads: give it time
                     self._unsent = left
                     self._arm(self.config.body_timeout)
@@ -319,7 +309,7 @@ class _AioConn(asyncio.Protocol, Channel):
             return
         if not transport.is_closing():
             transport.close()
-        self._unsent = _unsent_bytes(transport)
+        self._unsent = unsent_bytes(transport)
         if self._unsent:  # the flush may stall, but not for longer than body_timeout
             self._arm(self.config.body_timeout)
         else:
@@ -389,11 +379,11 @@ class _AioConn(asyncio.Protocol, Channel):
         while self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            pending = _unsent_bytes(self.transport)
+            pending = unsent_bytes(self.transport)
             try:
                 await asyncio.wait_for(waiter, self.config.body_timeout)
             except asyncio.TimeoutError:
-                if self.closed or _unsent_bytes(self.transport) >= pending:
+                if self.closed or unsent_bytes(self.transport) >= pending:
                     self.abort()  # close() would wait for a reader that never comes
                     raise ClientGone("timed out writing the response") from None
 
@@ -466,10 +456,10 @@ class _AioConn(asyncio.Protocol, Channel):
         if self.closed or transport is None or transport.is_closing():
             # The client left: tell a coroutine streaming in a loop to stop.
             raise ClientGone("connection lost")
-        before = _unsent_bytes(transport)
+        before = unsent_bytes(transport)
         data = frame()
         self._write(data)
-        unsent = _unsent_bytes(transport)
+        unsent = unsent_bytes(transport)
         limit = self.config.limits.max_send_backlog
         if limit and unsent > limit:
             reason = backlog_exceeded(self.peer, unsent, limit)

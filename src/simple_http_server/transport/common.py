@@ -15,6 +15,8 @@ from ..models import Request
 from ..protocol.http11 import DRAIN_LIMIT, HttpConnection, RequestHead
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..config import ServerConfig
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "service_unavailable",
     "set_kernel_timeouts",
     "set_receive_timeout",
+    "unsent_bytes",
 ]
 
 READ_SIZE = 256 * 1024
@@ -57,6 +60,17 @@ class FileSlice:
 
     def __len__(self) -> int:
         return self.length
+
+
+def unsent_bytes(transport: asyncio.WriteTransport | None) -> int:
+    """Bytes an asyncio transport still holds for the client (0 once it is gone:
+    Python 3.10's TLS transport raises instead after its connection was lost)."""
+    if transport is None:
+        return 0
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
 
 
 def backlog_exceeded(peer: Any, unsent: int, limit: int) -> str:

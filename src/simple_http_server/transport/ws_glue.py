@@ -39,7 +39,7 @@ from ..dispatch.ws_session import DRAIN_LOW_WATER, Keepalive, LinkBase, message_
 from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
-from .common import set_kernel_timeouts, set_receive_timeout
+from .common import set_kernel_timeouts, set_receive_timeout, unsent_bytes
 
 __all__ = ["WebsocketUpgrade"]
 
@@ -204,6 +204,16 @@ class WebsocketUpgrade:
             links = list(self._aio)
         for link in links:  # at once, even while a message is being sent
             LinkBase.close(link, ws.CLOSE_GOING_AWAY, "Server is shutting down")
+
+
+def _warn_dropped(session_id: str, unsent: int, limit: int) -> None:
+    _log.warning(
+        "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
+        " the client is not reading",
+        session_id,
+        unsent,
+        limit,
+    )
 
 
 class _Queued:
@@ -435,13 +445,7 @@ class ThreadedLink(LinkBase):
         if self._dropped:
             return
         self._dropped = True
-        _log.warning(
-            "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
-            " the client is not reading",
-            self.session.id,
-            self._unsent(),
-            self._backlog_limit,
-        )
+        _warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
         with self.lock:
             self._dead = True
             self.proto.close_event()  # closed for good: on_close runs with 1006
@@ -887,17 +891,6 @@ class _Pending:
             self.done.set_result(None)
 
 
-def _buffered(transport: asyncio.WriteTransport | None) -> int:
-    """Bytes an asyncio transport holds (0 once it is gone: Python 3.10's TLS transport
-    raises instead after its connection was lost)."""
-    if transport is None:
-        return 0
-    try:
-        return transport.get_write_buffer_size()
-    except AttributeError:
-        return 0
-
-
 def _queued_size(event: Any) -> int:
     """Memory an undelivered event holds (pings count too: a flood must pause reading)."""
     payload: Any = getattr(event, "data", None)
@@ -1015,7 +1008,7 @@ class AioLink(LinkBase):
             self._check_backlog()
 
     def _unsent(self) -> int:
-        return _buffered(self.conn.transport) + self._out_size + self._pending_size
+        return unsent_bytes(self.conn.transport) + self._out_size + self._pending_size
 
     def _check_backlog(self) -> None:
         """A coroutine's send never waits for the client: beyond ``max_send_backlog``
@@ -1027,13 +1020,7 @@ class AioLink(LinkBase):
         if self._dropped:
             return
         self._dropped = True
-        _log.warning(
-            "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
-            " the client is not reading",
-            self.session.id,
-            self._unsent(),
-            self._backlog_limit,
-        )
+        _warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
         with self.lock:
             self.proto.close_event()  # closed for good: later sends do nothing, on_close: 1006
             self.proto.data_to_send()
@@ -1049,7 +1036,7 @@ class AioLink(LinkBase):
     def _drained(self) -> bool:
         if self._loop_busy or self._pending:
             return False
-        return _buffered(self.conn.transport) + self._out_size <= DRAIN_LOW_WATER
+        return unsent_bytes(self.conn.transport) + self._out_size <= DRAIN_LOW_WATER
 
     async def drain(self) -> None:
         if not self._on_loop():  # a coroutine of another loop
@@ -1078,7 +1065,7 @@ class AioLink(LinkBase):
     def _output_taken(self) -> bool:
         """True when the peer took output that was backlogged at the last call."""
         unacked = kernel_unsent(self._fd)
-        buffered = _buffered(self.conn.transport)
+        buffered = unsent_bytes(self.conn.transport)
         acked = self._written - buffered - unacked
         moved = self._backlogged and acked > self._acked
         self._acked = acked
