@@ -6,7 +6,7 @@ import asyncio
 import http.client
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -53,6 +53,36 @@ def http_scope(method: str, path: str, query: bytes = b"", headers: Any = ()) ->
 
 def body_of(sent: list[dict[str, Any]]) -> bytes:
     return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def serve_slowly(
+    proxy: Any,
+    path: str,
+    send_seconds: Callable[[dict[str, Any]], float],
+    timeout: float = 10,
+    on_send: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Serve one GET through ``proxy`` by an ASGI server whose ``send`` takes
+    ``send_seconds(message)``; the messages it took, in order."""
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async def receive() -> dict[str, Any]:
+            if not sent:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            await asyncio.sleep(send_seconds(message))
+            if on_send is not None:
+                on_send(message)
+            sent.append(message)
+
+        await asyncio.wait_for(proxy(http_scope("GET", path), receive, send), timeout)
+
+    asyncio.run(main())
+    return sent
 
 
 def test_lifespan_startup_and_shutdown() -> None:
@@ -648,22 +678,8 @@ def test_a_slow_asgi_server_that_keeps_taking_the_body_is_not_cut() -> None:
             response.write_bytes(b"part-%d;" % i)
 
     proxy = server.init_asgi_proxy(app_conf=app, body_timeout=0.5)
-    sent: list[dict[str, Any]] = []
-
-    async def main() -> None:
-        async def receive() -> dict[str, Any]:
-            if not sent:
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict[str, Any]) -> None:
-            await asyncio.sleep(0.2)  # 8 x 0.2 s: 1.6 s in all, against 0.5 s per send
-            sent.append(message)
-
-        await asyncio.wait_for(proxy(http_scope("GET", "/write"), receive, send), 10)
-
-    asyncio.run(main())
+    # 8 sends of 0.2 s: 1.6 s in all, against 0.5 s per send
+    sent = serve_slowly(proxy, "/write", lambda message: 0.2)
     assert body_of(sent) == b"".join(b"part-%d;" % i for i in range(8))
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
 
@@ -747,22 +763,7 @@ def test_an_asgi_server_taking_a_large_piece_at_a_steady_pace_gets_it_whole(path
     """An ASGI server whose ``send`` takes time in proportion to the body (10 MB/s):
     each send stays well within body_timeout, however large the piece."""
     proxy = server.init_asgi_proxy(app_conf=_big_piece_app(), body_timeout=0.5)
-    sent: list[dict[str, Any]] = []
-
-    async def main() -> None:
-        async def receive() -> dict[str, Any]:
-            if not sent:
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict[str, Any]) -> None:
-            await asyncio.sleep(len(message.get("body", b"")) / 10_000_000)
-            sent.append(message)
-
-        await asyncio.wait_for(proxy(http_scope("GET", path), receive, send), 20)
-
-    asyncio.run(main())
+    sent = serve_slowly(proxy, path, lambda message: len(message.get("body", b"")) / 10_000_000, 20)
     assert body_of(sent) == BIG_PIECE
     assert sent[-1]["more_body"] is False
 
@@ -821,24 +822,11 @@ def test_drain_waits_for_the_asgi_server() -> None:
             await response.drain()
             order.append(f"drained {i}")
 
+    def record(message: dict[str, Any]) -> None:
+        if message.get("body"):
+            order.append(f"sent {message['body'].decode()}")
+
     proxy = server.init_asgi_proxy(app_conf=app)
-    sent: list[dict[str, Any]] = []
-
-    async def main() -> None:
-        async def receive() -> dict[str, Any]:
-            if not sent:
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict[str, Any]) -> None:
-            await asyncio.sleep(0.05)  # a slow server
-            if message.get("body"):
-                order.append(f"sent {message['body'].decode()}")
-            sent.append(message)
-
-        await asyncio.wait_for(proxy(http_scope("GET", "/drained"), receive, send), 10)
-
-    asyncio.run(main())
+    sent = serve_slowly(proxy, "/drained", lambda message: 0.05, on_send=record)  # a slow server
     assert body_of(sent) == b"d0;d1;d2;"
     assert order == ["sent d0;", "drained 0", "sent d1;", "drained 1", "sent d2;", "drained 2"]
