@@ -10,7 +10,6 @@ side, and a keepalive does not fail a client that reads a backlog slowly.
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import logging
 import os
@@ -27,6 +26,7 @@ from simple_http_server import App, WebsocketCloseReason, WebsocketHandler, Webs
 from simple_http_server import logger as shs_logger
 
 from ..conftest import LiveServer, LogRecords
+from ..robustness.test_websocket_hostile import upgraded
 
 Serve = Callable[..., LiveServer]
 MIB = 1024 * 1024
@@ -47,19 +47,7 @@ def open_ws(live: LiveServer, path: str, rcvbuf: int = 0) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(10)
     sock.connect(("127.0.0.1", live.port))
-    key = base64.b64encode(os.urandom(16))
-    sock.sendall(
-        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        chunk = sock.recv(1)
-        assert chunk, head
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    return sock
+    return upgraded(sock, path)
 
 
 class SlowReader:

@@ -463,9 +463,9 @@ def keepalive_app(closes: list[tuple[int, str]], pongs: list[bytes]) -> App:
     return app
 
 
-def upgraded(sock: socket.socket) -> socket.socket:
-    """Send the upgrade request on ``sock``; return it once the 101 head is read."""
-    sock.sendall(UPGRADE)
+def upgraded(sock: socket.socket, path: str = "/ws") -> socket.socket:
+    """Send the upgrade request for ``path`` on ``sock``; return it once the 101 head is read."""
+    sock.sendall(UPGRADE.replace(b" /ws ", b" " + path.encode() + b" ", 1))
     head = b""
     while not head.endswith(b"\r\n\r\n"):
         chunk = sock.recv(1)
