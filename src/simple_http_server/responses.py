@@ -168,6 +168,8 @@ class Response:
         """Stream ``data`` to the client now (the head is sent on the first call)."""
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
+        if self._closed:  # closed, or its request is over (say, a task writing late)
+            raise RuntimeError("this Response is complete: nothing more can be written")
         if not self._streaming:
             self._streaming = True
             lines = header_lines(self.headers, self.cookies)

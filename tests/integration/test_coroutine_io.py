@@ -369,6 +369,47 @@ def test_many_small_coroutine_writes_arrive_in_order_on_a_kept_alive_connection(
         conn.close()
 
 
+def test_a_task_that_outlives_its_request_cannot_write_into_the_next_answer(
+    serve: Serve,
+) -> None:
+    """A task the controller left behind holds its ``response``: once the request is
+    over, its ``write_bytes`` raises instead of landing in the next response on the
+    same connection."""
+    app = App()
+    late: dict[str, Any] = {"go": threading.Event(), "done": threading.Event()}
+
+    @app.route("/leave-a-task")
+    async def leave_a_task(response: Response) -> str:
+        async def write_later() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, late["go"].wait, 10)
+            try:
+                response.write_bytes(b"LATE")
+                late["outcome"] = "written"
+            except Exception as exc:
+                late["outcome"] = type(exc).__name__
+            late["done"].set()
+
+        late["task"] = asyncio.ensure_future(write_later())
+        return "first"
+
+    @app.route("/next")
+    def next_answer() -> str:
+        late["go"].set()
+        assert late["done"].wait(10)
+        return "second"
+
+    conn = serve(app).connection()  # one kept-alive connection for both requests
+    try:
+        conn.request("GET", "/leave-a-task")
+        assert conn.getresponse().read() == b"first"
+        conn.request("GET", "/next")
+        reply = conn.getresponse()
+        assert (reply.status, reply.read()) == (200, b"second")
+    finally:
+        conn.close()
+    assert late["outcome"] == "RuntimeError"
+
+
 # -- drain() in every front end ----------------------------------------------------
 DRAINED = b"".join(bytes([48 + i]) * 100_000 for i in range(4))
 

@@ -182,9 +182,9 @@ class Dispatcher:
         sending a body already in memory (or a file), after sending a streamed
         one (a generator or file object may read them), or when it failed.
         """
+        response = Response()
         try:
             started = time.perf_counter() if self.config.access_log else 0.0
-            response = Response()
             response._channel = channel
             response._served_by = (self, request)
             request.client_address = channel.peer
@@ -224,6 +224,7 @@ class Dispatcher:
                     (time.perf_counter() - started) * 1000,
                 )
         finally:
+            response._closed = True  # a task that outlived the request cannot write on
             if request.files:
                 close_files(request)
 
