@@ -469,3 +469,85 @@ def test_a_coroutine_streams_to_a_wss_client_with_drain(
     assert got == [*data, data[0]]
     assert drained == [True] * 4
     assert closed.wait(5)
+
+
+def test_a_wss_session_the_server_closed_frees_its_slot_at_once(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """After the closing handshake the server closes TLS; a client that never sends
+    its close_notify (most do not) held the connection's slot for asyncio's own 30 s
+    TLS shutdown timeout (and ``stop()`` waited its whole drain_timeout for it)."""
+    import time
+
+    from websocket import ABNF, WebSocket
+
+    from simple_http_server import WebsocketHandler, WebsocketSession
+
+    app = tls_app()
+
+    @app.websocket_handler(endpoint="/bye")
+    class Bye(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.close("bye")
+
+    live = serve(app, ssl_context=server_context, max_connections=1)
+    client = WebSocket(sslopt={"context": client_context})
+    client.connect(f"wss://127.0.0.1:{live.port}/bye", timeout=10)
+    client.send("go")
+    assert client.recv_data_frame(control_frame=True)[0] == ABNF.OPCODE_CLOSE
+    client.close()
+    started = time.monotonic()
+    while True:  # the one slot serves the next client once the session is gone
+        conn = https(live, client_context)
+        try:
+            conn.request("GET", "/hello")
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            status = 0  # the 503 may reach a TLS client as a reset
+        finally:
+            conn.close()
+        if status == 200:
+            break
+        assert time.monotonic() - started < 5, "the closed session still holds its slot"
+        time.sleep(0.1)
+
+
+def test_a_slow_tls_reader_gets_a_closing_answer_whole(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """``Connection: close`` over TLS: the end of the answer may wait, encrypted, below
+    the TLS layer when the connection is closed; a client that starts reading only
+    seconds later (past the close linger) still gets all of it."""
+    import time
+
+    from ..robustness.wire import parse_responses
+
+    body = 60 * 1024
+    app = tls_app()
+
+    @app.route("/answer")
+    def answer() -> bytes:
+        return b"a" * body
+
+    # Small kernel buffers (accepted sockets inherit the listener's SO_SNDBUF), so part
+    # of the answer stays in the server's own buffers while the client waits.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    live = serve(app, listener=listener, ssl_context=server_context)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"GET /answer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        time.sleep(2.5)  # answered and closed meanwhile; the client has read nothing
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ssl.SSLError, OSError):
+            pass
+    [reply] = parse_responses(data)
+    assert reply.status == 200 and len(reply.body) == body

@@ -312,6 +312,10 @@ class _AioConn(asyncio.Protocol, Channel):
         self._unsent = unsent_bytes(transport)
         if self._unsent:  # the flush may stall, but not for longer than body_timeout
             self._arm(self.config.body_timeout)
+        elif self.secure:
+            # TLS waits for the client's close_notify, which many clients never send
+            # (asyncio would keep the slot for its 30 s shutdown timeout): linger, then cut.
+            self._arm(LINGER_SECONDS)
         else:
             self._cancel_timer()
 

@@ -64,13 +64,21 @@ class FileSlice:
 
 def unsent_bytes(transport: asyncio.WriteTransport | None) -> int:
     """Bytes an asyncio transport still holds for the client (0 once it is gone:
-    Python 3.10's TLS transport raises instead after its connection was lost)."""
+    Python 3.10's TLS transport raises instead after its connection was lost).
+
+    A TLS transport counts only what it has not encrypted yet; the encrypted bytes
+    wait in the socket transport below it, which is counted too.
+    """
     if transport is None:
         return 0
     try:
-        return transport.get_write_buffer_size()
+        size = transport.get_write_buffer_size()
     except AttributeError:
         return 0
+    below = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    if below is not None:
+        size += below.get_write_buffer_size()
+    return size
 
 
 def backlog_exceeded(peer: Any, unsent: int, limit: int) -> str:
