@@ -136,6 +136,11 @@ class SessionLink(Protocol):
     async def drain(self) -> None: ...
 
 
+#: Close codes reserved for "no code", "abnormal closure" and "TLS failure" (RFC 6455 7.4.1),
+#: and 1004 (reserved): never sent in a Close frame.
+_UNSENDABLE_CODES = frozenset({1004, 1005, 1006, 1015})
+
+
 class _Chunks:
     """A message cut into frames of ``chunk_size``; ``nbytes`` is its size."""
 
@@ -236,7 +241,15 @@ class WebsocketSession:
     send_pone = send_pong  # the original's misspelling, kept for compatibility
 
     def close(self, reason: str = "", code: int = 1000) -> None:
-        """Start the closing handshake with ``code`` (1000) and ``reason``."""
+        """Start the closing handshake with ``code`` (1000) and ``reason``.
+
+        Raises ``ValueError`` for a code no endpoint may send (below 1000, above
+        4999, or 1004/1005/1006/1015) and for a reason that is not valid UTF-8
+        text (a lone surrogate), whatever the transport and whenever it is sent.
+        """
+        if not 1000 <= code <= 4999 or code in _UNSENDABLE_CODES:
+            raise ValueError(f"{code} is not a close code an endpoint may send")
+        reason.encode("utf-8")  # UnicodeEncodeError (a ValueError) now, not when it goes out
         self._link.close(code, reason)
 
     async def drain(self) -> None:

@@ -336,3 +336,43 @@ def test_keepalive_spares_a_client_that_reads_a_backlog_slowly(serve: Serve, sen
     assert got == [(0x2, item) for item in data]
     wait_for(lambda: bool(closes))
     assert closes == [(1000, "")]
+
+
+# -- a close that cannot be sent ----------------------------------------------------------
+def test_an_unsendable_close_is_refused_at_once_and_the_session_goes_on(serve: Serve) -> None:
+    """A close queued behind a coroutine's message and failing to frame (a lone
+    surrogate in its reason) killed the threaded link's writer thread: nothing queued
+    afterwards went out and ``drain()`` never returned.  ``close()`` now refuses a reason
+    or a code that can never be sent (RFC 6455 7.4), at once, in every transport."""
+    seen: dict[str, Any] = {}
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Closer(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(b"x" * (2 * MIB), chunk_size=64 * 1024)  # still going out
+            refused = []
+            for reason, code in (("bad\ud800", 1000), ("", 1005), ("", 999), ("", 5000)):
+                try:
+                    session.close(reason, code)
+                except ValueError:
+                    refused.append(code)
+            seen["refused"] = refused
+            session.send(b"after")
+            await session.drain()
+            session.close("done", 4000)
+
+    live = serve(app)
+    reader = SlowReader(open_ws(live, "/ws", rcvbuf=4096))
+    reader.sock.sendall(frame(0x1, b"go"))
+    time.sleep(0.3)  # the coroutine has queued behind the first message meanwhile
+    first = b""
+    while len(first) < 2 * MIB:
+        opcode, payload = reader.frame()
+        first += payload
+    assert reader.frame() == (0x2, b"after")
+    opcode, payload = reader.frame()
+    assert (opcode, payload[2:]) == (0x8, b"done")
+    assert int.from_bytes(payload[:2], "big") == 4000
+    assert seen["refused"] == [1000, 1005, 999, 5000]
+    reader.sock.close()

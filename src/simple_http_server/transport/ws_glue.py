@@ -483,6 +483,17 @@ class ThreadedLink(LinkBase):
         thread.start()
 
     def _writer_main(self) -> None:
+        try:
+            self._write_until_idle()
+        except Exception:  # a bug: drop the session rather than leave its sends waiting
+            _log.exception("Websocket session %s: its writer failed", self.session.id)
+            self._write_failed()
+        finally:  # the next send starts a writer again
+            with self._writer_cond:
+                if self._writer is threading.current_thread():
+                    self._writer = None
+
+    def _write_until_idle(self) -> None:
         cond = self._writer_cond
         while True:
             with cond:
@@ -528,9 +539,13 @@ class ThreadedLink(LinkBase):
     def _send_item(self, item: _Queued) -> None:
         """Frame and write a coroutine's message (or close) whose turn came."""
         if item.close is not None:
-            with self.lock:
-                started = self.proto.send_close(*item.close)
-                self._flush()
+            try:
+                with self.lock:
+                    started = self.proto.send_close(*item.close)
+                    self._flush()
+            except Exception:  # the writer thread must go on: later messages wait for it
+                _log.exception("A websocket close could not be sent")
+                return
             self._write_queued()
             if started:
                 self._closing_started()
