@@ -551,3 +551,51 @@ def test_a_slow_tls_reader_gets_a_closing_answer_whole(
             pass
     [reply] = parse_responses(data)
     assert reply.status == 200 and len(reply.body) == body
+
+
+@pytest.mark.parametrize("size", [100, 4 * 1024 * 1024])
+def test_a_closed_tls_connection_frees_its_slot_soon_after_its_answer_went_out(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    size: int,
+) -> None:
+    """``Connection: close``: the client reads the whole answer and keeps its socket open,
+    never sending its close_notify.  The slot frees about a second after the last byte
+    went out, however large the answer (a large one held it for body_timeout)."""
+    import time
+
+    app = tls_app()
+
+    @app.route("/answer")
+    def answer() -> bytes:
+        return b"a" * size
+
+    live = serve(app, ssl_context=server_context, max_connections=1, body_timeout=8.0)
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    sock = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        sock.sendall(b"GET /answer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        received = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except (ssl.SSLError, OSError):
+            pass
+        assert received > size
+        started = time.monotonic()
+        while True:
+            conn = https(live, client_context)
+            try:
+                conn.request("GET", "/hello")
+                status = conn.getresponse().status
+            except (OSError, http.client.HTTPException):
+                status = 0  # the 503 may reach a TLS client as a reset
+            finally:
+                conn.close()
+            if status == 200:
+                break
+            assert time.monotonic() - started < 4, "the closed connection still holds its slot"
+            time.sleep(0.1)
+    finally:
+        raw.close()

@@ -87,6 +87,7 @@ class _AioConn(asyncio.Protocol, Channel):
         self._reading_paused = False
         self._lingering = False
         self._unsent = 0  # bytes still to flush when close() was last checked
+        self._flushed_at = 0.0  # when the client last took some of them
         # Progress of what coroutines wrote (write_bytes never waits for the client).
         self._unsent_mark = 0
         self._progress_at = 0.0
@@ -196,14 +197,7 @@ class _AioConn(asyncio.Protocol, Channel):
     def _timed_out(self) -> None:
         self.deadline = _NEVER
         if self.closed:  # closed while the rest of the answer is still going out
-            transport = self.transport
-            if transport is not None:
-                left = unsent_bytes(transport)
-                if 0 < left < self._unsent:  # the client still reads: give it time
-                    self._unsent = left
-                    self._arm(self.config.body_timeout)
-                else:
-                    transport.abort()
+            self._check_closing()
             return
         if self.task is not None:
             return
@@ -310,14 +304,35 @@ class _AioConn(asyncio.Protocol, Channel):
         if not transport.is_closing():
             transport.close()
         self._unsent = unsent_bytes(transport)
-        if self._unsent:  # the flush may stall, but not for longer than body_timeout
-            self._arm(self.config.body_timeout)
-        elif self.secure:
-            # TLS waits for the client's close_notify, which many clients never send
-            # (asyncio would keep the slot for its 30 s shutdown timeout): linger, then cut.
-            self._arm(LINGER_SECONDS)
-        else:
+        self._flushed_at = time.monotonic()
+        self._check_closing()
+
+    def _check_closing(self) -> None:
+        """Closed: the rest of the answer goes out while the client takes some of it
+        within ``body_timeout``.  TLS then waits for the client's close_notify, which
+        many clients never send (asyncio would keep the slot for its 30 s shutdown
+        timeout): a linger of ``LINGER_SECONDS`` once all went out, then the cut."""
+        transport = self.transport
+        if transport is None:
+            return
+        left = unsent_bytes(transport)
+        now = time.monotonic()
+        if left < self._unsent:  # the client still reads
+            self._unsent, self._flushed_at = left, now
+        if left:
+            stalled_until = self._flushed_at + self.config.body_timeout
+            if now >= stalled_until:
+                transport.abort()
+            elif self.secure:  # look again soon: the linger starts once it all went out
+                self._arm(min(LINGER_SECONDS, stalled_until - now))
+            else:  # a plain transport closes itself once it has flushed
+                self._arm(stalled_until - now)
+        elif not self.secure:
             self._cancel_timer()
+        elif now < self._flushed_at + LINGER_SECONDS:
+            self._arm(self._flushed_at + LINGER_SECONDS - now)
+        else:
+            transport.abort()
 
     def abort(self) -> None:
         """Drop the connection at once, discarding unsent output."""
