@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
@@ -808,6 +809,34 @@ def test_a_coroutine_writer_past_max_send_backlog_is_dropped_under_asgi() -> Non
     took = asyncio.run(main())
     assert seen["done"].is_set() and seen["outcome"] == "ClientGone"
     assert took < 4.0, took
+
+
+def test_drain_raises_client_gone_when_the_asgi_servers_send_fails() -> None:
+    """An ASGI server's ``send`` raises once its client left (uvicorn: an ``OSError``);
+    ``drain()`` and ``write_bytes`` say ``ClientGone``, as the README promises."""
+    from simple_http_server import ClientGone
+
+    app = App()
+    seen: dict[str, Any] = {}
+
+    @app.route("/drained")
+    async def drained(response: Response) -> None:
+        try:
+            for _ in range(3):
+                response.write_bytes(b"piece")
+                await response.drain()
+        except Exception as exc:
+            seen["error"] = exc
+            raise
+
+    def fail(message: dict[str, Any]) -> None:
+        if message.get("body"):
+            raise OSError("the client disconnected")
+
+    proxy = server.init_asgi_proxy(app_conf=app)
+    with contextlib.suppress(OSError):
+        serve_slowly(proxy, "/drained", lambda message: 0, on_send=fail)
+    assert isinstance(seen["error"], ClientGone)
 
 
 def test_drain_waits_for_the_asgi_server() -> None:

@@ -270,8 +270,10 @@ async def _outcome(task: asyncio.Future[Any]) -> None:
     if task.cancelled():
         raise ClientGone("the response was abandoned")
     error = task.exception()
-    if error is not None:
+    if isinstance(error, ClientGone):
         raise error
+    if error is not None:  # the ASGI server's send failed: its client is gone
+        raise ClientGone(f"the ASGI server's send failed: {error!r}") from error
 
 
 class ASGIProxy:

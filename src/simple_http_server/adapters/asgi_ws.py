@@ -30,7 +30,7 @@ from typing import Any
 from .. import logger as _logging
 from ..dispatch.invoke import wait_for_loop
 from ..dispatch.ws_handlers import Callbacks, Rejected, negotiate
-from ..dispatch.ws_session import LinkBase
+from ..dispatch.ws_session import LinkBase, warn_dropped
 from ..protocol import ws
 from ..protocol.http11 import RequestHead
 from ..websocket import WebsocketRequest
@@ -100,13 +100,7 @@ class ASGILink(LinkBase):
         if self.dropped:
             return
         if backlog:
-            _log.warning(
-                "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
-                " the client is not reading",
-                self.session.id,
-                backlog,
-                self.max_backlog,
-            )
+            warn_dropped(self.session.id, backlog, self.max_backlog)
         else:
             _log.info("Websocket session %s dropped: a send was not taken in time", self.session.id)
         self.closed = self.gone = self.dropped = True

@@ -38,6 +38,7 @@ __all__ = [
     "LinkBase",
     "close_message",
     "message_size",
+    "warn_dropped",
 ]
 
 _log = _logging.get_logger("simple_http_server.websocket")
@@ -58,6 +59,17 @@ KEEPALIVE_REASON = "keepalive ping timeout"
 
 #: ``session.drain()`` returns once the session's unsent output is at most this.
 DRAIN_LOW_WATER = 64 * 1024
+
+
+def warn_dropped(session_id: str, unsent: int, limit: int) -> None:
+    """Log that a session was dropped for leaving more than ``max_send_backlog`` unsent."""
+    _log.warning(
+        "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
+        " the client is not reading",
+        session_id,
+        unsent,
+        limit,
+    )
 
 
 def close_message(event: ws.Closed) -> str:

@@ -35,7 +35,13 @@ from typing import Any
 from .. import logger as _logging
 from ..dispatch.invoke import call_soon_batched, run_sync, wait_for_loop
 from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
-from ..dispatch.ws_session import DRAIN_LOW_WATER, Keepalive, LinkBase, message_size
+from ..dispatch.ws_session import (
+    DRAIN_LOW_WATER,
+    Keepalive,
+    LinkBase,
+    message_size,
+    warn_dropped,
+)
 from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
@@ -204,16 +210,6 @@ class WebsocketUpgrade:
             links = list(self._aio)
         for link in links:  # at once, even while a message is being sent
             LinkBase.close(link, ws.CLOSE_GOING_AWAY, "Server is shutting down")
-
-
-def _warn_dropped(session_id: str, unsent: int, limit: int) -> None:
-    _log.warning(
-        "Websocket session %s dropped: %d bytes unsent, over max_send_backlog (%d);"
-        " the client is not reading",
-        session_id,
-        unsent,
-        limit,
-    )
 
 
 class _Queued:
@@ -445,7 +441,7 @@ class ThreadedLink(LinkBase):
         if self._dropped:
             return
         self._dropped = True
-        _warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
+        warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
         with self.lock:
             self._dead = True
             self.proto.close_event()  # closed for good: on_close runs with 1006
@@ -1035,7 +1031,7 @@ class AioLink(LinkBase):
         if self._dropped:
             return
         self._dropped = True
-        _warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
+        warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
         with self.lock:
             self.proto.close_event()  # closed for good: later sends do nothing, on_close: 1006
             self.proto.data_to_send()
