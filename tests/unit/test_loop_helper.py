@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -60,6 +62,36 @@ def test_every_wait_for_a_loop_helps(helper: LoopHelper) -> None:
     thread.start()
     try:
         wait_on(loop, post_one())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    assert ran == [(0, threading.get_ident())]
+
+
+class _SlowHandOffLoop(asyncio.SelectorEventLoop):
+    """A loop whose hand-over from another thread returns late: the loop has run the
+    coroutine's first step by then (as when the handing thread is preempted)."""
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        handle = super().call_soon_threadsafe(callback, *args, context=context)
+        if threading.get_ident() != self._thread_id:  # type: ignore[attr-defined]
+            time.sleep(0.3)
+        return handle
+
+
+def test_a_job_the_work_posts_at_once_runs_on_the_waiting_thread(helper: LoopHelper) -> None:
+    """The thread counts as waiting from before the hand-over, not from after it."""
+    ran: list[tuple[int, int]] = []
+
+    async def post_at_once() -> None:
+        helper.post(recorder(ran, 0))
+
+    loop = _SlowHandOffLoop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        wait_on(loop, post_at_once())
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)

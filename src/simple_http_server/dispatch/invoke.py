@@ -97,13 +97,16 @@ class LoopHelper:
                 return
         _run_apart(job)
 
-    def wait(self, future: concurrent.futures.Future[T]) -> T:
-        """``future.result()``, running the posted jobs until the future is done."""
+    def wait(self, submit: Callable[[], concurrent.futures.Future[T]]) -> T:
+        """``submit()`` (hand work to a loop) and its future's result, running the
+        posted jobs until it is done.  The thread counts as waiting from before the
+        hand-over: a job the work posts at once runs here too."""
         cond = self._cond
-        future.add_done_callback(self._wake)
         with cond:
             self._waiting = True
         try:
+            future = submit()
+            future.add_done_callback(self._wake)
             while True:
                 with cond:
                     while not self._jobs and not future.done():
@@ -146,14 +149,6 @@ def help_while_waiting(helper: LoopHelper | None) -> None:
     """Make the calling thread run ``helper``'s jobs whenever it waits for an event
     loop (:func:`call_async`, :func:`wait_on`...); None stops it."""
     _local.helper = helper
-
-
-def _wait(future: concurrent.futures.Future[T]) -> T:
-    """Wait for work handed to a loop, helping it meanwhile when the thread does."""
-    helper: LoopHelper | None = getattr(_local, "helper", None)
-    if helper is None:
-        return future.result()
-    return helper.wait(future)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -383,7 +378,7 @@ async def call_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     coro = func(*args, **kwargs)
     if _get_running_loop() is not None:
         return await coro
-    return _wait(asyncio.run_coroutine_threadsafe(coro, background_loop()))
+    return wait_on(background_loop(), coro)
 
 
 async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -397,7 +392,7 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         result = func(*args, **kwargs)
         if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
             return result
-        return _wait(asyncio.run_coroutine_threadsafe(_await(result), background_loop()))
+        return wait_on(background_loop(), _await(result))
     result = await _get_executor().submit(loop, func, args, kwargs)
     if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
         return result
@@ -444,5 +439,9 @@ def wait_for_loop(future: concurrent.futures.Future[Any], loop: asyncio.Abstract
 
 
 def wait_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on ``loop`` from another thread and wait for its result."""
-    return _wait(asyncio.run_coroutine_threadsafe(coro, loop))
+    """Run ``coro`` on ``loop`` from another thread and wait for its result, running
+    meanwhile the jobs it posts when the thread helps (:func:`help_while_waiting`)."""
+    helper: LoopHelper | None = getattr(_local, "helper", None)
+    if helper is None:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    return helper.wait(lambda: asyncio.run_coroutine_threadsafe(coro, loop))
