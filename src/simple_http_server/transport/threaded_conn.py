@@ -9,9 +9,10 @@ reads and writes; ``sendfile`` for plain sockets).
 An ``async def`` controller runs on the shared background loop while the
 worker thread waits for it; the loop must never wait for a client, so the
 controller's socket I/O is handed to that worker thread (its
-:class:`~..dispatch.invoke.LoopHelper`): ``await reader.read()`` awaits a
-read done there, and ``response.write_bytes`` queues its bytes (write-behind),
-written there in order before anything written after them.
+:class:`~..dispatch.invoke.LoopHelper`; :mod:`.thread_io`, shared with the WSGI
+adapter): ``await reader.read()`` awaits a read done there, and
+``response.write_bytes`` queues its bytes (write-behind), written there in order
+before anything written after them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import asyncio
 import contextvars
 import socket
 import ssl
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -39,11 +38,11 @@ from .common import (
     BodyPace,
     ClientGone,
     FileSlice,
-    backlog_exceeded,
     new_connection,
     request_from_head,
     set_kernel_timeouts,
 )
+from .thread_io import DRAIN_LOW_WATER, Inbox, Outbox
 
 if TYPE_CHECKING:
     from .threaded import ThreadedServer
@@ -56,72 +55,6 @@ _LATE = "The request body was not sent in time."
 _get_running_loop = asyncio._get_running_loop
 #: Seconds a connection closed after an error answer keeps discarding input.
 LINGER_SECONDS = 1.0
-#: ``response.drain()`` returns once less than this is left unsent.
-DRAIN_LOW_WATER = 64 * 1024
-
-
-class _Outbox:
-    """Output written by a coroutine (write-behind), not yet taken by the client.
-
-    A thread that is not the loop's writes it, in order, before anything written
-    after it (every writer holds ``write_lock``).  A failed write is kept in
-    ``error``: the answer is cut, and every later writer gets ``ClientGone``.
-    """
-
-    __slots__ = ("chunks", "drainers", "error", "lock", "posted", "unsent", "write_lock")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # the fields below; never held while writing
-        self.write_lock = threading.Lock()  # held while writing; never taken on a loop
-        self.chunks: deque[bytes] = deque()
-        self.unsent = 0
-        self.posted = False  # a flush job is on its way
-        self.error: str | None = None
-        self.drainers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-
-class _Inbox:
-    """The outcome of a body read the worker thread does for a coroutine: bytes,
-    None (timed out) or ``ClientGone``, kept until a read takes it."""
-
-    __slots__ = ("lock", "outcome", "reading", "ready", "wakers")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.reading = False  # a read job is on its way
-        self.ready = False  # ``outcome`` is one not taken yet
-        self.outcome: bytes | ClientGone | None = None
-        self.wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    def take(self) -> bytes | None:
-        """The outcome (raised when it is an error); the next read does its own."""
-        with self.lock:
-            outcome, self.outcome, self.ready = self.outcome, None, False
-        if isinstance(outcome, ClientGone):
-            raise outcome
-        return outcome
-
-
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # cancelled meanwhile
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-def _report(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    result: Any = None,
-    error: BaseException | None = None,
-) -> None:
-    """Resolve a loop's future from another thread."""
-    try:
-        loop.call_soon_threadsafe(_resolve, future, result, error)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
 
 
 class ThreadedConn(Channel):
@@ -163,8 +96,8 @@ class ThreadedConn(Channel):
         #: The serving worker thread's: it runs the socket I/O of the coroutines it
         #: waits for (set by the worker for each job).
         self.helper: LoopHelper | None = None
-        self.outbox: _Outbox | None = None
-        self.inbox: _Inbox | None = None
+        self.outbox: Outbox | None = None
+        self.inbox: Inbox | None = None
 
     # -- Channel -------------------------------------------------------------
     def _recv(self) -> bytes:
@@ -176,12 +109,19 @@ class ThreadedConn(Channel):
     def _write(self, data: bytes) -> None:
         """Write now (never on an event loop), after what coroutines queued."""
         if self.outbox is not None:
-            self._write_through(self.outbox, data)
+            self.outbox.write(data)
         elif data:
             try:
                 self.sock.sendall(data)
             except (TimeoutError, OSError) as exc:
                 raise ClientGone(str(exc)) from None
+
+    def _send(self, data: bytes) -> None:
+        """The outbox's blocking write."""
+        try:
+            self.sock.sendall(data)
+        except (TimeoutError, OSError) as exc:
+            raise ClientGone(str(exc)) from None
 
     async def receive(self) -> bytes:
         conn = self.conn
@@ -233,41 +173,18 @@ class ThreadedConn(Channel):
         return self._read_body(wait, slow)
 
     async def _read_later(self, wait: float, slow: bool) -> bytes | None:
-        """:meth:`_read_body` on the worker thread, awaited by a coroutine.  One read
-        at a time: a coroutine that stops waiting (cancelled) leaves its read to the
-        next one, so no byte is lost and no second read waits behind the first."""
+        """:meth:`_read_body` on the worker thread, awaited by a coroutine."""
         inbox = self.inbox
         if inbox is None:
-            inbox = self.inbox = _Inbox()
-        loop = asyncio.get_running_loop()
-        while True:
-            with inbox.lock:
-                if inbox.ready:
-                    break
-                start = not inbox.reading
-                inbox.reading = True
-                woken: asyncio.Future[None] = loop.create_future()
-                inbox.wakers.append((loop, woken))
-            if start:
-                self._post(lambda: self._read_job(inbox, wait, slow))
-            await woken
-        return inbox.take()
+            inbox = self.inbox = Inbox()
+        return await inbox.read(lambda: self._read_job(wait, slow), self._post)
 
-    def _read_job(self, inbox: _Inbox, wait: float, slow: bool) -> None:
+    def _read_job(self, wait: float, slow: bool) -> bytes | None:
         outbox = self.outbox
-        try:
-            if outbox is not None:  # a 100 Continue goes out before the wait
-                with outbox.write_lock:
-                    self._flush(outbox)
-            outcome: bytes | ClientGone | None = self._read_body(wait, slow)
-        except ClientGone as exc:
-            outcome = exc
-        with inbox.lock:
-            inbox.outcome, inbox.ready = outcome, True
-            inbox.reading = False
-            wakers, inbox.wakers = inbox.wakers, []
-        for loop, woken in wakers:
-            _report(loop, woken)
+        if outbox is not None:  # a 100 Continue goes out before the wait
+            with outbox.write_lock:
+                outbox.flush()
+        return self._read_body(wait, slow)
 
     # -- output written by coroutines (write-behind) ---------------------------
     def _write_later(self, data: bytes) -> None:
@@ -277,22 +194,9 @@ class ThreadedConn(Channel):
         if outbox is None:
             if not data:
                 return
-            outbox = self.outbox = _Outbox()
-        with outbox.lock:
-            if outbox.error is not None:
-                raise ClientGone(outbox.error)
-            if not data:
-                return
-            outbox.chunks.append(data)
-            outbox.unsent += len(data)
-            unsent = outbox.unsent
-            post = not outbox.posted
-            outbox.posted = True
-        limit = self.server.config.limits.max_send_backlog
-        if limit and unsent > limit:
-            raise self._fail(outbox, backlog_exceeded(self.peer, unsent, limit))
-        if post:
-            self._post(lambda: self._flush_job(outbox))
+            limit = self.server.config.limits.max_send_backlog
+            outbox = self.outbox = Outbox(self._send, self._cut, self._post, limit, self.peer)
+        outbox.put(data)
 
     def _post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the worker thread (or, with none waiting, a thread of its own)."""
@@ -301,82 +205,24 @@ class ThreadedConn(Channel):
             helper = self.helper = LoopHelper()
         helper.post(job)
 
-    def _flush_job(self, outbox: _Outbox) -> None:
-        with outbox.write_lock:
-            try:
-                self._flush(outbox)
-            except ClientGone:  # kept in outbox.error: the next writer hears it
-                pass
-
-    def _flush(self, outbox: _Outbox) -> None:
-        """Write the queued output in order (the caller holds ``write_lock``)."""
-        while True:
-            with outbox.lock:
-                if outbox.error is not None:
-                    raise ClientGone(outbox.error)
-                if not outbox.chunks:
-                    outbox.posted = False
-                    return
-                chunk = outbox.chunks.popleft()
-            try:
-                self.sock.sendall(chunk)
-            except (TimeoutError, OSError) as exc:
-                raise self._fail(outbox, str(exc)) from None
-            with outbox.lock:
-                outbox.unsent -= len(chunk)
-                drainers = outbox.drainers if outbox.unsent <= DRAIN_LOW_WATER else []
-                if drainers:
-                    outbox.drainers = []
-            for loop, future in drainers:
-                _report(loop, future)
-
-    def _write_through(self, outbox: _Outbox, data: bytes) -> None:
-        with outbox.write_lock:
-            self._flush(outbox)
-            if data:
-                try:
-                    self.sock.sendall(data)
-                except (TimeoutError, OSError) as exc:
-                    raise self._fail(outbox, str(exc)) from None
-
-    def _fail(self, outbox: _Outbox, reason: str) -> ClientGone:
-        """The queued output cannot go out: cut the answer (shut the socket down, which
-        also ends a write stalled in another thread); every later writer hears it."""
-        with outbox.lock:
-            if outbox.error is None:
-                outbox.error = reason
-            outbox.chunks.clear()
-            outbox.unsent = 0
-            drainers, outbox.drainers = outbox.drainers, []
-        for loop, future in drainers:
-            _report(loop, future, error=ClientGone(reason))
+    def _cut(self) -> None:
+        """Shut the socket down: this also ends a write stalled in another thread."""
         try:
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)  # not SSLSocket's: no TLS state
         except (OSError, TypeError):
             pass
-        return ClientGone(reason)
 
     def _finish_output(self) -> None:
         """The request is over: what coroutines queued goes out now."""
         outbox = self.outbox
         if outbox is not None:
-            with outbox.write_lock:
-                self._flush(outbox)
+            outbox.finish()
             self.outbox = None
 
     async def drain(self) -> None:
         outbox = self.outbox
-        if outbox is None:
-            return
-        loop = _get_running_loop()
-        with outbox.lock:
-            if outbox.error is not None:
-                raise ClientGone(outbox.error)
-            if loop is None or outbox.unsent <= DRAIN_LOW_WATER:
-                return
-            future: asyncio.Future[None] = loop.create_future()
-            outbox.drainers.append((loop, future))
-        await future
+        if outbox is not None:
+            await outbox.drain()
 
     def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
         self._write_from_user(self.conn.send_head(status, encode_headers(headers)))
