@@ -11,11 +11,20 @@ a WSGI worker (like the threaded transport), except in ``send_data`` of a
 streamed response, where it yields the chunk out through :class:`_Chunk`; the
 response iterable resumes it for the next chunk.  This module holds no socket
 and never parses HTTP itself.
+
+An ``async def`` controller runs on the shared background loop while the WSGI
+server's request thread waits for it; the loop must never wait for a client, so
+that thread does the controller's I/O (:mod:`..transport.thread_io`, as in the
+threaded transport): ``await reader.read()`` awaits a ``wsgi.input`` read done
+there, and ``response.write_bytes`` queues its bytes, which that thread hands to
+``write()``, in order, before the app returns (``write()`` is the app's only
+while it runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -27,14 +36,20 @@ from ..dispatch.channel import (
     with_content_length,
 )
 from ..dispatch.dispatcher import Dispatcher, make_request
+from ..dispatch.invoke import LoopHelper, help_while_waiting
 from ..dispatch.routing import PATH_SAFE
 from ..errors import HttpError
 from ..protocol.http11 import reason_phrase
+from ..transport.common import ClientGone
+from ..transport.thread_io import Inbox, Outbox
 
 __all__ = ["WSGIProxy"]
 
 StartResponse = Callable[..., Callable[[bytes], Any]]
 READ_SIZE = 64 * 1024
+_COMPLETE = "this Response is complete: nothing more can be written"
+_get_running_loop = asyncio._get_running_loop
+_threads = threading.local()
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -98,10 +113,20 @@ class _Chunk:
         yield self
 
 
+def _thread_helper() -> LoopHelper:
+    """The calling thread's helper: one per WSGI server thread, for all its requests."""
+    helper: LoopHelper | None = getattr(_threads, "helper", None)
+    if helper is None:
+        helper = _threads.helper = LoopHelper()
+    return helper
+
+
 class _WSGIChannel(Channel):
     """Reads ``wsgi.input``, answers through ``start_response``."""
 
-    def __init__(self, environ: dict[str, Any], start_response: StartResponse) -> None:
+    def __init__(
+        self, environ: dict[str, Any], start_response: StartResponse, backlog: int = 0
+    ) -> None:
         self.environ = environ
         self.start_response = start_response
         self.secure = environ.get("wsgi.url_scheme") == "https"
@@ -122,16 +147,36 @@ class _WSGIChannel(Channel):
             self._length_required = not environ.get("wsgi.input_terminated")
         else:
             self._remaining = 0
+        # The I/O of coroutines, done by the request thread (see the module docstring).
+        self._backlog = backlog
+        self.helper: LoopHelper | None = None
+        self.outbox: Outbox | None = None
+        self.inbox: Inbox | None = None
+        self._returned = False  # the app returned: write() is no longer ours
 
     async def receive(self) -> bytes:
         if self._length_required:
             raise HttpError(411, "", "This server needs a Content-Length for request bodies.")
-        if self._remaining is None:
+        inbox = self.inbox
+        if _get_running_loop() is None:
+            if inbox is not None and inbox.ready:  # a read a coroutine stopped waiting for
+                return inbox.take() or b""
+            return self._read_input()
+        if inbox is None:
+            if self._remaining == 0:
+                return b""
+            inbox = self.inbox = Inbox()
+        return await inbox.read(self._read_input, self._post) or b""
+
+    def _read_input(self) -> bytes:
+        """The next piece of the body from ``wsgi.input`` (blocking: never on a loop)."""
+        remaining = self._remaining
+        if remaining is None:
             return bytes(self._input.read(READ_SIZE))
-        if self._remaining <= 0:
+        if remaining <= 0:
             return b""
-        data = bytes(self._input.read(min(READ_SIZE, self._remaining)))
-        self._remaining = self._remaining - len(data) if data else 0
+        data = bytes(self._input.read(min(READ_SIZE, remaining)))
+        self._remaining = remaining - len(data) if data else 0
         return data
 
     def _start(self, status: int, headers: HeaderLines) -> None:
@@ -161,11 +206,76 @@ class _WSGIChannel(Channel):
     def write_blocking(self, data: bytes) -> None:
         if self._write is None:
             raise RuntimeError("write_bytes before the response head")
-        if data and not self.is_head:
-            self._write(data)
+        if self.is_head:
+            return
+        if _get_running_loop() is not None:
+            self._queue(data)  # a coroutine: the request thread writes it
+        elif self.outbox is not None:
+            self.outbox.write(data)  # after what coroutines queued
+        elif data:
+            self._send(data)
 
     def end_blocking(self) -> None:
         return None
+
+    async def drain(self) -> None:
+        outbox = self.outbox
+        if outbox is not None:
+            await outbox.drain()
+
+    # -- the I/O of coroutines, done by the request thread ---------------------
+    def _queue(self, data: bytes) -> None:
+        """Queue a coroutine's bytes for the request thread (write-behind)."""
+        outbox = self.outbox
+        if outbox is None:
+            if not data:
+                return
+            if self._returned:
+                raise RuntimeError(_COMPLETE)
+            outbox = Outbox(self._send, self._cut, self._post, self._backlog, self.peer)
+            self.outbox = outbox
+        outbox.put(data)
+
+    def _send(self, data: bytes) -> None:
+        """WSGI's ``write()``; whatever it raises (servers differ) means the client is gone."""
+        write = self._write
+        if write is None:
+            raise RuntimeError("write_bytes before the response head")
+        try:
+            write(data)
+        except Exception as exc:
+            raise ClientGone(str(exc) or type(exc).__name__) from None
+
+    def _cut(self) -> None:
+        """Nothing to do: the connection is the WSGI server's, ended once the app raises."""
+
+    def _post(self, job: Callable[[], None]) -> None:
+        helper = self.helper
+        if helper is None:
+            helper = self.helper = LoopHelper()
+        helper.post(job)
+
+    def step(self, coro: Any) -> bytes | None:
+        """:func:`_step` in the calling thread, which meanwhile does the I/O handed to
+        it by the coroutines it waits for."""
+        helper = self.helper = _thread_helper()
+        previous = help_while_waiting(helper)
+        try:
+            return _step(coro)
+        finally:
+            help_while_waiting(previous)
+
+    def app_returns(self, complete: bool) -> None:
+        """What coroutines queued goes out now (``complete``) or never (the answer
+        failed); nothing can be queued after it."""
+        self._returned = True
+        outbox = self.outbox
+        if outbox is None:
+            return
+        if complete:
+            outbox.finish()
+        else:
+            outbox.fail("the answer was cut short")
 
 
 def _step(coro: Any) -> bytes | None:
@@ -183,7 +293,8 @@ def _step(coro: Any) -> bytes | None:
 class _StreamedBody:
     """The response iterable of a streamed response: resumes dispatch per chunk."""
 
-    def __init__(self, coro: Any, first: bytes) -> None:
+    def __init__(self, channel: _WSGIChannel, coro: Any, first: bytes) -> None:
+        self._channel = channel
         self._coro = coro
         self._first: bytes | None = first
 
@@ -192,7 +303,7 @@ class _StreamedBody:
             first, self._first = self._first, None
             yield first
         while True:
-            chunk = _step(self._coro)
+            chunk = self._channel.step(self._coro)
             if chunk is None:
                 return
             yield chunk
@@ -210,6 +321,7 @@ class WSGIProxy:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        self._backlog = dispatcher.config.limits.max_send_backlog
 
     def app_proxy(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The WSGI entry point: ``app_proxy(environ, start_response)``."""
@@ -227,12 +339,17 @@ class WSGIProxy:
             request_headers(environ),
             scheme,
         )
-        channel = _WSGIChannel(environ, start_response)
+        channel = _WSGIChannel(environ, start_response, self._backlog)
         coro = self.dispatcher.handle(request, channel)
-        first = _step(coro)
+        try:
+            first = channel.step(coro)
+        except BaseException:
+            channel.app_returns(complete=False)
+            raise
+        channel.app_returns(complete=True)
         if first is None:
             return channel.parts
-        return _StreamedBody(coro, first)
+        return _StreamedBody(channel, coro, first)
 
     __call__ = app_proxy
 

@@ -145,10 +145,13 @@ def _run_posted(job: Callable[[], None]) -> None:
 _local = threading.local()
 
 
-def help_while_waiting(helper: LoopHelper | None) -> None:
+def help_while_waiting(helper: LoopHelper | None) -> LoopHelper | None:
     """Make the calling thread run ``helper``'s jobs whenever it waits for an event
-    loop (:func:`call_async`, :func:`wait_on`...); None stops it."""
+    loop (:func:`call_async`, :func:`wait_on`...); None stops it.  Returns the
+    helper it replaces."""
+    previous: LoopHelper | None = getattr(_local, "helper", None)
     _local.helper = helper
+    return previous
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
