@@ -410,6 +410,69 @@ def test_a_task_that_outlives_its_request_cannot_write_into_the_next_answer(
     assert late["outcome"] == "RuntimeError"
 
 
+def test_a_body_read_the_coroutine_gave_up_holds_up_nothing(serve: Serve) -> None:
+    """A coroutine stops waiting for its body (``wait_for``) and answers: the threaded
+    worker doing the read for it let the answer wait up to body_timeout (or the
+    min_body_rate grace) before it was sent."""
+    app = App()
+
+    @app.route("/up", method="POST")
+    async def up(reader: RequestBodyReader) -> str:
+        try:
+            return f"got {len(await asyncio.wait_for(reader.read(), 0.5))}"
+        except asyncio.TimeoutError:
+            return "gave up"
+
+    live = serve(app, body_timeout=6.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+        started = time.monotonic()
+        head = sock.recv(65536)
+        took = time.monotonic() - started
+    assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"gave up"), head
+    assert took < 3, took
+
+
+def test_a_coroutine_may_read_and_write_at_once(serve: Serve) -> None:
+    """Full duplex: one task reads the body as it comes, another echoes each piece
+    (``write_bytes`` + ``drain()``); the client sends a piece once it saw the echo of
+    the one before.  A pending read held up the echo until body_timeout (threaded)."""
+    app = App()
+
+    @app.route("/echo", method="POST")
+    async def echo(reader: RequestBodyReader, response: Response) -> None:
+        pieces: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def read_in() -> None:
+            while True:
+                data = await reader.read(64)
+                await pieces.put(data)
+                if not data:
+                    return
+
+        async def write_out() -> None:
+            while data := await pieces.get():
+                response.write_bytes(data)
+                await response.drain()
+
+        await asyncio.gather(read_in(), write_out())
+
+    live = serve(app, body_timeout=5.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        started = time.monotonic()
+        seen = b""
+        for i in range(3):
+            piece = b"ping%d" % i
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            while piece not in seen:
+                chunk = sock.recv(4096)
+                assert chunk, seen
+                seen += chunk
+        took = time.monotonic() - started
+    assert took < 3, took
+
+
 # -- drain() in every front end ----------------------------------------------------
 DRAINED = b"".join(bytes([48 + i]) * 100_000 for i in range(4))
 

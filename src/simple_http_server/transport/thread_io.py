@@ -15,14 +15,16 @@ answer short (``cut``); both raise :class:`ClientGone` when the client is gone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .common import ClientGone, backlog_exceeded
 
-__all__ = ["DRAIN_LOW_WATER", "Inbox", "Outbox", "Post"]
+__all__ = ["DRAIN_LOW_WATER", "READ_SLICE", "Inbox", "Outbox", "Post", "Readable"]
 
 #: ``response.drain()`` returns once less than this is left unsent.
 DRAIN_LOW_WATER = 64 * 1024
@@ -31,6 +33,10 @@ _get_running_loop = asyncio._get_running_loop
 
 #: Runs a job on the thread waiting for the loop (or a thread of its own).
 Post = Callable[[Callable[[], None]], None]
+#: Waits at most the given seconds for input; True when a read would not wait long.
+Readable = Callable[[float], bool]
+#: Seconds a handed-off read waits for input before the thread looks at its other jobs.
+READ_SLICE = 0.05
 _Waiters = list[tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]]
 
 
@@ -226,8 +232,21 @@ class Inbox:
             raise outcome
         return outcome
 
-    async def read(self, read: Callable[[], bytes | None], post: Post) -> bytes | None:
-        """``read()`` run by ``post`` (the waiting thread), awaited on the loop."""
+    async def read(
+        self,
+        read: Callable[[], bytes | None],
+        post: Post,
+        readable: Readable | None = None,
+        wait: float = 0.0,
+    ) -> bytes | None:
+        """``read()`` run by ``post`` (the waiting thread), awaited on the loop.
+
+        With ``readable``, the thread waits for input in slices of ``READ_SLICE``
+        seconds (``wait`` in all: then the outcome is None, a timeout) and posts
+        itself again between them, so the writes queued meanwhile go out (a
+        coroutine may read and write at once), and a read nobody waits for any more
+        ends at the next slice instead of holding the thread.
+        """
         loop = asyncio.get_running_loop()
         while True:
             with self.lock:
@@ -238,15 +257,49 @@ class Inbox:
                 woken: asyncio.Future[None] = loop.create_future()
                 self.wakers.append((loop, woken))
             if start:
-                post(lambda: self._read_job(read))
+                if readable is None:
+                    post(lambda: self._read_job(read))
+                else:
+                    deadline = time.monotonic() + wait
+                    post(functools.partial(self._slice_job, read, post, readable, deadline))
             await woken
         return self.take()
+
+    def _slice_job(
+        self, read: Callable[[], bytes | None], post: Post, readable: Readable, deadline: float
+    ) -> None:
+        left = deadline - time.monotonic()
+        try:
+            ready = left > 0 and readable(min(READ_SLICE, left))
+        except Exception as exc:  # the coroutine that takes the outcome gets it
+            self._finish(exc)
+            return
+        if ready:
+            self._read_job(read)
+        elif left <= READ_SLICE:
+            self._finish(None)  # timed out
+        elif self._abandoned():
+            return  # the bytes stay in the kernel for the next read
+        else:
+            post(functools.partial(self._slice_job, read, post, readable, deadline))
+
+    def _abandoned(self) -> bool:
+        """True (and no read under way any more) when no coroutine waits for this one."""
+        with self.lock:
+            if any(not woken.done() for _, woken in self.wakers):
+                return False
+            self.reading = False
+            self.wakers = []
+            return True
 
     def _read_job(self, read: Callable[[], bytes | None]) -> None:
         try:
             outcome: bytes | Exception | None = read()
         except Exception as exc:  # the coroutine that takes the outcome gets it
             outcome = exc
+        self._finish(outcome)
+
+    def _finish(self, outcome: bytes | Exception | None) -> None:
         with self.lock:
             self.outcome, self.ready = outcome, True
             self.reading = False

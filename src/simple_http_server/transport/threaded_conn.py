@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
+import select
 import socket
 import ssl
 import time
@@ -177,14 +179,28 @@ class ThreadedConn(Channel):
         inbox = self.inbox
         if inbox is None:
             inbox = self.inbox = Inbox()
-        return await inbox.read(lambda: self._read_job(wait, slow), self._post)
+        return await inbox.read(
+            lambda: self._read_body(wait, slow), self._post, self._readable, wait
+        )
 
-    def _read_job(self, wait: float, slow: bool) -> bytes | None:
+    def _readable(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for body bytes (what was queued before, such
+        as a 100 Continue, goes out first)."""
         outbox = self.outbox
-        if outbox is not None:  # a 100 Continue goes out before the wait
+        if outbox is not None:
             with outbox.write_lock:
                 outbox.flush()
-        return self._read_body(wait, slow)
+        sock: Any = self.sock
+        if self.secure and sock.pending():  # decrypted bytes wait in the TLS layer
+            return True
+        try:
+            if hasattr(select, "poll"):  # not select(): descriptors may exceed FD_SETSIZE
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN)
+                return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
+            return bool(select.select([sock], [], [], timeout)[0])
+        except (OSError, ValueError) as exc:  # closed under us
+            raise ClientGone(str(exc)) from None
 
     # -- output written by coroutines (write-behind) ---------------------------
     def _write_later(self, data: bytes) -> None:
