@@ -16,6 +16,7 @@ from ..errors import HttpError
 from .invoke import run_sync
 
 __all__ = [
+    "DRAIN_LOW_WATER",
     "Channel",
     "ClientGone",
     "FileShrank",
@@ -73,6 +74,10 @@ def with_content_length(headers: HeaderLines, status: int, size: int) -> HeaderL
     if has_content_length(status):
         lines.append((b"Content-Length", str(size).encode()))
     return lines
+
+
+#: ``drain()`` (of a response or a websocket session) returns once at most this is unsent.
+DRAIN_LOW_WATER = 64 * 1024
 
 
 class ClientGone(Exception):

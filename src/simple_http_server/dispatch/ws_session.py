@@ -32,7 +32,6 @@ from .invoke import call_async, call_sync, is_async_callable
 from .ws_handlers import Callbacks
 
 __all__ = [
-    "DRAIN_LOW_WATER",
     "KEEPALIVE_REASON",
     "Keepalive",
     "LinkBase",
@@ -56,9 +55,6 @@ _MESSAGES = {
 #: The reason of the 1011 Close sent to a peer that did not answer a keepalive ping
 #: (the words of the ``websockets`` library, which uvicorn uses).
 KEEPALIVE_REASON = "keepalive ping timeout"
-
-#: ``session.drain()`` returns once the session's unsent output is at most this.
-DRAIN_LOW_WATER = 64 * 1024
 
 
 def warn_dropped(session_id: str, unsent: int, limit: int) -> None:

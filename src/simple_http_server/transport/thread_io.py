@@ -22,12 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..dispatch.channel import DRAIN_LOW_WATER
 from .common import ClientGone, backlog_exceeded
 
-__all__ = ["DRAIN_LOW_WATER", "READ_SLICE", "Inbox", "Outbox", "Post", "Readable"]
+__all__ = ["DRAIN_LOW_WATER", "READ_SLICE", "Inbox", "Outbox", "Post", "Readable", "report"]
 
-#: ``response.drain()`` returns once less than this is left unsent.
-DRAIN_LOW_WATER = 64 * 1024
 _COMPLETE = "this Response is complete: nothing more can be written"
 _get_running_loop = asyncio._get_running_loop
 
@@ -49,7 +48,7 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_exception(error)
 
 
-def _report(
+def report(
     loop: asyncio.AbstractEventLoop,
     future: asyncio.Future[Any],
     result: Any = None,
@@ -158,7 +157,7 @@ class Outbox:
                 if drainers:
                     self.drainers = []
             for loop, future in drainers:
-                _report(loop, future)
+                report(loop, future)
 
     def write(self, data: bytes) -> None:
         """Write ``data`` now, after the queued output (never on an event loop)."""
@@ -188,7 +187,7 @@ class Outbox:
             self.unsent = 0
             drainers, self.drainers = self.drainers, []
         for loop, future in drainers:
-            _report(loop, future, error=ClientGone(reason))
+            report(loop, future, error=ClientGone(reason))
         self.cut()
         return ClientGone(reason)
 
@@ -305,4 +304,4 @@ class Inbox:
             self.reading = False
             wakers, self.wakers = self.wakers, []
         for loop, woken in wakers:
-            _report(loop, woken)
+            report(loop, woken)

@@ -33,10 +33,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import logger as _logging
+from ..dispatch.channel import DRAIN_LOW_WATER
 from ..dispatch.invoke import call_soon_batched, run_sync, wait_for_loop
 from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
 from ..dispatch.ws_session import (
-    DRAIN_LOW_WATER,
     Keepalive,
     LinkBase,
     message_size,
@@ -46,6 +46,7 @@ from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
 from .common import set_kernel_timeouts, set_receive_timeout, unsent_bytes
+from .thread_io import report
 
 __all__ = ["WebsocketUpgrade"]
 
@@ -233,11 +234,6 @@ class _Queued:
         self.size = size  # None: read as it goes (a file), not counted
         self.close = close
         self.turn = turn
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class ThreadedLink(LinkBase):
@@ -702,10 +698,7 @@ class ThreadedLink(LinkBase):
         with self._drain_lock:
             waiters, self._drain_waiters = self._drain_waiters, []
         for loop, future in waiters:
-            try:
-                loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # that loop is closed: nobody waits
-                pass
+            report(loop, future)
 
     def _end_output(self) -> None:
         """The session is over: write what is left (a Close echo) unless the connection
