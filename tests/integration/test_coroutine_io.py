@@ -410,6 +410,46 @@ def test_a_task_that_outlives_its_request_cannot_write_into_the_next_answer(
     assert late["outcome"] == "RuntimeError"
 
 
+def test_a_task_that_outlives_its_request_cannot_read_the_next_requests_body(
+    serve: Serve,
+) -> None:
+    """A task the controller left behind holds its ``RequestBodyReader``: once the
+    request is over, reading raises instead of taking the body of the next request on
+    the same connection."""
+    app = App()
+    late: dict[str, Any] = {"go": threading.Event(), "done": threading.Event()}
+
+    @app.route("/leave-a-reader", method="POST")
+    async def leave_a_reader(reader: RequestBodyReader) -> str:
+        async def read_later() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, late["go"].wait, 10)
+            try:
+                late["outcome"] = await reader.read()
+            except Exception as exc:
+                late["outcome"] = type(exc).__name__
+            late["done"].set()
+
+        late["task"] = asyncio.ensure_future(read_later())
+        return "first"
+
+    @app.route("/next", method="POST")
+    async def next_request(reader: RequestBodyReader) -> bytes:
+        late["go"].set()
+        await asyncio.get_running_loop().run_in_executor(None, late["done"].wait, 10)
+        return await reader.read()
+
+    conn = serve(app).connection()  # one kept-alive connection for both requests
+    try:
+        conn.request("POST", "/leave-a-reader", body=b"FIRST-BODY")
+        assert conn.getresponse().read() == b"first"
+        conn.request("POST", "/next", body=b"SECOND-BODY")
+        reply = conn.getresponse()
+        assert (reply.status, reply.read()) == (200, b"SECOND-BODY")
+    finally:
+        conn.close()
+    assert late["outcome"] == "RuntimeError"
+
+
 def test_a_body_read_the_coroutine_gave_up_holds_up_nothing(serve: Serve) -> None:
     """A coroutine stops waiting for its body (``wait_for``) and answers: the threaded
     worker doing the read for it let the answer wait up to body_timeout (or the

@@ -82,6 +82,9 @@ def is_json_type(content_type: str) -> bool:
     return mime == "application/json" or (subtype.endswith("+json") and subtype != "+json")
 
 
+_REQUEST_OVER = "this request is over: the rest of its body cannot be read"
+
+
 class RequestBodyReader:
     """Reads the raw request body as it arrives.
 
@@ -113,10 +116,17 @@ class RequestBodyReader:
         """Body bytes received so far."""
         return self._seen
 
+    def detach(self) -> None:
+        """The request is over: the connection may already carry the next request,
+        so a read that would need more of the body raises (buffered bytes stay)."""
+        self._channel = None
+
     async def _more(self) -> bool:
         channel = self._channel
-        if self._eof or channel is None:
+        if self._eof:
             return False
+        if channel is None:
+            raise RuntimeError(_REQUEST_OVER)
         chunk = await channel.receive()
         if not chunk:
             self._eof = True
@@ -148,7 +158,9 @@ class RequestBodyReader:
 
     def read_blocking(self, n: int = -1) -> bytes:
         """:meth:`read` for plain (non-async) code."""
-        if self._channel is None:  # a body in memory: nothing to wait for
+        if self._channel is None:  # a body in memory (or detached): nothing to wait for
+            if not self._eof and (n < 0 or not self._pending):
+                raise RuntimeError(_REQUEST_OVER)
             return self._take(n)
         if in_event_loop():
             raise RuntimeError("use 'await reader.read()' inside a coroutine")

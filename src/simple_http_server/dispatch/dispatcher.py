@@ -224,7 +224,11 @@ class Dispatcher:
                     (time.perf_counter() - started) * 1000,
                 )
         finally:
-            response._closed = True  # a task that outlived the request cannot write on
+            # A task that outlived the request can neither write nor read on: the
+            # connection may carry the next request already.
+            response._closed = True
+            if request._reader is not None:
+                request._reader.detach()
             if request.files:
                 close_files(request)
 
