@@ -64,6 +64,9 @@ _QUEUE_HIGH = 1024 * 1024
 #: in the threaded transport, the reading side's replies queued behind a write
 #: before the reading thread waits for it (a ping flood stops being read).
 _OUT_HIGH = 256 * 1024
+#: Seconds ``stop()`` watches a session's output for progress before it takes the
+#: client for one that stopped reading and cuts the session.
+_STUCK_AFTER = 0.2
 #: Bytes written by one ``send`` at most, so that progress shows (keepalive, drain).
 _WRITE_SLICE = 256 * 1024
 #: Seconds a session's writer thread waits for more output before it ends.
@@ -173,7 +176,7 @@ class WebsocketUpgrade:
         with self._lock:
             links = list(self._threaded)
         for link in links:
-            if link.writing_stuck(0.2):  # on a client that stopped reading: cut it
+            if link.writing_stuck(_STUCK_AFTER):  # on a client that stopped reading: cut it
                 link.abort()
             else:
                 link.close_soon(ws.CLOSE_GOING_AWAY, "Server is shutting down")
@@ -1346,8 +1349,20 @@ class AioLink(LinkBase):
     async def shutdown(self) -> None:
         """Graceful stop: close every session with 1001, wait for this one (bounded)."""
         self.upgrade.close_all_aio()
-        if self.task is not None and not self.task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), CLOSE_TIMEOUT)
-            except (TimeoutError, asyncio.TimeoutError):
-                pass
+        task = self.task
+        if task is None or task.done():
+            return
+        unsent = unsent_bytes(self.conn.transport)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), _STUCK_AFTER)
+            return
+        except (TimeoutError, asyncio.TimeoutError):
+            pass
+        if self.conn._write_paused and unsent_bytes(self.conn.transport) >= unsent:
+            # The client took nothing meanwhile: our Close frame waits behind output it
+            # does not read, so no answer can come (the threaded link cuts it the same way).
+            self._abort()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT - _STUCK_AFTER)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass
