@@ -191,11 +191,10 @@ def test_a_coroutine_reader_sends_100_continue_before_it_waits(serve: Serve) -> 
     assert answer.status == 200 and answer.body == b'{"received": 5000}'
 
 
-def test_a_body_read_the_coroutine_stopped_waiting_for_loses_nothing(serve: Serve) -> None:
-    """``asyncio.wait_for(reader.read(), ...)`` times out while the body is late (the
-    read went on elsewhere); the next read gets every byte."""
+def patient_reader_app(timeouts: list[int]) -> App:
+    """``/upload``: reads the body with ``wait_for(reader.read(), 0.2)``, noting in
+    ``timeouts`` what it had when one timed out, and says whether all came intact."""
     app = App()
-    timeouts: list[int] = []
 
     @app.route("/upload", method="POST")
     async def upload(reader: RequestBodyReader) -> dict[str, int]:
@@ -211,7 +210,14 @@ def test_a_body_read_the_coroutine_stopped_waiting_for_loses_nothing(serve: Serv
             body += chunk
         return {"received": len(body), "intact": body == b"0123456789" * 1000}
 
-    live = serve(app)
+    return app
+
+
+def test_a_body_read_the_coroutine_stopped_waiting_for_loses_nothing(serve: Serve) -> None:
+    """``asyncio.wait_for(reader.read(), ...)`` times out while the body is late (the
+    read went on elsewhere); the next read gets every byte."""
+    timeouts: list[int] = []
+    live = serve(patient_reader_app(timeouts))
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000\r\n\r\n")
         time.sleep(0.5)  # the controller's read times out meanwhile

@@ -75,6 +75,26 @@ def https(live: Any, context: ssl.SSLContext) -> http.client.HTTPSConnection:
     return http.client.HTTPSConnection("127.0.0.1", live.port, timeout=10, context=context)
 
 
+def the_slot_serves_within(live: Any, context: ssl.SSLContext, seconds: float) -> bool:
+    """True once a GET gets a 200 within ``seconds`` (a server at ``max_connections=1``
+    whose one slot is held answers 503, which may reach a TLS client as a reset)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        conn = https(live, context)
+        try:
+            conn.request("GET", "/hello")
+            if conn.getresponse().status == 200:
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    return False
+
+
 def test_https_keep_alive_in_both_transports(
     serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
@@ -477,7 +497,6 @@ def test_a_wss_session_the_server_closed_frees_its_slot_at_once(
     """After the closing handshake the server closes TLS; a client that never sends
     its close_notify (most do not) held the connection's slot for asyncio's own 30 s
     TLS shutdown timeout (and ``stop()`` waited its whole drain_timeout for it)."""
-    import time
 
     from websocket import ABNF, WebSocket
 
@@ -496,20 +515,7 @@ def test_a_wss_session_the_server_closed_frees_its_slot_at_once(
     client.send("go")
     assert client.recv_data_frame(control_frame=True)[0] == ABNF.OPCODE_CLOSE
     client.close()
-    started = time.monotonic()
-    while True:  # the one slot serves the next client once the session is gone
-        conn = https(live, client_context)
-        try:
-            conn.request("GET", "/hello")
-            status = conn.getresponse().status
-        except (OSError, http.client.HTTPException):
-            status = 0  # the 503 may reach a TLS client as a reset
-        finally:
-            conn.close()
-        if status == 200:
-            break
-        assert time.monotonic() - started < 5, "the closed session still holds its slot"
-        time.sleep(0.1)
+    assert the_slot_serves_within(live, client_context, 5), "the session still holds its slot"
 
 
 def test_a_slow_tls_reader_gets_a_closing_answer_whole(
@@ -563,7 +569,6 @@ def test_a_closed_tls_connection_frees_its_slot_soon_after_its_answer_went_out(
     """``Connection: close``: the client reads the whole answer and keeps its socket open,
     never sending its close_notify.  The slot frees about a second after the last byte
     went out, however large the answer (a large one held it for body_timeout)."""
-    import time
 
     app = tls_app()
 
@@ -583,19 +588,6 @@ def test_a_closed_tls_connection_frees_its_slot_soon_after_its_answer_went_out(
         except (ssl.SSLError, OSError):
             pass
         assert received > size
-        started = time.monotonic()
-        while True:
-            conn = https(live, client_context)
-            try:
-                conn.request("GET", "/hello")
-                status = conn.getresponse().status
-            except (OSError, http.client.HTTPException):
-                status = 0  # the 503 may reach a TLS client as a reset
-            finally:
-                conn.close()
-            if status == 200:
-                break
-            assert time.monotonic() - started < 4, "the closed connection still holds its slot"
-            time.sleep(0.1)
+        assert the_slot_serves_within(live, client_context, 4), "the slot is still held"
     finally:
         raw.close()

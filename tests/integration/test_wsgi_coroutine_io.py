@@ -31,6 +31,7 @@ from .test_coroutine_io import (
     add_fast_route,
     expected_body,
     never_reading_client,
+    patient_reader_app,
     small_window_client,
     streamer_app,
     writer_app,
@@ -225,24 +226,8 @@ def test_a_coroutine_reading_a_trickled_upload_delays_no_other_coroutine() -> No
 def test_a_body_read_the_coroutine_stopped_waiting_for_loses_nothing() -> None:
     """``asyncio.wait_for(reader.read(), ...)`` times out while the body is late (the
     request thread goes on reading); the next read gets every byte."""
-    app = App()
     timeouts: list[int] = []
-
-    @app.route("/upload", method="POST")
-    async def upload(reader: RequestBodyReader) -> dict[str, Any]:
-        body = b""
-        for _ in range(50):  # 10 s at most
-            try:
-                chunk = await asyncio.wait_for(reader.read(65536), 0.2)
-            except asyncio.TimeoutError:
-                timeouts.append(len(body))
-                continue
-            if not chunk:
-                break
-            body += chunk
-        return {"received": len(body), "intact": body == b"0123456789" * 1000}
-
-    with wsgi_server(app) as live:
+    with wsgi_server(patient_reader_app(timeouts)) as live:
         with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
             sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000\r\n\r\n")
             time.sleep(0.5)  # the controller's read times out meanwhile
