@@ -376,3 +376,39 @@ def test_an_unsendable_close_is_refused_at_once_and_the_session_goes_on(serve: S
     assert int.from_bytes(payload[:2], "big") == 4000
     assert seen["refused"] == [1000, 1005, 999, 5000]
     reader.sock.close()
+
+
+def test_drain_waits_until_a_chunked_message_is_out(serve: Serve) -> None:
+    """A coroutine's message sent in chunks is framed piece by piece when its turn
+    comes; ``drain()`` returns only once all but 64 KiB of it went to the client, not
+    while the rest of it still waits to be framed."""
+    size = 8 * MIB
+    seen: dict[str, Any] = {}
+    app = App()
+
+    @app.websocket_handler(endpoint="/chunked")
+    class Chunked(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(b"c" * size, chunk_size=64 * 1024)
+            await session.drain()
+            seen["drained_at"] = time.monotonic()
+
+    # Small kernel buffers on both sides (accepted sockets inherit the listener's
+    # SO_SNDBUF), so what the client has not read is mostly in the server's hands.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    live = serve(app, listener=listener, body_timeout=10.0)
+    with open_ws(live, "/chunked", rcvbuf=4096) as sock:
+        sock.sendall(frame(0x1, b"go"))
+        reader = SlowReader(sock, 16384, 0.001)
+        progress: list[tuple[float, int]] = []
+        received = 0
+        while received < size:
+            payload = reader.frame()[1]
+            received += len(payload)
+            progress.append((time.monotonic(), received))
+    wait_for(lambda: "drained_at" in seen)
+    at_drain = max((got for when, got in progress if when <= seen["drained_at"]), default=0)
+    assert at_drain >= size - 512 * 1024, (at_drain, size)

@@ -664,6 +664,8 @@ class ThreadedLink(LinkBase):
                 self._busy = False
             if self._out or self._pending:
                 self._wake_writer()
+            if self._drain_waiters:
+                self._wake_drained()
 
     def _wait_turn(self, turn: _Queued) -> bool:
         """Wait until ``turn`` is first in line and no message is being framed;
@@ -683,7 +685,10 @@ class ThreadedLink(LinkBase):
 
     # -- drain -------------------------------------------------------------------
     def _drained(self) -> bool:
-        return self._dead or (self._unsized == 0 and self._unsent() <= DRAIN_LOW_WATER)
+        # A message being framed (``_busy``) counts whole: its rest is not queued yet.
+        return self._dead or (
+            not self._busy and self._unsized == 0 and self._unsent() <= DRAIN_LOW_WATER
+        )
 
     async def drain(self) -> None:
         loop = asyncio.get_running_loop()
