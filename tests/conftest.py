@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -212,6 +213,17 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Unifor
 
     with stack:
         yield make
+
+
+def small_send_buffer_listener(sndbuf: int = 16384) -> socket.socket:
+    """A listening socket on 127.0.0.1 for ``serve(..., listener=...)`` whose accepted
+    sockets inherit a small ``SO_SNDBUF``: what a client has not read then stays mostly
+    in the server's own buffers, not the kernel's."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener
 
 
 class LogRecords(logging.Handler):

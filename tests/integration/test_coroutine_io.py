@@ -65,9 +65,10 @@ def add_fast_route(app: App) -> None:
         return "fast"
 
 
-def read_slowly(sock: socket.socket, limit: float = 20.0) -> bytes:
-    """Read until the server closes, with a short pause after each read: a slow
-    reader that never stalls."""
+def read_slowly(sock: socket.socket, limit: float = 20.0, pause_first: float = 0.0) -> bytes:
+    """Read until the server closes (after ``pause_first`` seconds of reading nothing),
+    with a short pause after each read: a slow reader that never stalls."""
+    time.sleep(pause_first)
     data = bytearray()
     deadline = time.monotonic() + limit
     sock.settimeout(5)

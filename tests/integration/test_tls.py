@@ -19,6 +19,7 @@ import trustme
 from simple_http_server import App, BytesBody, Request, RequestBodyReader, Response
 from simple_http_server.server import make_ssl_context
 
+from ..conftest import small_send_buffer_listener
 from ..robustness.test_websocket_hostile import (
     check_stop_with_a_stuck_sender,
     check_unanswered_pings_close_1011,
@@ -537,10 +538,7 @@ def test_a_slow_tls_reader_gets_a_closing_answer_whole(
 
     # Small kernel buffers (accepted sockets inherit the listener's SO_SNDBUF), so part
     # of the answer stays in the server's own buffers while the client waits.
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener = small_send_buffer_listener()
     live = serve(app, listener=listener, ssl_context=server_context)
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect

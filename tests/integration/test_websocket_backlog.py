@@ -25,7 +25,7 @@ import pytest
 from simple_http_server import App, WebsocketCloseReason, WebsocketHandler, WebsocketSession
 from simple_http_server import logger as shs_logger
 
-from ..conftest import LiveServer, LogRecords
+from ..conftest import LiveServer, LogRecords, small_send_buffer_listener
 from ..robustness.test_websocket_hostile import upgraded
 
 Serve = Callable[..., LiveServer]
@@ -395,10 +395,7 @@ def test_drain_waits_until_a_chunked_message_is_out(serve: Serve) -> None:
 
     # Small kernel buffers on both sides (accepted sockets inherit the listener's
     # SO_SNDBUF), so what the client has not read is mostly in the server's hands.
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener = small_send_buffer_listener()
     live = serve(app, listener=listener, body_timeout=10.0)
     with open_ws(live, "/chunked", rcvbuf=4096) as sock:
         sock.sendall(frame(0x1, b"go"))

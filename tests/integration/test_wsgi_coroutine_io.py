@@ -32,6 +32,7 @@ from .test_coroutine_io import (
     expected_body,
     never_reading_client,
     patient_reader_app,
+    read_slowly,
     small_window_client,
     streamer_app,
     writer_app,
@@ -159,22 +160,6 @@ def split_answer(data: bytes) -> tuple[bytes, bytes]:
     return head.split(b"\r\n")[0], body
 
 
-def read_all(sock: socket.socket, limit: float = 20.0, pause_first: float = 0.0) -> bytes:
-    """Read until the server closes (after ``pause_first`` seconds of reading nothing),
-    with a short pause after each read: a slow reader."""
-    time.sleep(pause_first)
-    data = bytearray()
-    deadline = time.monotonic() + limit
-    sock.settimeout(5)
-    while time.monotonic() < deadline:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        time.sleep(0.002)
-    raise AssertionError(f"not closed within {limit}s ({len(data)} bytes read)")
-
-
 # -- the request thread writes: a stalled client delays no other coroutine -----------
 def test_a_coroutine_streaming_to_a_client_that_never_reads_delays_no_other_coroutine() -> None:
     app, seen = streamer_app()
@@ -295,7 +280,7 @@ def test_drain_paces_a_large_body_to_a_slow_reader_whole_and_in_order() -> None:
             sock.sendall(b"GET /write HTTP/1.1\r\nHost: t\r\n\r\n")
             time.sleep(0.5)
             took, fast = timed_get(live, "/fast")
-            data = read_all(sock, pause_first=max(0.0, 3.0 - took))
+            data = read_slowly(sock, pause_first=max(0.0, 3.0 - took))
         assert seen["done"].wait(5)
     assert fast == b"fast" and took < 2.0, f"an unrelated coroutine waited {took:.1f}s"
     assert seen["outcome"] == "complete"

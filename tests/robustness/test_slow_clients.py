@@ -17,7 +17,7 @@ import pytest
 
 from simple_http_server import App
 
-from ..conftest import LiveServer
+from ..conftest import LiveServer, small_send_buffer_listener
 from ..integration.apps import harness
 from .conftest import hostile_app, raise_fd_limit
 from .wire import parse_responses, read_until_closed
@@ -347,10 +347,7 @@ def test_a_closed_connection_whose_answer_is_stuck_is_dropped_and_frees_its_slot
 
     # Small, fixed kernel buffers on both sides, so what the kernel takes is known
     # (accepted sockets inherit the listener's SO_SNDBUF): about 32 KiB here.
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener = small_send_buffer_listener()
     live = serve(application, listener=listener, max_connections=1, body_timeout=1.0)
     with socket.socket() as stuck:
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
