@@ -673,7 +673,10 @@ class ThreadedLink(LinkBase):
         event = turn.turn
         assert event is not None
         while True:
-            event.wait(0.5)  # the timeout only guards against a lost wake-up
+            # Cleared before the check: a wake-up set after the check is kept for the
+            # next wait (clearing after the check could lose it).
+            event.wait(0.5)
+            event.clear()
             with self.lock:
                 if self._dead:
                     return False
@@ -681,7 +684,6 @@ class ThreadedLink(LinkBase):
                     self._pending.popleft()
                     self._busy = True
                     return True
-            event.clear()
 
     # -- drain -------------------------------------------------------------------
     def _drained(self) -> bool:
