@@ -23,6 +23,8 @@ from ..conftest import small_send_buffer_listener
 from ..robustness.test_websocket_hostile import (
     check_stop_with_a_stuck_sender,
     check_unanswered_pings_close_1011,
+    frame,
+    upgraded,
 )
 from .test_static import check_shrinking_file
 
@@ -446,9 +448,9 @@ def test_coroutine_body_reads_and_streamed_writes_over_https(
 def test_a_coroutine_streams_to_a_wss_client_with_drain(
     serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    """Over TLS the threaded transport never tries a non-blocking write on the loop: a
-    coroutine's output (messages, a file in pieces, a close) all goes through the
-    session's writer thread, in order, and ``drain()`` waits for it."""
+    """Over TLS a coroutine's output (messages, a file in pieces, a close) goes out in
+    order: what the socket takes at once from the loop, the rest from the threaded
+    session's writer thread; ``drain()`` waits for it."""
     import asyncio
     import threading
 
@@ -589,3 +591,62 @@ def test_a_closed_tls_connection_frees_its_slot_soon_after_its_answer_went_out(
         assert the_slot_serves_within(live, client_context, 4), "the slot is still held"
     finally:
         raw.close()
+
+
+def request_key_update(sock: ssl.SSLSocket) -> None:
+    """Make the client's next write carry a TLS 1.3 KeyUpdate that asks the server to
+    update its keys too (Python has no API for it: OpenSSL's, through ctypes)."""
+    import _ssl
+    import ctypes
+
+    libssl = ctypes.CDLL(_ssl.__file__)  # resolves libssl's symbols too
+    libssl.SSL_version.argtypes = [ctypes.c_void_p]
+    libssl.SSL_key_update.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    # CPython's _ssl._SSLSocket: PyObject_HEAD, a weak reference, then the SSL *.
+    ssl_ptr = ctypes.c_void_p.from_address(id(sock._sslobj) + 24).value  # type: ignore[attr-defined]
+    assert libssl.SSL_version(ssl_ptr) == 0x0304, "not the SSL * of a TLS 1.3 connection"
+    assert libssl.SSL_key_update(ssl_ptr, 1) == 1  # SSL_KEY_UPDATE_REQUESTED
+
+
+def test_wss_survives_key_updates_while_another_thread_sends(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """A TLS 1.3 peer's key update is read by the session's thread and changes the keys
+    another thread encrypts with: in the threaded transport both used the connection at
+    once, and the client soon got a record it could not decrypt (bad record MAC)."""
+    import struct
+    import threading
+
+    from simple_http_server import WebsocketHandler, WebsocketSession
+
+    count = 6000
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Pump(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            def pump() -> None:
+                for i in range(count):
+                    session.send(f"{i:05d}" + "y" * 1000)
+
+            threading.Thread(target=pump, daemon=True).start()
+
+    live = serve(app, ssl_context=server_context)
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        assert sock.version() == "TLSv1.3"
+        upgraded(sock)  # type: ignore[arg-type]
+        data, got = b"", []
+        while len(got) < count:
+            if len(got) % 5 == 0:  # 1,200 key updates, each while the server sends
+                request_key_update(sock)
+                sock.sendall(frame(0x1, b"k"))
+            while len(data) < 4 or len(data) < 4 + struct.unpack("!H", data[2:4])[0]:
+                chunk = sock.recv(65536)  # an ssl.SSLError here is the defect
+                assert chunk, len(got)
+                data += chunk
+            size = struct.unpack("!H", data[2:4])[0]
+            assert data[1] == 126, data[:4]  # unmasked, 16-bit length
+            got.append(data[4 : 4 + size][:5])
+            data = data[4 + size :]
+    assert got == [f"{i:05d}".encode() for i in range(count)]

@@ -47,6 +47,7 @@ from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
 from .common import set_kernel_timeouts, set_receive_timeout, unsent_bytes
 from .thread_io import report
+from .tls_serial import SerializedTls
 
 __all__ = ["WebsocketUpgrade"]
 
@@ -259,7 +260,10 @@ class ThreadedLink(LinkBase):
         super().__init__(proto, accepted.callbacks, accepted.request)
         self.upgrade = upgrade
         self.conn = conn
-        self.sock: socket.socket = conn.sock
+        # TLS: other threads write while this one reads; OpenSSL wants one at a time.
+        self.sock: Any = (
+            SerializedTls(conn.sock, upgrade.config.body_timeout) if conn.secure else conn.sock
+        )
         self.done = threading.Event()
         self._timer: threading.Timer | None = None
         self._poll: Any = None  # select.poll() of a TLS socket, once keepalive waits
@@ -291,7 +295,8 @@ class ThreadedLink(LinkBase):
         # reads takes small output too: only a backlog that shrinks shows a reader).
         self._acked = 0
         self._backlogged = False
-        self._nowait = 0 if conn.secure else _MSG_DONTWAIT
+        # A non-blocking send: a flag on plain sockets; TLS ones never block.
+        self._nowait = (_MSG_DONTWAIT or 1) if conn.secure else _MSG_DONTWAIT
         self._backlog_limit: int = upgrade.config.limits.max_send_backlog or sys.maxsize  # 0: none
 
     # -- output: queued under the session lock, written outside it --------------
@@ -765,9 +770,7 @@ class ThreadedLink(LinkBase):
                     config.websocket_ping_interval, config.websocket_ping_timeout, time.monotonic()
                 )
             secure = self.conn.secure
-            if secure:  # Python's timeout (TLS), shared by recv: recv retries
-                self.sock.settimeout(send_timeout)
-            else:  # the kernel's receive timeout wakes us when the keepalive is due
+            if not secure:  # the kernel's receive timeout wakes us when the keepalive is due
                 receive_timeout = keepalive.interval if keepalive is not None else 0
                 set_kernel_timeouts(self.sock, receive_timeout, send_timeout)
             run_sync(self.opened())
@@ -779,7 +782,7 @@ class ThreadedLink(LinkBase):
                     run_sync(self.handle(events))
                 if self.finished:
                     break
-                # TLS: wait for input or the keepalive here (Python's timeout is the
+                # TLS: wait for input or the keepalive here (the socket's timeout is the
                 # send's).  Once closing, CLOSE_TIMEOUT bounds the wait for the answer.
                 if (
                     secure
@@ -823,7 +826,7 @@ class ThreadedLink(LinkBase):
     # Keepalive: input already waiting is always read first, so a slow handler
     # never makes its peer look gone.  Plain sockets block in ``recv`` with a
     # kernel receive timeout (no system call per message); TLS sockets, whose
-    # Python timeout is the send's, wait in ``poll`` first.
+    # timeout is the send's, wait in ``poll`` first.
     def _keepalive_due(self, keepalive: Keepalive) -> None:
         now = time.monotonic()
         if self._output_taken():

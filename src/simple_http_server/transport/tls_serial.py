@@ -1,0 +1,129 @@
+"""A TLS socket that several threads read and write: one TLS call at a time.
+
+OpenSSL does not allow two threads in one TLS connection at once.  A threaded
+websocket session reads on its own thread while other threads send, and a TLS
+1.3 peer's key update makes the reading side write (the answering key update)
+and change the keys the writing side encrypts with: unserialized, the peer
+soon sees a record it cannot decrypt.
+
+:class:`SerializedTls` puts the socket in non-blocking mode and makes every
+call into the TLS layer under one lock; the waits for the socket (``poll``)
+happen outside it, so a reader waiting for input never holds up a writer.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import socket
+import ssl
+import threading
+import time
+
+__all__ = ["SerializedTls"]
+
+#: The most one TLS write takes on: progress shows between slices.
+WRITE_SLICE = 65536
+_IN = select.POLLIN if hasattr(select, "poll") else 1
+_OUT = select.POLLOUT if hasattr(select, "poll") else 4
+
+
+class SerializedTls:
+    """The parts of a socket a websocket session uses, on a shared TLS socket.
+
+    ``timeout`` bounds a wait without progress (``TimeoutError``), as a socket's
+    timeout does.  A write OpenSSL could not finish must be offered again, with the
+    same bytes first (the caller's queue keeps them): :meth:`send` checks that.
+    """
+
+    __slots__ = ("_lock", "_retry", "_sock", "timeout")
+
+    def __init__(self, sock: ssl.SSLSocket, timeout: float) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._retry = 0  # length of a write OpenSSL has begun and must be offered again
+        self.timeout = timeout
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def pending(self) -> int:
+        """Decrypted bytes waiting in the TLS layer."""
+        with self._lock:
+            return self._sock.pending()
+
+    def shutdown(self, how: int) -> None:
+        """Shut the descriptor down (not ``SSLSocket.shutdown``: that drops the TLS
+        state under a thread that may be using it)."""
+        socket.socket.shutdown(self._sock, how)
+
+    def recv(self, size: int) -> bytes:
+        """Wait (up to ``timeout``) for decrypted bytes; ``b""`` at the end."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            with self._lock:
+                try:
+                    return self._sock.recv(size)
+                except ssl.SSLWantReadError:
+                    want = _IN
+                except ssl.SSLWantWriteError:
+                    want = _OUT
+            self._wait(want, deadline)
+
+    def send(self, data: bytes | memoryview, flags: int = 0) -> int:
+        """Write what the socket takes now (``flags`` are ignored: it never waits).
+        Raises ``BlockingIOError`` when it took nothing."""
+        with self._lock:
+            sent, _want = self._write(data)
+        if not sent:
+            raise BlockingIOError("the TLS socket takes nothing now")
+        return sent
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        """Write all of ``data``, waiting for the socket (``TimeoutError`` after
+        ``timeout`` without progress)."""
+        with memoryview(data) as view:
+            done = 0
+            deadline = time.monotonic() + self.timeout
+            while done < len(view):
+                with self._lock:
+                    sent, want = self._write(view[done:])
+                if sent:
+                    done += sent
+                    deadline = time.monotonic() + self.timeout
+                else:
+                    self._wait(want, deadline)
+
+    def _write(self, data: bytes | memoryview) -> tuple[int, int]:
+        """One TLS write of at most a slice (the lock held): bytes taken, and what to
+        wait for when none were."""
+        piece = data[:WRITE_SLICE]
+        if len(piece) < self._retry:  # OpenSSL would fail the retry ("bad write retry")
+            raise RuntimeError("a TLS write must be offered again before other bytes")
+        try:
+            sent: int = self._sock.send(piece)
+        except ssl.SSLWantWriteError:
+            self._retry = len(piece)  # it may have written part of the piece already
+            return 0, _OUT
+        except ssl.SSLWantReadError:
+            self._retry = len(piece)
+            return 0, _IN
+        self._retry = 0
+        return sent, 0
+
+    def _wait(self, events: int, deadline: float) -> None:
+        """Wait outside the lock until the socket is ready for ``events``."""
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(self._sock.fileno(), events)
+                if poller.poll(math.ceil(remaining * 1000)):
+                    return
+            else:
+                readers = [self._sock] if events == _IN else []
+                writers = [self._sock] if events == _OUT else []
+                if any(select.select(readers, writers, [], remaining)):
+                    return
+        raise TimeoutError("timed out")
