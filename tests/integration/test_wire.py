@@ -19,7 +19,7 @@ from simple_http_server.config import ServerConfig
 from simple_http_server.server import Server
 from simple_http_server.testing import TestClient
 
-from ..conftest import LiveServer
+from ..conftest import LiveServer, LogRecords
 
 
 # -- raw-socket helpers (also used by test_transports.py) -------------------
@@ -503,6 +503,66 @@ def test_stop_cuts_requests_still_running_after_drain_timeout(
         release.set()
         for sock in socks:
             sock.close()
+
+
+def test_stop_cuts_a_request_blocked_writing_to_a_client_that_does_not_read(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """Past drain_timeout a request whose worker is blocked in a write is cut: closing
+    the socket did not wake the write (threaded), which went on until body_timeout."""
+    app = App()
+    finished = threading.Event()
+
+    @app.route("/forever")
+    def forever() -> Iterator[bytes]:
+        try:
+            for _ in range(100_000):
+                yield b"y" * 65536
+        finally:
+            finished.set()
+
+    live = serve(app, drain_timeout=1.0, body_timeout=8.0)
+    with socket.create_connection((live.host, live.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.sendall(b"GET /forever HTTP/1.1\r\nHost: t\r\n\r\n")  # and never reads
+        time.sleep(0.5)  # the worker fills the buffers and blocks in its write
+        started = time.monotonic()
+        stopper = threading.Thread(target=live.server.stop)
+        stopper.start()
+        assert finished.wait(6.0)
+        elapsed = time.monotonic() - started
+        stopper.join(10)
+    assert elapsed < 1.0 + 1.5, elapsed  # body_timeout (8 s) before
+
+
+def test_stop_during_a_stalled_file_download_logs_no_error(
+    serve: Callable[..., LiveServer], tmp_path: Any
+) -> None:
+    """asyncio aborted the transport under its own ``loop.sendfile``, and asyncio
+    logged an ``InvalidStateError`` traceback ("Exception in callback ...")."""
+    import logging
+
+    (tmp_path / "big.bin").write_bytes(b"x" * (32 * 1024 * 1024))
+    records = LogRecords()
+    watched = [logging.getLogger("asyncio"), logging.getLogger("simple_http_server")]
+    for logger in watched:
+        logger.addHandler(records)
+    try:
+        live = serve(App(), resources={"/files/*": str(tmp_path)}, drain_timeout=1.0)
+        with socket.create_connection((live.host, live.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200 ")  # and reads no more
+            time.sleep(0.5)
+            started = time.monotonic()
+            live.server.stop()
+            assert time.monotonic() - started < 4.0
+            time.sleep(0.2)  # callbacks the abort scheduled
+    finally:
+        for logger in watched:
+            logger.removeHandler(records)
+    errors = [r.getMessage() for r in records.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 def test_stop_returns_within_a_second_when_idle(serve: Callable[..., LiveServer]):

@@ -83,6 +83,31 @@ def test_head_trickled_one_byte_a_second_is_cut_off(serve: Serve) -> None:
     assert sent <= 4
 
 
+def test_head_trickled_faster_than_the_sweep_is_cut_off_on_an_idle_server(serve: Serve) -> None:
+    """A byte every 0.2 s kept the connection busy whenever the threaded transport's
+    sweep (every 0.5 s) looked, so on an otherwise idle server it was never cut."""
+    live = serve(app()[0], head_timeout=1.0)
+    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100 + b"\r\n\r\n"  # 28 s at this rate
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        started = time.monotonic()
+        answer = b""
+        for byte in head:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(0.2)
+            try:
+                answer = sock.recv(4096)
+                break  # the server answered (408) or closed
+            except TimeoutError:
+                if time.monotonic() - started > 5:
+                    break
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), (answer, elapsed)
+    assert elapsed < 1.0 + 1.5, elapsed
+
+
 # -- the first request: head_timeout from the accept; idle_timeout between requests ------
 def test_a_fresh_connection_that_sends_nothing_is_closed_after_head_timeout(
     serve: Serve,

@@ -69,6 +69,8 @@ class _AioConn(asyncio.Protocol, Channel):
         self.conn = new_connection(server.config)
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
+        #: The ``loop.sendfile`` under way, if any (it ends before the transport is aborted).
+        self._sending: asyncio.Future[int] | None = None
         self.upgraded: Any = None
         self.closed = False
         #: Bytes of a request head arrived: a timeout is answered with 408.
@@ -338,6 +340,16 @@ class _AioConn(asyncio.Protocol, Channel):
         """Drop the connection at once, discarding unsent output."""
         self.closed = True
         self._cancel_timer()
+        sending = self._sending
+        if sending is not None and not sending.done():
+            # A transport aborted under loop.sendfile fails in asyncio itself (3.11:
+            # InvalidStateError, logged with a traceback): the sendfile ends first.
+            sending.cancel()
+            sending.add_done_callback(self._abort_transport)
+        else:
+            self._abort_transport()
+
+    def _abort_transport(self, _done: object = None) -> None:
         if self.transport is not None:
             self.transport.abort()
 
@@ -446,15 +458,22 @@ class _AioConn(asyncio.Protocol, Channel):
                 raise ClientGone("connection lost")
             size = min(slice_size, end - offset)
             started = time.monotonic()
+            sending = self._sending = asyncio.ensure_future(
+                self.loop.sendfile(transport, file, offset, size)
+            )
             try:
-                sent = await asyncio.wait_for(
-                    self.loop.sendfile(transport, file, offset, size), timeout
-                )
+                sent = await asyncio.wait_for(sending, timeout)
             except asyncio.TimeoutError:
                 self.abort()  # the client stopped reading
                 raise ClientGone("timed out writing the response") from None
             except (OSError, RuntimeError) as exc:  # reset, or closed under us
                 raise ClientGone(str(exc)) from None
+            except asyncio.CancelledError:
+                if not (self.closed and sending.cancelled()):
+                    raise
+                raise ClientGone("connection lost") from None  # abort() ended it
+            finally:
+                self._sending = None
             if not sent:  # the body cannot fill its Content-Length: drop the connection
                 raise FileShrank(file, count, offset - start)
             offset += sent
@@ -612,9 +631,12 @@ class AioServer:
                 await asyncio.wait_for(self.all_closed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+        sending = [c._sending for c in self.connections if c._sending is not None]
         for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
+        if sending:  # aborted once their sendfile ended
+            await asyncio.wait(sending, timeout=1.0)
+            await asyncio.sleep(0)
         self.connections.clear()
         if self._server is not None:
             try:

@@ -104,8 +104,12 @@ class ThreadedServer:
                     self._busy -= 1
                     self._idle_workers += 1
             if (park or conn.lingering) and not self.stopping:
+                if park and conn.deadline <= time.monotonic():
+                    # Bytes that keep coming never leave it armed for the sweep to
+                    # see (slowloris): its deadline is checked here too.
+                    self._expire(conn)
                 # Armed again from this thread: no hand-off to the selector thread.
-                if not self._poller.rearm(conn.sock, conn):
+                elif not self._poller.rearm(conn.sock, conn):
                     self._drop(conn)
             elif conn.upgrade is None:
                 self._drop(conn)
@@ -217,15 +221,19 @@ class ThreadedServer:
         expired = [conn for conn in self._poller.armed() if conn.deadline <= now]
         for conn in expired:
             self._poller.remove(conn.sock)
-            # A 408 only for a started head (a silent connection is closed silently);
-            # one non-blocking try: the sweep never waits on a client.
-            if conn.head_started:
-                try:
-                    conn.sock.setblocking(False)
-                    conn.sock.send(conn.conn.send_error(408))
-                except (OSError, ValueError):  # full buffer, or a TLS handshake under way
-                    pass
-            self._drop(conn)
+            self._expire(conn)
+
+    def _expire(self, conn: ThreadedConn) -> None:
+        """Close a connection (not armed) whose deadline passed: a 408 only for a started
+        head (a silent connection is closed silently); one non-blocking try, so this
+        never waits on a client."""
+        if conn.head_started:
+            try:
+                conn.sock.setblocking(False)
+                conn.sock.send(conn.conn.send_error(408))
+            except (OSError, ValueError):  # full buffer, or a TLS handshake under way
+                pass
+        self._drop(conn)
 
     def _shutdown(self) -> None:
         poller = self._poller
@@ -253,6 +261,7 @@ class ThreadedServer:
         with self._lock:
             stuck = list(self._conns)
         for conn in stuck:
+            conn.cut()  # wakes a worker blocked writing to a client that does not read
             self._drop(conn)
         join_deadline = time.monotonic() + 1.0
         for thread in self._workers:

@@ -211,7 +211,7 @@ class ThreadedConn(Channel):
             if not data:
                 return
             limit = self.server.config.limits.max_send_backlog
-            outbox = self.outbox = Outbox(self._send, self._cut, self._post, limit, self.peer)
+            outbox = self.outbox = Outbox(self._send, self.cut, self._post, limit, self.peer)
         outbox.put(data)
 
     def _post(self, job: Callable[[], None]) -> None:
@@ -221,7 +221,7 @@ class ThreadedConn(Channel):
             helper = self.helper = LoopHelper()
         helper.post(job)
 
-    def _cut(self) -> None:
+    def cut(self) -> None:
         """Shut the socket down: this also ends a write stalled in another thread."""
         try:
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)  # not SSLSocket's: no TLS state
@@ -305,10 +305,9 @@ class ThreadedConn(Channel):
         sock.settimeout(self.server.config.body_timeout)
         try:
             sent = sock.sendfile(file, offset, count)
-        except (TimeoutError, OSError) as exc:
-            raise ClientGone(str(exc)) from None
-        finally:
             sock.settimeout(None)
+        except (TimeoutError, OSError) as exc:  # also closed under us (stop() cut it)
+            raise ClientGone(str(exc)) from None
         if sent < count:  # the body cannot fill its Content-Length: drop the connection
             raise FileShrank(file, count, sent)
 
