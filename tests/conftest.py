@@ -3,7 +3,9 @@
 ``live_server(app, transport, **start_options)`` runs a real server on
 127.0.0.1 with a free port in a background thread; ``serve`` is the fixture
 form.  ``make_client`` is parametrized over ``dispatch`` (TestClient, no
-socket), ``threaded`` and ``asyncio`` so one test covers every front end.
+socket), ``threaded`` and ``asyncio`` so one test covers every front end;
+``make_any_client`` adds ``wsgi`` (a threaded wsgiref) and ``asgi`` (uvicorn),
+both in this process (``wsgi_server``, ``asgi_server``).
 """
 
 from __future__ import annotations
@@ -13,19 +15,23 @@ import http.client
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
 from simple_http_server.app import App
 from simple_http_server.config import ServerConfig
-from simple_http_server.server import Server
+from simple_http_server.server import Server, init_asgi_proxy, init_wsgi_proxy
 from simple_http_server.testing import TestClient
 
 TRANSPORTS = ["threaded", "asyncio"]
 FRONT_ENDS = ["dispatch", "threaded", "asyncio"]
+ALL_FRONT_ENDS = ["dispatch", "threaded", "asyncio", "wsgi", "asgi"]
 
 
 @dataclass
@@ -94,6 +100,69 @@ def live_server(
         live.stop()
 
 
+@dataclass
+class Address:
+    """Where a WSGI or ASGI server of this process listens."""
+
+    port: int
+    host: str = "127.0.0.1"
+
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietWSGIHandler(WSGIRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def wsgi_server(proxy: Any) -> Iterator[Address]:
+    """Serve the WSGI app ``proxy`` with wsgiref (a thread per request) on a free port."""
+    httpd = make_server(
+        "127.0.0.1", 0, proxy, server_class=_ThreadingWSGIServer, handler_class=_QuietWSGIHandler
+    )
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield Address(int(httpd.server_address[1]))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def asgi_server(proxy: Any, **options: Any) -> Iterator[Address]:
+    """Serve the ASGI app ``proxy`` with a real uvicorn (wsproto) in a thread of this
+    process, on a socket bound here (``options``: more ``uvicorn.Config`` settings)."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        proxy, ws="wsproto", lifespan="off", log_level="warning", timeout_graceful_shutdown=1,
+        **options,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield Address(int(sock.getsockname()[1]))
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
 @pytest.fixture(params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest) -> str:
     """Each real transport in turn."""
@@ -145,7 +214,9 @@ class Reply:
 class UniformClient:
     """The same request API over the TestClient or a real socket (http.client)."""
 
-    def __init__(self, front_end: str, test_client: TestClient | None, live: LiveServer | None):
+    def __init__(
+        self, front_end: str, test_client: TestClient | None, live: LiveServer | Address | None
+    ):
         self.front_end = front_end
         self._test_client = test_client
         self._live = live
@@ -153,7 +224,7 @@ class UniformClient:
 
     @property
     def live(self) -> LiveServer:
-        assert self._live is not None, "no live server in dispatch mode"
+        assert isinstance(self._live, LiveServer), "no live server of ours in this mode"
         return self._live
 
     def request(
@@ -173,7 +244,8 @@ class UniformClient:
             r = self._test_client.request(method, path, headers=headers, body=body)
             reply = Reply(r.status_code, dict(r.headers), r.header_list, r.content)
         else:
-            conn = self.live.connection()
+            assert self._live is not None
+            conn = self._live.connection()
             try:
                 conn.request(method, path, body=body or None, headers=headers)
                 resp = conn.getresponse()
@@ -210,6 +282,30 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Unifor
             return UniformClient(front_end, TestClient(app, resources, settings), None)
         live = stack.enter_context(live_server(app, front_end, resources, **config))
         return UniformClient(front_end, None, live)
+
+    with stack:
+        yield make
+
+
+@pytest.fixture(params=ALL_FRONT_ENDS)
+def make_any_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., UniformClient]]:
+    """``make_any_client(app, resources=None, **config)`` in each front end in turn:
+    ``make_client``'s three, then WSGI (wsgiref) and ASGI (uvicorn)."""
+    front_end = str(request.param)
+    stack = contextlib.ExitStack()
+
+    def make(app: App, resources: dict[str, str] | None = None, **config: Any) -> UniformClient:
+        if front_end == "dispatch":
+            settings = ServerConfig().with_changes(**config)
+            return UniformClient(front_end, TestClient(app, resources, settings), None)
+        if front_end in TRANSPORTS:
+            live = stack.enter_context(live_server(app, front_end, resources, **config))
+            return UniformClient(front_end, None, live)
+        if front_end == "wsgi":
+            proxy = init_wsgi_proxy(resources=resources, app_conf=app, **config)
+            return UniformClient(front_end, None, stack.enter_context(wsgi_server(proxy)))
+        proxy = init_asgi_proxy(resources=resources, app_conf=app, **config)
+        return UniformClient(front_end, None, stack.enter_context(asgi_server(proxy)))
 
     with stack:
         yield make

@@ -133,14 +133,42 @@ class Cookies(http.cookies.SimpleCookie):
 
     @classmethod
     def of_header(cls, raw: str | None) -> Cookies:
-        """The cookies of a ``Cookie`` request header; a malformed one gives none."""
+        """The cookies of a ``Cookie`` request header.
+
+        Read one ``;``-separated ``name=value`` pair at a time (RFC 6265 5.4), as
+        browsers send them: a pair ``SimpleCookie.load`` refuses (a JSON value, a
+        space, a non-ASCII value) must not cost the others, the session cookie
+        among them.  A pair without ``=`` is skipped; a quoted value is unquoted;
+        UTF-8 bytes (read as latin-1, like every header) become the text they encode.
+        """
         cookies = cls()
         if raw:
-            try:
-                cookies.load(raw)
-            except http.cookies.CookieError:
-                pass
+            for pair in raw.split(";"):
+                name, eq, value = pair.partition("=")
+                name = name.strip()
+                if eq and name:
+                    cookies._add_sent(_utf8(name), value.strip())
         return cookies
+
+    def _add_sent(self, name: str, coded: str) -> None:
+        """Store a cookie the client sent, whatever its name (``Morsel.set`` refuses
+        names such as ``a[b]`` or ``path`` that browsers do send)."""
+        real, coded = self.value_decode(coded)
+        morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
+        state = {"key": name, "value": _utf8(real), "coded_value": coded}
+        morsel.__setstate__(state)  # type: ignore[attr-defined]
+        dict.__setitem__(self, name, morsel)
+
+
+def _utf8(text: str) -> str:
+    """``text`` whose characters are UTF-8 bytes read as latin-1, as the text they
+    encode; any other text unchanged."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 class ParamStringValue(str):

@@ -1,0 +1,129 @@
+"""Request cookies as browsers send them, in every front end and in websocket handshakes.
+
+One pair ``SimpleCookie`` cannot parse (a JSON value, a space, a pair without ``=``,
+UTF-8) used to drop every cookie of the request, the session cookie included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websocket
+
+from simple_http_server import App, Cookie, Request, Response, Session, WebsocketSession
+from simple_http_server.server import init_asgi_proxy
+from simple_http_server.testing import TestClient
+
+from ..conftest import TRANSPORTS, asgi_server, live_server
+
+
+def wire(text: str) -> str:
+    """``text`` as its UTF-8 bytes read as latin-1: what a header carries on the wire
+    (http.client sends a str header value as latin-1)."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def cookie_app() -> App:
+    app = App()
+
+    @app.route("/login")
+    def login(session: Session) -> dict[str, Any]:
+        session.set_attribute("user", "alice")
+        return {"new": session.is_new}
+
+    @app.route("/me")
+    def me(request: Request) -> dict[str, Any]:
+        session = request.get_session()
+        cookies = {name: morsel.value for name, morsel in request.cookies.items()}
+        return {"user": session.get_attribute("user") if session else None, "cookies": cookies}
+
+    @app.route("/theme")
+    def theme(t: Cookie = Cookie("theme", required=True)) -> dict[str, Any]:
+        return {"theme": t.value}
+
+    @app.route("/set")
+    def set_cookie(response: Response, value: str) -> str:
+        response.add_cookie("kept", value)  # SimpleCookie quotes what needs it
+        return "ok"
+
+    return app
+
+
+# (a pair browsers store and send back, the value the app must see; None: skipped)
+ODD_PAIRS = [
+    ('pref={"lang":"en"}', '{"lang":"en"}'),
+    ("msg=hello world", "hello world"),
+    ("flag", None),
+    ("name=José", "José"),
+]
+
+
+@pytest.mark.parametrize(("pair", "value"), ODD_PAIRS, ids=["json", "space", "no-equals", "utf8"])
+def test_one_odd_cookie_costs_no_other(make_any_client, pair: str, value: str | None) -> None:
+    client = make_any_client(cookie_app())
+    client.get("/login")
+    session_cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    client.cookies.clear()
+
+    me = client.get("/me", headers={"Cookie": wire(f"{pair}; {session_cookie}")}).json()
+    assert me["user"] == "alice", me  # still logged in
+    name = pair.partition("=")[0]
+    assert me["cookies"].get(name) == value, me
+    reply = client.get("/theme", headers={"Cookie": wire(f"{session_cookie}; theme=dark; {pair}")})
+    assert (reply.status, reply.json()) == (200, {"theme": "dark"})
+
+
+def test_a_quoted_value_comes_back_unquoted(make_any_client) -> None:
+    client = make_any_client(cookie_app())
+    reply = client.get("/set?value=a%3Bb%20c%22d")
+    assert reply.status == 200
+    assert reply.header("Set-Cookie") == r'kept="a\073b c\"d"'  # SimpleCookie's quoting
+    assert client.get("/me").json()["cookies"] == {"kept": 'a;b c"d'}
+
+
+# -- websocket handshakes ----------------------------------------------------
+def ws_app() -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Cookies:
+        def on_open(self, session: WebsocketSession) -> None:
+            cookies = session.request.cookies
+            session.send(repr(sorted((k, m.value) for k, m in cookies.items())))
+
+    return app
+
+
+@contextlib.contextmanager
+def ws_port(kind: str, app: App) -> Iterator[int]:
+    if kind in TRANSPORTS:
+        with live_server(app, kind) as live:
+            yield live.port
+    else:
+        with asgi_server(init_asgi_proxy(app_conf=app)) as address:
+            yield address.port
+
+
+EXPECTED = repr([("pref", '{"a":1}'), ("sid", "abc"), ("who", "José")])
+
+
+@pytest.mark.parametrize("kind", [*TRANSPORTS, "asgi"])
+def test_websocket_handshake_cookies(kind: str) -> None:
+    with ws_port(kind, ws_app()) as port:
+        ws = websocket.create_connection(  # it sends the header as UTF-8 itself
+            f"ws://127.0.0.1:{port}/ws", timeout=10, cookie='sid=abc; pref={"a":1}; who=José'
+        )
+        try:
+            assert ws.recv() == EXPECTED
+        finally:
+            ws.close()
+
+
+def test_websocket_handshake_cookies_in_the_test_client() -> None:
+    client = TestClient(ws_app())
+    cookie = wire('sid=abc; pref={"a":1}; who=José')
+    with client.websocket_connect("/ws", headers={"Cookie": cookie}) as ws:
+        assert ws.receive_text() == EXPECTED
