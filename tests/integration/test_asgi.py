@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from simple_http_server import App, Response, server
+from simple_http_server import App, Request, Response, server
 
+from ..conftest import asgi_server
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
 
@@ -859,3 +860,92 @@ def test_drain_waits_for_the_asgi_server() -> None:
     sent = serve_slowly(proxy, "/drained", lambda message: 0.05, on_send=record)  # a slow server
     assert body_of(sent) == b"d0;d1;d2;"
     assert order == ["sent d0;", "drained 0", "sent d1;", "drained 1", "sent d2;", "drained 2"]
+
+
+# -- served under a path prefix: scope["root_path"] ---------------------------
+def _prefixed_app() -> Any:
+    from simple_http_server import WebsocketSession
+
+    app = App()
+
+    @app.route("/hello")
+    def hello(request: Request) -> dict[str, str]:
+        return {"path": request.path}
+
+    @app.route("/apix/hello")
+    def apix() -> dict[str, str]:
+        return {"path": "apix"}
+
+    @app.route("/{name}/x")
+    def value(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    @app.websocket_handler(endpoint="/ws/{room}")
+    class Room:
+        def on_open(self, session: WebsocketSession) -> None:
+            session.send(f"room {session.request.path_values['room']} at {session.request.path}")
+
+    return app
+
+
+def test_uvicorn_root_path_serves_the_apps_own_paths() -> None:
+    """``uvicorn --root-path /api`` (behind a proxy that strips /api) puts the prefix in
+    ``path`` and ``raw_path``: routes are matched below it, as WSGI's SCRIPT_NAME."""
+    import websocket
+
+    proxy = server.init_asgi_proxy(app_conf=_prefixed_app())
+    with asgi_server(proxy, root_path="/api") as address:
+        conn = address.connection()
+        try:
+            for target, status, body in [
+                ("/hello", 200, {"path": "/hello"}),
+                ("/a%20b/x?q=1", 200, {"name": "a b"}),
+            ]:
+                conn.request("GET", target)
+                resp = conn.getresponse()
+                assert (resp.status, json.loads(resp.read())) == (status, body), target
+        finally:
+            conn.close()
+        ws = websocket.create_connection(f"ws://127.0.0.1:{address.port}/ws/r1", timeout=10)
+        try:
+            assert ws.recv() == "room r1 at /ws/r1"
+        finally:
+            ws.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "raw_path", "root_path", "expected"),
+    [
+        ("/api/hello", b"/api/hello", "/api", "/hello"),  # uvicorn >= 0.26, Starlette's Mount
+        ("/api/hello", None, "/api", "/hello"),  # no raw_path
+        ("/hello", b"/hello", "/api", "/hello"),  # older servers: path below root_path
+        ("/api/apix/hello", b"/api/apix/hello", "/api/", "apix"),
+        ("/apix/hello", b"/apix/hello", "/api", "apix"),  # /apix is not below /api
+        ("/my app/hello", b"/my%20app/hello", "/my app", "/hello"),
+    ],
+)
+def test_root_path_is_stripped_from_the_route_path(
+    path: str, raw_path: bytes | None, root_path: str, expected: str
+) -> None:
+    scope = http_scope("GET", path)
+    scope["root_path"] = root_path
+    if raw_path is None:
+        del scope["raw_path"]
+    else:
+        scope["raw_path"] = raw_path
+    proxy = server.init_asgi_proxy(app_conf=_prefixed_app())
+    sent = run_asgi(scope, [{"type": "http.request"}], proxy)
+    assert sent[0]["status"] == 200
+    assert json.loads(body_of(sent))["path"] == expected
+
+
+def test_websocket_scope_with_root_path() -> None:
+    scope = _ws_scope("/api/ws/r2")
+    scope["root_path"] = "/api"
+    sent = run_asgi(
+        scope,
+        [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}],
+        server.init_asgi_proxy(app_conf=_prefixed_app()),
+    )
+    assert sent[0]["type"] == "websocket.accept"
+    assert sent[1] == {"type": "websocket.send", "text": "room r2 at /ws/r2"}

@@ -62,16 +62,36 @@ else:  # pragma: no cover - Python 3.10
 
 
 def request_target(scope: Scope) -> str:
-    """The undecoded request target of an ``http`` or ``websocket`` scope."""
+    """The undecoded request target of an ``http`` or ``websocket`` scope, below
+    its ``root_path`` (routes are the app's own paths, as under WSGI's ``SCRIPT_NAME``)."""
     raw = scope.get("raw_path")
-    path = (
-        bytes(raw).decode("latin-1")
-        if raw
-        else quote(str(scope.get("path") or "/").encode("utf-8"), safe=PATH_SAFE)
-    )
-    path = path.partition("?")[0]  # some servers keep the query in raw_path
+    root = str(scope.get("root_path") or "").rstrip("/")
+    decoded = str(scope.get("path") or "/")
+    if raw:
+        path = bytes(raw).decode("latin-1").partition("?")[0]  # some keep the query there
+        if root:
+            rest = _below(path, quote(root.encode("utf-8"), safe=PATH_SAFE))
+            if rest is not None:
+                path = rest
+            elif (rest := _below(decoded, root)) is not None:  # the root spelled otherwise
+                path = quote(rest.encode("utf-8"), safe=PATH_SAFE)
+    else:
+        rest = _below(decoded, root) if root else None
+        path = quote((decoded if rest is None else rest).encode("utf-8"), safe=PATH_SAFE)
     query = bytes(scope.get("query_string") or b"").decode("latin-1")
     return f"{path}?{query}" if query else path
+
+
+def _below(path: str, root: str) -> str | None:
+    """``path`` without its leading ``root`` segments; None when it does not start
+    with them.  ASGI servers include ``root_path`` in ``path`` and ``raw_path``
+    (uvicorn >= 0.26, Starlette's ``Mount``); older ones gave ``path`` without it."""
+    if not path.startswith(root):
+        return None
+    rest = path[len(root) :]
+    if not rest:
+        return "/"
+    return rest if rest[0] == "/" else None
 
 
 def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
