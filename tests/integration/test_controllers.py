@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import http.client
+import json
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -729,3 +731,43 @@ def test_filter_map_is_the_deprecated_regexp_filter(make_client):
         "p",
     ]
     assert seen == ["/filtered/x", "decorated:/decorated/y"]
+
+
+def test_a_singleton_controller_is_built_once_by_concurrent_first_requests(serve):
+    """Eight requests arrive before the instance exists: one constructor call, and
+    every request is served by that one instance (README: "one instance")."""
+    app = App()
+    built: list[str] = []
+
+    @app.controller(args=["db-url"])
+    @app.request_map("/svc", method="GET")
+    class Service:
+        def __init__(self, url: str) -> None:
+            built.append(url)
+            time.sleep(0.3)  # say, it opens a connection pool
+
+        @app.request_map
+        def get(self) -> dict:
+            return {"instance": id(self)}
+
+    live = serve(app)
+    answers: list[int] = []
+    start = threading.Barrier(8)
+
+    def hit() -> None:
+        conn = live.connection()
+        try:
+            start.wait(5)
+            conn.request("GET", "/svc")
+            answers.append(json.loads(conn.getresponse().read())["instance"])
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=hit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert len(answers) == 8
+    assert built == ["db-url"]
+    assert len(set(answers)) == 1

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
+import http.client
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,8 +30,9 @@ from simple_http_server import (
     WebsocketSession,
 )
 from simple_http_server.app import App
+from simple_http_server.server import init_asgi_proxy
 
-from ..conftest import LiveServer
+from ..conftest import LiveServer, asgi_server, live_server
 
 Serve = Callable[..., LiveServer]
 
@@ -955,3 +958,90 @@ def test_files_and_texts_from_the_loop_and_threads_stay_whole_and_in_order(
     ]
     assert [m for m in got if m.startswith("other")] == [f"other {i}" for i in range(100)]
     assert [m for m in got if m.startswith("tick")] == [f"tick {i}" for i in range(TICKS)]
+
+
+# -- a singleton handler is built once, off the event loop ---------------------
+@contextlib.contextmanager
+def ws_server(kind: str, app: App) -> Iterator[int]:
+    """The port of ``app`` served by our ``threaded`` or ``asyncio`` transport or by uvicorn."""
+    if kind == "asgi":
+        with asgi_server(init_asgi_proxy(app_conf=app)) as address:
+            yield address.port
+    else:
+        with live_server(app, kind, websocket_ping_interval=0) as live:
+            yield live.port
+
+
+def room_app(built: list[object], init_seconds: float, entered: threading.Event) -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/room")  # singleton by default
+    class Room(WebsocketHandler):
+        def __init__(self) -> None:
+            entered.set()
+            built.append(self)
+            self.members: set[WebsocketSession] = set()
+            time.sleep(init_seconds)  # any slow constructor
+
+        def on_open(self, session: WebsocketSession) -> None:
+            self.members.add(session)
+            session.send(str(id(self)))
+
+    @app.route("/ping")
+    def ping() -> str:
+        return "pong"
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])
+def test_clients_connecting_at_once_share_one_singleton_handler(kind: str) -> None:
+    built: list[object] = []
+    with ws_server(kind, room_app(built, 0.3, threading.Event())) as port:
+        handlers: list[str] = []
+        start = threading.Barrier(5)
+
+        def join() -> None:
+            start.wait(5)
+            ws = websocket.create_connection(f"ws://127.0.0.1:{port}/room", timeout=10)
+            try:
+                handlers.append(str(ws.recv()))
+            finally:
+                ws.close()
+
+        threads = [threading.Thread(target=join) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+    assert len(handlers) == 5
+    assert len(built) == 1 and set(handlers) == {str(id(built[0]))}
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "asgi"])
+def test_a_slow_handler_constructor_does_not_hold_up_the_event_loop(kind: str) -> None:
+    entered = threading.Event()
+    with ws_server(kind, room_app([], 3.0, entered)) as port:
+        opened: list[str] = []
+
+        def join() -> None:
+            ws = websocket.create_connection(f"ws://127.0.0.1:{port}/room", timeout=10)
+            try:
+                opened.append(str(ws.recv()))
+            finally:
+                ws.close()
+
+        joining = threading.Thread(target=join)
+        joining.start()
+        assert entered.wait(5), "the handler was never built"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            started = time.monotonic()
+            conn.request("GET", "/ping")
+            assert conn.getresponse().read() == b"pong"
+            took = time.monotonic() - started
+        finally:
+            conn.close()
+        joining.join(10)
+    assert took < 1.5, f"/ping waited {took:.1f}s for the constructor (3 s) on the loop"
+    assert len(opened) == 1

@@ -6,6 +6,7 @@ every controller and the controller-instance providers of class controllers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,10 +100,13 @@ def _instance_provider(cls: type) -> Callable[[], Any]:
     if not info.singleton:
         return lambda: cls(*args, **kwargs)
     holder: list[Any] = []
+    lock = threading.Lock()  # concurrent first requests: one instance, built once
 
     def singleton() -> Any:
         if not holder:
-            holder.append(cls(*args, **kwargs))
+            with lock:
+                if not holder:
+                    holder.append(cls(*args, **kwargs))
         return holder[0]
 
     return singleton

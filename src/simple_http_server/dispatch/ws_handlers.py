@@ -10,6 +10,7 @@ the opening handshake up to the decision: accept (with headers) or reject.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -101,24 +102,40 @@ class WebsocketHandlerProxy:
         self.singleton = singleton
         self.functions: dict[str, Callable[..., Any]] = {}
         self._shared: Callbacks | None = None
+        self._lock = threading.Lock()
 
     def add_function(self, event: str, func: Callable[..., Any]) -> None:
         """Add a function-style callback."""
         self.functions[EVENT_METHODS[event]] = func
 
+    @property
+    def shared(self) -> Callbacks | None:
+        """The callbacks every session shares, once built (None: not yet, or none)."""
+        return self._shared
+
     def callbacks(self) -> Callbacks:
-        """The callbacks for a new session (a new handler object unless singleton)."""
-        if self.cls is None:
+        """The callbacks for a new session (a new handler object unless singleton).
+
+        A singleton is built exactly once, however many sessions open at the same
+        time: the others wait for it (only they: the lock is this proxy's).
+        """
+        shared = self._shared
+        if shared is not None:
+            return shared
+        if self.cls is not None and not self.singleton:
+            return self._build(self.cls)
+        with self._lock:
             if self._shared is None:
-                self._shared = Callbacks(**self.functions)
+                if self.cls is None:
+                    self._shared = Callbacks(**self.functions)
+                else:
+                    self._shared = self._build(self.cls)
             return self._shared
-        if self.singleton and self._shared is not None:
-            return self._shared
-        handler = self.cls()
-        found = Callbacks(**{n: _defined(handler, n) for n in _NAMES})
-        if self.singleton:
-            self._shared = found
-        return found
+
+    @staticmethod
+    def _build(cls: type) -> Callbacks:
+        handler = cls()
+        return Callbacks(**{n: _defined(handler, n) for n in _NAMES})
 
 
 def _defined(handler: object, name: str) -> Callable[..., Any] | None:
@@ -294,7 +311,10 @@ async def negotiate(
         path, http.query_string, http.headers, parameters, path_values, reg_groups
     )
     try:
-        callbacks = proxy.callbacks()
+        # A handler class' constructor may block: not on an event loop (see call()).
+        callbacks = proxy.shared
+        if callbacks is None:
+            callbacks = await call(proxy.callbacks)
         status: int = 101
         extra: list[tuple[bytes, bytes]] = []
         if callbacks.on_handshake is not None:
