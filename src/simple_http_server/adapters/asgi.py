@@ -330,6 +330,7 @@ class ASGIProxy:
             scope.get("headers") or [],
             scheme,
         )
+        request.environment = scope if isinstance(scope, dict) else dict(scope)
         config = self.dispatcher.config
         channel = _ASGIChannel(
             scope, receive, send, config.body_timeout, config.limits.max_send_backlog

@@ -339,6 +339,7 @@ class WSGIProxy:
             request_headers(environ),
             scheme,
         )
+        request.environment = environ
         channel = _WSGIChannel(environ, start_response, self._backlog)
         coro = self.dispatcher.handle(request, channel)
         try:
