@@ -111,7 +111,7 @@ class Server:
         resources: Mapping[str, str] | None = None,
         prefer_coroutine: bool = False,
     ) -> None:
-        self.app = app or default_app()
+        self.app = app if app is not None else default_app()
         self.config = config or ServerConfig()
         self.dispatcher = Dispatcher(self.app, self.config, resources)
         self.prefer_coroutine = prefer_coroutine
@@ -354,7 +354,8 @@ def init_wsgi_proxy(
     from .adapters.wsgi import WSGIProxy
 
     config = ServerConfig().with_changes(**options)
-    return WSGIProxy(Dispatcher(app_conf or default_app(), config, resources, session_factory))
+    app = app_conf if app_conf is not None else default_app()
+    return WSGIProxy(Dispatcher(app, config, resources, session_factory))
 
 
 def init_asgi_proxy(
@@ -371,7 +372,8 @@ def init_asgi_proxy(
     from .adapters.asgi import ASGIProxy
 
     config = ServerConfig().with_changes(**options)
-    dispatcher = Dispatcher(app_conf or default_app(), config, resources, session_factory)
+    app = app_conf if app_conf is not None else default_app()
+    dispatcher = Dispatcher(app, config, resources, session_factory)
     try:
         from .transport.ws_glue import WebsocketUpgrade
     except ImportError:

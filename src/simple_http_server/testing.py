@@ -153,7 +153,7 @@ class TestClient:
         config: ServerConfig | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
-        self.app = app or default_app()
+        self.app = app if app is not None else default_app()
         self.dispatcher = Dispatcher(self.app, config or ServerConfig(), resources, session_factory)
         self.cookies: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
 

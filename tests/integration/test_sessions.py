@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import ssl
@@ -25,6 +26,8 @@ from simple_http_server import server as server_module
 from simple_http_server.dispatch import sessions as sessions_module
 from simple_http_server.dispatch.sessions import LocalSessionFactory
 from simple_http_server.testing import TestClient
+
+from ..conftest import UniformClient, asgi_server, wsgi_server
 
 COOKIE = "PY_SIM_HTTP_SER_SESSION_ID"
 
@@ -350,6 +353,42 @@ def test_test_client_session_factory_argument():
     assert client.get("/set").json()["id"] == "my-0"
     assert client.get("/get").json()["id"] == "my-0"
     assert len(factory.calls) == 2
+
+
+@pytest.mark.parametrize("front_end", ["dispatch", "wsgi", "asgi"])
+def test_an_explicit_factory_is_used_even_while_it_is_empty(front_end: str) -> None:
+    """``LocalSessionFactory`` defines ``__len__``: empty, it is falsy, and was passed
+    over for the app's (or a private) store; its own timeout was ignored."""
+    factory = LocalSessionFactory(max_inactive_interval=7)
+    app = session_app()
+
+    @app.route("/timeout")
+    def timeout(session: Session) -> dict[str, Any]:
+        return {"id": session.id, "timeout": session.max_inactive_interval}
+
+    with contextlib.ExitStack() as stack:
+        if front_end == "dispatch":
+            client = UniformClient(front_end, TestClient(app, session_factory=factory), None)
+        elif front_end == "wsgi":
+            proxy = server_module.init_wsgi_proxy(app_conf=app, session_factory=factory)
+            client = UniformClient(front_end, None, stack.enter_context(wsgi_server(proxy)))
+        else:
+            proxy = server_module.init_asgi_proxy(app_conf=app, session_factory=factory)
+            client = UniformClient(front_end, None, stack.enter_context(asgi_server(proxy)))
+        assert len(factory) == 0
+        made = client.get("/timeout").json()
+        assert made["timeout"] == 7
+        assert len(factory) == 1 and factory.get_session(made["id"]) is not None
+        assert client.get("/timeout").json() == made  # found again, in that factory
+
+
+def test_an_apps_empty_local_factory_is_used_by_every_front_end(make_any_client) -> None:
+    factory = LocalSessionFactory(max_inactive_interval=7)
+    app = session_app()
+    app.session_factory = factory
+    client = make_any_client(app)
+    made = client.get("/set").json()
+    assert len(factory) == 1 and factory.get_session(made["id"]) is not None
 
 
 def test_a_streamed_response_carries_the_session_it_created(make_client):

@@ -134,7 +134,11 @@ class Dispatcher:
     @property
     def session_factory(self) -> SessionFactory:
         """The factory in use: explicit, the app's, or a local in-memory one."""
-        factory = self._session_factory or self.app.session_factory
+        # ``is None``, not truthiness: a factory may define ``__len__`` (an empty
+        # LocalSessionFactory is falsy).
+        factory = self._session_factory
+        if factory is None:
+            factory = self.app.session_factory
         if factory is None:
             factory = global_session_factory()
         if factory is None:
