@@ -89,6 +89,16 @@ def _check_mapping(url: str, regexp: str, method: Methods) -> None:
     parse_methods(method)
 
 
+def _arguments(args: Any) -> tuple[Any, ...]:
+    """``@controller(args=...)``: a list or tuple of arguments, or one ``str``
+    (one argument, not its characters)."""
+    if args is None:
+        return ()
+    if isinstance(args, str | bytes):
+        return (args,)
+    return tuple(args)
+
+
 def _is_method(func: Callable[..., Any]) -> bool:
     parts = getattr(func, "__qualname__", "").split(".")
     return len(parts) > 1 and parts[-2] != "<locals>"
@@ -177,7 +187,7 @@ class App:
         def decorate(cls: type) -> type:
             info = ControllerClassInfo(
                 singleton=options.get("singleton", True),
-                args=tuple(options.get("args") or ()),
+                args=_arguments(options.get("args")),
                 kwargs=dict(options.get("kwargs") or {}),
             )
             setattr(cls, _CLASS_CONTROLLER, info)

@@ -11,7 +11,7 @@ import ssl
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["MAX_SECONDS", "Limits", "ServerConfig"]
+__all__ = ["MAX_SECONDS", "Limits", "ServerConfig", "media_types"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -27,6 +27,22 @@ _TIMES = (
     "websocket_ping_timeout",
     "min_body_rate_grace",
 )
+
+
+def media_types(value: Any) -> frozenset[str]:
+    """A set of media types from one type (``"text/plain"``), a comma-separated list
+    (``"text/html, text/css"``), any iterable of them, or None; never the characters
+    of a string."""
+    if value is None:
+        return frozenset()
+    items = value.split(",") if isinstance(value, str) else value
+    types = set()
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"gzip_content_types holds {item!r}: media types are strings")
+        if item.strip():
+            types.add(item.strip())
+    return frozenset(types)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +120,9 @@ class ServerConfig:
     gzip_compress_level: int = 6
 
     def __post_init__(self) -> None:
+        types = self.gzip_content_types
+        if not isinstance(types, frozenset) or not all(isinstance(t, str) for t in types):
+            object.__setattr__(self, "gzip_content_types", media_types(types))
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be in 0..65535")
         if self.worker_threads < 1:

@@ -223,9 +223,10 @@ class Parameters(list[str]):
     """All values of a parameter: ``Parameters(name="", default=[], required=False)``."""
 
     def __init__(
-        self, name: str = "", default: list[str] | None = None, required: bool = False
+        self, name: str = "", default: list[str] | str | None = None, required: bool = False
     ) -> None:
-        super().__init__(default or [])
+        # A str default is one value, not its characters.
+        super().__init__([default] if default and isinstance(default, str) else default or [])
         self._name = name
         self._required = required
 

@@ -287,8 +287,6 @@ def _build(
         changes["idle_timeout"] = float(connection_idle_time)
     if keep_alive_max_request:
         changes["keep_alive_max_requests"] = int(keep_alive_max_request)
-    if "gzip_content_types" in options:
-        options["gzip_content_types"] = frozenset(options["gzip_content_types"] or ())
     session_options = {k: options.pop(k) for k in _SESSION_OPTIONS if k in options}
     changes.update(options)
     config = ServerConfig().with_changes(**changes)

@@ -771,3 +771,29 @@ def test_a_singleton_controller_is_built_once_by_concurrent_first_requests(serve
     assert len(answers) == 8
     assert built == ["db-url"]
     assert len(set(answers)) == 1
+
+
+def test_a_str_given_where_a_list_goes_is_one_item(make_client):
+    """``@controller(args="x")`` and ``Parameters(default="x")`` took the characters."""
+    from simple_http_server import Parameters
+
+    app = App()
+
+    @app.controller(args="db-url")
+    @app.request_map("/one-arg", method="GET")
+    class OneArg:
+        def __init__(self, url: str, more: str = "") -> None:
+            self.args = [url, more]
+
+        @app.request_map
+        def get(self) -> dict:
+            return {"args": self.args}
+
+    @app.route("/tags")
+    def tags(tag: list = Parameters("tag", default="none")) -> dict:
+        return {"tags": tag}
+
+    client = make_client(app)
+    assert client.get("/one-arg").json() == {"args": ["db-url", ""]}
+    assert client.get("/tags").json() == {"tags": ["none"]}
+    assert client.get("/tags?tag=a&tag=b").json() == {"tags": ["a", "b"]}

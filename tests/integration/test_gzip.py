@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,54 @@ def test_start_options_reach_the_config():
         assert built.dispatcher.gzip is not None
     finally:
         built.stop()
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio"])
+def test_one_type_given_as_a_str_is_that_type_not_its_letters(kind, tmp_path):
+    """``server.start(gzip_content_types="text/plain")`` was ``frozenset("text/plain")``:
+    every type starting with one of its letters (application/json, image/png) was gzipped."""
+    import threading
+    import time
+
+    from simple_http_server import server as server_module
+
+    app = gzip_app(tmp_path)
+
+    @app.route("/png")
+    def png() -> tuple[int, Headers, bytes]:
+        return 200, Headers({"Content-Type": "image/png"}), b"\x89PNG" + b"\0" * 3000
+
+    thread = threading.Thread(
+        target=server_module.start,
+        kwargs={
+            "host": "127.0.0.1",
+            "port": 0,
+            "app_conf": app,
+            "prefer_coroutine": kind == "asyncio",
+            "gzip_content_types": "text/plain",
+            "gzip_min_size": 200,
+        },
+        daemon=True,
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server_module.is_ready():
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        assert server_module._server is not None
+        conn = http.client.HTTPConnection("127.0.0.1", server_module._server.port, timeout=10)
+        encodings = {}
+        for path in ("/text", "/json", "/page", "/png"):
+            conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+            resp = conn.getresponse()
+            resp.read()
+            encodings[path] = resp.getheader("Content-Encoding")
+        conn.close()
+    finally:
+        server_module.stop()
+        thread.join(15)
+    assert encodings == {"/text": "gzip", "/json": None, "/page": None, "/png": None}
 
 
 # -- entity tags of compressed answers --------------------------------------------------

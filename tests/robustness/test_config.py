@@ -129,3 +129,32 @@ def test_the_readme_table_states_the_real_defaults() -> None:
     for name in (*limit_names, *LIMITS, "drain_timeout", "keep_alive"):
         assert name in documented, f"{name} is missing from the limits table"
         assert _doc_value(documented[name]) == setting(defaults, name), name
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("text/plain", {"text/plain"}),  # one type, not its letters
+        ("text/html, text/css,", {"text/html", "text/css"}),
+        (["text/html", "application/json"], {"text/html", "application/json"}),
+        ({"text/"}, {"text/"}),
+        (None, set()),
+    ],
+)
+def test_gzip_content_types_take_a_str_a_list_or_a_set(given: object, expected: set[str]) -> None:
+    assert ServerConfig(gzip_content_types=given).gzip_content_types == frozenset(expected)  # type: ignore[arg-type]
+    assert ServerConfig().with_changes(gzip_content_types=given).gzip_content_types == expected
+    proxy = server.init_wsgi_proxy(gzip_content_types=given)
+    assert proxy.dispatcher.config.gzip_content_types == expected
+
+
+def test_start_takes_one_gzip_type_as_a_str(restore_module_server: None) -> None:
+    built = server._build(gzip_content_types="text/plain")  # what server.start(...) serves with
+    assert built.config.gzip_content_types == frozenset({"text/plain"})
+    gzip = built.dispatcher.gzip
+    assert gzip is not None and gzip.content_types == ("text/plain",)
+
+
+def test_gzip_content_types_must_be_strings() -> None:
+    with pytest.raises(TypeError):
+        ServerConfig(gzip_content_types=[b"text/plain"])  # type: ignore[list-item]

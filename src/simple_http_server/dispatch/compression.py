@@ -92,8 +92,6 @@ class GzipPolicy:
         types = config.gzip_content_types
         if not types:
             return None
-        if isinstance(types, str):
-            types = frozenset({types})
         return cls(types, config.gzip_min_size, config.gzip_compress_level)
 
     def covers(self, status: int, headers: list[tuple[str, str]], content_type: str) -> bool:
