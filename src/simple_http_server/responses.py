@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.cookies
 import json
+import re
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,9 @@ __all__ = [
     "Redirect",
     "Response",
     "StaticFile",
+    "check_header_names",
+    "final_status",
+    "invalid_head",
     "normalize",
     "sniff_text_type",
 ]
@@ -171,8 +175,11 @@ class Response:
         if self._closed:  # closed, or its request is over (say, a task writing late)
             raise RuntimeError("this Response is complete: nothing more can be written")
         if not self._streaming:
-            self._streaming = True
+            # Refused before anything is sent: the controller's error is a 500 page.
+            self.status_code = final_status(self.status_code)
             lines = header_lines(self.headers, self.cookies)
+            check_header_names(lines)
+            self._streaming = True
             if self._served_by is not None:
                 dispatcher, request = self._served_by
                 dispatcher.session_cookie(request, lines)
@@ -195,6 +202,49 @@ class Response:
         if self._channel is not None and self._streaming and not self._closed:
             self._channel.end_blocking()
         self._closed = True
+
+
+# -- what every front end can send ---------------------------------------------
+#: RFC 9110 5.1: a field name is a token.
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
+_GOOD_NAMES: set[str] = set()  # names that passed, so a response checks each once
+
+
+def final_status(status: Any) -> int:
+    """``status`` as the status of a final response, 200 to 599 (RFC 9110 15: 1xx are
+    interim, codes past 599 invalid); a numeric ``str`` such as ``"201"`` is taken, as
+    the original did.  ``ValueError`` for anything else."""
+    if type(status) is int and 200 <= status <= 599:
+        return status
+    numeric = isinstance(status, str) and status.strip().isdigit() and status.isascii()
+    if numeric or (isinstance(status, int) and not isinstance(status, bool)):  # or an IntEnum
+        value = int(status)
+        if 200 <= value <= 599:
+            return value
+    raise ValueError(f"invalid response status {status!r}: an int from 200 to 599")
+
+
+def check_header_names(lines: list[tuple[str, str]]) -> None:
+    """``ValueError`` for a header name that is not a token (``"Bad Name"``, ``""``)."""
+    good = _GOOD_NAMES
+    for name, _ in lines:
+        if type(name) is str and name in good:
+            continue
+        if not isinstance(name, str) or not _TOKEN(name.strip(" ")):
+            raise ValueError(f"invalid header name {name!r}")
+        if len(good) < 512:  # names repeat; a bound keeps odd ones from piling up
+            good.add(name)
+
+
+def invalid_head(outcome: Outcome) -> str | None:
+    """Why ``outcome`` cannot be sent (its status and header names), or None;
+    a numeric ``str`` status becomes its int."""
+    try:
+        outcome.status = final_status(outcome.status)
+        check_header_names(outcome.headers)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(slots=True)

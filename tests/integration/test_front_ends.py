@@ -1,10 +1,24 @@
-"""What every front end (TestClient, threaded, asyncio, WSGI, ASGI) must answer alike."""
+"""What every front end (TestClient, threaded, asyncio, WSGI, ASGI) must answer alike:
+``Environment``, and user code's invalid statuses and header names."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from simple_http_server import App, Environment, Request
+import pytest
+
+from simple_http_server import (
+    App,
+    Environment,
+    Headers,
+    HttpError,
+    Request,
+    Response,
+    logger,
+)
+
+from ..conftest import LogRecords
 
 
 # -- Environment ---------------------------------------------------------------
@@ -26,3 +40,124 @@ def test_environment_is_the_wsgi_environ_or_the_asgi_scope(make_any_client) -> N
         assert seen["client"][0] == "127.0.0.1"
     else:  # README: empty under the built-in server (and the TestClient)
         assert seen == {}
+
+
+# -- statuses and header names no front end can send ---------------------------
+def head_app() -> App:
+    app = App()
+
+    @app.route("/status-99")
+    def status_99() -> Any:
+        return 99, "x"
+
+    @app.route("/status-1000")
+    def status_1000() -> Any:
+        return 1000, "x"
+
+    @app.route("/status-101")
+    def status_101() -> Any:
+        return 101, "x"  # 1xx are interim answers, never the final one
+
+    @app.route("/status-text")
+    def status_text() -> Response:
+        return Response(status_code="abc", body="x")  # type: ignore[arg-type]
+
+    @app.route("/bad-name")
+    def bad_name() -> Any:
+        return 200, Headers({"Bad Name": "x"}), "body"
+
+    @app.route("/bad-injected-name")
+    def bad_injected_name(response: Response) -> str:
+        response.set_header("X:Colon", "x")
+        return "body"
+
+    @app.route("/http-error-1000")
+    def http_error() -> None:
+        raise HttpError(1000)
+
+    @app.route("/bad-stream")
+    def bad_stream(response: Response) -> None:
+        response.status_code = 42
+        response.write_bytes(b"never sent")
+
+    return app
+
+
+@pytest.fixture
+def log_records() -> Iterator[LogRecords]:
+    records = LogRecords()
+    logger.add_handler(records)
+    try:
+        yield records
+    finally:
+        logger.remove_handler(records)
+
+
+BAD = [
+    "/status-99",
+    "/status-1000",
+    "/status-101",
+    "/status-text",
+    "/bad-name",
+    "/bad-injected-name",
+    "/http-error-1000",
+    "/bad-stream",
+]
+
+
+def test_an_invalid_status_or_header_name_is_a_logged_500(
+    make_any_client, log_records: LogRecords
+) -> None:
+    client = make_any_client(head_app())
+    for path in BAD:
+        count = len(log_records.records)
+        reply = client.get(path)
+        assert reply.status == 500, path
+        assert reply.json() == {"code": 500, "message": "Internal Server Error", "explain": ""}
+        assert "never sent" not in reply.text
+        logger.flush()
+        errors = [r for r in log_records.records[count:] if r.levelname == "ERROR"]
+        assert errors, f"{path}: nothing logged"
+
+
+def test_a_numeric_str_status_is_taken_as_the_original_did(make_any_client) -> None:
+    app = App()
+
+    @app.route("/created")
+    def created() -> Response:
+        return Response(status_code="201", body="made")  # type: ignore[arg-type]
+
+    @app.route("/injected")
+    def injected(response: Response) -> str:
+        response.status_code = "202"  # type: ignore[assignment]
+        return "accepted"
+
+    @app.route("/stream")
+    def stream(response: Response) -> None:
+        response.status_code = "203"  # type: ignore[assignment]
+        response.write_bytes(b"streamed")
+        response.close()
+
+    client = make_any_client(app)
+    assert (client.get("/created").status, client.get("/created").body) == (201, b"made")
+    assert (client.get("/injected").status, client.get("/injected").body) == (202, b"accepted")
+    assert (client.get("/stream").status, client.get("/stream").body) == (203, b"streamed")
+
+
+def test_an_error_page_that_answers_an_invalid_status_falls_back_to_the_default(
+    make_any_client,
+) -> None:
+    app = App()
+
+    @app.route("/missing")
+    def missing() -> None:
+        raise HttpError(404)
+
+    @app.error_message("404")
+    def broken_page() -> Any:
+        return 99, "not an answer"
+
+    client = make_any_client(app)
+    reply = client.get("/missing")
+    assert reply.status == 404
+    assert reply.json() == {"code": 404, "message": "Not Found", "explain": ""}

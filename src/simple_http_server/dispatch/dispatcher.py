@@ -23,7 +23,9 @@ from ..responses import (
     Redirect,
     Response,
     StaticFile,
+    final_status,
     header_lines,
+    invalid_head,
     normalize,
 )
 from .binding import BindContext
@@ -207,6 +209,13 @@ class Dispatcher:
                 _log.exception("Error while serving %s %s", request.method, request.path)
                 _cut_if_streaming(response)
                 outcome = await self.error_outcome(500, "", "")
+            status = outcome.status
+            if type(status) is not int or not 200 <= status <= 599 or outcome.headers:
+                # What user code answered must be sendable by every front end alike.
+                problem = None if response._streaming else invalid_head(outcome)
+                if problem is not None:
+                    _log.error("Cannot answer %s %s: %s", request.method, request.path, problem)
+                    outcome = await self.error_outcome(500, "", "")
             if request.files and isinstance(outcome.body, bytes | StaticFile | None):
                 close_files(request)  # the body is made: free them before a slow client reads it
             if request._session_state is not None:
@@ -336,13 +345,22 @@ class Dispatcher:
     # -- errors --------------------------------------------------------------
     async def error_outcome(self, code: int, message: str, explain: str) -> Outcome:
         """The outcome of the error page for ``code``."""
+        try:
+            code = final_status(code)
+        except ValueError as exc:  # HttpError(99), send_error("x")...
+            _log.error("Cannot answer with an error page: %s", exc)
+            code, message, explain = 500, "", ""
         message = default_message(code, message)
         page = self.app.error_pages.find(code)
         if page is not None:
             func, kwargs_of = page
             try:
                 result = await call(func, **kwargs_of(code, message, explain))
-                return normalize(result, code)
+                outcome = normalize(result, code)
+                problem = invalid_head(outcome)
+                if problem is None:
+                    return outcome
+                _log.error("Error page for %d answered what cannot be sent: %s", code, problem)
             except Exception:
                 _log.exception("Error page for %d failed", code)
         body = default_error_body(code, message, explain)
