@@ -412,3 +412,97 @@ def test_unsupported_http_version_gets_505_and_closes() -> None:
     (resp, *_rest) = parse_response(conn.send_error(failure.status))
     assert resp.status_code == 505
     assert header(resp.headers.raw_items(), b"connection") == b"close"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [[b"\r\n" + GET], [b"\n\r\n\n" + GET], [b"\r", b"\n" + GET], [b"\r\n", b"\r", b"\n", GET]],
+)
+def test_empty_lines_before_a_request_line_are_skipped(pieces: list[bytes]) -> None:
+    conn = HttpConnection()
+    for piece in pieces[:-1]:
+        conn.receive_data(piece)
+        assert conn.next_event() is http11.NEED_DATA
+        assert not conn.has_buffered_data or conn.buffered_size == 1  # at most a CR waits
+    conn.receive_data(pieces[-1])
+    assert [type(e) for e in events(conn)] == [RequestHead, EndOfRequest]
+
+
+def test_empty_lines_are_skipped_after_a_body_too() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n" + GET)
+    assert [type(e) for e in events(conn)] == [RequestHead, BodyChunk, EndOfRequest]
+    conn.send_response(200, [])
+    assert conn.start_next_cycle()
+    assert [type(e) for e in events(conn)] == [RequestHead, EndOfRequest]
+
+
+def test_empty_lines_count_toward_the_head_limit() -> None:
+    conn = HttpConnection(max_head_size=100)
+    conn.receive_data(b"\r\n" * 40)
+    assert conn.next_event() is http11.NEED_DATA
+    conn.receive_data(b"\r\n" * 20)
+    failure = conn.next_event()
+    assert isinstance(failure, ProtocolFailure) and failure.status == 400
+    assert conn.closing
+
+
+def test_a_cr_not_followed_by_lf_is_still_a_bad_request_line() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"\rGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    failure = conn.next_event()
+    assert isinstance(failure, ProtocolFailure) and failure.status == 400
+
+
+def test_empty_lines_then_the_peer_closes() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"\r\n\r")
+    assert conn.next_event() is http11.NEED_DATA
+    conn.receive_data(b"")
+    event = conn.next_event()
+    assert isinstance(event, ConnectionLost | ProtocolFailure)  # never NEED_DATA forever
+
+
+def test_expect_continue_with_content_length_0_is_settled_at_once() -> None:
+    conn = HttpConnection()
+    conn.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n"
+    )
+    head, end = events(conn)
+    assert isinstance(head, RequestHead) and not head.expects_continue
+    assert isinstance(end, EndOfRequest)
+    assert not conn.waiting_for_continue and conn.send_continue() == b""
+    out = conn.send_response(200, [], b"ok")
+    assert b"connection: close" not in out.lower()
+    assert conn.start_next_cycle()
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_204_and_304_carry_no_body_nor_framing(status: int) -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    head = conn.send_head(status, [(b"Content-Length", b"5"), (b"Transfer-Encoding", b"x")])
+    body = conn.send_body(b"hello") + conn.send_end()
+    assert b"content-length" not in head.lower() and b"transfer-encoding" not in head.lower()
+    assert body == b""
+    assert conn.start_next_cycle()
+
+
+def test_a_2xx_to_connect_is_a_head_then_the_connection_closes() -> None:
+    conn = HttpConnection()
+    conn.receive_data(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert isinstance(conn.next_event(), RequestHead)
+    head = conn.send_head(200, [(b"Content-Length", b"2")])
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-length" not in head.lower()
+    assert conn.send_body(b"hi") == b"" and conn.send_end() == b""
+    assert conn.closing and not conn.start_next_cycle()
+
+
+def test_date_and_server_are_added_unless_given() -> None:
+    conn = HttpConnection()
+    conn.receive_data(GET)
+    events(conn)
+    head = conn.send_head(200, [(b"server", b"mine"), (b"Content-Length", b"0")]).lower()
+    assert head.count(b"server:") == 1 and b"server: mine" in head
+    assert head.count(b"date:") == 1

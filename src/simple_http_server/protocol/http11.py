@@ -10,6 +10,8 @@ threads, asyncio or user code.
 from __future__ import annotations
 
 import inspect
+import operator
+import re
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -140,6 +142,20 @@ def _response(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
     return response
 
 
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
+_DATE_SERVER: Final = frozenset({b"date", b"server"})
+_NAME: Final = operator.itemgetter(0)
+
+
+def _add_date_server(headers: list[tuple[bytes, bytes]]) -> None:
+    """Add ``Date`` and ``Server``, each unless the answer has its own."""
+    names = {bytes(line[0]).lower() for line in headers}
+    if b"date" not in names:
+        headers.append((b"Date", http_date.get()))
+    if b"server" not in names:
+        headers.append((b"Server", SERVER_HEADER))
+
+
 def _header_triples(headers: Any) -> Any:
     """(raw name, lowercased name, value) of each header line.
 
@@ -152,11 +168,13 @@ def _header_triples(headers: Any) -> Any:
     return triples
 
 
-def _nothing_received(conn: h11.Connection) -> bool:
-    """True when h11 holds no unparsed bytes and the peer has not closed."""
-    buffer = getattr(conn, "_receive_buffer", None)
-    closed = getattr(conn, "_receive_buffer_closed", True)
-    return buffer is not None and not buffer and not closed
+_EMPTY_LINES: Final = re.compile(rb"(?:\r?\n)*")
+_LINE_ENDS: Final = (13, 10)  # CR, LF
+
+
+def _unparsed(conn: h11.Connection) -> bytearray | None:
+    """h11's buffer of received bytes not parsed yet (None with another h11)."""
+    return getattr(getattr(conn, "_receive_buffer", None), "_data", None)
 
 
 class HttpConnection:
@@ -169,11 +187,13 @@ class HttpConnection:
     """
 
     __slots__ = (
+        "_blank",
         "_body_left",
         "_closing",
         "_conn",
+        "_connect_request",
+        "_drop_body",
         "_end_pending",
-        "_head_request",
         "_max_head_size",
         "_max_requests",
         "_sent_continue",
@@ -186,10 +206,12 @@ class HttpConnection:
         self._max_requests = max_requests
         self._body_left: int | None = 0  # request body bytes not read yet (None: chunked)
         self._served = 0
-        self._head_request = False
+        self._connect_request = False
+        self._drop_body = False  # HEAD, 204, 304, a 2xx to CONNECT: no body goes out
         self._sent_continue = False
         self._closing = False
         self._end_pending = False
+        self._blank = 0  # empty-line bytes skipped before the next request line
 
     # -- input ---------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -203,8 +225,16 @@ class HttpConnection:
             return _END
         conn = self._conn
         state = conn.their_state
-        if state is h11.IDLE and _nothing_received(conn):
-            return h11.NEED_DATA  # what h11 answers here, without a parse round
+        if state is h11.IDLE:
+            unparsed = _unparsed(conn)
+            if unparsed is not None:
+                if not unparsed:
+                    if not conn._receive_buffer_closed:
+                        return h11.NEED_DATA  # what h11 answers here, without a parse round
+                elif unparsed[0] in _LINE_ENDS:
+                    early = self._skip_empty_lines(unparsed)
+                    if early is not None:
+                        return early
         in_body = state is h11.SEND_BODY
         try:
             event = self._conn.next_event()
@@ -228,11 +258,28 @@ class HttpConnection:
             return _LOST
         return event  # type: ignore[return-value]  # NEED_DATA / PAUSED sentinels
 
+    def _skip_empty_lines(self, data: bytearray) -> ProtocolFailure | type[h11.NEED_DATA] | None:
+        """Drop the empty lines before a request line (RFC 9112 2.2: some clients
+        send a CRLF after a body); more than ``max_head_size`` bytes of them is a 400.
+        ``data`` is h11's buffer of unparsed bytes."""
+        skipped = _EMPTY_LINES.match(data).end()  # type: ignore[union-attr]  # always matches
+        if skipped:
+            self._conn._receive_buffer._extract(skipped)
+            self._blank += skipped
+            if self._blank > self._max_head_size:
+                self._closing = True
+                return ProtocolFailure(400, "too many empty lines before the request line")
+        if data == b"\r" and not self._conn._receive_buffer_closed:
+            return h11.NEED_DATA  # the rest of a CRLF split between two reads
+        return None
+
     def _request_head(self, req: h11.Request) -> RequestHead | ProtocolFailure:
         self._served += 1
+        self._blank = 0
         self._sent_continue = False
         method = req.method.decode("ascii")
-        self._head_request = method == "HEAD"
+        self._drop_body = method == "HEAD"
+        self._connect_request = method == "CONNECT"
         if self._max_requests and self._served >= self._max_requests:
             self._closing = True
         # h11 bounds only heads that arrive in pieces; a whole head read at once
@@ -265,13 +312,15 @@ class HttpConnection:
             # h11 parses any HTTP/x.y; only HTTP/1.x is spoken here (RFC 9110 15.6.6).
             self._closing = True
             return ProtocolFailure(505, "HTTP version not supported")
-        expects_continue = self._conn.they_are_waiting_for_100_continue
-        if not (length or chunked or upgrade or method == "CONNECT"):
-            # No body: take h11's EndOfMessage now, so the request is complete
-            # when the dispatcher runs and no transport needs a drain round;
+        if not (self._body_left or chunked or upgrade or method == "CONNECT"):
+            # No body (none declared, or Content-Length: 0): take h11's EndOfMessage
+            # now, so the request is complete when the dispatcher runs, no transport
+            # needs a drain round, and an ``Expect: 100-continue`` is settled (a
+            # client waiting for a 100 would otherwise make the answer close);
             # next_event() still reports it (EndOfRequest) to whoever asks.
             self._conn.next_event()
             self._end_pending = True
+        expects_continue = self._conn.they_are_waiting_for_100_continue
         return RequestHead(
             method=method,
             target=req.target,
@@ -328,6 +377,7 @@ class HttpConnection:
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._closing:
             conn.start_next_cycle()
             self._end_pending = False
+            self._drop_body = False  # a bad next request's error page has its body
             return True
         return False
 
@@ -348,8 +398,7 @@ class HttpConnection:
         ``PAUSED``); afterwards :attr:`trailing_data` holds the first bytes of
         the new protocol.
         """
-        headers.append((b"Date", http_date.get()))
-        headers.append((b"Server", SERVER_HEADER))
+        _add_date_server(headers)  # on_handshake may have given its own
         response = h11.InformationalResponse(
             status_code=101, headers=headers, reason=b"Switching Protocols"
         )
@@ -361,10 +410,14 @@ class HttpConnection:
         return self._conn.our_state is h11.SWITCHED_PROTOCOL
 
     def send_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-        """Serialize a response head; adds ``Date``, ``Server`` and close framing.
+        """Serialize a response head; adds ``Date`` and ``Server`` (unless given) and
+        close framing.
 
         A final answer to a client still waiting for ``100 Continue`` closes the
-        connection: that client may or may not send its body now.
+        connection: that client may or may not send its body now.  A 204 or 304
+        carries no body and no framing headers (RFC 9110 8.6, 15.3.5); a 2xx to
+        ``CONNECT`` is head only too (RFC 9110 9.3.6: the tunnel it announces is
+        not served here, so the connection closes after it).
         """
         conn = self._conn
         if conn.they_are_waiting_for_100_continue:
@@ -376,15 +429,27 @@ class HttpConnection:
             left = self._body_left
             if left is None or left > DRAIN_LIMIT:
                 self._closing = True
-        headers.append((b"Date", http_date.get()))
-        headers.append((b"Server", SERVER_HEADER))
+        if status in (204, 304) or (status < 300 and self._connect_request):
+            headers = [h for h in headers if h[0].lower() not in _FRAMING]
+            self._drop_body = True
+            if status not in (204, 304):  # h11 switches protocols: no next request
+                self._closing = True
+        try:  # one pass in C over the names: the common answer sets neither
+            own = not _DATE_SERVER.isdisjoint(map(bytes.lower, map(_NAME, headers)))
+        except TypeError:  # a name that is not bytes: h11 judges the lines
+            own = False
+        if own:
+            _add_date_server(headers)
+        else:
+            headers.append((b"Date", http_date.get()))
+            headers.append((b"Server", SERVER_HEADER))
         if self._closing:
             headers.append((b"Connection", b"close"))
         return self._conn.send(_response(status, headers)) or b""
 
     def send_body(self, data: bytes) -> bytes:
-        """Serialize a body chunk (nothing for HEAD requests)."""
-        if self._head_request or not data:
+        """Serialize a body chunk (nothing for HEAD, 204, 304 or a 2xx to CONNECT)."""
+        if self._drop_body or not data:
             return b""
         return self._conn.send(h11.Data(data=data)) or b""
 
@@ -393,12 +458,14 @@ class HttpConnection:
 
         ``data`` needs only ``__len__``; it comes back unchanged among the pieces.
         """
-        if self._head_request:
+        if self._drop_body:
             return []
         return self._conn.send_with_data_passthrough(h11.Data(data=data)) or []
 
     def send_end(self) -> bytes:
         """Serialize the end of the response."""
+        if self._drop_body and self._conn.our_state is h11.SWITCHED_PROTOCOL:
+            return b""  # a 2xx to CONNECT: the head was all of it
         return self._conn.send(_END_OF_MESSAGE) or b""
 
     def send_response(
