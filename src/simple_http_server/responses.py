@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .dispatch.channel import sends_no_body, without_framing
 from .errors import HttpError
 from .models import Cookies, Header, Headers, ParamStringValue
 
@@ -81,6 +82,10 @@ class Response:
         headers: initial headers.
         body: str, dict, list, bytes, ``StaticFile`` or None.
     """
+
+    #: The streamed answer carries no body (a 204, 304, a 2xx to CONNECT): the
+    #: bytes given to write_bytes are dropped.
+    _no_body: bool = False
 
     def __init__(
         self,
@@ -183,8 +188,12 @@ class Response:
             if self._served_by is not None:
                 dispatcher, request = self._served_by
                 dispatcher.session_cookie(request, lines)
+                if sends_no_body(request.method, self.status_code):  # a 204, say
+                    self._no_body = True
+                    lines = without_framing(lines)
             self._channel.start_blocking(self.status_code, lines)
-        self._channel.write_blocking(bytes(data))
+        if not self._no_body:
+            self._channel.write_blocking(bytes(data))
 
     async def drain(self) -> None:
         """Wait until the client has taken most of what :meth:`write_bytes` sent.

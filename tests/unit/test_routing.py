@@ -193,3 +193,15 @@ def test_candidates_are_every_route_serving_the_method_on_the_path() -> None:
     assert [e.target for e in router.candidates("HEAD", "/items/7")] == ["item"]
     assert [e.target for e in router.candidates("PUT", "/static")] == ["static-any"]
     assert [e.target for e in router.candidates("GET", "/reg/x")] == ["reg"]
+
+
+def test_connect_is_served_only_by_routes_that_name_it() -> None:
+    router = _router()
+    assert not router.serves_connect
+    assert router.lookup("CONNECT", "/static", {}, {}).target is None  # "static-any" refuses
+    assert router.lookup("CONNECT", "/reg/x", {}, {}).target is None
+    assert [e.target for e in router.candidates("CONNECT", "/static")] == []
+    router.add_url("/static", "tunnel", frozenset({"CONNECT"}), NONE)
+    assert router.serves_connect
+    assert router.lookup("CONNECT", "/static", {}, {}).target == "tunnel"
+    assert router.lookup("DELETE", "/static", {}, {}).target == "static-any"

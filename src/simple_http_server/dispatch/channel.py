@@ -23,7 +23,9 @@ __all__ = [
     "HeaderLines",
     "encode_headers",
     "has_content_length",
+    "sends_no_body",
     "with_content_length",
+    "without_framing",
 ]
 
 HeaderLines = list[tuple[bytes, bytes]]
@@ -65,6 +67,18 @@ def has_content_length(status: int) -> bool:
     """False for the statuses that never carry ``Content-Length`` for their own
     (empty) body: 1xx, 204, and 304 (RFC 9110 8.6)."""
     return status >= 200 and status not in (204, 304)
+
+
+def sends_no_body(method: str, status: int) -> bool:
+    """True for the answers that carry no body and no ``Content-Length`` or
+    ``Transfer-Encoding``: 1xx, 204, 304 (RFC 9110 8.6) and a 2xx to ``CONNECT``
+    (RFC 9110 9.3.6: it would open a tunnel, which this server does not relay)."""
+    return status < 200 or status in (204, 304) or (status < 300 and method == "CONNECT")
+
+
+def without_framing(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` without ``Content-Length`` and ``Transfer-Encoding`` lines."""
+    return [h for h in headers if h[0].lower() not in ("content-length", "transfer-encoding")]
 
 
 def with_content_length(headers: HeaderLines, status: int, size: int) -> HeaderLines:

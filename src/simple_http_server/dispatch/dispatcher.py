@@ -43,7 +43,7 @@ from .channel import (
     ClientGone,
     FileShrank,
     encode_headers,
-    has_content_length,
+    without_framing,
 )
 from .compile import CompiledApp, Endpoint
 from .compression import GzipPolicy, choose_file_gzip
@@ -259,6 +259,8 @@ class Dispatcher:
             if self.resources and request.method in ("GET", "HEAD"):
                 static_path = self.resources.resolve(request.path)
             if static_path is None:
+                if request.method == "CONNECT" and not router.serves_connect:
+                    raise HttpError(501, "", "No route of this server answers CONNECT.")
                 if match.allowed:
                     allowed = set(match.allowed)
                     if "GET" in allowed:
@@ -374,6 +376,9 @@ class Dispatcher:
         if request._session_state is not None:
             self.session_cookie(request, headers)
         body = outcome.body
+        status = outcome.status  # sends_no_body(), inlined: every answer passes here
+        if status < 200 or status in (204, 304) or (status < 300 and request.method == "CONNECT"):
+            return await _send_without_body(channel, outcome, headers)
         if isinstance(body, StaticFile):
             return await self._send_file(request, channel, outcome, body)
         content_type = _header(headers, "content-type") if headers else None
@@ -381,22 +386,19 @@ class Dispatcher:
             headers = [h for h in headers if h[0].lower() != "content-length"]
         if content_type is None:
             content_type = ""
-            if outcome.content_type and outcome.status not in (204, 304):
+            if outcome.content_type:
                 content_type = outcome.content_type
                 headers.append(("Content-Type", content_type))
         gzip = self.gzip
         if isinstance(body, bytes):
-            if not has_content_length(outcome.status):  # 1xx, 204, 304: no body
-                body = b""
-            else:
-                zipped = gzip is not None and gzip.choose(
-                    request, outcome.status, headers, content_type, len(body)
-                )
-                if tagged and _not_modified(request, outcome.status, headers):
-                    return await _send_not_modified(channel, headers)
-                if gzip is not None and zipped:
-                    body = gzip.compress(body)
-                headers.append(("Content-Length", str(len(body))))
+            zipped = gzip is not None and gzip.choose(
+                request, outcome.status, headers, content_type, len(body)
+            )
+            if tagged and _not_modified(request, outcome.status, headers):
+                return await _send_not_modified(channel, headers)
+            if gzip is not None and zipped:
+                body = gzip.compress(body)
+            headers.append(("Content-Length", str(len(body))))
             await channel.send_response(outcome.status, encode_headers(headers), body)
             return outcome.status, len(body)
         try:
@@ -499,6 +501,18 @@ async def _send_not_modified(channel: Channel, headers: list[tuple[str, str]]) -
     headers = [h for h in headers if h[0].lower() not in _NOT_IN_304]
     await channel.send_response(304, encode_headers(headers), b"")
     return 304, 0
+
+
+async def _send_without_body(
+    channel: Channel, outcome: Outcome, headers: list[tuple[str, str]]
+) -> tuple[int, int]:
+    """An answer that carries no body (:func:`.channel.sends_no_body`): whatever body the
+    controller gave is dropped (a stream closed unread), and so are the framing
+    headers; the connection stays usable."""
+    if not isinstance(outcome.body, bytes | StaticFile | None):
+        await _close_body(outcome.body)
+    await channel.send_response(outcome.status, encode_headers(without_framing(headers)), b"")
+    return outcome.status, 0
 
 
 async def _close_body(body: Any) -> None:

@@ -234,9 +234,12 @@ class Entry(Generic[T]):
     regex: re.Pattern[str] | None = None
 
     def allows(self, method: str) -> bool:
-        """True when the route serves ``method`` (HEAD is served by GET routes)."""
+        """True when the route serves ``method`` (HEAD is served by GET routes;
+        CONNECT only by routes that name it)."""
         m = self.methods
-        return not m or method in m or (method == "HEAD" and "GET" in m)
+        if not m:
+            return method != "CONNECT"
+        return method in m or (method == "HEAD" and "GET" in m)
 
 
 @dataclass(slots=True)
@@ -259,10 +262,13 @@ class Router(Generic[T]):
         #: Some route has ``params=`` expressions (known at registration: a table
         #: without any never makes a request look further).
         self.narrows_by_params = False
+        #: Some route names ``CONNECT`` (without one, CONNECT is not implemented).
+        self.serves_connect = False
 
     def add_url(self, url: str, target: T, methods: frozenset[str], conditions: Conditions) -> None:
         """Register a path route; later registrations are tried first."""
         self.narrows_by_params |= bool(conditions.params)
+        self.serves_connect |= "CONNECT" in methods
         key = url_key(url)
         if PathPattern.is_pattern(key):
             self._patterns.insert(0, Entry(target, methods, conditions, pattern=PathPattern(key)))
@@ -274,6 +280,7 @@ class Router(Generic[T]):
     ) -> None:
         """Register a ``regexp=`` route (matched with and without the leading slash)."""
         self.narrows_by_params |= bool(conditions.params)
+        self.serves_connect |= "CONNECT" in methods
         self._regexps.insert(0, Entry(target, methods, conditions, regex=re.compile(regexp)))
 
     def __len__(self) -> int:
