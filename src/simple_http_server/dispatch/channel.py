@@ -8,7 +8,9 @@ block instead), which lets one dispatch coroutine serve both transports.
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 from abc import ABC, abstractmethod
 from typing import BinaryIO
 
@@ -35,22 +37,48 @@ FILE_CHUNK = 256 * 1024
 _UNSAFE = str.maketrans({chr(c): " " for c in (*range(0x20), 0x7F) if c != 0x09})
 
 
-def _encode(text: str) -> bytes:
+def _header_char(exc: UnicodeError) -> tuple[bytes, int]:
+    """The latin-1 error handler of header values: a lone surrogate (a raw byte of
+    undecodable request text, ``surrogateescape``) is that byte again; any other
+    character beyond U+00FF cannot be sent and becomes ``?``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    chars = exc.object[exc.start : exc.end]
+    out = bytes(ord(c) - 0xDC00 if 0xDC80 <= ord(c) <= 0xDCFF else 0x3F for c in chars)
+    return out, exc.end
+
+
+codecs.register_error("simple_http_server.header", _header_char)
+
+#: Headers whose value is a URI reference (RFC 9110 10.2.2, 8.7).
+_URI_HEADERS = frozenset({"location", "content-location"})
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+
+
+def _percent(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match[0][0]
+
+
+def _encode(text: str, name: str = "") -> bytes:
+    """A header name or value as bytes: latin-1 (ISO-8859-1, as WSGI and HTTP
+    clients read it), so each character up to U+00FF is one byte whatever the
+    rest of the value; a URI (``Location``) has its non-ASCII percent-encoded
+    as UTF-8 (RFC 3986 2.5)."""
     # A field value has no surrounding whitespace either (h11 refuses it).
     if text.isascii() and text.isprintable():  # the common case: nothing to neutralize
         return text.strip(" ").encode("ascii")
     text = text.translate(_UNSAFE).strip(" \t")
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:  # surrogateescape: raw bytes of an undecodable path
-        return text.encode("utf-8", "surrogateescape")
+    if name.lower() in _URI_HEADERS:
+        return _NON_ASCII.sub(_percent, text.encode("utf-8", "surrogateescape"))
+    return text.encode("latin-1", "simple_http_server.header")
 
 
 _NAMES: dict[str, bytes] = {}
 
 
 def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
-    """Header lines as bytes, control characters (CR, LF, NUL...) turned into spaces."""
+    """Header lines as bytes (see :func:`_encode`), control characters (CR, LF,
+    NUL...) turned into spaces."""
     names = _NAMES
     lines: HeaderLines = []
     for name, value in headers:
@@ -59,7 +87,7 @@ def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
             encoded = _encode(name)
             if len(names) < 512:  # header names repeat; values mostly do not
                 names[name] = encoded
-        lines.append((encoded, _encode(value)))
+        lines.append((encoded, _encode(value, name)))
     return lines
 
 
