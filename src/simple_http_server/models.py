@@ -414,6 +414,9 @@ class Request:
     #: Makes the reader of a body already in memory; installed by the dispatch
     #: layer (:mod:`.dispatch.bodies`), which this module does not import.
     _memory_reader: ClassVar[Callable[[bytes], RequestBodyReader]]
+    #: The path as sent, still percent-encoded (set by the dispatch layer): static
+    #: resources refuse what decoding hides (encoded slashes, dot segments).
+    _raw_path: str = ""
 
     def __init__(
         self,

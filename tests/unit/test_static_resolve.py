@@ -18,6 +18,7 @@ from simple_http_server.dispatch.static import (
     attachment,
     guess_type,
     parse_range,
+    plain_segments,
     plan_file,
 )
 
@@ -277,3 +278,25 @@ def test_resources_as_a_set_get_a_clear_error(tmp_path: Path) -> None:
         Resources({"/p/*", str(tmp_path)})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="dict"):
         server.init_wsgi_proxy(resources={"/p/*", str(tmp_path)})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "plain"),
+    [
+        ("/r/a/b.css", True),
+        ("/r/%E4%B8%AD.txt", True),
+        ("/r/a.b/..c/.d", True),
+        ("/r/%252e%252e/x", True),  # a file named "%2e%2e": decoded once
+        ("/r/a%2Fb", False),
+        ("/r/a%2fb", False),
+        ("/r/a%5cb", False),
+        ("/r/../x", False),
+        ("/r/./x", False),
+        ("/r/x/..", False),
+        ("/r/%2e%2e/x", False),
+        ("/r/%2E/x", False),
+        ("/r/.%2e/x", False),
+    ],
+)
+def test_plain_segments(raw: str, plain: bool) -> None:
+    assert plain_segments(raw) is plain

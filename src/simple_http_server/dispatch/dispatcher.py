@@ -53,7 +53,7 @@ from .filters import FilterContext, run_chain
 from .invoke import call, call_async, current_loop
 from .routing import Router, normalize_path
 from .sessions import LocalSessionFactory, RequestSessions, global_session_factory
-from .static import Resources, guess_type, none_match, plan_file
+from .static import Resources, guess_type, none_match, plain_segments, plan_file
 
 __all__ = ["Dispatcher", "make_request"]
 
@@ -73,7 +73,7 @@ def make_request(
     raw_path, _, query = target.partition("?")
     if raw_path.startswith(("http://", "https://")):  # absolute-form target
         raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
-    return Request(
+    request = Request(
         method,
         normalize_path(raw_path or "/"),
         query,
@@ -82,6 +82,8 @@ def make_request(
         cast("dict[str, list[str | MultipartFile]]", parse_query(query)) if query else {},
         scheme,
     )
+    request._raw_path = raw_path
+    return request
 
 
 def _has_body(request: Request) -> bool:
@@ -256,7 +258,11 @@ class Dispatcher:
         endpoint = match.target
         static_path: str | None = None
         if endpoint is None:
-            if self.resources and request.method in ("GET", "HEAD"):
+            if (
+                self.resources
+                and request.method in ("GET", "HEAD")
+                and plain_segments(request._raw_path)
+            ):
                 static_path = self.resources.resolve(request.path)
             if static_path is None:
                 if request.method == "CONNECT" and not router.serves_connect:

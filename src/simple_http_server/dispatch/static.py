@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:
     from ..models import Request
 
-__all__ = ["FileAnswer", "Resources", "attachment", "guess_type", "parse_range", "plan_file"]
+__all__ = [
+    "FileAnswer",
+    "Resources",
+    "attachment",
+    "guess_type",
+    "parse_range",
+    "plain_segments",
+    "plan_file",
+]
 
 _EXTRA_TYPES = {
     ".js": "text/javascript",
@@ -42,6 +50,21 @@ def guess_type(path: str) -> str:
     if media.startswith(_TEXTUAL) and "charset" not in media:
         media += "; charset=utf-8"
     return media
+
+
+def plain_segments(raw_path: str) -> bool:
+    """False when a request path as sent (still percent-encoded) has an encoded
+    slash or backslash, or a ``.``/``..`` segment, plain or encoded: decoding and
+    resolving would hide them, and static resources answer such paths 404."""
+    if "%" not in raw_path and "/." not in raw_path:
+        return True
+    lowered = raw_path.lower()
+    if "%2f" in lowered or "%5c" in lowered:
+        return False
+    for segment in raw_path.split("/"):
+        if segment in (".", "..") or ("%" in segment and unquote(segment) in (".", "..")):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
