@@ -24,8 +24,8 @@ from .app import App, default_app
 from .config import ServerConfig
 from .dispatch.channel import Channel, HeaderLines
 from .dispatch.dispatcher import Dispatcher, make_request
-from .dispatch.invoke import in_event_loop, run_sync
-from .models import Headers, SessionFactory
+from .dispatch.invoke import LoopHelper, help_while_waiting, in_event_loop, run_sync
+from .models import Headers, Request, SessionFactory
 from .protocol.http11 import reason_phrase
 
 __all__ = ["TestClient", "TestResponse"]
@@ -134,6 +134,17 @@ def _multipart(data: Mapping[str, Any], files: Mapping[str, Any]) -> tuple[bytes
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
 
 
+def _serve(dispatcher: Dispatcher, request: Request, channel: _MemoryChannel) -> None:
+    """Serve in this thread, as a threaded-transport worker does: while it waits for
+    async code, it runs the sync code that code calls."""
+    previous = help_while_waiting(None)
+    help_while_waiting(previous or LoopHelper())
+    try:
+        run_sync(dispatcher.handle(request, channel))
+    finally:
+        help_while_waiting(previous)
+
+
 class TestClient:
     """Sends requests straight to the dispatcher of an app.
 
@@ -203,9 +214,9 @@ class TestClient:
         channel = _MemoryChannel(body, request.method == "HEAD")
         if in_event_loop():
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                pool.submit(lambda: run_sync(self.dispatcher.handle(request, channel))).result()
+                pool.submit(_serve, self.dispatcher, request, channel).result()
         else:
-            run_sync(self.dispatcher.handle(request, channel))
+            _serve(self.dispatcher, request, channel)
         response = TestResponse(channel.status, channel.headers, b"".join(channel.parts))
         for value in response.get_all("Set-Cookie"):
             self._remember(value)

@@ -15,6 +15,7 @@ import pytest
 from simple_http_server.dispatch.invoke import (
     LoopHelper,
     call_async,
+    call_sync,
     help_while_waiting,
     run_sync,
     wait_on,
@@ -111,3 +112,63 @@ def test_a_job_posted_while_no_thread_waits_runs_on_a_thread_of_its_own() -> Non
     helper.post(job)
     assert done.wait(5)
     assert ran[0][1] != threading.get_ident()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread of its own."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_a_nested_wait_leaves_the_thread_helping_the_outer_one(
+    helper: LoopHelper, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A job that waits for the loop again (a ``def`` filter's ``do_chain()``): once
+    that inner wait ends, what the outer work posts still runs on this thread."""
+    ran: list[tuple[int, int]] = []
+
+    async def inner() -> None:
+        helper.post(recorder(ran, 1))
+
+    async def outer() -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        def waits_again() -> None:
+            wait_on(loop, inner())
+            loop.call_soon_threadsafe(done.set_result, None)
+
+        helper.post(waits_again)
+        await done
+        helper.post(recorder(ran, 2))
+        await asyncio.sleep(0.01)
+
+    wait_on(loop, outer())
+    me = threading.get_ident()
+    assert ran == [(1, me), (2, me)]
+
+
+def test_sync_code_called_by_the_awaited_work_runs_on_the_waiting_thread(
+    helper: LoopHelper, loop: asyncio.AbstractEventLoop
+) -> None:
+    """``call_sync`` from the work a thread waits for (and from the tasks it starts)
+    needs no pool thread: the waiting thread runs it."""
+
+    async def work() -> list[int]:
+        first = await call_sync(threading.get_ident)
+        second = await asyncio.ensure_future(call_sync(threading.get_ident))
+        return [first, second]
+
+    assert wait_on(loop, work()) == [threading.get_ident()] * 2
+
+
+def test_try_post_refuses_a_job_while_no_thread_waits() -> None:
+    helper = LoopHelper()
+    assert not helper.try_post(lambda: None)

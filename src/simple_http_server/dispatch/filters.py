@@ -74,8 +74,10 @@ class FilterContext:
     def do_chain(self) -> Awaitable[None] | None:
         """Go on to the next filter, or to the controller.
 
-        From a plain function it returns when the rest of the chain is done; from
-        an ``async def`` filter it returns an awaitable (awaiting it is optional).
+        From a plain function it returns when the rest of the chain is done (the
+        calling thread meanwhile runs the chain's sync code: a request holds one
+        thread of a pool at most); from an ``async def`` filter it returns an
+        awaitable (awaiting it is optional).
         Calling it twice, or after the response was answered, does nothing.
         """
         index = self._next_index

@@ -8,6 +8,12 @@ One dispatch coroutine serves both transports:
   sync user functions are called directly and async ones run on one shared
   background loop, while the worker thread waits for them and meanwhile runs
   the blocking I/O they hand it (:class:`LoopHelper`).
+
+A thread that waits for a loop (:func:`wait_on`) is idle, so the sync user code
+that the awaited work reaches runs on that thread too, not in a pool: a plain
+``def`` filter blocked in ``ctx.do_chain()`` runs the ``def`` controller behind
+it.  A request therefore never holds more than one thread of a pool, whatever
+its chain, and a pool cannot starve itself.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ _log = _logging.get_logger("simple_http_server.invoke")
 _get_running_loop = asyncio._get_running_loop
 _executor: _SyncPool | None = None
 _executor_lock = threading.Lock()
+#: The thread waiting (:func:`wait_on`) for the work that runs in this context.
+_HELPER: contextvars.ContextVar[LoopHelper | None] = contextvars.ContextVar(
+    "simple_http_server_helper", default=None
+)
 _bg_loop: asyncio.AbstractEventLoop | None = None
 _bg_lock = threading.Lock()
 
@@ -73,29 +83,36 @@ def in_event_loop() -> bool:
 class LoopHelper:
     """Blocking work that coroutines hand to the thread waiting for them.
 
-    A thread that waits for the background loop (a threaded-transport worker
-    running an ``async def`` controller) is idle: the coroutine posts its socket
-    I/O here and that thread runs it (see :func:`help_while_waiting`), so the
-    shared loop never blocks on a client.  Work posted while no thread waits (a
-    task that outlived its request) runs on a thread of its own.  Jobs take no
+    A thread that waits for an event loop (a threaded-transport worker running an
+    ``async def`` controller, a pool thread in ``ctx.do_chain()``) is idle: the
+    coroutines it waits for post their socket I/O and the sync user code they
+    call here, and that thread runs them (see :func:`help_while_waiting`), so
+    the loop never blocks on a client and no other thread is needed.  Waits may
+    nest (a job that waits again).  Work posted while no thread waits (a task
+    that outlived its request) runs on a thread of its own.  Jobs take no
     arguments, raise nothing and report back to the loop themselves.
     """
 
-    __slots__ = ("_cond", "_jobs", "_waiting")
+    __slots__ = ("_cond", "_depth", "_jobs")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[Callable[[], None]] = deque()
-        self._waiting = False
+        self._depth = 0  # waits in progress (nested ones included)
 
     def post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the waiting thread, or on a new one when none waits."""
+        if not self.try_post(job):
+            _run_apart(job)
+
+    def try_post(self, job: Callable[[], None]) -> bool:
+        """Queue ``job`` for the waiting thread; False (not queued) when none waits."""
         with self._cond:
-            if self._waiting:
-                self._jobs.append(job)
-                self._cond.notify()
-                return
-        _run_apart(job)
+            if not self._depth:
+                return False
+            self._jobs.append(job)
+            self._cond.notify()
+            return True
 
     def wait(self, submit: Callable[[], concurrent.futures.Future[T]]) -> T:
         """``submit()`` (hand work to a loop) and its future's result, running the
@@ -103,7 +120,8 @@ class LoopHelper:
         hand-over: a job the work posts at once runs here too."""
         cond = self._cond
         with cond:
-            self._waiting = True
+            self._depth += 1
+        waiting = True
         try:
             future = submit()
             future.add_done_callback(self._wake)
@@ -112,16 +130,18 @@ class LoopHelper:
                     while not self._jobs and not future.done():
                         cond.wait()
                     if not self._jobs:  # done, and nothing left that needs this thread
-                        self._waiting = False
+                        self._depth -= 1
+                        waiting = False
                         break
                     job = self._jobs.popleft()
                 _run_posted(job)
         finally:
-            if self._waiting:  # interrupted: later jobs get threads of their own
+            if waiting:  # interrupted: with no wait left, later jobs get threads of their own
                 with cond:
-                    self._waiting = False
-                    left = list(self._jobs)
-                    self._jobs.clear()
+                    self._depth -= 1
+                    left = [] if self._depth else list(self._jobs)
+                    if left:
+                        self._jobs.clear()
                 for job in left:
                     _run_apart(job)
         return future.result()
@@ -239,7 +259,9 @@ class _SyncPool:
     Lighter than ``run_in_executor``: a job is one queue entry and its result
     goes straight back to the waiting asyncio future, with no
     ``concurrent.futures.Future`` in between.  Threads start on demand, up to
-    ``workers``; a job never waits while fewer than ``workers`` jobs run.
+    ``workers``; a job never waits while fewer than ``workers`` jobs run.  Each
+    thread runs, while it waits for a loop, the sync code that loop's work calls
+    (:class:`LoopHelper`), so a job never needs a second thread of the pool.
     """
 
     def __init__(self, workers: int) -> None:
@@ -255,8 +277,10 @@ class _SyncPool:
         func: Callable[..., Any],
         args: Any,
         kwargs: Any,
+        ctx: contextvars.Context | None = None,
     ) -> asyncio.Future[Any]:
-        """Run ``func(*args, **kwargs)`` in a pool thread, in a copy of the context."""
+        """Run ``func(*args, **kwargs)`` in a pool thread, in ``ctx`` (default: a
+        copy of the current context)."""
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             if self._idle:
@@ -271,10 +295,13 @@ class _SyncPool:
                     self._threads.append(thread)
         if spawn:
             thread.start()
-        self._jobs.put((_inbox_of(loop), future, contextvars.copy_context(), func, args, kwargs))
+        if ctx is None:
+            ctx = contextvars.copy_context()
+        self._jobs.put((_inbox_of(loop), future, ctx, func, args, kwargs))
         return future
 
     def _work(self) -> None:
+        help_while_waiting(LoopHelper())
         jobs = self._jobs
         while True:
             job = jobs.get()
@@ -325,6 +352,26 @@ def _get_executor() -> _SyncPool:
         set_executor(64)
     assert _executor is not None
     return _executor
+
+
+def _submit(
+    loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: Any, kwargs: Any
+) -> asyncio.Future[Any]:
+    """Run sync ``func`` off ``loop``: on the thread waiting for this work when
+    there is one, else in the pool."""
+    helper = _HELPER.get()
+    if helper is not None:
+        # The job must not hand its own loop work back to this thread: the thread
+        # is busy with the job (a plain blocking wait in it would never end).
+        ctx = contextvars.copy_context()
+        ctx.run(_HELPER.set, None)
+        future: asyncio.Future[Any] = loop.create_future()
+        job = functools.partial(_run_job, _inbox_of(loop), future, ctx, func, args, kwargs)
+        if helper.try_post(job):
+            return future
+        future.cancel()
+        return _get_executor().submit(loop, func, args, kwargs, ctx)
+    return _get_executor().submit(loop, func, args, kwargs)
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -387,8 +434,10 @@ async def call_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
 async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """:func:`call` for a plain function (decided at registration).
 
-    On an event loop it runs in the bounded pool (a sleeping controller never
-    holds up the loop) with the caller's context variables.
+    On an event loop it runs with the caller's context variables, off the loop
+    (a sleeping controller never holds up the loop): on the thread that waits
+    for this work when there is one (:func:`wait_on`), else in the bounded
+    pool.
     """
     loop = _get_running_loop()
     if loop is None:
@@ -396,7 +445,7 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
             return result
         return wait_on(background_loop(), _await(result))
-    result = await _get_executor().submit(loop, func, args, kwargs)
+    result = await _submit(loop, func, args, kwargs)
     if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
         return result
     return await result
@@ -442,9 +491,24 @@ def wait_for_loop(future: concurrent.futures.Future[Any], loop: asyncio.Abstract
 
 
 def wait_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on ``loop`` from another thread and wait for its result, running
-    meanwhile the jobs it posts when the thread helps (:func:`help_while_waiting`)."""
+    """Run ``coro`` on ``loop`` from another thread and wait for its result.
+
+    When the thread helps (:func:`help_while_waiting`) it meanwhile runs the jobs
+    that ``coro`` and the tasks it starts post: their I/O, and the sync user code
+    they call (:func:`call_sync`), which thus needs no other thread.
+    """
     helper: LoopHelper | None = getattr(_local, "helper", None)
     if helper is None:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
-    return helper.wait(lambda: asyncio.run_coroutine_threadsafe(coro, loop))
+    return helper.wait(lambda: _hand_over(helper, coro, loop))
+
+
+def _hand_over(
+    helper: LoopHelper, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop
+) -> concurrent.futures.Future[T]:
+    # The task is made in a copy of this context: set here, the helper is the task's.
+    token = _HELPER.set(helper)
+    try:
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+    finally:
+        _HELPER.reset(token)
