@@ -22,7 +22,7 @@ from . import logger as _logging
 from .app import App, default_app
 from .config import ServerConfig
 from .dispatch.dispatcher import Dispatcher
-from .dispatch.invoke import set_executor
+from .dispatch.invoke import SyncPool
 from .dispatch.sessions import configure_sessions, global_session_factory, set_session_factory
 from .models import SessionFactory
 from .transport.common import open_listener
@@ -174,8 +174,8 @@ class Server:
         from .transport.aio import AioServer
 
         self.app.compiled()
-        set_executor(self.config.worker_threads)
-        transport = AioServer(self.dispatcher, self.config, self._upgrade_handler())
+        pool = SyncPool(self.config.worker_threads)  # this server's own, for its def code
+        transport = AioServer(self.dispatcher, self.config, self._upgrade_handler(), pool)
         self._transport = transport
         self._stopped.clear()
         try:
@@ -184,8 +184,12 @@ class Server:
             with _graceful_signals(self):
                 await transport.wait_closed()
         finally:
-            self._ready.clear()
-            self._stopped.set()
+            pool.shutdown()
+            try:
+                await pool.wait_closed(1.0)  # stop() returns with the threads gone
+            finally:
+                self._ready.clear()
+                self._stopped.set()
 
     def stop(self, wait: bool = True) -> None:
         """Stop accepting, let in-flight requests finish, then close (any thread)."""

@@ -4,6 +4,8 @@
   ``def`` and ``async def`` filters: a thread blocked in ``ctx.do_chain()`` runs
   the sync code behind it (else ``worker_threads`` requests in ``def`` filters
   starve the pool for good).
+* Each server, and each ASGI app, has its own pool of ``worker_threads``; it ends
+  with the server.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import http.client
 import threading
+import time
 from collections.abc import Callable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -24,6 +27,7 @@ from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 
 from ..conftest import TRANSPORTS, live_server
+from .apps import harness
 from .test_asgi import _InProcessUvicorn
 
 #: Every front end: our two transports, a real uvicorn, a threaded wsgiref, the TestClient.
@@ -206,3 +210,91 @@ def test_worker_threads_requests_in_def_filters_do_not_starve_the_pool(kind: str
         answers = concurrently(get, ["/api/data"] * workers)
         assert answers == [(200, b"same thread")] * workers
         assert get("/plain", 5) == (200, b"plain")
+
+
+# -- a pool per server -----------------------------------------------------------------
+def barrier_app(barrier: threading.Barrier, seen: list[threading.Thread]) -> App:
+    """``/meet``: a def controller that needs ``barrier.parties`` of them at once."""
+    app = App()
+
+    @app.route("/meet")
+    def meet() -> str:
+        seen.append(threading.current_thread())
+        barrier.wait()
+        return "met"
+
+    return app
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_second_server_leaves_the_first_ones_pool_alone(kind: str) -> None:
+    """Server B's ``worker_threads=1`` does not shrink server A's pool (it was one
+    pool for the process, sized by the last server started)."""
+    barrier = threading.Barrier(3, timeout=5)
+    seen: list[threading.Thread] = []
+    small = threading.Barrier(1)
+    with front_end(kind, barrier_app(barrier, seen), worker_threads=3) as get_a:
+        assert concurrently(get_a, ["/meet"] * 3) == [(200, b"met")] * 3
+        barrier.reset()
+        with front_end(kind, barrier_app(small, []), worker_threads=1) as get_b:
+            assert get_b("/meet") == (200, b"met")
+            assert concurrently(get_a, ["/meet"] * 3) == [(200, b"met")] * 3
+
+
+def counting_app(state: dict[str, Any]) -> App:
+    """``/count``: a def controller noting how many of it run at once."""
+    app = App()
+    lock = threading.Lock()
+
+    @app.route("/count")
+    def count() -> str:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.3)
+        with lock:
+            state["now"] -= 1
+        return "counted"
+
+    return app
+
+
+def test_asgi_worker_threads_bounds_the_pool() -> None:
+    """``init_asgi_proxy(worker_threads=2)``: two def controllers at a time (it was
+    ignored: the process' pool of 64 ran them all)."""
+    state = {"now": 0, "most": 0}
+    with front_end("asgi", counting_app(state), worker_threads=2) as get:
+        assert concurrently(get, ["/count"] * 5) == [(200, b"counted")] * 5
+    assert state["most"] == 2
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_stop_ends_the_servers_pool_threads(kind: str) -> None:
+    seen: list[threading.Thread] = []
+    with front_end(kind, barrier_app(threading.Barrier(2, timeout=5), seen)) as get:
+        assert concurrently(get, ["/meet"] * 2) == [(200, b"met")] * 2
+    assert len(seen) == 2
+    assert not [t.name for t in seen if t.is_alive()], "threads outlived stop()"
+
+
+def test_asgi_lifespan_shutdown_ends_the_pool_threads() -> None:
+    import uvicorn
+
+    seen: list[threading.Thread] = []
+    proxy = server.init_asgi_proxy(app_conf=barrier_app(threading.Barrier(2, timeout=5), seen))
+    port = harness.free_port()
+    config = uvicorn.Config(proxy, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not uvicorn_server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        assert concurrently(_http_get(port), ["/meet"] * 2) == [(200, b"met")] * 2
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(10)
+    assert len(seen) == 2
+    assert not [t.name for t in seen if t.is_alive()], "threads outlived the lifespan"

@@ -26,6 +26,7 @@ from ..dispatch.channel import (
     with_content_length,
 )
 from ..dispatch.dispatcher import Dispatcher, make_request
+from ..dispatch.invoke import SyncPool, reset_pool, use_pool
 from ..dispatch.routing import PATH_SAFE
 from ..transport.common import ClientGone, backlog_exceeded
 
@@ -307,18 +308,37 @@ class ASGIProxy:
     def __init__(self, dispatcher: Dispatcher, upgrade_handler: Any = None) -> None:
         self.dispatcher = dispatcher
         self.upgrade_handler = upgrade_handler
+        self._pool: SyncPool | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def pool(self) -> SyncPool:
+        """This app's pool for sync user code (``worker_threads`` threads, made on
+        first use; shut down at the lifespan's shutdown)."""
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = SyncPool(self.dispatcher.config.worker_threads)
+        return pool
 
     async def app_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point: ``await app_proxy(scope, receive, send)``."""
         kind = scope.get("type")
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        elif kind == "lifespan":
+        if kind == "lifespan":
             await self._lifespan(receive, send)
-        else:
-            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+            return
+        token = use_pool(self.pool)
+        try:
+            if kind == "http":
+                await self._http(scope, receive, send)
+            elif kind == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                raise ValueError(f"unsupported ASGI scope type {kind!r}")
+        finally:
+            reset_pool(token)
 
     __call__ = app_proxy
 
@@ -361,5 +381,14 @@ class ASGIProxy:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif kind == "lifespan.shutdown":
+                await self._close_pool()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _close_pool(self) -> None:
+        """Let the pool's threads exit (a later request makes a new pool)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
+            await pool.wait_closed(1.0)

@@ -3,7 +3,8 @@
 One dispatch coroutine serves both transports:
 
 * the asyncio transport awaits it on its loop; sync user functions run in a
-  bounded thread pool so they never block the loop, async ones are awaited;
+  bounded thread pool of the server's (:class:`SyncPool`) so they never block
+  the loop, async ones are awaited;
 * the threaded transport drives it with :func:`run_sync` in a worker thread;
   sync user functions are called directly and async ones run on one shared
   background loop, while the worker thread waits for them and meanwhile runs
@@ -27,6 +28,7 @@ import inspect
 import os
 import queue
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -36,6 +38,7 @@ from .. import logger as _logging
 
 __all__ = [
     "LoopHelper",
+    "SyncPool",
     "background_loop",
     "call",
     "call_async",
@@ -45,9 +48,10 @@ __all__ = [
     "help_while_waiting",
     "in_event_loop",
     "is_async_callable",
+    "reset_pool",
     "run_sync",
-    "set_executor",
     "spawn",
+    "use_pool",
     "wait_for_loop",
     "wait_on",
 ]
@@ -56,8 +60,12 @@ T = TypeVar("T")
 _log = _logging.get_logger("simple_http_server.invoke")
 
 _get_running_loop = asyncio._get_running_loop
-_executor: _SyncPool | None = None
-_executor_lock = threading.Lock()
+_default_pool: SyncPool | None = None
+_default_pool_lock = threading.Lock()
+#: The pool of the server (or ASGI app) whose work runs in this context.
+_POOL: contextvars.ContextVar[SyncPool | None] = contextvars.ContextVar(
+    "simple_http_server_pool", default=None
+)
 #: The thread waiting (:func:`wait_on`) for the work that runs in this context.
 _HELPER: contextvars.ContextVar[LoopHelper | None] = contextvars.ContextVar(
     "simple_http_server_helper", default=None
@@ -253,9 +261,10 @@ def _inbox_of(loop: asyncio.AbstractEventLoop) -> _Inbox:
 _Job = tuple[_Inbox, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], Any, Any]
 
 
-class _SyncPool:
+class SyncPool:
     """A bounded pool of threads running sync user code for event loops.
 
+    Each server (and each ASGI app) has its own, of ``worker_threads`` threads.
     Lighter than ``run_in_executor``: a job is one queue entry and its result
     goes straight back to the waiting asyncio future, with no
     ``concurrent.futures.Future`` in between.  Threads start on demand, up to
@@ -270,6 +279,7 @@ class _SyncPool:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        self._closed = False
 
     def submit(
         self,
@@ -281,6 +291,8 @@ class _SyncPool:
     ) -> asyncio.Future[Any]:
         """Run ``func(*args, **kwargs)`` in a pool thread, in ``ctx`` (default: a
         copy of the current context)."""
+        if self._closed:  # a task that outlived its server
+            return _get_default_pool().submit(loop, func, args, kwargs, ctx)
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             if self._idle:
@@ -313,9 +325,21 @@ class _SyncPool:
                 self._idle += 1
 
     def shutdown(self) -> None:
-        """Let every thread finish its current job and exit."""
-        for _ in self._threads:
+        """Let every thread finish its current job and exit; later jobs go to the
+        default pool."""
+        with self._lock:
+            self._closed = True
+            threads = len(self._threads)
+        for _ in range(threads):
             self._jobs.put(None)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """After :meth:`shutdown`: wait (on a loop) until every thread has exited,
+        ``timeout`` seconds at most (a thread still in user code is left behind)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            while thread.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
 
 
 def _run_job(
@@ -338,27 +362,34 @@ def _run_job(
         inbox.post(future, True, result)
 
 
-def set_executor(workers: int) -> None:
-    """Size the pool that runs sync user code for the asyncio transport."""
-    global _executor
-    with _executor_lock:
-        old, _executor = _executor, _SyncPool(workers)
-    if old is not None:
-        old.shutdown()
+def use_pool(pool: SyncPool | None) -> contextvars.Token[SyncPool | None]:
+    """Run the sync user code called in this context (and the tasks it starts) in
+    ``pool``; returns the token that :func:`reset_pool` takes."""
+    return _POOL.set(pool)
 
 
-def _get_executor() -> _SyncPool:
-    if _executor is None:
-        set_executor(64)
-    assert _executor is not None
-    return _executor
+def reset_pool(token: contextvars.Token[SyncPool | None]) -> None:
+    """Undo :func:`use_pool`."""
+    _POOL.reset(token)
+
+
+def _get_default_pool() -> SyncPool:
+    """The pool of loops that belong to no server (the background loop)."""
+    global _default_pool
+    pool = _default_pool
+    if pool is None:
+        with _default_pool_lock:
+            pool = _default_pool
+            if pool is None:
+                pool = _default_pool = SyncPool(64)
+    return pool
 
 
 def _submit(
     loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: Any, kwargs: Any
 ) -> asyncio.Future[Any]:
     """Run sync ``func`` off ``loop``: on the thread waiting for this work when
-    there is one, else in the pool."""
+    there is one, else in the pool of this context."""
     helper = _HELPER.get()
     if helper is not None:
         # The job must not hand its own loop work back to this thread: the thread
@@ -370,8 +401,8 @@ def _submit(
         if helper.try_post(job):
             return future
         future.cancel()
-        return _get_executor().submit(loop, func, args, kwargs, ctx)
-    return _get_executor().submit(loop, func, args, kwargs)
+        return (_POOL.get() or _get_default_pool()).submit(loop, func, args, kwargs, ctx)
+    return (_POOL.get() or _get_default_pool()).submit(loop, func, args, kwargs)
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -397,9 +428,9 @@ atexit.register(_stop_background_loop)
 
 def _after_fork_in_child() -> None:
     """A forked worker process has none of the parent's threads: recreate lazily."""
-    global _executor, _bg_loop, _executor_lock, _bg_lock
-    _executor, _bg_loop = None, None
-    _executor_lock, _bg_lock = threading.Lock(), threading.Lock()
+    global _default_pool, _bg_loop, _default_pool_lock, _bg_lock
+    _default_pool, _bg_loop = None, None
+    _default_pool_lock, _bg_lock = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -436,8 +467,8 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
     On an event loop it runs with the caller's context variables, off the loop
     (a sleeping controller never holds up the loop): on the thread that waits
-    for this work when there is one (:func:`wait_on`), else in the bounded
-    pool.
+    for this work when there is one (:func:`wait_on`), else in the server's
+    bounded pool.
     """
     loop = _get_running_loop()
     if loop is None:

@@ -22,6 +22,7 @@ from .. import logger as _logging
 from ..config import ServerConfig
 from ..dispatch.channel import Channel, FileShrank, HeaderLines, encode_headers
 from ..dispatch.dispatcher import Dispatcher
+from ..dispatch.invoke import SyncPool, use_pool
 from ..errors import HttpError
 from ..protocol import http11
 from .common import (
@@ -244,6 +245,7 @@ class _AioConn(asyncio.Protocol, Channel):
         # The body's pace is measured from the head on (a body is pending).
         self.pace = None if self.conn.request_complete else BodyPace(self.config)
         SERVING.set(self.server)  # this task's own context
+        use_pool(self.server.pool)
         try:
             upgrade = self.server.upgrade_handler
             if upgrade is not None and upgrade.wants(head):
@@ -542,10 +544,18 @@ class _AioConn(asyncio.Protocol, Channel):
 class AioServer:
     """Serves a dispatcher on the running event loop."""
 
-    def __init__(self, dispatcher: Dispatcher, config: ServerConfig, upgrade_handler: Any = None):
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        config: ServerConfig,
+        upgrade_handler: Any = None,
+        pool: SyncPool | None = None,
+    ):
         self.dispatcher = dispatcher
         self.config = config
         self.upgrade_handler = upgrade_handler
+        #: Runs the server's sync user code (None: the process' default pool).
+        self.pool = pool
         self.connections: set[_AioConn] = set()
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
