@@ -6,6 +6,8 @@
   starve the pool for good).
 * Each server, and each ASGI app, has its own pool of ``worker_threads``; it ends
   with the server.
+* A sync ``bind()`` and a per-request controller's constructor are sync code:
+  never on the event loop; before a ``def`` controller, in the controller's job.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from simple_http_server import App, Request, server
+from simple_http_server import App, ModelBinding, Request, server
 from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 
@@ -298,3 +300,125 @@ def test_asgi_lifespan_shutdown_ends_the_pool_threads() -> None:
         thread.join(10)
     assert len(seen) == 2
     assert not [t.name for t in seen if t.is_alive()], "threads outlived the lifespan"
+
+
+# -- sync code on the way to a controller ------------------------------------------------
+class User:
+    def __init__(self, name: str, thread: int) -> None:
+        self.name = name
+        self.thread = thread
+
+
+def binder_app(started: threading.Event, release: threading.Event) -> App:
+    """``/me``: a def controller whose sync binder blocks until ``release``; ``/me-async``
+    the same binder before an async controller; ``/obj`` a per-request class whose
+    constructor blocks; ``/ping`` an async controller."""
+    app = App()
+
+    @app.model_binding(User)
+    class UserBinding(ModelBinding):
+        def bind(self) -> User:  # a blocking lookup (a database, a remote service)
+            started.set()
+            release.wait(5)
+            return User(str(self.request.get_parameter("u", "anon")), threading.get_ident())
+
+    @app.route("/me")
+    def me(user: User) -> dict[str, Any]:
+        return {"user": user.name, "same thread": user.thread == threading.get_ident()}
+
+    @app.route("/me-async")
+    async def me_async(user: User) -> dict[str, Any]:
+        return {"user": user.name, "same thread": user.thread == threading.get_ident()}
+
+    @app.controller(singleton=False)
+    class PerRequest:
+        def __init__(self) -> None:
+            started.set()
+            release.wait(5)
+            self.thread = threading.get_ident()
+
+        @app.request_map("/obj")
+        def obj(self) -> dict[str, Any]:
+            return {"user": "obj", "same thread": self.thread == threading.get_ident()}
+
+    @app.route("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    return app
+
+
+@pytest.mark.parametrize("kind", [*LOOP_FRONT_ENDS, "wsgi"])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/me?u=bob", b'{"user": "bob", "same thread": true}'),
+        ("/obj", b'{"user": "obj", "same thread": true}'),
+        ("/me-async?u=bob", b'{"user": "bob", "same thread": false}'),
+    ],
+)
+def test_sync_code_before_a_controller_never_blocks_the_loop(
+    kind: str, path: str, expected: bytes
+) -> None:
+    """While a sync ``bind()`` or constructor blocks, an async route still answers;
+    before a def controller it runs in the controller's own pool job."""
+    started, release = threading.Event(), threading.Event()
+    with front_end(kind, binder_app(started, release)) as get:
+        blocked = concurrently_started(get, path)
+        try:
+            assert started.wait(5)
+            assert get("/ping", 2) == (200, b"pong")  # the loop is free
+        finally:
+            release.set()
+        blocked.join(10)
+        assert blocked.result == (200, expected)
+
+
+class _Started(threading.Thread):
+    """A GET from a thread of its own; ``result`` once joined."""
+
+    def __init__(self, get: Get, path: str) -> None:
+        super().__init__(daemon=True)
+        self.get, self.path = get, path
+        self.result: Any = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.get(self.path, 10)
+        except Exception as exc:
+            self.result = type(exc).__name__
+
+
+def concurrently_started(get: Get, path: str) -> _Started:
+    thread = _Started(get, path)
+    thread.start()
+    return thread
+
+
+def async_binder_app() -> App:
+    """An async ``bind()`` that really suspends, before a def and an async controller."""
+    app = App()
+
+    @app.model_binding(User)
+    class UserBinding(ModelBinding):
+        async def bind(self) -> User:
+            await asyncio.sleep(0.01)
+            return User(str(self.request.get_parameter("u", "anon")), 0)
+
+    @app.route("/me")
+    def me(user: User) -> str:
+        return user.name
+
+    @app.route("/me-async")
+    async def me_async(user: User) -> str:
+        return user.name
+
+    return app
+
+
+@pytest.mark.parametrize("kind", FRONT_ENDS)
+def test_an_async_bind_that_suspends_works_everywhere(kind: str) -> None:
+    """It was a 500 wherever no loop runs the dispatch (threaded, WSGI, TestClient)."""
+    with front_end(kind, async_binder_app()) as get:
+        assert get("/me?u=ann") == (200, b"ann")
+        assert get("/me-async?u=bob") == (200, b"bob")

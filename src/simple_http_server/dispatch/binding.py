@@ -43,6 +43,7 @@ from .binders import (
     reg_group,
 )
 from .bodies import MultipartFile, RequestBodyReader
+from .invoke import await_user, is_async_callable
 
 __all__ = [
     "BindContext",
@@ -105,26 +106,39 @@ class BindingPlan:
 
     names: tuple[str, ...]
     binders: tuple[Binder, ...]
+    #: The arguments whose binder may give an awaitable (user binders).
     awaiting: frozenset[int]
     needs_body: bool
     needs_stream: bool
     path_value_names: frozenset[str]
+    #: A user binder's sync ``bind()`` runs: off the event loop, as any sync user code.
+    runs_sync_user_code: bool = False
 
     def bind_now(self, ctx: BindContext) -> dict[str, Any]:
-        """Keyword arguments for one request, when no binder awaits anything."""
+        """Keyword arguments for one request; an async binder's value is still to await."""
         if not self.names:
             return {}
         return {name: binder(ctx) for name, binder in zip(self.names, self.binders, strict=True)}
+
+    def pending(self, kwargs: dict[str, Any]) -> bool:
+        """True when some of ``kwargs`` (made by :meth:`bind_now`) are still to await."""
+        names = self.names
+        return any(inspect.isawaitable(kwargs[names[index]]) for index in self.awaiting)
+
+    async def resolve(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` (made by :meth:`bind_now`) with the async binders' values awaited."""
+        for index in self.awaiting:
+            name = self.names[index]
+            value = kwargs[name]
+            if inspect.isawaitable(value):
+                kwargs[name] = await await_user(value)
+        return kwargs
 
     async def bind(self, ctx: BindContext) -> dict[str, Any]:
         """Keyword arguments for one request."""
         kwargs = self.bind_now(ctx)
         if self.awaiting:
-            for index in self.awaiting:
-                name = self.names[index]
-                value = kwargs[name]
-                if inspect.isawaitable(value):
-                    kwargs[name] = await value
+            return await self.resolve(kwargs)
         return kwargs
 
 
@@ -173,7 +187,7 @@ def plan_binding(
     names: list[str] = []
     binders: list[Binder] = []
     awaiting: set[int] = set()
-    needs_body = needs_stream = False
+    needs_body = needs_stream = sync_user_code = False
     path_names: set[str] = set()
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -193,8 +207,9 @@ def plan_binding(
         if kind is PathValue:
             marker_name = default.name if isinstance(default, PathValue) else ""
             path_names.add(marker_name or p.name)
-        if kind == "model":
+        if kind in _MODEL_KINDS:
             awaiting.add(len(names))
+            sync_user_code = sync_user_code or kind == "model"
         names.append(p.name)
         binders.append(binder)
     return BindingPlan(
@@ -204,7 +219,17 @@ def plan_binding(
         needs_body,
         needs_stream,
         frozenset(path_names),
+        sync_user_code,
     )
+
+
+_MODEL_KINDS = frozenset({"model", "async model"})
+
+
+def _model(cls: ModelBinder, name: str, annotation: Any, default: Any) -> tuple[Binder, str]:
+    """A user binder class' binder; its kind says whether its ``bind()`` is async."""
+    kind = "async model" if is_async_callable(getattr(cls, "bind", None)) else "model"
+    return model_binder(cls, name, annotation, default), kind
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -226,7 +251,7 @@ def _binder_for(
 ) -> tuple[Binder, Any]:
     annotation = _unwrap_optional(annotation)
     if annotation is not None and _hashable(annotation) and annotation in model_binders:
-        return model_binder(model_binders[annotation], name, annotation, default), "model"
+        return _model(model_binders[annotation], name, annotation, default)
     marker = _kind_of(default) if has_default else None
     if marker is not None:
         return _marker_binder(name, marker, default, annotation), marker
@@ -243,7 +268,7 @@ def _binder_for(
                 marker_default = default if has_default else None
                 return _annotated_marker(name, kind, marker_default, required), kind
         if default_binder is not None and not _is_plain(annotation):
-            return model_binder(default_binder, name, annotation, default), "model"
+            return _model(default_binder, name, annotation, default)
     target = annotation
     if has_default and default is not None and annotation is None:
         target = type(default)

@@ -37,25 +37,88 @@ class Endpoint:
     is_async: bool = False
     #: The controller takes a ``Session`` argument (resolved before it runs).
     binds_session: bool = False
+    #: ``run(ctx)``: bind, build the instance and call (a plain controller, one job).
+    run: Callable[[BindContext], Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run = _sync_runner(self.func, self.plan, self.instance)
 
     def invoke(self, ctx: BindContext) -> Coroutine[Any, Any, Any]:
         """The coroutine that binds the arguments and calls the controller.
 
-        Bound at once when no binder needs to await (most controllers): the
-        caller awaits the call itself, with no coroutine of this method between.
+        A plain controller is bound and called in one go off the event loop (in
+        the pool on a loop): user binders and a per-request instance's constructor
+        are sync code on its way.  An async one is bound at once when no binder
+        needs to await or block (most controllers): the caller awaits the call
+        itself, with no coroutine of this method between.
         """
-        if self.plan.awaiting:
+        plan = self.plan
+        if not self.is_async:
+            if plan.awaiting:
+                return self._run_sync_awaiting(ctx)
+            return call_sync(self.run, ctx)
+        if plan.runs_sync_user_code:
+            return self._bind_off_loop_and_call(ctx)
+        if plan.awaiting:
             return self._bind_and_call(ctx)
-        return self._call(self.plan.bind_now(ctx))
+        return self._call(plan.bind_now(ctx))
+
+    def _run_with(self, kwargs: dict[str, Any]) -> Any:
+        if self.instance is not None:
+            return self.func(self.instance(), **kwargs)
+        return self.func(**kwargs)
+
+    def _run_or_defer(self, ctx: BindContext) -> Any:
+        """:meth:`_run`, unless an async binder's value is still to await."""
+        kwargs = self.plan.bind_now(ctx)
+        if self.plan.pending(kwargs):
+            return _Unresolved(kwargs)
+        return self._run_with(kwargs)
+
+    async def _run_sync_awaiting(self, ctx: BindContext) -> Any:
+        """A plain controller with user binders: their async values are awaited
+        where async code runs, then the controller is called off the loop."""
+        result = await call_sync(self._run_or_defer, ctx)
+        if type(result) is _Unresolved:
+            kwargs = await self.plan.resolve(result.kwargs)
+            return await call_sync(self._run_with, kwargs)
+        return result
 
     async def _bind_and_call(self, ctx: BindContext) -> Any:
         return await self._call(await self.plan.bind(ctx))
 
+    async def _bind_off_loop_and_call(self, ctx: BindContext) -> Any:
+        """An async controller after a sync user binder: binding runs off the loop."""
+        kwargs = await call_sync(self.plan.bind_now, ctx)
+        return await self._call(await self.plan.resolve(kwargs))
+
     def _call(self, kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any]:
-        run = call_async if self.is_async else call_sync
         if self.instance is not None:
-            return run(self.func, self.instance(), **kwargs)
-        return run(self.func, **kwargs)
+            return call_async(self.func, self.instance(), **kwargs)
+        return call_async(self.func, **kwargs)
+
+
+def _sync_runner(
+    func: Callable[..., Any], plan: BindingPlan, instance: Callable[[], Any] | None
+) -> Callable[[BindContext], Any]:
+    """``Endpoint.run`` of a plain controller, with no step its arguments do not need."""
+    bind_now = plan.bind_now
+    if instance is None:
+        if not plan.names:
+            return lambda ctx: func()
+        return lambda ctx: func(**bind_now(ctx))
+    if not plan.names:
+        return lambda ctx: func(instance())
+    return lambda ctx: func(instance(), **bind_now(ctx))
+
+
+class _Unresolved:
+    """Arguments bound off the loop, some still to await (an async ``bind()``)."""
+
+    __slots__ = ("kwargs",)
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self.kwargs = kwargs
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from .. import logger as _logging
 __all__ = [
     "LoopHelper",
     "SyncPool",
+    "await_user",
     "background_loop",
     "call",
     "call_async",
@@ -484,6 +485,15 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+async def await_user(awaitable: Awaitable[T]) -> T:
+    """Await what user code returned: on the running loop, or on the background
+    loop when there is none (it may suspend, which the dispatch coroutine cannot
+    do outside a loop)."""
+    if _get_running_loop() is not None:
+        return await awaitable
+    return wait_on(background_loop(), _await(awaitable))
 
 
 def current_loop() -> asyncio.AbstractEventLoop | None:
