@@ -327,7 +327,16 @@ class LogRecords(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
+        self._records: list[logging.LogRecord] = []
+
+    @property
+    def records(self) -> list[logging.LogRecord]:
+        """What was logged so far: the framework's log queue is flushed first (its
+        records reach handlers from a thread of their own, a moment later)."""
+        from simple_http_server import logger
+
+        logger.flush()
+        return self._records
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        self._records.append(record)
