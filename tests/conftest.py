@@ -273,25 +273,18 @@ class UniformClient:
 @pytest.fixture(params=FRONT_ENDS)
 def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., UniformClient]]:
     """``make_client(app, resources=None, **config)`` in each front end in turn."""
-    front_end = str(request.param)
-    stack = contextlib.ExitStack()
-
-    def make(app: App, resources: dict[str, str] | None = None, **config: Any) -> UniformClient:
-        if front_end == "dispatch":
-            settings = ServerConfig().with_changes(**config)
-            return UniformClient(front_end, TestClient(app, resources, settings), None)
-        live = stack.enter_context(live_server(app, front_end, resources, **config))
-        return UniformClient(front_end, None, live)
-
-    with stack:
-        yield make
+    yield from _client_maker(str(request.param))
 
 
 @pytest.fixture(params=ALL_FRONT_ENDS)
 def make_any_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., UniformClient]]:
     """``make_any_client(app, resources=None, **config)`` in each front end in turn:
     ``make_client``'s three, then WSGI (wsgiref) and ASGI (uvicorn)."""
-    front_end = str(request.param)
+    yield from _client_maker(str(request.param))
+
+
+def _client_maker(front_end: str) -> Iterator[Callable[..., UniformClient]]:
+    """A ``make(app, resources=None, **config)`` for ``front_end``, until the test ends."""
     stack = contextlib.ExitStack()
 
     def make(app: App, resources: dict[str, str] | None = None, **config: Any) -> UniformClient:

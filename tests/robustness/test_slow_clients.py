@@ -59,25 +59,31 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 
 # -- slowloris ------------------------------------------------------------------------
-def test_head_trickled_one_byte_a_second_is_cut_off(serve: Serve) -> None:
-    live = serve(app()[0], head_timeout=1.5)
+def trickle(live: LiveServer, head: bytes, pause: float) -> tuple[bytes, int, float]:
+    """Send ``head`` a byte at a time, ``pause`` seconds apart, until the server answers
+    or closes (5 s at most): its answer, the bytes sent, the seconds it took."""
     sent = 0
     with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
         started = time.monotonic()
         answer = b""
-        for byte in GET:
+        for byte in head:
             try:
                 sock.sendall(bytes([byte]))
                 sent += 1
             except OSError:
                 break
-            sock.settimeout(1.0)
+            sock.settimeout(pause)
             try:
                 answer = sock.recv(4096)
                 break  # the server answered (408) or closed
             except TimeoutError:
-                continue
-        elapsed = time.monotonic() - started
+                if time.monotonic() - started > 5:
+                    break
+        return answer, sent, time.monotonic() - started
+
+
+def test_head_trickled_one_byte_a_second_is_cut_off(serve: Serve) -> None:
+    answer, sent, elapsed = trickle(serve(app()[0], head_timeout=1.5), GET, 1.0)
     assert answer.startswith(b"HTTP/1.1 408 ") or answer == b""
     assert elapsed < 1.5 + 2.0
     assert sent <= 4
@@ -88,22 +94,7 @@ def test_head_trickled_faster_than_the_sweep_is_cut_off_on_an_idle_server(serve:
     sweep (every 0.5 s) looked, so on an otherwise idle server it was never cut."""
     live = serve(app()[0], head_timeout=1.0)
     head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100 + b"\r\n\r\n"  # 28 s at this rate
-    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
-        started = time.monotonic()
-        answer = b""
-        for byte in head:
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:
-                break
-            sock.settimeout(0.2)
-            try:
-                answer = sock.recv(4096)
-                break  # the server answered (408) or closed
-            except TimeoutError:
-                if time.monotonic() - started > 5:
-                    break
-        elapsed = time.monotonic() - started
+    answer, _sent, elapsed = trickle(live, head, 0.2)
     assert answer.startswith(b"HTTP/1.1 408 "), (answer, elapsed)
     assert elapsed < 1.0 + 1.5, elapsed
 
