@@ -262,6 +262,10 @@ def _inbox_of(loop: asyncio.AbstractEventLoop) -> _Inbox:
 _Job = tuple[_Inbox, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], Any, Any]
 
 
+#: Seconds an idle pool thread waits for a job before it ends (started again on demand).
+POOL_IDLE_TIMEOUT = 60.0
+
+
 class SyncPool:
     """A bounded pool of threads running sync user code for event loops.
 
@@ -317,13 +321,28 @@ class SyncPool:
         help_while_waiting(LoopHelper())
         jobs = self._jobs
         while True:
-            job = jobs.get()
+            try:
+                job = jobs.get(timeout=POOL_IDLE_TIMEOUT)
+            except queue.Empty:
+                if self._retire():
+                    return
+                continue
             if job is None:
                 return
             _run_job(*job)
             job = None  # hold no reference to the last job while idle
             with self._lock:
                 self._idle += 1
+
+    def _retire(self) -> bool:
+        """An idle thread waited ``POOL_IDLE_TIMEOUT`` for nothing: it ends (True),
+        unless every idle thread is promised to a job queued meanwhile."""
+        with self._lock:
+            if not self._idle:
+                return False
+            self._idle -= 1
+            self._threads.remove(threading.current_thread())
+            return True
 
     def shutdown(self) -> None:
         """Let every thread finish its current job and exit; later jobs go to the
