@@ -650,3 +650,63 @@ def test_wss_survives_key_updates_while_another_thread_sends(
             got.append(data[4 : 4 + size][:5])
             data = data[4 + size :]
     assert got == [f"{i:05d}".encode() for i in range(count)]
+
+
+def read_to_a_clean_end(sock: ssl.SSLSocket) -> bytes:
+    """Everything until the server's TLS closure alert (``ssl.SSLEOFError`` when the
+    connection ends without one: the client cannot tell the end from a cut)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "request_bytes, expected",
+    [
+        (b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", b"HTTP/1.1 200 "),
+        (b"GET /hello HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 "),
+        (b"GET /hello HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", b"HTTP/1.1 400 "),
+    ],
+    ids=["connection-close", "http-1.0", "bad-request"],
+)
+def test_the_server_ends_a_tls_connection_with_close_notify(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    request_bytes: bytes,
+    expected: bytes,
+) -> None:
+    """The threaded transport closed TLS connections without the closure alert: a client
+    that checks (``suppress_ragged_eofs=False``) saw every ending as a truncation."""
+    live = serve(tls_app(), ssl_context=server_context)
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(
+        raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False
+    ) as sock:
+        sock.sendall(request_bytes)
+        assert read_to_a_clean_end(sock).startswith(expected)
+
+
+def test_a_wss_session_the_server_ends_closes_tls_with_close_notify(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    from simple_http_server import WebsocketHandler, WebsocketSession
+
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Leaving(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            session.close("bye")
+
+    live = serve(app, ssl_context=server_context)
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(
+        raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False
+    ) as sock:
+        upgraded(sock)  # type: ignore[arg-type]
+        closing = sock.recv(64)  # the server's Close (small: one record)
+        sock.sendall(frame(0x8, b"\x03\xe8"))  # the client's answer to it
+        rest = read_to_a_clean_end(sock)
+    assert closing[:1] == b"\x88" and closing[4:] == b"bye" and rest == b""

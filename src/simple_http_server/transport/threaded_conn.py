@@ -45,6 +45,7 @@ from .common import (
     set_kernel_timeouts,
 )
 from .thread_io import DRAIN_LOW_WATER, Inbox, Outbox
+from .tls_serial import send_close_notify
 
 if TYPE_CHECKING:
     from .threaded import ThreadedServer
@@ -75,6 +76,7 @@ class ThreadedConn(Channel):
         "read_timeout_changed",
         "server",
         "sock",
+        "tls_closed",
         "upgrade",
     )
 
@@ -84,6 +86,8 @@ class ThreadedConn(Channel):
         self.peer = peer if isinstance(peer, tuple) else None
         self.conn: HttpConnection = new_connection(server.config)
         self.secure = isinstance(sock, ssl.SSLSocket)
+        #: TLS: the closure alert went out, or must not (another thread may be in TLS).
+        self.tls_closed = False
         # The first request head (after the TLS handshake) is due head_timeout after
         # the accept: a connection that never sends a request holds no slot for long.
         self.deadline = time.monotonic() + server.config.head_timeout
@@ -223,6 +227,7 @@ class ThreadedConn(Channel):
 
     def cut(self) -> None:
         """Shut the socket down: this also ends a write stalled in another thread."""
+        self.tls_closed = True  # the thread writing owns the TLS state: no alert from here
         try:
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)  # not SSLSocket's: no TLS state
         except (OSError, TypeError):
@@ -417,6 +422,7 @@ class ThreadedConn(Channel):
         """
         self.head_started = self.head_due = False
         self.deadline = time.monotonic() + LINGER_SECONDS
+        self._send_close_notify()
         try:
             self.sock.shutdown(socket.SHUT_WR)
             self.lingering = True
@@ -436,10 +442,18 @@ class ThreadedConn(Channel):
         return True
 
     def close(self) -> None:
+        self._send_close_notify()
         try:
             self.sock.close()
         except OSError:
             pass
+
+    def _send_close_notify(self) -> None:
+        """TLS: the closure alert before the connection closes (once; by the thread that
+        owns the connection: not after :meth:`cut`)."""
+        if self.secure and not self.tls_closed:
+            self.tls_closed = True
+            send_close_notify(self.sock)  # type: ignore[arg-type]
 
     def rearm_failed(self) -> None:
         """The poller could not watch this connection again: drop it."""

@@ -20,12 +20,22 @@ import ssl
 import threading
 import time
 
-__all__ = ["SerializedTls"]
+__all__ = ["SerializedTls", "send_close_notify"]
 
 #: The most one TLS write takes on: progress shows between slices.
 WRITE_SLICE = 65536
 _IN = select.POLLIN if hasattr(select, "poll") else 1
 _OUT = select.POLLOUT if hasattr(select, "poll") else 4
+
+
+def send_close_notify(sock: ssl.SSLSocket) -> None:
+    """Send TLS's closure alert (``close_notify``) without waiting for the peer's: a
+    connection closed without one looks cut short to the client (RFC 8446 6.1)."""
+    try:
+        sock.setblocking(False)
+        sock.unwrap()  # sends ours; the peer's is not waited for (SSLWantReadError)
+    except (OSError, ValueError):  # not waited for, a peer gone, no TLS state any more
+        pass
 
 
 class SerializedTls:
@@ -52,6 +62,11 @@ class SerializedTls:
         """Decrypted bytes waiting in the TLS layer."""
         with self._lock:
             return self._sock.pending()
+
+    def close_notify(self) -> None:
+        """Send TLS's closure alert (after any write under way)."""
+        with self._lock:
+            send_close_notify(self._sock)
 
     def shutdown(self, how: int) -> None:
         """Shut the descriptor down (not ``SSLSocket.shutdown``: that drops the TLS

@@ -819,6 +819,9 @@ class ThreadedLink(LinkBase):
                     _log.exception("Websocket session failed")
                 if self._timer is not None:
                     self._timer.cancel()
+                if isinstance(self.sock, SerializedTls):  # after any write under way
+                    self.sock.close_notify()
+                    self.conn.tls_closed = True
                 self.upgrade._forget(self)
                 self.conn.server._drop(self.conn)
                 self.done.set()
