@@ -9,6 +9,7 @@ memory whole.  Every malformed body is a 400 with a message saying why.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -23,7 +24,7 @@ import multipart
 
 from ..errors import HttpError
 from ..models import JSONBody, Request
-from .invoke import current_loop, in_event_loop, run_sync, wait_on
+from .invoke import call_sync, current_loop, in_event_loop, run_sync, wait_on
 
 if TYPE_CHECKING:
     import asyncio
@@ -32,9 +33,11 @@ if TYPE_CHECKING:
     from .channel import Channel
 
 __all__ = [
+    "CHARSETS",
     "MultipartFile",
     "RequestBodyReader",
     "close_files",
+    "is_charset",
     "is_json_type",
     "parse_query",
     "read_body",
@@ -45,6 +48,67 @@ __all__ = [
 SPOOL_THRESHOLD = 64 * 1024
 _COPY_CHUNK = 1024 * 1024
 _EXT_VALUE = re.compile(r"""(?i)(?:^|;)\s*(name|filename)\*\s*=\s*([^;\s]+)""")
+#: A urlencoded form larger than this is parsed off the event loop: ``unquote``
+#: is Python code that takes seconds for megabytes of percent-escapes.
+OFF_LOOP_FORM_SIZE = 64 * 1024
+
+#: The charsets a request may name, as ``codecs.lookup`` names them: the
+#: encodings of the WHATWG Encoding Standard (what browsers send), UTF-16/32
+#: with a BOM, more CJK variants and a few DOS code pages.  Every one decodes in
+#: linear time.  Other codecs are refused: ``punycode`` decodes in quadratic
+#: time, and ``idna``, ``utf-7``, ``unicode_escape``... are no charsets of the web.
+CHARSETS = frozenset(
+    {
+        "ascii",
+        "utf-8",
+        "utf-8-sig",
+        "utf-16",
+        "utf-16-be",
+        "utf-16-le",
+        "utf-32",
+        "utf-32-be",
+        "utf-32-le",
+        *(f"iso8859-{n}" for n in range(1, 17) if n != 12),
+        *(f"cp{n}" for n in range(1250, 1259)),
+        "cp437",
+        "cp850",
+        "cp852",
+        "cp866",
+        "cp874",
+        "tis-620",
+        "koi8-r",
+        "koi8-u",
+        "koi8-t",
+        "kz1048",
+        "ptcp154",
+        "mac-roman",
+        "mac-cyrillic",
+        "shift_jis",
+        "shift_jis_2004",
+        "shift_jisx0213",
+        "cp932",
+        "euc_jp",
+        "euc_jis_2004",
+        "euc_jisx0213",
+        "iso2022_jp",
+        "iso2022_jp_1",
+        "iso2022_jp_2",
+        "iso2022_jp_2004",
+        "iso2022_jp_3",
+        "iso2022_jp_ext",
+        "gb2312",
+        "gbk",
+        "gb18030",
+        "hz",
+        "big5",
+        "big5hkscs",
+        "cp950",
+        "euc_kr",
+        "cp949",
+        "johab",
+        "iso2022_kr",
+    }
+)
 
 
 def too_large(what: str, limit: int) -> HttpError:
@@ -275,12 +339,18 @@ async def read_body(channel: Channel, limit: int) -> bytes:
         body += chunk
 
 
+def is_charset(name: str) -> bool:
+    """True when ``name`` (any alias: ``latin-1``, ``Shift_JIS``...) is one of :data:`CHARSETS`."""
+    try:
+        return codecs.lookup(name).name in CHARSETS
+    except LookupError:
+        return False
+
+
 def _charset(options: dict[str, str], default: str = "utf-8") -> str:
     charset = options.get("charset") or default
-    try:
-        "".encode(charset)
-    except (LookupError, UnicodeError):  # unknown, or not a text codec ("undefined")
-        raise HttpError(400, "Bad Request", f"Unknown charset: {charset}") from None
+    if not is_charset(charset):
+        raise HttpError(400, "Bad Request", f"Unknown or unsupported charset: {charset}")
     return charset
 
 
@@ -308,12 +378,10 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
     body = await read_body(channel, limits.max_body_size)
     request.body = body
     if mime == "application/x-www-form-urlencoded":
-        charset = _charset(options)
-        text = _decode(body, charset, "form")
-        try:  # percent-escapes are bytes of text in the form's charset too
-            form = parse_query(text, charset, "strict")
-        except UnicodeError:
-            raise HttpError(400, "Bad Request", f"The form is not valid {charset} text.") from None
+        if len(body) > OFF_LOOP_FORM_SIZE and current_loop() is not None:
+            form = await call_sync(_parse_form, body, options)
+        else:
+            form = _parse_form(body, options)
         _merge_parameters(request, form)
     elif is_json_type(mime) and body.strip():
         text = _decode(body, _charset(options), "JSON body")
@@ -325,6 +393,16 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
             raise HttpError(400, "Bad Request", "The JSON body is nested too deeply.") from None
         # An object is a JSONBody (a dict): what a ``JSONBody`` argument receives.
         request.json = JSONBody(value) if type(value) is dict else value
+
+
+def _parse_form(body: bytes, options: dict[str, str]) -> dict[str, list[str]]:
+    """The fields of a urlencoded body."""
+    charset = _charset(options)
+    text = _decode(body, charset, "form")
+    try:  # percent-escapes are bytes of text in the form's charset too
+        return parse_query(text, charset, "strict")
+    except UnicodeError:
+        raise HttpError(400, "Bad Request", f"The form is not valid {charset} text.") from None
 
 
 def _merge_parameters(request: Request, form: Mapping[str, Sequence[str | MultipartFile]]) -> None:
@@ -343,6 +421,8 @@ def _extended(disposition: str, current: str | None, key: str) -> str | None:
         charset, _, rest = raw.strip('"').partition("'")
         _, _, encoded = rest.partition("'")
         try:
+            if not is_charset(charset or "utf-8"):
+                raise LookupError(charset)
             return unquote(encoded, encoding=charset or "utf-8", errors="strict")
         except (LookupError, UnicodeError):
             raise HttpError(400, "Bad Request", f"Invalid {key}* in a multipart part.") from None

@@ -1,0 +1,157 @@
+"""Hostile request bodies: charsets chosen by the client, huge forms.
+
+A body a client sends in one request must cost the server time and memory in
+proportion to its size, and never stall the event loop that serves the others.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from simple_http_server import App, JSONBody, MultipartFile
+from simple_http_server.dispatch.bodies import CHARSETS, is_charset
+from simple_http_server.server import init_asgi_proxy
+
+from ..conftest import Address, LiveServer, asgi_server, live_server
+
+BOUNDARY = "hostileBoundary"
+# Codecs Python knows that are no charsets: punycode decodes in quadratic time.
+NOT_CHARSETS = ["punycode", "idna", "utf-7", "unicode_escape", "raw_unicode_escape", "charmap"]
+FORM = "application/x-www-form-urlencoded"
+
+
+def body_app() -> App:
+    app = App()
+
+    @app.route("/form", method="POST")
+    def form(a: str = "") -> dict[str, Any]:
+        return {"a": a}
+
+    @app.route("/json", method="POST")
+    def json_body(data: JSONBody) -> dict[str, Any]:
+        return {"keys": sorted(data)}
+
+    @app.route("/upload", method="POST")
+    def upload(t: str = "", doc: MultipartFile | None = None) -> dict[str, Any]:
+        return {"t": t, "filename": doc.filename if doc is not None else None}
+
+    @app.route("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    return app
+
+
+def multipart(charset_part: str = "", filename_charset: str = "") -> bytes:
+    """A text field (with a charset) and a file part (with a ``filename*``)."""
+    text_type = f"Content-Type: text/plain; charset={charset_part}\r\n" if charset_part else ""
+    disposition = 'form-data; name="doc"; filename="a.txt"'
+    if filename_charset:
+        disposition = f"form-data; name=\"doc\"; filename*={filename_charset}''abc"
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="t"\r\n{text_type}\r\n'
+        f"x-a\r\n--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n"
+        f"Content-Type: text/plain\r\n\r\nhi\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+
+
+def post(port: int, path: str, content_type: str, body: bytes) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    return resp.status, json.loads(data) if data else None
+
+
+def test_every_allowed_charset_is_a_canonical_codec_name():
+    """The allow-list holds ``codecs.lookup`` names only (an alias would never match)."""
+    for name in CHARSETS:
+        assert codecs.lookup(name).name == name
+    for alias in ("latin-1", "ISO-8859-1", "Shift_JIS", "UTF8", "windows-1252", "us-ascii"):
+        assert is_charset(alias)
+    for name in NOT_CHARSETS:
+        assert not is_charset(name)
+
+
+@pytest.mark.parametrize("charset", NOT_CHARSETS)
+def test_codecs_that_are_no_charsets_are_400(serve, charset):
+    """``charset=punycode`` (quadratic to decode) and the other non-charsets are refused
+    in every place a request names a charset: form, JSON, a part, a ``filename*``."""
+    port = serve(body_app()).port
+    status, reply = post(port, "/form", f"{FORM}; charset={charset}", b"a=x-a")
+    assert (status, "charset" in reply["explain"]) == (400, True), reply
+    status, reply = post(port, "/json", f"application/json; charset={charset}", b'{"k": 1}')
+    assert (status, "charset" in reply["explain"]) == (400, True), reply
+    mp_type = f"multipart/form-data; boundary={BOUNDARY}"
+    status, reply = post(port, "/upload", mp_type, multipart(charset_part=charset))
+    assert status == 400, reply
+    status, reply = post(port, "/upload", mp_type, multipart(filename_charset=charset))
+    assert status == 400, reply
+    status, reply = post(port, "/upload", f"{mp_type}; charset={charset}", multipart())
+    assert status == 400, reply
+    # The real charsets still work in each place.
+    assert post(port, "/form", f"{FORM}; charset=latin-1", b"a=x-a") == (200, {"a": "x-a"})
+    status, reply = post(port, "/upload", mp_type, multipart("iso-8859-1", "utf-8"))
+    assert (status, reply) == (200, {"t": "x-a", "filename": "abc"})
+
+
+def test_a_punycode_form_is_refused_by_the_test_client():
+    from simple_http_server.testing import TestClient
+
+    body = b"a=" + b"x" * 50_000 + b"-" + b"a" * 50_000
+    reply = TestClient(body_app()).post(
+        "/form", body=body, headers={"Content-Type": f"{FORM}; charset=punycode"}
+    )
+    assert reply.status_code == 400
+
+
+@contextlib.contextmanager
+def front_end(kind: str, app: App) -> Iterator[LiveServer | Address]:
+    if kind == "asgi":
+        with asgi_server(init_asgi_proxy(app_conf=app)) as address:
+            yield address
+    else:
+        with live_server(app, kind) as live:
+            yield live
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.monotonic()
+    result = action()
+    return time.monotonic() - started, result
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])
+def test_a_big_percent_escaped_form_leaves_the_loop_free(kind):
+    """Unquoting megabytes of ``%41`` takes seconds of Python code: it runs off the
+    event loop, so another client is answered meanwhile (the loop used to stall)."""
+    body = b"a=" + b"%41" * 4_500_000  # 13.5 MB: seconds to parse
+    with front_end(kind, body_app()) as server:
+        form: dict[str, Any] = {}
+
+        def send_form() -> None:
+            form["took"], form["reply"] = timed(lambda: post(server.port, "/form", FORM, body))
+
+        thread = threading.Thread(target=send_form)
+        thread.start()
+        time.sleep(0.5)  # the body is sent and being parsed
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        ping_took, _ = timed(lambda: (conn.request("GET", "/ping"), conn.getresponse().read()))
+        conn.close()
+        thread.join(60)
+    status, reply = form["reply"]
+    assert (status, len(reply["a"])) == (200, 4_500_000)
+    # Relative, not absolute: the ping waited for the whole parse when it ran on the loop.
+    assert ping_took < (form["took"] - 0.5) / 3, (ping_took, form["took"])
