@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     lim("--max-upload-size", type=_size, help="largest multipart request body (413 beyond)")
     lim("--max-head-size", type=_size, help="largest request line and headers (431 beyond)")
     lim(
+        "--max-form-fields",
+        type=int,
+        help="most fields in one urlencoded form body (413 beyond; 0: no limit)",
+    )
+    lim(
         "--max-websocket-message-size",
         type=_size,
         help="largest websocket message (close 1009 beyond)",
@@ -232,6 +237,7 @@ _CONFIG_OPTIONS = (
     "max_body_size",
     "max_upload_size",
     "max_head_size",
+    "max_form_fields",
     "max_websocket_message_size",
     "max_send_backlog",
     "max_connections",

@@ -55,6 +55,8 @@ class Limits:
     max_body_size: int = 16 * MIB
     #: Largest multipart body; file parts stream to disk (413 beyond).
     max_upload_size: int = 1024 * MIB
+    #: Most fields in one urlencoded form body: ``&``-separated pieces (413 beyond).
+    max_form_fields: int = 1000
     #: Most parts in one multipart body (413 beyond).
     max_parts: int = 1000
     #: Most file parts in one multipart body; each may hold a temporary file open

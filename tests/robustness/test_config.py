@@ -23,6 +23,7 @@ LIMITS = {
     "max_upload_size": 3 * MIB,
     "max_websocket_message_size": 4 * MIB,
     "max_send_backlog": 5 * MIB,
+    "max_form_fields": 17,
     "head_timeout": 3.0,
     "idle_timeout": 7.0,
     "body_timeout": 9.0,

@@ -378,10 +378,11 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
     body = await read_body(channel, limits.max_body_size)
     request.body = body
     if mime == "application/x-www-form-urlencoded":
+        max_fields = limits.max_form_fields
         if len(body) > OFF_LOOP_FORM_SIZE and current_loop() is not None:
-            form = await call_sync(_parse_form, body, options)
+            form = await call_sync(_parse_form, body, options, max_fields)
         else:
-            form = _parse_form(body, options)
+            form = _parse_form(body, options, max_fields)
         _merge_parameters(request, form)
     elif is_json_type(mime) and body.strip():
         text = _decode(body, _charset(options), "JSON body")
@@ -395,10 +396,14 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
         request.json = JSONBody(value) if type(value) is dict else value
 
 
-def _parse_form(body: bytes, options: dict[str, str]) -> dict[str, list[str]]:
-    """The fields of a urlencoded body."""
+def _parse_form(body: bytes, options: dict[str, str], max_fields: int) -> dict[str, list[str]]:
+    """The fields of a urlencoded body: at most ``max_fields`` (0: no limit)."""
     charset = _charset(options)
     text = _decode(body, charset, "form")
+    # Counted before any is parsed: millions of tiny fields cost gigabytes as lists.
+    if max_fields and text.count("&") >= max_fields:
+        explain = f"The form has more than {max_fields} fields (max_form_fields)."
+        raise HttpError(413, "Content Too Large", explain)
     try:  # percent-escapes are bytes of text in the form's charset too
         return parse_query(text, charset, "strict")
     except UnicodeError:
