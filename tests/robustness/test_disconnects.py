@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from simple_http_server import App, BytesBody
+from simple_http_server import App, BytesBody, RequestBodyReader
+from simple_http_server.server import init_wsgi_proxy
 
-from ..conftest import LiveServer
+from ..conftest import LiveServer, live_server, wsgi_server
 from .conftest import BIG_RESPONSE, hostile_app, settle
 from .wire import parse_responses, send_and_collect
 
@@ -152,3 +154,67 @@ def test_blocked_controller_does_not_block_others(serve: Serve) -> None:
     finally:
         release.set()
         blocked.close()
+
+
+def truncation_app(calls: list[str]) -> App:
+    """A form, a ``BytesBody`` and both readers; ``calls`` records what ran to the end."""
+    app = App()
+
+    @app.route("/form", method="POST")
+    def form(to: str = "", amount: str = "") -> str:
+        calls.append(f"form {to} {amount}")
+        return "done"
+
+    @app.route("/bytes", method="POST")
+    def raw(body: BytesBody) -> str:
+        calls.append(f"bytes {bytes(body)!r}")
+        return "done"
+
+    @app.route("/reader", method="POST")
+    def sync_reader(reader: RequestBodyReader) -> str:
+        data = reader.read_blocking()
+        calls.append(f"reader {data!r}")
+        return "done"
+
+    @app.route("/async-reader", method="POST")
+    async def async_reader(reader: RequestBodyReader) -> str:
+        data = await reader.read()
+        calls.append(f"async-reader {data!r}")
+        return "done"
+
+    return app
+
+
+@contextlib.contextmanager
+def truncation_front_end(kind: str, app: App) -> Iterator[int]:
+    if kind == "wsgi":
+        with wsgi_server(init_wsgi_proxy(app_conf=app)) as address:
+            yield address.port
+    else:
+        with live_server(app, kind) as live:
+            yield live.port
+
+
+@pytest.mark.parametrize("path", ["/form", "/bytes", "/reader", "/async-reader"])
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "wsgi"])
+def test_a_body_cut_short_by_the_client_is_never_taken_as_complete(kind: str, path: str) -> None:
+    """The client sends 18 of its 23 declared bytes, then its FIN: under WSGI the
+    controller used to run with ``amount=10`` instead of ``amount=1000000``."""
+    calls: list[str] = []
+    body = b"to=alice&amount=1000000"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    ).encode()
+    with truncation_front_end(kind, truncation_app(calls)) as port:
+        sock = connect(port)
+        try:
+            sock.sendall(head + body[:18])
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        finally:
+            sock.close()
+    assert answer.startswith(b"HTTP/1.") and answer.split(b" ")[1] == b"400", answer
+    assert calls == []

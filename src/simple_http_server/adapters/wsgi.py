@@ -48,6 +48,7 @@ __all__ = ["WSGIProxy"]
 StartResponse = Callable[..., Callable[[bytes], Any]]
 READ_SIZE = 64 * 1024
 _COMPLETE = "this Response is complete: nothing more can be written"
+_TRUNCATED = "The request body is shorter than its Content-Length."
 _get_running_loop = asyncio._get_running_loop
 _threads = threading.local()
 _HOP_BY_HOP = frozenset(
@@ -176,7 +177,10 @@ class _WSGIChannel(Channel):
         if remaining <= 0:
             return b""
         data = bytes(self._input.read(min(READ_SIZE, remaining)))
-        self._remaining = remaining - len(data) if data else 0
+        if not data:  # the client left before sending all of its Content-Length
+            self._remaining = 0
+            raise HttpError(400, "", _TRUNCATED)
+        self._remaining = remaining - len(data)
         return data
 
     def _start(self, status: int, headers: HeaderLines) -> None:
