@@ -11,7 +11,8 @@ The client is the synchronous ``redis`` client.  The dispatcher never calls it
 on an event loop: session lookups for ``Session`` arguments and async
 controllers run in the worker pool (asyncio transport), sync controllers run
 there anyway, and writes made from ``async def`` code are kept in memory and
-written by the dispatcher, off the loop, before the response is sent.
+written by the dispatcher, off the loop, before the response is sent (those
+made by a streamed body, after it was sent).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -84,6 +84,24 @@ def redis_app(factory: RedisSessionFactory) -> App:
         session.invalidate()
         return "bye"
 
+    @app.route("/async-stream")
+    async def async_stream(session: Session) -> Any:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"a"
+            session.set_attribute("during", "async-gen")  # the controller has returned
+            yield b"b"
+
+        return body()
+
+    @app.route("/sync-stream")
+    def sync_stream(session: Session) -> Any:
+        def body() -> Iterator[bytes]:
+            yield b"a"
+            session.set_attribute("during", "sync-gen")
+            yield b"b"
+
+        return body()
+
     return app
 
 
@@ -148,6 +166,29 @@ def test_async_controllers_never_call_redis_on_the_loop(make_client, client, pre
     assert json.loads(client.hget(prefix + sid, "a:k")) == "from-async"
     assert web.get("/async-get").json() == {"value": "from-async"}
     assert web.get("/get").json()["value"] == "from-async"
+    assert client.on_loop == []
+
+
+def stored(client: redis.Redis, key: str, field: str) -> Any:
+    """A field of a session hash, waited for a moment: the dispatcher writes what a
+    streamed body wrote after the body is sent, maybe after the client read it."""
+    deadline = time.monotonic() + 3
+    while (value := client.hget(key, field)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return None if value is None else json.loads(value)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_writes_from_a_streamed_body_are_stored(make_any_client, client, prefix, kind):
+    """An (async) generator body runs after the controller returned and after the
+    session was flushed: its writes (kept in memory on a loop) used to be lost."""
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    web = make_any_client(redis_app(factory))
+    sid = web.get("/set").json()["id"]
+    reply = web.get(f"/{kind}-stream")
+    assert (reply.status, reply.body) == (200, b"ab")
+    assert stored(client, prefix + sid, "a:during") == f"{kind}-gen"
+    assert web.get("/get?name=during").json()["value"] == f"{kind}-gen"
     assert client.on_loop == []
 
 

@@ -222,12 +222,20 @@ class Dispatcher:
                 close_files(request)  # the body is made: free them before a slow client reads it
             if request._session_state is not None:
                 await self._finish_session(request)
-            if response._streaming:
-                if not response._closed:
-                    await channel.send_end()
-                status, size = response.status_code, -1
-            else:
-                status, size = await self.send(request, channel, outcome)
+            try:
+                if response._streaming:
+                    if not response._closed:
+                        await channel.send_end()
+                    status, size = response.status_code, -1
+                else:
+                    status, size = await self.send(request, channel, outcome)
+            finally:
+                if request._session_state is not None and (
+                    response._streaming or not isinstance(outcome.body, bytes | StaticFile | None)
+                ):
+                    # The body ran after the flush above: what it wrote to the session
+                    # (kept in memory when it ran on an event loop) is written now.
+                    await self._finish_session(request)
             if started:
                 _access.info(
                     '%s "%s %s" %d %d %.2fms',
