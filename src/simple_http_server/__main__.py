@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -262,6 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         resources = parse_resources(args.resources)
     except ValueError as exc:
         parser.error(str(exc))
+    if not os.path.isdir(args.scan):
+        parser.error(f"scan folder does not exist: {args.scan!r}")
+    try:
+        re.compile(args.regex)
+    except re.error as exc:
+        parser.error(f"--regex is not a valid regular expression: {exc}")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.keyfile and not args.certfile:

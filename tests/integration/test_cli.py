@@ -49,13 +49,18 @@ def cli(port: int, *args: str) -> list[str]:
 
 def test_help_documents_every_option() -> None:
     out = subprocess.run(
-        cli(0, "--help"), capture_output=True, text=True, timeout=30, cwd=harness.ROOT
+        cli(0, "--help"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=harness.ROOT,
+        env=harness.child_environment(),
     ).stdout
     text = " ".join(out.split())
     for flag in ["-p", "--port", "-b", "--bind", "--host", "-s", "--scan", "--regex", "-r",
                  "--resources", "--prefer-coroutine", "--workers", "--certfile", "--keyfile",
                  "--keypass", "--log-level", "--loglevel", "--access-log", "--max-body-size",
-                 "--max-upload-size", "--idle-timeout", "--drain-timeout",
+                 "--max-upload-size", "--max-form-fields", "--idle-timeout", "--drain-timeout",
                  "--websocket-ping-interval", "--websocket-ping-timeout"]:  # fmt: skip
         assert f" {flag} " in text or f" {flag}," in text, flag
     assert "Without -r nothing is served from the file system" in text
@@ -139,6 +144,9 @@ def test_access_log_switch(project: Path, enabled: bool) -> None:
     ("args", "message"),
     [
         (["-r", "/does/not/exist"], "resources folder does not exist"),
+        (["-s", "/does/not/exist"], "scan folder does not exist"),
+        (["-s", __file__], "scan folder does not exist"),  # a file is no folder
+        (["--regex", "("], "--regex is not a valid regular expression"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--max-body-size", "lots"], "not a size"),
         (["--loglevel", "LOUD"], "invalid choice"),
@@ -146,7 +154,12 @@ def test_access_log_switch(project: Path, enabled: bool) -> None:
 )
 def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
     result = subprocess.run(
-        cli(harness.free_port(), *args), capture_output=True, text=True, timeout=30, cwd="/"
+        cli(harness.free_port(), *args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+        env=harness.child_environment(),
     )
     assert result.returncode == 2
     assert message in result.stderr

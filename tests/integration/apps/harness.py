@@ -83,6 +83,18 @@ class Proc:
         return received
 
 
+def child_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process: this checkout's ``src`` first on its path
+    (not whichever copy of the package the interpreter has installed)."""
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [ROOT, os.path.join(ROOT, "src"), environ.get("PYTHONPATH", "")]
+    )
+    environ["PYTHONUNBUFFERED"] = "1"
+    environ.update(env or {})
+    return environ
+
+
 @contextlib.contextmanager
 def running(
     args: Sequence[str],
@@ -92,12 +104,7 @@ def running(
     ready_timeout: float = 20.0,
 ) -> Iterator[Proc]:
     """Start ``args``, wait until ``port`` accepts, yield; always killed afterwards."""
-    environ = dict(os.environ)
-    environ["PYTHONPATH"] = os.pathsep.join(
-        [ROOT, os.path.join(ROOT, "src"), environ.get("PYTHONPATH", "")]
-    )
-    environ["PYTHONUNBUFFERED"] = "1"
-    environ.update(env or {})
+    environ = child_environment(env)
     log = tempfile.TemporaryFile()
     popen = subprocess.Popen(
         list(args),
