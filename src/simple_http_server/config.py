@@ -7,6 +7,7 @@ Every limit and timeout of the transports and the dispatch layer is here, so
 from __future__ import annotations
 
 import math
+import operator
 import ssl
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -27,6 +28,36 @@ _TIMES = (
     "websocket_ping_timeout",
     "min_body_rate_grace",
 )
+#: Settings that count something: whole numbers (nan, 2.5 and bools are refused).
+_WHOLE = (
+    "port",
+    "keep_alive_max_requests",
+    "max_connections",
+    "worker_threads",
+    "gzip_min_size",
+    "gzip_compress_level",
+)
+
+
+def whole_number(name: str, value: Any) -> int:
+    """``value`` as an int: an int or an integral float (``16e6``); never a bool, a
+    string, ``nan``, ``inf`` or ``2.5`` (ValueError naming the setting)."""
+    if not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():  # False for nan and inf
+            return int(value)
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ValueError(f"{name} must be a whole number, not {value!r}")
+
+
+def finite_number(name: str, value: Any) -> float:
+    """``value`` as a float: an int or a finite float; never a bool, a string, ``nan``
+    or an infinity (ValueError naming the setting)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise ValueError(f"{name} must be a finite number, not {value!r}")
 
 
 def media_types(value: Any) -> frozenset[str]:
@@ -74,8 +105,12 @@ class Limits:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if getattr(self, f.name) < 0:
+            value = whole_number(f.name, getattr(self, f.name))
+            if value < 0:
                 raise ValueError(f"{f.name} must not be negative")
+            object.__setattr__(self, f.name, value)
+        if self.max_head_size == 0:  # a head is buffered whole: it always has a bound
+            raise ValueError("max_head_size must be positive (0 would refuse every request)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +160,10 @@ class ServerConfig:
         types = self.gzip_content_types
         if not isinstance(types, frozenset) or not all(isinstance(t, str) for t in types):
             object.__setattr__(self, "gzip_content_types", media_types(types))
+        for name in _WHOLE:
+            object.__setattr__(self, name, whole_number(name, getattr(self, name)))
+        for name in (*_TIMES, "min_body_rate"):
+            object.__setattr__(self, name, finite_number(name, getattr(self, name)))
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be in 0..65535")
         if self.worker_threads < 1:
@@ -133,11 +172,9 @@ class ServerConfig:
             raise ValueError("max_connections must be at least 1")
         if self.keep_alive_max_requests < 0:
             raise ValueError("keep_alive_max_requests must not be negative")
-        for name in _TIMES:  # nan passes every comparison below
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) > MAX_SECONDS:
+        for name in _TIMES:
+            if getattr(self, name) > MAX_SECONDS:
                 raise ValueError(f"{name} must be a number of seconds up to {MAX_SECONDS:.0f}")
-        if not math.isfinite(self.min_body_rate):
-            raise ValueError("min_body_rate must be a finite number of bytes per second")
         if self.min_body_rate < 0 or self.min_body_rate_grace < 0:
             raise ValueError("min_body_rate and min_body_rate_grace must not be negative")
         for name in ("idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):

@@ -294,9 +294,10 @@ def _build(
     session_options = {k: options.pop(k) for k in _SESSION_OPTIONS if k in options}
     changes.update(options)
     config = ServerConfig().with_changes(**changes)
-    server = Server(app_conf, config, resources, prefer_coroutine)
-    if session_options:
-        configure_sessions(server.app, **session_options)
+    app = app_conf if app_conf is not None else default_app()
+    if session_options:  # before the server is built: it checks the app's settings
+        configure_sessions(app, **session_options)
+    server = Server(app, config, resources, prefer_coroutine)
     with _server_lock:
         old, _server = _server, server
     if old is not None:

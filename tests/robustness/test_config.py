@@ -4,14 +4,17 @@ README's limits table states the real defaults."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from simple_http_server import server
+from simple_http_server import App, server
 from simple_http_server.__main__ import _CONFIG_OPTIONS, build_parser
 from simple_http_server.config import KIB, MIB, Limits, ServerConfig
+from simple_http_server.testing import TestClient
+
+from ..conftest import live_server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 LIMITS_HEADING = "## Limits, timeouts and hostile clients"
@@ -159,3 +162,103 @@ def test_start_takes_one_gzip_type_as_a_str(restore_module_server: None) -> None
 def test_gzip_content_types_must_be_strings() -> None:
     with pytest.raises(TypeError):
         ServerConfig(gzip_content_types=[b"text/plain"])  # type: ignore[list-item]
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("value", [NAN, INF, -INF, 2.5, True, "16M", None])
+@pytest.mark.parametrize("name", sorted(Limits.__dataclass_fields__))
+def test_a_limit_must_be_a_whole_number(name: str, value: object) -> None:
+    """``max_body_size=nan`` passed ``< 0`` and turned the limit off; a bool or a
+    string was taken for a number or failed at the first request."""
+    with pytest.raises(ValueError, match=name):
+        ServerConfig().with_changes(**{name: value})
+
+
+def test_an_integral_float_limit_is_taken_as_an_int() -> None:
+    limits = ServerConfig().with_changes(max_body_size=16e6, max_parts=10.0).limits
+    assert (limits.max_body_size, limits.max_parts) == (16_000_000, 10)
+    assert type(limits.max_body_size) is int
+
+
+def test_the_head_size_always_has_a_bound() -> None:
+    """0 means "no limit" for other limits, but made every request a 431 here."""
+    with pytest.raises(ValueError, match="max_head_size"):
+        ServerConfig().with_changes(max_head_size=0)
+
+
+COUNTS = ["port", "worker_threads", "max_connections", "keep_alive_max_requests",
+          "gzip_min_size", "gzip_compress_level"]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [NAN, INF, 2.5, True, "8"])
+@pytest.mark.parametrize("name", COUNTS)
+def test_a_count_must_be_a_whole_number(name: str, value: object) -> None:
+    """``worker_threads=nan`` passed ``< 1``: the threaded server started and never
+    answered."""
+    with pytest.raises(ValueError, match=name):
+        ServerConfig().with_changes(**{name: value})
+
+
+@pytest.mark.parametrize("value", [True, "5", None])
+@pytest.mark.parametrize("name", [*TIMES, "min_body_rate"])
+def test_a_time_or_rate_must_be_a_number(name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=name):
+        ServerConfig().with_changes(**{name: value})
+
+
+@pytest.mark.parametrize(
+    "bad", [{"worker_threads": NAN}, {"max_body_size": NAN}, {"max_head_size": 0}]
+)
+def test_bad_values_are_refused_before_serving(transport: str, bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError), live_server(App(), transport, **bad):
+        pass  # pragma: no cover - never reached
+
+
+BAD_SESSION_SETTINGS = [
+    ("session_timeout", 0),
+    ("session_timeout", -5),
+    ("session_timeout", NAN),
+    ("session_timeout", INF),
+    ("session_timeout", True),
+    ("session_timeout", "60"),
+    ("session_cookie_name", "a b;c"),
+    ("session_cookie_name", ""),
+    ("session_cookie_name", None),
+]
+
+
+def _builders(app: App) -> list[Callable[[], object]]:
+    return [
+        lambda: server.Server(app),
+        lambda: server._build(app_conf=app),
+        lambda: server.init_wsgi_proxy(app_conf=app),
+        lambda: server.init_asgi_proxy(app_conf=app),
+        lambda: TestClient(app),
+    ]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_SESSION_SETTINGS)
+def test_bad_session_settings_of_the_app_are_refused_when_built(
+    restore_module_server: None, name: str, value: object
+) -> None:
+    """``app.session_timeout = 0`` started, then every request with a session was a
+    500 (``nan``: sessions never expired): refused by every front end as it is built."""
+    app = App()
+    setattr(app, name, value)
+    for build in _builders(app):
+        with pytest.raises(ValueError, match=r"session_timeout|session cookie name"):
+            build()
+    fixed = {name: 60 if name == "session_timeout" else "SID"}
+    assert server._build(app_conf=app, **fixed).app is app  # start's option wins
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_SESSION_SETTINGS[:4])
+def test_bad_session_settings_are_refused_on_a_real_start(
+    transport: str, name: str, value: object
+) -> None:
+    app = App()
+    setattr(app, name, value)
+    with pytest.raises(ValueError), live_server(app, transport):
+        pass  # pragma: no cover - never reached

@@ -52,7 +52,12 @@ from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
 from .invoke import call, call_async, current_loop
 from .routing import Router, normalize_path
-from .sessions import LocalSessionFactory, RequestSessions, global_session_factory
+from .sessions import (
+    LocalSessionFactory,
+    RequestSessions,
+    check_session_settings,
+    global_session_factory,
+)
 from .static import Resources, guess_type, none_match, plain_segments, plan_file
 
 __all__ = ["Dispatcher", "make_request"]
@@ -127,6 +132,7 @@ class Dispatcher:
         resources: Mapping[str, str] | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
+        check_session_settings(app)
         self.app = app
         self.config = config or ServerConfig()
         self.resources = Resources(resources)

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from ..config import finite_number
 from ..models import Request, Session, SessionFactory
 from .invoke import call
 
@@ -26,6 +27,7 @@ __all__ = [
     "LocalSessionFactory",
     "RequestSessions",
     "StoredSession",
+    "check_session_settings",
     "configure_sessions",
     "global_session_factory",
     "new_session_id",
@@ -148,7 +150,7 @@ class LocalSessionFactory(SessionFactory):
     blocking_io = False
 
     def __init__(self, max_inactive_interval: float = DEFAULT_SESSION_TIMEOUT) -> None:
-        if max_inactive_interval <= 0:
+        if finite_number("max_inactive_interval", max_inactive_interval) <= 0:
             raise ValueError("max_inactive_interval must be positive")
         self.max_inactive_interval = max_inactive_interval
         self._sessions: dict[str, LocalSession] = {}
@@ -204,13 +206,29 @@ def configure_sessions(
     before the first request.
     """
     if session_cookie_name is not None:
-        if not _COOKIE_NAME.fullmatch(session_cookie_name):
-            raise ValueError(f"invalid session cookie name: {session_cookie_name!r}")
+        _check_cookie_name(session_cookie_name)
         app.session_cookie_name = session_cookie_name
     if session_timeout is not None:
-        if session_timeout <= 0:
-            raise ValueError("session_timeout must be positive (seconds)")
+        _check_timeout(session_timeout)
         app.session_timeout = session_timeout
+
+
+def check_session_settings(app: Any) -> None:
+    """Refuse (ValueError) an app whose ``session_cookie_name`` or ``session_timeout``
+    was set to what no request could use; servers, proxies and the TestClient call it
+    when they are built, so the error shows at start, not as a 500 per request."""
+    _check_cookie_name(app.session_cookie_name)
+    _check_timeout(app.session_timeout)
+
+
+def _check_cookie_name(name: Any) -> None:
+    if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
+        raise ValueError(f"invalid session cookie name: {name!r}")
+
+
+def _check_timeout(timeout: Any) -> None:
+    if finite_number("session_timeout", timeout) <= 0:  # nan and inf are refused too
+        raise ValueError("session_timeout must be positive (seconds)")
 
 
 def session_cookie(name: str, value: str, secure: bool, expire: bool = False) -> str:
