@@ -218,3 +218,36 @@ def test_a_body_cut_short_by_the_client_is_never_taken_as_complete(kind: str, pa
             sock.close()
     assert answer.startswith(b"HTTP/1.") and answer.split(b" ")[1] == b"400", answer
     assert calls == []
+
+
+def test_a_wsgi_body_read_the_client_resets_is_no_error(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A reset while the app read ``wsgi.input`` escaped as an ``OSError``: an error
+    logged with its traceback (now a 400 that nobody reads, quietly)."""
+    from simple_http_server import logger
+
+    from ..conftest import LogRecords
+
+    calls: list[str] = []
+    body = b"to=alice&amount=1000000"
+    head = (
+        f"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    ).encode()
+    records = LogRecords()
+    logger.add_handler(records)
+    try:
+        with truncation_front_end("wsgi", truncation_app(calls)) as port:
+            sock = connect(port)
+            sock.sendall(head + body[:18])
+            time.sleep(0.2)  # the app waits in its read
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset
+            time.sleep(0.5)
+        errors = [r.getMessage() for r in records.records if r.levelno >= logging.ERROR]
+    finally:
+        logger.remove_handler(records)
+    assert calls == []
+    assert errors == []
+    assert "Traceback" not in capfd.readouterr().err

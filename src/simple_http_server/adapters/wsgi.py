@@ -172,11 +172,17 @@ class _WSGIChannel(Channel):
     def _read_input(self) -> bytes:
         """The next piece of the body from ``wsgi.input`` (blocking: never on a loop)."""
         remaining = self._remaining
-        if remaining is None:
-            return bytes(self._input.read(READ_SIZE))
-        if remaining <= 0:
+        if remaining is not None and remaining <= 0:
             return b""
-        data = bytes(self._input.read(min(READ_SIZE, remaining)))
+        try:
+            data = bytes(
+                self._input.read(READ_SIZE if remaining is None else min(READ_SIZE, remaining))
+            )
+        except OSError:  # reset, or the WSGI server's own read timeout
+            self._remaining = 0
+            raise HttpError(400, "", _TRUNCATED) from None
+        if remaining is None:
+            return data
         if not data:  # the client left before sending all of its Content-Length
             self._remaining = 0
             raise HttpError(400, "", _TRUNCATED)
