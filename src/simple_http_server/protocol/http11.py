@@ -41,7 +41,13 @@ DRAIN_LIMIT: Final = 1024 * 1024
 NEED_DATA: Final = h11.NEED_DATA
 PAUSED: Final = h11.PAUSED
 
-_REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+#: RFC 9110's reason phrases (Python before 3.13 has older names for these).
+_RFC_9110_NAMES = {
+    413: b"Content Too Large",
+    416: b"Range Not Satisfiable",
+    422: b"Unprocessable Content",
+}
+_REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus} | _RFC_9110_NAMES
 
 
 def reason_phrase(status: int) -> bytes:
