@@ -172,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="most fields in one urlencoded form body (413 beyond; 0: no limit)",
     )
+    lim("--max-parts", type=int, help="most parts in one multipart body (413 beyond; 0: no limit)")
+    lim(
+        "--max-files",
+        type=int,
+        help="most file parts in one multipart body (413 beyond; 0: no limit)",
+    )
+    lim(
+        "--max-part-header-size",
+        type=_size,
+        help="largest headers of one multipart part (413 beyond; 0: no limit)",
+    )
     lim(
         "--max-websocket-message-size",
         type=_size,
@@ -239,6 +250,9 @@ _CONFIG_OPTIONS = (
     "max_upload_size",
     "max_head_size",
     "max_form_fields",
+    "max_parts",
+    "max_files",
+    "max_part_header_size",
     "max_websocket_message_size",
     "max_send_backlog",
     "max_connections",

@@ -27,6 +27,9 @@ LIMITS = {
     "max_websocket_message_size": 4 * MIB,
     "max_send_backlog": 5 * MIB,
     "max_form_fields": 17,
+    "max_parts": 19,
+    "max_files": 7,
+    "max_part_header_size": 2 * KIB,
     "head_timeout": 3.0,
     "idle_timeout": 7.0,
     "body_timeout": 9.0,
@@ -67,6 +70,7 @@ def test_original_option_names_still_work(restore_module_server: None) -> None:
 
 
 def test_every_limit_is_settable_from_the_command_line() -> None:
+    assert set(Limits.__dataclass_fields__) <= set(LIMITS)  # a new limit gets a flag too
     argv = []
     for name, value in LIMITS.items():
         argv += ["--" + name.replace("_", "-"), str(value)]
