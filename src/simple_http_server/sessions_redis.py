@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .config import finite_number
 from .dispatch.invoke import in_event_loop
 from .dispatch.sessions import DEFAULT_SESSION_TIMEOUT, StoredSession, new_session_id
 from .models import Session, SessionFactory
@@ -188,7 +189,8 @@ class RedisSessionFactory(SessionFactory):
         serializer: str = "json",
         client: Any = None,
     ) -> None:
-        if int(max_inactive_interval) < 1:
+        # A Redis TTL is whole seconds: nan, inf and bools are refused (ValueError).
+        if finite_number("max_inactive_interval", max_inactive_interval) < 1:
             raise ValueError("max_inactive_interval must be at least 1 second")
         self._dumps, self._loads = _serializers(serializer)
         if client is None:

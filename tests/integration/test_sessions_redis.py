@@ -319,3 +319,10 @@ def test_two_processes_share_sessions_and_survive_a_restart(redis_url, prefix, p
     assert back["id"] == sid and back["value"] == "alice" and back["pid"] != created["pid"]
     assert restarted.get("/get?name=lang", sid)[0]["value"] == "fr"
     assert cookie is None  # the very same session: no new cookie
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "60", 0.5])
+def test_a_session_timeout_redis_cannot_keep_is_refused_when_built(value: Any) -> None:
+    """``inf`` raised ``OverflowError`` and ``True`` was taken as 1 second."""
+    with pytest.raises(ValueError, match="max_inactive_interval"):
+        RedisSessionFactory(client=object(), max_inactive_interval=value)
