@@ -520,6 +520,38 @@ def test_a_coroutine_may_read_and_write_at_once(serve: Serve) -> None:
     assert took < 3, took
 
 
+def test_a_coroutine_writes_at_once_while_its_read_waits_for_the_client(serve: Serve) -> None:
+    """A read waiting for a client that sends nothing yet, and writes meanwhile: each
+    write waited for the worker's read slice to end (up to 50 ms, threaded), so each
+    ``drain()`` of a large write did too."""
+    app = App()
+
+    @app.route("/push", method="POST")
+    async def push(reader: RequestBodyReader, response: Response) -> None:
+        body = asyncio.ensure_future(reader.read())  # the client sends it at the end
+        for i in range(30):
+            response.write_bytes(bytes([65 + i]) * 100_000)
+            await response.drain()
+        response.write_bytes(await body)
+
+    live = serve(app, body_timeout=5.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"POST /push HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n")
+        started = time.monotonic()
+        seen = b""
+        while b"^" * 100 not in seen:  # the 30th write
+            chunk = sock.recv(65536)
+            assert chunk, len(seen)
+            seen += chunk
+        took = time.monotonic() - started
+        sock.sendall(b"end")
+        while not seen.endswith(b"end\r\n0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, len(seen)
+            seen += chunk
+    assert took < 0.75, took  # 30 drains: 1.5 s and more with 50 ms each
+
+
 # -- drain() in every front end ----------------------------------------------------
 DRAINED = b"".join(bytes([48 + i]) * 100_000 for i in range(4))
 

@@ -25,8 +25,10 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import math
 import os
 import queue
+import select
 import threading
 import time
 import weakref
@@ -102,12 +104,14 @@ class LoopHelper:
     arguments, raise nothing and report back to the loop themselves.
     """
 
-    __slots__ = ("_cond", "_depth", "_jobs")
+    __slots__ = ("_cond", "_depth", "_jobs", "_polling", "_wake_r", "_wake_w")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[Callable[[], None]] = deque()
         self._depth = 0  # waits in progress (nested ones included)
+        self._polling = False  # a job waits in wait_readable(): a post wakes it
+        self._wake_r = self._wake_w = -1  # a pipe, made by the first wait_readable()
 
     def post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the waiting thread, or on a new one when none waits."""
@@ -121,7 +125,43 @@ class LoopHelper:
                 return False
             self._jobs.append(job)
             self._cond.notify()
+            self._nudge()
             return True
+
+    def wait_readable(self, fd: int, timeout: float) -> bool:
+        """For a job of this thread: wait up to ``timeout`` seconds for input on ``fd``
+        (True), returning False at once when another job is posted or the awaited work
+        ends meanwhile, so a job that waits for a client never holds up the others
+        (a coroutine writing while it reads)."""
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+        with self._cond:
+            if self._jobs:
+                return False
+            self._polling = True
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            events = poller.poll(max(0, math.ceil(timeout * 1000)))
+        finally:
+            with self._cond:
+                self._polling = False
+            try:
+                os.read(self._wake_r, 64)
+            except BlockingIOError:
+                pass
+        return any(ready == fd for ready, _ in events)
+
+    def _nudge(self) -> None:
+        """Wake a job waiting in :meth:`wait_readable` (``_cond`` held)."""
+        if self._polling:
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:  # full: it is woken already
+                pass
 
     def wait(self, submit: Callable[[], concurrent.futures.Future[T]]) -> T:
         """``submit()`` (hand work to a loop) and its future's result, running the
@@ -158,6 +198,7 @@ class LoopHelper:
     def _wake(self, _future: Any) -> None:
         with self._cond:
             self._cond.notify()
+            self._nudge()
 
 
 def _run_apart(job: Callable[[], None]) -> None:

@@ -275,7 +275,7 @@ class Inbox:
             return
         if ready:
             self._read_job(read)
-        elif left <= READ_SLICE:
+        elif time.monotonic() >= deadline:  # (a slice may end early: other jobs came)
             self._finish(None)  # timed out
         elif self._abandoned():
             return  # the bytes stay in the kernel for the next read

@@ -197,7 +197,11 @@ class ThreadedConn(Channel):
         sock: Any = self.sock
         if self.secure and sock.pending():  # decrypted bytes wait in the TLS layer
             return True
+        helper = self.helper
         try:
+            if helper is not None and hasattr(select, "poll"):
+                # Ends early when the coroutine posts a write meanwhile.
+                return helper.wait_readable(sock.fileno(), timeout)
             if hasattr(select, "poll"):  # not select(): descriptors may exceed FD_SETSIZE
                 poller = select.poll()
                 poller.register(sock.fileno(), select.POLLIN)
