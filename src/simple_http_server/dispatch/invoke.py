@@ -104,14 +104,14 @@ class LoopHelper:
     arguments, raise nothing and report back to the loop themselves.
     """
 
-    __slots__ = ("_cond", "_depth", "_jobs", "_polling", "_wake_r", "_wake_w")
+    __slots__ = ("_cond", "_depth", "_jobs", "_polling", "_wake_w")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[Callable[[], None]] = deque()
         self._depth = 0  # waits in progress (nested ones included)
         self._polling = False  # a job waits in wait_readable(): a post wakes it
-        self._wake_r = self._wake_w = -1  # a pipe, made by the first wait_readable()
+        self._wake_w = -1  # the pipe that wakes it
 
     def post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the waiting thread, or on a new one when none waits."""
@@ -133,26 +133,27 @@ class LoopHelper:
         (True), returning False at once when another job is posted or the awaited work
         ends meanwhile, so a job that waits for a client never holds up the others
         (a coroutine writing while it reads)."""
-        if self._wake_r < 0:
-            self._wake_r, self._wake_w = os.pipe()
-            os.set_blocking(self._wake_r, False)
-            os.set_blocking(self._wake_w, False)
+        # A pipe per wait (not per helper: a helper has no end at which to close it).
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
         with self._cond:
             if self._jobs:
+                os.close(wake_r)
+                os.close(wake_w)
                 return False
+            self._wake_w = wake_w
             self._polling = True
         try:
             poller = select.poll()
             poller.register(fd, select.POLLIN)
-            poller.register(self._wake_r, select.POLLIN)
+            poller.register(wake_r, select.POLLIN)
             events = poller.poll(max(0, math.ceil(timeout * 1000)))
         finally:
-            with self._cond:
+            with self._cond:  # no nudge writes to the pipe after this
                 self._polling = False
-            try:
-                os.read(self._wake_r, 64)
-            except BlockingIOError:
-                pass
+                self._wake_w = -1
+            os.close(wake_r)
+            os.close(wake_w)
         return any(ready == fd for ready, _ in events)
 
     def _nudge(self) -> None:
