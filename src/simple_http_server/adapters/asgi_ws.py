@@ -14,6 +14,11 @@ reading) gets no more messages, the session is dropped (``on_close`` runs with
 1006, a handler thread blocked in ``session.send`` returns) and the app returns.
 A coroutine's sends do not wait: they queue, and more than ``max_send_backlog``
 queued drops the session the same way; ``session.drain()`` waits for them.
+
+A send the server refuses (uvicorn raises once the client's Close arrived or the
+connection is lost) ends the output only: the messages the client sent before
+are still delivered, and ``on_close`` gets what ``websocket.disconnect`` says
+(:func:`disconnect_event`).
 """
 
 from __future__ import annotations
@@ -36,12 +41,33 @@ from ..protocol.http11 import RequestHead
 from ..websocket import WebsocketRequest
 from .asgi import send_within
 
-__all__ = ["serve_websocket"]
+__all__ = ["disconnect_event", "serve_websocket"]
 
 _log = _logging.get_logger("simple_http_server.websocket")
 #: Seconds to wait for the server's disconnect after our close.
 CLOSE_TIMEOUT = 5.0
 _HANDSHAKE_ONLY = {b"upgrade", b"connection", b"sec-websocket-accept", b"sec-websocket-extensions"}
+#: Codes an ASGI server reports for the client's protocol errors it found itself
+#: (uvicorn: 1002, 1007; 1009 past its ``ws_max_size``): the server's, not the client's.
+_SERVER_FOUND = {ws.CLOSE_PROTOCOL_ERROR, ws.CLOSE_INVALID_DATA, ws.CLOSE_TOO_BIG}
+_LOST = ws.Closed(ws.CLOSE_ABNORMAL, "connection lost", False)
+
+
+def disconnect_event(message: Any) -> ws.Closed:
+    """How a ``websocket.disconnect`` the session did not cause itself ended it.
+
+    A disconnect without a ``reason`` key is made up by the server (uvicorn: 1005
+    for a connection lost without a Close frame, 1012 when it shuts down), one with
+    a ``reason`` comes from a Close frame; 1006 is always a lost connection.  A
+    client's own Close with 1002, 1007 or 1009 looks like the server's protocol
+    checks, and is reported as those.
+    """
+    code = int(message.get("code") or ws.CLOSE_NO_STATUS)
+    reason = str(message.get("reason") or "")
+    framed = "reason" in message
+    if code == ws.CLOSE_ABNORMAL or (code == ws.CLOSE_NO_STATUS and not framed):
+        return _LOST
+    return ws.Closed(code, reason, framed and code not in _SERVER_FOUND)
 
 
 class ASGILink(LinkBase):
@@ -67,6 +93,10 @@ class ASGILink(LinkBase):
         self.closed = False
         #: No more messages are offered: a send failed or was not taken in time.
         self.gone = False
+        #: The server took our ``websocket.close``: the session ends on our code.
+        self.close_sent = False
+        #: A callback raised: no further message is delivered (RFC 6455 7.1.7).
+        self.failed = False
         #: A send was not taken within ``send_timeout``: the session is dropped.
         self.dropped = False
         self.close_code = ws.CLOSE_ABNORMAL
@@ -87,9 +117,11 @@ class ASGILink(LinkBase):
             if self.gone:
                 return
             await send_within(self._send, message, self.send_timeout)
+            if message["type"] == "websocket.close":
+                self.close_sent = True
         except (asyncio.TimeoutError, TimeoutError):  # the server never took it
             self._drop()
-        except Exception:  # the client is gone
+        except Exception:  # the client closed or is gone: what it sent is still read
             self.closed = self.gone = True
         finally:
             self.backlog -= size
@@ -186,6 +218,7 @@ class ASGILink(LinkBase):
 
     # -- input ---------------------------------------------------------------
     def _handler_failed(self) -> None:
+        self.failed = True
         self.close(ws.CLOSE_INTERNAL_ERROR, "Handler error")
 
     async def _binary_frame(self, event: ws.BinaryFrameReceived) -> None:
@@ -209,8 +242,17 @@ class ASGILink(LinkBase):
             return ws.BinaryFrameReceived(bytes(data), True)
         return ws.BinaryReceived(bytes(data))
 
+    def ended_by(self, message: Any) -> ws.Closed:
+        """The close to report for a ``websocket.disconnect`` (once every send settled)."""
+        if self.close_sent:  # the disconnect answers our Close
+            return ws.Closed(self.close_code, self.close_reason, False)
+        return disconnect_event(message)
+
     async def finish(self) -> None:
-        await self.report_close(ws.Closed(self.close_code, self.close_reason, False))
+        if self.close_sent:
+            await self.report_close(ws.Closed(self.close_code, self.close_reason, False))
+        else:  # dropped, or no disconnect came: the client never had our Close
+            await self.report_close(ws.Closed(ws.CLOSE_ABNORMAL, "", False))
 
 
 def _handshake_head(scope: Any, target: str) -> RequestHead:
@@ -271,36 +313,56 @@ async def serve_websocket(dispatcher: Any, scope: Any, receive: Any, send: Any) 
     )
     try:
         await link.opened()
-        while True:
-            if link.closed:
-                if not link.dropped:  # the client may still answer our Close
-                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                        await asyncio.wait_for(_until_disconnect(receive), CLOSE_TIMEOUT)
-                break
-            link.receiving = True
-            try:
-                message = await receive()
-            except asyncio.CancelledError:
-                if not link.interrupted:
-                    raise
-                _uncancel()  # our own cancel (a drop), not the server's
-                break
-            finally:
-                link.receiving = False
-            kind = message.get("type")
-            if kind == "websocket.disconnect":
-                code = int(message.get("code") or ws.CLOSE_NO_STATUS)
-                link.closed = True
-                await link.handle([ws.Closed(code, str(message.get("reason") or ""), True)])
-                break
-            if kind == "websocket.receive":
-                event = link.event_of(message)
-                if event is not None:
-                    await link.handle([event])
+        await _serve_messages(link, receive)
     finally:
         with contextlib.suppress(Exception):
             await link.settle()
         await link.finish()
+
+
+async def _serve_messages(link: ASGILink, receive: Any) -> None:
+    """Deliver the client's messages until ``websocket.disconnect``.
+
+    Once the session is closed (our Close, or a send the server refused) the
+    disconnect is awaited for ``CLOSE_TIMEOUT`` at most; the messages received
+    before it are still delivered (unless a callback failed), as our transports do.
+    """
+    deadline: float | None = None
+    while not link.dropped:
+        if link.closed and deadline is None:
+            deadline = link.loop.time() + CLOSE_TIMEOUT
+        message = await _next_message(link, receive, deadline)
+        if message is None:  # dropped, or no disconnect in time
+            return
+        kind = message.get("type")
+        if kind == "websocket.disconnect":
+            link.closed = True
+            with contextlib.suppress(Exception):
+                await link.settle()  # did our Close go out?
+            await link.handle([link.ended_by(message)])
+            return
+        if kind == "websocket.receive" and not link.failed:
+            event = link.event_of(message)
+            if event is not None:
+                await link.handle([event])
+
+
+async def _next_message(link: ASGILink, receive: Any, deadline: float | None) -> Any:
+    """The next ASGI message; None when a drop interrupted the wait or ``deadline`` passed."""
+    link.receiving = True
+    try:
+        if deadline is None:
+            return await receive()
+        return await asyncio.wait_for(receive(), max(0.0, deadline - link.loop.time()))
+    except (asyncio.TimeoutError, TimeoutError):
+        return None
+    except asyncio.CancelledError:
+        if not link.interrupted:
+            raise
+        _uncancel()  # our own cancel (a drop), not the server's
+        return None
+    finally:
+        link.receiving = False
 
 
 def _uncancel() -> None:
@@ -309,8 +371,3 @@ def _uncancel() -> None:
     uncancel = getattr(task, "uncancel", None)
     if uncancel is not None:
         uncancel()
-
-
-async def _until_disconnect(receive: Any) -> None:
-    while (await receive()).get("type") != "websocket.disconnect":
-        pass

@@ -1,0 +1,300 @@
+"""Websocket sessions under a real uvicorn end as they do in our own transports.
+
+Each test runs the same app in the threaded and asyncio transports and under
+uvicorn (``asgi``), with a raw-socket client, and expects the same callbacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from simple_http_server import App, WebsocketCloseReason, WebsocketHandler, WebsocketSession
+from simple_http_server.adapters.asgi_ws import disconnect_event
+from simple_http_server.server import init_asgi_proxy
+
+from ..conftest import asgi_server, live_server
+
+KINDS = ["threaded", "asyncio", "asgi"]
+
+
+@contextlib.contextmanager
+def ws_server(kind: str, app: App) -> Iterator[int]:
+    """The port of ``app`` in our ``threaded`` or ``asyncio`` transport or under uvicorn."""
+    if kind == "asgi":
+        with asgi_server(init_asgi_proxy(app_conf=app)) as address:
+            yield address.port
+    else:
+        with live_server(app, kind, websocket_ping_interval=0) as live:
+            yield live.port
+
+
+def frame(opcode: int, payload: bytes = b"", rsv1: bool = False, masked: bool = True) -> bytes:
+    """One small client frame (payload < 126 bytes)."""
+    assert len(payload) < 126
+    head = bytes([0x80 | (0x40 if rsv1 else 0) | opcode, (0x80 if masked else 0) | len(payload)])
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def close_frame(code: int, reason: bytes = b"") -> bytes:
+    return frame(0x8, struct.pack("!H", code) + reason)
+
+
+def upgraded(port: int, path: str) -> socket.socket:
+    """A raw client socket past the 101 of ``path``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".encode()
+        + b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )  # fmt: skip
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def read_to_end(sock: socket.socket, timeout: float = 5.0) -> None:
+    """Read (and drop) what the server sends until it closes, ``timeout`` at most."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(OSError):
+        while time.monotonic() < deadline and sock.recv(65536):
+            pass
+
+
+class Recorder:
+    """The callbacks a handler saw, and a way to wait for its ``on_close``."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.closed = threading.Event()
+
+    def add(self, *event: Any) -> None:
+        self.events.append(event)
+
+    def close(self, reason: WebsocketCloseReason) -> None:
+        self.add("close", reason.code, reason.reason, reason.message)
+        self.closed.set()
+
+    def wait(self) -> list[Any]:
+        assert self.closed.wait(10), self.events
+        return self.events
+
+
+def replying_app(seen: Recorder) -> App:
+    """``/sync`` and ``/async`` answer every message; ``/slow-open`` sends from a slow on_open."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/sync")
+    class SyncEcho(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            seen.add("text", message)
+            session.send("echo " + message)
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            seen.close(reason)
+
+    @app.websocket_handler(endpoint="/async")
+    class AsyncEcho:
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            seen.add("text", message)
+            session.send("echo " + message)
+
+        async def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            seen.close(reason)
+
+    @app.websocket_handler(endpoint="/slow-open")
+    class SlowOpen(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            time.sleep(0.5)  # the client's messages and Close arrive meanwhile
+            session.send("opened")
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            seen.add("text", message)
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            seen.close(reason)
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/sync", "/async"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_handler_that_replies_gets_every_message_and_the_clients_close(
+    kind: str, path: str
+) -> None:
+    """Three messages and a Close in one write: the replies to the first meet a
+    client that is closing (uvicorn's send raises); the other two are still
+    delivered and on_close gets the client's code and reason."""
+    seen = Recorder()
+    with ws_server(kind, replying_app(seen)) as port, upgraded(port, path) as sock:
+        sock.sendall(
+            frame(0x1, b"m1") + frame(0x1, b"m2") + frame(0x1, b"m3") + close_frame(1000, b"bye")
+        )
+        events = seen.wait()
+        read_to_end(sock)
+    assert events == [
+        ("text", "m1"), ("text", "m2"), ("text", "m3"),
+        ("close", 1000, "bye", "Client asked to close connection."),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_send_from_on_open_while_the_client_closes_loses_nothing(kind: str) -> None:
+    seen = Recorder()
+    with ws_server(kind, replying_app(seen)) as port, upgraded(port, "/slow-open") as sock:
+        sock.sendall(frame(0x1, b"early") + close_frame(1000, b"quick"))
+        events = seen.wait()
+        read_to_end(sock)
+    assert events == [
+        ("text", "early"),
+        ("close", 1000, "quick", "Client asked to close connection."),
+    ]
+
+
+def server_closing_app(seen: Recorder) -> App:
+    """``/close`` closes on "m1"; ``/raise`` raises on "m1"."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/close")
+    class Closer(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            seen.add("text", message)
+            if message == "m1":
+                session.close("srv", 4000)
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            seen.close(reason)
+
+    @app.websocket_handler(endpoint="/raise")
+    class Raiser(Closer):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            seen.add("text", message)
+            if message == "m1":
+                raise ValueError("boom")
+
+    return app
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_messages_received_before_the_servers_close_are_still_delivered(kind: str) -> None:
+    seen = Recorder()
+    with ws_server(kind, server_closing_app(seen)) as port, upgraded(port, "/close") as sock:
+        sock.sendall(frame(0x1, b"m1") + frame(0x1, b"m2") + frame(0x1, b"m3"))
+        time.sleep(0.3)  # the client answers the server's Close a moment later
+        sock.sendall(close_frame(4000))
+        events = seen.wait()
+        read_to_end(sock)
+    assert events == [
+        ("text", "m1"), ("text", "m2"), ("text", "m3"),
+        ("close", 4000, "srv", "Server asked to close connection."),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nothing_is_delivered_after_a_callback_failed(kind: str) -> None:
+    seen = Recorder()
+    with ws_server(kind, server_closing_app(seen)) as port, upgraded(port, "/raise") as sock:
+        sock.sendall(frame(0x1, b"m1") + frame(0x1, b"m2"))
+        time.sleep(0.3)
+        sock.sendall(close_frame(1011))
+        events = seen.wait()
+        read_to_end(sock)
+    assert events == [("text", "m1"), ("close", 1011, "Handler error", "Handler error.")]
+
+
+def closing_app(seen: Recorder) -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Quiet(WebsocketHandler):
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            seen.close(reason)
+
+    return app
+
+
+LOST = (1006, "connection lost", "Connection lost.")
+PROTOCOL = "Protocol error."
+BY_CLIENT = "Client asked to close connection."
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        (b"", LOST),  # the client's TCP FIN without a Close frame
+        (frame(0x8), (1005, "", BY_CLIENT)),  # a Close frame without a code
+        (close_frame(4001, b"mine"), (4001, "mine", BY_CLIENT)),
+        (frame(0x1, b"x", rsv1=True), (1002, None, PROTOCOL)),
+        (frame(0x1, b"x", masked=False), (1002, None, PROTOCOL)),
+        (frame(0x3, b"x"), (1002, None, PROTOCOL)),
+        (frame(0x8, b"\x03"), (1002, None, PROTOCOL)),  # a 1-byte Close payload
+        (frame(0x1, b"\xff\xfe"), (1007, None, "Invalid message data.")),
+    ],
+    ids=["fin", "empty-close", "close-4001", "rsv1", "unmasked", "opcode-3", "close-1-byte",
+         "bad-utf8"],
+)  # fmt: skip
+@pytest.mark.parametrize("kind", KINDS)
+def test_on_close_tells_a_lost_connection_and_protocol_errors_from_a_clients_close(
+    kind: str, sent: bytes, expected: tuple[int, str | None, str]
+) -> None:
+    seen = Recorder()
+    with ws_server(kind, closing_app(seen)) as port, upgraded(port, "/ws") as sock:
+        if sent:
+            sock.sendall(sent)
+        else:
+            sock.shutdown(socket.SHUT_WR)
+        events = seen.wait()
+        read_to_end(sock)
+    ((_name, code, reason, message),) = events
+    assert (code, message) == (expected[0], expected[2]), events
+    if expected[1] is not None:
+        assert reason == expected[1]
+
+
+def test_a_uvicorn_shutdown_is_the_servers_close_not_the_clients() -> None:
+    """uvicorn closes open websockets with 1012 when it stops (no Close from the client)."""
+    seen = Recorder()
+    with asgi_server(init_asgi_proxy(app_conf=closing_app(seen))) as address:
+        sock = upgraded(address.port, "/ws")
+    with sock:  # uvicorn stopped first; the client is still there
+        events = seen.wait()
+    assert events == [("close", 1012, "", "Server asked to close connection.")]
+
+
+# What each uvicorn websocket backend puts in ``websocket.disconnect`` (uvicorn 0.54;
+# ``websockets`` is the legacy backend, ``websockets-sansio`` what ``auto`` picks).
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"code": 1005}, (1006, "connection lost", False)),  # wsproto, sansio: TCP lost
+        ({"code": 1006, "reason": ""}, (1006, "connection lost", False)),  # legacy: lost
+        ({"code": 1005, "reason": ""}, (1005, "", True)),  # a Close frame without a code
+        ({"code": 1000, "reason": "bye"}, (1000, "bye", True)),
+        ({"code": 1002, "reason": "bad"}, (1002, "bad", False)),  # the server's check
+        ({"code": 1007, "reason": ""}, (1007, "", False)),
+        ({"code": 1009, "reason": "too big"}, (1009, "too big", False)),  # ws_max_size
+        ({"code": 1012}, (1012, "", False)),  # uvicorn shutting down
+        ({}, (1006, "connection lost", False)),
+    ],
+)
+def test_disconnect_event_of_each_uvicorn_backend(
+    message: dict[str, Any], expected: tuple[int, str, bool]
+) -> None:
+    event = disconnect_event({"type": "websocket.disconnect", **message})
+    assert (event.code, event.reason, event.by_peer) == expected
