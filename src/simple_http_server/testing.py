@@ -7,30 +7,39 @@
     assert response.status_code == 200 and response.json() == {...}
 
 Cookies set by responses are kept and sent with later requests, so sessions
-work as they do in a browser.
+work as they do in a browser.  Requests and answers go through the servers' own
+HTTP protocol object (``protocol/http11.py``): the same limits (``max_head_size``),
+the same 400s for what h11 refuses, the same framing and ``Connection`` headers.
 """
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import http.cookies
 import json as _json
+import os
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from .app import App, default_app
 from .config import ServerConfig
-from .dispatch.channel import Channel, HeaderLines
-from .dispatch.dispatcher import Dispatcher, make_request
+from .dispatch.channel import Channel, ClientGone, HeaderLines
+from .dispatch.dispatcher import Dispatcher
 from .dispatch.invoke import LoopHelper, help_while_waiting, in_event_loop, run_sync
+from .errors import HttpError
 from .models import Headers, Request, SessionFactory
-from .protocol.http11 import reason_phrase
+from .protocol import http11
+from .protocol.http11 import HttpConnection, reason_phrase
+from .transport.common import new_connection, request_from_head
+from .transport.ws_memory import TestWebsocket, WebsocketRejected, connect, response_head
 
 __all__ = ["TestClient", "TestResponse"]
 
-_CHUNK = 64 * 1024
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 class TestResponse:
@@ -80,30 +89,73 @@ class TestResponse:
 
 
 class _MemoryChannel(Channel):
-    def __init__(self, body: bytes, head: bool = False) -> None:
-        self._body = body
-        self._head = head
-        self._pos = 0
+    """One exchange through a server-side :class:`HttpConnection` fed the whole
+    request: the answer is what a real server would write (its head parsed back)."""
+
+    def __init__(self, http: HttpConnection) -> None:
+        self.http = http
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.parts: list[bytes] = []
         self.ended = False
 
     async def receive(self) -> bytes:
-        chunk = self._body[self._pos : self._pos + _CHUNK]
-        self._pos += len(chunk)
-        return chunk
+        event = self.http.next_event()
+        kind = type(event)
+        if kind is http11.BodyChunk:
+            return event.data  # type: ignore[union-attr]
+        if kind is http11.EndOfRequest:
+            return b""
+        if kind is http11.ProtocolFailure:
+            raise HttpError(event.status, "", "The request body is malformed.")  # type: ignore[union-attr]
+        if event is http11.NEED_DATA:  # all was sent: a server would wait, then answer 408
+            self.http.close_after_response()
+            raise HttpError(408, "", "The request body was not sent in time.")
+        raise ClientGone("connection closed while reading the body")
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
-        self.status = status
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        self.status, self.headers, _ = response_head(self.http.send_head(status, headers))
 
     async def send_data(self, data: bytes) -> None:
-        if not self._head:
+        if self.http.send_body(data):  # nothing for HEAD, 204, 304
             self.parts.append(data)
 
     async def send_end(self) -> None:
+        self.http.send_end()
         self.ended = True
+
+    def close_after_response(self) -> None:
+        self.http.close_after_response()
+
+    def answer_error(self, status: int) -> None:
+        """The transports' own answer to a request h11 refused (e.g. 400, 431)."""
+        self.status, self.headers, body = response_head(self.http.send_error(status))
+        self.parts.append(body)
+
+
+def _text_bytes(text: str) -> bytes:
+    """Header text as a client sends it: latin-1, else UTF-8 (read back as latin-1)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _wire_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A request line and header block as written on the wire.
+
+    Non-ASCII characters of the target are percent-encoded (UTF-8), as HTTP
+    clients do; anything else (a space, a control character, a bad header name)
+    is sent as given, for the server's checks.  CR and LF cannot be sent.
+    """
+    lines = [(method, _NON_ASCII.sub(lambda m: quote(m[0]), target))]
+    lines += [(str(name), str(value)) for name, value in headers]
+    for name, value in lines:
+        if any(c in f"{name}{value}" for c in "\r\n"):
+            raise ValueError(f"CR or LF cannot be sent in a request head: {name!r}: {value!r}")
+    out = [_text_bytes(f"{method} {lines[0][1]} HTTP/1.1")]
+    out += [_text_bytes(name) + b": " + _text_bytes(value) for name, value in lines[1:]]
+    return b"\r\n".join(out) + b"\r\n\r\n"
 
 
 def _multipart(data: Mapping[str, Any], files: Mapping[str, Any]) -> tuple[bytes, str]:
@@ -143,6 +195,24 @@ def _serve(dispatcher: Dispatcher, request: Request, channel: _MemoryChannel) ->
         run_sync(dispatcher.handle(request, channel))
     finally:
         help_while_waiting(previous)
+
+
+def _exchange(dispatcher: Dispatcher, data: bytes) -> _MemoryChannel:
+    """Feed a whole request to a new server-side connection and answer it."""
+    http = new_connection(dispatcher.config)
+    http.receive_data(data)
+    channel = _MemoryChannel(http)
+    head = http.next_event()
+    if not isinstance(head, http11.RequestHead):
+        channel.answer_error(head.status if isinstance(head, http11.ProtocolFailure) else 400)
+        return channel
+    request = request_from_head(head, False)
+    if in_event_loop():
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(_serve, dispatcher, request, channel).result()
+    else:
+        _serve(dispatcher, request, channel)
+    return channel
 
 
 class TestClient:
@@ -200,27 +270,30 @@ class TestClient:
         elif data is not None:
             body = urlencode(data, doseq=True).encode()
             default("Content-Type", "application/x-www-form-urlencoded")
-        if body:
+        if body and "transfer-encoding" not in given:  # else the body is framed as given
             default("Content-Length", str(len(body)))
-        jar = {k: m.value for k, m in self.cookies.items()}
-        jar.update(cookies or {})
-        if jar:
-            default("Cookie", "; ".join(f"{k}={v}" for k, v in jar.items()))
+        self._add_cookies(default, cookies)
         default("Host", "testserver")
         target = path
         if params:
             target += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
-        request = make_request(method.upper(), target, list(header_map.items()))
-        channel = _MemoryChannel(body, request.method == "HEAD")
-        if in_event_loop():
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                pool.submit(_serve, self.dispatcher, request, channel).result()
-        else:
-            _serve(self.dispatcher, request, channel)
+        head = _wire_head(method.upper(), target, header_map.items())
+        channel = _exchange(self.dispatcher, head + body)
         response = TestResponse(channel.status, channel.headers, b"".join(channel.parts))
-        for value in response.get_all("Set-Cookie"):
-            self._remember(value)
+        self._remember_all(response.header_list)
         return response
+
+    def _add_cookies(self, default: Any, cookies: Mapping[str, str] | None) -> None:
+        """The jar's cookies and ``cookies`` in one ``Cookie`` header (unless one was given)."""
+        jar = {k: m.value for k, m in self.cookies.items()}
+        jar.update(cookies or {})
+        if jar:
+            default("Cookie", "; ".join(f"{k}={v}" for k, v in jar.items()))
+
+    def _remember_all(self, headers: list[tuple[str, str]]) -> None:
+        for name, value in headers:
+            if name.lower() == "set-cookie":
+                self._remember(value)
 
     def _remember(self, set_cookie: str) -> None:
         jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
@@ -262,14 +335,40 @@ class TestClient:
         """``OPTIONS path``."""
         return self.request("OPTIONS", path, **kwargs)
 
-    def websocket_connect(self, path: str, headers: Mapping[str, str] | None = None) -> Any:
+    def websocket_connect(
+        self,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+    ) -> TestWebsocket:
         """Open an in-memory websocket to the app's handler for ``path``.
 
-        Returns a ``TestWebsocket`` (a context manager with ``send_text``,
-        ``send_bytes``, ``receive_text``, ``receive_bytes``, ``close``...);
-        raises ``WebsocketRejected`` (with ``status_code``) when the handshake
-        is refused.  See ``transport/ws_memory.py``.
+        The upgrade request carries the jar's cookies (and ``cookies``) as
+        ``request()`` does; ``headers`` replace the handshake's own of the same
+        name.  Returns a ``TestWebsocket`` (a context manager with ``send_text``,
+        ``send_bytes``, ``receive_text``, ``receive_bytes``, ``close``..., and the
+        answer's ``headers`` and ``subprotocol``); raises ``WebsocketRejected``
+        (``status_code``, ``headers``, ``body``) when the handshake is refused.
+        See ``transport/ws_memory.py``.
         """
-        from .transport.ws_memory import connect
+        header_map = dict(headers or {})
+        given = {name.lower() for name in header_map}
 
-        return connect(self.app, self.dispatcher.config, path, headers)
+        def default(name: str, value: str) -> None:
+            if name.lower() not in given:
+                header_map[name] = value
+
+        default("Host", "testserver")
+        default("Upgrade", "websocket")
+        default("Connection", "Upgrade")
+        default("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode())
+        default("Sec-WebSocket-Version", "13")
+        self._add_cookies(default, cookies)
+        head = _wire_head("GET", path, header_map.items())
+        try:
+            websocket = connect(self.app, self.dispatcher.config, head)
+        except WebsocketRejected as rejected:
+            self._remember_all(rejected.headers)
+            raise
+        self._remember_all(websocket.header_list)
+        return websocket

@@ -103,8 +103,8 @@ def test_test_client_header_names_are_case_insensitive():
     client = TestClient(form_app())
     reply = client.post(
         "/form",
-        data={"name": "n", "tags": ["t"]},
-        headers={"content-type": "application/x-www-form-urlencoded", "content-length": "12"},
+        data={"name": "n", "tags": ["t"]},  # name=n&tags=t: 13 bytes
+        headers={"content-type": "application/x-www-form-urlencoded", "content-length": "13"},
     )
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"name": "n", "tags": ["t"], "age": 0}

@@ -134,3 +134,66 @@ def test_drain_returns_at_once_in_memory() -> None:
         assert [ws.receive_text() for _ in range(3)] == ["m 0", "m 1", "m 2"]
         assert ws.receive_bytes() == b"x" * (4 * 1024 * 1024)
         assert ws.receive_text() == "done"
+
+
+def background_app(log: list[Any]) -> App:
+    """A handler that pings or closes from another thread, or later from its loop."""
+    import asyncio
+    import threading
+    import time
+
+    app = App()
+
+    def later(action: Any) -> None:
+        threading.Thread(target=lambda: (time.sleep(0.1), action())).start()
+
+    @app.websocket_handler(endpoint="/bg")
+    class Background(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            if message == "thread-ping":
+                later(lambda: session.send_ping(b"srv"))
+            elif message == "thread-close":
+                later(lambda: session.close("from-thread", 4003))
+            elif message == "loop-ping":  # a send made by the event loop, not a callback
+                asyncio.get_running_loop().call_later(0.1, session.send_ping, b"loop")
+
+        def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            log.append(("pong", message))
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            log.append(("close", reason.code, reason.reason))
+
+    return app
+
+
+def wait_until(predicate: Any, timeout: float = 3.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(("message", "payload"), [("thread-ping", b"srv"), ("loop-ping", b"loop")])
+def test_a_ping_the_server_sends_on_its_own_is_answered_at_once(
+    message: str, payload: bytes
+) -> None:
+    """The client's automatic pong reaches on_pong_message without any further
+    action of the test, as it does from a real client."""
+    log: list[Any] = []
+    with TestClient(background_app(log)).websocket_connect("/bg") as ws:
+        ws.send_text(message)
+        wait_until(lambda: ("pong", payload) in log)
+    assert log == [("pong", payload), ("close", 1000, "")]
+
+
+def test_a_close_from_another_thread_completes_at_once_with_its_reason() -> None:
+    log: list[Any] = []
+    ws = TestClient(background_app(log)).websocket_connect("/bg")
+    ws.send_text("thread-close")
+    wait_until(lambda: bool(log))
+    assert log == [("close", 4003, "from-thread")]
+    assert (ws.close_code, ws.close_reason) == (4003, "from-thread")
+    ws.close()
+    assert log == [("close", 4003, "from-thread")]

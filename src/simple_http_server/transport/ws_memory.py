@@ -4,38 +4,61 @@ The server side is the real one (handshake negotiation, protocol, session,
 callbacks); the client is a wsproto client connection; bytes go from one to
 the other in memory, with no socket.  Handler callbacks run in the calling
 thread (async ones on the shared background loop), so after ``send_text``
-returns, the handler has seen the message.
+returns, the handler has seen the message.  The handshake goes through the
+servers' own HTTP protocol object (their limits and checks, their ``101`` and
+refusal answers).  What the server sends on its own account (a ping or a close
+from another thread) is answered at once: the client's automatic replies (pong,
+Close echo) reach the handler on the sending thread, in the order they were made.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import threading
 from collections import deque
-from collections.abc import Mapping
 from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from ..dispatch.invoke import run_sync
+from ..dispatch.invoke import in_event_loop, run_sync
 from ..dispatch.ws_handlers import Rejected, negotiate
 from ..dispatch.ws_session import LinkBase
-from ..protocol.http11 import RequestHead
+from ..models import Headers
+from ..protocol.http11 import ProtocolFailure, RequestHead
 from ..protocol.ws import WebsocketProtocol, data_message
+from .common import new_connection
+from .ws_glue import _reject_bytes, _request_done
 
-__all__ = ["TestWebsocket", "WebsocketRejected", "connect"]
+__all__ = ["TestWebsocket", "WebsocketRejected", "connect", "response_head"]
+
+
+def response_head(data: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, header lines (latin-1 text) and the rest of a response our
+    protocol object serialized (well-formed by construction)."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+    return int(status_line.split(b" ", 2)[1]), headers, rest
 
 
 class WebsocketRejected(Exception):
-    """The server refused the upgrade with an HTTP response."""
+    """The server refused the upgrade with an HTTP response (the real servers' answer:
+    ``headers`` has its ``Content-Type``, ``Content-Length``, ``Connection: close``...)."""
 
     def __init__(self, status_code: int, headers: list[tuple[str, str]], body: bytes) -> None:
         super().__init__(f"websocket handshake rejected with {status_code}")
         self.status_code = status_code
         self.headers = headers
         self.body = body
+
+    @classmethod
+    def from_response(cls, data: bytes) -> WebsocketRejected:
+        """The refusal of a serialized response (``Content-Length`` framed)."""
+        status, headers, body = response_head(data)
+        return cls(status, headers, body)
 
 
 class _MemoryLink(LinkBase):
@@ -46,20 +69,38 @@ class _MemoryLink(LinkBase):
     def _write(self, data: bytes) -> None:
         self.client._from_server(data)
 
+    def _send_out(self, wait: bool = True) -> None:
+        # The lock is released here: the client's automatic replies may go in.
+        self.client._replies_ready()
+
 
 class TestWebsocket:
-    """The client end of an in-memory websocket (a context manager)."""
+    """The client end of an in-memory websocket (a context manager).
+
+    ``status_code`` (101), ``headers`` (case-insensitive) and ``header_list`` are
+    those of the handshake answer; ``subprotocol`` is the one the handler chose
+    (its ``Sec-WebSocket-Protocol``), else None.
+    """
 
     __test__ = False
 
-    def __init__(self) -> None:
+    def __init__(self, status_code: int = 101, header_list: list[tuple[str, str]] | None = None):
         self._client = Connection(ConnectionType.CLIENT)
         self._link: _MemoryLink | None = None
         self._received: deque[Any] = deque()
         self._cond = threading.Condition()
-        self._to_server: list[bytes] = []
+        #: Bytes for the server side, in the order they were made.
+        self._to_server: deque[bytes] = deque()
+        #: Held by the one thread delivering ``_to_server`` (see :meth:`_pump`).
+        self._pumping = threading.Lock()
         self.close_code: int | None = None
         self.close_reason: str = ""
+        self.status_code = status_code
+        self.header_list = header_list or []
+        self.headers = Headers()
+        for name, value in self.header_list:
+            self.headers[name] = value
+        self.subprotocol: str | None = self.headers.get("Sec-WebSocket-Protocol")
 
     # -- plumbing ----------------------------------------------------------------
     def _from_server(self, data: bytes) -> None:
@@ -75,27 +116,52 @@ class TestWebsocket:
                 self._received.append(event)
             self._cond.notify_all()
 
-    def _pump(self, data: bytes = b"") -> None:
-        """Deliver ``data`` and any automatic replies to the server side."""
+    def _pump(self, wait: bool = True) -> None:
+        """Deliver the queued bytes to the server side, in order, in this thread.
+
+        One thread at a time delivers; ``wait`` False leaves the bytes to the thread
+        delivering already (it looks again before it stops, so none is left behind).
+        The test's own actions wait until nothing is left, so the handler has seen
+        what they sent and what it answered.
+        """
         link = self._link
-        assert link is not None
-        pending = [data] if data else []
+        if link is None:  # still in the handshake: connect() pumps after on_open
+            return
+        while True:
+            if not self._pumping.acquire(blocking=wait):
+                return
+            try:
+                self._deliver(link)
+            finally:
+                self._pumping.release()
+            with self._cond:
+                if not self._to_server:
+                    return
+
+    def _deliver(self, link: _MemoryLink) -> None:
         while True:
             with self._cond:
-                pending.extend(self._to_server)
-                self._to_server.clear()
-            if not pending:
-                return
-            for chunk in pending:
-                run_sync(link.handle(link.feed(chunk)))
-            pending = []
+                if not self._to_server:
+                    return
+                chunk = self._to_server.popleft()
+            run_sync(link.handle(link.feed(chunk)))
             if link.finished:
                 run_sync(link.finish())
 
+    def _replies_ready(self) -> None:
+        """The server sent something (from any thread): deliver the client's replies."""
+        with self._cond:
+            if not self._to_server:
+                return
+        if in_event_loop():  # a coroutine's send: callbacks cannot run on its loop
+            threading.Thread(target=self._pump, args=(False,), daemon=True).start()
+        else:
+            self._pump(wait=False)
+
     def _send(self, event: Any) -> None:
         with self._cond:
-            data = self._client.send(event)
-        self._pump(data)
+            self._to_server.append(self._client.send(event))
+        self._pump()
 
     # -- API ---------------------------------------------------------------------
     def send_text(self, data: str) -> None:
@@ -171,28 +237,29 @@ class TestWebsocket:
         self.close()
 
 
-def connect(app: Any, config: Any, path: str, headers: Mapping[str, str] | None) -> TestWebsocket:
-    """Run the handshake in memory; the open :class:`TestWebsocket`."""
-    raw = [
-        (b"Host", b"testserver"),
-        (b"Upgrade", b"websocket"),
-        (b"Connection", b"Upgrade"),
-        (b"Sec-WebSocket-Key", base64.b64encode(os.urandom(16))),
-        (b"Sec-WebSocket-Version", b"13"),
-    ]
-    for name, value in (headers or {}).items():
-        raw.append((name.encode("latin-1"), value.encode("latin-1")))
-    head = RequestHead("GET", path.encode(), raw, b"1.1", False)
-    result = run_sync(negotiate(app.compiled().websockets, head, deflate=False))
+def connect(app: Any, config: Any, request: bytes) -> TestWebsocket:
+    """Run the handshake of ``request`` (the bytes of an upgrade request) in memory,
+    through the servers' HTTP protocol object; the open :class:`TestWebsocket`."""
+    http = new_connection(config)
+    http.receive_data(request)
+    head = http.next_event()
+    if not isinstance(head, RequestHead):  # e.g. a 431 for a head over max_head_size
+        status = head.status if isinstance(head, ProtocolFailure) else 400
+        raise WebsocketRejected.from_response(http.send_error(status))
+    if head.upgrade and not _request_done(http):
+        result: Any = Rejected(400, [], "A websocket upgrade request must not have a body.")
+    else:
+        result = run_sync(negotiate(app.compiled().websockets, head, deflate=False))
     if isinstance(result, Rejected):
-        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in result.headers]
-        raise WebsocketRejected(result.status, pairs, result.body())
-    client = TestWebsocket()
+        raise WebsocketRejected.from_response(_reject_bytes(http, result))
+    status, headers, _ = response_head(http.send_switch(result.headers))
+    client = TestWebsocket(status, headers)
     proto = WebsocketProtocol(
         max_message_size=config.limits.max_websocket_message_size,
         stream_binary=result.callbacks.on_binary_frame is not None,
     )
     link = client._link = _MemoryLink(client, proto, result.callbacks, result.request)
-    run_sync(link.opened())
+    with client._pumping:  # replies to what on_open sends wait until it returned
+        run_sync(link.opened())
     client._pump()
     return client

@@ -1,0 +1,268 @@
+"""The TestClient answers as the real servers do, for the same request bytes.
+
+Each case runs through the ``TestClient`` (``dispatch``) and through both
+transports with a raw socket (so that requests an HTTP library would refuse to
+send still reach the server), and compares status, headers (all but ``Date``)
+and body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import websocket
+
+from simple_http_server import App, BytesBody, Response, WebsocketHandler, WebsocketRequest
+from simple_http_server.config import ServerConfig
+from simple_http_server.testing import TestClient
+from simple_http_server.transport.ws_memory import WebsocketRejected
+
+from ..conftest import FRONT_ENDS, live_server
+from ..robustness.wire import MalformedResponse, parse_responses
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]  # lower-case names, without Date
+    body: bytes
+
+
+Ask = Callable[[str, str, dict[str, str], bytes], Answer]
+
+
+def _answer(status: int, headers: Any, body: bytes) -> Answer:
+    lines = [(str(k).lower(), str(v)) for k, v in headers]
+    return Answer(status, sorted(line for line in lines if line[0] != "date"), body)
+
+
+def _read_one(sock: socket.socket, head_request: bool) -> Answer:
+    """Read exactly one response (the connection may stay open)."""
+    data = b""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        data += chunk
+        with contextlib.suppress(MalformedResponse):
+            (response,) = parse_responses(data, [head_request])
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
+            return _answer(response.status, headers, response.body)
+        assert chunk, data
+    raise AssertionError(f"no complete response: {data!r}")
+
+
+@contextlib.contextmanager
+def front(kind: str, app: App, **config: Any) -> Iterator[Ask]:
+    """``ask(method, target, headers, body)`` through the TestClient or a raw socket.
+
+    The raw request is what the TestClient sends: ``Host: testserver`` and a
+    ``Content-Length`` for a body (unless a framing header is given).
+    """
+    if kind == "dispatch":
+        client = TestClient(app, config=ServerConfig().with_changes(**config))
+
+        def ask_client(method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+            reply = client.request(method, target, headers=headers, body=body)
+            return _answer(reply.status_code, reply.header_list, reply.content)
+
+        yield ask_client
+        return
+    with live_server(app, kind, **config) as live:
+
+        def ask_server(method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+            lines = [("Host", "testserver"), *headers.items()]
+            framed = {name.lower() for name in headers} & {"content-length", "transfer-encoding"}
+            if body and not framed:
+                lines.append(("Content-Length", str(len(body))))
+            head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in lines)
+            with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+                sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+                return _read_one(sock, method == "HEAD")
+
+        yield ask_server
+
+
+def http_app() -> App:
+    app = App()
+
+    @app.route("/text")
+    def text() -> str:
+        return "hello"
+
+    @app.route("/echo", method="POST")
+    def echo(body: BytesBody) -> bytes:
+        return bytes(body)
+
+    @app.route("/stream")
+    def stream() -> Iterator[str]:
+        yield "a"
+        yield "b"
+
+    return app
+
+
+CASES = {
+    "header-over-max-head-size": ("GET", "/text", {"X-Big": "y" * 5000}, b"", 431),
+    "target-over-max-head-size": ("GET", "/" + "z" * 5000, {}, b"", 431),
+    "space-in-target": ("GET", "/a b", {}, b"", 400),
+    "del-in-target": ("GET", "/t\x7fext", {}, b"", 400),
+    "bad-header-name": ("GET", "/text", {"Bad Name": "v"}, b"", 400),
+    "bad-content-length": ("GET", "/text", {"Content-Length": "abc"}, b"", 400),
+    "length-and-chunked": (
+        "POST", "/echo", {"Content-Length": "5", "Transfer-Encoding": "chunked"}, b"0\r\n\r\n", 400
+    ),
+    "chunked-request-body": (
+        "POST", "/echo", {"Transfer-Encoding": "chunked"}, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 200
+    ),
+    "body-longer-than-content-length": ("POST", "/echo", {"Content-Length": "3"}, b"abcdef", 200),
+    "streamed-answer-is-chunked": ("GET", "/stream", {}, b"", 200),
+    "connection-close": ("GET", "/text", {"Connection": "close"}, b"", 200),
+    "head": ("HEAD", "/text", {}, b"", 200),
+    "plain": ("GET", "/text", {}, b"", 200),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_testclient_answers_as_both_transports(case: str) -> None:
+    method, target, headers, body, status = CASES[case]
+    answers = {}
+    for kind in FRONT_ENDS:
+        with front(kind, http_app(), max_head_size=2048) as ask:
+            answers[kind] = ask(method, target, headers, body)
+    assert answers["threaded"].status == status, answers["threaded"]
+    assert answers["dispatch"] == answers["threaded"] == answers["asyncio"]
+
+
+def test_framing_and_connection_headers_of_the_testclient() -> None:
+    client = TestClient(http_app())
+    streamed = client.get("/stream")
+    assert streamed.headers["Transfer-Encoding"] == "chunked" and streamed.content == b"ab"
+    assert "Content-Length" not in streamed.headers
+    assert client.get("/text", headers={"Connection": "close"}).headers["Connection"] == "close"
+    assert "Connection" not in client.get("/text").headers
+    body = b"3\r\nabc\r\n0\r\n\r\n"
+    chunked = client.post("/echo", headers={"Transfer-Encoding": "chunked"}, body=body)
+    assert chunked.content == b"abc"
+
+
+def test_a_non_ascii_target_is_percent_encoded_as_clients_do() -> None:
+    app = App()
+
+    @app.route("/p/{name}")
+    def named(name: str) -> str:
+        return name
+
+    assert TestClient(app).get("/p/café").text == "café"
+
+
+def test_a_body_shorter_than_its_content_length_is_a_408_as_after_body_timeout() -> None:
+    reply = TestClient(http_app()).post("/echo", headers={"Content-Length": "10"}, body=b"abc")
+    assert reply.status_code == 408 and reply.headers["Connection"] == "close"
+
+
+def test_cr_or_lf_cannot_be_sent() -> None:
+    client = TestClient(http_app())
+    with pytest.raises(ValueError, match="CR or LF"):
+        client.get("/text", headers={"X-Injected": "a\r\nX-Other: b"})
+
+
+# -- websocket handshakes ---------------------------------------------------------
+def handshake_app() -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Handshake(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            if request.get_parameter("deny"):
+                return 403, {"X-Deny": "yes"}
+            return 0, {"X-Extra": "1", "Sec-WebSocket-Protocol": "chat"}
+
+    return app
+
+
+def _without_varying(headers: Any) -> list[tuple[str, str]]:
+    skip = {"date", "sec-websocket-accept"}
+    return sorted((k.lower(), v) for k, v in headers if k.lower() not in skip)
+
+
+@contextlib.contextmanager
+def ws_front(kind: str) -> Iterator[Callable[[str], Any]]:
+    """``open(path)``: (status, headers, subprotocol) of the handshake answer, or
+    (status, headers, body) of a refusal, through the TestClient or a real client."""
+    if kind == "dispatch":
+        client = TestClient(handshake_app())
+
+        def open_client(path: str) -> Any:
+            try:
+                ws = client.websocket_connect(path, headers={"Sec-WebSocket-Protocol": "chat"})
+            except WebsocketRejected as rejected:
+                return rejected.status_code, _without_varying(rejected.headers), rejected.body
+            with ws:
+                return ws.status_code, _without_varying(ws.header_list), ws.subprotocol
+
+        yield open_client
+        return
+    with live_server(handshake_app(), kind, websocket_ping_interval=0) as live:
+
+        def open_server(path: str) -> Any:
+            url = f"ws://127.0.0.1:{live.port}{path}"
+            try:
+                ws = websocket.create_connection(url, timeout=5, subprotocols=["chat"])
+            except websocket.WebSocketBadStatusException as rejected:
+                headers = list(rejected.resp_headers.items())
+                return rejected.status_code, _without_varying(headers), rejected.resp_body
+            try:
+                headers = list(ws.getheaders().items())
+                return ws.getstatus(), _without_varying(headers), ws.getsubprotocol()
+            finally:
+                ws.close()
+
+        yield open_server
+
+
+@pytest.mark.parametrize("path", ["/ws", "/ws?deny=1"], ids=["accepted", "refused"])
+def test_the_handshake_answer_is_the_servers(path: str) -> None:
+    answers = {}
+    for kind in FRONT_ENDS:
+        with ws_front(kind) as open_ws:
+            answers[kind] = open_ws(path)
+    assert answers["dispatch"] == answers["threaded"] == answers["asyncio"], answers
+    status, headers, _ = answers["dispatch"]
+    if status == 101:
+        assert ("x-extra", "1") in headers and answers["dispatch"][2] == "chat"
+    else:
+        assert ("content-type", "application/json; charset=utf-8") in headers
+
+
+def test_the_handshake_sends_the_cookie_jar() -> None:
+    app = App()
+    seen: list[str | None] = []
+
+    @app.route("/login")
+    def login(response: Response) -> str:
+        response.add_cookie("token", "secret")
+        return "ok"
+
+    @app.websocket_handler(endpoint="/ws")
+    class Reader(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> None:
+            token = request.cookies.get("token")
+            seen.append(token.value if token is not None else None)
+
+    client = TestClient(app)
+    with client.websocket_connect("/ws"):
+        pass
+    client.get("/login")
+    with client.websocket_connect("/ws"):
+        pass
+    with client.websocket_connect("/ws", cookies={"token": "given"}):
+        pass
+    with client.websocket_connect("/ws", headers={"Cookie": "token=header"}):
+        pass
+    assert seen == [None, "secret", "given", "header"]
