@@ -197,3 +197,32 @@ def test_a_close_from_another_thread_completes_at_once_with_its_reason() -> None
     assert (ws.close_code, ws.close_reason) == (4003, "from-thread")
     ws.close()
     assert log == [("close", 4003, "from-thread")]
+
+
+def test_the_answer_to_a_ping_does_not_run_inside_the_senders_call() -> None:
+    """A real server reads the pong on another thread: a sender holding its own lock
+    while pinging, and an on_pong_message taking that lock, must not deadlock."""
+    import threading
+    import time
+
+    app = App()
+    log: list[bytes] = []
+    lock = threading.Lock()
+
+    @app.websocket_handler(endpoint="/locked")
+    class Locked(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            def ping() -> None:
+                time.sleep(0.1)  # once the test's own send was delivered
+                with lock:
+                    session.send_ping(b"locked")
+
+            threading.Thread(target=ping, daemon=True).start()
+
+        def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            with lock:
+                log.append(message)
+
+    with TestClient(app).websocket_connect("/locked") as ws:
+        ws.send_text("go")
+        wait_until(lambda: log == [b"locked"])

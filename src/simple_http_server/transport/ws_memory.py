@@ -8,7 +8,7 @@ returns, the handler has seen the message.  The handshake goes through the
 servers' own HTTP protocol object (their limits and checks, their ``101`` and
 refusal answers).  What the server sends on its own account (a ping or a close
 from another thread) is answered at once: the client's automatic replies (pong,
-Close echo) reach the handler on the sending thread, in the order they were made.
+Close echo) reach the handler from a thread of their own, in the order they were made.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from ..dispatch.invoke import in_event_loop, run_sync
+from ..dispatch.invoke import run_sync
 from ..dispatch.ws_handlers import Rejected, negotiate
 from ..dispatch.ws_session import LinkBase
 from ..models import Headers
@@ -149,14 +149,15 @@ class TestWebsocket:
                 run_sync(link.finish())
 
     def _replies_ready(self) -> None:
-        """The server sent something (from any thread): deliver the client's replies."""
+        """The server sent something (from any thread): the client's automatic
+        replies go in at once, from a thread of their own, as from a real client:
+        never inside the sender's call (it may hold its own locks)."""
         with self._cond:
             if not self._to_server:
                 return
-        if in_event_loop():  # a coroutine's send: callbacks cannot run on its loop
-            threading.Thread(target=self._pump, args=(False,), daemon=True).start()
-        else:
-            self._pump(wait=False)
+        if self._pumping.locked():  # its holder looks again after it lets go
+            return
+        threading.Thread(target=self._pump, args=(False,), name="shs-test-ws", daemon=True).start()
 
     def _send(self, event: Any) -> None:
         with self._cond:
