@@ -95,7 +95,7 @@ class Limits:
     max_files: int = 100
     #: Largest header line of one multipart part (413 beyond).
     max_part_header_size: int = 8 * KIB
-    #: Largest websocket message (close 1009 beyond).
+    #: Largest websocket message (close 1009 beyond; 0: no bound).
     max_websocket_message_size: int = 16 * MIB
     #: Most output a connection may hold unsent when it was written from a coroutine
     #: (``response.write_bytes``, ``session.send``), which never waits for the client:

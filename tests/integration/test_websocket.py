@@ -511,10 +511,19 @@ def echo_texts(sock: socket.socket, client: Any, texts: list[str]) -> list[str]:
         "permessage-deflate; client_max_window_bits=abc",
         "permessage-deflate; server_max_window_bits=",
         "permessage-deflate; client_max_window_bits=99",
+        # RFC 7692 7: unknown or repeated parameters, a value missing or where none goes
+        "permessage-deflate; foo=bar",
+        "permessage-deflate; x-unknown",
+        "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+        "permessage-deflate; server_max_window_bits=10; server_max_window_bits=12",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; server_no_context_takeover=yes",
+        "permessage-deflate; client_max_window_bits=010",
     ],
 )
 def test_a_malformed_deflate_offer_is_declined(serve: Serve, offers: str) -> None:
-    """A bad parameter declines the offer (no extension), never a 500 or a dropped socket."""
+    """A bad parameter declines the offer (no extension), never a 500 or a dropped socket.
+    Unknown and repeated parameters, and missing or unexpected values, were accepted."""
     app, _ = echo_app()
     sock, client, answer = deflate_session(serve(app), offers)
     with sock:
@@ -538,6 +547,16 @@ def test_the_first_acceptable_of_several_deflate_offers_is_used(serve: Serve) ->
     with sock:
         assert answer == b"permessage-deflate"
         assert echo_texts(sock, client, ["a" * 5000]) == ["open x", "a" * 5000]
+    offers = "permessage-deflate; foo=bar, permessage-deflate; server_no_context_takeover"
+    sock, client, answer = deflate_session(serve(app), offers)  # the valid one after it
+    with sock:
+        assert answer == b"permessage-deflate; server_no_context_takeover"
+        assert echo_texts(sock, client, ["b" * 5000]) == ["open x", "b" * 5000]
+    offers = 'permessage-deflate; client_max_window_bits="10"'  # a quoted value is valid
+    sock, client, answer = deflate_session(serve(app), offers)
+    with sock:
+        assert answer == b"permessage-deflate; client_max_window_bits=10"
+        assert echo_texts(sock, client, ["c" * 5000]) == ["open x", "c" * 5000]
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,33 @@ def test_accept_token_and_deflate() -> None:
     assert none == []
 
 
+@pytest.mark.parametrize(
+    ("params", "answer"),
+    [
+        ("", b""),
+        ("; client_max_window_bits", b"; client_max_window_bits=15"),
+        ('; server_max_window_bits = "9"', b"; server_max_window_bits=9"),
+        ("; server_no_context_takeover; client_no_context_takeover",
+         b"; client_no_context_takeover; server_no_context_takeover"),
+        ("; foo=bar", None),
+        ("; Server_No_Context_Takeover", None),
+        ("; server_max_window_bits", None),
+        ("; server_max_window_bits=16", None),
+        ("; server_max_window_bits=9; server_max_window_bits=9", None),
+        ("; client_no_context_takeover=1", None),
+        (";", None),
+    ],
+)  # fmt: skip
+def test_deflate_offers_follow_rfc_7692(params: str, answer: bytes | None) -> None:
+    offer = b"permessage-deflate" + params.encode()
+    checked = ws.check_handshake(head((b"Sec-WebSocket-Extensions", offer)))
+    assert isinstance(checked, ws.Handshake)
+    headers, extensions = ws.accept_headers(checked)
+    agreed = [v for k, v in headers if k == b"Sec-WebSocket-Extensions"]
+    assert agreed == ([b"permessage-deflate" + answer] if answer is not None else [])
+    assert len(extensions) == (answer is not None)
+
+
 def test_switch_through_h11_keeps_trailing_bytes() -> None:
     client = Connection(ConnectionType.CLIENT)
     frame = bytes(client.send(TextMessage(data="early")))
@@ -217,6 +244,15 @@ def test_permessage_deflate_roundtrip() -> None:
     assert len(out) < len(text) // 4
     event = deliver(client, out)[0]
     assert isinstance(event, TextMessage) and event.data == text
+
+
+def test_a_limit_of_0_is_no_bound() -> None:
+    client, proto = pair(max_message_size=0)
+    proto.receive_data(client.send(TextMessage(data="x" * 100_000)))
+    proto.receive_data(client.send(BytesMessage(data=b"y" * 100_000)))
+    assert proto.events() == [ws.TextReceived("x" * 100_000), ws.BinaryReceived(b"y" * 100_000)]
+    client, proto = pair(max_message_size=0, stream_binary=True)
+    assert proto.keep(b"z" * 100_000) is None
 
 
 class _CollectingLink:

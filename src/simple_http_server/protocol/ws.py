@@ -174,6 +174,43 @@ class BoundedDeflate(PerMessageDeflate):
         return result
 
 
+#: The parameters of a permessage-deflate offer (RFC 7692 7.1): whether each takes a value.
+_DEFLATE_PARAMS: Final = {
+    "server_no_context_takeover": False,
+    "client_no_context_takeover": False,
+    "server_max_window_bits": True,
+    "client_max_window_bits": None,  # a value or none
+}
+_WINDOW_BITS: Final = frozenset(str(bits) for bits in range(8, 16))
+
+
+def _deflate_params(offer: str) -> list[str] | None:
+    """The parameters of a permessage-deflate offer, normalized (``name`` or
+    ``name=value``); None when RFC 7692 7 says to decline it: an unknown or
+    repeated parameter, or a value missing, unexpected or out of range."""
+    params: list[str] = []
+    seen: set[str] = set()
+    for raw in offer.split(";")[1:]:
+        name, has_value, value = (part.strip() for part in raw.partition("="))
+        if name not in _DEFLATE_PARAMS or name in seen:
+            return None
+        seen.add(name)
+        takes_value = _DEFLATE_PARAMS[name]
+        if not has_value:
+            if takes_value:
+                return None
+            params.append(name)
+            continue
+        if takes_value is False:
+            return None
+        if len(value) >= 2 and value[0] == value[-1] == '"':  # a quoted-string
+            value = value[1:-1]
+        if value not in _WINDOW_BITS:
+            return None
+        params.append(f"{name}={value}")
+    return params
+
+
 def _agree_deflate(
     offers: tuple[str, ...], max_message_size: int
 ) -> tuple[bytes, Extension] | None:
@@ -181,15 +218,20 @@ def _agree_deflate(
 
     Each offer gets a fresh extension object: wsproto's own negotiation lets
     the parameters of a declined or earlier offer stick to the one accepted,
-    and lets a malformed parameter raise instead of declining.
+    lets a malformed parameter raise instead of declining, and accepts what
+    RFC 7692 says to decline (unknown or repeated parameters): offers are
+    checked here first.
     """
     for offer in offers:
         name = offer.split(";", 1)[0].strip()
         if name != PerMessageDeflate.name:
             continue
+        params = _deflate_params(offer)
+        if params is None:
+            continue
         extension = BoundedDeflate(max_message_size)
         try:
-            accepted = extension.accept(offer)
+            accepted = extension.accept("; ".join([name, *params]))
         except ValueError:  # e.g. client_max_window_bits=abc: decline this offer
             continue
         if accepted is None or accepted is False:
@@ -293,7 +335,8 @@ class WebsocketProtocol:
     Args:
         extensions: the extensions agreed in the handshake.
         trailing_data: bytes h11 received after the upgrade request.
-        max_message_size: largest message gathered in memory (1009 beyond).
+        max_message_size: largest message gathered in memory (1009 beyond;
+            0: no bound).
         stream_binary: deliver binary messages piece by piece
             (:class:`BinaryFrameReceived`) instead of gathered.
     """
@@ -382,7 +425,7 @@ class WebsocketProtocol:
             out.append(BinaryFrameReceived(bytes(data), event.message_finished))
             return True
         self._size += len(data) if isinstance(data, bytes | bytearray) else len(data.encode())
-        if self._size > self.max_message_size:
+        if self._size > self.max_message_size > 0:
             out.append(self.fail(CLOSE_TOO_BIG, "Message too big"))
             return False
         if data:  # endless empty continuation frames must not grow the list
@@ -418,7 +461,7 @@ class WebsocketProtocol:
         pieces grow over the limit.
         """
         self._kept_size += len(data)
-        if self._kept_size > self.max_message_size:
+        if self._kept_size > self.max_message_size > 0:
             return self.fail(CLOSE_TOO_BIG, "Message too big")
         self._kept.append(data)
         return None

@@ -1,0 +1,150 @@
+"""Websocket closing handshakes, message limits and compressed uploads, on real sockets.
+
+Frames are written by hand (or by a wsproto client, when compressed) so a message
+and the client's Close can arrive in one read, or the Close while the handler works.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import websocket
+
+from simple_http_server import WebsocketHandler, WebsocketSession
+from simple_http_server.app import App
+from simple_http_server.config import ServerConfig
+from simple_http_server.server import init_asgi_proxy
+from simple_http_server.testing import TestClient
+
+from ..conftest import LiveServer, asgi_server, live_server
+from ..robustness.wire import read_until_closed
+
+Serve = Callable[..., LiveServer]
+Closes = list[tuple[int, str]]
+KIB, MIB = 1024, 1024 * 1024
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One masked client frame."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    size = len(payload)
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def close_frame(code: int, reason: bytes = b"") -> bytes:
+    return frame(0x8, struct.pack("!H", code) + reason)
+
+
+def open_ws(live: LiveServer, path: str, extensions: str = "") -> tuple[socket.socket, bytes]:
+    """A raw websocket on ``path``; the bytes that came after the 101 head."""
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    key = base64.b64encode(os.urandom(16))
+    offer = f"Sec-WebSocket-Extensions: {extensions}\r\n".encode() if extensions else b""
+    sock.sendall(
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n" + offer + b"\r\n"
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock, rest
+
+
+def frames_until_closed(sock: socket.socket, rest: bytes, timeout: float = 5.0) -> list[Any]:
+    """The server's frames until it closes the connection: ("text", str) per text
+    message (its fragments joined), ("close", code, reason) for its Close."""
+    data = rest + read_until_closed(sock, timeout)
+    out: list[Any] = []
+    text = b""
+    while data:
+        fin, opcode, size, pos = data[0] & 0x80, data[0] & 0x0F, data[1] & 0x7F, 2
+        if size == 126:
+            size, pos = struct.unpack("!H", data[2:4])[0], 4
+        elif size == 127:
+            size, pos = struct.unpack("!Q", data[2:10])[0], 10
+        payload, data = data[pos : pos + size], data[pos + size :]
+        if opcode == 0x8:
+            out.append(("close", struct.unpack("!H", payload[:2])[0], payload[2:].decode()))
+        elif opcode in (0x0, 0x1):
+            text += payload
+            if fin:
+                out.append(("text", text.decode()))
+                text = b""
+    return out
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+# -- max_websocket_message_size=0: no bound, in every front end -----------------------
+def echo_app() -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/echo")
+    class Echo(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(message)
+
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send(message)
+
+    return app
+
+
+@contextlib.contextmanager
+def unbounded_server(kind: str) -> Iterator[int]:
+    if kind == "asgi":
+        proxy = init_asgi_proxy(app_conf=echo_app(), max_websocket_message_size=0)
+        with asgi_server(proxy) as address:
+            yield address.port
+    else:
+        with live_server(echo_app(), kind, max_websocket_message_size=0) as live:
+            yield live.port
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])
+def test_a_message_size_limit_of_0_is_no_bound(kind: str) -> None:
+    """0 meant "nothing but empty messages" in our transports (1009 for any other),
+    while ASGI and compressed messages took it as no bound; it is no bound everywhere."""
+    with unbounded_server(kind) as port:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/echo", timeout=10)
+        try:
+            ws.send("hello")
+            assert ws.recv() == "hello"
+            ws.send_binary(b"x" * 300_000)
+            assert ws.recv() == b"x" * 300_000
+        finally:
+            ws.close()
+
+
+def test_a_message_size_limit_of_0_is_no_bound_in_the_test_client() -> None:
+    config = ServerConfig().with_changes(max_websocket_message_size=0)
+    with TestClient(echo_app(), config=config).websocket_connect("/echo") as ws:
+        ws.send_text("hello")
+        assert ws.receive_text() == "hello"
+        ws.send_bytes(b"x" * 300_000)
+        assert ws.receive_bytes() == b"x" * 300_000
