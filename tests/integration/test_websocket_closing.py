@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import websocket
 
-from simple_http_server import WebsocketHandler, WebsocketSession
+from simple_http_server import WebsocketCloseReason, WebsocketHandler, WebsocketSession
 from simple_http_server.app import App
 from simple_http_server.config import ServerConfig
 from simple_http_server.server import init_asgi_proxy
@@ -98,6 +98,34 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+# -- a Close the client never answers ------------------------------------------------
+def test_an_unanswered_server_close_reports_its_own_code_and_reason(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closes (4000 'srvbye') and the client never answers: after the close
+    timeout ``on_close`` gets the server's code and reason (it said 'connection lost')."""
+    from simple_http_server.transport import ws_glue
+
+    monkeypatch.setattr(ws_glue, "CLOSE_TIMEOUT", 0.5)
+    closes: Closes = []
+    app = App()
+
+    @app.websocket_handler(endpoint="/leave")
+    class Leave(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.close("srvbye", 4000)
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            closes.append((reason.code, reason.reason))
+
+    sock, rest = open_ws(serve(app), "/leave")
+    with sock:
+        sock.sendall(frame(0x1, b"leave"))
+        assert frames_until_closed(sock, rest, timeout=4) == [("close", 4000, "srvbye")]
+    wait_for(lambda: bool(closes))
+    assert closes == [(4000, "srvbye")]
 
 
 # -- max_websocket_message_size=0: no bound, in every front end -----------------------

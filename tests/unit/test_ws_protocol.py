@@ -155,6 +155,18 @@ def test_peer_close_is_echoed() -> None:
     assert not proto.send_data("late")
 
 
+def test_an_unanswered_close_reports_our_code_and_reason() -> None:
+    """Our Close got no answer before the connection ended: on_close gets the code
+    and reason we sent, as when the answer came (not 'connection lost')."""
+    _, proto = pair()
+    assert proto.send_close(4000, "srvbye")
+    proto.receive_data(b"")
+    assert proto.events() == [ws.Closed(4000, "srvbye", False)]
+    _, other = pair()
+    assert other.send_close(4000, "srvbye")
+    assert other.close_event() == ws.Closed(4000, "srvbye", False)
+
+
 def test_local_close_reports_own_code() -> None:
     client, proto = pair()
     assert proto.send_close(1000, "done")

@@ -445,8 +445,7 @@ class WebsocketProtocol:
             self._out += self._conn.send(event.response())
             closed = Closed(code, reason, True)
         elif self._lost:
-            code = self._local_code if self._local_code is not None else CLOSE_ABNORMAL
-            closed = Closed(code, "connection lost", False)
+            closed = self._lost_event()
         elif state is ConnectionState.CLOSED:  # the peer answered our Close
             closed = Closed(self._local_code or code, self._local_reason, False)
         else:  # wsproto could not parse the input: fail the connection
@@ -514,7 +513,7 @@ class WebsocketProtocol:
     def fail(self, code: int, reason: str) -> Closed:
         """Fail the connection: queue a Close with ``code``; the transport closes after."""
         if self._conn.state is ConnectionState.OPEN and not self._failed:
-            self._local_code = code
+            self._local_code, self._local_reason = code, reason
             self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
         self._failed = True
         closed = Closed(code, reason, False)
@@ -525,7 +524,13 @@ class WebsocketProtocol:
     def close_event(self) -> Closed:
         """The final :class:`Closed`; when none happened yet, the connection counts as lost."""
         if self._closed_event is None:
-            code = self._local_code if self._local_code is not None else CLOSE_ABNORMAL
             self._failed = True
-            self._closed_event = Closed(code, "connection lost", False)
+            self._closed_event = self._lost_event()
         return self._closed_event
+
+    def _lost_event(self) -> Closed:
+        """The connection ended without a Close from the peer: our own Close's code
+        and reason when we sent one (its answer never came), else 1006."""
+        if self._local_code is not None:
+            return Closed(self._local_code, self._local_reason, False)
+        return Closed(CLOSE_ABNORMAL, "connection lost", False)
