@@ -6,17 +6,20 @@ and the client's Close can arrive in one read, or the Close while the handler wo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import websocket
+from wsproto.events import CloseConnection
 
 from simple_http_server import WebsocketCloseReason, WebsocketHandler, WebsocketSession
 from simple_http_server.app import App
@@ -98,6 +101,146 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+# -- the answer to the client's Close follows the replies to what came before it ------
+def reply_app(closes: Closes, delay: float) -> App:
+    """A handler per style that answers a text message after ``delay`` seconds."""
+    app = App()
+
+    def record(reason: WebsocketCloseReason) -> None:
+        closes.append((reason.code, reason.reason))
+
+    @app.websocket_handler(endpoint="/sync")
+    class Sync(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            time.sleep(delay)
+            session.send(f"answer to {message}")
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            record(reason)
+
+    @app.websocket_handler(endpoint="/async")
+    class Async:
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            await asyncio.sleep(delay)
+            session.send(f"answer to {message}")
+
+        async def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            record(reason)
+
+    @app.websocket_handler(endpoint="/chunked")
+    class Chunked:  # a coroutine's message of several frames waits for its turn to be framed
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            await asyncio.sleep(delay)
+            session.send(f"answer to {message} " * 20, chunk_size=7)
+
+        async def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            record(reason)
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/sync", "/async", "/chunked"])
+@pytest.mark.parametrize("together", [True, False], ids=["one-read", "close-while-busy"])
+def test_a_reply_goes_out_before_the_answer_to_the_clients_close(
+    serve: Serve, path: str, together: bool
+) -> None:
+    """The client sends a message and then its Close, in one read or while the handler
+    is still working on the message: the handler's answer reaches the client, then the
+    Close answer (RFC 6455 5.5.1).  The asyncio transport, and the threaded one for a
+    message and Close read together, answered the Close at once and dropped the reply."""
+    closes: Closes = []
+    live = serve(reply_app(closes, 0.0 if together else 0.3))
+    sock, rest = open_ws(live, path)
+    with sock:
+        if together:
+            sock.sendall(frame(0x1, b"query") + close_frame(1000, b"done"))
+        else:
+            sock.sendall(frame(0x1, b"query"))
+            time.sleep(0.05)  # the handler is busy now
+            sock.sendall(close_frame(1000, b"done"))
+        frames = frames_until_closed(sock, rest)
+    expected = "answer to query" if path != "/chunked" else "answer to query " * 20
+    assert frames == [("text", expected), ("close", 1000, "done")]
+    wait_for(lambda: bool(closes))
+    assert closes == [(1000, "done")]
+
+
+def test_what_on_open_sends_goes_out_before_the_answer_to_a_quick_close(serve: Serve) -> None:
+    """The client closes while ``on_open`` is still running: what it sends is delivered
+    before the Close answer (the asyncio transport answered at once and dropped it)."""
+    app = App()
+    events: list[Any] = []
+
+    @app.websocket_handler(endpoint="/slow-open")
+    class SlowOpen(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            time.sleep(0.3)
+            session.send("opened")
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            events.append(message)
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            events.append((reason.code, reason.reason))
+
+    sock, rest = open_ws(serve(app), "/slow-open")
+    with sock:
+        sock.sendall(frame(0x1, b"early") + close_frame(1000, b"quick"))
+        frames = frames_until_closed(sock, rest)
+    assert frames == [("text", "opened"), ("close", 1000, "quick")]
+    wait_for(lambda: len(events) == 2)
+    assert events == ["early", (1000, "quick")]
+
+
+def test_a_handler_that_does_not_return_does_not_hold_the_close_answer(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Close answer waits for the handler, but CLOSE_TIMEOUT at most: then it goes
+    out and the connection ends; ``on_close`` runs once the handler returned."""
+    from simple_http_server.transport import ws_glue
+
+    monkeypatch.setattr(ws_glue, "CLOSE_TIMEOUT", 0.5)
+    release = threading.Event()
+    closes: Closes = []
+    app = App()
+
+    @app.websocket_handler(endpoint="/hang")
+    class Hang(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            release.wait(10)
+            session.send("too late")  # the session is closed by then: nothing is sent
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            closes.append((reason.code, reason.reason))
+
+    sock, rest = open_ws(serve(app), "/hang")
+    try:
+        with sock:
+            started = time.monotonic()
+            sock.sendall(frame(0x1, b"hang") + close_frame(1000, b"done"))
+            frames = frames_until_closed(sock, rest, timeout=4)
+            elapsed = time.monotonic() - started
+        assert frames == [("close", 1000, "done")]
+        assert 0.3 < elapsed < 3.0, elapsed
+        assert closes == []  # the handler still runs
+    finally:
+        release.set()
+    wait_for(lambda: bool(closes))
+    assert closes == [(1000, "done")]
+
+
+def test_the_test_client_delivers_a_reply_before_the_answer_to_its_close() -> None:
+    """The TestClient runs the same session code: the reply, then the Close answer."""
+    closes: Closes = []
+    with TestClient(reply_app(closes, 0.0)).websocket_connect("/chunked") as ws:
+        ws.send_text("query")
+        ws.close(1000, "done")
+        assert ws.receive_text() == "answer to query " * 20
+        event = ws.receive()
+    assert isinstance(event, CloseConnection) and (event.code, event.reason) == (1000, "done")
+    assert closes == [(1000, "done")]
 
 
 # -- a Close the client never answers ------------------------------------------------

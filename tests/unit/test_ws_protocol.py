@@ -145,14 +145,35 @@ def test_messages_fragments_and_control_frames() -> None:
     assert texts[-1].message_finished
 
 
-def test_peer_close_is_echoed() -> None:
+def test_peer_close_is_echoed_once_answered() -> None:
+    """The echo waits for answer_close(): a reply to a message received before the
+    Close still goes out first (RFC 6455 5.5.1); nothing after the Close is read."""
     client, proto = pair()
-    proto.receive_data(client.send(CloseConnection(code=4001, reason="bye")))
-    assert proto.events() == [ws.Closed(4001, "bye", True)]
-    assert proto.finished and not proto.is_open
+    data = client.send(TextMessage(data="query")) + client.send(CloseConnection(4001, "bye"))
+    proto.receive_data(data)
+    assert proto.events() == [ws.TextReceived("query"), ws.Closed(4001, "bye", True)]
+    assert proto.data_to_send() == b""
+    assert proto.answer_due and proto.is_open and not proto.finished
+    assert proto.send_data("answer")
+    assert not proto.send_ping(b"p")  # no control frames once the Close was received
+    assert proto.answer_close() and not proto.answer_close()
+    assert proto.finished and not proto.is_open and not proto.answer_due
     events = deliver(client, proto.data_to_send())
-    assert isinstance(events[0], CloseConnection) and events[0].code == 4001
+    assert isinstance(events[0], TextMessage) and events[0].data == "answer"
+    assert isinstance(events[1], CloseConnection) and events[1].code == 4001
     assert not proto.send_data("late")
+    proto.receive_data(b"")
+    assert proto.events() == [] and proto.close_event() == ws.Closed(4001, "bye", True)
+
+
+def test_connection_lost_while_the_close_waits_for_its_answer() -> None:
+    client, proto = pair()
+    proto.receive_data(client.send(CloseConnection(code=1000, reason="bye")))
+    assert proto.events() == [ws.Closed(1000, "bye", True)]
+    proto.receive_data(b"")
+    assert proto.events() == []
+    assert proto.finished and not proto.answer_due and not proto.answer_close()
+    assert proto.data_to_send() == b""
 
 
 def test_an_unanswered_close_reports_our_code_and_reason() -> None:

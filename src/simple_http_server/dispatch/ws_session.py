@@ -152,6 +152,7 @@ class LinkBase:
         self.lock = threading.RLock()
         self.session = WebsocketSession(request, self)
         self._close_reported = False
+        self._answer_watched = False  # the transport bounds the wait for the Close answer
         # Payloads of the keepalive pings not answered yet: their pongs are not
         # the handler's business (on_pong_message never sees them).
         self._keepalive_pings: deque[bytes] = deque(maxlen=8)
@@ -177,6 +178,23 @@ class LinkBase:
     def _closing_started(self) -> None:
         """Hook: our Close frame left; a transport may arm a timeout."""
 
+    def _answer_pending(self) -> None:
+        """Hook: the peer's Close arrived, answered once the events before it are handled;
+        a transport bounds that wait (a handler that never returns must not hold it)."""
+
+    def _watch_answer(self) -> None:
+        """Call :meth:`_answer_pending` once, when the peer's Close is first seen."""
+        if not self._answer_watched and self.proto.answer_due:
+            self._answer_watched = True
+            self._answer_pending()
+
+    def _answer_close(self) -> None:
+        """Answer the peer's Close now (the events before it were handled)."""
+        with self.lock:
+            self.proto.answer_close()
+            self._flush()
+        self._send_out(False)
+
     async def drain(self) -> None:
         """Wait until the unsent output is at most :data:`DRAIN_LOW_WATER` (or the
         session is gone).  Here (the test client) everything is sent at once."""
@@ -185,6 +203,11 @@ class LinkBase:
     @property
     def is_closed(self) -> bool:
         return not self.proto.is_open
+
+    @property
+    def winding_down(self) -> bool:
+        """True once a closing handshake started on either side (no keepalive any more)."""
+        return not self.proto.is_open or self.proto.answer_due
 
     def send_message(self, pieces: Iterable[str | bytes]) -> None:
         with self.lock:
@@ -262,7 +285,7 @@ class LinkBase:
         closing handshake: the peer is presumed gone; the transport closes).
         False when a close was under way already (its own timeout bounds it)."""
         with self.lock:
-            if not self.proto.is_open:
+            if self.winding_down:
                 return False
             self.proto.fail(ws.CLOSE_INTERNAL_ERROR, KEEPALIVE_REASON)
             self._flush()
@@ -282,11 +305,20 @@ class LinkBase:
     # -- input -----------------------------------------------------------------
     def feed(self, data: bytes) -> list[WsEvent]:
         """Received bytes (``b""``: end of stream) -> events; replies are flushed."""
+        return self._read(data)
+
+    def feed_pending(self) -> list[WsEvent]:
+        """Events of the bytes received with the upgrade request."""
+        return self._read(None)
+
+    def _read(self, data: bytes | None) -> list[WsEvent]:
         with self.lock:
-            self.proto.receive_data(data)
+            if data is not None:
+                self.proto.receive_data(data)
             events = self.proto.events()
             self._flush()
         self._send_out(False)
+        self._watch_answer()
         return events
 
     async def finish(self) -> None:
@@ -341,6 +373,8 @@ class LinkBase:
                 if cb.on_pong_message is not None:
                     await self._run(cb.on_pong_message, session, event.payload)  # type: ignore[union-attr]
             elif kind is ws.Closed:
+                if event.by_peer and proto is not None:  # type: ignore[union-attr]
+                    self._answer_close()  # after the replies to the events before it
                 await self.report_close(event)  # type: ignore[arg-type]
 
     async def _binary_frame(self, event: ws.BinaryFrameReceived) -> None:

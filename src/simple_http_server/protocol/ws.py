@@ -20,6 +20,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
+    Event,
     Message,
     Ping,
     Pong,
@@ -324,13 +325,29 @@ def data_message(data: str | bytes, fin: bool = True) -> Message[Any]:
 WsEvent = TextReceived | BinaryReceived | BinaryFrameReceived | PingReceived | PongReceived | Closed
 
 
+class _ServerConnection(Connection):
+    """wsproto's connection, which may still send data after the peer's Close.
+
+    RFC 6455 5.5.1 lets an endpoint delay its answer to a Close until its
+    current message is sent; wsproto refuses data once a Close was received,
+    so data frames then go to its frame protocol directly.
+    """
+
+    def send(self, event: Event) -> bytes:
+        if isinstance(event, Message) and self.state is ConnectionState.REMOTE_CLOSING:
+            return bytes(self._proto.send_data(event.data, event.message_finished))
+        return super().send(event)
+
+
 class WebsocketProtocol:
     """One server-side websocket connection after the handshake, Sans-IO.
 
     Received bytes go in with :meth:`receive_data`; :meth:`events` returns what
     they meant; every ``send_*`` call queues bytes that :meth:`data_to_send`
-    hands out, so replies that the protocol makes itself (the Close echo, the
-    Close of a failed connection) leave in order with the application's.
+    hands out, so replies that the protocol makes itself (the Close of a failed
+    connection) leave in order with the application's.  The peer's Close is
+    answered by :meth:`answer_close`, which the transport calls once the events
+    before it were handled: replies to them still go out first (RFC 6455 5.5.1).
 
     Args:
         extensions: the extensions agreed in the handshake.
@@ -349,7 +366,7 @@ class WebsocketProtocol:
         max_message_size: int = 16 * 1024 * 1024,
         stream_binary: bool = False,
     ) -> None:
-        self._conn = Connection(ConnectionType.SERVER, extensions or [])
+        self._conn = _ServerConnection(ConnectionType.SERVER, extensions or [])
         self.max_message_size = max_message_size
         self.stream_binary = stream_binary
         self.compressed = bool(extensions)
@@ -363,14 +380,23 @@ class WebsocketProtocol:
         self._local_reason = ""
         self._failed = False
         self._lost = False
+        self._peer_close: CloseConnection | None = None  # the peer's Close, once received
         if trailing_data:
             self.receive_data(trailing_data)
 
     # -- state ---------------------------------------------------------------
     @property
     def is_open(self) -> bool:
-        """True while messages can be sent."""
-        return self._conn.state is ConnectionState.OPEN and not self._failed
+        """True while messages can be sent (also while the peer's Close waits for its answer)."""
+        state = self._conn.state
+        return (state is ConnectionState.OPEN or state is ConnectionState.REMOTE_CLOSING) and (
+            not self._failed
+        )
+
+    @property
+    def answer_due(self) -> bool:
+        """True while the peer's Close waits for :meth:`answer_close`."""
+        return self._conn.state is ConnectionState.REMOTE_CLOSING and not self._failed
 
     @property
     def finished(self) -> bool:
@@ -402,9 +428,9 @@ class WebsocketProtocol:
             pass
 
     def events(self) -> list[WsEvent]:
-        """The events produced by the bytes received so far."""
+        """The events produced by the bytes received so far (none after a Close)."""
         out: list[WsEvent] = []
-        if self._failed:
+        if self._failed or self._peer_close is not None:
             return out
         for event in self._conn.events():
             if isinstance(event, Message):
@@ -441,8 +467,8 @@ class WebsocketProtocol:
     def _close_received(self, event: CloseConnection) -> Closed:
         state = self._conn.state
         code, reason = int(event.code), event.reason or ""
-        if state is ConnectionState.REMOTE_CLOSING:
-            self._out += self._conn.send(event.response())
+        if state is ConnectionState.REMOTE_CLOSING:  # answered by answer_close()
+            self._peer_close = event
             closed = Closed(code, reason, True)
         elif self._lost:
             closed = self._lost_event()
@@ -489,30 +515,39 @@ class WebsocketProtocol:
         return True
 
     def send_ping(self, payload: bytes = b"") -> bool:
-        """Queue a ping (payload of at most 125 bytes)."""
-        if not self.is_open:
+        """Queue a ping (payload of at most 125 bytes); none once a Close was received."""
+        if self._conn.state is not ConnectionState.OPEN or self._failed:
             return False
         self._out += self._conn.send(Ping(payload=payload[:125]))
         return True
 
     def send_pong(self, payload: bytes = b"") -> bool:
-        """Queue a pong (payload of at most 125 bytes)."""
-        if not self.is_open:
+        """Queue a pong (payload of at most 125 bytes); none once a Close was received."""
+        if self._conn.state is not ConnectionState.OPEN or self._failed:
             return False
         self._out += self._conn.send(Pong(payload=payload[:125]))
         return True
 
     def send_close(self, code: int = CLOSE_NORMAL, reason: str = "") -> bool:
-        """Start the closing handshake (False when it already started)."""
-        if self._conn.state is not ConnectionState.OPEN or self._failed:
+        """Start the closing handshake, or answer the peer's Close with this code
+        (False when a Close was sent already)."""
+        if not self.is_open:
             return False
         self._local_code, self._local_reason = code, reason
         self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
         return True
 
+    def answer_close(self) -> bool:
+        """Answer the peer's Close with its own code (False when nothing is due)."""
+        if not self.answer_due:
+            return False
+        assert self._peer_close is not None
+        self._out += self._conn.send(self._peer_close.response())
+        return True
+
     def fail(self, code: int, reason: str) -> Closed:
         """Fail the connection: queue a Close with ``code``; the transport closes after."""
-        if self._conn.state is ConnectionState.OPEN and not self._failed:
+        if self.is_open:
             self._local_code, self._local_reason = code, reason
             self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
         self._failed = True

@@ -223,9 +223,10 @@ class _Queued:
     A coroutine's is framed by the thread that writes when its turn comes (never
     an event loop).  A ``turn`` carries nothing: the thread that waits for it
     then frames and writes its own message (a file's pieces are read there).
+    ``echo``: the answer to the peer's Close.
     """
 
-    __slots__ = ("close", "pieces", "size", "turn")
+    __slots__ = ("close", "echo", "pieces", "size", "turn")
 
     def __init__(
         self,
@@ -233,11 +234,13 @@ class _Queued:
         size: int | None = 0,
         close: tuple[int, str] | None = None,
         turn: threading.Event | None = None,
+        echo: bool = False,
     ) -> None:
         self.pieces = pieces
         self.size = size  # None: read as it goes (a file), not counted
         self.close = close
         self.turn = turn
+        self.echo = echo
 
 
 class ThreadedLink(LinkBase):
@@ -266,6 +269,7 @@ class ThreadedLink(LinkBase):
         )
         self.done = threading.Event()
         self._timer: threading.Timer | None = None
+        self._answer_timer: threading.Timer | None = None
         self._poll: Any = None  # select.poll() of a TLS socket, once keepalive waits
         fileno = getattr(self.sock, "fileno", None)
         self._fd: int = fileno() if fileno is not None else -1
@@ -538,6 +542,14 @@ class ThreadedLink(LinkBase):
 
     def _send_item(self, item: _Queued) -> None:
         """Frame and write a coroutine's message (or close) whose turn came."""
+        if item.echo:
+            with self.lock:
+                self.proto.answer_close()
+                self._flush()
+            self._write_queued()
+            if self.finished:  # the reading thread waits in recv(): the session is over
+                self.abort()
+            return
         if item.close is not None:
             try:
                 with self.lock:
@@ -750,6 +762,33 @@ class ThreadedLink(LinkBase):
         self._timer = timer
         timer.start()
 
+    def _answer_close(self) -> None:
+        with self.lock:
+            ahead = self._busy or bool(self._pending)
+            if ahead:  # a coroutine's messages wait for the writer: the answer follows them
+                self._pending.append(_Queued(echo=True))
+        if ahead:
+            self._wake_writer()
+        else:
+            super()._answer_close()
+
+    def _answer_pending(self) -> None:
+        timer = threading.Timer(CLOSE_TIMEOUT, self._answer_overdue)
+        timer.daemon = True
+        self._answer_timer = timer
+        timer.start()
+
+    def _answer_overdue(self) -> None:
+        """The peer's Close waited CLOSE_TIMEOUT for its answer (a handler that does
+        not return, a client that does not read): answer now and end the connection."""
+        with self.lock:
+            if not self.proto.answer_due:
+                return
+            self.proto.answer_close()
+            self._flush()
+        self._send_out(False)
+        self.abort()
+
     def abort(self) -> None:
         """Wake the reading thread: the connection is done."""
         try:
@@ -787,7 +826,7 @@ class ThreadedLink(LinkBase):
                 if (
                     secure
                     and keepalive is not None
-                    and not self.is_closed
+                    and not self.winding_down
                     and not self._wait_for_input(keepalive)
                 ):
                     events = []  # pinged the peer, or failed the connection (1011)
@@ -819,6 +858,8 @@ class ThreadedLink(LinkBase):
                     _log.exception("Websocket session failed")
                 if self._timer is not None:
                     self._timer.cancel()
+                if self._answer_timer is not None:
+                    self._answer_timer.cancel()
                 if isinstance(self.sock, SerializedTls):  # after any write under way
                     self.sock.close_notify()
                     self.conn.tls_closed = True
@@ -844,7 +885,7 @@ class ThreadedLink(LinkBase):
         """Plain socket: the receive timeout fired.  Ping or fail as due, and time
         the next receive (none once closing: CLOSE_TIMEOUT aborts the wait)."""
         wait = 0.0
-        if not self.is_closed:
+        if not self.winding_down:
             self._keepalive_due(keepalive)
             if not self.finished:
                 wait = max(0.001, keepalive.due - time.monotonic())
@@ -868,14 +909,6 @@ class ThreadedLink(LinkBase):
         self._keepalive_due(keepalive)
         return False
 
-    def feed_pending(self) -> list[WsEvent]:
-        """Events of the bytes received with the upgrade request."""
-        with self.lock:
-            events = self.proto.events()
-            self._flush()
-        self._send_out(False)
-        return events
-
 
 class _Pending:
     """A message (or a close) waiting for its turn on the asyncio link.
@@ -884,7 +917,7 @@ class _Pending:
     message itself (reading its pieces, a file's, on its own thread).
     """
 
-    __slots__ = ("close", "done", "error", "pieces", "size", "turn")
+    __slots__ = ("close", "done", "echo", "error", "pieces", "size", "turn")
 
     def __init__(
         self,
@@ -892,11 +925,13 @@ class _Pending:
         done: concurrent.futures.Future[None] | None = None,
         close: tuple[int, str] | None = None,
         turn: bool = False,
+        echo: bool = False,
     ) -> None:
         self.pieces = pieces
         self.done = done
         self.close = close
         self.turn = turn
+        self.echo = echo  # the answer to the peer's Close
         self.error: Exception | None = None
         # Counted in the backlog while it waits (a file's, read as it goes, is not).
         self.size = (message_size(pieces) or 0) if pieces is not None else 0
@@ -942,6 +977,7 @@ class AioLink(LinkBase):
         self._loop_busy = False  # a loop task is sending the rest of a message
         self.task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._answer_timer: asyncio.TimerHandle | None = None
         self._held = False  # reading paused until our writes drain
         self._keepalive: Keepalive | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -957,9 +993,7 @@ class AioLink(LinkBase):
 
     def start(self) -> None:
         """Start delivering events (bytes that came with the request first)."""
-        with self.lock:
-            self._push(self.proto.events())
-            self._flush()
+        self._push(self.feed_pending())
         config = self.upgrade.config
         if config.websocket_ping_interval > 0:
             keepalive = self._keepalive = Keepalive(
@@ -972,7 +1006,7 @@ class AioLink(LinkBase):
         """The keepalive timer: ping a silent peer, or fail one that did not answer."""
         self._keepalive_timer = None
         keepalive = self._keepalive
-        if keepalive is None or self.conn.closed or self.finished or self.is_closed:
+        if keepalive is None or self.conn.closed or self.finished or self.winding_down:
             return  # closing: CLOSE_TIMEOUT bounds the rest
         now = self.loop.time()
         transport = self.conn.transport
@@ -1223,7 +1257,9 @@ class AioLink(LinkBase):
                 item.finish()  # the worker's _stream_from_thread ends the turn
                 return
             try:
-                if item.close is not None:
+                if item.echo:
+                    LinkBase._answer_close(self)
+                elif item.close is not None:
                     LinkBase.close(self, *item.close)
                 else:
                     assert item.pieces is not None
@@ -1241,6 +1277,8 @@ class AioLink(LinkBase):
         with self.lock:
             self._loop_busy = False
         item.finish()
+        if item.echo and self.finished:  # the delivering task may end the session
+            self._wakeup.set()
         if self._progress:
             self._notify_progress()
 
@@ -1282,6 +1320,29 @@ class AioLink(LinkBase):
         transport = self.conn.transport
         if transport is not None:
             transport.abort()
+
+    def _answer_close(self) -> None:
+        with self.lock:  # (on the loop: the delivering task)
+            busy = self._loop_busy or self._streaming or bool(self._pending)
+        if busy:  # after the messages sent before it
+            self._queue(_Pending(None, echo=True))
+        else:
+            super()._answer_close()
+
+    def _answer_pending(self) -> None:
+        self._answer_timer = self.loop.call_later(CLOSE_TIMEOUT, self._answer_overdue)
+
+    def _answer_overdue(self) -> None:
+        """The peer's Close waited CLOSE_TIMEOUT for its answer (a handler that does
+        not return, a client that does not read): answer now and end the connection."""
+        self._answer_timer = None
+        with self.lock:
+            if not self.proto.answer_due:
+                return
+            self.proto.answer_close()
+            self._flush()
+        self.conn.close()
+        self._wakeup.set()
 
     # -- input (loop thread) -----------------------------------------------------
     def _push(self, events: list[WsEvent]) -> None:
@@ -1355,6 +1416,8 @@ class AioLink(LinkBase):
             self._stop_keepalive()
             if self._close_timer is not None:
                 self._close_timer.cancel()
+            if self._answer_timer is not None:
+                self._answer_timer.cancel()
             self.conn.close()
             await self.finish()
             self.upgrade._forget(self)
