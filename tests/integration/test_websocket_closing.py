@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import os
 import socket
 import struct
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import websocket
-from wsproto.events import CloseConnection
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from simple_http_server import WebsocketCloseReason, WebsocketHandler, WebsocketSession
 from simple_http_server.app import App
@@ -319,3 +323,100 @@ def test_a_message_size_limit_of_0_is_no_bound_in_the_test_client() -> None:
         assert ws.receive_text() == "hello"
         ws.send_bytes(b"x" * 300_000)
         assert ws.receive_bytes() == b"x" * 300_000
+
+
+# -- compressed uploads streamed to on_binary_frame ----------------------------------
+def deflate_client(live: LiveServer, path: str) -> tuple[socket.socket, Connection]:
+    """A raw websocket that negotiated permessage-deflate, and its wsproto client."""
+    sock, rest = open_ws(live, path, "permessage-deflate")
+    extension = PerMessageDeflate()
+    extension.finalize("")
+    return sock, Connection(ConnectionType.CLIENT, [extension], rest)
+
+
+def next_text(sock: socket.socket, client: Connection, timeout: float = 10.0) -> str:
+    """The next text message, or ``close <code>`` when the server closes instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in client.events():
+            if isinstance(event, TextMessage):
+                return str(event.data)
+            if isinstance(event, CloseConnection):
+                return f"close {event.code}"
+        data = sock.recv(65536)
+        client.receive_data(data or None)
+    raise AssertionError("no answer")
+
+
+def upload_app(stats: dict[str, int], keep: bool) -> App:
+    """``on_binary_frame`` consumes the pieces (or keeps them, ``keep``) and answers
+    with the size and digest of what it got, and the largest piece."""
+    app = App()
+    digest = hashlib.sha256()
+
+    @app.websocket_handler(endpoint="/upload")
+    class Upload(WebsocketHandler):
+        def on_binary_frame(
+            self, session: WebsocketSession, fin: bool, frame_payload: bytes
+        ) -> Any:
+            digest.update(frame_payload)
+            stats["total"] += len(frame_payload)
+            stats["biggest"] = max(stats["biggest"], len(frame_payload))
+            if fin:
+                session.send(f"{stats['total']} {digest.hexdigest()}")
+            return keep
+
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send(f"kept {len(message)}")
+
+    return app
+
+
+def test_a_compressed_upload_consumed_by_on_binary_frame_is_not_bound_by_the_limit(
+    serve: Serve,
+) -> None:
+    """Streamed pieces that ``on_binary_frame`` consumes are not counted: with
+    permessage-deflate the whole message was counted, and closed with 1009 past
+    ``max_websocket_message_size``.  A frame that inflates far past the limit (8 MiB
+    of zeros in 8 KiB) is handed on in pieces of at most the limit, never whole."""
+    limit = 64 * KIB
+    stats = {"total": 0, "biggest": 0}
+    live = serve(upload_app(stats, keep=False), max_websocket_message_size=limit)
+    noise, zeros = os.urandom(256 * KIB), bytes(8 * MIB)
+    expected = hashlib.sha256(noise + zeros)
+    sock, client = deflate_client(live, "/upload")
+    with sock:
+        wire = client.send(BytesMessage(data=noise, message_finished=False))
+        wire += client.send(BytesMessage(data=zeros, message_finished=True))
+        assert len(wire) < 300 * KIB
+        tracemalloc.start()
+        try:
+            sock.sendall(wire)
+            answer = next_text(sock, client)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert answer == f"{len(noise) + len(zeros)} {expected.hexdigest()}"
+    assert stats["biggest"] <= limit
+    assert peak < 4 * MIB, f"{peak >> 20} MiB allocated to stream 8 MiB in 64 KiB pieces"
+
+
+def test_a_compressed_bomb_kept_by_on_binary_frame_is_cut_at_the_limit(serve: Serve) -> None:
+    """Pieces that ``on_binary_frame`` keeps count against the limit: 200 MB of zeros in
+    one compressed frame end with 1009, without inflating more than a piece or two."""
+    limit = 4 * KIB
+    stats = {"total": 0, "biggest": 0}
+    live = serve(upload_app(stats, keep=True), max_websocket_message_size=limit)
+    sock, client = deflate_client(live, "/upload")
+    with sock:
+        bomb = client.send(BytesMessage(data=bytes(200 * MIB)))
+        tracemalloc.start()
+        try:
+            sock.sendall(bomb)
+            answer = next_text(sock, client)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert answer == "close 1009"
+    assert stats["total"] <= 2 * limit
+    assert peak < 8 * MIB, f"{peak >> 20} MB allocated for a {limit}-byte limit"

@@ -279,6 +279,51 @@ def test_permessage_deflate_roundtrip() -> None:
     assert isinstance(event, TextMessage) and event.data == text
 
 
+def deflate_pair(limit: int, stream_binary: bool) -> tuple[Connection, ws.WebsocketProtocol]:
+    checked = ws.check_handshake(head((b"Sec-WebSocket-Extensions", b"permessage-deflate")))
+    assert isinstance(checked, ws.Handshake)
+    _, extensions = ws.accept_headers(checked, max_message_size=limit)
+    client_ext = PerMessageDeflate()
+    client_ext.finalize("permessage-deflate")
+    proto = ws.WebsocketProtocol(
+        extensions=extensions, max_message_size=limit, stream_binary=stream_binary
+    )
+    return Connection(ConnectionType.CLIENT, [client_ext]), proto
+
+
+def test_a_streamed_compressed_message_inflates_a_step_at_a_time() -> None:
+    """Streaming binary messages: a frame that inflates past the limit is handed on in
+    pieces of at most the limit, one per events() call; the message is not bounded."""
+    client, proto = deflate_pair(1000, stream_binary=True)
+    data = bytes(5000) + b"end" + bytes(2500)
+    wire = client.send(BytesMessage(data=data[:10], message_finished=False))
+    wire += client.send(BytesMessage(data=data[10:], message_finished=True))
+    wire += client.send(TextMessage(data="after"))
+    assert len(wire) < 200
+    proto.receive_data(wire)
+    events: list[object] = []
+    for _ in range(50):
+        events += proto.events()
+        if not proto.more_events:
+            break
+    pieces = [e for e in events if isinstance(e, ws.BinaryFrameReceived)]
+    assert b"".join(p.data for p in pieces) == data
+    assert max(len(p.data) for p in pieces) <= 1000 and len(pieces) >= 8
+    assert [p.fin for p in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert events[-1] == ws.TextReceived("after")
+
+
+def test_a_gathered_compressed_message_is_still_cut_at_the_limit() -> None:
+    client, proto = deflate_pair(1000, stream_binary=True)
+    proto.receive_data(client.send(TextMessage(data="x" * 1001)))  # text is gathered
+    events = proto.events()
+    assert isinstance(events[-1], ws.Closed) and events[-1].code == 1009
+    client, proto = deflate_pair(1000, stream_binary=False)
+    proto.receive_data(client.send(BytesMessage(data=bytes(100_000))))
+    events = proto.events()
+    assert isinstance(events[-1], ws.Closed) and events[-1].code == 1009
+
+
 def test_a_limit_of_0_is_no_bound() -> None:
     client, proto = pair(max_message_size=0)
     proto.receive_data(client.send(TextMessage(data="x" * 100_000)))

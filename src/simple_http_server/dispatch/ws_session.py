@@ -308,7 +308,8 @@ class LinkBase:
         return self._read(data)
 
     def feed_pending(self) -> list[WsEvent]:
-        """Events of the bytes received with the upgrade request."""
+        """Events of bytes received earlier: those that came with the upgrade request,
+        or the rest when the protocol has :attr:`~.WebsocketProtocol.more_events`."""
         return self._read(None)
 
     def _read(self, data: bytes | None) -> list[WsEvent]:

@@ -27,7 +27,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from .http11 import RequestHead
@@ -144,18 +144,47 @@ class BoundedDeflate(PerMessageDeflate):
     wsproto inflates each frame whole before anyone can count the bytes: a
     small frame of compressed zeros would take hundreds of megabytes.  Here
     zlib stops one byte past the limit, and the connection fails with 1009.
+
+    With ``stream_binary`` (set by :class:`WebsocketProtocol`), binary messages
+    are handed on piece by piece, not gathered: no message bound applies, and
+    a piece inflates ``max_message_size`` bytes at most; what its compressed
+    bytes hold beyond that is inflated by :meth:`inflate_more`, one such step
+    per call, once the pieces before it were handled.
     """
 
     def __init__(self, max_message_size: int = 0) -> None:
         super().__init__()
         self._limit = max_message_size
         self._inflated = 0
+        self.stream_binary = False
+        self._binary = False  # the message being received is binary
+        self._backlog = b""  # compressed bytes of the current piece not inflated yet
+        self._more_output = False  # zlib may hold output of the current piece
+        self._complete: tuple[FrameDecoder | FrameProtocol, bool] | None = None
+
+    @property
+    def backlogged(self) -> bool:
+        """True while the piece being streamed has more to inflate (:meth:`inflate_more`)."""
+        return bool(self._backlog) or self._more_output or self._complete is not None
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if opcode is Opcode.BINARY or opcode is Opcode.TEXT:  # a message starts
+            self._binary = opcode is Opcode.BINARY
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
 
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
         if not self._limit or not self._inbound_compressed or not self._inbound_is_compressible:
             return super().frame_inbound_payload_data(proto, data)
+        if self.stream_binary and self._binary:
+            return self._step(bytes(data))
         assert self._decompressor is not None
         try:
             out = self._decompressor.decompress(bytes(data), self._limit - self._inflated + 1)
@@ -166,13 +195,46 @@ class BoundedDeflate(PerMessageDeflate):
             return CloseReason.MESSAGE_TOO_BIG
         return out
 
+    def _step(self, data: bytes) -> bytes | CloseReason:
+        """Inflate at most ``max_message_size`` bytes of a streamed piece; keep the rest."""
+        assert self._decompressor is not None
+        try:
+            out = self._decompressor.decompress(data, self._limit)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._backlog = self._decompressor.unconsumed_tail
+        self._more_output = len(out) == self._limit
+        return out
+
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
+        if self.backlogged:  # the frame's end comes after the rest of the piece
+            self._complete = (proto, fin)
+            return None
         result = super().frame_inbound_complete(proto, fin)
         if fin:
             self._inflated = 0
         return result
+
+    def inflate_more(self) -> tuple[bytes, bool] | CloseReason:
+        """The next step of a backlogged piece, and whether the piece is done."""
+        out = b""
+        if self._backlog or self._more_output:
+            step = self._step(self._backlog)
+            if isinstance(step, CloseReason):
+                return step
+            out = step
+        if self._backlog or self._more_output:
+            return out, False
+        if self._complete is not None:
+            proto, fin = self._complete
+            self._complete = None
+            tail = self.frame_inbound_complete(proto, fin)
+            if isinstance(tail, CloseReason):
+                return tail
+            out += tail or b""
+        return out, True
 
 
 #: The parameters of a permessage-deflate offer (RFC 7692 7.1): whether each takes a value.
@@ -367,6 +429,13 @@ class WebsocketProtocol:
         stream_binary: bool = False,
     ) -> None:
         self._conn = _ServerConnection(ConnectionType.SERVER, extensions or [])
+        self._deflate: BoundedDeflate | None = None  # streaming through it
+        for extension in extensions or []:
+            if isinstance(extension, BoundedDeflate) and stream_binary:
+                extension.stream_binary = True
+                self._deflate = extension
+        self._more = False  # events() stopped early
+        self._held_fin = False  # the fin of a piece whose rest is still inflating
         self.max_message_size = max_message_size
         self.stream_binary = stream_binary
         self.compressed = bool(extensions)
@@ -427,10 +496,25 @@ class WebsocketProtocol:
         except LocalProtocolError:  # data after the close handshake
             pass
 
+    @property
+    def more_events(self) -> bool:
+        """True when :meth:`events` stopped early: call it again, before reading more.
+
+        A compressed connection streaming binary messages yields one inflated
+        piece per call, so what one read inflates to is handled piece by piece
+        instead of sitting in memory all at once.
+        """
+        return self._more and not self._failed and self._peer_close is None
+
     def events(self) -> list[WsEvent]:
         """The events produced by the bytes received so far (none after a Close)."""
         out: list[WsEvent] = []
         if self._failed or self._peer_close is not None:
+            return out
+        self._more = False
+        deflate = self._deflate
+        if deflate is not None and deflate.backlogged:  # the rest of a streamed piece first
+            self._inflate_more(deflate, out)
             return out
         for event in self._conn.events():
             if isinstance(event, Message):
@@ -446,10 +530,16 @@ class WebsocketProtocol:
         return out
 
     def _message(self, event: Message[Any], out: list[WsEvent]) -> bool:
+        """Handle a data event; False when :meth:`events` must stop here."""
         data = event.data
         if isinstance(event, BytesMessage) and self.stream_binary:
-            out.append(BinaryFrameReceived(bytes(data), event.message_finished))
-            return True
+            fin = event.message_finished
+            if self._deflate is not None:  # one inflated piece per call of events()
+                self._more = True
+                if self._deflate.backlogged:  # more of this piece follows
+                    self._held_fin, fin = fin, False
+            out.append(BinaryFrameReceived(bytes(data), fin))
+            return not self._more
         self._size += len(data) if isinstance(data, bytes | bytearray) else len(data.encode())
         if self._size > self.max_message_size > 0:
             out.append(self.fail(CLOSE_TOO_BIG, "Message too big"))
@@ -463,6 +553,15 @@ class WebsocketProtocol:
             else:
                 out.append(BinaryReceived(b"".join(parts)))  # type: ignore[arg-type]
         return True
+
+    def _inflate_more(self, deflate: BoundedDeflate, out: list[WsEvent]) -> None:
+        result = deflate.inflate_more()
+        if isinstance(result, CloseReason):
+            out.append(self.fail(int(result), "error in extension"))
+            return
+        data, done = result
+        self._more = True
+        out.append(BinaryFrameReceived(data, self._held_fin if done else False))
 
     def _close_received(self, event: CloseConnection) -> Closed:
         state = self._conn.state

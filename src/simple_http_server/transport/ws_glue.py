@@ -821,6 +821,9 @@ class ThreadedLink(LinkBase):
                     run_sync(self.handle(events))
                 if self.finished:
                     break
+                if self.proto.more_events:  # an upload inflated piece by piece: the next one
+                    events = self.feed_pending()
+                    continue
                 # TLS: wait for input or the keepalive here (the socket's timeout is the
                 # send's).  Once closing, CLOSE_TIMEOUT bounds the wait for the answer.
                 if (
@@ -1352,7 +1355,9 @@ class AioLink(LinkBase):
             self._queued += _queued_size(event)
         self._events.extend(events)
         self._wakeup.set()
-        if self._queued > _QUEUE_HIGH and self.conn.transport is not None:
+        if (self._queued > _QUEUE_HIGH or self.proto.more_events) and (
+            self.conn.transport is not None
+        ):  # (more events: the rest of what was read inflates as the handler goes)
             self.conn.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -1379,8 +1384,12 @@ class AioLink(LinkBase):
         finally:
             self._held = False
         transport = self.conn.transport
-        if self._queued <= _QUEUE_HIGH and transport is not None and not self.conn.closed:
+        if self._may_read() and transport is not None and not self.conn.closed:
             transport.resume_reading()
+
+    def _may_read(self) -> bool:
+        """True when nothing received waits to be handled beyond the queue's bound."""
+        return self._queued <= _QUEUE_HIGH and not self.proto.more_events
 
     def eof_received(self) -> bool | None:
         self._push(self.feed(b""))
@@ -1399,12 +1408,12 @@ class AioLink(LinkBase):
                     event = self._events.popleft()
                     self._queued -= _queued_size(event)
                     await self.handle([event])
+                if self.proto.more_events:  # an upload inflated piece by piece: the next one
+                    await asyncio.sleep(0)  # (other connections get their turn between pieces)
+                    self._push(self.feed_pending())
+                    continue
                 self._hold_if_blocked()
-                if (
-                    self._queued <= _QUEUE_HIGH
-                    and not self._held
-                    and self.conn.transport is not None
-                ):
+                if self._may_read() and not self._held and self.conn.transport is not None:
                     self.conn.transport.resume_reading()
                 if self.finished or self.conn.closed:
                     break
