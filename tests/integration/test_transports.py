@@ -185,7 +185,8 @@ def settle(expected_threads: int, expected_fds: int) -> tuple[int, int]:
     deadline = time.monotonic() + 5
     while True:
         counts = threading.active_count(), open_fds()
-        if counts <= (expected_threads, expected_fds) or time.monotonic() > deadline:
+        settled = counts[0] <= expected_threads and counts[1] <= expected_fds
+        if settled or time.monotonic() > deadline:
             return counts
         time.sleep(0.05)
 
@@ -214,7 +215,8 @@ def test_ten_stop_start_cycles_leak_nothing(transport: str):
     for _ in range(10):
         one_cycle(transport, app)
     assert time.monotonic() - began < 30
-    assert settle(threads, fds) == (threads, fds)
+    after_threads, after_fds = settle(threads, fds)  # fewer: idle pool threads ended meanwhile
+    assert after_threads <= threads and after_fds <= fds, (after_threads, after_fds)
 
 
 # -- stop from inside -------------------------------------------------------------
