@@ -303,24 +303,24 @@ class LinkBase:
             return True
 
     # -- input -----------------------------------------------------------------
-    def feed(self, data: bytes) -> list[WsEvent]:
-        """Received bytes (``b""``: end of stream) -> events; replies are flushed."""
-        return self._read(data)
+    def feed(self, data: bytes | None) -> list[WsEvent]:
+        """Received bytes (``b""``: end of stream; None: none) -> events; replies
+        are flushed.  (One frame per message: the hot path.)"""
+        proto = self.proto
+        with self.lock:
+            if data is not None:
+                proto.receive_data(data)
+            events = proto.events()
+            self._flush()
+        self._send_out(False)
+        if not self._answer_watched and proto.answer_due:
+            self._watch_answer()
+        return events
 
     def feed_pending(self) -> list[WsEvent]:
         """Events of bytes received earlier: those that came with the upgrade request,
         or the rest when the protocol has :attr:`~.WebsocketProtocol.more_events`."""
-        return self._read(None)
-
-    def _read(self, data: bytes | None) -> list[WsEvent]:
-        with self.lock:
-            if data is not None:
-                self.proto.receive_data(data)
-            events = self.proto.events()
-            self._flush()
-        self._send_out(False)
-        self._watch_answer()
-        return events
+        return self.feed(None)
 
     async def finish(self) -> None:
         """The transport is done: make sure ``on_close`` was called once."""

@@ -465,7 +465,11 @@ class WebsocketProtocol:
     @property
     def answer_due(self) -> bool:
         """True while the peer's Close waits for :meth:`answer_close`."""
-        return self._conn.state is ConnectionState.REMOTE_CLOSING and not self._failed
+        return (
+            self._peer_close is not None  # first: cheap, and false on every data read
+            and self._conn.state is ConnectionState.REMOTE_CLOSING
+            and not self._failed
+        )
 
     @property
     def finished(self) -> bool:
