@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_FORMAT",
     "LoggerFactory",
     "add_handler",
+    "escape",
     "flush",
     "get_logger",
     "get_logger_factory",
@@ -48,6 +49,28 @@ _LEVELS: dict[str, int] = {
     "FATAL": logging.CRITICAL,
 }
 _anonymous_ids = itertools.count(1)
+
+
+def escape(text: str) -> str:
+    """``text`` fit for a log line: every character that is not printable (CR, LF,
+    ESC and the other control characters, Unicode separators and format characters),
+    ``"`` and ``\\`` become ``\\xHH`` (``\\uHHHH`` past Latin-1), as nginx and Apache
+    escape what a client sent (CWE-117); a byte that percent-decoding could not
+    make UTF-8 (a lone surrogate) shows as the byte.  Plain text is returned as is."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != '"' and c != "\\" else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the undecodable byte itself
+        code -= 0xDC00
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 def _to_level(level: str | int) -> int:

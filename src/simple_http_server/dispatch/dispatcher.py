@@ -64,6 +64,7 @@ __all__ = ["Dispatcher", "make_request"]
 
 _log = _logging.get_logger("simple_http_server.dispatch")
 _access = _logging.get_logger("simple_http_server.access")
+_escape = _logging.escape
 
 
 def make_request(
@@ -89,6 +90,11 @@ def make_request(
     )
     request._raw_path = raw_path
     return request
+
+
+def _request_line(request: Request) -> str:
+    """Method and path for a log line, escaped: both come from the client."""
+    return f"{_escape(request.method)} {_escape(request.path)}"
 
 
 def _has_body(request: Request) -> bool:
@@ -180,7 +186,7 @@ class Dispatcher:
             try:
                 await state.finish()
             except Exception:
-                _log.exception("Cannot save the session of %s %s", request.method, request.path)
+                _log.exception("Cannot save the session of %s", _request_line(request))
 
     def session_cookie(self, request: Request, headers: list[tuple[str, str]]) -> None:
         """Add the ``Set-Cookie`` line the request's session needs, if any."""
@@ -214,7 +220,7 @@ class Dispatcher:
             except ClientGone:
                 raise  # nobody to answer: the transport drops the connection
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
-                _log.exception("Error while serving %s %s", request.method, request.path)
+                _log.exception("Error while serving %s", _request_line(request))
                 _cut_if_streaming(response)
                 outcome = await self.error_outcome(500, "", "")
             status = outcome.status
@@ -222,7 +228,7 @@ class Dispatcher:
                 # What user code answered must be sendable by every front end alike.
                 problem = None if response._streaming else invalid_head(outcome)
                 if problem is not None:
-                    _log.error("Cannot answer %s %s: %s", request.method, request.path, problem)
+                    _log.error("Cannot answer %s: %s", _request_line(request), problem)
                     outcome = await self.error_outcome(500, "", "")
             if request.files and isinstance(outcome.body, bytes | StaticFile | None):
                 close_files(request)  # the body is made: free them before a slow client reads it
@@ -244,10 +250,9 @@ class Dispatcher:
                     await self._finish_session(request)
             if started:
                 _access.info(
-                    '%s "%s %s" %d %d %.2fms',
-                    channel.peer[0] if channel.peer else "-",
-                    request.method,
-                    request.path,
+                    '%s "%s" %d %d %.2fms',
+                    _escape(str(channel.peer[0])) if channel.peer else "-",
+                    _request_line(request),
                     status,
                     size,
                     (time.perf_counter() - started) * 1000,
@@ -475,7 +480,7 @@ class Dispatcher:
                 try:
                     await channel.send_file(file, answer.offset, answer.length)
                 except FileShrank as exc:  # expected at run time: one line, no traceback
-                    _log.warning("%s %s: %s", request.method, request.path, exc)
+                    _log.warning("%s: %s", _request_line(request), _escape(str(exc)))
                     raise
             await channel.send_end()
             return status, answer.length

@@ -320,7 +320,7 @@ async def negotiate(
         if callbacks.on_handshake is not None:
             status, extra = _decide(await call(callbacks.on_handshake, request))
     except Exception:
-        _log.exception("Websocket handshake of %s failed", path)
+        _log.exception("Websocket handshake of %s failed", _logging.escape(path))
         return Rejected(500, [], "The handshake handler failed.")
     if status != 101:
         return Rejected(status, extra, "Rejected by the handshake handler.")

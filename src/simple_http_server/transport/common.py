@@ -84,7 +84,9 @@ def unsent_bytes(transport: asyncio.WriteTransport | None) -> int:
 def backlog_exceeded(peer: Any, unsent: int, limit: int) -> str:
     """Log (once per connection: it is dropped) that a client took too little of
     what coroutines wrote; returns the reason its ``ClientGone`` carries."""
-    client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
+    client = "a client"
+    if isinstance(peer, tuple) and len(peer) >= 2:  # under ASGI, what the server says
+        client = _logging.escape(f"{peer[0]}:{peer[1]}")
     reason = (
         f"{unsent} bytes written from a coroutine are not taken by {client}: more than "
         f"max_send_backlog ({limit}); connection dropped"
