@@ -362,3 +362,95 @@ def test_after_close_records_are_handled_synchronously() -> None:
     log.debug("late")  # no listener anymore: handled in the caller, nothing lost
     assert _lines(stream)[-1] == f"DEBUG|{log.name}|late"
     logger.flush()
+
+
+class _Gated(logging.Handler):
+    """Stuck in its first ``emit`` until released; keeps what it handled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.seen: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+        self.seen.append((record.levelno, record.getMessage()))
+
+
+def _stuck_factory(max_queued: int) -> tuple[logger.LoggerFactory, _Gated, logging.Logger]:
+    factory = logger.LoggerFactory(tag=f"test-{uuid.uuid4().hex}", max_queued=max_queued)
+    handler = _Gated()
+    factory.set_handler(handler)
+    log = factory.get_logger("svc")
+    log.info("first")
+    assert handler.entered.wait(5)  # the listener is stuck on it
+    return factory, handler, log
+
+
+def test_a_stuck_handler_holds_at_most_max_queued_records() -> None:
+    factory, handler, log = _stuck_factory(max_queued=5)
+    started = time.monotonic()
+    for i in range(50):
+        log.info("r%d", i)
+    assert time.monotonic() - started < 1  # never waits for the handler
+    assert factory._queue.qsize() == 5
+    handler.gate.set()
+    logger.flush()
+    report = (
+        "45 log records were dropped: the log handlers did not keep up"
+        " (more than 5 records waiting)"
+    )
+    # Reported once the queue is half empty again, between the records kept.
+    assert handler.seen == [
+        (logging.INFO, "first"),
+        *[(logging.INFO, f"r{i}") for i in range(3)],
+        (logging.WARNING, report),
+        (logging.INFO, "r3"),
+        (logging.INFO, "r4"),
+    ]
+
+
+def test_the_drops_report_is_as_severe_as_the_worst_record_dropped() -> None:
+    _, handler, log = _stuck_factory(max_queued=1)
+    log.info("kept")
+    log.error("lost")
+    log.info("lost too")
+    handler.gate.set()
+    logger.flush()
+    assert handler.seen[-1][0] == logging.ERROR and handler.seen[-1][1].startswith("2 log records")
+    log.info("later")  # nothing dropped since: no report
+    logger.flush()
+    assert handler.seen[-1] == (logging.INFO, "later")
+
+
+def test_handlers_change_and_close_with_a_full_queue() -> None:
+    """The listener's stop marker waits for room (the stdlib's raised queue.Full), and
+    records dropped before a close are reported by it."""
+    factory, handler, log = _stuck_factory(max_queued=2)
+    for i in range(5):
+        log.info("r%d", i)
+    other, stream = _capture()
+    releaser = threading.Timer(0.3, handler.gate.set)
+    releaser.start()
+    factory.set_handler(other)  # waits for the stuck handler: the queue stays in order
+    releaser.join()
+    log.info("after")
+    factory._close()
+    report = (
+        "3 log records were dropped: the log handlers did not keep up (more than 2 records waiting)"
+    )
+    assert [m for _, m in handler.seen] == ["first", "r0", report, "r1"]
+    assert _lines(stream) == [f"INFO|{log.name}|after"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
+def test_max_queued_must_be_a_positive_int(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_queued"):
+        logger.LoggerFactory(max_queued=bad)  # type: ignore[arg-type]
+    factory = logger.LoggerFactory()
+    with pytest.raises(ValueError, match="max_queued"):
+        factory.max_queued = bad  # type: ignore[assignment]
+    assert factory.max_queued == logger.MAX_QUEUED
+    factory._close()

@@ -5,7 +5,9 @@ Keeps the 0.22.3 API (``get_logger``, ``get_logger_factory``, ``set_level``,
 owns a non-propagating logger namespace (``simple_http_server`` for the default
 factory, ``simple_http_server.factories.<tag>`` otherwise) carrying its level, and a
 queue drained by a :class:`~logging.handlers.QueueListener` daemon thread that feeds
-its handlers: logging never does I/O in the calling (request) thread.
+its handlers: logging never does I/O in the calling (request) thread.  The queue is
+bounded (:data:`MAX_QUEUED`): past it, records are dropped and counted, and one warning
+tells the handlers how many once they have caught up.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import ClassVar
 __all__ = [
     "DEFAULT_DATE_FORMAT",
     "DEFAULT_FORMAT",
+    "MAX_QUEUED",
     "LoggerFactory",
     "add_handler",
     "escape",
@@ -38,6 +41,9 @@ __all__ = [
 DEFAULT_FORMAT = "[%(asctime)s]-[%(threadName)s]-[%(name)s:%(lineno)d] %(levelname)-4s: %(message)s"
 DEFAULT_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 ROOT_NAMESPACE = "simple_http_server"
+#: Records a factory's queue holds for its handlers at most (a handler stuck on a full
+#: disk or a pipe nobody reads): past it, records are dropped, not queued.
+MAX_QUEUED = 10_000
 
 _LEVELS: dict[str, int] = {
     "DEBUG": logging.DEBUG,
@@ -82,6 +88,13 @@ def _to_level(level: str | int) -> int:
     return logging.INFO
 
 
+def _positive(max_queued: int) -> int:
+    """A queue bound: a positive whole number (0 would make the queue unbounded)."""
+    if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1:
+        raise ValueError(f"max_queued must be a positive int, not {max_queued!r}")
+    return max_queued
+
+
 def _namespace(tag: str | None) -> str:
     """Logger namespace of a factory; dots/percents in the tag are escaped."""
     if tag is None:
@@ -124,6 +137,27 @@ class _FactoryQueueHandler(QueueHandler):
         self._factory._enqueue(record)
 
 
+class _Listener(QueueListener):
+    """The factory's listener thread; it reports the records dropped meanwhile once
+    the queue is half empty again."""
+
+    def __init__(self, factory: LoggerFactory, handlers: list[logging.Handler]) -> None:
+        super().__init__(factory._queue, *handlers, respect_handler_level=True)
+        self._factory = factory
+
+    def enqueue_sentinel(self) -> None:
+        # The stdlib's put_nowait fails on a full (bounded) queue: wait for room.
+        self._factory._queue.put(self._sentinel)  # type: ignore[attr-defined]
+
+    def handle(self, record: logging.LogRecord) -> None:
+        super().handle(record)
+        factory = self._factory
+        if factory._dropped and factory._queue.qsize() <= factory.max_queued // 2:
+            report = factory._drops_report()
+            if report is not None:
+                super().handle(report)
+
+
 class LoggerFactory:
     """A set of handlers and a level shared by the loggers it creates.
 
@@ -135,6 +169,7 @@ class LoggerFactory:
         log_format: Format of the default stdout handler.
         date_format: Date format of the default stdout handler.
         tag: Factory tag; ``""`` is the framework's own namespace, None a fresh one.
+        max_queued: Records queued for the handlers at most (see :attr:`max_queued`).
     """
 
     DEFAULT_LOG_FORMAT: ClassVar[str] = DEFAULT_FORMAT
@@ -147,12 +182,18 @@ class LoggerFactory:
         date_format: str = DEFAULT_DATE_FORMAT,
         *,
         tag: str | None = None,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.log_format = log_format
         self.date_format = date_format
         self._lock = threading.RLock()  # re-entrant: handlers may log while dispatching
-        self._queue: queue.Queue[logging.LogRecord] = queue.Queue()
+        self._queue: queue.Queue[logging.LogRecord] = queue.Queue(_positive(max_queued))
         self._listener: QueueListener | None = None
+        # Records the full queue refused since the last report.  Their own lock, never
+        # held while waiting: set_handler() holds _lock while the old listener drains.
+        self._drops_lock = threading.Lock()
+        self._dropped = 0
+        self._dropped_level = logging.NOTSET
         self._closed = False
         default = _StdoutHandler()
         default.setFormatter(logging.Formatter(log_format, date_format))
@@ -182,6 +223,22 @@ class LoggerFactory:
     @log_level.setter
     def log_level(self, log_level: str | int) -> None:
         self._logger.setLevel(_to_level(log_level))
+
+    @property
+    def max_queued(self) -> int:
+        """Records waiting for the handlers at most: a handler that falls behind (a full
+        disk, a pipe nobody reads) never makes the queue grow past it.  Records logged
+        while it is full are dropped, and counted: once the queue is half empty again,
+        one warning tells the handlers how many."""
+        return self._queue.maxsize
+
+    @max_queued.setter
+    def max_queued(self, value: int) -> None:
+        value = _positive(value)
+        q = self._queue
+        with q.mutex:
+            q.maxsize = value
+            q.not_full.notify_all()
 
     def add_handler(self, handler: logging.Handler) -> None:
         """Add a handler (no-op if already present)."""
@@ -223,7 +280,7 @@ class LoggerFactory:
             self._handlers = handlers
             old = self._listener
             if old is not None:  # restart now; records queued so far go to old handlers
-                new = QueueListener(self._queue, *handlers, respect_handler_level=True)
+                new = _Listener(self, handlers)
                 old.stop()
                 new.start()
                 self._listener = new
@@ -235,11 +292,32 @@ class LoggerFactory:
                     self._dispatch(record)
                     return
                 if self._listener is None:
-                    self._listener = QueueListener(
-                        self._queue, *self._handlers, respect_handler_level=True
-                    )
+                    self._listener = _Listener(self, self._handlers)
                     self._listener.start()
-        self._queue.put_nowait(record)
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:  # the handlers fell behind: never wait for them, never grow
+            with self._drops_lock:
+                self._dropped += 1
+                self._dropped_level = max(self._dropped_level, record.levelno)
+
+    def _drops_report(self) -> logging.LogRecord | None:
+        """The warning about the records dropped since the last one (None: none)."""
+        with self._drops_lock:
+            dropped, level = self._dropped, self._dropped_level
+            self._dropped, self._dropped_level = 0, logging.NOTSET
+        if not dropped:
+            return None
+        return logging.LogRecord(
+            self._namespace,
+            max(logging.WARNING, level),  # as visible as the most severe record lost
+            __file__,
+            0,
+            "%d log records were dropped: the log handlers did not keep up"
+            " (more than %d records waiting)",
+            (dropped, self._queue.maxsize),
+            None,
+        )
 
     def _dispatch(self, record: logging.LogRecord) -> None:
         for handler in self._handlers:
@@ -251,9 +329,12 @@ class LoggerFactory:
             try:
                 record = self._queue.get_nowait()
             except queue.Empty:
-                return
+                break
             self._dispatch(record)
             self._queue.task_done()
+        report = self._drops_report()
+        if report is not None:
+            self._dispatch(report)
 
     def _close(self) -> None:
         """Stop the listener; later records are handled synchronously."""
@@ -324,7 +405,10 @@ def _after_fork_in_child() -> None:
     _registry_lock = threading.RLock()
     for factory in _all_factories:
         factory._lock = threading.RLock()
-        factory._queue = queue.Queue()  # records queued before the fork stay the parent's
+        # Records queued before the fork stay the parent's.
+        factory._queue = queue.Queue(factory._queue.maxsize)
+        factory._drops_lock = threading.Lock()
+        factory._dropped, factory._dropped_level = 0, logging.NOTSET
         factory._listener = None
 
 

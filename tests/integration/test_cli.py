@@ -178,6 +178,18 @@ class _BlockingHandler(logging.Handler):
         self.records.append(record.getMessage())
 
 
+class _EnteredHandler(_BlockingHandler):
+    """A stuck handler that tells when it got its first record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        super().emit(record)
+
+
 def test_a_stuck_log_handler_never_blocks_a_request(transport: str) -> None:
     app = App()
 
@@ -203,6 +215,52 @@ def test_a_stuck_log_handler_never_blocks_a_request(transport: str) -> None:
     finally:
         handler.gate.set()
         logger.remove_handler(handler)
+
+
+def test_records_of_a_stuck_log_handler_are_bounded_and_the_drops_reported(
+    transport: str,
+) -> None:
+    """Past ``max_queued`` waiting records, new ones are dropped (the queue grew by a
+    record per request for as long as the handler was stuck), and one warning counts
+    them once the handler has caught up."""
+    app = App()
+
+    @app.route("/ping")
+    def ping() -> str:
+        return "pong"
+
+    factory = logger.get_logger_factory()
+    bound, requests = 5, 30
+    handler = _EnteredHandler()
+    saved = factory.max_queued
+    try:
+        with live_server(app, transport, access_log=True) as live:
+            factory.max_queued = bound
+            logger.add_handler(handler)
+            logger.get_logger("my.app").warning("the handler is stuck on this one")
+            assert handler.entered.wait(5)
+            conn = live.connection(timeout=5)
+            for _ in range(requests):
+                conn.request("GET", "/ping")
+                assert conn.getresponse().read() == b"pong"
+            conn.close()
+            deadline = time.monotonic() + 5  # the last access lines follow their answers
+            while factory._queue.qsize() + factory._dropped < requests:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert factory._queue.qsize() == bound  # the rest was dropped, not queued
+            handler.gate.set()
+            logger.flush()
+    finally:
+        handler.gate.set()
+        logger.remove_handler(handler)
+        factory.max_queued = saved
+    access = [r for r in handler.records if '"GET /ping" 200' in r]
+    dropped = f"{requests - bound} log records were dropped: the log handlers did not keep up"
+    assert len(access) == bound
+    assert [r for r in handler.records if "dropped" in r] == [
+        f"{dropped} (more than {bound} records waiting)"
+    ]
 
 
 def test_module_runs_as_console_script() -> None:
