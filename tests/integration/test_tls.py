@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
+import queue
 import socket
 import ssl
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from simple_http_server import App, BytesBody, Request, RequestBodyReader, Response
+from simple_http_server import App, BytesBody, ClientGone, Request, RequestBodyReader, Response
 from simple_http_server.server import make_ssl_context
 
 from ..conftest import small_send_buffer_listener
@@ -710,3 +713,107 @@ def test_a_wss_session_the_server_ends_closes_tls_with_close_notify(
         sock.sendall(frame(0x8, b"\x03\xe8"))  # the client's answer to it
         rest = read_to_a_clean_end(sock)
     assert closing[:1] == b"\x88" and closing[4:] == b"bye" and rest == b""
+
+
+# -- a client that resets a TLS connection while a coroutine streams to it
+class _Warnings(logging.Handler):
+    """What asyncio itself logs (``socket.send() raised exception.`` per lost write)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def asyncio_warnings() -> Iterator[_Warnings]:
+    handler = _Warnings()
+    log = logging.getLogger("asyncio")
+    log.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+
+
+def read_then_reset(sock: socket.socket, size: int) -> None:
+    """Read ``size`` bytes of what the server streams, then reset the connection."""
+    got = 0
+    while got < size:
+        chunk = sock.recv(65536)
+        assert chunk, got
+        got += len(chunk)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+#: Writes a coroutine may make at most: before, asyncio's TLS kept taking (and dropping)
+#: every one, none raised, and asyncio logged a warning for each.
+_WRITES = 2000
+
+
+def test_write_bytes_and_drain_raise_client_gone_once_a_tls_client_reset(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    app = App()
+    ended: queue.Queue[str] = queue.Queue()
+
+    @app.route("/stream")
+    async def stream(response: Response) -> None:
+        written = 0
+        try:
+            while written < _WRITES:
+                response.write_bytes(b"w" * 65536)
+                written += 1
+                await response.drain()
+            ended.put("every write taken")
+        except ClientGone:
+            ended.put("ClientGone")
+
+    live = serve(app, ssl_context=server_context)
+    with asyncio_warnings() as warnings:
+        raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+        sock = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        read_then_reset(sock, 200_000)
+        assert ended.get(timeout=10) == "ClientGone"
+    assert warnings.lines == []
+
+
+def test_a_wss_session_sees_a_reset_client_in_its_send_and_drain_loop(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    from simple_http_server import WebsocketCloseReason, WebsocketHandler, WebsocketSession
+
+    from ..robustness.test_websocket_hostile import frame, upgraded
+
+    app = App()
+    ended: queue.Queue[str] = queue.Queue()
+    closed: queue.Queue[int] = queue.Queue()
+
+    @app.websocket_handler(endpoint="/ws")
+    class Streamer(WebsocketHandler):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            for _ in range(_WRITES):
+                if session.is_closed:
+                    ended.put("is_closed")
+                    return
+                session.send(b"w" * 65536)
+                await session.drain()
+            ended.put("every send taken")
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            closed.put(reason.code)
+
+    live = serve(app, ssl_context=server_context)
+    with asyncio_warnings() as warnings:
+        raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+        sock = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+        upgraded(sock)  # type: ignore[arg-type]
+        sock.sendall(frame(0x1, b"go"))
+        read_then_reset(sock, 200_000)
+        assert ended.get(timeout=10) == "is_closed"
+        assert closed.get(timeout=5) == 1006
+    assert warnings.lines == []

@@ -69,6 +69,8 @@ class _AioConn(asyncio.Protocol, Channel):
         self.loop = server.loop
         self.conn = new_connection(server.config)
         self.transport: asyncio.Transport | None = None
+        #: TLS: the socket transport below the TLS one (see :meth:`transport_gone`).
+        self._below: asyncio.BaseTransport | None = None
         self.task: asyncio.Task[None] | None = None
         #: The ``loop.sendfile`` under way, if any (it ends before the transport is aborted).
         self._sending: asyncio.Future[int] | None = None
@@ -103,6 +105,7 @@ class _AioConn(asyncio.Protocol, Channel):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._below = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
         self.peer = transport.get_extra_info("peername")
         self.secure = transport.get_extra_info("sslcontext") is not None
         sock = transport.get_extra_info("socket")
@@ -400,14 +403,27 @@ class _AioConn(asyncio.Protocol, Channel):
                 raise HttpError(event.status, "", "The request body is malformed.")  # type: ignore[union-attr]
             raise ClientGone("connection closed while reading the body")
 
+    def transport_gone(self) -> bool:
+        """True once the transport can send nothing more: closed, or the client gone.
+
+        Over TLS the socket transport below knows first: asyncio tells the TLS layer
+        (and it us) with ``call_soon`` callbacks, which never run while a coroutine
+        writes and drains without awaiting anything that waits; each of its writes
+        was dropped meanwhile, with a warning per write from asyncio."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True
+        below = self._below
+        return below is not None and below.is_closing()
+
     def _write(self, data: bytes) -> None:
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if data and not self.transport_gone():
+            self.transport.write(data)  # type: ignore[union-attr]
 
     async def _drain(self) -> None:
         """Wait while the transport's buffer is full.  ``body_timeout`` bounds a
         stall, not the whole response: a slow client that keeps reading is fine."""
-        if self.closed:
+        if self.closed or self.transport_gone():
             raise ClientGone("connection lost")
         while self._write_paused and self.transport is not None:
             waiter = self.loop.create_future()
@@ -493,7 +509,7 @@ class _AioConn(asyncio.Protocol, Channel):
             asyncio.run_coroutine_threadsafe(self._send_framed(frame), self.loop).result()
             return
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.closed or transport is None or self.transport_gone():
             # The client left: tell a coroutine streaming in a loop to stop.
             raise ClientGone("connection lost")
         before = unsent_bytes(transport)

@@ -437,8 +437,13 @@ class ThreadedLink(LinkBase):
         return self._queued - self._written + self._pending_size
 
     def _write_failed(self) -> None:
-        """A write failed, or timed out (the client stopped reading): the connection is lost."""
+        """A write failed, or timed out (the client stopped reading): the connection is lost.
+
+        The session is closed at once (``is_closed``), also while the reading thread
+        waits for a callback (one that sends in a loop until the session closes)."""
         self._dead = True
+        with self.lock:
+            self.proto.receive_data(b"")  # lost: the reading thread reports it (1006)
         self._out.clear()
         self.abort()  # the reading thread sees the end: on_close runs (1006)
         self._release_waiters()
@@ -1053,7 +1058,7 @@ class AioLink(LinkBase):
             out, self._out = self._out, []
             self._out_size = 0
         transport = self.conn.transport
-        if out and transport is not None and not transport.is_closing():
+        if out and transport is not None and not self.conn.transport_gone():
             data = out[0] if len(out) == 1 else b"".join(out)
             self._written += len(data)
             transport.write(data)
@@ -1104,6 +1109,13 @@ class AioLink(LinkBase):
             await asyncio.wrap_future(future)
             return
         conn = self.conn
+        if not conn.closed and conn.transport_gone():
+            # Over TLS the client may be gone before connection_lost could run (a
+            # coroutine that sends and drains in a loop never lets it): the session
+            # learns it here, as connection_lost would tell it.
+            self._push(self.feed(b""))
+            self._wakeup.set()
+            return
         while not conn.closed and not self._drained():
             if conn._write_paused:
                 try:
