@@ -83,7 +83,7 @@ def https(live: Any, context: ssl.SSLContext) -> http.client.HTTPSConnection:
 
 def the_slot_serves_within(live: Any, context: ssl.SSLContext, seconds: float) -> bool:
     """True once a GET gets a 200 within ``seconds`` (a server at ``max_connections=1``
-    whose one slot is held answers 503, which may reach a TLS client as a reset)."""
+    whose one slot is held answers 503)."""
     import time
 
     deadline = time.monotonic() + seconds
@@ -817,3 +817,70 @@ def test_a_wss_session_sees_a_reset_client_in_its_send_and_drain_loop(
         assert ended.get(timeout=10) == "is_closed"
         assert closed.get(timeout=5) == 1006
     assert warnings.lines == []
+
+
+# -- max_connections over TLS: the 503 goes out encrypted, after a handshake
+@pytest.mark.parametrize("size", [0, 100_000, 3_000_000])
+def test_a_tls_client_over_max_connections_reads_the_503(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    size: int,
+) -> None:
+    """The threaded transport wrote the 503 in plaintext before the handshake: an HTTPS
+    client saw ``WRONG_VERSION_NUMBER``.  A client still sending its request reads it
+    too (a lingering close)."""
+    live = serve(tls_app(), ssl_context=server_context, max_connections=1)
+    held = https(live, client_context)
+    try:
+        held.request("GET", "/hello")
+        assert held.getresponse().read() == b'{"hello": "tls"}'
+        conn = https(live, client_context)
+        try:
+            conn.request("POST", "/hello", body=b"b" * size)
+            resp = conn.getresponse()
+            assert resp.status == 503
+            assert json.loads(resp.read())["code"] == 503
+        finally:
+            conn.close()
+    finally:
+        held.close()
+
+
+def test_tls_refusals_past_max_connections_are_bounded(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext, monkeypatch: Any
+) -> None:
+    """Threaded: a refused TLS connection needs a handshake before it can read its 503.
+    Not counted in max_connections, such connections are bounded all the same: at most
+    TLS_REFUSALS at once (past them, closed at once, unanswered), each closed
+    head_timeout after its accept at the latest."""
+    from simple_http_server.transport import threaded
+
+    from ..conftest import live_server
+
+    monkeypatch.setattr(threaded, "TLS_REFUSALS", 2)
+    config = {"ssl_context": server_context, "max_connections": 1, "head_timeout": 1.5}
+    with live_server(tls_app(), "threaded", **config) as live:
+        held = https(live, client_context)
+        held.request("GET", "/hello")
+        assert held.getresponse().read() == b'{"hello": "tls"}'
+        silent = [socket.create_connection(("127.0.0.1", live.port), timeout=10) for _ in "ab"]
+        try:
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", live.port), timeout=10) as raw:
+                with pytest.raises(OSError):  # no handshake: closed at once
+                    client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+            assert time.monotonic() - started < 1.0
+            for sock in silent:  # their handshakes never started: closed in time
+                assert read_until_closed(sock, 5) == b""
+            assert time.monotonic() - started < 1.5 + 1.5
+        finally:
+            for sock in silent:
+                sock.close()
+        conn = https(live, client_context)  # room again: refused with a 503
+        try:
+            conn.request("GET", "/hello")
+            assert conn.getresponse().status == 503
+        finally:
+            conn.close()
+        held.close()

@@ -33,6 +33,10 @@ _log = _logging.get_logger("simple_http_server.threaded")
 _LISTEN = object()
 #: Seconds accepts pause when the process is out of file descriptors (or memory).
 ACCEPT_RETRY_DELAY = 1.0
+#: TLS connections over ``max_connections`` refused at once at most: each needs its
+#: handshake before it can read the 503 (bounded by ``head_timeout``, then a linger of a
+#: second).  Past this many, a connection is closed at once, unanswered.
+TLS_REFUSALS = 128
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -58,6 +62,8 @@ class ThreadedServer:
         self._poller = make_poller()
         self._jobs: queue.SimpleQueue[ThreadedConn | None] = queue.SimpleQueue()
         self._conns: set[ThreadedConn] = set()
+        #: TLS connections over max_connections being refused (not in ``_conns``).
+        self._refusing: set[ThreadedConn] = set()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._idle_workers = 0
@@ -121,6 +127,7 @@ class ThreadedServer:
         conn.close()
         with self._lock:
             self._conns.discard(conn)
+            self._refusing.discard(conn)
 
     def _wake(self) -> None:
         self._poller.wake()
@@ -174,7 +181,10 @@ class ThreadedServer:
                     _log.warning("accept failed", exc_info=True)
                 return
             if len(self._conns) >= self.config.max_connections:
-                self._refuse(sock, peer)
+                if self.config.ssl_context is None:
+                    self._refuse(sock, peer)
+                else:
+                    self._refuse_tls(sock, peer)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             wrapped = self._wrap(sock)
@@ -200,6 +210,24 @@ class ThreadedServer:
             sock.close()
             return
         self._poller.add(sock, refused)
+
+    def _refuse_tls(self, sock: socket.socket, peer: Any) -> None:
+        """Over TLS the 503 must go out encrypted, after a handshake: the connection is
+        served like any other (its handshake runs on a worker as its bytes arrive,
+        within head_timeout), but only to answer 503 and linger.  Not counted in
+        max_connections; at most TLS_REFUSALS at once, so a flood of handshakes past
+        the limit cannot pile up (beyond them, closed at once)."""
+        with self._lock:
+            crowded = len(self._refusing) >= TLS_REFUSALS
+        wrapped = None if crowded else self._wrap(sock)
+        if wrapped is None:
+            sock.close()
+            return
+        refused = ThreadedConn(self, wrapped, peer)
+        refused.refused = True
+        with self._lock:
+            self._refusing.add(refused)
+        self._poller.add(wrapped, refused)
 
     def _wrap(self, sock: socket.socket) -> socket.socket | None:
         context = self.config.ssl_context

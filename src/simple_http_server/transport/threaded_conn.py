@@ -42,6 +42,7 @@ from .common import (
     FileSlice,
     new_connection,
     request_from_head,
+    service_unavailable,
     set_kernel_timeouts,
 )
 from .thread_io import DRAIN_LOW_WATER, Inbox, Outbox
@@ -74,6 +75,7 @@ class ThreadedConn(Channel):
         "outbox",
         "pace",
         "read_timeout_changed",
+        "refused",
         "server",
         "sock",
         "tls_closed",
@@ -96,6 +98,8 @@ class ThreadedConn(Channel):
         #: Bytes of a request head arrived: a timeout is answered with 408.
         self.head_started = False
         self.lingering = False
+        #: Over max_connections (TLS): the handshake, then a 503 and a linger.
+        self.refused = False
         self.upgrade: Any = None
         self.pace: BodyPace | None = None
         self.read_timeout_changed = False
@@ -323,6 +327,8 @@ class ThreadedConn(Channel):
     # -- lifecycle -----------------------------------------------------------
     def serve_ready(self) -> bool:
         """Serve what the socket has; True to park the connection again."""
+        if self.refused:
+            return self._refuse_when_ready()
         if self.secure:
             return self._serve_ready_tls()
         self.conn.receive_data(self._recv())
@@ -349,6 +355,21 @@ class ThreadedConn(Channel):
             # TLS may hold decrypted bytes the selector cannot see.
             if not (park and sock.pending()):
                 return park
+
+    def _refuse_when_ready(self) -> bool:
+        """A refused TLS connection: go on with its handshake as its bytes arrive (True:
+        park it again); once done, answer 503 and linger (False)."""
+        sock: Any = self.sock
+        sock.setblocking(False)
+        try:
+            sock.do_handshake()
+            sock.send(service_unavailable())  # a small record into an empty buffer
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True
+        except (OSError, ValueError):  # a failed handshake, a client gone
+            return False
+        self.linger()
+        return False
 
     def serve_buffered(self) -> bool:
         conn = self.conn
