@@ -417,8 +417,9 @@ class _AioConn(asyncio.Protocol, Channel):
         return below is not None and below.is_closing()
 
     def _write(self, data: bytes) -> None:
-        if data and not self.transport_gone():
-            self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        if data and transport is not None and not self.transport_gone():
+            transport.write(data)
 
     async def _drain(self) -> None:
         """Wait while the transport's buffer is full.  ``body_timeout`` bounds a
