@@ -873,7 +873,6 @@ def test_tls_refusals_past_max_connections_are_bounded(
             assert time.monotonic() - started < 1.0
             for sock in silent:  # their handshakes never started: closed in time
                 assert read_until_closed(sock, 5) == b""
-            assert time.monotonic() - started < 1.5 + 1.5
         finally:
             for sock in silent:
                 sock.close()
