@@ -47,12 +47,13 @@ _log = _logging.get_logger("simple_http_server.server")
 def scan(base_dir: str = "", regx: str = r"", project_dir: str = "") -> None:
     """Import every module under ``project_dir/base_dir`` whose path matches ``regx``.
 
-    A module that fails to import is logged with its error; the others still load.
+    A module that fails to import (``SystemExit`` included) is logged with its
+    error; the others still load.  The ``__main__`` script itself is skipped.
     """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if not project_dir:
-        main = sys.modules.get("__main__")
-        main_file = getattr(main, "__file__", None)
         project_dir = os.path.dirname(os.path.abspath(main_file)) if main_file else os.getcwd()
+    main_path = os.path.realpath(main_file) if main_file else None
     project_dir = os.path.abspath(project_dir)
     if project_dir not in sys.path:
         sys.path.insert(0, project_dir)
@@ -70,10 +71,12 @@ def scan(base_dir: str = "", regx: str = r"", project_dir: str = "") -> None:
                 pattern.match(rel) or pattern.match(rel_noext) or pattern.match(module)
             ):
                 continue
+            if main_path is not None and os.path.realpath(os.path.join(folder, name)) == main_path:
+                continue  # the running script: importing it again would run its body twice
             try:
                 importlib.import_module(module)
                 _log.info("Imported %s", module)
-            except Exception:
+            except (Exception, SystemExit):  # argparse at module level exits; ^C still stops us
                 _log.exception("Cannot import %s", module)
 
 
