@@ -35,6 +35,7 @@ from .common import (
     new_connection,
     request_from_head,
     service_unavailable,
+    stop_wait_bound,
     unsent_bytes,
 )
 
@@ -579,14 +580,24 @@ class AioServer:
         self.loop_thread = threading.get_ident()
         self._server: asyncio.base_events.Server | None = None
         self._closed = asyncio.Event()
+        #: Set once the shutdown finished (any thread may wait for it).
+        self.done = threading.Event()
         self.all_closed = asyncio.Event()
+        self._stop_lock = threading.Lock()
+        self._stop_requested = False
+        self._stop_task: asyncio.Task[None] | None = None
+        self._starting = False
+        self._start_done = asyncio.Event()
         self._sweeper: asyncio.TimerHandle | None = None
         self._listener_fd = -1
         self._previous_handler: Any = None
         self._accept_warned = -math.inf
 
     async def start(self, sock: socket.socket) -> None:
-        """Start accepting on ``sock``."""
+        """Start accepting on ``sock`` (closed at once when stop() came first)."""
+        if self._stop_requested:
+            sock.close()
+            return
         context: ssl.SSLContext | None = self.config.ssl_context
         self._listener_fd = sock.fileno()
         self._previous_handler = self.loop.get_exception_handler()
@@ -594,13 +605,18 @@ class AioServer:
         # The handshake counts in the first request head's head_timeout; asyncio
         # times it out by itself (its default would be 60 s).
         handshake_timeout = self.config.head_timeout if context is not None else None
-        self._server = await self.loop.create_server(
-            lambda: _AioConn(self),
-            sock=sock,
-            ssl=context,
-            backlog=2048,
-            ssl_handshake_timeout=handshake_timeout,
-        )
+        self._starting = True  # a shutdown that comes meanwhile waits for the server
+        try:
+            self._server = await self.loop.create_server(
+                lambda: _AioConn(self),
+                sock=sock,
+                ssl=context,
+                backlog=2048,
+                ssl_handshake_timeout=handshake_timeout,
+            )
+        finally:
+            self._starting = False
+            self._start_done.set()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -637,20 +653,38 @@ class AioServer:
 
     async def _shutdown(self) -> None:
         self.stopping = True
+        if self._starting:
+            await self._start_done.wait()
+        loop = self.loop
+        # In-flight requests get drain_timeout from the stop, however long the
+        # websockets' closing handshakes take: those run alongside the drain.
+        deadline = loop.time() + self.config.drain_timeout
         if self._server is not None:
             self._server.close()
+        closing = {  # websockets: 1001 now
+            conn: loop.create_task(conn.upgraded.shutdown())
+            for conn in self.connections
+            if conn.upgraded is not None
+        }
         for conn in list(self.connections):
-            if conn.task is None and conn.upgraded is None:
+            if conn.upgraded is not None:
+                continue
+            if conn.task is None:
                 conn.close()
             else:  # in flight: its answer says Connection: close
                 conn.conn.close_after_response()
-        loop = self.loop
-        deadline = loop.time() + self.config.drain_timeout
         while loop.time() < deadline and any(c.task for c in self.connections):
             await asyncio.sleep(0.01)
-        upgraded = [c.upgraded.shutdown() for c in self.connections if c.upgraded is not None]
-        if upgraded:
-            await asyncio.gather(*upgraded, return_exceptions=True)
+        # Past the drain deadline: cut the requests still running, so their clients learn it now.
+        for conn in [c for c in self.connections if c.task is not None and c.upgraded is None]:
+            conn.abort()
+        late = [  # upgraded during the drain (closed with 1001 at once, see serve_aio)
+            c.upgraded.shutdown()
+            for c in self.connections
+            if c.upgraded is not None and c not in closing
+        ]
+        if closing or late:
+            await asyncio.gather(*closing.values(), *late, return_exceptions=True)
         # Let closing connections flush their last answer, then cut the rest.
         if self.connections:
             remaining = max(deadline - loop.time(), 1.0)
@@ -675,25 +709,37 @@ class AioServer:
         if self.loop.get_exception_handler() == self._on_loop_error:
             self.loop.set_exception_handler(self._previous_handler)
         self._closed.set()
+        self.done.set()
+
+    def _claim_stop(self) -> bool:
+        """True for the first stop request (it runs the shutdown)."""
+        with self._stop_lock:
+            first = not self._stop_requested
+            self._stop_requested = True
+        return first
 
     async def stop_async(self) -> None:
         """Stop from a coroutine running on the server's loop; returns once stopped."""
-        if not self.stopping:
+        if self._claim_stop():
             await self._shutdown()
         else:
             await self._closed.wait()
 
     def stop(self, wait: bool = True) -> None:
-        """Stop from any thread; waits for the shutdown unless on the loop thread."""
-        if self.stopping:
-            return
-        if threading.get_ident() == self.loop_thread:
-            self.stopping = True
-            self.loop.create_task(self._shutdown())
-            return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
-        if wait and not self.cannot_wait():
-            future.result(self.config.drain_timeout + 2)
+        """Stop from any thread; waits for the shutdown unless on the loop thread or
+        in a request (it never raises: past its bound, it returns)."""
+        if self._claim_stop():
+            if threading.get_ident() == self.loop_thread:
+                self._stop_task = self.loop.create_task(self._shutdown())
+            else:
+                shutdown = self._shutdown()
+                try:
+                    asyncio.run_coroutine_threadsafe(shutdown, self.loop)
+                except RuntimeError:  # the loop is closed: nothing left to stop
+                    shutdown.close()
+                    return
+        if wait and not self.cannot_wait() and not self.done.wait(stop_wait_bound(self.config)):
+            _log.warning("stop(): the shutdown has not finished yet; not waiting longer")
 
     def cannot_wait(self) -> bool:
         """True on the loop's thread or inside a request: stop() must not wait there."""

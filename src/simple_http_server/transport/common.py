@@ -23,6 +23,7 @@ __all__ = [
     "DRAIN_LIMIT",
     "READ_SIZE",
     "SERVING",
+    "STOP_WAIT_GRACE",
     "BodyPace",
     "ClientGone",
     "FileSlice",
@@ -33,6 +34,7 @@ __all__ = [
     "service_unavailable",
     "set_kernel_timeouts",
     "set_receive_timeout",
+    "stop_wait_bound",
     "unsent_bytes",
 ]
 
@@ -44,6 +46,17 @@ _log = _logging.get_logger("simple_http_server.transport")
 #: or loop it runs on), so ``stop()`` called from a controller does not wait
 #: for that very request to finish.
 SERVING: ContextVar[Any] = ContextVar("simple_http_server_serving", default=None)
+
+#: Seconds ``stop()`` waits for a shutdown beyond ``drain_timeout``.  The shutdown
+#: bounds itself (the websockets' closing handshakes run alongside the drain, then
+#: the last answers flush and the rest is cut); this only keeps a caller from
+#: waiting forever on a loop that no longer runs.
+STOP_WAIT_GRACE = 15.0
+
+
+def stop_wait_bound(config: ServerConfig) -> float:
+    """Seconds ``stop()`` waits at most for the shutdown to finish."""
+    return config.drain_timeout + STOP_WAIT_GRACE
 
 
 class FileSlice:

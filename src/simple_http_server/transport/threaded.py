@@ -23,7 +23,13 @@ from .. import logger as _logging
 from ..config import ServerConfig
 from ..dispatch.dispatcher import Dispatcher
 from ..dispatch.invoke import LoopHelper, help_while_waiting
-from .common import SERVING, ClientGone, service_unavailable, set_kernel_timeouts
+from .common import (
+    SERVING,
+    ClientGone,
+    service_unavailable,
+    set_kernel_timeouts,
+    stop_wait_bound,
+)
 from .poller import make_poller
 from .threaded_conn import ThreadedConn
 
@@ -264,11 +270,15 @@ class ThreadedServer:
         self._drop(conn)
 
     def _shutdown(self) -> None:
+        # In-flight requests get drain_timeout from the stop, however long the
+        # websockets' closing handshakes take: those run alongside the drain.
+        deadline = time.monotonic() + self.config.drain_timeout
         poller = self._poller
         poller.discard(self.listener)
         self.listener.close()
-        if self.upgrade_handler is not None:
-            self.upgrade_handler.stop_threaded()  # websockets: close with 1001
+        upgrade = self.upgrade_handler
+        if upgrade is not None:
+            upgrade.close_threaded()  # websockets: 1001 now
         for conn in poller.armed():
             poller.remove(conn.sock)
             self._drop(conn)
@@ -276,7 +286,6 @@ class ThreadedServer:
             in_flight = list(self._conns)
         for conn in in_flight:  # their answers say Connection: close
             conn.conn.close_after_response()
-        deadline = time.monotonic() + self.config.drain_timeout
         while time.monotonic() < deadline:
             with self._lock:
                 if self._busy == 0:
@@ -284,22 +293,26 @@ class ThreadedServer:
             time.sleep(0.01)
         for _ in self._workers:
             self._jobs.put(None)
-        # Past the drain deadline: cut what is still served, so its clients learn
-        # it now, then give the workers one second in all (not one each).
+        # Past the drain deadline: cut the requests still served, so their clients
+        # learn it now, then give the workers one second in all (not one each).
+        # Websockets end on their own (within CLOSE_TIMEOUT of their 1001).
         with self._lock:
-            stuck = list(self._conns)
+            stuck = [conn for conn in self._conns if conn.upgrade is None]
         for conn in stuck:
             conn.cut()  # wakes a worker blocked writing to a client that does not read
             self._drop(conn)
         join_deadline = time.monotonic() + 1.0
         for thread in self._workers:
             thread.join(timeout=max(0.0, join_deadline - time.monotonic()))
+        if upgrade is not None:
+            upgrade.wait_threaded()
         for conn in poller.armed():  # re-armed by the last workers
             poller.remove(conn.sock)
             self._drop(conn)
         with self._lock:
             remaining = list(self._conns)
         for conn in remaining:
+            conn.cut()
             self._drop(conn)
         poller.close()
         self.done.set()
@@ -309,7 +322,7 @@ class ThreadedServer:
         self.stopping = True
         self._wake()
         if wait and not self.cannot_wait():
-            self.done.wait(self.config.drain_timeout + 2)
+            self.done.wait(stop_wait_bound(self.config))
 
     def cannot_wait(self) -> bool:
         """True in the selector thread or inside a request: stop() must not wait there."""

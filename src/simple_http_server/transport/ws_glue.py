@@ -123,6 +123,7 @@ class WebsocketUpgrade:
         self._aio: set[AioLink] = set()
         self._lock = threading.Lock()
         self._stopping = False
+        self._closing_at = 0.0
 
     def wants(self, head: RequestHead) -> bool:
         """True for websocket upgrade requests."""
@@ -165,15 +166,16 @@ class WebsocketUpgrade:
         link = ThreadedLink(self, conn, self._protocol(http, result), result)
         with self._lock:
             self._threaded.add(link)
-            stopping = self._stopping  # stop_threaded() may have run during the handshake
+            stopping = self._stopping  # close_threaded() may have run during the handshake
         threading.Thread(target=link.run, name=f"shs-ws-{link.session.id[:8]}", daemon=True).start()
         if stopping:
             link.close_soon(ws.CLOSE_GOING_AWAY, "Server is shutting down")
         return True
 
-    def stop_threaded(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Close every threaded session with 1001 and wait for them (bounded)."""
+    def close_threaded(self) -> None:
+        """Close every threaded session with 1001 now (stop() waits with :meth:`wait_threaded`)."""
         self._stopping = True
+        self._closing_at = time.monotonic()
         with self._lock:
             links = list(self._threaded)
         for link in links:
@@ -181,8 +183,15 @@ class WebsocketUpgrade:
                 link.abort()
             else:
                 link.close_soon(ws.CLOSE_GOING_AWAY, "Server is shutting down")
+
+    def wait_threaded(self) -> None:
+        """Wait for the sessions to end, up to CLOSE_TIMEOUT after :meth:`close_threaded`;
+        then cut those left."""
+        deadline = self._closing_at + CLOSE_TIMEOUT
+        with self._lock:
+            links = list(self._threaded)  # with those whose handshake ended meanwhile
         for link in links:
-            link.done.wait(timeout)
+            link.done.wait(max(0.0, deadline - time.monotonic()))
             link.abort()
 
     def _forget(self, link: Any) -> None:
@@ -205,8 +214,11 @@ class WebsocketUpgrade:
         link = AioLink(self, conn, self._protocol(http, result), result)
         with self._lock:
             self._aio.add(link)
+            stopping = self._stopping  # close_all_aio() may have run during the handshake
         conn.upgraded = link
         link.start()
+        if stopping:
+            LinkBase.close(link, ws.CLOSE_GOING_AWAY, "Server is shutting down")
 
     def close_all_aio(self) -> None:
         """Send 1001 to every asyncio session (called once at shutdown)."""
