@@ -25,7 +25,7 @@ from .dispatch.dispatcher import Dispatcher
 from .dispatch.invoke import SyncPool
 from .dispatch.sessions import configure_sessions, global_session_factory, set_session_factory
 from .models import SessionFactory
-from .transport.common import open_listener
+from .transport.common import SERVING, open_listener, stop_wait_bound
 
 __all__ = [
     "Server",
@@ -120,14 +120,74 @@ class Server:
         self.prefer_coroutine = prefer_coroutine
         self._transport: Any = None
         self._ready = threading.Event()
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # set while no run is under way
+        self._stopped.set()
+        # Reentrant: a signal handler (stop) may run while the main thread holds it.
+        self._lock = threading.RLock()
+        self._running = False  # a start() is under way (until it returns)
+        self._stopping = False  # the run under way was asked to stop
+        self._stop_pending = False  # stop() came while not running: the next start() returns
+        self._runs = 0  # runs ended
+        self._run_ended: asyncio.Event | None = None  # the current start_async()'s
         self.port = self.config.port
         #: A listening socket to serve on instead of binding one (set by the supervisor).
         self.sock: Any = None
 
     def is_ready(self) -> bool:
-        """True once the server accepts connections."""
+        """True once the server accepts connections (False again from stop() on)."""
         return self._ready.is_set()
+
+    # -- the run's state (also used by the supervisor of workers) ------------------
+    def _begin(self) -> bool:
+        """Claim a run; False when a stop() came first (start() then returns at once)."""
+        with self._lock:
+            if self._running:
+                raise RuntimeError("this Server is running already; stop() it first")
+            if self._stop_pending:
+                self._stop_pending = False
+                _log.info("stop() came before start(): not serving")
+                return False
+            self._running = True
+            self._stopping = False
+            self._stopped.clear()
+            return True
+
+    def _attach(self, transport: Any) -> None:
+        """The run's transport, stopped at once when stop() came before it."""
+        with self._lock:
+            self._transport = transport
+            stopping = self._stopping
+        if stopping:
+            transport.stop(False)
+
+    def _end(self) -> None:
+        with self._lock:
+            self._running = self._stopping = False
+            self._transport = None
+            self._runs += 1
+            self._ready.clear()
+            self._stopped.set()
+
+    def _set_ready(self) -> bool:
+        """Ready, unless stop() came meanwhile (then False)."""
+        with self._lock:
+            if self._stopping:
+                return False
+            self._ready.set()
+            return True
+
+    def _finished(self) -> bool:
+        """True when a run ended and none is under way."""
+        with self._lock:
+            return not self._running and self._runs > 0
+
+    def _forked(self) -> None:
+        """In a worker process: the supervisor's run is not this process' own."""
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        self._running = self._stopping = self._stop_pending = False
+        self._transport = None
+        self._ready.clear()
+        self._stopped.set()
 
     def _listener(self) -> Any:
         if self.sock is not None:
@@ -145,72 +205,106 @@ class Server:
         return WebsocketUpgrade(self.dispatcher)
 
     def start(self) -> None:
-        """Serve until :meth:`stop` (blocking)."""
+        """Serve until :meth:`stop` (blocking).
+
+        A stop() that came before the first start() makes it return at once; a
+        Server runs once at a time (a second start() meanwhile: RuntimeError).
+        """
         if self.prefer_coroutine:
             asyncio.run(self.start_async())
             return
-        from .transport.threaded import ThreadedServer
-
-        self.app.compiled()
-        transport = ThreadedServer(
-            self.dispatcher,
-            self.config,
-            self._listener(),
-            self._upgrade_handler(),
-            on_ready=self._mark_ready,
-        )
-        self._transport = transport
-        self._stopped.clear()
+        if not self._begin():
+            return
         try:
+            from .transport.threaded import ThreadedServer
+
+            self.app.compiled()
+            transport = ThreadedServer(
+                self.dispatcher,
+                self.config,
+                self._listener(),
+                self._upgrade_handler(),
+                on_ready=self._mark_ready,
+            )
+            self._attach(transport)
             with _graceful_signals(self):
                 transport.serve_forever()
         finally:
-            self._ready.clear()
-            self._stopped.set()
+            self._end()
 
     def _mark_ready(self) -> None:
-        self._ready.set()
-        _log.info("Serving on %s:%d", self.config.host or "0.0.0.0", self.port)
+        if self._set_ready():
+            _log.info("Serving on %s:%d", self.config.host or "0.0.0.0", self.port)
 
     async def start_async(self) -> None:
-        """Serve on the running event loop until :meth:`stop`."""
-        from .transport.aio import AioServer
-
-        self.app.compiled()
-        pool = SyncPool(self.config.worker_threads)  # this server's own, for its def code
-        transport = AioServer(self.dispatcher, self.config, self._upgrade_handler(), pool)
-        self._transport = transport
-        self._stopped.clear()
+        """Serve on the running event loop until :meth:`stop` (as :meth:`start` does)."""
+        if not self._begin():
+            return
+        ended = self._run_ended = asyncio.Event()
+        pool: SyncPool | None = None
         try:
+            from .transport.aio import AioServer
+
+            self.app.compiled()
+            pool = SyncPool(self.config.worker_threads)  # this server's own, for its def code
+            transport = AioServer(self.dispatcher, self.config, self._upgrade_handler(), pool)
+            self._attach(transport)
             await transport.start(self._listener())
             self._mark_ready()
             with _graceful_signals(self):
                 await transport.wait_closed()
         finally:
-            pool.shutdown()
             try:
-                await pool.wait_closed(1.0)  # stop() returns with the threads gone
+                if pool is not None:
+                    pool.shutdown()
+                    await pool.wait_closed(1.0)  # stop() returns with the threads gone
             finally:
-                self._ready.clear()
-                self._stopped.set()
+                self._end()
+                ended.set()
+
+    def _claim_stop(self) -> tuple[bool, Any]:
+        """Mark the run as stopping: (True, its transport, None before it has one).
+        With no run under way, (False, None): before the first start(), that start()
+        is to return at once; after a run, the server has stopped already."""
+        with self._lock:
+            if not self._running:
+                self._stop_pending = self._runs == 0
+                return False, None
+            self._stopping = True
+            self._ready.clear()
+            return True, self._transport
 
     def stop(self, wait: bool = True) -> None:
-        """Stop accepting, let in-flight requests finish, then close (any thread)."""
-        transport = self._transport
-        if transport is None:
+        """Stop accepting, let in-flight requests finish, then close (any thread).
+
+        Waits for the shutdown, except where it cannot: on the server's loop, or in
+        a request of its own.  Before the first start() (say right after starting it
+        in another thread), that start() returns at once without serving; after the
+        server stopped, it does nothing.
+        """
+        running, transport = self._claim_stop()
+        if not running:
             return
-        transport.stop(wait)
-        if wait and not transport_in_current_thread(transport):
-            self._stopped.wait(self.config.drain_timeout + 2)
+        if transport is not None:
+            transport.stop(False)
+        if not wait or (transport is not None and transport_in_current_thread(transport)):
+            return
+        if not self._stopped.wait(stop_wait_bound(self.config)):
+            _log.warning("stop(): the server has not stopped yet; not waiting longer")
 
     async def stop_async(self) -> None:
-        """Stop from a coroutine (on the server's own loop or any other)."""
-        transport = self._transport
-        if transport is None:
+        """Stop from a coroutine (on the server's own loop or any other); returns
+        once stopped, except in a request of its own (no wait for that very request)."""
+        with self._lock:
+            transport, ended = self._transport, self._run_ended
+        if transport is not None and SERVING.get() is transport:
+            self.stop(wait=False)
             return
-        if getattr(transport, "loop", None) is asyncio.get_running_loop():
+        if transport is not None and getattr(transport, "loop", None) is asyncio.get_running_loop():
+            self._claim_stop()
             await transport.stop_async()
-            self._ready.clear()
+            if ended is not None:
+                await ended.wait()  # the server's pool threads gone, as with stop()
             return
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
@@ -256,6 +350,9 @@ class _graceful_signals:
 
 _server: Server | None = None
 _server_lock = threading.Lock()
+#: stop() came when no server ran (none yet, or the last one had stopped): the
+#: next start() builds its server stopped (it returns at once).
+_stop_pending = False
 
 
 _SESSION_OPTIONS = ("session_cookie_name", "session_timeout")
@@ -279,7 +376,7 @@ def _build(
     app_conf: App | None = None,
     **options: Any,
 ) -> Server:
-    global _server
+    global _server, _stop_pending
     if "prefer_corountine" in options:  # the original's misspelling
         prefer_coroutine = bool(options.pop("prefer_corountine"))
     if ssl and ssl_context is None:
@@ -303,7 +400,10 @@ def _build(
     server = Server(app, config, resources, prefer_coroutine)
     with _server_lock:
         old, _server = _server, server
-    if old is not None:
+        if _stop_pending:
+            _stop_pending = False
+            server.stop()  # not started: its start() returns at once
+    if old is not None and not old._finished():
         old.stop()
     return server
 
@@ -335,10 +435,15 @@ async def start_async(**kwargs: Any) -> None:
 
 
 def stop() -> None:
-    """Stop the running server (from any thread)."""
-    server = _server
-    if server is not None:
-        server.stop()
+    """Stop the running server (from any thread); with none running (say it is being
+    started in another thread), the next :func:`start` returns at once."""
+    global _stop_pending
+    with _server_lock:
+        server = _server
+        if server is None or server._finished():
+            _stop_pending = True
+            return
+    server.stop()
 
 
 def is_ready() -> bool:

@@ -60,25 +60,31 @@ class Supervisor:
     def run(self) -> None:
         """Serve with the workers until SIGTERM/SIGINT or :meth:`stop` (blocking)."""
         server = self.server
-        server.app.compiled()
-        listener = server._listener()
+        if not server._begin():  # stop() came first
+            return
+        try:
+            server.app.compiled()
+            listener = server._listener()
+        except BaseException:
+            server._end()
+            raise
         server.sock = listener
         self.owner_thread = threading.current_thread()
-        server._transport = self
-        server._stopped.clear()
+        server._attach(self)
         previous = self._install_signals()
         try:
             _logging.flush()
             for _ in range(self.workers):
-                self._spawn()
-            server._ready.set()
-            _log.info(
-                "Supervisor %d serving on %s:%d with %d workers",
-                os.getpid(),
-                server.config.host or "0.0.0.0",
-                server.port,
-                self.workers,
-            )
+                if not self.stopping:
+                    self._spawn()
+            if server._set_ready():
+                _log.info(
+                    "Supervisor %d serving on %s:%d with %d workers",
+                    os.getpid(),
+                    server.config.host or "0.0.0.0",
+                    server.port,
+                    self.workers,
+                )
             while not self.stopping:
                 self._reap()
                 self._start_replacements()
@@ -91,7 +97,7 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             server.sock = None
-            server._stopped.set()
+            server._end()
 
     def stop(self, wait: bool = True) -> None:
         """Stop every worker gracefully (from a signal handler or any thread)."""
@@ -130,7 +136,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         server = self.server
-        server._transport = None
+        server._forked()
         threading.Thread(
             target=_watch_parent, args=(server, parent), name="shs-parent-watch", daemon=True
         ).start()

@@ -1,25 +1,30 @@
-"""Stopping, in both transports: websockets get their 1001 at once while requests
-drain, a request stuck past ``drain_timeout`` is cut then (websockets or not), and
-``stop()`` returns once stopped and never raises."""
+"""Starting and stopping, in both transports: websockets get their 1001 at once while
+requests drain, a request stuck past ``drain_timeout`` is cut then (websockets or not),
+``stop()`` returns once stopped and never raises, a ``stop()`` before ``start()`` is not
+lost, ``is_ready()`` turns False when the stop begins, ``stop_async()`` from a request."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import websocket
 from websocket import ABNF
 
-from simple_http_server import App, WebsocketHandler, WebsocketSession
+from simple_http_server import App, WebsocketHandler, WebsocketSession, server
+from simple_http_server.config import ServerConfig
 from simple_http_server.server import Server
 from simple_http_server.transport import ws_glue
 
 from ..conftest import LiveServer
+from .test_wire import fetch, run_in_thread
 
 Serve = Callable[..., LiveServer]
 
@@ -174,3 +179,167 @@ def test_a_stuck_request_is_cut_at_drain_timeout_and_stop_returns_once_stopped(
     finally:
         release.set()
         silent.close()
+
+
+def test_is_ready_turns_false_when_the_stop_begins(serve: Serve) -> None:
+    """It stayed True while stop() drained, though the port refused connections."""
+    entered, release = threading.Event(), threading.Event()
+    live = serve(lifecycle_app(entered, release), drain_timeout=8.0)
+    try:
+        request = Blocked(live, entered)
+        stopper = Stopper(live.server)
+        wait_until_refused(live)
+        assert not live.server.is_ready()
+        assert not request.done()  # the drain goes on
+        release.set()
+        request.thread.join(10)
+        assert request.reply.endswith(b"released")
+        stopper.join(15)
+    finally:
+        release.set()
+
+
+# -- stop() before start(), start() twice ------------------------------------------
+def new_server(transport: str, app: App | None = None, **config: Any) -> Server:
+    settings = ServerConfig(host="127.0.0.1", port=0).with_changes(**config)
+    return Server(app or App(), settings, prefer_coroutine=transport == "asyncio")
+
+
+def test_a_stop_before_start_makes_start_return(transport: str) -> None:
+    """stop() before start() (so also one right after starting the server in another
+    thread) was dropped, and the server then served forever."""
+    srv = new_server(transport)
+    srv.stop()
+    thread = threading.Thread(target=srv.start, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert not srv.is_ready()
+    # That stop() is spent; one after a run does nothing: the server starts again.
+    for _ in range(2):
+        thread = run_in_thread(srv)
+        assert fetch(srv.port, "/missing").startswith(b'{"code": 404')
+        srv.stop()
+        srv.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_a_stop_right_after_start_in_another_thread_is_not_lost(transport: str) -> None:
+    for _ in range(20):
+        srv = new_server(transport)
+        thread = threading.Thread(target=srv.start, daemon=True)
+        thread.start()
+        srv.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+        assert not srv.is_ready()
+
+
+def module_start(transport: str) -> threading.Thread:
+    kwargs = {"host": "127.0.0.1", "port": 0, "app_conf": App()}
+    kwargs["prefer_coroutine"] = transport == "asyncio"
+    thread = threading.Thread(target=server.start, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_module_stop_before_start_is_not_lost(transport: str) -> None:
+    """server.stop() read the previous (stopped) server, or none: the next one served on."""
+    server.stop()  # none runs: the next start() returns at once
+    thread = module_start(transport)
+    thread.join(5)
+    assert not thread.is_alive()
+    for _ in range(5):  # right after starting it in another thread
+        thread = module_start(transport)
+        server.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+    thread = module_start(transport)  # nothing left pending: this one serves
+    try:
+        for _ in range(500):
+            if server.is_ready():
+                break
+            time.sleep(0.01)
+        assert server._server is not None
+        assert fetch(server._server.port, "/missing").startswith(b'{"code": 404')
+    finally:
+        server.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_second_start_while_running_raises(transport: str) -> None:
+    """A second start() (or start_async()) served a second instance no stop() reached."""
+    srv = new_server(transport)
+    thread = run_in_thread(srv)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            if transport == "asyncio":
+                asyncio.run(srv.start_async())
+            else:
+                srv.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    again = threading.Thread(target=second, daemon=True)
+    again.start()
+    again.join(5)
+    try:
+        assert not again.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
+        assert fetch(srv.port, "/missing").startswith(b'{"code": 404')  # the first serves on
+    finally:
+        srv.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_start_async_twice_on_one_loop() -> None:
+    srv = new_server("asyncio")
+
+    async def main() -> None:
+        first = asyncio.create_task(srv.start_async())
+        for _ in range(500):
+            if srv.is_ready():
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError):
+            await srv.start_async()
+        await srv.stop_async()
+        await asyncio.wait_for(first, 5)
+
+    asyncio.run(main())
+    assert not srv.is_ready()
+
+
+# -- stop_async() from a request of the server's own -------------------------------
+@pytest.mark.parametrize("path", ["/stop-async", "/stop-async-from-def"])
+def test_stop_async_in_a_controller_does_not_wait_for_its_own_request(
+    transport: str, path: str
+) -> None:
+    """``await stop_async()`` in a controller waited for that very request: the client
+    got no answer (cut after drain_timeout), unlike with stop()."""
+    app = App()
+    holder: dict[str, Server] = {}
+
+    @app.route("/stop-async")
+    async def stop_async() -> str:
+        await holder["server"].stop_async()
+        return "bye"
+
+    @app.route("/stop-async-from-def")
+    def stop_async_from_def() -> str:
+        asyncio.run(holder["server"].stop_async())
+        return "bye"
+
+    srv = holder["server"] = new_server(transport, app, drain_timeout=6.0)
+    thread = run_in_thread(srv)
+    began = time.monotonic()
+    assert fetch(srv.port, path) == b"bye"
+    assert time.monotonic() - began < 3.0  # drain_timeout: 6 s
+    thread.join(5)
+    assert not thread.is_alive()
+    assert not srv.is_ready()
