@@ -333,3 +333,16 @@ class LogRecords(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self._records.append(record)
+
+
+@pytest.fixture
+def log_records() -> Iterator[LogRecords]:
+    """Every record the framework logs while the test runs."""
+    from simple_http_server import logger
+
+    handler = LogRecords()
+    logger.add_handler(handler)
+    try:
+        yield handler
+    finally:
+        logger.remove_handler(handler)

@@ -10,28 +10,18 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from simple_http_server import App, RequestBodyReader, Response, logger
+from simple_http_server import App, RequestBodyReader, Response
 
 from ..conftest import LiveServer, LogRecords
 from ..robustness.wire import parse_responses, read_until_closed
 
 Serve = Callable[..., LiveServer]
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def log_records() -> Iterator[LogRecords]:
-    handler = LogRecords()
-    logger.add_handler(handler)
-    try:
-        yield handler
-    finally:
-        logger.remove_handler(handler)
 
 
 def small_window_client(port: int, window: int = 4096) -> socket.socket:

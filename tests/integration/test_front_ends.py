@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from simple_http_server import (
     App,
@@ -81,16 +78,6 @@ def head_app() -> App:
         response.write_bytes(b"never sent")
 
     return app
-
-
-@pytest.fixture
-def log_records() -> Iterator[LogRecords]:
-    records = LogRecords()
-    logger.add_handler(records)
-    try:
-        yield records
-    finally:
-        logger.remove_handler(records)
 
 
 BAD = [

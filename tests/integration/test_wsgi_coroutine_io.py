@@ -20,9 +20,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import pytest
-
-from simple_http_server import App, RequestBodyReader, Response, logger, server
+from simple_http_server import App, RequestBodyReader, Response, server
 
 from ..conftest import LogRecords
 from ..robustness.wire import read_until_closed
@@ -127,16 +125,6 @@ def wsgi_server(app: App, **config: Any) -> Iterator[WSGILive]:
         httpd.server_close()
         thread.join(10)
     assert not violations, sorted(set(violations))
-
-
-@pytest.fixture
-def log_records() -> Iterator[LogRecords]:
-    handler = LogRecords()
-    logger.add_handler(handler)
-    try:
-        yield handler
-    finally:
-        logger.remove_handler(handler)
 
 
 def timed_get(live: WSGILive, path: str, timeout: float = 6.0) -> tuple[float, bytes]:

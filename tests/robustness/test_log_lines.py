@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -69,16 +69,6 @@ def logging_app() -> App:
     return app
 
 
-@pytest.fixture
-def records() -> Iterator[LogRecords]:
-    handler = LogRecords()
-    logger.add_handler(handler)
-    try:
-        yield handler
-    finally:
-        logger.remove_handler(handler)
-
-
 def exchange(port: int, head: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head.encode("latin-1"))
@@ -92,37 +82,37 @@ def get(port: int, target: str) -> bytes:
     return exchange(port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 
 
-def messages(records: LogRecords, name: str) -> list[str]:
-    return [r.getMessage() for r in records.records if r.name == f"simple_http_server.{name}"]
+def messages(log_records: LogRecords, name: str) -> list[str]:
+    return [r.getMessage() for r in log_records.records if r.name == f"simple_http_server.{name}"]
 
 
-def check_one_line_each(records: LogRecords) -> None:
+def check_one_line_each(log_records: LogRecords) -> None:
     """Every record's message, as a handler formats it, is a single printable line."""
     formatter = logging.Formatter(logger.DEFAULT_FORMAT, logger.DEFAULT_DATE_FORMAT)
-    for record in records.records:
+    for record in log_records.records:
         line = formatter.format(logging.makeLogRecord({**record.__dict__, "exc_text": None}))
         assert line.isprintable(), repr(line)
 
 
 def test_request_paths_are_escaped_in_access_and_error_lines(
-    serve: Callable[..., Any], records: LogRecords
+    serve: Callable[..., Any], log_records: LogRecords
 ) -> None:
     live = serve(logging_app(), access_log=True)
     for target, _ in PATHS:
         assert get(live.port, target).startswith(b"HTTP/1.1 404 ")
         assert get(live.port, "/p" + target).startswith(b"HTTP/1.1 500 ")
-    access = messages(records, "access")
+    access = messages(log_records, "access")
     assert len(access) == 2 * len(PATHS)
     for (_, shown), line, failed in zip(PATHS, access[::2], access[1::2], strict=True):
         assert re.fullmatch(rf'127\.0\.0\.1 "GET {re.escape(shown)}" 404 \d+ [\d.]+ms', line)
         assert re.fullmatch(rf'127\.0\.0\.1 "GET /p{re.escape(shown)}" 500 \d+ [\d.]+ms', failed)
-    errors = messages(records, "dispatch")
+    errors = messages(log_records, "dispatch")
     assert errors == [f"Error while serving GET /p{shown}" for _, shown in PATHS]
-    check_one_line_each(records)
+    check_one_line_each(log_records)
 
 
 def test_a_websocket_path_is_escaped_when_its_handshake_fails(
-    serve: Callable[..., Any], records: LogRecords
+    serve: Callable[..., Any], log_records: LogRecords
 ) -> None:
     live = serve(logging_app())
     target, shown = PATHS[0]
@@ -132,18 +122,18 @@ def test_a_websocket_path_is_escaped_when_its_handshake_fails(
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 500 ")
-    assert messages(records, "websocket") == [f"Websocket handshake of /ws{shown} failed"]
-    check_one_line_each(records)
+    assert messages(log_records, "websocket") == [f"Websocket handshake of /ws{shown} failed"]
+    check_one_line_each(log_records)
 
 
-def test_the_testclient_logs_the_same_escaped_lines(records: LogRecords) -> None:
+def test_the_testclient_logs_the_same_escaped_lines(log_records: LogRecords) -> None:
     client = TestClient(logging_app(), config=ServerConfig(access_log=True))
     for target, _ in PATHS:
         assert client.get("/p" + target).status_code == 500
-    errors = messages(records, "dispatch")
+    errors = messages(log_records, "dispatch")
     assert errors == [f"Error while serving GET /p{shown}" for _, shown in PATHS]
-    access = messages(records, "access")
+    access = messages(log_records, "access")
     assert [line.split(" ", 1)[1].rsplit(" ", 3)[0] for line in access] == [
         f'"GET /p{shown}"' for _, shown in PATHS
     ]
-    check_one_line_each(records)
+    check_one_line_each(log_records)
