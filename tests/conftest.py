@@ -346,3 +346,15 @@ def log_records() -> Iterator[LogRecords]:
         yield handler
     finally:
         logger.remove_handler(handler)
+
+
+@contextlib.contextmanager
+def ws_server(kind: str, app: App) -> Iterator[int]:
+    """The port of ``app`` in our ``threaded`` or ``asyncio`` transport or under uvicorn
+    (``asgi``), keepalive pings off."""
+    if kind == "asgi":
+        with asgi_server(init_asgi_proxy(app_conf=app)) as address:
+            yield address.port
+    else:
+        with live_server(app, kind, websocket_ping_interval=0) as live:
+            yield live.port

@@ -6,14 +6,12 @@ uvicorn (``asgi``), with a raw-socket client, and expects the same callbacks.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,20 +20,10 @@ from simple_http_server import App, WebsocketCloseReason, WebsocketHandler, Webs
 from simple_http_server.adapters.asgi_ws import disconnect_event
 from simple_http_server.server import init_asgi_proxy
 
-from ..conftest import asgi_server, live_server
+from ..conftest import asgi_server, ws_server
+from ..robustness.test_websocket_hostile import upgraded as upgrade
 
 KINDS = ["threaded", "asyncio", "asgi"]
-
-
-@contextlib.contextmanager
-def ws_server(kind: str, app: App) -> Iterator[int]:
-    """The port of ``app`` in our ``threaded`` or ``asyncio`` transport or under uvicorn."""
-    if kind == "asgi":
-        with asgi_server(init_asgi_proxy(app_conf=app)) as address:
-            yield address.port
-    else:
-        with live_server(app, kind, websocket_ping_interval=0) as live:
-            yield live.port
 
 
 def frame(opcode: int, payload: bytes = b"", rsv1: bool = False, masked: bool = True) -> bytes:
@@ -54,19 +42,7 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
 
 def upgraded(port: int, path: str) -> socket.socket:
     """A raw client socket past the 101 of ``path``."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".encode()
-        + b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
-    )  # fmt: skip
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        assert chunk, head
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    return sock
+    return upgrade(socket.create_connection(("127.0.0.1", port), timeout=5), path)
 
 
 def read_to_end(sock: socket.socket, timeout: float = 5.0) -> None:

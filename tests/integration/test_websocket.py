@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import http.client
 import os
@@ -12,7 +11,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,9 +29,8 @@ from simple_http_server import (
     WebsocketSession,
 )
 from simple_http_server.app import App
-from simple_http_server.server import init_asgi_proxy
 
-from ..conftest import LiveServer, asgi_server, live_server
+from ..conftest import LiveServer, live_server, ws_server
 
 Serve = Callable[..., LiveServer]
 
@@ -785,7 +783,6 @@ def test_close_from_a_thread_waits_for_a_streaming_file(serve: Serve, tmp_path: 
 
 
 def test_stop_closes_idle_websockets_with_1001(transport: str) -> None:
-    from ..conftest import live_server
 
     app, closes = echo_app()
     started = time.monotonic()
@@ -980,17 +977,6 @@ def test_files_and_texts_from_the_loop_and_threads_stay_whole_and_in_order(
 
 
 # -- a singleton handler is built once, off the event loop ---------------------
-@contextlib.contextmanager
-def ws_server(kind: str, app: App) -> Iterator[int]:
-    """The port of ``app`` served by our ``threaded`` or ``asyncio`` transport or by uvicorn."""
-    if kind == "asgi":
-        with asgi_server(init_asgi_proxy(app_conf=app)) as address:
-            yield address.port
-    else:
-        with live_server(app, kind, websocket_ping_interval=0) as live:
-            yield live.port
-
-
 def room_app(built: list[object], init_seconds: float, entered: threading.Event) -> App:
     app = App()
 
