@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, cast
 from .. import logger as _logging
 from ..config import ServerConfig
 from ..errors import HttpError
-from ..models import Headers, Request, SessionFactory
+from ..models import Cookies, Headers, Request, SessionFactory
 from ..responses import (
     JSON_TYPE,
     Outcome,
@@ -214,15 +214,20 @@ class Dispatcher:
             except HttpError as err:
                 _cut_if_streaming(response)
                 outcome = await self.error_outcome(err.code, err.message, err.explain)
+                _keep_response_headers(response, outcome)
             except Redirect as redirect:
                 _cut_if_streaming(response)
                 outcome = normalize(redirect)
+                _keep_response_headers(response, outcome)
             except ClientGone:
                 raise  # nobody to answer: the transport drops the connection
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
                 _log.exception("Error while serving %s", _request_line(request))
                 _cut_if_streaming(response)
                 outcome = await self.error_outcome(500, "", "")
+                # As 0.22.x: the headers (a CORS header...) but not the cookies of a
+                # controller that failed half-way, which must not, say, log a client in.
+                _keep_response_headers(response, outcome, cookies=False)
             status = outcome.status
             if type(status) is not int or not 200 <= status <= 599 or outcome.headers:
                 # What user code answered must be sendable by every front end alike.
@@ -331,8 +336,12 @@ class Dispatcher:
         answer = response._answer
         if answer is not None:
             if isinstance(answer, HttpError):
-                return await self.error_outcome(answer.code, answer.message, answer.explain)
-            return normalize(answer)
+                outcome = await self.error_outcome(answer.code, answer.message, answer.explain)
+            else:
+                outcome = normalize(answer)
+            if answer is not response:  # send_response() sends the response itself
+                _keep_response_headers(response, outcome)
+            return outcome
         if response._streaming:
             return Outcome(status=response.status_code)
         if holder:
@@ -340,7 +349,9 @@ class Dispatcher:
             if result is None and _response_touched(response):
                 return normalize(response)
             outcome = normalize(result)
-            if response.has_headers_or_cookies:
+            if isinstance(result, Redirect):
+                _keep_response_headers(response, outcome)
+            elif response.has_headers_or_cookies:
                 _merge_response(response, outcome)
             if (
                 result is not None
@@ -645,3 +656,20 @@ def _response_touched(response: Response) -> bool:
 def _merge_response(response: Response, outcome: Outcome) -> None:
     """Headers and cookies set on the injected response join the returned value's."""
     outcome.headers[:0] = header_lines(response.headers, response.cookies)
+
+
+#: What an error page or a redirect says alone: its body's type, coding and framing.
+_ANSWER_OWN = frozenset({"content-type", "content-encoding", "content-length", "transfer-encoding"})
+
+
+def _keep_response_headers(response: Response, outcome: Outcome, cookies: bool = True) -> None:
+    """The headers (and cookies) set on the response join an error page's or a
+    redirect's outcome, as 0.22.x sent them, without breaking it: the outcome's own
+    headers (a redirect's ``Location``) and its body's type and framing win."""
+    if not response.has_headers_or_cookies:
+        return
+    own = {name.lower() for name, _ in outcome.headers if name.lower() != "set-cookie"}
+    own |= _ANSWER_OWN
+    lines = header_lines(response.headers, response.cookies if cookies else Cookies())
+    # str(): a name that is not a str stays, for invalid_head() to refuse with a 500.
+    outcome.headers[:0] = [line for line in lines if str(line[0]).strip().lower() not in own]

@@ -1,0 +1,225 @@
+"""Error answers and redirects in every front end (TestClient, threaded, asyncio,
+WSGI, ASGI): the headers and cookies set on the response go out with them, as
+0.22.x sent them, without breaking them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simple_http_server import (
+    App,
+    FilterContext,
+    Headers,
+    HttpError,
+    Redirect,
+    Response,
+)
+
+from ..conftest import LogRecords
+
+CORS = "Access-Control-Allow-Origin"
+
+
+def headers_app() -> App:
+    app = App()
+
+    @app.request_filter("/cors/**")
+    def cors(ctx: FilterContext) -> None:
+        ctx.response.set_header(CORS, "*")
+        ctx.response.add_cookie("seen", "1")
+        ctx.do_chain()
+
+    @app.route("/cors/fail")
+    def cors_fail() -> None:
+        raise HttpError(400, "bad input")
+
+    @app.route("/cors/async-fail")
+    async def cors_async_fail(response: Response) -> None:
+        response.set_header("X-Async", "1")
+        raise HttpError(409, "taken")
+
+    @app.route("/cors/crash")
+    def cors_crash(response: Response) -> None:
+        response.set_header("X-Before-Crash", "1")
+        response.add_cookie("token", "half-done")
+        raise RuntimeError("boom")
+
+    @app.route("/login")
+    def login(response: Response) -> None:
+        response.add_cookie("token", "abc", path="/")
+        response.set_header("X-Login", "1")
+        response.set_header("Location", "/mine")  # the redirect's own Location wins
+        response.set_header("Content-Type", "application/x-mine")
+        response.send_redirect("/home")
+
+    @app.route("/raise-redirect")
+    def raise_redirect(response: Response) -> None:
+        response.add_cookie("token", "abc")
+        response.set_header("Location", "/mine")
+        raise Redirect("/home")
+
+    @app.route("/return-redirect")
+    def return_redirect(response: Response) -> Redirect:
+        response.add_cookie("token", "abc")
+        response.set_header("Location", "/mine")
+        return Redirect("/home")
+
+    @app.route("/senderr")
+    def senderr(response: Response) -> str:
+        response.set_header("WWW-Authenticate", 'Basic realm="x"')
+        response.add_cookie("token", "", max_age=0)
+        # What describes the response's own body must not describe the error page.
+        response.set_header("Content-Type", "application/x-mine")
+        response.set_header("Content-Length", "999")
+        response.set_header("Transfer-Encoding", "chunked")
+        response.set_header("Content-Encoding", "gzip")
+        response.send_error(401, "auth")
+        return "ignored"
+
+    @app.route("/raise401")
+    def raise401(response: Response) -> None:
+        response.add_header("WWW-Authenticate", 'Basic realm="x"')
+        response.add_header("WWW-Authenticate", 'Bearer realm="y"')
+        response.add_cookie("token", "", max_age=0)
+        raise HttpError(401, "auth")
+
+    @app.route("/bad-name-then-error")
+    def bad_name_then_error(response: Response) -> None:
+        response.set_header("Bad Name", "x")
+        raise HttpError(401, "auth")
+
+    @app.request_filter("/guarded/**")
+    def guard(ctx: FilterContext) -> None:
+        ctx.response.set_header("X-Guard", "1")
+        if ctx.request.parameter.get("token") != "ok":
+            ctx.response.send_error(403, "no token")
+            return
+        if ctx.request.parameter.get("go") == "raise":
+            raise HttpError(418, "teapot")
+        ctx.do_chain()
+
+    @app.route("/guarded/page")
+    def guarded_page() -> str:
+        return "page"
+
+    @app.route("/paged")
+    def paged(response: Response) -> None:
+        response.set_header("X-Page", "from the response")
+        response.add_cookie("a", "response")
+        raise HttpError(410, "gone")
+
+    @app.error_message("410")
+    def page_410(code: int, message: str) -> tuple[Any, ...]:
+        return Headers({"X-Page": "from the page", "Set-Cookie": "b=page"}), f"{code} {message}"
+
+    return app
+
+
+def test_headers_and_cookies_go_out_with_error_answers(make_any_client) -> None:
+    client = make_any_client(headers_app())
+    fail = client.get("/cors/fail")
+    assert fail.status == 400 and fail.get_all(CORS) == ["*"]
+    assert fail.get_all("Set-Cookie") == ["seen=1"]
+    assert fail.json() == {"code": 400, "message": "bad input", "explain": ""}
+    conflict = client.get("/cors/async-fail")
+    assert conflict.status == 409
+    assert (conflict.header(CORS), conflict.header("X-Async")) == ("*", "1")
+    for path in ("/senderr", "/raise401"):
+        reply = client.get(path)
+        assert reply.status == 401, path
+        assert reply.get_all("WWW-Authenticate")[0] == 'Basic realm="x"', path
+        assert reply.get_all("Set-Cookie") == ['token=""; Max-Age=0'], path
+        assert reply.json() == {"code": 401, "message": "auth", "explain": ""}, path
+    both = client.get("/raise401").get_all("WWW-Authenticate")
+    assert both == ['Basic realm="x"', 'Bearer realm="y"']
+
+
+def test_the_error_page_keeps_its_own_type_and_framing(make_any_client) -> None:
+    reply = make_any_client(headers_app()).get("/senderr", headers={"Accept-Encoding": "gzip"})
+    assert reply.status == 401
+    assert reply.get_all("Content-Type") == ["application/json; charset=utf-8"]
+    assert reply.get_all("Content-Length") == [str(len(reply.body))]
+    assert reply.header("Transfer-Encoding") is None
+    assert reply.header("Content-Encoding") is None
+    assert reply.json()["code"] == 401
+
+
+def test_an_error_page_overrides_the_headers_it_sets_itself(make_any_client) -> None:
+    reply = make_any_client(headers_app()).get("/paged")
+    assert (reply.status, reply.text) == (410, "410 gone")
+    assert reply.get_all("X-Page") == ["from the page"]
+    assert reply.get_all("Set-Cookie") == ["a=response", "b=page"]
+
+
+def test_filters_answering_with_an_error_keep_their_headers(make_any_client) -> None:
+    client = make_any_client(headers_app())
+    refused = client.get("/guarded/page")
+    assert refused.status == 403 and refused.header("X-Guard") == "1"
+    raised = client.get("/guarded/page?token=ok&go=raise")
+    assert raised.status == 418 and raised.header("X-Guard") == "1"
+    served = client.get("/guarded/page?token=ok")
+    assert (served.status, served.text, served.header("X-Guard")) == (200, "page", "1")
+
+
+def test_redirects_keep_headers_and_cookies_but_their_own_location(make_any_client) -> None:
+    client = make_any_client(headers_app())
+    login = client.get("/login")
+    assert login.status == 302
+    assert login.get_all("Location") == ["/home"]
+    assert login.header("X-Login") == "1"
+    assert login.get_all("Set-Cookie") == ["token=abc; Path=/"]
+    assert login.header("Content-Type") is None and login.body == b""
+    for path in ("/raise-redirect", "/return-redirect"):
+        reply = client.get(path)
+        assert reply.status == 302, path
+        assert reply.get_all("Location") == ["/home"], path
+        assert reply.get_all("Set-Cookie") == ["token=abc"], path
+
+
+def test_a_500_keeps_the_headers_but_not_the_cookies(
+    make_any_client, log_records: LogRecords
+) -> None:
+    reply = make_any_client(headers_app()).get("/cors/crash")
+    assert reply.status == 500
+    assert reply.json() == {"code": 500, "message": "Internal Server Error", "explain": ""}
+    assert (reply.header(CORS), reply.header("X-Before-Crash")) == ("*", "1")
+    assert reply.get_all("Set-Cookie") == []
+    assert any("/cors/crash" in r.getMessage() for r in log_records.records)
+
+
+def test_an_invalid_header_name_kept_for_an_error_is_a_logged_500(
+    make_any_client, log_records: LogRecords
+) -> None:
+    reply = make_any_client(headers_app()).get("/bad-name-then-error")
+    assert reply.status == 500
+    assert reply.json() == {"code": 500, "message": "Internal Server Error", "explain": ""}
+    assert any("Bad Name" in r.getMessage() for r in log_records.records)
+
+
+def test_readme_login_example(make_any_client) -> None:
+    """README "The injected Response": the login example, as written."""
+    app = App()
+    route = app.route
+
+    def password_ok(user: str, password: str) -> bool:
+        return (user, password) == ("ann", "secret")
+
+    def new_token(user: str) -> str:
+        return f"token-of-{user}"
+
+    @route("/login", method="POST")
+    def login(response: Response, user: str = "", password: str = ""):  # type: ignore[no-untyped-def]
+        if not password_ok(user, password):  # your own check
+            response.set_header("WWW-Authenticate", 'Basic realm="app"')
+            raise HttpError(401)  # the 401 carries WWW-Authenticate
+        response.add_cookie("token", new_token(user), path="/", httponly=True)
+        response.send_redirect("/home")  # the 302 sets the cookie
+
+    client = make_any_client(app)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    refused = client.post("/login", headers=form, body="user=ann&password=wrong")
+    assert refused.status == 401
+    assert refused.header("WWW-Authenticate") == 'Basic realm="app"'
+    accepted = client.post("/login", headers=form, body="user=ann&password=secret")
+    assert (accepted.status, accepted.header("Location")) == (302, "/home")
+    assert accepted.get_all("Set-Cookie") == ["token=token-of-ann; HttpOnly; Path=/"]
