@@ -1,6 +1,6 @@
 """Error answers and redirects in every front end (TestClient, threaded, asyncio,
 WSGI, ASGI): the headers and cookies set on the response go out with them, as
-0.22.x sent them, without breaking them."""
+0.22.x sent them, without breaking them; error pages get HTML-escaped text."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from simple_http_server import (
 from ..conftest import LogRecords
 
 CORS = "Access-Control-Allow-Origin"
+XSS = "<img src=x onerror=alert(1)>"
+ESCAPED_XSS = "&lt;img src=x onerror=alert(1)&gt;"
 
 
 def headers_app() -> App:
@@ -194,6 +196,51 @@ def test_an_invalid_header_name_kept_for_an_error_is_a_logged_500(
     assert reply.status == 500
     assert reply.json() == {"code": 500, "message": "Internal Server Error", "explain": ""}
     assert any("Bad Name" in r.getMessage() for r in log_records.records)
+
+
+# -- the text an error page gets ------------------------------------------------
+def escape_app() -> App:
+    app = App()
+
+    @app.error_message("404")
+    def html_page(message: str, explain: str = "") -> str:
+        return f"<html><body>message: {message}, explain: {explain}</body></html>"
+
+    @app.route("/user")
+    def user(uid: str) -> None:
+        raise HttpError(404, "No such <user>", f"user {uid} does not exist")
+
+    @app.route("/send")
+    def send(response: Response, uid: str) -> None:
+        response.send_error(404, f"<{uid}>", f'"{uid}" & more')
+
+    @app.route("/default")
+    def default(uid: str) -> None:
+        raise HttpError(400, f"<{uid}>", f'"{uid}" & more')
+
+    return app
+
+
+def test_error_pages_get_html_escaped_text(make_any_client) -> None:
+    client = make_any_client(escape_app())
+    reply = client.get("/user?uid=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E")
+    assert reply.status == 404
+    assert reply.header("Content-Type") == "text/html; charset=utf-8"
+    assert XSS not in reply.text
+    assert f"message: No such &lt;user&gt;, explain: user {ESCAPED_XSS} does not exist" in (
+        reply.text
+    )
+    sent = client.get("/send?uid=b%26i")
+    # quote=False, as 0.22.x: quotes stay, & < > are escaped.
+    assert 'message: &lt;b&amp;i&gt;, explain: "b&amp;i" &amp; more' in sent.text
+
+
+def test_the_default_error_body_is_json_of_the_escaped_text(make_any_client) -> None:
+    reply = make_any_client(escape_app()).get("/default?uid=b%26i")
+    assert reply.status == 400
+    assert reply.header("Content-Type") == "application/json; charset=utf-8"
+    explain = '"b&amp;i" &amp; more'
+    assert reply.json() == {"code": 400, "message": "&lt;b&amp;i&gt;", "explain": explain}
 
 
 def test_readme_login_example(make_any_client) -> None:

@@ -7,6 +7,7 @@ socket: it reads the body from and writes the response into a ``Channel``.
 
 from __future__ import annotations
 
+import html
 import inspect
 import os
 import time
@@ -392,8 +393,11 @@ class Dispatcher:
         page = self.app.error_pages.find(code)
         if page is not None:
             func, kwargs_of = page
+            # HTML-escaped, as 0.22.x gave them: the text often holds client input, and
+            # a page that puts it into its HTML must not reflect markup or script.
+            kwargs = kwargs_of(code, _html_text(message), _html_text(explain))
             try:
-                result = await call(func, **kwargs_of(code, message, explain))
+                result = await call(func, **kwargs)
                 outcome = normalize(result, code)
                 problem = invalid_head(outcome)
                 if problem is None:
@@ -673,3 +677,8 @@ def _keep_response_headers(response: Response, outcome: Outcome, cookies: bool =
     lines = header_lines(response.headers, response.cookies if cookies else Cookies())
     # str(): a name that is not a str stays, for invalid_head() to refuse with a 500.
     outcome.headers[:0] = [line for line in lines if str(line[0]).strip().lower() not in own]
+
+
+def _html_text(text: str) -> str:
+    """``text`` HTML-escaped as 0.22.x escaped an error page's message and explain."""
+    return html.escape(text, quote=False)
