@@ -295,6 +295,20 @@ class Cookie(http.cookies.Morsel):  # type: ignore[type-arg]
         """The cookie name."""
         return self._cookie_name
 
+    @classmethod
+    def _named(cls, name: str, source: http.cookies.Morsel[str]) -> Cookie:
+        """A copy of ``source`` (key, value and attributes) whose :attr:`name` is ``name``.
+
+        The key is copied as is: ``Morsel.set`` would refuse names browsers do send.
+        """
+        cookie = cls()
+        cookie._cookie_name = name
+        cookie._required = getattr(source, "_required", False)
+        dict.update(cookie, source)
+        state = {"key": source.key, "value": source.value, "coded_value": source.coded_value}
+        cookie.__setstate__(state)  # type: ignore[attr-defined]
+        return cookie
+
 
 class Session:
     """A user session; subclass it (with :class:`SessionFactory`) for your own store."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dispatch.channel import sends_no_body, without_framing
 from .errors import HttpError
-from .models import Cookies, Header, Headers, ParamStringValue
+from .models import Cookies, Header, Headers
 
 if TYPE_CHECKING:
     from .dispatch.channel import Channel as ResponseChannel
@@ -330,7 +330,8 @@ def _body_of(value: Any, outcome: Outcome) -> None:
 
 
 def _is_body(value: Any) -> bool:
-    if isinstance(value, ParamStringValue | http.cookies.BaseCookie | Headers):
+    # A ``Header`` is a response header; other text (an injected ``Parameter``) is a body.
+    if isinstance(value, Header | http.cookies.BaseCookie | Headers):
         return False
     return isinstance(value, str | dict | list | bytes | bytearray | StaticFile)
 

@@ -15,12 +15,15 @@ from typing import Any, cast
 from ..errors import HttpError
 from ..models import (
     BytesBody,
+    Cookie,
     Cookies,
     Environment,
     Header,
     Headers,
     JSONBody,
     ModelDict,
+    Parameter,
+    Parameters,
     PathValue,
     RegGroup,
     RegGroups,
@@ -59,7 +62,24 @@ def to_bool(value: str) -> bool:
     return value.lower() not in ("0", "false", "")
 
 
+def text(name: str, required: bool = False) -> Callable[[str], Parameter]:
+    """Text as the original injected it: a :class:`Parameter` (a ``str`` with ``.name``)."""
+
+    def as_parameter(value: str) -> Parameter:
+        # Parameter(name, value, required) without its __new__/__init__ calls: half the time
+        parameter = _new_text(Parameter, value)
+        parameter._name, parameter._default, parameter._required = name, value, required
+        return parameter
+
+    return as_parameter
+
+
+_new_text = str.__new__
+
+
 def converter(name: str, target: Any) -> Callable[[str], Any]:
+    if target is Parameter:  # ``List[Parameter]``
+        return text(name)
     if target is int or target is float:
         what = "an int" if target is int else "a float"
 
@@ -102,8 +122,18 @@ def text_values(request: Request, name: str) -> list[str] | None:
     return cast("list[str]", values)  # no uploads: every value is text
 
 
-def by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
-    """A query/form parameter (else the ``{name}`` path value) converted to ``target``."""
+def by_name(
+    name: str,
+    target: Any,
+    default: Any,
+    required: bool,
+    empty: Callable[[], Any] | None = None,
+) -> Binder:
+    """A query/form parameter (else the ``{name}`` path value) converted to ``target``.
+
+    Text (``target`` ``str``) comes as a :class:`Parameter`, a plain ``str`` default
+    too; when ``empty`` is given, a missing value is a new ``empty()`` (``[]``, ``{}``).
+    """
     if is_list(target):
         args = typing.get_args(target)
         item = converter(name, args[0]) if args else str
@@ -113,11 +143,18 @@ def by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
             if values is None:
                 if required:
                     raise missing(name)
-                return default
+                return empty() if empty is not None else default
             return [item(v) for v in values]
 
         return many
-    convert = converter(name, target)
+    if target is str:
+        convert: Callable[[str], Any] = text(name, required)
+        if type(default) is str:
+            default = convert(default)
+    else:
+        convert = converter(name, target)
+    if empty is not None:
+        return _or_empty(name, convert, empty)
 
     def one(ctx: BindContext) -> Any:
         values = text_values(ctx.request, name)
@@ -134,6 +171,35 @@ def by_name(name: str, target: Any, default: Any, required: bool) -> Binder:
     return one
 
 
+def _or_empty(name: str, convert: Callable[[str], Any], empty: Callable[[], Any]) -> Binder:
+    """``data: dict = None``: the parameter converted, else a new ``empty()``."""
+
+    def one(ctx: BindContext) -> Any:
+        values = text_values(ctx.request, name)
+        if not values:
+            path_value = ctx.request.path_values.get(name)
+            return convert(path_value) if path_value is not None else empty()
+        return convert(values[0])
+
+    return one
+
+
+def parameters(name: str, default: list[str] | None, required: bool) -> Binder:
+    """Every text value of a parameter, as :class:`Parameters` (a new one per request)."""
+
+    def bind(ctx: BindContext) -> Parameters | None:
+        values = text_values(ctx.request, name)
+        if values is None:
+            if required:
+                raise missing(name)
+            if default is None:
+                return None
+            values = default
+        return Parameters(name, values, required)
+
+    return bind
+
+
 def header(name: str, default: Any, required: bool) -> Binder:
     # ``user_token`` also finds ``User-Token``: proxies often drop "_" header names.
     alias = name.replace("_", "-") if "_" in name else ""
@@ -147,7 +213,7 @@ def header(name: str, default: Any, required: bool) -> Binder:
             if required:
                 raise HttpError(400, "Missing Header", f"Header[{name}] is required.")
             return default
-        return Header(name, value) if isinstance(value, str) else value
+        return Header(name, value, required) if isinstance(value, str) else value
 
     return header
 
@@ -159,7 +225,8 @@ def cookie(name: str, default: Any, required: bool) -> Binder:
             if required:
                 raise HttpError(400, "Missing Cookie", f"Cookie[{name}] is required.")
             return default
-        return morsel
+        # a copy, as the original gave: the controller may change it freely
+        return Cookie._named(name, morsel)
 
     return cookie
 

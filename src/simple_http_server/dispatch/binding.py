@@ -39,6 +39,7 @@ from .binders import (
     model_binder,
     multipart_file,
     optional_json_body,
+    parameters,
     path_value,
     reg_group,
 )
@@ -241,6 +242,16 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
+def _empty_of(annotation: Any) -> Callable[[], Any] | None:
+    """``list`` / ``dict`` for a list or dict annotation: the original gave
+    ``li: List[int] = None`` an empty list (``Optional[...] = None`` stays None)."""
+    if is_list(annotation):
+        return list
+    if annotation is dict or typing.get_origin(annotation) is dict:
+        return dict
+    return None
+
+
 def _binder_for(
     name: str,
     annotation: Any,
@@ -249,7 +260,10 @@ def _binder_for(
     model_binders: dict[Any, ModelBinder],
     default_binder: ModelBinder | None,
 ) -> tuple[Binder, Any]:
+    written = annotation
     annotation = _unwrap_optional(annotation)
+    # ``x: T = None`` without Optional: the original's value of an absent T (``[]``, ``Header("")``)
+    absent_none = has_default and default is None and annotation is written
     if annotation is not None and _hashable(annotation) and annotation in model_binders:
         return _model(model_binders[annotation], name, annotation, default)
     marker = _kind_of(default) if has_default else None
@@ -264,9 +278,9 @@ def _binder_for(
                 return FIXED[kind], kind
         for kind in (Header, Cookie, PathValue, RegGroup, MultipartFile, Parameters, Parameter):
             if _is_class(annotation, kind):
-                required = not has_default
-                marker_default = default if has_default else None
-                return _annotated_marker(name, kind, marker_default, required), kind
+                marker_default = _empty_marker(name, kind) if absent_none else default
+                binder = _annotated_marker(name, kind, marker_default, not has_default)
+                return binder, kind
         if default_binder is not None and not _is_plain(annotation):
             return _model(default_binder, name, annotation, default)
     target = annotation
@@ -278,7 +292,8 @@ def _binder_for(
         if has_default:  # a type no parameter text converts to: the default, as in the original
             return _constant(default), "default"
         target = str
-    return by_name(name, target, default, not has_default), "param"
+    empty = _empty_of(target) if absent_none else None
+    return by_name(name, target, default, not has_default, empty), "param"
 
 
 def _constant(value: Any) -> Binder:
@@ -307,8 +322,22 @@ def _is_plain(target: Any) -> bool:
     )
 
 
+def _empty_marker(name: str, kind: Any) -> Any:
+    """What the original injected for an absent ``x: Kind = None``: an empty marker
+    (a ``Cookie`` failed there: None here)."""
+    if kind is Header or kind is Parameter:
+        return kind(name)
+    if kind is Parameters:
+        return []
+    if kind is MultipartFile:
+        return MultipartFile(name)
+    return None
+
+
 def _annotated_marker(name: str, kind: Any, default: Any, required: bool) -> Binder:
     if kind is Header:
+        if type(default) is str:
+            default = Header(name, default)
         return header(name, default, required)
     if kind is Cookie:
         return cookie(name, default, required)
@@ -319,7 +348,7 @@ def _annotated_marker(name: str, kind: Any, default: Any, required: bool) -> Bin
     if kind is MultipartFile:
         return multipart_file(name, default, required)
     if kind is Parameters:
-        return by_name(name, list[str], default if default is not None else [], required)
+        return parameters(name, default, required)
     return by_name(name, str, default, required)
 
 
@@ -333,10 +362,12 @@ def _marker_binder(name: str, kind: Any, default: Any, annotation: Any) -> Binde
         fallback: Any = None if required else _converted_default(real, target, str(default))
         return by_name(real, target, fallback, required)
     if kind is Parameters:
-        return by_name(real, list[str], list(default), required)
+        return parameters(real, list(default), required)
     if kind is Header:
-        return header(real, str(default), required)
+        return header(real, Header(real, str(default), required), required)
     if kind is Cookie:
+        if default.name != real:  # ``Cookie()``: absent, it is named as a sent one is
+            default = Cookie._named(real, default)
         return cookie(real, default, required)
     if kind is PathValue:
         return path_value(real)

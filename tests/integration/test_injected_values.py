@@ -1,0 +1,335 @@
+"""Injected values keep the original's types: code written for simple_http_server
+0.22 reads ``.name`` of what it is given and loops over absent lists.
+
+The original handed text arguments over as ``Parameter`` (a ``str`` with ``.name``),
+``Parameters`` as a ``list`` with ``.name``, a header as a ``Header``, present or
+absent, a cookie as a ``Cookie``; ``li: List[int] = None`` got ``[]`` and
+``d: dict = None`` got ``{}``.  Every front end: the TestClient and real sockets
+(``http.client``) in both transports.
+"""
+
+# ruff: noqa: UP006, UP035, UP045, RUF013, E741  (the original's spellings on purpose)
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from simple_http_server import (
+    App,
+    Cookie,
+    Header,
+    MultipartFile,
+    Parameter,
+    Parameters,
+    Request,
+)
+
+from ..conftest import UniformClient
+
+MakeClient = Callable[..., UniformClient]
+
+
+def desc(value: Any) -> list[Any]:
+    """[type name, value, .name] of an injected value (``.name`` absent: "<none>")."""
+    if isinstance(value, Cookie):
+        return ["Cookie", value.value, value.name]
+    if isinstance(value, list):
+        shown: Any = list(value)
+    else:
+        shown = value if value is None or isinstance(value, str) else "<object>"
+    return [type(value).__name__, shown, getattr(value, "name", "<none>")]
+
+
+def described(**values: Any) -> dict[str, Any]:
+    return {key: desc(value) for key, value in values.items()}
+
+
+def marker_app() -> App:
+    app = App()
+
+    @app.route("/named")
+    def named(
+        h=Header("X-Token", default="none"),
+        p=Parameter("p", default="dp"),
+        ps=Parameters("ps", default=["d"]),
+        c=Cookie("c", default="dc"),
+    ) -> dict[str, Any]:
+        return described(h=h, p=p, ps=ps, c=c)
+
+    @app.route("/unnamed")
+    def unnamed(
+        x_token=Header(), p=Parameter(), ps=Parameters(), c=Cookie(), h2=Header(default="hd")
+    ) -> dict[str, Any]:
+        return described(x_token=x_token, p=p, ps=ps, c=c, h2=h2)
+
+    @app.route("/annotated")
+    def annotated(
+        x_token: Header = None,
+        p: Parameter = None,
+        ps: Parameters = None,
+        f: MultipartFile = None,
+        oh: Optional[Header] = None,
+        op: Parameter | None = None,
+        ops: Optional[Parameters] = None,
+        of: Optional[MultipartFile] = None,
+        c: Cookie = None,
+    ) -> dict[str, Any]:
+        got = described(x_token=x_token, p=p, ps=ps, f=f, oh=oh, op=op, ops=ops, of=of, c=c)
+        got["f"].append(f.is_empty)
+        return got
+
+    @app.route("/text/{pv}")
+    def text(s: str, u, pv: str, a: str = "x", b="y", n: str = None) -> dict[str, Any]:
+        return described(s=s, u=u, pv=pv, a=a, b=b, n=n)
+
+    @app.route("/plist")
+    def plist(lp: List[Parameter], ls: List[str]) -> dict[str, Any]:
+        return {"lp": [desc(v) for v in lp], "ls": [desc(v) for v in ls]}
+
+    return app
+
+
+# (path, headers, expected {argument: [type, value, name]})
+CASES = [
+    (
+        "/named",
+        {},
+        {
+            "h": ["Header", "none", "X-Token"],
+            "p": ["Parameter", "dp", "p"],
+            "ps": ["Parameters", ["d"], "ps"],
+            "c": ["Cookie", "dc", "c"],
+        },
+    ),
+    (
+        "/named?p=1&ps=a&ps=b",
+        {"X-Token": "t", "Cookie": "c=1"},
+        {
+            "h": ["Header", "t", "X-Token"],
+            "p": ["Parameter", "1", "p"],
+            "ps": ["Parameters", ["a", "b"], "ps"],
+            "c": ["Cookie", "1", "c"],
+        },
+    ),
+    (
+        "/unnamed",
+        {},
+        {
+            "x_token": ["Header", "", "x_token"],
+            "p": ["Parameter", "", "p"],
+            "ps": ["Parameters", [], "ps"],
+            "c": ["Cookie", None, "c"],
+            "h2": ["Header", "hd", "h2"],
+        },
+    ),
+    (
+        "/unnamed?p=1&ps=a",
+        {"X-Token": "t", "h2": "hh", "Cookie": "c=1"},
+        {
+            "x_token": ["Header", "t", "x_token"],
+            "p": ["Parameter", "1", "p"],
+            "ps": ["Parameters", ["a"], "ps"],
+            "c": ["Cookie", "1", "c"],
+            "h2": ["Header", "hh", "h2"],
+        },
+    ),
+    (
+        "/annotated",
+        {},
+        {
+            "x_token": ["Header", "", "x_token"],
+            "p": ["Parameter", "", "p"],
+            "ps": ["Parameters", [], "ps"],
+            "f": ["MultipartFile", "<object>", "f", True],
+            "oh": ["NoneType", None, "<none>"],
+            "op": ["NoneType", None, "<none>"],
+            "ops": ["NoneType", None, "<none>"],
+            "of": ["NoneType", None, "<none>"],
+            "c": ["NoneType", None, "<none>"],
+        },
+    ),
+    (
+        "/annotated?p=1&ps=a&op=2&ops=b",
+        {"x_token": "t", "oh": "o", "Cookie": "c=v"},
+        {
+            "x_token": ["Header", "t", "x_token"],
+            "p": ["Parameter", "1", "p"],
+            "ps": ["Parameters", ["a"], "ps"],
+            "f": ["MultipartFile", "<object>", "f", True],
+            "oh": ["Header", "o", "oh"],
+            "op": ["Parameter", "2", "op"],
+            "ops": ["Parameters", ["b"], "ops"],
+            "of": ["NoneType", None, "<none>"],
+            "c": ["Cookie", "v", "c"],
+        },
+    ),
+    (
+        "/text/P?s=1&u=2",
+        {},
+        {
+            "s": ["Parameter", "1", "s"],
+            "u": ["Parameter", "2", "u"],
+            "pv": ["Parameter", "P", "pv"],
+            "a": ["Parameter", "x", "a"],
+            "b": ["Parameter", "y", "b"],
+            "n": ["NoneType", None, "<none>"],
+        },
+    ),
+    (
+        "/text/P?s=1&u=2&a=3&b=4&n=5",
+        {},
+        {
+            "s": ["Parameter", "1", "s"],
+            "u": ["Parameter", "2", "u"],
+            "pv": ["Parameter", "P", "pv"],
+            "a": ["Parameter", "3", "a"],
+            "b": ["Parameter", "4", "b"],
+            "n": ["Parameter", "5", "n"],
+        },
+    ),
+    (
+        "/plist?lp=a&lp=b&ls=c",
+        {},
+        {
+            "lp": [["Parameter", "a", "lp"], ["Parameter", "b", "lp"]],
+            "ls": [["str", "c", "<none>"]],
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "headers", "expected"), CASES)
+def test_injected_values_keep_the_original_types_and_names(
+    make_client: MakeClient, path: str, headers: dict[str, str], expected: dict[str, Any]
+) -> None:
+    reply = make_client(marker_app()).get(path, headers=headers)
+    assert reply.status == 200, reply.text
+    assert reply.json() == expected
+
+
+def original_code_app() -> App:
+    """Controllers as written for the original: they read ``.name`` and loop over lists."""
+    app = App()
+
+    @app.route("/hdr")
+    def hdr(ua=Header("User-Agent"), x=Header("X-Custom", default="none")) -> dict[str, Any]:
+        return {"ua": ua, "x": x, "xname": x.name}
+
+    @app.route("/params_multi")
+    def params_multi(
+        tags=Parameters("tag"),
+        p=Parameter("p", required=True),
+        opt=Parameters("opt", default=["o1"]),
+    ) -> dict[str, Any]:
+        return {"tags": list(tags), "p": p, "pname": p.name, "tname": tags.name, "opt": opt.name}
+
+    @app.route("/kw")
+    def kw(li: List[int] = None, d: dict = None, l: list = None) -> dict[str, Any]:
+        return {"sum": sum(x for x in li), "keys": list(d), "n": len(l)}
+
+    @app.route("/greet")
+    def greet(user_name: str) -> tuple[int, str]:
+        return 200, user_name  # a Parameter: still the body
+
+    return app
+
+
+def test_code_written_for_the_original_runs(make_client: MakeClient) -> None:
+    client = make_client(original_code_app())
+    got = client.get("/hdr", headers={"User-Agent": "ua/1"})
+    assert got.status == 200, got.text
+    assert got.json() == {"ua": "ua/1", "x": "none", "xname": "X-Custom"}
+    got = client.get("/params_multi?tag=a&tag=b&p=pp")
+    assert got.status == 200, got.text
+    assert got.json() == {"tags": ["a", "b"], "p": "pp", "pname": "p", "tname": "tag", "opt": "opt"}
+    got = client.get("/kw")
+    assert got.status == 200, got.text
+    assert got.json() == {"sum": 0, "keys": [], "n": 0}
+    assert client.get("/kw?li=1&li=2&d=%7B%22k%22%3A1%7D&l=a").json() == {
+        "sum": 3,
+        "keys": ["k"],
+        "n": 1,
+    }
+    greeting = client.get("/greet?user_name=ann")
+    assert (greeting.status, greeting.text) == (200, "ann")
+
+
+def empty_app() -> App:
+    app = App()
+
+    @app.route("/absent")
+    def absent(
+        l: list = None,
+        L: List = None,
+        ls: List[str] = None,
+        li: List[int] = None,
+        lp: List[Parameter] = None,
+        pl: list[int] = None,
+        d: dict = None,
+        D: Dict = None,
+        dt: Dict[str, int] = None,
+        ol: Optional[List[int]] = None,
+        od: dict | None = None,
+        s: str = None,
+        i: int = None,
+    ) -> dict[str, Any]:
+        values = {"l": l, "L": L, "ls": ls, "li": li, "lp": lp, "pl": pl, "d": d, "D": D}
+        values.update({"dt": dt, "ol": ol, "od": od, "s": s, "i": i})
+        return values
+
+    @app.route("/mutate")
+    def mutate(
+        l: list = None,
+        d: dict = None,
+        ps=Parameters("ps", default=["d"]),
+        ann: Parameters = None,
+    ) -> dict[str, Any]:
+        got = {"l": list(l), "d": dict(d), "ps": list(ps), "ann": list(ann)}
+        l.append("x")  # a controller may change what it is given:
+        d["x"] = 1  # the next request gets a new one
+        ps.append("x")
+        ann.append("x")
+        return got
+
+    return app
+
+
+def test_absent_lists_and_dicts_with_a_none_default(make_client: MakeClient) -> None:
+    reply = make_client(empty_app()).get("/absent")
+    assert reply.status == 200, reply.text
+    assert reply.json() == {
+        "l": [],
+        "L": [],
+        "ls": [],
+        "li": [],
+        "lp": [],
+        "pl": [],
+        "d": {},
+        "D": {},
+        "dt": {},
+        "ol": None,  # Optional[...] = None: None
+        "od": None,
+        "s": None,
+        "i": None,
+    }
+
+
+def test_absent_values_are_new_for_every_request(make_client: MakeClient) -> None:
+    client = make_client(empty_app())
+    first = client.get("/mutate").json()
+    assert first == client.get("/mutate").json() == {"l": [], "d": {}, "ps": ["d"], "ann": []}
+
+
+def test_a_cookie_argument_is_a_copy(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.route("/cookie")
+    def cookie(request: Request, c: Cookie) -> dict[str, Any]:
+        c["path"] = "/changed"
+        return {"type": type(c).__name__, "path": request.cookies["c"]["path"], "key": c.key}
+
+    reply = make_client(app).get("/cookie", headers={"Cookie": "c=1"})
+    assert reply.json() == {"type": "Cookie", "path": "", "key": "c"}
