@@ -195,6 +195,10 @@ class ParamStringValue(str):
         """
         return self._name
 
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        # copy and pickle rebuild the object from these (the text is the 2nd argument)
+        return (self._name, str(self), self._required)
+
 
 class Parameter(ParamStringValue):
     """A query/form parameter: ``Parameter(name="", default="", required=False)``."""
@@ -217,6 +221,9 @@ class PathValue(str):
     def name(self) -> str:
         """The path variable name."""
         return self._name
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self._name, str(self))
 
 
 class Parameters(list[str]):
@@ -262,6 +269,9 @@ class RegGroup(str):
     def group(self) -> int:
         """The group index."""
         return self._group
+
+    def __getnewargs_ex__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (self._group,), {"_value": str(self)}
 
 
 class JSONBody(dict[str, Any]):

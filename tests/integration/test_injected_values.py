@@ -12,6 +12,8 @@ absent, a cookie as a ``Cookie``; ``li: List[int] = None`` got ``[]`` and
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Callable
 from typing import Any, Dict, List, Optional
 
@@ -24,6 +26,8 @@ from simple_http_server import (
     MultipartFile,
     Parameter,
     Parameters,
+    PathValue,
+    RegGroup,
     Request,
 )
 
@@ -321,6 +325,37 @@ def test_absent_values_are_new_for_every_request(make_client: MakeClient) -> Non
     client = make_client(empty_app())
     first = client.get("/mutate").json()
     assert first == client.get("/mutate").json() == {"l": [], "d": {}, "ps": ["d"], "ann": []}
+
+
+def copies_app() -> App:
+    app = App()
+
+    @app.route(regexp=r"^/copy/(\w+)$")
+    def copies(group: RegGroup, p: str, h: Header, ps: Parameters) -> dict[str, Any]:
+        got = {}
+        for key, value in {"group": group, "p": p, "h": h, "ps": ps}.items():
+            again = [copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))]
+            got[key] = [[type(v).__name__, v, getattr(v, "name", None)] for v in again]
+        return got
+
+    @app.route("/pv/{name}")
+    def path_value(name: PathValue) -> list[Any]:
+        again = pickle.loads(pickle.dumps(copy.copy(name)))
+        return [type(again).__name__, again, again.name]
+
+    return app
+
+
+def test_injected_values_survive_copy_and_pickle(make_client: MakeClient) -> None:
+    client = make_client(copies_app())
+    reply = client.get("/copy/grp?p=pp&ps=a", headers={"h": "hv"})
+    assert reply.status == 200, reply.text
+    got = reply.json()
+    assert got["group"] == [["RegGroup", "grp", None]] * 3
+    assert got["p"] == [["Parameter", "pp", "p"]] * 3
+    assert got["h"] == [["Header", "hv", "h"]] * 3
+    assert got["ps"] == [["Parameters", ["a"], "ps"]] * 3
+    assert client.get("/pv/abc").json() == ["PathValue", "abc", "name"]
 
 
 def test_a_cookie_argument_is_a_copy(make_client: MakeClient) -> None:
