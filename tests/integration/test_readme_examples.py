@@ -552,7 +552,10 @@ def test_error_pages(make_client):
     missing = client.get("/nothing")
     assert missing.status == 404
     assert "<title>发生错误！</title>" in missing.text
-    assert "message: Not Found, explain: Cannot find a controller for your path." in missing.text
+    assert (
+        "message: Controller Not Found, explain: Cannot find a controller for your path\n"
+        in missing.text
+    )
     assert missing.header("Content-Type") == "text/html; charset=utf-8"
     forbidden = client.get("/raise/403")
     assert forbidden.status == 403 and "message: msg, explain: why" in forbidden.text

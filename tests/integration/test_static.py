@@ -358,7 +358,9 @@ def test_static_file_download_name(make_client, site):
 
 
 def test_static_file_missing_is_404(make_client, site):
-    assert make_client(static_app(site), mounts(site)).get("/missing").status == 404
+    reply = make_client(static_app(site), mounts(site)).get("/missing")
+    assert reply.status == 404
+    assert reply.json()["explain"] == "Cannot find file for this url."  # the original's
 
 
 def test_large_file_is_streamed_whole(serve, tmp_path):

@@ -54,8 +54,23 @@ def missing(name: str) -> HttpError:
     return HttpError(400, "Missing Parameter", f"Parameter[{name}] is required.")
 
 
-def bad(name: str, what: str) -> HttpError:
-    return HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be {what}.")
+def bad(explain: str) -> HttpError:
+    """A 400 for a value that does not convert (the original's message)."""
+    return HttpError(400, "Bad Request", explain)
+
+
+# The original's explains, word for word (clients and error pages may compare them):
+# "Parameter[n] should be an int. " for one value, "One of the parameter[n] is not
+# int. " for a list's item.
+_KINDS = {int: "int", float: "float", dict: "JSON string"}
+
+
+def _unconvertible(name: str, kind: str, item: bool) -> HttpError:
+    if item:
+        return bad(f"One of the parameter[{name}] is not {kind}. ")
+    if kind == "JSON string":
+        return bad(f"Parameter[{name}] should be a JSON string.")
+    return bad(f"Parameter[{name}] should be an {kind}. ")
 
 
 def to_bool(value: str) -> bool:
@@ -77,17 +92,17 @@ def text(name: str, required: bool = False) -> Callable[[str], Parameter]:
 _new_text = str.__new__
 
 
-def converter(name: str, target: Any) -> Callable[[str], Any]:
+def converter(name: str, target: Any, item: bool = False) -> Callable[[str], Any]:
+    """Text to ``target``; ``item``: the value is one of a list's."""
     if target is Parameter:  # ``List[Parameter]``
         return text(name)
     if target is int or target is float:
-        what = "an int" if target is int else "a float"
 
         def number(value: str) -> Any:
             try:
                 return target(value)
             except ValueError:
-                raise bad(name, what) from None
+                raise _unconvertible(name, _KINDS[target], item) from None
 
         return number
     if target is bool:
@@ -98,9 +113,9 @@ def converter(name: str, target: Any) -> Callable[[str], Any]:
             try:
                 parsed = json.loads(value)
             except (ValueError, RecursionError):  # RecursionError: nested too deeply
-                raise bad(name, "a JSON object") from None
+                raise _unconvertible(name, _KINDS[dict], item) from None
             if not isinstance(parsed, dict):  # "[1]", "null", "2": valid JSON, not a dict
-                raise bad(name, "a JSON object")
+                raise bad(f"Parameter[{name}] should be a JSON object.")
             return parsed
 
         return as_json
@@ -136,7 +151,7 @@ def by_name(
     """
     if is_list(target):
         args = typing.get_args(target)
-        item = converter(name, args[0]) if args else str
+        item = converter(name, args[0], item=True) if args else str
 
         def many(ctx: BindContext) -> Any:
             values = text_values(ctx.request, name)
@@ -246,7 +261,9 @@ def reg_group(index: int) -> Binder:
     def reg_group(ctx: BindContext) -> RegGroup:
         groups = ctx.request.reg_groups
         if not 0 <= index < len(groups):
-            raise HttpError(400, "Invalid Parameter", f"RegGroup[{index}] is out of range.")
+            raise bad(
+                f"RegGroup required an element at {index}, but the reg length is only {len(groups)}"
+            )
         return RegGroup(index, _value=groups[index])
 
     return reg_group
@@ -299,7 +316,7 @@ def multipart_file(name: str, default: Any, required: bool) -> Binder:
         if files:
             return files[0]
         if name in ctx.request.parameters:
-            raise HttpError(400, "Invalid Parameter", f"Parameter[{name}] should be a file.")
+            raise bad(f"Parameter[{name}] should be a file.")
         if required:
             raise missing(name)
         return default

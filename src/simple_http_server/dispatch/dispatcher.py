@@ -301,7 +301,9 @@ class Dispatcher:
                     return outcome
                 if request.path == FAVICON_PATH and request.method in ("GET", "HEAD"):
                     return Outcome(200, list(FAVICON_HEADERS), FAVICON, FAVICON_TYPE)
-                raise HttpError(404, "Not Found", "Cannot find a controller for your path.")
+                raise HttpError(
+                    404, "Controller Not Found", "Cannot find a controller for your path"
+                )
         else:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups
@@ -466,7 +468,8 @@ class Dispatcher:
         try:
             file = open(static.file_path, "rb")  # noqa: SIM115
         except OSError:
-            return await self.send(request, channel, await self.error_outcome(404, "", ""))
+            outcome = await self.error_outcome(404, "", "Cannot find file for this url.")
+            return await self.send(request, channel, outcome)
         with file:
             st = os.fstat(file.fileno())
             content_type = static.content_type or guess_type(static.file_path)
