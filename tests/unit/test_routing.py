@@ -170,7 +170,7 @@ def test_narrowing_last_registered_first() -> None:
     assert router.lookup("GET", "/narrow", {"a": ["1"], "b": [""]}, {}).target == "b"
     assert router.lookup("GET", "/narrow", {"a": ["1"]}, {}).target == "a"
     miss = router.lookup("GET", "/narrow", {}, {})
-    assert miss.target is None and miss.allowed is None  # 404, not 405
+    assert miss.target is None and miss.allowed is None and miss.refused  # 404, not 405
 
 
 def test_router_size() -> None:
@@ -186,7 +186,7 @@ def test_narrows_by_params_is_known_at_registration() -> None:
     assert _router().narrows_by_params
 
 
-def test_candidates_are_every_route_serving_the_method_on_the_path() -> None:
+def test_candidates_are_the_routes_that_decide_the_method_on_the_path() -> None:
     router = _router()
     assert [e.target for e in router.candidates("GET", "/narrow")] == ["b", "a"]
     assert [e.target for e in router.candidates("POST", "/narrow")] == []
@@ -205,3 +205,51 @@ def test_connect_is_served_only_by_routes_that_name_it() -> None:
     assert router.serves_connect
     assert router.lookup("CONNECT", "/static", {}, {}).target == "tunnel"
     assert router.lookup("DELETE", "/static", {}, {}).target == "static-any"
+
+
+def test_the_first_url_with_routes_for_the_method_decides() -> None:
+    router: Router[str] = Router()
+    router.add_url("/x", "x-get-a", frozenset({"GET"}), compile_conditions("a", None))
+    router.add_url("/x", "x-any", frozenset(), NONE)
+    router.add_url("/{p}", "pattern", frozenset({"GET"}), NONE)
+    router.add_regexp("^/x$", "regexp", frozenset({"GET"}), NONE)
+    assert router.lookup("GET", "/x", {"a": ["1"]}, {}).target == "x-get-a"
+    refused = router.lookup("GET", "/x", {}, {})
+    assert (refused.target, refused.refused, refused.allowed) == (None, True, None)
+    assert [e.target for e in router.candidates("GET", "/x")] == ["x-get-a"]
+    assert router.lookup("POST", "/x", {}, {}).target == "x-any"
+    assert router.lookup("GET", "/y", {}, {}).target == "pattern"
+
+
+def test_patterns_group_by_shape_in_first_registration_order() -> None:
+    router: Router[str] = Router()
+    router.add_url("/a/{x}", "named", frozenset({"GET"}), compile_conditions("q", None))
+    router.add_url("/a/**", "deep", frozenset({"GET"}), NONE)
+    router.add_url("/a/*", "star", frozenset({"GET"}), compile_conditions("s", None))
+    assert PathPattern("/a/{x}").shape == PathPattern("/a/*").shape
+    assert PathPattern("/a/{x}").shape != PathPattern("/a/**").shape
+    assert [e.target for e in router.candidates("GET", "/a/b")] == ["star", "named"]
+    match = router.lookup("GET", "/a/b", {"q": [""]}, {})
+    assert (match.target, match.path_values) == ("named", {"x": "b"})
+    assert router.lookup("GET", "/a/b", {}, {}).refused
+    assert router.lookup("GET", "/a/b/c", {}, {}).target == "deep"
+
+
+def test_a_miss_reports_every_method_named_on_the_path() -> None:
+    router: Router[str] = Router()
+    router.add_url("/m", "put", frozenset({"PUT"}), NONE)
+    router.add_url("/{p}", "post", frozenset({"POST"}), NONE)
+    router.add_regexp("^m$", "patch", frozenset({"PATCH"}), NONE)
+    router.add_url("/other", "get", frozenset({"GET"}), NONE)
+    match = router.lookup("GET", "/m", {}, {})
+    assert (match.target, match.refused, match.allowed) == (None, False, {"PUT", "POST", "PATCH"})
+    assert router.lookup("DELETE", "/nothing/here", {}, {}).allowed is None
+
+
+def test_tables_are_rebuilt_after_a_registration() -> None:
+    router: Router[str] = Router()
+    router.add_url("/t", "any", frozenset(), NONE)
+    assert router.lookup("PATCH", "/t", {}, {}).target == "any"
+    router.add_url("/t", "patch", frozenset({"PATCH"}), NONE)
+    assert router.lookup("PATCH", "/t", {}, {}).target == "patch"
+    assert router.lookup("PROPFIND", "/t", {}, {}).target == "any"

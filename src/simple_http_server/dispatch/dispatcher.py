@@ -102,6 +102,9 @@ def _has_body(request: Request) -> bool:
     return "Transfer-Encoding" in request.headers or bool(request.content_length)
 
 
+#: The original's message and explain when no controller serves a path.
+_NO_CONTROLLER = ("Controller Not Found", "Cannot find a controller for your path")
+
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
@@ -283,6 +286,8 @@ class Dispatcher:
         endpoint = match.target
         static_path: str | None = None
         if endpoint is None:
+            if match.refused:  # the original's 404: nothing else is tried
+                raise HttpError(404, *_NO_CONTROLLER)
             if (
                 self.resources
                 and request.method in ("GET", "HEAD")
@@ -301,9 +306,7 @@ class Dispatcher:
                     return outcome
                 if request.path == FAVICON_PATH and request.method in ("GET", "HEAD"):
                     return Outcome(200, list(FAVICON_HEADERS), FAVICON, FAVICON_TYPE)
-                raise HttpError(
-                    404, "Controller Not Found", "Cannot find a controller for your path"
-                )
+                raise HttpError(404, *_NO_CONTROLLER)
         else:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups

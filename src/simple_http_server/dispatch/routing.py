@@ -1,14 +1,21 @@
 """Route tables compiled once at registration.
 
 Static paths live in a dict; ``{name}``/wildcard paths and ``regexp=`` routes
-are compiled regular expressions.  A lookup tells a full match, a path that
-exists under other methods (405 with ``Allow``) or no match (404).
+are compiled regular expressions.  A lookup tells a full match, routes that
+serve the method on the path but whose ``params=``/``headers=`` all failed
+(404), a path that exists under other methods (405 with ``Allow``) or no
+match (404, or a static resource).
+
+The lookup follows the original's method tables: for each request method, the
+routes that serve it form one table, built on first use and kept; in it, the
+first url (exact, then patterns, then regexps; routes naming the method before
+routes without ``method=``) that matches the path decides.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
@@ -26,7 +33,7 @@ __all__ = [
 
 T = TypeVar("T")
 WILDCARD_KEY = "__path_wildcard"
-_SEEN = ""  # marks, in a lookup's ``allowed`` set, that some route served the method
+_SHARED = ""  # the table key of every method no route names: any-method routes only
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -67,34 +74,44 @@ def url_key(url: str) -> str:
 class PathPattern:
     """A compiled ``{name}`` / ``*`` / ``**`` path pattern."""
 
-    __slots__ = ("names", "regex", "source")
+    __slots__ = ("names", "regex", "shape", "source")
 
     def __init__(self, url: str) -> None:
         self.source = url
         pieces: list[str] = []
+        shape: list[str] = []
         self.names: list[str] = []
         pos = 0
         for m in re.finditer(r"\{([^{}/]*)\}|\*\*|\*", url):
-            pieces.append(re.escape(url[pos : m.start()]))
+            literal = re.escape(url[pos : m.start()])
+            pieces.append(literal)
+            shape.append(literal)
             token = m.group(0)
             if token == "**":
                 pieces.append(
                     r"(?P<__wildcard>.+?)" if WILDCARD_KEY not in self.names else "(?:.+?)"
                 )
+                shape.append("(.+?)")
                 self._add(WILDCARD_KEY)
             elif token == "*":
                 pieces.append(
                     r"(?P<__wildcard>[^/]+)" if WILDCARD_KEY not in self.names else "(?:[^/]+)"
                 )
+                shape.append("([^/]+)")
                 self._add(WILDCARD_KEY)
             else:
                 name = m.group(1)
                 group = f"g{len(self.names)}"
                 pieces.append(f"(?P<{group}>[^/]+)")
+                shape.append("([^/]+)")
                 self.names.append(name)
             pos = m.end()
         pieces.append(re.escape(url[pos:]))
+        shape.append(re.escape(url[pos:]))
         self.regex = re.compile("^" + "".join(pieces) + "$", re.DOTALL)
+        #: The regex without its names: patterns of one shape match the same paths
+        #: (``/a/{x}``, ``/a/{y}``, ``/a/*``) and count as one url, as in the original.
+        self.shape = "".join(shape)
 
     def _add(self, name: str) -> None:
         if name not in self.names:
@@ -250,112 +267,173 @@ class Match(Generic[T]):
     path_values: dict[str, str] = field(default_factory=dict)
     reg_groups: tuple[str, ...] = ()
     allowed: set[str] | None = None  # methods that exist for the path (405) when no target
+    #: Routes serve the method on the path, but none's ``params=``/``headers=`` matched:
+    #: a 404 that no later route, static resource or 405 may answer.
+    refused: bool = False
+
+
+@dataclass(slots=True)
+class _Group(Generic[T]):
+    """The routes of one method table on one url (a pattern shape or a regexp)."""
+
+    regex: re.Pattern[str]
+    entries: list[Entry[T]]  # the last registered first
+
+
+@dataclass(slots=True)
+class _Table(Generic[T]):
+    """The routes that serve one method, in lookup order."""
+
+    exact: dict[str, list[Entry[T]]]
+    patterns: list[_Group[T]]
+    regexps: list[_Group[T]]
 
 
 class Router(Generic[T]):
     """Maps (method, path) to a target."""
 
     def __init__(self) -> None:
-        self._static: dict[str, list[Entry[T]]] = {}
-        self._patterns: list[Entry[T]] = []
-        self._regexps: list[Entry[T]] = []
+        self._static: dict[str, list[Entry[T]]] = {}  # the last registered first
+        self._patterns: list[Entry[T]] = []  # in registration order
+        self._regexps: list[Entry[T]] = []  # in registration order
+        self._tables: dict[str, _Table[T]] = {}
+        self._named: set[str] = {"HEAD", "CONNECT"}  # the methods with a table of their own
         #: Some route has ``params=`` expressions (known at registration: a table
         #: without any never makes a request look further).
         self.narrows_by_params = False
         #: Some route names ``CONNECT`` (without one, CONNECT is not implemented).
         self.serves_connect = False
 
+    def _register(self, entry: Entry[T]) -> None:
+        self.narrows_by_params |= bool(entry.conditions.params)
+        self.serves_connect |= "CONNECT" in entry.methods
+        self._named |= entry.methods
+        self._tables.clear()
+
     def add_url(self, url: str, target: T, methods: frozenset[str], conditions: Conditions) -> None:
-        """Register a path route; later registrations are tried first."""
-        self.narrows_by_params |= bool(conditions.params)
-        self.serves_connect |= "CONNECT" in methods
+        """Register a path route; on one url, later registrations are tried first."""
         key = url_key(url)
         if PathPattern.is_pattern(key):
-            self._patterns.insert(0, Entry(target, methods, conditions, pattern=PathPattern(key)))
+            entry = Entry(target, methods, conditions, pattern=PathPattern(key))
+            self._patterns.append(entry)
         else:
-            self._static.setdefault(key, []).insert(0, Entry(target, methods, conditions))
+            entry = Entry(target, methods, conditions)
+            self._static.setdefault(key, []).insert(0, entry)
+        self._register(entry)
 
     def add_regexp(
         self, regexp: str, target: T, methods: frozenset[str], conditions: Conditions
     ) -> None:
         """Register a ``regexp=`` route (matched with and without the leading slash)."""
-        self.narrows_by_params |= bool(conditions.params)
-        self.serves_connect |= "CONNECT" in methods
-        self._regexps.insert(0, Entry(target, methods, conditions, regex=re.compile(regexp)))
+        entry = Entry(target, methods, conditions, regex=re.compile(regexp))
+        self._regexps.append(entry)
+        self._register(entry)
 
     def __len__(self) -> int:
         return sum(map(len, self._static.values())) + len(self._patterns) + len(self._regexps)
 
-    def candidates(self, method: str, path: str) -> Iterator[Entry[T]]:
-        """Every route that serves ``method`` on ``path``, its expressions unchecked."""
-        for entry in self._static.get(path, ()):
-            if entry.allows(method):
-                yield entry
-        for entry in self._patterns:
-            assert entry.pattern is not None
-            if entry.allows(method) and entry.pattern.match(path) is not None:
-                yield entry
+    def _table(self, method: str) -> _Table[T]:
+        """The table of ``method``; every method no route names shares one."""
+        key = method if method in self._named else _SHARED
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = self._build(key)
+        return table
+
+    def _build(self, method: str) -> _Table[T]:
+        exact: dict[str, list[Entry[T]]] = {}
+        for path, entries in self._static.items():
+            named = [e for e in entries if e.methods and e.allows(method)]
+            chosen = named or [e for e in entries if not e.methods and e.allows(method)]
+            if chosen:
+                exact[path] = chosen
+        return _Table(exact, _groups(self._patterns, method), _groups(self._regexps, method))
+
+    def candidates(self, method: str, path: str) -> list[Entry[T]]:
+        """The routes that decide ``method`` on ``path`` (their expressions unchecked):
+        the first url that has routes for the method."""
+        table = self._tables.get(method) or self._table(method)
+        entries = table.exact.get(path)
+        if entries is not None:
+            return entries
+        for group in table.patterns:
+            if group.regex.match(path) is not None:
+                return group.entries
         bare = path[1:]
-        for entry in self._regexps:
-            assert entry.regex is not None
-            if entry.allows(method) and (entry.regex.match(path) or entry.regex.match(bare)):
-                yield entry
+        for group in table.regexps:
+            if group.regex.match(path) or group.regex.match(bare):
+                return group.entries
+        return []
 
     def lookup(self, method: str, path: str, parameters: ParamValues, headers: Any) -> Match[T]:
         """Find the target for a request; see :class:`Match`."""
-        allowed: set[str] = set()
-        entries = self._static.get(path)
-        if entries:
-            found = _pick(entries, method, parameters, headers, allowed)
-            if found is not None:
-                return Match(found.target)
-        for entry in self._patterns:
-            assert entry.pattern is not None
-            values = entry.pattern.match(path)
-            if values is None:
+        table = self._tables.get(method) or self._table(method)
+        entries = table.exact.get(path)
+        if entries is not None:
+            for entry in entries:
+                if entry.conditions.empty or entry.conditions.accepts(parameters, headers):
+                    return Match(entry.target)
+            return Match(refused=True)
+        for group in table.patterns:
+            if group.regex.match(path) is None:
                 continue
-            if _usable(entry, method, parameters, headers, allowed):
-                return Match(entry.target, values)
-        if self._regexps:
+            for entry in group.entries:
+                if entry.conditions.empty or entry.conditions.accepts(parameters, headers):
+                    assert entry.pattern is not None
+                    return Match(entry.target, entry.pattern.match(path) or {})
+            return Match(refused=True)
+        if table.regexps:
             bare = path[1:]
-            for entry in self._regexps:
-                assert entry.regex is not None
-                m = entry.regex.match(path) or entry.regex.match(bare)
+            for group in table.regexps:
+                m = group.regex.match(path) or group.regex.match(bare)
                 if m is None:
                     continue
-                if _usable(entry, method, parameters, headers, allowed):
-                    groups = tuple(g if g is not None else "" for g in m.groups())
-                    return Match(entry.target, reg_groups=groups)
-        if _SEEN in allowed:  # the method exists there, its conditions failed: 404
-            return Match()
-        return Match(allowed=allowed or None)
+                for entry in group.entries:
+                    if entry.conditions.empty or entry.conditions.accepts(parameters, headers):
+                        groups = tuple(g if g is not None else "" for g in m.groups())
+                        return Match(entry.target, reg_groups=groups)
+                return Match(refused=True)
+        return Match(allowed=self.methods_at(path) or None)
+
+    def methods_at(self, path: str) -> set[str]:
+        """The methods routes name on ``path`` (any-method routes name none)."""
+        allowed: set[str] = set()
+        for entry in self._static.get(path, ()):
+            allowed |= entry.methods
+        for entry in self._patterns:
+            if entry.methods and entry.pattern is not None and entry.pattern.match(path):
+                allowed |= entry.methods
+        bare = path[1:]
+        for entry in self._regexps:
+            regex = entry.regex
+            if entry.methods and regex is not None and (regex.match(path) or regex.match(bare)):
+                allowed |= entry.methods
+        return allowed
 
 
-def _usable(
-    entry: Entry[T], method: str, parameters: ParamValues, headers: Any, allowed: set[str]
-) -> bool:
-    if not entry.allows(method):
-        allowed.update(entry.methods)
-        return False
-    allowed.add(_SEEN)
-    return entry.conditions.empty or entry.conditions.accepts(parameters, headers)
+def _url_of(entry: Entry[T]) -> tuple[str, re.Pattern[str]]:
+    """What makes two pattern or regexp routes one url, and the regex that matches it."""
+    if entry.regex is not None:
+        return entry.regex.pattern, entry.regex
+    assert entry.pattern is not None
+    return entry.pattern.shape, entry.pattern.regex
 
 
-def _pick(
-    entries: list[Entry[T]],
-    method: str,
-    parameters: ParamValues,
-    headers: Any,
-    allowed: set[str],
-) -> Entry[T] | None:
-    # Routes naming the method are preferred over any-method routes.
-    fallback: list[Entry[T]] = []
-    for entry in entries:
-        if not entry.methods:
-            fallback.append(entry)
-        elif _usable(entry, method, parameters, headers, allowed):
-            return entry
-    for entry in fallback:
-        if _usable(entry, method, parameters, headers, allowed):
-            return entry
-    return None
+def _groups(entries: list[Entry[T]], method: str) -> list[_Group[T]]:
+    """The groups of the routes serving ``method``: those naming it first, then the
+    any-method ones; in each, urls in the order of their first route (the original's
+    ordered method tables), and on one url the last registered route first."""
+    ordered: list[_Group[T]] = []
+    for naming in (True, False):
+        groups: dict[str, _Group[T]] = {}
+        for entry in entries:
+            if bool(entry.methods) is not naming or not entry.allows(method):
+                continue
+            key, regex = _url_of(entry)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = _Group(regex, [entry])
+            else:
+                group.entries.insert(0, entry)
+        ordered.extend(groups.values())
+    return ordered
