@@ -574,7 +574,8 @@ def test_builtin_favicon_answers_when_nothing_else_does(make_client, tmp_path):
     assert reply.header("Cache-Control") == "public, max-age=86400"
     head = make_client(App()).request("HEAD", "/favicon.ico")
     assert (head.status, head.body) == (200, b"")
-    assert make_client(App()).post("/favicon.ico").status == 404
+    post = make_client(App()).post("/favicon.ico")
+    assert (post.status, post.header("Allow")) == (405, "GET, HEAD")
 
     app = App()
 

@@ -477,6 +477,47 @@ def test_routes_win_over_resources(make_client, site):
     assert make_client(app, mounts(site)).get("/public/index.html").text == "from the controller"
 
 
-def test_resources_answer_get_and_head_only(make_client, site):
-    reply = make_client(App(), mounts(site)).post("/public/index.html", body=b"x")
-    assert reply.status in (404, 405)
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+def test_resources_answer_other_methods_405(make_client, site, method):
+    """RFC 9110 15.5.6: the file is there, the method is not one it answers."""
+    client = make_client(App(), mounts(site))
+    reply = client.request(method, "/public/index.html", body=b"x")
+    assert (reply.status, reply.header("Allow")) == (405, "GET, HEAD")
+    assert reply.json() == {"code": 405, "message": "Method Not Allowed", "explain": ""}
+    assert client.request(method, "/public/no-such-file.html").status == 404
+    assert client.request(method, "/public/sub").status == 404  # a folder is no file
+
+
+def test_resource_405_names_the_routes_methods_too(make_client, site):
+    app = App()
+
+    @app.route("/public/index.html", method="PUT")
+    def replace() -> str:
+        return "replaced"
+
+    client = make_client(app, mounts(site))
+    assert client.request("PUT", "/public/index.html").text == "replaced"
+    assert client.get("/public/index.html").body == INDEX
+    reply = client.request("DELETE", "/public/index.html")
+    assert (reply.status, reply.header("Allow")) == (405, "GET, HEAD, PUT")
+
+
+def test_resource_405_goes_to_the_405_error_page_not_the_404_one(make_client, site):
+    app = App()
+
+    @app.error_message("404")
+    def not_found() -> str:
+        return "404 page"
+
+    @app.error_message("405")
+    def not_allowed(message: str) -> str:
+        return f"405 page: {message}"
+
+    client = make_client(app, mounts(site))
+    reply = client.post("/public/index.html")
+    assert (reply.status, reply.text, reply.header("Allow")) == (
+        405,
+        "405 page: Method Not Allowed",
+        "GET, HEAD",
+    )
+    assert client.post("/public/nothing.html").text == "404 page"

@@ -52,7 +52,7 @@ from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
 from .invoke import call, call_async, current_loop
-from .routing import Router, normalize_path
+from .routing import Match, Router, normalize_path
 from .sessions import (
     LocalSessionFactory,
     RequestSessions,
@@ -104,6 +104,8 @@ def _has_body(request: Request) -> bool:
 
 #: The original's message and explain when no controller serves a path.
 _NO_CONTROLLER = ("Controller Not Found", "Cannot find a controller for your path")
+#: What static files (resources, the built-in icon) answer; other methods get 405.
+_FILE_METHODS = ("GET", "HEAD")
 
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
@@ -288,25 +290,10 @@ class Dispatcher:
         if endpoint is None:
             if match.refused:  # the original's 404: nothing else is tried
                 raise HttpError(404, *_NO_CONTROLLER)
-            if (
-                self.resources
-                and request.method in ("GET", "HEAD")
-                and plain_segments(request._raw_path)
-            ):
+            if self.resources and plain_segments(request._raw_path):
                 static_path = self.resources.resolve(request.path)
-            if static_path is None:
-                if request.method == "CONNECT" and not router.serves_connect:
-                    raise HttpError(501, "", "No route of this server answers CONNECT.")
-                if match.allowed:
-                    allowed = set(match.allowed)
-                    if "GET" in allowed:
-                        allowed.add("HEAD")
-                    outcome = await self.error_outcome(405, "", "")
-                    outcome.headers.append(("Allow", ", ".join(sorted(allowed))))
-                    return outcome
-                if request.path == FAVICON_PATH and request.method in ("GET", "HEAD"):
-                    return Outcome(200, list(FAVICON_HEADERS), FAVICON, FAVICON_TYPE)
-                raise HttpError(404, *_NO_CONTROLLER)
+            if static_path is None or request.method not in _FILE_METHODS:
+                return await self._unrouted(request, router, match, static_path is not None)
         else:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups
@@ -387,6 +374,28 @@ class Dispatcher:
             await read_form(request, channel, limits)
 
     # -- errors --------------------------------------------------------------
+    async def _unrouted(
+        self, request: Request, router: Router[Endpoint], match: Match[Endpoint], file: bool
+    ) -> Outcome:
+        """The answer when neither a route nor a resource serves the request: the
+        built-in icon, 501 (CONNECT), 405 (with ``Allow``) or 404.  ``file``: a
+        resource is there (and the method is not one it answers)."""
+        method = request.method
+        if method == "CONNECT" and not router.serves_connect:
+            raise HttpError(501, "", "No route of this server answers CONNECT.")
+        methods = set(match.allowed or ())
+        if file or request.path == FAVICON_PATH:
+            if not file and method in _FILE_METHODS:
+                return Outcome(200, list(FAVICON_HEADERS), FAVICON, FAVICON_TYPE)
+            methods.update(_FILE_METHODS)  # a file there answers these, and only these
+        if not methods:
+            raise HttpError(404, *_NO_CONTROLLER)
+        if "GET" in methods:
+            methods.add("HEAD")
+        outcome = await self.error_outcome(405, "", "")
+        outcome.headers.append(("Allow", ", ".join(sorted(methods))))
+        return outcome
+
     async def error_outcome(self, code: int, message: str, explain: str) -> Outcome:
         """The outcome of the error page for ``code``."""
         try:
