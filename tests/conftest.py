@@ -242,6 +242,8 @@ class UniformClient:
         if self._test_client is not None:
             self._test_client.cookies.clear()
             r = self._test_client.request(method, path, headers=headers, body=body)
+            if r.truncated:  # as http.client reads a body cut short
+                raise http.client.IncompleteRead(r.content)
             reply = Reply(r.status_code, dict(r.headers), r.header_list, r.content)
         else:
             assert self._live is not None

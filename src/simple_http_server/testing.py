@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from . import logger as _logging
 from .app import App, default_app
 from .config import ServerConfig
 from .dispatch.channel import Channel, ClientGone, HeaderLines
@@ -40,6 +41,7 @@ from .transport.ws_memory import TestWebsocket, WebsocketRejected, connect, resp
 __all__ = ["TestClient", "TestResponse"]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_log = _logging.get_logger("simple_http_server.testing")
 
 
 class TestResponse:
@@ -47,8 +49,17 @@ class TestResponse:
 
     __test__ = False
 
-    def __init__(self, status_code: int, headers: list[tuple[str, str]], content: bytes) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        headers: list[tuple[str, str]],
+        content: bytes,
+        truncated: bool = False,
+    ) -> None:
         self.status_code = status_code
+        #: True when the server cut the answer short (a controller failed after its
+        #: streamed answer started): ``content`` is what was sent before the cut.
+        self.truncated = truncated
         self.header_list = headers
         self.headers = Headers()
         for name, value in headers:
@@ -128,9 +139,17 @@ class _MemoryChannel(Channel):
         self.http.close_after_response()
 
     def answer_error(self, status: int) -> None:
-        """The transports' own answer to a request h11 refused (e.g. 400, 431)."""
-        self.status, self.headers, body = response_head(self.http.send_error(status))
-        self.parts.append(body)
+        """The transports' own error answer (e.g. a 400 or 431 for a request h11
+        refused), if nothing was sent yet."""
+        data = self.http.send_error(status)
+        if data:
+            self.status, self.headers, body = response_head(data)
+            self.parts.append(body)
+            self.ended = True
+
+    def response(self) -> TestResponse:
+        """What a client read: the answer, marked truncated when it was cut short."""
+        return TestResponse(self.status, self.headers, b"".join(self.parts), not self.ended)
 
 
 def _text_bytes(text: str) -> bytes:
@@ -188,16 +207,24 @@ def _multipart(data: Mapping[str, Any], files: Mapping[str, Any]) -> tuple[bytes
 
 def _serve(dispatcher: Dispatcher, request: Request, channel: _MemoryChannel) -> None:
     """Serve in this thread, as a threaded-transport worker does: while it waits for
-    async code, it runs the sync code that code calls."""
+    async code, it runs the sync code that code calls.  A failure the dispatcher lets
+    out is handled as the transports do: the connection is dropped (the answer stays
+    as far as it went), an error is logged and a 500 sent if nothing was."""
     previous = help_while_waiting(None)
     help_while_waiting(previous or LoopHelper())
     try:
         run_sync(dispatcher.handle(request, channel))
+    except ClientGone:
+        if not channel.status:  # the servers close without an answer: no response to return
+            raise
+    except Exception:
+        _log.exception("Error while sending the response")
+        channel.answer_error(500)
     finally:
         help_while_waiting(previous)
 
 
-def _exchange(dispatcher: Dispatcher, data: bytes) -> _MemoryChannel:
+def _exchange(dispatcher: Dispatcher, data: bytes) -> TestResponse:
     """Feed a whole request to a new server-side connection and answer it."""
     http = new_connection(dispatcher.config)
     http.receive_data(data)
@@ -205,14 +232,14 @@ def _exchange(dispatcher: Dispatcher, data: bytes) -> _MemoryChannel:
     head = http.next_event()
     if not isinstance(head, http11.RequestHead):
         channel.answer_error(head.status if isinstance(head, http11.ProtocolFailure) else 400)
-        return channel
+        return channel.response()
     request = request_from_head(head, False)
     if in_event_loop():
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             pool.submit(_serve, dispatcher, request, channel).result()
     else:
         _serve(dispatcher, request, channel)
-    return channel
+    return channel.response()
 
 
 class TestClient:
@@ -278,8 +305,7 @@ class TestClient:
         if params:
             target += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
         head = _wire_head(method.upper(), target, header_map.items())
-        channel = _exchange(self.dispatcher, head + body)
-        response = TestResponse(channel.status, channel.headers, b"".join(channel.parts))
+        response = _exchange(self.dispatcher, head + body)
         self._remember_all(response.header_list)
         return response
 

@@ -9,6 +9,8 @@ and body.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +25,7 @@ from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 from simple_http_server.transport.ws_memory import WebsocketRejected
 
-from ..conftest import FRONT_ENDS, live_server
+from ..conftest import FRONT_ENDS, LogRecords, live_server
 from ..robustness.wire import MalformedResponse, parse_responses
 
 
@@ -266,3 +268,90 @@ def test_the_handshake_sends_the_cookie_jar() -> None:
     with client.websocket_connect("/ws", headers={"Cookie": "token=header"}):
         pass
     assert seen == [None, "secret", "given", "header"]
+
+
+# -- a failure after the answer started ---------------------------------------------
+def failing_app() -> App:
+    """Routes that fail once their streamed answer started."""
+    app = App()
+
+    @app.route("/generator")
+    def generator() -> Iterator[bytes]:
+        yield b"first;"
+        raise RuntimeError("the generator broke")
+
+    @app.route("/async-generator")
+    def async_generator() -> Any:
+        async def chunks() -> Any:
+            yield b"first;"
+            raise RuntimeError("the async generator broke")
+
+        return chunks()
+
+    @app.route("/write-bytes")
+    def write_bytes(response: Response) -> None:
+        response.write_bytes(b"partial;")
+        raise RuntimeError("the controller broke")
+
+    @app.route("/async-write-bytes")
+    async def async_write_bytes(response: Response) -> None:
+        response.write_bytes(b"partial;")
+        raise RuntimeError("the coroutine broke")
+
+    return app
+
+
+def _errors(log_records: LogRecords, since: int) -> list[tuple[str, str]]:
+    """The errors logged after the first ``since`` records: message and exception line."""
+    return [
+        (r.getMessage(), (r.exc_text or "").rpartition("\n")[2])
+        for r in log_records.records[since:]
+        if r.levelno >= logging.ERROR
+    ]
+
+
+def _truncated_over_a_socket(port: int, path: str) -> tuple[Answer, bool]:
+    """The answer as ``http.client`` reads it, and whether its body was cut short."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": "testserver"})
+        response = conn.getresponse()
+        try:
+            body, truncated = response.read(), False
+        except http.client.IncompleteRead as cut:
+            body, truncated = cut.partial, True
+        return _answer(response.status, response.getheaders(), body), truncated
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["/generator", "/async-generator", "/write-bytes", "/async-write-bytes"]
+)
+def test_a_failure_after_the_answer_started_truncates_it_as_the_servers_do(
+    transport: str, path: str, log_records: LogRecords
+) -> None:
+    """The TestClient answers (it does not raise): the head and the body sent before the
+    failure, marked ``truncated`` (a real client reads no final chunk), and the error is
+    logged as the servers log it."""
+    reply = TestClient(failing_app()).get(path)
+    dispatched = _answer(reply.status_code, reply.header_list, reply.content), reply.truncated
+    logged = _errors(log_records, 0)
+    start = len(log_records.records)
+    with live_server(failing_app(), transport) as live:
+        served = _truncated_over_a_socket(live.port, path)
+        deadline = time.monotonic() + 5
+        while len(_errors(log_records, start)) < len(logged) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert dispatched == served
+    assert reply.status_code == 200 and reply.truncated
+    assert reply.content == (b"partial;" if "write" in path else b"first;")
+    assert logged == _errors(log_records, start) and len(logged) == 1, logged
+    assert logged[0][1].startswith("RuntimeError: the ")
+
+
+def test_a_complete_answer_is_not_truncated() -> None:
+    client = TestClient(http_app())
+    assert not client.get("/stream").truncated and not client.get("/text").truncated
+    assert not client.head("/text").truncated
+    assert not client.get("/text", headers={"X-Big": "y" * 70_000}).truncated  # a 431
