@@ -10,6 +10,8 @@ Cookies set by responses are kept and sent with later requests, so sessions
 work as they do in a browser.  Requests and answers go through the servers' own
 HTTP protocol object (``protocol/http11.py``): the same limits (``max_head_size``),
 the same 400s for what h11 refuses, the same framing and ``Connection`` headers.
+A websocket handshake is told apart by the servers' own test
+(``transport/ws_glue.py:wants_websocket``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from .models import Headers, Request, SessionFactory
 from .protocol import http11
 from .protocol.http11 import HttpConnection, reason_phrase
 from .transport.common import new_connection, request_from_head
-from .transport.ws_memory import TestWebsocket, WebsocketRejected, connect, response_head
+from .transport.ws_glue import wants_websocket
+from .transport.ws_memory import TestWebsocket, WebsocketRejected, open_websocket, response_head
 
 __all__ = ["TestClient", "TestResponse"]
 
@@ -224,8 +227,9 @@ def _serve(dispatcher: Dispatcher, request: Request, channel: _MemoryChannel) ->
         help_while_waiting(previous)
 
 
-def _exchange(dispatcher: Dispatcher, data: bytes) -> TestResponse:
-    """Feed a whole request to a new server-side connection and answer it."""
+def _exchange(dispatcher: Dispatcher, data: bytes) -> TestResponse | TestWebsocket:
+    """Feed a whole request to a new server-side connection and answer it as the servers
+    do: a websocket handshake (the open websocket, or the refusal) or an HTTP answer."""
     http = new_connection(dispatcher.config)
     http.receive_data(data)
     channel = _MemoryChannel(http)
@@ -233,6 +237,11 @@ def _exchange(dispatcher: Dispatcher, data: bytes) -> TestResponse:
     if not isinstance(head, http11.RequestHead):
         channel.answer_error(head.status if isinstance(head, http11.ProtocolFailure) else 400)
         return channel.response()
+    if wants_websocket(head):  # the servers' own decision
+        try:
+            return open_websocket(dispatcher.app, dispatcher.config, http, head)
+        except WebsocketRejected as rejected:
+            return TestResponse(rejected.status_code, rejected.headers, rejected.body)
     request = request_from_head(head, False)
     if in_event_loop():
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -305,9 +314,12 @@ class TestClient:
         if params:
             target += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
         head = _wire_head(method.upper(), target, header_map.items())
-        response = _exchange(self.dispatcher, head + body)
-        self._remember_all(response.header_list)
-        return response
+        answer = _exchange(self.dispatcher, head + body)
+        if isinstance(answer, TestWebsocket):  # a websocket handshake the app accepted
+            answer._disconnect()  # this client goes away after the 101
+            answer = TestResponse(answer.status_code, answer.header_list, b"")
+        self._remember_all(answer.header_list)
+        return answer
 
     def _add_cookies(self, default: Any, cookies: Mapping[str, str] | None) -> None:
         """The jar's cookies and ``cookies`` in one ``Cookie`` header (unless one was given)."""
@@ -391,10 +403,8 @@ class TestClient:
         default("Sec-WebSocket-Version", "13")
         self._add_cookies(default, cookies)
         head = _wire_head("GET", path, header_map.items())
-        try:
-            websocket = connect(self.app, self.dispatcher.config, head)
-        except WebsocketRejected as rejected:
-            self._remember_all(rejected.headers)
-            raise
-        self._remember_all(websocket.header_list)
-        return websocket
+        answer = _exchange(self.dispatcher, head)
+        self._remember_all(answer.header_list)
+        if isinstance(answer, TestResponse):  # refused, or answered as plain HTTP
+            raise WebsocketRejected(answer.status_code, answer.header_list, answer.content)
+        return answer

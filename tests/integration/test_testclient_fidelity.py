@@ -270,6 +270,76 @@ def test_the_handshake_sends_the_cookie_jar() -> None:
     assert seen == [None, "secret", "given", "header"]
 
 
+# -- is it a websocket handshake? ---------------------------------------------------
+KEY_AND_VERSION = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", **KEY_AND_VERSION}
+UPGRADES = {
+    "plain-get": ("GET", {}, b"", 200),
+    "h2c-is-plain-http": ("GET", {**HANDSHAKE, "Upgrade": "h2c"}, b"", 200),
+    "accepted": ("GET", HANDSHAKE, b"", 101),
+    "mixed-case-token": ("GET", {**HANDSHAKE, "Upgrade": "WebSocket"}, b"", 101),
+    "token-list": ("GET", {**HANDSHAKE, "Upgrade": "h2c, websocket"}, b"", 101),
+    "version-8": ("GET", {**HANDSHAKE, "Sec-WebSocket-Version": "8"}, b"", 426),
+    "no-connection-upgrade": ("GET", {**HANDSHAKE, "Connection": "keep-alive"}, b"", 400),
+    "post": ("POST", HANDSHAKE, b"", 405),
+    "with-a-body": ("GET", HANDSHAKE, b"abc", 400),
+}
+
+
+def upgrade_app(events: list[Any]) -> App:
+    """``/ws``: a plain HTTP route and a websocket handler on the same path."""
+    app = App()
+
+    @app.route("/ws", method=["GET", "POST"])
+    def plain() -> str:
+        return "plain HTTP"
+
+    @app.websocket_handler(endpoint="/ws")
+    class Recorder(WebsocketHandler):
+        def on_open(self, session: Any) -> None:
+            events.append("open")
+
+        def on_close(self, session: Any, reason: Any) -> None:
+            events.append(("close", reason.code))
+
+    return app
+
+
+def _events_once_closed(events: list[Any]) -> list[Any]:
+    """``events`` once ``on_close`` ran (a server runs it after the client left)."""
+    deadline = time.monotonic() + 5
+    while not any(isinstance(e, tuple) for e in events):
+        assert time.monotonic() < deadline, events
+        time.sleep(0.01)
+    return list(events)
+
+
+@pytest.mark.parametrize("case", list(UPGRADES))
+def test_a_websocket_handshake_is_told_apart_as_the_servers_do(transport: str, case: str) -> None:
+    """``request()`` answers what the servers answer: the handshake's answer for an
+    ``Upgrade: websocket`` (a 101 whose session then sees the client go), plain HTTP
+    for any other request; ``websocket_connect`` opens or raises that same answer."""
+    method, headers, body, status = UPGRADES[case]
+    answers, events = {}, {}
+    for kind in ("dispatch", transport):
+        events[kind] = []
+        with front(kind, upgrade_app(events[kind])) as ask:
+            answers[kind] = ask(method, "/ws", headers, body)
+            if answers[kind].status == 101:
+                events[kind] = _events_once_closed(events[kind])
+    assert answers["dispatch"] == answers[transport], answers
+    assert answers["dispatch"].status == status
+    assert events["dispatch"] == events[transport]
+    assert events["dispatch"] == (["open", ("close", 1006)] if status == 101 else [])
+    if "Upgrade" in headers and method == "GET" and not body:
+        try:
+            with TestClient(upgrade_app([])).websocket_connect("/ws", headers) as ws:
+                opened = _answer(ws.status_code, ws.header_list, b"")
+        except WebsocketRejected as rejected:
+            opened = _answer(rejected.status_code, rejected.headers, rejected.body)
+        assert opened == answers[transport]
+
+
 # -- a failure after the answer started ---------------------------------------------
 def failing_app() -> App:
     """Routes that fail once their streamed answer started."""

@@ -49,7 +49,7 @@ from .common import set_kernel_timeouts, set_receive_timeout, unsent_bytes
 from .thread_io import report
 from .tls_serial import SerializedTls
 
-__all__ = ["WebsocketUpgrade"]
+__all__ = ["WebsocketUpgrade", "wants_websocket"]
 
 _log = _logging.get_logger("simple_http_server.websocket")
 
@@ -96,6 +96,14 @@ else:
         return 0
 
 
+def wants_websocket(head: RequestHead) -> bool:
+    """True for a request the servers answer with a websocket handshake: one whose
+    ``Upgrade`` names ``websocket``; any other (``Upgrade: h2c``...) is plain HTTP."""
+    if head.upgrade is False:  # the parser saw no Upgrade header: most requests
+        return False
+    return ws.is_websocket_upgrade(head)
+
+
 def _request_done(http: HttpConnection) -> bool:
     """Read the (empty) rest of the upgrade request; True when h11 paused for the switch."""
     event = http.next_event()
@@ -125,11 +133,8 @@ class WebsocketUpgrade:
         self._stopping = False
         self._closing_at = 0.0
 
-    def wants(self, head: RequestHead) -> bool:
-        """True for websocket upgrade requests."""
-        if head.upgrade is False:  # the parser saw no Upgrade header: most requests
-            return False
-        return ws.is_websocket_upgrade(head)
+    #: True for websocket upgrade requests (the TestClient decides with the same function).
+    wants = staticmethod(wants_websocket)
 
     async def _negotiate(self, http: HttpConnection, head: RequestHead) -> Accepted | Rejected:
         if not _request_done(http):

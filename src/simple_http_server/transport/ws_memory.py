@@ -24,12 +24,11 @@ from ..dispatch.invoke import run_sync
 from ..dispatch.ws_handlers import Rejected, negotiate
 from ..dispatch.ws_session import LinkBase
 from ..models import Headers
-from ..protocol.http11 import ProtocolFailure, RequestHead
+from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, data_message
-from .common import new_connection
 from .ws_glue import _reject_bytes, _request_done
 
-__all__ = ["TestWebsocket", "WebsocketRejected", "connect", "response_head"]
+__all__ = ["TestWebsocket", "WebsocketRejected", "open_websocket", "response_head"]
 
 
 def response_head(data: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -125,7 +124,7 @@ class TestWebsocket:
         what they sent and what it answered.
         """
         link = self._link
-        if link is None:  # still in the handshake: connect() pumps after on_open
+        if link is None:  # still in the handshake: open_websocket() pumps after on_open
             return
         while True:
             if not self._pumping.acquire(blocking=wait):
@@ -226,6 +225,16 @@ class TestWebsocket:
         if link is not None:
             run_sync(link.finish())
 
+    def _disconnect(self) -> None:
+        """The client goes away without a Close, as a plain HTTP client does after the 101
+        (the handler's ``on_close`` runs before this returns)."""
+        link = self._link
+        if link is None:
+            return
+        with self._pumping:
+            run_sync(link.handle(link.feed(b"")))
+        run_sync(link.finish())
+
     @property
     def is_closed(self) -> bool:
         """True once either side sent a Close frame."""
@@ -238,16 +247,11 @@ class TestWebsocket:
         self.close()
 
 
-def connect(app: Any, config: Any, request: bytes) -> TestWebsocket:
-    """Run the handshake of ``request`` (the bytes of an upgrade request) in memory,
-    through the servers' HTTP protocol object; the open :class:`TestWebsocket`."""
-    http = new_connection(config)
-    http.receive_data(request)
-    head = http.next_event()
-    if not isinstance(head, RequestHead):  # e.g. a 431 for a head over max_head_size
-        status = head.status if isinstance(head, ProtocolFailure) else 400
-        raise WebsocketRejected.from_response(http.send_error(status))
-    if head.upgrade and not _request_done(http):
+def open_websocket(app: Any, config: Any, http: HttpConnection, head: RequestHead) -> TestWebsocket:
+    """Run the handshake of ``head``, a request :func:`.ws_glue.wants_websocket` takes,
+    read from ``http`` (the servers' HTTP protocol object): the open :class:`TestWebsocket`,
+    else :class:`WebsocketRejected` with the servers' refusal."""
+    if not _request_done(http):
         result: Any = Rejected(400, [], "A websocket upgrade request must not have a body.")
     else:
         result = run_sync(negotiate(app.compiled().websockets, head, deflate=False))
