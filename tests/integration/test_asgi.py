@@ -7,14 +7,16 @@ import contextlib
 import http.client
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from simple_http_server import App, Request, Response, server
+from simple_http_server import App, JSONBody, Request, RequestBodyReader, Response, server
 
 from ..conftest import asgi_server
+from ..robustness.wire import parse_responses, read_until_closed
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
 
@@ -949,3 +951,119 @@ def test_websocket_scope_with_root_path() -> None:
     )
     assert sent[0]["type"] == "websocket.accept"
     assert sent[1] == {"type": "websocket.send", "text": "room r2 at /ws/r2"}
+
+
+# -- a request body that stalls (body_timeout, min_body_rate) ---------------------
+def _body_app() -> App:
+    """Bodies read every way: by the controller (sync and async) or by the dispatcher
+    before the controller runs (a form for a ``def``, JSON for an ``async def``)."""
+    app = App()
+
+    @app.route("/reader-def", method="POST")
+    def reader_def(reader: RequestBodyReader) -> dict[str, int]:
+        return {"received": len(reader.read_blocking())}
+
+    @app.route("/reader-async", method="POST")
+    async def reader_async(reader: RequestBodyReader) -> dict[str, int]:
+        return {"received": len(await reader.read())}
+
+    @app.route("/form-def", method="POST")
+    def form_def(name: str = "") -> dict[str, str]:
+        return {"name": name}
+
+    @app.route("/json-async", method="POST")
+    async def json_async(item: JSONBody) -> dict[str, Any]:
+        return {"item": item}
+
+    @app.route("/fast")
+    def fast() -> str:
+        return "fast"
+
+    return app
+
+
+BODY_KINDS = {
+    "reader-def": b"application/octet-stream",
+    "reader-async": b"application/octet-stream",
+    "form-def": b"application/x-www-form-urlencoded",
+    "json-async": b"application/json",
+}
+
+
+def _start_body(
+    port: int, path: str, sent: bytes = b"name=abc", length: int = 100
+) -> socket.socket:
+    """A POST of a ``length``-byte body that stops after ``sent``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"POST /" + path.encode() + b" HTTP/1.1\r\nHost: t\r\nContent-Type: " + BODY_KINDS[path]
+        + b"\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n" + sent
+    )  # fmt: skip
+    return sock
+
+
+@pytest.mark.parametrize("path", list(BODY_KINDS))
+def test_uvicorn_answers_a_stalled_body_with_408_after_body_timeout(path: str) -> None:
+    """uvicorn bounds no request body: the adapter does, as our transports do (the
+    stalled request held its pool thread, and its connection, forever)."""
+    proxy = server.init_asgi_proxy(app_conf=_body_app(), body_timeout=1.0, worker_threads=1)
+    # uvicorn's own keep-alive timeout must not be what closes the connection.
+    with asgi_server(proxy, timeout_keep_alive=60) as address:
+        with _start_body(address.port, path) as sock:
+            started = time.monotonic()
+            data = read_until_closed(sock, timeout=8)
+            elapsed = time.monotonic() - started
+        assert 0.9 <= elapsed < 5.0, elapsed
+        responses = parse_responses(data)
+        assert [r.status for r in responses] == [408] and responses[0].closes
+        assert b"not sent in time" in responses[0].body
+        conn = address.connection(timeout=5)
+        conn.request("GET", "/fast")  # the one pool thread serves again
+        assert conn.getresponse().read() == b"fast"
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["reader-def", "form-def"])
+def test_uvicorn_answers_a_body_below_min_body_rate_with_408(path: str) -> None:
+    """No byte after the head: the minimum rate fails once its grace is over,
+    long before body_timeout."""
+    proxy = server.init_asgi_proxy(
+        app_conf=_body_app(), body_timeout=8.0, min_body_rate=1000.0, min_body_rate_grace=1.0
+    )
+    with asgi_server(proxy, timeout_keep_alive=60) as address:
+        with _start_body(address.port, path) as sock:
+            started = time.monotonic()
+            data = read_until_closed(sock, timeout=10)
+            elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 5.0, elapsed
+    responses = parse_responses(data)
+    assert [r.status for r in responses] == [408] and responses[0].closes
+    assert b"too slowly" in responses[0].body
+
+
+def test_uvicorn_body_at_a_normal_pace_is_read_whole() -> None:
+    proxy = server.init_asgi_proxy(
+        app_conf=_body_app(), body_timeout=1.0, min_body_rate=1000.0, min_body_rate_grace=0.3
+    )
+    with asgi_server(proxy) as address:
+        with _start_body(address.port, "reader-def", b"", length=1000) as sock:
+            for _ in range(10):  # 2,000 bytes a second for 0.5 s: above the minimum
+                sock.sendall(b"y" * 100)
+                time.sleep(0.05)
+            data = b""
+            while not data.endswith(b"}"):
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b'{"received": 1000}'), data
+
+
+@pytest.mark.parametrize("version", ["1.1", "2"])
+def test_a_408_closes_the_connection_under_http_1_only(version: str) -> None:
+    """``Connection: close`` is HTTP/1.x's: an HTTP/2 answer must not carry it."""
+    scope = http_scope("POST", "/reader-async", headers=[(b"content-length", b"100")])
+    scope["http_version"] = version
+    proxy = server.init_asgi_proxy(app_conf=_body_app(), body_timeout=0.2)
+    sent = run_asgi(scope, [{"type": "http.request", "body": b"x", "more_body": True}], proxy)
+    assert sent[0]["status"] == 408
+    assert ((b"connection", b"close") in sent[0]["headers"]) == (version == "1.1")

@@ -15,7 +15,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .. import logger as _logging
@@ -28,7 +28,11 @@ from ..dispatch.channel import (
 from ..dispatch.dispatcher import Dispatcher, make_request
 from ..dispatch.invoke import SyncPool, reset_pool, use_pool
 from ..dispatch.routing import PATH_SAFE
-from ..transport.common import ClientGone, backlog_exceeded
+from ..errors import HttpError
+from ..transport.common import BodyPace, ClientGone, backlog_exceeded
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
 
 __all__ = ["ASGIProxy", "send_within"]
 
@@ -41,6 +45,10 @@ _log = _logging.get_logger("simple_http_server.asgi")
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailers"}
 )
+#: Under HTTP/1.x, ends the connection after a 408 (uvicorn keeps it otherwise).
+_CLOSE = (b"connection", b"close")
+_TOO_SLOW = "The request body is arriving too slowly."
+_LATE = "The request body was not sent in time."
 #: Most body bytes handed to the ASGI server in one ``send``: each send must be
 #: taken within ``body_timeout``, so a large piece goes in slices and the bound
 #: catches a stalled client, never a slow one that keeps reading.
@@ -55,11 +63,20 @@ if sys.version_info >= (3, 11):
         async with asyncio.timeout(timeout):
             await send(message)
 
+    async def _receive_within(receive: Receive, timeout: float) -> Message:
+        """``await receive()``; ``TimeoutError`` when it takes over ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            return await receive()
+
 else:  # pragma: no cover - Python 3.10
 
     async def send_within(send: Send, message: Message, timeout: float) -> None:
         """``await send(message)``; ``TimeoutError`` when it takes over ``timeout`` seconds."""
         await asyncio.wait_for(send(message), timeout)
+
+    async def _receive_within(receive: Receive, timeout: float) -> Message:
+        """``await receive()``; ``TimeoutError`` when it takes over ``timeout`` seconds."""
+        return await asyncio.wait_for(receive(), timeout)
 
 
 def request_target(scope: Scope) -> str:
@@ -108,16 +125,18 @@ def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
 class _ASGIChannel(Channel):
     """Pulls the body from ``receive``, pushes the response into ``send``."""
 
-    def __init__(
-        self, scope: Scope, receive: Receive, send: Send, send_timeout: float, backlog: int
-    ) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, config: ServerConfig) -> None:
         self._receive = receive
         self._send = send
         #: Longest the ASGI server may hold one ``send`` (its backpressure for a client
         #: that stopped reading) before the response is abandoned: ``body_timeout``.
-        self._send_timeout = send_timeout
+        self._send_timeout = config.body_timeout
         #: Most bytes coroutines' writes may leave waiting in chained sends.
-        self._backlog = backlog
+        self._backlog = config.limits.max_send_backlog
+        #: ``body_timeout`` and ``min_body_rate`` for the request body, from the request:
+        #: the ASGI server bounds neither (uvicorn waits for a stalled body forever).
+        self._pace = BodyPace(config)
+        self._closing = False  # the answer says ``Connection: close`` (HTTP/1.x only)
         self._held = 0
         self.secure = scope.get("scheme") in ("https", "wss")
         client = scope.get("client")
@@ -125,6 +144,7 @@ class _ASGIChannel(Channel):
         self.is_head = scope.get("method") == "HEAD"
         # HTTP/2 and 3 frame bodies themselves: no Content-Length is needed.
         self.unframed_body = not str(scope.get("http_version") or "1.1").startswith("1")
+        self._http1 = not self.unframed_body
         self.expects_body = self.unframed_body or any(
             name.lower() == b"transfer-encoding"
             or (name.lower() == b"content-length" and value.strip() not in (b"", b"0"))
@@ -139,18 +159,38 @@ class _ASGIChannel(Channel):
 
     async def receive(self) -> bytes:
         while not self.body_done:
-            message = await self._receive()
+            message = await self._next_message()
             kind = message.get("type")
             if kind == "http.request":
                 body = bytes(message.get("body") or b"")
                 if not message.get("more_body", False):
                     self.body_done = True
                 if body:
+                    self._pace.add(len(body))
                     return body
             elif kind == "http.disconnect":
                 self.body_done = self.disconnected = True
                 raise ClientGone("client disconnected while sending the body")
         return b""
+
+    async def _next_message(self) -> Message:
+        """The ASGI server's next message about the body, waited for as our transports
+        wait for body bytes: a 408 (and the connection closed) past ``body_timeout`` or
+        when the body falls below ``min_body_rate``."""
+        wait = self._pace.next_wait()
+        try:
+            return await _receive_within(self._receive, wait)
+        except (asyncio.TimeoutError, TimeoutError):
+            self._closing = self._http1
+            raise HttpError(
+                408, "", _TOO_SLOW if self._pace.limited_by_rate(wait) else _LATE
+            ) from None
+
+    def _start_message(self, status: int, headers: HeaderLines) -> Message:
+        lines = asgi_headers(headers)
+        if self._closing:
+            lines.append(_CLOSE)
+        return {"type": "http.response.start", "status": status, "headers": lines}
 
     async def _watch_disconnect(self) -> None:
         """During a streamed response: notice a client that goes away."""
@@ -182,9 +222,7 @@ class _ASGIChannel(Channel):
         await self._head(status, headers)
 
     async def _head(self, status: int, headers: HeaderLines) -> None:
-        await self._emit(
-            {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
-        )
+        await self._emit(self._start_message(status, headers))
         if (self.body_done or not self.expects_body) and self._watcher is None:
             self._watcher = asyncio.ensure_future(self._watch_disconnect())
 
@@ -213,9 +251,7 @@ class _ASGIChannel(Channel):
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
         await self._settle()
         headers = with_content_length(headers, status, len(body))
-        await self._emit(
-            {"type": "http.response.start", "status": status, "headers": asgi_headers(headers)}
-        )
+        await self._emit(self._start_message(status, headers))
         payload = b"" if self.is_head else body
         if len(payload) > SEND_SLICE:
             await self._emit_body(payload)
@@ -351,10 +387,7 @@ class ASGIProxy:
             scheme,
         )
         request.environment = scope if isinstance(scope, dict) else dict(scope)
-        config = self.dispatcher.config
-        channel = _ASGIChannel(
-            scope, receive, send, config.body_timeout, config.limits.max_send_backlog
-        )
+        channel = _ASGIChannel(scope, receive, send, self.dispatcher.config)
         try:
             await self.dispatcher.handle(request, channel)
         except ClientGone:
