@@ -16,6 +16,7 @@ import pytest
 
 from simple_http_server import App, server
 
+from ..conftest import wsgi_server
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
 
@@ -159,6 +160,33 @@ def test_chunked_body_without_input_terminated_is_411(validated: int) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 411 ") or head.startswith(b"HTTP/1.1 411 "), head
     assert json.loads(body)["code"] == 411
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"+3", b"3 3", b"\xb2", b"\xd9\xa3"])
+def test_invalid_content_length_is_400(length: bytes) -> None:
+    """wsgiref hands any ``Content-Length`` on as ``CONTENT_LENGTH`` (its validator
+    would refuse it, so none here): one that is no decimal number is a 400, as in our
+    transports (it was read as "no body", and ``\xb2``, a digit to ``str.isdigit``,
+    was a 500)."""
+    proxy = server.init_wsgi_proxy(resources=RESOURCES, app_conf=build_app())
+    with wsgi_server(proxy) as address:
+        conn = address.connection()
+        try:
+            conn.putrequest("POST", "/upload")
+            conn.putheader("Content-Length", length)
+            conn.endheaders()
+            response = conn.getresponse()
+            status, ctype, body = response.status, response.headers["Content-Type"], response.read()
+        finally:
+            conn.close()
+    assert (status, ctype) == (400, "application/json; charset=utf-8")
+    assert json.loads(body) == {"code": 400, "message": "Bad Request", "explain": ""}
+
+
+def test_empty_content_length_means_no_body() -> None:
+    """PEP 3333: an empty ``CONTENT_LENGTH`` is no body, not a malformed one."""
+    status, _, body = call_wsgi("/upload", REQUEST_METHOD="POST", CONTENT_LENGTH="")
+    assert (status, json.loads(body)) == ("200 OK", {"received": 0})
 
 
 def test_errors(validated: int) -> None:

@@ -24,6 +24,7 @@ while it runs).
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
@@ -39,7 +40,7 @@ from ..dispatch.dispatcher import Dispatcher, make_request
 from ..dispatch.invoke import LoopHelper, help_while_waiting
 from ..dispatch.routing import PATH_SAFE
 from ..errors import HttpError
-from ..protocol.http11 import reason_phrase
+from ..protocol.http11 import error_body, reason_phrase
 from ..transport.common import ClientGone
 from ..transport.thread_io import Inbox, Outbox
 
@@ -50,6 +51,8 @@ READ_SIZE = 64 * 1024
 _COMPLETE = "this Response is complete: nothing more can be written"
 _TRUNCATED = "The request body is shorter than its Content-Length."
 _get_running_loop = asyncio._get_running_loop
+#: A ``Content-Length`` value (``str.isdigit`` would also take "²" or "١٢").
+_LENGTH = re.compile(r"[0-9]+")
 _threads = threading.local()
 _HOP_BY_HOP = frozenset(
     {
@@ -90,6 +93,20 @@ def request_target(environ: dict[str, Any]) -> str:
     return f"{path}?{query}" if query else path
 
 
+def declared_length(environ: dict[str, Any]) -> int | None:
+    """``CONTENT_LENGTH`` as an int; None when it is absent or empty (no body, PEP 3333).
+
+    Raises:
+        ValueError: it is no decimal number (``abc``, ``-1``): a 400, as in our transports.
+    """
+    length = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if not length:
+        return None
+    if not _LENGTH.fullmatch(length):
+        raise ValueError(f"invalid Content-Length {length!r}")
+    return int(length)
+
+
 def request_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     """The request headers of a WSGI ``environ``."""
     headers = []
@@ -126,7 +143,11 @@ class _WSGIChannel(Channel):
     """Reads ``wsgi.input``, answers through ``start_response``."""
 
     def __init__(
-        self, environ: dict[str, Any], start_response: StartResponse, backlog: int = 0
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        length: int | None,
+        backlog: int = 0,
     ) -> None:
         self.environ = environ
         self.start_response = start_response
@@ -138,11 +159,10 @@ class _WSGIChannel(Channel):
         self.streaming = False
         self._write: Callable[[bytes], Any] | None = None
         self._input = environ["wsgi.input"]
-        length = str(environ.get("CONTENT_LENGTH") or "").strip()
         # A chunked body the WSGI server does not terminate cannot be read safely.
         self._length_required = False
-        if length.isdigit():
-            self._remaining: int | None = int(length)
+        if length is not None:
+            self._remaining: int | None = length
         elif environ.get("HTTP_TRANSFER_ENCODING"):
             self._remaining = None  # chunked: the server marks the end with b""
             self._length_required = not environ.get("wsgi.input_terminated")
@@ -322,6 +342,14 @@ class _StreamedBody:
         self._coro.close()
 
 
+def _refuse(start_response: StartResponse, status: int, body: bytes, kind: str) -> list[bytes]:
+    """An answer of the adapter's own, before any app code runs."""
+    start_response(
+        status_line(status), [("Content-Type", kind), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
 class WSGIProxy:
     """A WSGI application serving one dispatcher (see ``server.init_wsgi_proxy``).
 
@@ -337,11 +365,11 @@ class WSGIProxy:
         """The WSGI entry point: ``app_proxy(environ, start_response)``."""
         if str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket":
             body = b'{"code": 501, "message": "Websocket is not supported under WSGI"}'
-            start_response(
-                status_line(501),
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
+            return _refuse(start_response, 501, body, "application/json")
+        try:
+            length = declared_length(environ)
+        except ValueError:  # wsgiref passes it on; our transports (h11) answer 400
+            return _refuse(start_response, 400, error_body(400), "application/json; charset=utf-8")
         scheme = str(environ.get("wsgi.url_scheme", "http"))
         request = make_request(
             str(environ.get("REQUEST_METHOD", "GET")).upper(),
@@ -350,7 +378,7 @@ class WSGIProxy:
             scheme,
         )
         request.environment = environ
-        channel = _WSGIChannel(environ, start_response, self._backlog)
+        channel = _WSGIChannel(environ, start_response, length, self._backlog)
         coro = self.dispatcher.handle(request, channel)
         try:
             first = channel.step(coro)

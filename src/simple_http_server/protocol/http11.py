@@ -32,6 +32,7 @@ __all__ = [
     "HttpConnection",
     "ProtocolFailure",
     "RequestHead",
+    "error_body",
     "reason_phrase",
 ]
 
@@ -53,6 +54,11 @@ _REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus} | 
 def reason_phrase(status: int) -> bytes:
     """The standard reason phrase of ``status`` (empty when unknown)."""
     return _REASONS.get(status, b"")
+
+
+def error_body(status: int) -> bytes:
+    """The JSON body of an error answered before any app code runs (a malformed request)."""
+    return b'{"code": %d, "message": "%s", "explain": ""}' % (status, reason_phrase(status))
 
 
 class _DateCache:
@@ -486,7 +492,7 @@ class HttpConnection:
         self._closing = True
         if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return b""
-        body = b'{"code": %d, "message": "%s", "explain": ""}' % (status, reason_phrase(status))
+        body = error_body(status)
         headers = [(b"Content-Type", b"application/json; charset=utf-8")]
         try:
             return self.send_response(status, headers, body)
