@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from simple_http_server import App, JSONBody, Request, RequestBodyReader, Response, server
+from simple_http_server import (
+    App,
+    Headers,
+    JSONBody,
+    Request,
+    RequestBodyReader,
+    Response,
+    server,
+)
 
 from ..conftest import asgi_server
 from ..robustness.wire import parse_responses, read_until_closed
@@ -147,6 +155,23 @@ def test_header_lists_and_cookies_reach_the_client() -> None:
     assert all(name == name.lower() for name in names)
     assert b"set-cookie" in names and b"content-length" in names
     assert json.loads(body_of(sent)) == {"n": 1}
+
+
+def test_hop_by_hop_headers_of_the_app_are_not_handed_to_the_asgi_server() -> None:
+    """The connection and its framing are the ASGI server's (README: The same app everywhere)."""
+    app = App()
+    hop_by_hop = {"Connection": "close", "Keep-Alive": "timeout=1", "Upgrade": "h2c",
+                  "TE": "trailers", "Trailers": "x", "Transfer-Encoding": "chunked"}  # fmt: skip
+
+    @app.route("/hop")
+    def hop() -> tuple[int, Headers, str]:
+        return 200, Headers({**hop_by_hop, "X-Kept": "1"}), "x"
+
+    sent = run_asgi(http_scope("GET", "/hop"), [{"type": "http.request"}],
+                    server.init_asgi_proxy(app_conf=app))  # fmt: skip
+    names = {name for name, _ in sent[0]["headers"]}
+    assert b"x-kept" in names and b"content-length" in names
+    assert not names & {name.lower().encode() for name in hop_by_hop}
 
 
 def test_disconnect_stops_a_streamed_response() -> None:

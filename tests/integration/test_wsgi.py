@@ -14,7 +14,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from simple_http_server import App, server
+from simple_http_server import App, Headers, server
 
 from ..conftest import wsgi_server
 from .apps import harness
@@ -189,6 +189,22 @@ def test_empty_content_length_means_no_body() -> None:
     assert (status, json.loads(body)) == ("200 OK", {"received": 0})
 
 
+def test_hop_by_hop_headers_of_the_app_are_not_handed_to_the_wsgi_server() -> None:
+    """PEP 3333: an app must not send hop-by-hop headers (wsgiref's validator fails the
+    request with a 500 if it does); the connection is the WSGI server's."""
+    app = App()
+
+    @app.route("/hop")
+    def hop() -> tuple[int, Headers, str]:
+        hop_by_hop = {"Connection": "close", "Keep-Alive": "timeout=1", "Upgrade": "h2c"}
+        return 200, Headers({**hop_by_hop, "Proxy-Authenticate": "Basic", "X-Kept": "1"}), "x"
+
+    with wsgiref_server(app) as port:
+        status, headers, body = request(port, "GET", "/hop")
+    assert (status, body, headers["X-Kept"]) == (200, b"x", "1")
+    assert not {"Keep-Alive", "Upgrade", "Proxy-Authenticate"} & set(headers.keys())
+
+
 def test_errors(validated: int) -> None:
     status, _, body = request(validated, "GET", "/nope")
     assert status == 404 and json.loads(body)["code"] == 404
@@ -264,6 +280,35 @@ def test_gunicorn_streams_without_buffering(gunicorn: harness.Proc) -> None:
     request = b"GET /stream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n"
     received = gunicorn.read_until(request, b"part-2\n")
     assert b"Transfer-Encoding: chunked" in received
+
+
+@pytest.fixture(scope="module")
+def gunicorn_below_api() -> Iterator[harness.Proc]:
+    """The demo app mounted at ``/api`` (gunicorn's ``SCRIPT_NAME``)."""
+    port = harness.free_port()
+    args = harness.gunicorn(
+        "--workers", "1", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2",
+        "tests.integration.apps.demo_app:wsgi",
+    )  # fmt: skip
+    with harness.running(args, port, env={"SCRIPT_NAME": "/api"}) as proc:
+        yield proc
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/static/hello.txt", "/static/%2Fhello.txt", "/static/x%2F..%2Fhello.txt", "/path/a%2Fb",
+     "/path/a%20b", "/hello?name=a%26b"],
+)  # fmt: skip
+def test_below_script_name_the_raw_target_is_used(
+    gunicorn_below_api: harness.Proc, path: str
+) -> None:
+    """Below a ``SCRIPT_NAME``, the target is the server's raw one without that prefix,
+    as without one: ``PATH_INFO`` (decoded) served an encoded slash as a ``/``."""
+    from simple_http_server.testing import TestClient
+
+    status, _, body = gunicorn_below_api.get("/api" + path)
+    expected = TestClient(build_app(), RESOURCES).get(path)
+    assert (status, body) == (expected.status_code, expected.content)
 
 
 @pytest.mark.parametrize("path", ["/generator", "/async-generator", "/iterator", "/file-object"])

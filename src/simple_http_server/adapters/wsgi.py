@@ -84,13 +84,29 @@ def wsgi_headers(headers: HeaderLines) -> list[tuple[str, str]]:
 
 
 def request_target(environ: dict[str, Any]) -> str:
-    """The request target, undecoded when the server kept it (gunicorn's ``RAW_URI``)."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
-    if raw.startswith("/") and not environ.get("SCRIPT_NAME"):
-        return str(raw)
+    """The request target below ``SCRIPT_NAME``, undecoded when the server passes it
+    (``RAW_URI``: gunicorn; ``REQUEST_URI``: uWSGI, mod_wsgi); otherwise rebuilt from
+    ``PATH_INFO``, already decoded: ``%2F`` and ``/`` can no longer be told apart."""
+    raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    if raw.startswith("/"):
+        script = str(environ.get("SCRIPT_NAME") or "").rstrip("/")
+        if not script:
+            return raw
+        rest = _below_script(raw, quote(script.encode("latin-1"), safe=PATH_SAFE))
+        if rest is not None:
+            return rest
     path = quote(environ.get("PATH_INFO", "").encode("latin-1") or b"/", safe=PATH_SAFE)
     query = environ.get("QUERY_STRING", "")
     return f"{path}?{query}" if query else path
+
+
+def _below_script(raw: str, script: str) -> str | None:
+    """The raw target ``raw`` without its leading ``script`` segments (None when it does
+    not start with them as spelled: ``PATH_INFO`` is used then)."""
+    path, mark, query = raw.partition("?")
+    if path != script and not path.startswith(script + "/"):
+        return None
+    return (path[len(script) :] or "/") + mark + query
 
 
 def declared_length(environ: dict[str, Any]) -> int | None:
