@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import MAX_SECONDS
+from .config import MAX_SECONDS, ServerConfig
 
 __all__ = ["build_parser", "main", "parse_resources"]
 
@@ -269,6 +269,12 @@ _CONFIG_OPTIONS = (
 )
 
 
+def _with_flag_names(message: str) -> str:
+    """``message`` with the flags' names: ``max_connections`` -> ``--max-connections``."""
+    names = "|".join(("port", *_CONFIG_OPTIONS))
+    return re.sub(rf"\b({names})\b", lambda m: "--" + m[1].replace("_", "-"), message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -287,14 +293,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
+    options: dict[str, Any] = {
+        name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
+    }
+    try:  # out-of-range values are refused before the scan runs the user's modules
+        ServerConfig().with_changes(host=args.host, port=args.port, **options)
+    except ValueError as exc:
+        parser.error(_with_flag_names(str(exc)))
 
     from . import logger, server
 
     logger.set_level(args.log_level)
     server.scan(regx=args.regex, project_dir=args.scan)
-    options: dict[str, Any] = {
-        name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
-    }
     if args.certfile:
         options.update(ssl=True, certfile=args.certfile, keyfile=args.keyfile)
         options["keypass"] = args.keypass

@@ -165,6 +165,36 @@ def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-connections", "0"], "--max-connections must be at least 1"),
+        (["--worker-threads", "0"], "--worker-threads must be at least 1"),
+        (["-p", "70000"], "--port must be in 0..65535"),
+        (["--max-head-size", "0"], "--max-head-size must be positive"),
+        (["--min-body-rate", "nan"], "--min-body-rate must be a finite number"),
+        (["--keep-alive-max-requests", "-1"], "--keep-alive-max-requests must not be negative"),
+        (["--max-form-fields", "-3"], "--max-form-fields must not be negative"),
+    ],
+)
+def test_out_of_range_values_exit_2_before_any_module_runs(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """argparse let these through; ``ServerConfig`` refused them inside ``server.start``,
+    after the scan had run the user's modules, with status 1."""
+    (tmp_path / "noisy.py").write_text("import sys\nprint('MODULE RAN', file=sys.stderr)\n")
+    result = subprocess.run(
+        cli(harness.free_port(), "-s", str(tmp_path), *args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=str(tmp_path),
+        env=harness.child_environment(),
+    )
+    assert (result.returncode, "MODULE RAN" in result.stderr) == (2, False), result.stderr
+    assert message in result.stderr
+
+
 class _BlockingHandler(logging.Handler):
     """A handler stuck on I/O until released."""
 
