@@ -152,8 +152,11 @@ class ServerConfig:
     #: Write one access-log line per request.
     access_log: bool = False
     ssl_context: ssl.SSLContext | None = None
+    #: Media types (or prefixes such as ``"text/"``) to gzip; empty: gzip is off.
     gzip_content_types: frozenset[str] = frozenset()
+    #: Smallest body gzipped, in bytes (0 or more).
     gzip_min_size: int = 1024
+    #: zlib level, 1 (fast) to 9 (small).
     gzip_compress_level: int = 6
 
     def __post_init__(self) -> None:
@@ -172,6 +175,10 @@ class ServerConfig:
             raise ValueError("max_connections must be at least 1")
         if self.keep_alive_max_requests < 0:
             raise ValueError("keep_alive_max_requests must not be negative")
+        if self.gzip_min_size < 0:
+            raise ValueError("gzip_min_size must not be negative")
+        if not 1 <= self.gzip_compress_level <= 9:
+            raise ValueError("gzip_compress_level must be in 1..9")
         for name in _TIMES:
             if getattr(self, name) > MAX_SECONDS:
                 raise ValueError(f"{name} must be a number of seconds up to {MAX_SECONDS:.0f}")

@@ -205,6 +205,30 @@ def test_a_count_must_be_a_whole_number(name: str, value: object) -> None:
         ServerConfig().with_changes(**{name: value})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("gzip_compress_level", 0), ("gzip_compress_level", 10), ("gzip_compress_level", 100),
+     ("gzip_compress_level", -5), ("gzip_min_size", -1), ("gzip_min_size", -5)],
+)  # fmt: skip
+def test_gzip_settings_out_of_range_are_refused(
+    restore_module_server: None, name: str, value: int
+) -> None:
+    """``gzip_compress_level=100`` or ``-5`` and ``gzip_min_size=-5`` were accepted (and
+    quietly clamped), though the README gives the level as 1 (fast) .. 9 (small)."""
+    with pytest.raises(ValueError, match=name):
+        ServerConfig(**{name: value})
+    with pytest.raises(ValueError, match=name):
+        server._build(gzip_content_types="text/plain", **{name: value})  # server.start
+    with pytest.raises(ValueError, match=name):
+        server.init_asgi_proxy(**{name: value})
+
+
+def test_gzip_settings_at_their_bounds_are_taken() -> None:
+    for level in (1, 9):
+        assert ServerConfig(gzip_compress_level=level).gzip_compress_level == level
+    assert ServerConfig(gzip_min_size=0).gzip_min_size == 0
+
+
 @pytest.mark.parametrize("value", [True, "5", None])
 @pytest.mark.parametrize("name", [*TIMES, "min_body_rate"])
 def test_a_time_or_rate_must_be_a_number(name: str, value: object) -> None:

@@ -257,9 +257,9 @@ def test_gzip_policy_choices():
 def test_gzip_policy_from_config():
     assert GzipPolicy.from_config(ServerConfig()) is None
     policy = GzipPolicy.from_config(
-        ServerConfig().with_changes(gzip_content_types={"text/"}, gzip_compress_level=99)
+        ServerConfig().with_changes(gzip_content_types={"text/"}, gzip_compress_level=2)
     )
-    assert policy is not None and policy.level == 9 and policy.content_types == ("text/",)
+    assert policy is not None and policy.level == 2 and policy.content_types == ("text/",)
 
 
 def test_add_vary_merges():
