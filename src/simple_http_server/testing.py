@@ -322,8 +322,11 @@ class TestClient:
         return answer
 
     def _add_cookies(self, default: Any, cookies: Mapping[str, str] | None) -> None:
-        """The jar's cookies and ``cookies`` in one ``Cookie`` header (unless one was given)."""
-        jar = {k: m.value for k, m in self.cookies.items()}
+        """The jar's cookies and ``cookies`` in one ``Cookie`` header (unless one was given).
+
+        The jar's go as they were set (``a="x\\073y"`` stays quoted, as browsers send it);
+        ``cookies`` as given."""
+        jar = {k: m.coded_value for k, m in self.cookies.items()}
         jar.update(cookies or {})
         if jar:
             default("Cookie", "; ".join(f"{k}={v}" for k, v in jar.items()))
@@ -342,8 +345,10 @@ class TestClient:
         for key, morsel in jar.items():
             if morsel["max-age"] == "0" or morsel.value == "":
                 self.cookies.pop(key, None)
-            else:
-                self.cookies[key] = morsel.value
+            else:  # the value as coded on the wire, sent back so; read as the decoded one
+                kept: http.cookies.Morsel[str] = http.cookies.Morsel()
+                kept.set(key, morsel.value, morsel.coded_value)
+                self.cookies[key] = kept
 
     def get(self, path: str, **kwargs: Any) -> TestResponse:
         """``GET path``."""

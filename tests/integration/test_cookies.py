@@ -7,6 +7,10 @@ UTF-8) used to drop every cookie of the request, the session cookie included.
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
+import json
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,6 +86,35 @@ def test_a_quoted_value_comes_back_unquoted(make_any_client) -> None:
     assert reply.status == 200
     assert reply.header("Set-Cookie") == r'kept="a\073b c\"d"'  # SimpleCookie's quoting
     assert client.get("/me").json()["cookies"] == {"kept": 'a;b c"d'}
+
+
+QUOTED = 'a;b c"d'  # add_cookie sends it quoted: kept="a\073b c\"d"
+
+
+def _jar_round_trip(kind: str) -> tuple[Any, Any]:
+    """What ``/me`` reads after ``/set`` set a quoted cookie, sent back by a client
+    that keeps cookies: the TestClient, or urllib's cookie jar over a real socket."""
+    app, query = cookie_app(), "/set?value=" + urllib.parse.quote(QUOTED)
+    if kind == "dispatch":
+        client = TestClient(app)
+        client.get(query)
+        return client.get("/me").json()["cookies"], client.cookies["kept"].value
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with live_server(app, kind) as live:
+        base = f"http://127.0.0.1:{live.port}"
+        opener.open(base + query, timeout=10).read()
+        me = json.loads(opener.open(base + "/me", timeout=10).read())
+    return me["cookies"], QUOTED
+
+
+@pytest.mark.parametrize("kind", ["dispatch", *TRANSPORTS])
+def test_a_quoted_cookie_set_by_the_app_comes_back_whole(kind: str) -> None:
+    """The TestClient kept the unquoted value and sent ``kept=a;b c"d`` raw: the app
+    read ``a`` where a browser's request gives the whole value."""
+    cookies, kept = _jar_round_trip(kind)
+    assert cookies == {"kept": QUOTED}
+    assert kept == QUOTED  # client.cookies holds the decoded value
 
 
 # -- websocket handshakes ----------------------------------------------------
