@@ -86,6 +86,8 @@ class Response:
     #: The streamed answer carries no body (a 204, 304, a 2xx to CONNECT): the
     #: bytes given to write_bytes are dropped.
     _no_body: bool = False
+    #: Body bytes write_bytes handed to the connection (for the access log).
+    _written: int = 0
 
     def __init__(
         self,
@@ -194,6 +196,7 @@ class Response:
             self._channel.start_blocking(self.status_code, lines)
         if not self._no_body:
             self._channel.write_blocking(bytes(data))
+            self._written += len(data)
 
     async def drain(self) -> None:
         """Wait until the client has taken most of what :meth:`write_bytes` sent.

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from simple_http_server import App, WebsocketHandler, WebsocketRequest, logger
+from simple_http_server import App, Response, WebsocketHandler, WebsocketRequest, logger
 from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 
@@ -137,3 +138,57 @@ def test_the_testclient_logs_the_same_escaped_lines(log_records: LogRecords) -> 
         f'"GET /p{shown}"' for _, shown in PATHS
     ]
     check_one_line_each(log_records)
+
+
+def byte_count_app() -> App:
+    app = App()
+
+    @app.route("/hi")
+    def hi() -> str:
+        return "hello"  # 5 body bytes
+
+    @app.route("/wb")
+    def streamed(response: Response) -> None:
+        response.write_bytes(b"abcd")
+        response.write_bytes(bytearray(b"efghi"))  # 9 body bytes
+        time.sleep(0.1)  # a HEAD client has the whole answer and leaves meanwhile
+
+    @app.route("/none")
+    def no_content(response: Response) -> None:
+        response.status_code = 204
+        response.write_bytes(b"dropped")  # a 204 has no body
+        time.sleep(0.1)
+
+    @app.route("/awb")
+    async def streamed_from_a_coroutine(response: Response) -> None:
+        response.write_bytes(b"abc")
+        await response.drain()
+        response.write_bytes(b"defg")  # 7 body bytes
+
+    return app
+
+
+def access_lines(log_records: LogRecords, count: int) -> list[str]:
+    """The access lines, once ``count`` are there: a line follows its answer."""
+    deadline = time.monotonic() + 5
+    while len(lines := messages(log_records, "access")) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return lines
+
+
+def test_access_lines_count_the_body_bytes_sent(make_any_client, log_records: LogRecords) -> None:
+    """``write_bytes`` answers were logged with -1 bytes, and HEAD answers with the size
+    of the GET body, which is not sent; under wsgiref, which gives ``REMOTE_ADDR`` but
+    no ``REMOTE_PORT``, the client was ``-``; under uvicorn a streamed HEAD or 204 answer
+    whose client left once it had the head was taken as a client gone: no line at all."""
+    client = make_any_client(byte_count_app(), access_log=True)
+    asked = [("GET", "/hi"), ("HEAD", "/hi"), ("GET", "/wb"), ("HEAD", "/wb"), ("GET", "/awb"),
+             ("GET", "/none")]  # fmt: skip
+    for method, path in asked:
+        assert client.request(method, path).status == (204 if path == "/none" else 200)
+    lines = sorted(access_lines(log_records, len(asked)))  # the order may vary a little
+    shown = sorted(line.rsplit(" ", 1)[0] for line in lines)
+    client_address = "-" if client.front_end == "dispatch" else "127.0.0.1"  # no socket there
+    expected = ['"GET /hi" 200 5', '"HEAD /hi" 200 0', '"GET /wb" 200 9', '"HEAD /wb" 200 0',
+                '"GET /awb" 200 7', '"GET /none" 204 0']  # fmt: skip
+    assert shown == sorted(f"{client_address} {line}" for line in expected), lines

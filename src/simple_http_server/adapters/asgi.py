@@ -23,6 +23,7 @@ from ..dispatch.channel import (
     Channel,
     HeaderLines,
     encode_headers,
+    sends_no_body,
     with_content_length,
 )
 from ..dispatch.dispatcher import Dispatcher, make_request
@@ -141,7 +142,10 @@ class _ASGIChannel(Channel):
         self.secure = scope.get("scheme") in ("https", "wss")
         client = scope.get("client")
         self.peer = (str(client[0]), int(client[1])) if client else None
-        self.is_head = scope.get("method") == "HEAD"
+        self.method = str(scope.get("method") or "GET")
+        self.is_head = self.method == "HEAD"
+        #: The answer sent carries no body (HEAD, 204, 304): the head is all of it.
+        self.bodyless = self.is_head
         # HTTP/2 and 3 frame bodies themselves: no Content-Length is needed.
         self.unframed_body = not str(scope.get("http_version") or "1.1").startswith("1")
         self._http1 = not self.unframed_body
@@ -222,6 +226,7 @@ class _ASGIChannel(Channel):
         await self._head(status, headers)
 
     async def _head(self, status: int, headers: HeaderLines) -> None:
+        self.bodyless = self.is_head or sends_no_body(self.method, status)
         await self._emit(self._start_message(status, headers))
         if (self.body_done or not self.expects_body) and self._watcher is None:
             self._watcher = asyncio.ensure_future(self._watch_disconnect())
@@ -246,6 +251,8 @@ class _ASGIChannel(Channel):
         await self._end()
 
     async def _end(self) -> None:
+        if self.disconnected and self.bodyless:
+            return  # the client had the whole answer with the head, and left: no failure
         await self._emit({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:

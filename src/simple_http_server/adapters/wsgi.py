@@ -169,7 +169,9 @@ class _WSGIChannel(Channel):
         self.start_response = start_response
         self.secure = environ.get("wsgi.url_scheme") == "https"
         addr, port = environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")
-        self.peer = (str(addr), int(str(port))) if addr and str(port or "").isdigit() else None
+        # wsgiref and others give no REMOTE_PORT: the address alone still names the client
+        number = int(str(port)) if str(port or "").isdigit() else 0
+        self.peer = (str(addr), number) if addr else None
         self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
         self.parts: list[bytes] = []
         self.streaming = False

@@ -249,7 +249,7 @@ class Dispatcher:
                 if response._streaming:
                     if not response._closed:
                         await channel.send_end()
-                    status, size = response.status_code, -1
+                    status, size = response.status_code, response._written
                 else:
                     status, size = await self.send(request, channel, outcome)
             finally:
@@ -265,7 +265,7 @@ class Dispatcher:
                     _escape(str(channel.peer[0])) if channel.peer else "-",
                     _request_line(request),
                     status,
-                    size,
+                    0 if request.method == "HEAD" else size,  # a HEAD answer has no body
                     (time.perf_counter() - started) * 1000,
                 )
         finally:
