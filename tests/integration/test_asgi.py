@@ -147,6 +147,24 @@ def test_no_content_length_on_204_and_304() -> None:
     assert b"content-length" not in dict(sent[0]["headers"])
 
 
+def connect_app() -> Any:
+    app = App()
+
+    @app.route("/tunnel", method="CONNECT")
+    def tunnel() -> dict[str, str]:
+        return {"tunnel": "ok"}
+
+    return server.init_asgi_proxy(app_conf=app)
+
+
+def test_no_content_length_on_a_2xx_to_connect() -> None:
+    """RFC 9110 9.3.6: a 2xx to CONNECT has no Content-Length (nor a body)."""
+    sent = run_asgi(http_scope("CONNECT", "/tunnel"), [{"type": "http.request"}], connect_app())
+    assert sent[0]["status"] == 200
+    assert b"content-length" not in dict(sent[0]["headers"])
+    assert body_of(sent) == b""
+
+
 def test_header_lists_and_cookies_reach_the_client() -> None:
     # defect 37: header lists crashed the original's handshake; here several values survive
     sent = run_asgi(http_scope("GET", "/counter"), [{"type": "http.request"}])

@@ -145,6 +145,23 @@ def test_no_content_length_on_204_and_304() -> None:
     assert "content-length" not in {name.lower() for name, _ in headers}
 
 
+def test_no_content_length_on_a_2xx_to_connect() -> None:
+    """RFC 9110 9.3.6: a 2xx to CONNECT has no Content-Length (nor a body)."""
+    app = App()
+
+    @app.route("/tunnel", method="CONNECT")
+    def tunnel() -> dict[str, str]:
+        return {"tunnel": "ok"}
+
+    proxy = server.init_wsgi_proxy(app_conf=app)
+    env: dict[str, object] = {"PATH_INFO": "/tunnel", "REQUEST_METHOD": "CONNECT"}
+    setup_testing_defaults(env)
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    body = b"".join(proxy.app_proxy(env, lambda s, h, e=None: started.append((s, h))))
+    assert started[0][0].startswith("200") and body == b""
+    assert "content-length" not in {name.lower() for name, _ in started[0][1]}
+
+
 def test_chunked_body_without_input_terminated_is_411(validated: int) -> None:
     """wsgiref does not de-chunk request bodies (no ``wsgi.input_terminated``): reading
     one would read raw chunk framing, or block.  The answer is 411 Length Required."""

@@ -257,7 +257,7 @@ class _ASGIChannel(Channel):
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
         await self._settle()
-        headers = with_content_length(headers, status, len(body))
+        headers = with_content_length(headers, status, len(body), self.method)
         await self._emit(self._start_message(status, headers))
         payload = b"" if self.is_head else body
         if len(payload) > SEND_SLICE:

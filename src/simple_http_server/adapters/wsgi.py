@@ -172,7 +172,8 @@ class _WSGIChannel(Channel):
         # wsgiref and others give no REMOTE_PORT: the address alone still names the client
         number = int(str(port)) if str(port or "").isdigit() else 0
         self.peer = (str(addr), number) if addr else None
-        self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
+        self.method = str(environ.get("REQUEST_METHOD") or "GET")
+        self.is_head = self.method == "HEAD"
         self.parts: list[bytes] = []
         self.streaming = False
         self._write: Callable[[bytes], Any] | None = None
@@ -242,7 +243,7 @@ class _WSGIChannel(Channel):
         return None
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
-        headers = with_content_length(headers, status, len(body))
+        headers = with_content_length(headers, status, len(body), self.method)
         self._start(status, headers)
         if body and not self.is_head:
             self.parts.append(body)

@@ -24,7 +24,6 @@ __all__ = [
     "FileShrank",
     "HeaderLines",
     "encode_headers",
-    "has_content_length",
     "sends_no_body",
     "with_content_length",
     "without_framing",
@@ -91,12 +90,6 @@ def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
     return lines
 
 
-def has_content_length(status: int) -> bool:
-    """False for the statuses that never carry ``Content-Length`` for their own
-    (empty) body: 1xx, 204, and 304 (RFC 9110 8.6)."""
-    return status >= 200 and status not in (204, 304)
-
-
 def sends_no_body(method: str, status: int) -> bool:
     """True for the answers that carry no body and no ``Content-Length`` or
     ``Transfer-Encoding``: 1xx, 204, 304 (RFC 9110 8.6) and a 2xx to ``CONNECT``
@@ -109,11 +102,13 @@ def without_framing(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [h for h in headers if h[0].lower() not in ("content-length", "transfer-encoding")]
 
 
-def with_content_length(headers: HeaderLines, status: int, size: int) -> HeaderLines:
+def with_content_length(
+    headers: HeaderLines, status: int, size: int, method: str = "GET"
+) -> HeaderLines:
     """``headers`` with exactly one ``Content-Length`` line, for a body of ``size``
-    bytes; none for the statuses that carry none (:func:`has_content_length`)."""
+    bytes; none for the answers that carry none (:func:`sends_no_body`)."""
     lines = [h for h in headers if h[0].lower() != b"content-length"]
-    if has_content_length(status):
+    if not sends_no_body(method, status):
         lines.append((b"Content-Length", str(size).encode()))
     return lines
 
