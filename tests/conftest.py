@@ -227,6 +227,16 @@ class UniformClient:
         assert isinstance(self._live, LiveServer), "no live server of ours in this mode"
         return self._live
 
+    @property
+    def address(self) -> LiveServer | Address | None:
+        """Where the server listens (ours, wsgiref or uvicorn); None for the TestClient."""
+        return self._live
+
+    @property
+    def test_client(self) -> TestClient | None:
+        """The TestClient in the ``dispatch`` mode, else None."""
+        return self._test_client
+
     def request(
         self,
         method: str,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .dispatch.channel import sends_no_body, without_framing
+from .dispatch.channel import HeadAnswered, sends_no_body, without_framing
 from .errors import HttpError
 from .models import Cookies, Header, Headers
 
@@ -88,6 +88,9 @@ class Response:
     _no_body: bool = False
     #: Body bytes write_bytes handed to the connection (for the access log).
     _written: int = 0
+    #: The streamed answer is a HEAD's: its head is sent, and write_bytes raises
+    #: HeadAnswered (a ClientGone) so the controller stops.
+    _head_only: bool = False
 
     def __init__(
         self,
@@ -176,7 +179,11 @@ class Response:
         self._answer = self
 
     def write_bytes(self, data: bytes | bytearray) -> None:
-        """Stream ``data`` to the client now (the head is sent on the first call)."""
+        """Stream ``data`` to the client now (the head is sent on the first call).
+
+        Raises ``ClientGone`` once the client is gone, and for a ``HEAD`` request
+        once the head is sent: no body can follow it, so the writer stops there.
+        """
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
         if self._closed:  # closed, or its request is over (say, a task writing late)
@@ -193,7 +200,11 @@ class Response:
                 if sends_no_body(request.method, self.status_code):  # a 204, say
                     self._no_body = True
                     lines = without_framing(lines)
+                elif request.method == "HEAD":
+                    self._head_only = True
             self._channel.start_blocking(self.status_code, lines)
+        if self._head_only:  # nothing written can ever be sent: stop the writer
+            raise HeadAnswered("a HEAD answer has no body: its head is sent")
         if not self._no_body:
             self._channel.write_blocking(bytes(data))
             self._written += len(data)
@@ -203,10 +214,12 @@ class Response:
 
         For coroutines, whose ``write_bytes`` never waits for the client: await it
         between writes to stream at the client's pace.  Raises ``ClientGone`` once
-        the client is gone.
+        the client is gone (or, for a ``HEAD``, once the head is sent).
         """
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
+        if self._head_only:
+            raise HeadAnswered("a HEAD answer has no body: its head is sent")
         await self._channel.drain()
 
     def close(self) -> None:

@@ -251,6 +251,7 @@ class _WSGIChannel(Channel):
     # ``Response.write_bytes`` from user code: WSGI's imperative ``write()``.
     def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
         self._start(status, encode_headers(headers))
+        self.streaming = True
 
     def write_blocking(self, data: bytes) -> None:
         if self._write is None:
@@ -369,6 +370,13 @@ def _refuse(start_response: StartResponse, status: int, body: bytes, kind: str) 
     return [body]
 
 
+def _head_only() -> Iterator[bytes]:
+    """The body of a HEAD's streamed answer: one empty piece, so that the server
+    sends the head as it is instead of adding ``Content-Length: 0`` to it (the
+    length of the stream a GET gets is unknown: RFC 9110 8.6, 9.3.2)."""
+    yield b""
+
+
 class WSGIProxy:
     """A WSGI application serving one dispatcher (see ``server.init_wsgi_proxy``).
 
@@ -406,6 +414,8 @@ class WSGIProxy:
             raise
         channel.app_returns(complete=True)
         if first is None:
+            if channel.streaming and channel.is_head:
+                return _head_only()
             return channel.parts
         return _StreamedBody(channel, coro, first)
 

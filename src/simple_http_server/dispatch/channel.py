@@ -22,6 +22,7 @@ __all__ = [
     "Channel",
     "ClientGone",
     "FileShrank",
+    "HeadAnswered",
     "HeaderLines",
     "encode_headers",
     "sends_no_body",
@@ -123,6 +124,16 @@ class ClientGone(Exception):
 
     Channel methods raise it; the dispatcher lets it through to the transport
     (no error page, no traceback: there is nobody to answer).
+    """
+
+
+class HeadAnswered(ClientGone):
+    """The answer to a ``HEAD`` went out with its head: no body can follow it
+    (RFC 9110 9.3.2).
+
+    ``Response.write_bytes`` raises it once the head is sent, so a controller that
+    streams stops as it does when the client leaves.  Unlike a departed client, the
+    answer is complete: the dispatcher ends it normally and the connection stays.
     """
 
 

@@ -43,6 +43,7 @@ from .channel import (
     Channel,
     ClientGone,
     FileShrank,
+    HeadAnswered,
     encode_headers,
     without_framing,
 )
@@ -218,18 +219,20 @@ class Dispatcher:
             try:
                 outcome = await self._serve(request, response, channel)
             except HttpError as err:
-                _cut_if_streaming(response)
+                _cut_if_streaming(request, response)
                 outcome = await self.error_outcome(err.code, err.message, err.explain)
                 _keep_response_headers(response, outcome)
             except Redirect as redirect:
-                _cut_if_streaming(response)
+                _cut_if_streaming(request, response)
                 outcome = normalize(redirect)
                 _keep_response_headers(response, outcome)
+            except HeadAnswered:  # write_bytes stopped a HEAD's writer: its head is all
+                outcome = Outcome(status=response.status_code)
             except ClientGone:
                 raise  # nobody to answer: the transport drops the connection
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
                 _log.exception("Error while serving %s", _request_line(request))
-                _cut_if_streaming(response)
+                _cut_if_streaming(request, response)
                 outcome = await self.error_outcome(500, "", "")
                 # As 0.22.x: the headers (a CORS header...) but not the cookies of a
                 # controller that failed half-way, which must not, say, log a client in.
@@ -461,6 +464,10 @@ class Dispatcher:
             )
             if tagged and _not_modified(request, outcome.status, headers):
                 return await _send_not_modified(channel, headers)
+            if request.method == "HEAD":  # RFC 9110 9.3.2: the head alone, the stream unread
+                await channel.send_head(outcome.status, encode_headers(headers))
+                await channel.send_end()
+                return outcome.status, 0
             chunks = _byte_chunks(body)
             if gzip is not None and zipped:
                 chunks = gzip.stream(chunks)
@@ -571,8 +578,9 @@ async def _send_without_body(
 
 
 async def _close_body(body: Any) -> None:
-    """Close a streamed body once it is sent, or failed, or was never needed (304),
-    as WSGI servers do: a returned file is closed, a generator's ``finally`` runs."""
+    """Close a streamed body once it is sent, or failed, or was never needed (HEAD,
+    304), as WSGI servers do: a returned file is closed, a generator's ``finally``
+    runs (one never started has run none of its code, and has no ``finally`` to run)."""
     try:
         aclose = getattr(body, "aclose", None)
         if aclose is not None:
@@ -590,11 +598,12 @@ async def _close_body(body: Any) -> None:
         _log.debug("Closing a response body failed", exc_info=True)
 
 
-def _cut_if_streaming(response: Response) -> None:
+def _cut_if_streaming(request: Request, response: Response) -> None:
     """A failure after ``write_bytes`` started the response: it cannot become an
     error page, and ending it normally would pass a truncated body off as
-    complete.  The transport drops the connection instead (no final chunk)."""
-    if response._streaming and not response._closed:
+    complete.  The transport drops the connection instead (no final chunk).
+    A HEAD's answer is complete with its head: it ends normally."""
+    if response._streaming and not response._closed and request.method != "HEAD":
         raise ClientGone("the controller failed after its response started")
 
 
