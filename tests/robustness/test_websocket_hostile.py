@@ -135,6 +135,26 @@ def test_upgrade_token_is_case_insensitive(serve: Serve) -> None:
     sock.close()
 
 
+@pytest.mark.parametrize(("target", "status"), [(b"/", 200), (b"/ws", 404)])
+def test_an_http_1_0_request_is_served_as_plain_http_despite_its_upgrade_header(
+    serve: Serve, target: bytes, status: int
+) -> None:
+    """RFC 9110 7.8: a server must ignore an Upgrade header in an HTTP/1.0 request.  It
+    gets the route's answer (404 at a websocket-only path), and the connection closes,
+    as any HTTP/1.0 one.  Both transports refused the handshake (400, needs HTTP/1.1)."""
+    live = serve(ws_app())
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET " + target + b" HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        responses = parse_responses(read_until_closed(sock))
+    assert [r.status for r in responses] == [status]
+    if status == 200:
+        assert responses[0].body == b"ok"
+
+
 # -- frames ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("name", "payload", "code"),

@@ -38,6 +38,14 @@ def test_upgrade_detection_is_case_insensitive() -> None:
     )
 
 
+def test_an_http_1_0_request_is_no_upgrade() -> None:
+    """RFC 9110 7.8: a server ignores the Upgrade header of an HTTP/1.0 request."""
+    request_head = head()
+    assert not ws.is_websocket_upgrade(
+        RequestHead("GET", b"/ws", request_head.headers, b"1.0", False)
+    )
+
+
 @pytest.mark.parametrize(
     ("request_head", "status"),
     [

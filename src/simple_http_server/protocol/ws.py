@@ -78,8 +78,11 @@ def is_websocket_upgrade(head: RequestHead) -> bool:
     """True when the request asks to switch to the websocket protocol.
 
     The ``Upgrade`` token is compared case-insensitively; other upgrades
-    (``h2c``...) are left to plain HTTP.
+    (``h2c``...) are left to plain HTTP, and so is an HTTP/1.0 request, whose
+    ``Upgrade`` header a server must ignore (RFC 9110 7.8).
     """
+    if head.http_version == b"1.0":
+        return False
     return any(b"websocket" in _tokens(v) for v in _header_values(head, b"upgrade"))
 
 
