@@ -57,6 +57,11 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
     return frame(0x8, struct.pack("!H", code) + reason)
 
 
+def rsv2(data: bytes) -> bytes:
+    """The frame ``data`` with its reserved bit RSV2 set (a protocol error: 1002)."""
+    return bytes([data[0] | 0x20]) + data[1:]
+
+
 def open_ws(live: LiveServer, path: str, extensions: str = "") -> tuple[socket.socket, bytes]:
     """A raw websocket on ``path``; the bytes that came after the 101 head."""
     sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
@@ -198,11 +203,17 @@ def test_what_on_open_sends_goes_out_before_the_answer_to_a_quick_close(serve: S
     assert events == ["early", (1000, "quick")]
 
 
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [(close_frame(1000, b"done"), 1000), (rsv2(frame(0x1, b"bad")), 1002)],
+    ids=["client-close", "bad-input"],
+)
 def test_a_handler_that_does_not_return_does_not_hold_the_close_answer(
-    serve: Serve, monkeypatch: pytest.MonkeyPatch
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, tail: bytes, code: int
 ) -> None:
-    """The Close answer waits for the handler, but CLOSE_TIMEOUT at most: then it goes
-    out and the connection ends; ``on_close`` runs once the handler returned."""
+    """The Close answer (or the Close failing the connection for bad input) waits for
+    the handler, but CLOSE_TIMEOUT at most: then it goes out and the connection ends;
+    ``on_close`` runs once the handler returned."""
     from simple_http_server.transport import ws_glue
 
     monkeypatch.setattr(ws_glue, "CLOSE_TIMEOUT", 0.5)
@@ -223,16 +234,16 @@ def test_a_handler_that_does_not_return_does_not_hold_the_close_answer(
     try:
         with sock:
             started = time.monotonic()
-            sock.sendall(frame(0x1, b"hang") + close_frame(1000, b"done"))
+            sock.sendall(frame(0x1, b"hang") + tail)
             frames = frames_until_closed(sock, rest, timeout=4)
             elapsed = time.monotonic() - started
-        assert frames == [("close", 1000, "done")]
+        assert [f[:2] for f in frames] == [("close", code)]
         assert 0.3 < elapsed < 3.0, elapsed
         assert closes == []  # the handler still runs
     finally:
         release.set()
     wait_for(lambda: bool(closes))
-    assert closes == [(1000, "done")]
+    assert [c for c, _ in closes] == [code]
 
 
 def test_the_test_client_delivers_a_reply_before_the_answer_to_its_close() -> None:
@@ -245,6 +256,57 @@ def test_the_test_client_delivers_a_reply_before_the_answer_to_its_close() -> No
         event = ws.receive()
     assert isinstance(event, CloseConnection) and (event.code, event.reason) == (1000, "done")
     assert closes == [(1000, "done")]
+
+
+# -- what came before bad input is handled, then the connection fails ------------------
+BAD_INPUT = {
+    "reserved-bit": (rsv2(frame(0x1, b"bad")), 1002),
+    "invalid-utf8": (frame(0x1, b"\xff\xfe"), 1007),
+    "too-big": (frame(0x1, b"x" * 101), 1009),
+}
+
+
+@pytest.mark.parametrize("path", ["/sync", "/async", "/chunked"])
+@pytest.mark.parametrize("bad", list(BAD_INPUT))
+def test_a_message_read_with_bad_input_is_handled_before_the_connection_fails(
+    serve: Serve, path: str, bad: str
+) -> None:
+    """A message, then bad input, in one read: the handler gets the message and its
+    reply goes out, then the Close failing the connection (RFC 6455 7.1.7 forbids only
+    handling what comes after the bad input: nothing after it is read), as when they
+    arrive in two reads.  Both transports dropped the message: only its reply was missing
+    on the wire, and ``on_close`` came without it."""
+    closes: Closes = []
+    payload, code = BAD_INPUT[bad]
+    live = serve(reply_app(closes, 0.0), max_websocket_message_size=100)
+    sock, rest = open_ws(live, path)
+    with sock:
+        sock.sendall(frame(0x1, b"query") + payload + frame(0x1, b"after"))
+        frames = frames_until_closed(sock, rest)
+    expected = "answer to query" if path != "/chunked" else "answer to query " * 20
+    assert [f[:2] for f in frames] == [("text", expected), ("close", code)]
+    wait_for(lambda: bool(closes))
+    assert [c for c, _ in closes] == [code]
+
+
+@pytest.mark.parametrize("path", ["/sync", "/async", "/chunked"])
+def test_bad_input_read_while_the_handler_works_waits_for_its_reply(
+    serve: Serve, path: str
+) -> None:
+    """Bad input arrives while the handler still works on the message before it: the
+    reply goes out, then the Close failing the connection (the asyncio transport failed
+    the connection at once and dropped the reply)."""
+    closes: Closes = []
+    sock, rest = open_ws(serve(reply_app(closes, 0.3)), path)
+    with sock:
+        sock.sendall(frame(0x1, b"query"))
+        time.sleep(0.05)  # the handler is busy now
+        sock.sendall(rsv2(frame(0x1, b"bad")))
+        frames = frames_until_closed(sock, rest)
+    expected = "answer to query" if path != "/chunked" else "answer to query " * 20
+    assert [f[:2] for f in frames] == [("text", expected), ("close", 1002)]
+    wait_for(lambda: bool(closes))
+    assert [c for c, _ in closes] == [1002]
 
 
 # -- a Close the client never answers ------------------------------------------------

@@ -215,6 +215,12 @@ def test_connection_lost() -> None:
 
 
 def close_code_of(proto: ws.WebsocketProtocol) -> int:
+    """The code of the Close failing the connection: due until answer_close()
+    (the events before the bad input are handled first), then sent."""
+    assert proto.answer_due and not proto.finished and not proto.failed
+    assert proto.data_to_send() == b""
+    assert proto.answer_close() and not proto.answer_due
+    assert proto.finished and proto.failed
     client = Connection(ConnectionType.CLIENT)
     event = deliver(client, proto.data_to_send())[-1]
     assert isinstance(event, CloseConnection)
@@ -229,7 +235,7 @@ def test_too_big_message_fails_1009() -> None:
     events = proto.events()
     assert events[0] == ws.TextReceived("0123456789")
     assert isinstance(events[-1], ws.Closed) and events[-1].code == 1009
-    assert proto.finished and close_code_of(proto) == 1009
+    assert close_code_of(proto) == 1009
 
 
 def test_invalid_utf8_fails_1007() -> None:
@@ -248,6 +254,51 @@ def test_unmasked_frame_fails_1002() -> None:
     assert close_code_of(proto) == 1002
     proto.receive_data(b"more")  # ignored after the failure
     assert proto.events() == []
+
+
+def test_what_came_before_bad_input_is_answered_before_the_failure() -> None:
+    """Bad input fails the connection once the events before it were handled (the
+    transport calls answer_close()): their replies go out first; nothing after the bad
+    input is read, in this read or a later one."""
+    client, proto = pair()
+    query = client.send(TextMessage(data="query"))
+    after = client.send(TextMessage(data="after"))
+    proto.receive_data(query + b"\xa1\x80\x00\x00\x00\x00" + after)  # RSV2 set
+    events = proto.events()
+    assert events[0] == ws.TextReceived("query") and len(events) == 2
+    assert isinstance(events[1], ws.Closed) and events[1].code == 1002
+    assert not events[1].by_peer and proto.is_open and proto.answer_due
+    proto.receive_data(after)
+    assert proto.events() == [] and not proto.more_events
+    assert proto.send_data("answer") and proto.send_pong(b"p")
+    assert proto.answer_close() and proto.finished and not proto.is_open
+    assert proto.close_event() == events[1]
+    sent = deliver(client, proto.data_to_send())
+    assert [type(e).__name__ for e in sent] == ["TextMessage", "Pong", "CloseConnection"]
+    assert isinstance(sent[2], CloseConnection) and sent[2].code == 1002
+
+
+def test_a_failure_meanwhile_replaces_the_one_due_for_bad_input() -> None:
+    """A callback raised (1011) before the failure for bad input went out: the 1011
+    Close is the one sent, and the one reported."""
+    client, proto = pair()
+    proto.receive_data(b"\x81\x02hi")  # unmasked: 1002 due
+    assert proto.events()[-1].code == 1002  # type: ignore[union-attr]
+    proto.fail(1011, "Handler error")
+    assert not proto.answer_due and not proto.answer_close() and proto.finished
+    assert proto.close_event() == ws.Closed(1011, "Handler error", False)
+    sent = deliver(client, proto.data_to_send())
+    assert len(sent) == 1 and isinstance(sent[0], CloseConnection) and sent[0].code == 1011
+
+
+def test_bad_input_after_our_close_fails_without_a_second_close() -> None:
+    client, proto = pair()
+    assert proto.send_close(1000, "bye")
+    deliver(client, proto.data_to_send())
+    proto.receive_data(b"\x81\x02hi")
+    assert proto.events() == [ws.Closed(1002, proto.close_event().reason, False)]
+    assert proto.answer_due and proto.answer_close() and proto.finished
+    assert proto.data_to_send() == b""
 
 
 def test_streaming_binary_and_keep_limit() -> None:

@@ -179,17 +179,19 @@ class LinkBase:
         """Hook: our Close frame left; a transport may arm a timeout."""
 
     def _answer_pending(self) -> None:
-        """Hook: the peer's Close arrived, answered once the events before it are handled;
-        a transport bounds that wait (a handler that never returns must not hold it)."""
+        """Hook: a Close is due (the peer's arrived, or bad input fails the connection),
+        sent once the events before it are handled; a transport bounds that wait (a
+        handler that never returns must not hold it)."""
 
     def _watch_answer(self) -> None:
-        """Call :meth:`_answer_pending` once, when the peer's Close is first seen."""
+        """Call :meth:`_answer_pending` once, when a Close is first due."""
         if not self._answer_watched and self.proto.answer_due:
             self._answer_watched = True
             self._answer_pending()
 
     def _answer_close(self) -> None:
-        """Answer the peer's Close now (the events before it were handled)."""
+        """Send the Close that is due now (the events before it were handled): the
+        answer to the peer's, or the one failing the connection for bad input."""
         with self.lock:
             self.proto.answer_close()
             self._flush()
@@ -374,7 +376,7 @@ class LinkBase:
                 if cb.on_pong_message is not None:
                     await self._run(cb.on_pong_message, session, event.payload)  # type: ignore[union-attr]
             elif kind is ws.Closed:
-                if event.by_peer and proto is not None:  # type: ignore[union-attr]
+                if proto is not None and proto.answer_due:  # the peer's Close, or bad input
                     self._answer_close()  # after the replies to the events before it
                 await self.report_close(event)  # type: ignore[arg-type]
 

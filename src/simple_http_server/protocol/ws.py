@@ -409,10 +409,13 @@ class WebsocketProtocol:
 
     Received bytes go in with :meth:`receive_data`; :meth:`events` returns what
     they meant; every ``send_*`` call queues bytes that :meth:`data_to_send`
-    hands out, so replies that the protocol makes itself (the Close of a failed
-    connection) leave in order with the application's.  The peer's Close is
-    answered by :meth:`answer_close`, which the transport calls once the events
-    before it were handled: replies to them still go out first (RFC 6455 5.5.1).
+    hands out, so replies that the protocol makes itself leave in order with the
+    application's.  A Close owed to the peer goes out with :meth:`answer_close`,
+    which the transport calls once the events before it were handled, so replies
+    to them still go out first: the answer to the peer's Close (RFC 6455 5.5.1),
+    and the Close of a connection failed for what came after them (a protocol
+    error, a message too big: RFC 6455 7.1.7 forbids only reading on, so what was
+    received before the bad input is handled whether or not it came in one read).
 
     Args:
         extensions: the extensions agreed in the handshake.
@@ -453,6 +456,8 @@ class WebsocketProtocol:
         self._failed = False
         self._lost = False
         self._peer_close: CloseConnection | None = None  # the peer's Close, once received
+        # A failure found in the input (code, reason): answer_close() applies it.
+        self._failing: tuple[int, str] | None = None
         if trailing_data:
             self.receive_data(trailing_data)
 
@@ -467,7 +472,10 @@ class WebsocketProtocol:
 
     @property
     def answer_due(self) -> bool:
-        """True while the peer's Close waits for :meth:`answer_close`."""
+        """True while a Close waits for :meth:`answer_close`: the answer to the
+        peer's, or the one failing the connection for bad input."""
+        if self._failing is not None:
+            return True
         return (
             self._peer_close is not None  # first: cheap, and false on every data read
             and self._conn.state is ConnectionState.REMOTE_CLOSING
@@ -494,7 +502,12 @@ class WebsocketProtocol:
     # -- input ---------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; ``b""`` means the connection was lost."""
-        if self._failed or self._lost or self._conn.state is ConnectionState.CLOSED:
+        if (
+            self._failed
+            or self._failing is not None
+            or self._lost
+            or self._conn.state is ConnectionState.CLOSED
+        ):
             return
         if not data:
             self._lost = True
@@ -511,12 +524,18 @@ class WebsocketProtocol:
         piece per call, so what one read inflates to is handled piece by piece
         instead of sitting in memory all at once.
         """
-        return self._more and not self._failed and self._peer_close is None
+        return (
+            self._more and not self._failed and self._failing is None and self._peer_close is None
+        )
 
     def events(self) -> list[WsEvent]:
-        """The events produced by the bytes received so far (none after a Close)."""
+        """The events produced by the bytes received so far (none after a Close).
+
+        Input that fails the connection ends the list with a :class:`Closed`
+        whose Close frame :meth:`answer_close` sends (:attr:`answer_due`).
+        """
         out: list[WsEvent] = []
-        if self._failed or self._peer_close is not None:
+        if self._failed or self._failing is not None or self._peer_close is not None:
             return out
         self._more = False
         deflate = self._deflate
@@ -549,7 +568,7 @@ class WebsocketProtocol:
             return not self._more
         self._size += len(data) if isinstance(data, bytes | bytearray) else len(data.encode())
         if self._size > self.max_message_size > 0:
-            out.append(self.fail(CLOSE_TOO_BIG, "Message too big"))
+            out.append(self._fail_later(CLOSE_TOO_BIG, "Message too big"))
             return False
         if data:  # endless empty continuation frames must not grow the list
             self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
@@ -564,7 +583,7 @@ class WebsocketProtocol:
     def _inflate_more(self, deflate: BoundedDeflate, out: list[WsEvent]) -> None:
         result = deflate.inflate_more()
         if isinstance(result, CloseReason):
-            out.append(self.fail(int(result), "error in extension"))
+            out.append(self._fail_later(int(result), "error in extension"))
             return
         data, done = result
         self._more = True
@@ -581,9 +600,17 @@ class WebsocketProtocol:
         elif state is ConnectionState.CLOSED:  # the peer answered our Close
             closed = Closed(self._local_code or code, self._local_reason, False)
         else:  # wsproto could not parse the input: fail the connection
-            return self.fail(code, reason)
+            return self._fail_later(code, reason)
         self._closed_event = closed
         return closed
+
+    def _fail_later(self, code: int, reason: str) -> Closed:
+        """Bad input: nothing more is read; :meth:`answer_close` fails the connection
+        once the events before it were handled."""
+        self._failing = (code, reason)
+        if self._closed_event is None:
+            self._closed_event = Closed(code, reason, False)
+        return self._closed_event
 
     def keep(self, data: bytes) -> Closed | None:
         """Keep a streamed binary piece for the gathered message.
@@ -644,9 +671,13 @@ class WebsocketProtocol:
         return True
 
     def answer_close(self) -> bool:
-        """Answer the peer's Close with its own code (False when nothing is due)."""
+        """Send the Close that is due: the answer to the peer's (its own code), or
+        the failure's (False when nothing is due)."""
         if not self.answer_due:
             return False
+        if self._failing is not None:
+            self.fail(*self._failing)
+            return True
         assert self._peer_close is not None
         self._out += self._conn.send(self._peer_close.response())
         return True
@@ -658,8 +689,9 @@ class WebsocketProtocol:
             self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
         self._failed = True
         closed = Closed(code, reason, False)
-        if self._closed_event is None:
+        if self._closed_event is None or self._failing is not None:  # (this one went out)
             self._closed_event = closed
+        self._failing = None
         return self._closed_event
 
     def close_event(self) -> Closed:

@@ -240,7 +240,7 @@ class _Queued:
     A coroutine's is framed by the thread that writes when its turn comes (never
     an event loop).  A ``turn`` carries nothing: the thread that waits for it
     then frames and writes its own message (a file's pieces are read there).
-    ``echo``: the answer to the peer's Close.
+    ``echo``: the Close that is due (the answer to the peer's, or a failure's).
     """
 
     __slots__ = ("close", "echo", "pieces", "size", "turn")
@@ -801,8 +801,9 @@ class ThreadedLink(LinkBase):
         timer.start()
 
     def _answer_overdue(self) -> None:
-        """The peer's Close waited CLOSE_TIMEOUT for its answer (a handler that does
-        not return, a client that does not read): answer now and end the connection."""
+        """The Close due (the answer to the peer's, or a failure's) waited CLOSE_TIMEOUT
+        (a handler that does not return, a client that does not read): send it now
+        and end the connection."""
         with self.lock:
             if not self.proto.answer_due:
                 return
@@ -956,7 +957,7 @@ class _Pending:
         self.done = done
         self.close = close
         self.turn = turn
-        self.echo = echo  # the answer to the peer's Close
+        self.echo = echo  # the Close that is due (the answer to the peer's, or a failure's)
         self.error: Exception | None = None
         # Counted in the backlog while it waits (a file's, read as it goes, is not).
         self.size = (message_size(pieces) or 0) if pieces is not None else 0
@@ -1365,8 +1366,9 @@ class AioLink(LinkBase):
         self._answer_timer = self.loop.call_later(CLOSE_TIMEOUT, self._answer_overdue)
 
     def _answer_overdue(self) -> None:
-        """The peer's Close waited CLOSE_TIMEOUT for its answer (a handler that does
-        not return, a client that does not read): answer now and end the connection."""
+        """The Close due (the answer to the peer's, or a failure's) waited CLOSE_TIMEOUT
+        (a handler that does not return, a client that does not read): send it now
+        and end the connection."""
         self._answer_timer = None
         with self.lock:
             if not self.proto.answer_due:
