@@ -84,7 +84,8 @@ def open_ws(live: LiveServer, path: str, extensions: str = "") -> tuple[socket.s
 
 def frames_until_closed(sock: socket.socket, rest: bytes, timeout: float = 5.0) -> list[Any]:
     """The server's frames until it closes the connection: ("text", str) per text
-    message (its fragments joined), ("close", code, reason) for its Close."""
+    message (its fragments joined), ("pong", payload) per Pong, ("close", code,
+    reason) for its Close."""
     data = rest + read_until_closed(sock, timeout)
     out: list[Any] = []
     text = b""
@@ -97,6 +98,8 @@ def frames_until_closed(sock: socket.socket, rest: bytes, timeout: float = 5.0) 
         payload, data = data[pos : pos + size], data[pos + size :]
         if opcode == 0x8:
             out.append(("close", struct.unpack("!H", payload[:2])[0], payload[2:].decode()))
+        elif opcode == 0xA:
+            out.append(("pong", payload))
         elif opcode in (0x0, 0x1):
             text += payload
             if fin:
@@ -307,6 +310,29 @@ def test_bad_input_read_while_the_handler_works_waits_for_its_reply(
     assert [f[:2] for f in frames] == [("text", expected), ("close", 1002)]
     wait_for(lambda: bool(closes))
     assert [c for c, _ in closes] == [1002]
+
+
+# -- a Ping that came before the client's Close gets its Pong -------------------------
+@pytest.mark.parametrize(
+    "path", ["/sync", "/async"], ids=["WebsocketHandler.on_ping_message", "no-on_ping_message"]
+)
+@pytest.mark.parametrize("with_text", [False, True], ids=["ping-close", "ping-text-close"])
+def test_a_ping_read_with_the_clients_close_is_answered(
+    serve: Serve, path: str, with_text: bool
+) -> None:
+    """A Ping (and a message), then the client's Close, in one read: the Pong and the
+    reply go out before the Close answer (RFC 6455 5.5.2: no Pong only for a Ping that
+    came after a Close).  Both transports sent no Pong."""
+    closes: Closes = []
+    sock, rest = open_ws(serve(reply_app(closes, 0.0)), path)
+    text = frame(0x1, b"query") if with_text else b""
+    with sock:
+        sock.sendall(frame(0x9, b"pp") + text + close_frame(1000, b"done"))
+        frames = frames_until_closed(sock, rest)
+    reply = [("text", "answer to query")] if with_text else []
+    assert frames == [("pong", b"pp"), *reply, ("close", 1000, "done")]
+    wait_for(lambda: bool(closes))
+    assert closes == [(1000, "done")]
 
 
 # -- a Close the client never answers ------------------------------------------------

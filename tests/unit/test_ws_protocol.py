@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from simple_http_server.protocol import ws
@@ -172,6 +172,21 @@ def test_peer_close_is_echoed_once_answered() -> None:
     assert not proto.send_data("late")
     proto.receive_data(b"")
     assert proto.events() == [] and proto.close_event() == ws.Closed(4001, "bye", True)
+
+
+def test_a_ping_before_the_peers_close_gets_its_pong() -> None:
+    """RFC 6455 5.5.2: no Pong only for a Ping received after a Close; one that came
+    before it is answered until the Close is (wsproto refuses pongs once it read one)."""
+    client, proto = pair()
+    proto.receive_data(client.send(Ping(payload=b"pp")) + client.send(CloseConnection(1000)))
+    assert proto.events() == [ws.PingReceived(b"pp"), ws.Closed(1000, "", True)]
+    assert proto.send_pong(b"pp")
+    assert not proto.send_ping(b"p")
+    assert proto.answer_close()
+    assert not proto.send_pong(b"late")
+    events = deliver(client, proto.data_to_send())
+    assert isinstance(events[0], Pong) and events[0].payload == b"pp"
+    assert isinstance(events[1], CloseConnection) and len(events) == 2
 
 
 def test_connection_lost_while_the_close_waits_for_its_answer() -> None:

@@ -391,16 +391,20 @@ WsEvent = TextReceived | BinaryReceived | BinaryFrameReceived | PingReceived | P
 
 
 class _ServerConnection(Connection):
-    """wsproto's connection, which may still send data after the peer's Close.
+    """wsproto's connection, which may still send data and pongs after the peer's Close.
 
     RFC 6455 5.5.1 lets an endpoint delay its answer to a Close until its
-    current message is sent; wsproto refuses data once a Close was received,
-    so data frames then go to its frame protocol directly.
+    current message is sent, and 5.5.2 wants a Pong for a Ping received before
+    that Close; wsproto refuses both once a Close was received, so they then go
+    to its frame protocol directly.
     """
 
     def send(self, event: Event) -> bytes:
-        if isinstance(event, Message) and self.state is ConnectionState.REMOTE_CLOSING:
-            return bytes(self._proto.send_data(event.data, event.message_finished))
+        if self.state is ConnectionState.REMOTE_CLOSING:
+            if isinstance(event, Message):
+                return bytes(self._proto.send_data(event.data, event.message_finished))
+            if isinstance(event, Pong):
+                return bytes(self._proto.pong(event.payload))
         return super().send(event)
 
 
@@ -655,8 +659,9 @@ class WebsocketProtocol:
         return True
 
     def send_pong(self, payload: bytes = b"") -> bool:
-        """Queue a pong (payload of at most 125 bytes); none once a Close was received."""
-        if self._conn.state is not ConnectionState.OPEN or self._failed:
+        """Queue a pong (payload of at most 125 bytes); none once the peer's Close
+        was answered (pings received before that Close are still answered)."""
+        if not self.is_open:
             return False
         self._out += self._conn.send(Pong(payload=payload[:125]))
         return True
