@@ -6,6 +6,7 @@ protocol violation reaches the server exactly as written.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -661,3 +662,126 @@ def test_a_handler_that_is_behind_never_makes_its_peer_look_gone(serve: Serve) -
         closed_while_connected = list(closes)
     assert handled.is_set(), (count[0], closes)
     assert closed_while_connected == []
+
+
+# -- a client gone right after its handshake ------------------------------------------------
+def gone_app(events: list[object], slow: str, go_on: threading.Event) -> App:
+    """Records ``"open"``, the texts received and the close code; the callback named by
+    ``slow`` waits until ``go_on`` is set (the client has left meanwhile)."""
+    app = App()
+
+    @app.route("/")
+    def index() -> str:
+        return "ok"
+
+    class Recorder(WebsocketHandler):
+        def on_open(self, session: WebsocketSession) -> None:
+            events.append("open")
+            if slow == "on_open":
+                go_on.wait(5)
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            events.append(message)
+
+        def on_close(self, session: WebsocketSession, reason: object) -> None:
+            events.append(getattr(reason, "code", 0))
+
+    class SlowHandshake(Recorder):
+        def on_handshake(self, request: object) -> None:
+            go_on.wait(5)
+
+    class SlowAsyncHandshake(Recorder):
+        async def on_handshake(self, request: object) -> None:
+            for _ in range(500):  # (bounded: 5 s)
+                if go_on.is_set():
+                    return
+                await asyncio.sleep(0.01)
+
+    handlers = {"on_handshake": SlowHandshake, "async on_handshake": SlowAsyncHandshake}
+    app.websocket_handler(endpoint="/ws")(handlers.get(slow, Recorder))
+    return app
+
+
+def slot_serves_within(
+    live: LiveServer, wrap: Callable[[socket.socket], socket.socket], seconds: float
+) -> bool:
+    """True once a GET gets a 200 within ``seconds`` (at ``max_connections=1``, a server
+    whose one slot is held answers 503)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with wrap(socket.create_connection(("127.0.0.1", live.port), timeout=5)) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                if read_until_closed(sock, 5).startswith(b"HTTP/1.1 200 "):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def shut_down(sock: socket.socket) -> None:
+    """The client's end of input (FIN); it still reads."""
+    sock.shutdown(socket.SHUT_WR)
+
+
+def check_a_client_gone_after_the_handshake(
+    serve: Serve,
+    wrap: Callable[[socket.socket], socket.socket],
+    leave: Callable[[socket.socket], None],
+    sent: bytes = b"",
+    texts: tuple[str, ...] = (),
+    slow: str = "",
+    **config: object,
+) -> None:
+    """A client sends its handshake and ``sent`` (the frames of ``texts``), then leaves
+    (``leave``) before the 101 reaches it, or while the ``slow`` callback runs: as in the
+    threaded transport, the session opens, gets the messages sent before the end of input,
+    ends with 1006 at once and frees its connection.  Keepalive is off: nothing else would
+    ever notice the client gone."""
+    events: list[object] = []
+    go_on = threading.Event()
+    live = serve(
+        gone_app(events, slow, go_on), max_connections=1, websocket_ping_interval=0, **config
+    )
+    with wrap(socket.create_connection(("127.0.0.1", live.port), timeout=5)) as sock:
+        sock.sendall(UPGRADE + sent)
+        leave(sock)
+        if slow:
+            time.sleep(0.2)  # the end of input reaches the server while the callback waits
+        go_on.set()
+        if leave is shut_down:  # the server answers, then closes at once
+            assert read_until_closed(sock, 3.0).startswith(b"HTTP/1.1 101 ")
+        # (A socket closed with unread input sends a reset, which may come before the
+        # 101 is written: the TLS client's socket stays open, with the tickets unread.)
+        deadline = time.monotonic() + 3.0  # the bug: never
+        while not any(isinstance(e, int) for e in events) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert events == ["open", *texts, 1006]
+    assert slot_serves_within(live, wrap, 3.0), "the connection was never released"
+
+
+@pytest.mark.parametrize(
+    ("leave", "texts", "sent"),
+    [
+        (shut_down, (), b""),
+        (socket.socket.close, (), b""),
+        (shut_down, ("one", "two"), frame(0x1, b"one") + frame(0x1, b"two")),
+        (socket.socket.close, ("one",), frame(0x1, b"one")),
+        (shut_down, (), frame(0x1, b"cut short")[:5]),
+    ],
+    ids=["fin", "close", "messages-fin", "message-close", "partial-frame-fin"],
+)
+def test_a_client_gone_right_after_the_handshake_is_closed_with_1006(
+    serve: Serve, leave: Callable[[socket.socket], None], texts: tuple[str, ...], sent: bytes
+) -> None:
+    check_a_client_gone_after_the_handshake(serve, lambda sock: sock, leave, sent, texts)
+
+
+@pytest.mark.parametrize("slow", ["on_handshake", "async on_handshake", "on_open"])
+def test_a_client_gone_while_a_callback_runs_is_closed_with_1006(serve: Serve, slow: str) -> None:
+    """The client's end of input arrives while ``on_handshake`` (a thread's or a
+    coroutine's) or ``on_open`` still runs."""
+    check_a_client_gone_after_the_handshake(
+        serve, lambda sock: sock, shut_down, frame(0x1, b"early"), ("early",), slow
+    )

@@ -125,6 +125,76 @@ def test_switch_through_h11_keeps_trailing_bytes() -> None:
     assert proto.events() == [ws.TextReceived("early")]
 
 
+def switched(wire: bytes, end: bool) -> HttpConnection:
+    """An HTTP connection that received an upgrade request, then ``wire`` (and its end
+    of input, when ``end``), and switched protocols."""
+    http = HttpConnection()
+    http.receive_data(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n" + wire
+    )
+    if end:
+        http.receive_data(b"")
+    assert isinstance(http.next_event(), RequestHead)
+    assert isinstance(http.next_event(), EndOfRequest)
+    assert http.next_event() is PAUSED
+    http.send_switch([(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")])
+    return http
+
+
+def test_an_end_of_input_before_the_switch_is_reported_after_the_trailing_frames() -> None:
+    """wsproto alone would report the loss (1006) ahead of the frames still buffered."""
+    client = Connection(ConnectionType.CLIENT)
+    wire = client.send(TextMessage(data="one")) + client.send(Ping(payload=b"p"))
+    wire += client.send(TextMessage(data="two"))[:4]  # and the start of a frame
+    http = switched(wire, end=True)
+    assert http.input_ended
+    proto = ws.WebsocketProtocol(trailing_data=http.trailing_data, input_ended=http.input_ended)
+    assert proto.is_open
+    assert proto.events() == [
+        ws.TextReceived("one"),
+        ws.PingReceived(b"p"),
+        ws.Closed(1006, "connection lost", False),
+    ]
+    assert proto.finished and not proto.is_open and proto.events() == []
+    assert not switched(wire, end=False).input_ended
+
+
+def test_an_end_of_input_after_the_peers_close_leaves_the_close_to_answer() -> None:
+    client = Connection(ConnectionType.CLIENT)
+    http = switched(client.send(CloseConnection(code=1000, reason="bye")), end=True)
+    proto = ws.WebsocketProtocol(trailing_data=http.trailing_data, input_ended=True)
+    assert proto.events() == [ws.Closed(1000, "bye", True)]
+    assert proto.answer_due and proto.answer_close()
+    assert proto.finished and proto.events() == []
+
+
+def test_an_end_of_input_comes_after_a_streamed_compressed_message() -> None:
+    """Streamed pieces come one per events() call: the loss only after the last."""
+    checked = ws.check_handshake(head((b"Sec-WebSocket-Extensions", b"permessage-deflate")))
+    assert isinstance(checked, ws.Handshake)
+    _, extensions = ws.accept_headers(checked, max_message_size=1000)
+    client_ext = PerMessageDeflate()
+    client_ext.finalize("permessage-deflate")
+    client = Connection(ConnectionType.CLIENT, [client_ext])
+    data = bytes(5000)
+    proto = ws.WebsocketProtocol(
+        extensions=extensions,
+        trailing_data=client.send(BytesMessage(data=data)),
+        input_ended=True,
+        max_message_size=1000,
+        stream_binary=True,
+    )
+    events: list[object] = []
+    for _ in range(50):
+        events += proto.events()
+        if not proto.more_events:
+            break
+    pieces = [e for e in events if isinstance(e, ws.BinaryFrameReceived)]
+    assert b"".join(p.data for p in pieces) == data and len(pieces) >= 5
+    assert events == [*pieces, ws.Closed(1006, "connection lost", False)]
+
+
 def pair(**kwargs: object) -> tuple[Connection, ws.WebsocketProtocol]:
     return Connection(ConnectionType.CLIENT), ws.WebsocketProtocol(**kwargs)  # type: ignore[arg-type]
 

@@ -374,6 +374,11 @@ class HttpConnection:
         """Bytes received after the current request (used by protocol upgrades)."""
         return bytes(self._conn.trailing_data[0])
 
+    @property
+    def input_ended(self) -> bool:
+        """True once the peer's end of input (``b""``) was received."""
+        return bool(self._conn.trailing_data[1])
+
     def close_after_response(self) -> None:
         """Ask for ``Connection: close`` on the next response (e.g. shutting down)."""
         self._closing = True

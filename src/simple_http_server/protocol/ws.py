@@ -424,6 +424,9 @@ class WebsocketProtocol:
     Args:
         extensions: the extensions agreed in the handshake.
         trailing_data: bytes h11 received after the upgrade request.
+        input_ended: the peer's end of input came after ``trailing_data``
+            (before the upgrade): the connection counts as lost (1006) once
+            the events of ``trailing_data`` were taken.
         max_message_size: largest message gathered in memory (1009 beyond;
             0: no bound).
         stream_binary: deliver binary messages piece by piece
@@ -435,6 +438,7 @@ class WebsocketProtocol:
         *,
         extensions: list[Extension] | None = None,
         trailing_data: bytes = b"",
+        input_ended: bool = False,
         max_message_size: int = 16 * 1024 * 1024,
         stream_binary: bool = False,
     ) -> None:
@@ -462,6 +466,9 @@ class WebsocketProtocol:
         self._peer_close: CloseConnection | None = None  # the peer's Close, once received
         # A failure found in the input (code, reason): answer_close() applies it.
         self._failing: tuple[int, str] | None = None
+        # wsproto would report the loss ahead of the frames still buffered: it is
+        # fed once events() took them.
+        self._end_pending = input_ended
         if trailing_data:
             self.receive_data(trailing_data)
 
@@ -557,7 +564,18 @@ class WebsocketProtocol:
             elif isinstance(event, CloseConnection):
                 out.append(self._close_received(event))
                 break
+        if self._end_pending and not self._more and self._closed_event is None:
+            self._end_pending = False
+            self._end_input(out)
         return out
+
+    def _end_input(self, out: list[WsEvent]) -> None:
+        """The peer's end of input, once the frames before it were taken: lost (1006)."""
+        self.receive_data(b"")
+        for event in self._conn.events():  # wsproto's CloseConnection(1006) comes first
+            if isinstance(event, CloseConnection):
+                out.append(self._close_received(event))
+                return
 
     def _message(self, event: Message[Any], out: list[WsEvent]) -> bool:
         """Handle a data event; False when :meth:`events` must stop here."""

@@ -151,6 +151,7 @@ class _AioConn(asyncio.Protocol, Channel):
         if self._lingering:
             self.close()
             return None
+        # A websocket upgrade under way learns it from the HTTP connection (input_ended).
         self.conn.receive_data(b"")
         if self.task is not None:
             self._wake_reader()

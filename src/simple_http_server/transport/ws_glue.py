@@ -151,6 +151,7 @@ class WebsocketUpgrade:
         return WebsocketProtocol(
             extensions=accepted.extensions,
             trailing_data=http.trailing_data,
+            input_ended=http.input_ended,  # (asyncio: the client left during the handshake)
             max_message_size=self.config.limits.max_websocket_message_size,
             stream_binary=accepted.callbacks.on_binary_frame is not None,
         )
