@@ -24,6 +24,7 @@ from simple_http_server.server import make_ssl_context
 
 from ..conftest import small_send_buffer_listener
 from ..robustness.test_websocket_hostile import (
+    check_a_client_gone_after_the_handshake,
     check_stop_with_a_stuck_sender,
     check_unanswered_pings_close_1011,
     frame,
@@ -260,6 +261,42 @@ def test_wss_in_both_transports(
         conn.close()
     with pytest.raises(ssl.SSLError):  # the client checks the server's certificate
         websocket.create_connection(url, timeout=10, sslopt={"cert_reqs": ssl.CERT_REQUIRED})
+
+
+def close_notify_and_fin(sock: socket.socket) -> None:
+    """A clean TLS end: the client's close_notify, then its FIN."""
+    assert isinstance(sock, ssl.SSLSocket)
+    sock.setblocking(False)
+    with contextlib.suppress(ssl.SSLError):  # (it does not wait for the server's)
+        sock.unwrap()
+    socket.socket.shutdown(sock, socket.SHUT_WR)
+
+
+def fin_only(sock: socket.socket) -> None:
+    socket.socket.shutdown(sock, socket.SHUT_WR)
+
+
+@pytest.mark.parametrize("leave", [close_notify_and_fin, fin_only], ids=["close-notify", "fin"])
+@pytest.mark.parametrize("slow", ["", "async on_handshake"])
+def test_a_wss_client_gone_right_after_the_handshake_is_closed_with_1006(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    leave: Callable[[socket.socket], None],
+    slow: str,
+) -> None:
+    """As without TLS: the session opens, gets what was sent before the client's end,
+    ends with 1006 and frees its connection (asyncio closes a TLS transport at the
+    client's end: the session used to be dropped unopened, its messages lost)."""
+    check_a_client_gone_after_the_handshake(
+        serve,
+        lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"),
+        leave,
+        frame(0x1, b"early"),
+        ("early",),
+        slow,
+        ssl_context=server_context,
+    )
 
 
 def test_file_that_shrinks_while_sent_over_tls(

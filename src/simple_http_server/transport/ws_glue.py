@@ -214,8 +214,11 @@ class WebsocketUpgrade:
             conn._write(_reject_bytes(http, result))
             conn.close()
             return
-        if conn.closed:
-            return
+        if conn.closed and not http.input_ended:
+            return  # reset, or cut at shutdown: no session
+        # A client that closed meanwhile (over TLS, the transport is gone already)
+        # still gets its session, as in the threaded transport: on_open, the frames
+        # it sent before its end of input, then on_close with 1006.
         conn._write(http.send_switch(result.headers))
         link = AioLink(self, conn, self._protocol(http, result), result)
         with self._lock:
