@@ -123,7 +123,11 @@ class _AioConn(asyncio.Protocol, Channel):
             self.closed = True
             self._lingering = True
             if transport.can_write_eof():
-                transport.write_eof()
+                try:
+                    transport.write_eof()
+                except OSError:  # reset by the peer since the write: nothing to linger for
+                    transport.abort()
+                    return
             self.loop.call_later(LINGER_SECONDS, transport.close)
             return
         server.connections.add(self)
