@@ -59,6 +59,10 @@ class _HttpSocket:
     def sendall(self, data: bytes) -> None:
         self.sent += 1
 
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self.sent += 1
+        return len(data)
+
     def gettimeout(self) -> float | None:
         return self.timeout
 
@@ -84,6 +88,10 @@ class _WsSocket:
 
     def sendall(self, data: bytes) -> None:
         self.sent += 1
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self.sent += 1
+        return len(data)
 
     def setsockopt(self, *args: Any) -> None:
         pass

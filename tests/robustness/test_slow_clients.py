@@ -10,12 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from simple_http_server import App
+from simple_http_server import App, ClientGone, Response
 
 from ..conftest import LiveServer, small_send_buffer_listener
 from ..integration.apps import harness
@@ -347,6 +347,89 @@ def test_a_slow_but_steady_reader_gets_the_whole_answer(
     assert elapsed > 1.0  # several body_timeouts: only progress kept it going
 
 
+def streaming_app(given_up: threading.Event) -> App:
+    """Endless streamed answers (128 MiB at most: the buffers fill long before) that
+    set ``given_up`` once the server abandons them."""
+    application = App()
+
+    @application.route("/generator")
+    def generator() -> Iterator[bytes]:
+        try:
+            for _ in range(2000):
+                yield b"g" * 65536
+        finally:  # closed: the answer was abandoned
+            given_up.set()
+
+    @application.route("/write-bytes")
+    def write_bytes(response: Response) -> None:
+        try:
+            for _ in range(2000):
+                response.write_bytes(b"w" * 65536)
+        except ClientGone:
+            given_up.set()
+
+    @application.route("/coroutine")
+    async def coroutine(response: Response) -> None:
+        try:
+            for _ in range(2000):
+                response.write_bytes(b"c" * 65536)  # queued; the worker thread writes it
+                await response.drain()
+        except ClientGone:
+            given_up.set()
+
+    return application
+
+
+def stalled_reader(live: LiveServer, path: str) -> socket.socket:
+    """A client that asks for ``path`` and never reads (a small receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", live.port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    return sock
+
+
+@pytest.mark.parametrize("path", ["/generator", "/write-bytes", "/coroutine"])
+def test_a_client_that_stops_reading_a_stream_is_dropped_after_one_body_timeout(
+    serve: Serve, path: str
+) -> None:
+    """body_timeout is the longest a client may take nothing: the threaded transport
+    took two (or three) of them, its socket's kernel send timeout restarting after a
+    send that the timeout cut short."""
+    given_up = threading.Event()
+    live = serve(streaming_app(given_up), body_timeout=2.0)
+    with stalled_reader(live, path):
+        started = time.monotonic()
+        assert given_up.wait(10), "the server still waits for a client that reads nothing"
+        elapsed = time.monotonic() - started
+    assert 1.5 < elapsed < 3.5, elapsed  # 4 to 6 s before
+
+
+@pytest.mark.parametrize("path", ["/generator", "/write-bytes", "/coroutine"])
+def test_a_slow_but_steady_reader_gets_a_whole_stream(serve: Serve, path: str) -> None:
+    """Any byte taken is progress: a reader slower than the stream, whose answer takes
+    several body_timeouts, is never taken for a stalled one."""
+    given_up = threading.Event()
+    # Small, fixed kernel buffers: the socket shows that it takes more often.
+    live = serve(streaming_app(given_up), listener=small_send_buffer_listener(), body_timeout=1.0)
+    wanted = 4 * 1024 * 1024
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", live.port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        started, received = time.monotonic(), 0
+        while received < wanted:  # 16 KiB every 10 ms at most: over 2.5 s in all
+            chunk = sock.recv(16384)
+            assert chunk, f"dropped after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        assert not given_up.is_set()  # (before the close, which ends the stream)
+    assert elapsed > 2.0  # several body_timeouts: only progress kept it going
+
+
 def test_a_closed_connection_whose_answer_is_stuck_is_dropped_and_frees_its_slot(
     serve: Serve,
 ) -> None:
@@ -383,7 +466,7 @@ def test_a_closed_connection_whose_answer_is_stuck_is_dropped_and_frees_its_slot
             if statuses == [200]:
                 break
             assert statuses == [503]
-            # asyncio: body_timeout and a sweep; threaded: up to 3 body_timeouts
+            # body_timeout (asyncio: and a sweep); the threaded transport took up to 3
             assert time.monotonic() - started < 8, "the stuck connection still holds its slot"
             time.sleep(0.1)
         received = b""

@@ -461,6 +461,64 @@ def test_a_client_that_stops_reading_is_dropped_after_body_timeout(serve: Serve)
     assert received < 64 * 1024 * 1024
 
 
+class _Flood(WebsocketHandler):
+    """Sends messages (128 MiB at most) while the session is open; on_close sets
+    ``closed`` (given to a subclass made for each test)."""
+
+    closed: threading.Event
+
+    def on_close(self, session: WebsocketSession, reason: object) -> None:
+        self.closed.set()
+
+
+class _ThreadFlood(_Flood):
+    def on_text_message(self, session: WebsocketSession, message: str) -> None:
+        for _ in range(2000):
+            if session.is_closed:
+                return
+            session.send(b"t" * 65536)
+
+
+class _LargeFlood(_Flood):
+    def on_text_message(self, session: WebsocketSession, message: str) -> None:
+        for _ in range(128):  # written in slices
+            if session.is_closed:
+                return
+            session.send(b"l" * (1024 * 1024))
+
+
+class _CoroutineFlood(_Flood):
+    async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+        for _ in range(2000):
+            if session.is_closed:
+                return
+            session.send(b"c" * 65536)  # queued: the session's writer thread sends it
+            await session.drain()
+
+
+@pytest.mark.parametrize("flood", [_ThreadFlood, _LargeFlood, _CoroutineFlood])
+def test_a_client_that_stops_reading_is_dropped_after_one_body_timeout(
+    serve: Serve, flood: type[_Flood]
+) -> None:
+    """A send the client takes nothing of fails after body_timeout: the threaded
+    transport took two (or three) of them, its socket's kernel send timeout
+    restarting after a send that the timeout cut short."""
+    closed = threading.Event()
+    app = App()
+    app.websocket_handler(endpoint="/ws")(type("Flood", (flood,), {"closed": closed}))
+    live = serve(app, body_timeout=2.0, websocket_ping_interval=0)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    with upgraded(raw) as sock:
+        sock.sendall(frame(0x1, b"go"))
+        started = time.monotonic()
+        assert closed.wait(10), "the server kept waiting for a client that reads nothing"
+        elapsed = time.monotonic() - started
+    assert 1.5 < elapsed < 3.5, elapsed  # 4 to 6 s before
+
+
 # -- keepalive pings --------------------------------------------------------------------
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

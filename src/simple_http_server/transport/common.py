@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import math
+import select
 import socket
 import struct
 import time
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAIN_LIMIT",
+    "NOWAIT",
     "READ_SIZE",
     "SERVING",
     "STOP_WAIT_GRACE",
@@ -31,6 +35,7 @@ __all__ = [
     "new_connection",
     "open_listener",
     "request_from_head",
+    "send_rest",
     "service_unavailable",
     "set_kernel_timeouts",
     "set_receive_timeout",
@@ -39,6 +44,8 @@ __all__ = [
 ]
 
 READ_SIZE = 256 * 1024
+#: ``send`` flag: take what the socket takes now, never wait (0 where there is none).
+NOWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 _log = _logging.get_logger("simple_http_server.transport")
 
 
@@ -148,6 +155,45 @@ def set_kernel_timeouts(sock: socket.socket, receive: float, send: float) -> Non
 def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
     """Change the kernel receive timeout only (see :func:`set_kernel_timeouts`)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+
+
+def send_rest(sock: socket.socket, data: bytes | memoryview, sent: int, timeout: float) -> None:
+    """Write ``data`` but its first ``sent`` bytes (what a :data:`NOWAIT` send took)
+    on a blocking socket: wait until the socket takes more, write what it takes, and
+    so on.  ``TimeoutError`` once it took nothing for ``timeout`` seconds.
+
+    Not ``sendall`` on a kernel send timeout: a ``send`` that took some bytes before
+    its wait timed out returns their count, and the next one waits the whole timeout
+    again, so a client that stopped reading held the socket twice as long (or more).
+    Any byte taken is progress, as in the asyncio transport: a slow reader that keeps
+    reading is never dropped.
+    """
+    with memoryview(data) as view:
+        size = len(view)
+        deadline = time.monotonic() + timeout
+        while sent < size:
+            if not _writable(sock, deadline - time.monotonic()):
+                raise TimeoutError(f"the client took nothing for {timeout:g} s")
+            try:
+                sent += sock.send(view[sent:], NOWAIT)
+            except BlockingIOError:  # woken for nothing: wait again, within the deadline
+                continue
+            deadline = time.monotonic() + timeout
+
+
+def _writable(sock: socket.socket, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``sock`` to take bytes (True; also when it
+    failed or was shut down: the ``send`` then says how)."""
+    if timeout <= 0:
+        return False
+    try:
+        if hasattr(select, "poll"):  # not select(): descriptors may exceed FD_SETSIZE
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            return bool(poller.poll(math.ceil(timeout * 1000)))
+        return bool(select.select([], [sock], [], timeout)[1])
+    except ValueError as exc:  # closed under us (by another thread)
+        raise OSError(errno.EBADF, str(exc)) from None
 
 
 def open_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:

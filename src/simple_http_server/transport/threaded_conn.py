@@ -35,6 +35,7 @@ from ..protocol import http11
 from ..protocol.http11 import HttpConnection
 from .common import (
     DRAIN_LIMIT,
+    NOWAIT,
     READ_SIZE,
     SERVING,
     BodyPace,
@@ -42,6 +43,7 @@ from .common import (
     FileSlice,
     new_connection,
     request_from_head,
+    send_rest,
     service_unavailable,
     set_kernel_timeouts,
 )
@@ -121,16 +123,45 @@ class ThreadedConn(Channel):
         if self.outbox is not None:
             self.outbox.write(data)
         elif data:
-            try:
-                self.sock.sendall(data)
-            except (TimeoutError, OSError) as exc:
+            if self.secure:
+                self._send_tls(data)
+                return
+            try:  # :meth:`_send`, inlined: every answer comes this way
+                sent = self.sock.send(data, NOWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
                 raise ClientGone(str(exc)) from None
+            if sent != len(data):
+                self._send_rest(data, sent)
 
     def _send(self, data: bytes) -> None:
-        """The outbox's blocking write."""
+        """Write all of ``data``, waiting while the client is slow (also the outbox's
+        write); ``ClientGone`` once it took nothing for ``body_timeout``."""
+        if self.secure:
+            self._send_tls(data)
+            return
+        try:
+            sent = self.sock.send(data, NOWAIT)  # what the socket takes at once
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+        if sent != len(data):
+            self._send_rest(data, sent)
+
+    def _send_rest(self, data: bytes, sent: int) -> None:
+        """The client is slower than the answer: wait for it to take the rest."""
+        try:
+            send_rest(self.sock, data, sent, self.server.config.body_timeout)
+        except OSError as exc:  # also TimeoutError: it took nothing for body_timeout
+            raise ClientGone(str(exc)) from None
+
+    def _send_tls(self, data: bytes) -> None:
+        """:meth:`_send` on TLS (Python's own timeout, ``body_timeout``)."""
         try:
             self.sock.sendall(data)
-        except (TimeoutError, OSError) as exc:
+        except OSError as exc:  # also TimeoutError
             raise ClientGone(str(exc)) from None
 
     async def receive(self) -> bytes:

@@ -45,7 +45,7 @@ from ..dispatch.ws_session import (
 from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
-from .common import set_kernel_timeouts, set_receive_timeout, unsent_bytes
+from .common import send_rest, set_kernel_timeouts, set_receive_timeout, unsent_bytes
 from .thread_io import report
 from .tls_serial import SerializedTls
 
@@ -322,6 +322,7 @@ class ThreadedLink(LinkBase):
         self._backlogged = False
         # A non-blocking send: a flag on plain sockets; TLS ones never block.
         self._nowait = (_MSG_DONTWAIT or 1) if conn.secure else _MSG_DONTWAIT
+        self._tls: bool = conn.secure
         self._backlog_limit: int = upgrade.config.limits.max_send_backlog or sys.maxsize  # 0: none
 
     # -- output: queued under the session lock, written outside it --------------
@@ -373,14 +374,14 @@ class ThreadedLink(LinkBase):
         data, count = self._take()
         try:
             if len(data) <= _WRITE_SLICE:
-                self.sock.sendall(data)
+                self._send_all(data)
                 self._sent += len(data)
                 self._written += len(data)
             else:  # in slices: progress shows (keepalive, drain) during a long write
                 with memoryview(data) as view:
                     for start in range(0, len(view), _WRITE_SLICE):
                         piece = view[start : start + _WRITE_SLICE]
-                        self.sock.sendall(piece)
+                        self._send_all(piece)
                         self._sent += len(piece)
                         self._written += len(piece)
         except OSError:
@@ -389,6 +390,20 @@ class ThreadedLink(LinkBase):
         self._items_out += count
         if self._drain_waiters:
             self._wake_drained()
+
+    def _send_all(self, data: bytes | memoryview) -> None:
+        """Write all of ``data`` (the write lock held), waiting while the client is
+        slow; ``OSError`` once it took nothing for ``body_timeout`` (or is gone)."""
+        sock = self.sock
+        if self._tls:  # SerializedTls: its own waits, bounded the same way
+            sock.sendall(data)
+            return
+        try:
+            sent = sock.send(data, self._nowait)
+        except BlockingIOError:
+            sent = 0
+        if sent != len(data):
+            send_rest(sock, data, sent, self.upgrade.config.body_timeout)
 
     def _write_queued(self) -> None:
         while self._out and not self._dead:
@@ -625,7 +640,7 @@ class ThreadedLink(LinkBase):
                     self._send_now(data)
                     return
                 try:
-                    self.sock.sendall(data)
+                    self._send_all(data)
                     self._sent += len(data)
                 except OSError:
                     self._write_failed()
