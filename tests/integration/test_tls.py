@@ -11,6 +11,7 @@ import queue
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -597,6 +598,71 @@ def test_a_slow_tls_reader_gets_a_closing_answer_whole(
             pass
     [reply] = parse_responses(data)
     assert reply.status == 200 and len(reply.body) == body
+
+
+def test_a_slow_but_steady_tls_reader_gets_a_large_answer_written_at_once(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """8 MiB of ``bytes``, one write, to a reader slower than the server: body_timeout
+    bounds a stall, not the write.  The threaded transport gave one TLS write of it
+    all body_timeout and dropped a reader that kept reading."""
+    size = 8 * 1024 * 1024
+    app = tls_app()
+
+    @app.route("/large")
+    def large() -> bytes:
+        return b"l" * size
+
+    live = serve(app, ssl_context=server_context, body_timeout=1.0)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"GET /large HTTP/1.1\r\nHost: t\r\n\r\n")
+        started, head = time.monotonic(), b""
+        while not head.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(1)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 ")
+        received = 0
+        while received < size:  # 16 KiB every 5 ms at most: over 2.5 s in all
+            chunk = sock.recv(16384)
+            assert chunk, f"dropped after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.005)
+        elapsed = time.monotonic() - started
+    assert received == size
+    assert elapsed > 2.0  # several body_timeouts: only progress kept it going
+
+
+def test_a_tls_client_that_stops_reading_a_stream_is_dropped_after_body_timeout(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """A stall is still a stall over TLS, whose answers go out in slices."""
+    given_up = threading.Event()
+    app = tls_app()
+
+    @app.route("/stream")
+    def stream() -> Iterator[bytes]:
+        try:
+            for _ in range(512):  # 128 MiB at most: the buffers fill long before
+                yield b"s" * (256 * 1024)
+        finally:  # closed: the answer was abandoned
+            given_up.set()
+
+    live = serve(app, ssl_context=server_context, body_timeout=2.0)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")  # and never reads
+        started = time.monotonic()
+        assert given_up.wait(10), "the server still waits for a client that reads nothing"
+        elapsed = time.monotonic() - started
+    assert 1.5 < elapsed < 3.5, elapsed
 
 
 @pytest.mark.parametrize("size", [100, 4 * 1024 * 1024])

@@ -48,7 +48,7 @@ from .common import (
     set_kernel_timeouts,
 )
 from .thread_io import DRAIN_LOW_WATER, Inbox, Outbox
-from .tls_serial import send_close_notify
+from .tls_serial import WRITE_SLICE, send_close_notify
 
 if TYPE_CHECKING:
     from .threaded import ThreadedServer
@@ -158,9 +158,17 @@ class ThreadedConn(Channel):
             raise ClientGone(str(exc)) from None
 
     def _send_tls(self, data: bytes) -> None:
-        """:meth:`_send` on TLS (Python's own timeout, ``body_timeout``)."""
+        """:meth:`_send` on TLS (Python's own timeout, ``body_timeout``), in slices: one
+        TLS write takes all of its bytes or times out, so a large answer in one write
+        would drop a slow reader that keeps reading."""
+        sock = self.sock
         try:
-            self.sock.sendall(data)
+            if len(data) <= WRITE_SLICE:
+                sock.sendall(data)
+                return
+            with memoryview(data) as view:
+                for start in range(0, len(view), WRITE_SLICE):
+                    sock.sendall(view[start : start + WRITE_SLICE])
         except OSError as exc:  # also TimeoutError
             raise ClientGone(str(exc)) from None
 

@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 
-__all__ = ["SerializedTls", "send_close_notify"]
+__all__ = ["WRITE_SLICE", "SerializedTls", "send_close_notify"]
 
 #: The most one TLS write takes on: progress shows between slices.
 WRITE_SLICE = 65536
