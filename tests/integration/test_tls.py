@@ -714,12 +714,20 @@ def request_key_update(sock: ssl.SSLSocket) -> None:
     assert libssl.SSL_key_update(ssl_ptr, 1) == 1  # SSL_KEY_UPDATE_REQUESTED
 
 
+@pytest.mark.parametrize("buffers", ["default", "small"])
 def test_wss_survives_key_updates_while_another_thread_sends(
-    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    buffers: str,
 ) -> None:
     """A TLS 1.3 peer's key update is read by the session's thread and changes the keys
     another thread encrypts with: in the threaded transport both used the connection at
-    once, and the client soon got a record it could not decrypt (bad record MAC)."""
+    once, and the client soon got a record it could not decrypt (bad record MAC).
+
+    With small socket buffers the sending thread often leaves a record half sent
+    (``SSLWantWriteError``) when the key update is read: OpenSSL then refused the
+    read's own write (the answering key update, "bad length") and the session ended."""
     import struct
     import threading
 
@@ -737,8 +745,14 @@ def test_wss_survives_key_updates_while_another_thread_sends(
 
             threading.Thread(target=pump, daemon=True).start()
 
-    live = serve(app, ssl_context=server_context)
-    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    small = buffers == "small"
+    listener = small_send_buffer_listener(8192) if small else None
+    live = serve(app, ssl_context=server_context, listener=listener)
+    raw = socket.socket()
+    if small:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
     with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
         assert sock.version() == "TLSv1.3"
         upgraded(sock)  # type: ignore[arg-type]

@@ -44,15 +44,23 @@ class SerializedTls:
     ``timeout`` bounds a wait without progress (``TimeoutError``), as a socket's
     timeout does.  A write OpenSSL could not finish must be offered again, with the
     same bytes first (the caller's queue keeps them): :meth:`send` checks that.
+
+    A read may have to write too (the answer to a TLS 1.3 key update), which OpenSSL
+    refuses ("bad length") while a record of another write is half sent: a reader
+    first completes that write, with the bytes it was begun with, and the writer's
+    next call reports them as taken.
     """
 
-    __slots__ = ("_lock", "_retry", "_sock", "timeout")
+    __slots__ = ("_flushed", "_lock", "_pending", "_sock", "timeout")
 
     def __init__(self, sock: ssl.SSLSocket, timeout: float) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._lock = threading.Lock()
-        self._retry = 0  # length of a write OpenSSL has begun and must be offered again
+        #: The bytes of a write OpenSSL has begun and must be offered again.
+        self._pending: bytes | None = None
+        #: How many of those a reader's call completed for the writer.
+        self._flushed = 0
         self.timeout = timeout
 
     def fileno(self) -> int:
@@ -78,13 +86,30 @@ class SerializedTls:
         deadline = time.monotonic() + self.timeout
         while True:
             with self._lock:
-                try:
-                    return self._sock.recv(size)
-                except ssl.SSLWantReadError:
-                    want = _IN
-                except ssl.SSLWantWriteError:
-                    want = _OUT
+                want = self._finish_pending_write()
+                if not want:
+                    try:
+                        return self._sock.recv(size)
+                    except ssl.SSLWantReadError:
+                        want = _IN
+                    except ssl.SSLWantWriteError:
+                        want = _OUT
             self._wait(want, deadline)
+
+    def _finish_pending_write(self) -> int:
+        """Complete a write another thread began (the lock held): 0 once none is
+        pending, else what to wait for first."""
+        pending = self._pending
+        if pending is None:
+            return 0
+        try:
+            self._flushed = self._sock.send(pending)
+        except ssl.SSLWantWriteError:
+            return _OUT
+        except ssl.SSLWantReadError:
+            return _IN
+        self._pending = None
+        return 0
 
     def send(self, data: bytes | memoryview, flags: int = 0) -> int:
         """Write what the socket takes now (``flags`` are ignored: it never waits).
@@ -114,17 +139,24 @@ class SerializedTls:
         """One TLS write of at most a slice (the lock held): bytes taken, and what to
         wait for when none were."""
         piece = data[:WRITE_SLICE]
-        if len(piece) < self._retry:  # OpenSSL would fail the retry ("bad write retry")
+        pending = self._pending
+        if pending is not None and len(piece) < len(pending):
+            # OpenSSL would fail the retry ("bad write retry")
             raise RuntimeError("a TLS write must be offered again before other bytes")
+        if self._flushed:  # a reader completed the write begun with these bytes
+            sent, self._flushed = self._flushed, 0
+            return sent, 0
         try:
-            sent: int = self._sock.send(piece)
+            sent = self._sock.send(piece)
         except ssl.SSLWantWriteError:
-            self._retry = len(piece)  # it may have written part of the piece already
+            if pending is None:  # it may have written part of the piece already
+                self._pending = bytes(piece)
             return 0, _OUT
         except ssl.SSLWantReadError:
-            self._retry = len(piece)
+            if pending is None:
+                self._pending = bytes(piece)
             return 0, _IN
-        self._retry = 0
+        self._pending = None
         return sent, 0
 
     def _wait(self, events: int, deadline: float) -> None:
