@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -521,3 +522,107 @@ def test_resource_405_goes_to_the_405_error_page_not_the_404_one(make_client, si
         "GET, HEAD",
     )
     assert client.post("/public/nothing.html").text == "404 page"
+
+
+def swapping_site(tmp_path: Path) -> tuple[Path, App]:
+    """www/d/f.txt and www/g.txt (served) next to out/ (never served); the app's filter
+    runs after the file was found and checked, before it is opened: there it puts, in
+    place of the checked name, what ``?swap=`` says."""
+    www, out = tmp_path / "www", tmp_path / "out"
+    (www / "d").mkdir(parents=True)
+    out.mkdir()
+    (www / "d" / "f.txt").write_bytes(b"public")
+    (www / "g.txt").write_bytes(b"public")
+    (out / "f.txt").write_bytes(b"OUTSIDE-SECRET")
+    app = App()
+
+    @app.request_filter("/r/**")
+    def swap(ctx: Any) -> None:
+        kind = ctx.request.parameter.get("swap")
+        if kind == "dir":  # the folder on the path becomes a symlink leaving www/
+            os.rename(www / "d", tmp_path / "d.moved")
+            os.symlink(out, www / "d")
+        elif kind == "file":  # the file becomes a symlink to a file outside
+            os.unlink(www / "g.txt")
+            os.symlink(out / "f.txt", www / "g.txt")
+        elif kind == "fifo":  # the file becomes a FIFO (opening it would wait for a writer)
+            os.unlink(www / "g.txt")
+            os.mkfifo(www / "g.txt")
+        ctx.do_chain()
+
+    return www, app
+
+
+def release_fifo(path: Path) -> None:
+    """Give a reader blocked on opening the FIFO its end of file (the defect's hang)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # no reader waits: nothing to release
+        pass
+
+
+@pytest.mark.parametrize(
+    ("swap", "path"),
+    [("dir", "/r/d/f.txt"), ("file", "/r/g.txt"), ("fifo", "/r/g.txt")],
+)
+def test_a_name_swapped_after_the_check_is_not_followed(make_any_client, tmp_path, swap, path):
+    """README: symlinks leaving the folder are answered 404, never served; a symlink
+    swapped in between the check of a name and the opening of the file too (TOCTOU):
+    the file opened is the one checked, or none (404). Before, the swapped-in symlink
+    was followed (the outside file served) and a FIFO held the request until a writer came."""
+    www, app = swapping_site(tmp_path)
+    client = make_any_client(app, {"/r/**": str(www)})
+    assert client.get(path).body == b"public"
+    release = threading.Timer(3, release_fifo, (www / "g.txt",))
+    release.start()
+    try:
+        started = time.monotonic()
+        reply = client.get(f"{path}?swap={swap}")
+        took = time.monotonic() - started
+    finally:
+        release.cancel()
+    assert b"OUTSIDE" not in reply.body
+    assert reply.status == 404, reply.body
+    assert took < 2.5  # a FIFO is refused at once, not opened and waited on
+
+
+def test_symlinks_that_stay_inside_are_still_followed(make_any_client, tmp_path):
+    """Files and folders reached through symlinks inside the folder are served (the
+    path is resolved first, then opened below the folder without symlinks)."""
+    www = tmp_path / "www"
+    (www / "real" / "deep").mkdir(parents=True)
+    (www / "real" / "deep" / "f.txt").write_bytes(b"deep")
+    (www / "alias").symlink_to(www / "real")
+    (www / "rel_alias").symlink_to("real/deep")
+    (www / "real" / "link.txt").symlink_to("deep/f.txt")
+    client = make_any_client(App(), {"/r/**": str(www)})
+    for path in ("/r/alias/deep/f.txt", "/r/rel_alias/f.txt", "/r/real/link.txt"):
+        reply = client.get(path)
+        assert (reply.status, reply.body) == (200, b"deep"), path
+        assert reply.header("Content-Length") == "4"
+
+
+def test_a_path_failing_to_resolve_is_404_not_500(make_client, tmp_path, monkeypatch):
+    """os.path.realpath raises when a symlink it reads is swapped at that moment
+    (EINVAL, ENOENT): the request is a 404, not a 500 with a traceback."""
+    www = tmp_path / "www"
+    (www / "d").mkdir(parents=True)
+    (www / "d" / "f.txt").write_bytes(b"public")
+    real_realpath = os.path.realpath
+
+    def racing_realpath(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(path).endswith("f.txt"):
+            raise OSError(22, "Invalid argument")
+        return real_realpath(path, *args, **kwargs)
+
+    client = make_client(App(), {"/r/**": str(www)})
+    records = LogRecords()
+    logger.add_handler(records)
+    monkeypatch.setattr(os.path, "realpath", racing_realpath)
+    try:
+        reply = client.get("/r/d/f.txt")
+    finally:
+        monkeypatch.undo()
+        logger.remove_handler(records)
+    assert reply.status == 404
+    assert not [r for r in records.records if r.levelno >= logging.ERROR]

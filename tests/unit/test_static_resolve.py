@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,12 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simple_http_server.config import ServerConfig
+from simple_http_server.dispatch import static
 from simple_http_server.dispatch.compression import GzipPolicy, accepts_gzip, add_vary
 from simple_http_server.dispatch.dispatcher import make_request
 from simple_http_server.dispatch.static import (
     Resources,
     attachment,
     guess_type,
+    open_inside,
     parse_range,
     plain_segments,
     plan_file,
@@ -148,6 +153,96 @@ def test_attachment_header():
     value = attachment('日本"\\.txt')
     assert value.startswith("attachment; filename=\"____.txt\"; filename*=UTF-8''")
     assert "%E6%97%A5" in value
+
+
+@pytest.fixture(params=["walk", "check"])
+def opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """open_inside as it runs here (openat walk), and its fallback elsewhere."""
+    if request.param == "check":
+        monkeypatch.setattr(static, "_WALK", False)
+    else:
+        assert static._WALK  # POSIX: the walk is what runs
+    yield str(request.param)
+
+
+def _read(found: tuple[str, str] | None) -> bytes | None:
+    if found is None:
+        return None
+    file = open_inside(*found)
+    if file is None:
+        return None
+    with file:
+        return file.read()
+
+
+def test_open_inside_opens_what_was_checked(tree: Path, opener: str):
+    res = Resources({"/r/**": str(tree)})
+    assert _read(res.locate("/r/a/b/low.css")) == b"3"
+    assert _read(res.locate("/r/link_in.js")) == b"1"  # a symlink inside: followed
+    found = res.locate("/r/a/mid.css")
+    assert found is not None
+    with open_inside(*found) as file:  # type: ignore[union-attr]
+        assert file.name == found[1]  # named by its path (FileShrank's message), not its fd
+    os.rename(tree / "a", tree / "a.moved")
+    (tree / "a").symlink_to(tree.parent)  # now a/mid.css would be outside
+    (tree.parent / "mid.css").write_text("secret")
+    assert open_inside(*found) is None
+    (tree / "a").unlink()
+    (tree / "a").mkdir()
+    os.mkfifo(tree / "a" / "mid.css")  # would block an open(); not a regular file anyway
+    assert open_inside(*found) is None
+    os.unlink(tree / "a" / "mid.css")
+    (tree / "a" / "mid.css").mkdir()
+    assert open_inside(*found) is None
+    os.rmdir(tree / "a" / "mid.css")
+    assert open_inside(*found) is None  # gone
+
+
+def test_open_inside_refuses_a_file_swapped_for_a_symlink(tree: Path, opener: str):
+    found = Resources({"/r/**": str(tree)}).locate("/r/top.js")
+    assert found is not None
+    os.unlink(tree / "top.js")
+    (tree / "top.js").symlink_to(tree.parent / "outside.js")
+    assert open_inside(*found) is None
+
+
+def test_a_folder_swapped_while_resolving_never_raises_nor_leaks(tmp_path: Path):
+    """A thread swaps a folder for a symlink leaving the root and back, as fast as it
+    can: resolving a path through it gives the inside file or None, never an error
+    (os.path.realpath raised EINVAL/ENOENT, a 500), and what is opened is inside.
+    (The fallback without openat can be beaten by such a race: it checks a path
+    again after the open, and a path can change again between two looks.)"""
+    root, out = tmp_path / "root", tmp_path / "out"
+    (root / "d").mkdir(parents=True)
+    out.mkdir()
+    (root / "d" / "f.txt").write_bytes(b"inside")
+    (out / "f.txt").write_bytes(b"outside")
+    (tmp_path / "link").symlink_to(out)
+    res = Resources({"/r/**": str(root)})
+    stop = threading.Event()
+
+    def swap() -> None:
+        d, real, link = root / "d", tmp_path / "real", tmp_path / "link"
+        while not stop.is_set():
+            os.rename(d, real)
+            os.rename(link, d)
+            os.rename(d, link)
+            os.rename(real, d)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    seen: set[bytes | None] = set()
+    try:
+        deadline = time.monotonic() + 1.5
+        for _ in range(20000):
+            if time.monotonic() > deadline:
+                break
+            seen.add(_read(res.locate("/r/d/f.txt")))
+    finally:
+        stop.set()
+        swapper.join(5)
+    assert seen <= {b"inside", None}
+    assert b"inside" in seen
 
 
 @pytest.mark.parametrize(

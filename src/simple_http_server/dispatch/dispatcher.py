@@ -60,7 +60,14 @@ from .sessions import (
     check_session_settings,
     global_session_factory,
 )
-from .static import Resources, guess_type, none_match, plain_segments, plan_file
+from .static import (
+    Resources,
+    guess_type,
+    none_match,
+    open_inside,
+    plain_segments,
+    plan_file,
+)
 
 __all__ = ["Dispatcher", "make_request"]
 
@@ -289,14 +296,15 @@ class Dispatcher:
             body_read = True
         match = router.lookup(request.method, request.path, request.parameters, request.headers)
         endpoint = match.target
-        static_path: str | None = None
+        resource: _Resource | None = None
         if endpoint is None:
             if match.refused:  # the original's 404: nothing else is tried
                 raise HttpError(404, *_NO_CONTROLLER)
             if self.resources and plain_segments(request._raw_path):
-                static_path = self.resources.resolve(request.path)
-            if static_path is None or request.method not in _FILE_METHODS:
-                return await self._unrouted(request, router, match, static_path is not None)
+                found = self.resources.locate(request.path)
+                resource = None if found is None else _Resource(*found)
+            if resource is None or request.method not in _FILE_METHODS:
+                return await self._unrouted(request, router, match, resource is not None)
         else:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups
@@ -320,13 +328,13 @@ class Dispatcher:
 
             async def run_endpoint() -> None:
                 if endpoint is None:
-                    holder.append(StaticFile(static_path or "", None))
+                    holder.append(resource)
                 else:
                     holder.append(await endpoint.invoke(BindContext(request, response)))
 
             await run_chain(FilterContext(request, response, filters, run_endpoint))
         elif endpoint is None:
-            holder.append(StaticFile(static_path or "", None))
+            holder.append(resource)
         else:
             holder.append(await endpoint.invoke(BindContext(request, response)))
         answer = response._answer
@@ -484,9 +492,8 @@ class Dispatcher:
     async def _send_file(
         self, request: Request, channel: Channel, outcome: Outcome, static: StaticFile
     ) -> tuple[int, int]:
-        try:
-            file = open(static.file_path, "rb")  # noqa: SIM115
-        except OSError:
+        file = _open_file(static)
+        if file is None:
             outcome = await self.error_outcome(404, "", "Cannot find file for this url.")
             return await self.send(request, channel, outcome)
         with file:
@@ -539,6 +546,26 @@ class Dispatcher:
                 await channel.send_data(chunk)
         await channel.send_end()
         return status, size
+
+
+class _Resource(StaticFile):
+    """A file of a static resource mount: opened only below the mount's folder."""
+
+    def __init__(self, root: str, path: str) -> None:
+        super().__init__(path, None)
+        self.root = root
+
+
+def _open_file(static: StaticFile) -> BinaryIO | None:
+    """The file to send, or None (a 404). A resource's is the very file checked to
+    be in its folder (:func:`.static.open_inside`); a controller's path is its own
+    choice, opened as given."""
+    if isinstance(static, _Resource):
+        return open_inside(static.root, static.file_path)
+    try:
+        return open(static.file_path, "rb")
+    except OSError:
+        return None
 
 
 def _not_modified(request: Request, status: int, headers: list[tuple[str, str]]) -> bool:

@@ -6,6 +6,7 @@ into memory.
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import os
 import stat
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ __all__ = [
     "Resources",
     "attachment",
     "guess_type",
+    "open_inside",
     "parse_range",
     "plain_segments",
     "plan_file",
@@ -117,6 +119,12 @@ class Resources:
         Refuses backslashes, NUL bytes, empty and dot segments, and anything
         whose real path (symlinks followed) leaves the mount's folder.
         """
+        found = self.locate(path)
+        return None if found is None else found[1]
+
+    def locate(self, path: str) -> tuple[str, str] | None:
+        """(the mount's folder, the file's real path) for a decoded request path, or
+        None (see :meth:`resolve`); :func:`open_inside` opens what it names."""
         if "\\" in path or "\0" in path or not path.startswith("/"):
             return None
         for mount in self._mounts:
@@ -125,7 +133,7 @@ class Resources:
                 continue
             found = _inside(mount.root, rel)
             if found is not None:
-                return found
+                return mount.root, found
         return None
 
     @staticmethod
@@ -146,8 +154,8 @@ class Resources:
 
 
 def _inside(root: str, rel: str) -> str | None:
-    candidate = os.path.realpath(os.path.join(root, rel))
-    try:
+    try:  # realpath itself fails on a symlink swapped while it reads it (EINVAL, ENOENT)
+        candidate = os.path.realpath(os.path.join(root, rel))
         if os.path.commonpath([root, candidate]) != root:
             return None
         if not stat.S_ISREG(os.stat(candidate).st_mode):
@@ -155,6 +163,80 @@ def _inside(root: str, rel: str) -> str | None:
     except (OSError, ValueError):
         return None
     return candidate
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+#: Walk a path one directory at a time (openat), never following a symlink.
+_WALK = bool(_NOFOLLOW and _DIRECTORY) and os.open in os.supports_dir_fd
+_DIR_FLAGS = os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC
+# O_NONBLOCK: a FIFO put in the file's place must not block the open.
+_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC
+
+
+def open_inside(root: str, path: str) -> BinaryIO | None:
+    """The regular file at ``path`` (a real path below ``root``, as
+    :meth:`Resources.locate` gives it), opened so that it is that file: None when
+    it is no longer there, no longer a regular file, or reached through a symlink.
+
+    A name checked earlier may have been swapped since for a symlink leaving the
+    folder: each directory is opened from the one before (``openat``) without
+    following symlinks, so what is opened is below ``root`` whatever changed.
+    Where that cannot be done (no ``dir_fd``: Windows), the opened file must be
+    the one its re-resolved real path names (same device and inode), which a
+    single swap cannot pass but a fast enough succession of swaps can.
+    """
+    try:
+        fd = _walk(root, path) if _WALK else _open_checked(root, path)
+    except (OSError, ValueError):
+        return None
+    if fd is None:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        raw = io.FileIO(fd, "rb")
+    except OSError:
+        os.close(fd)
+        return None
+    raw.name = path  # for messages (FileShrank) instead of the descriptor's number
+    return io.BufferedReader(raw)
+
+
+def _walk(root: str, path: str) -> int | None:
+    parts = os.path.relpath(path, root).split(os.sep)
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    folder = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            below = os.open(part, _DIR_FLAGS, dir_fd=folder)
+            os.close(folder)
+            folder = below
+        return os.open(parts[-1], _FILE_FLAGS, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _open_checked(root: str, path: str) -> int | None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | _NONBLOCK | _CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        again = _inside(root, os.path.relpath(path, root))
+        if again == path:
+            named = os.stat(again)
+            if (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino):
+                return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
 
 
 @dataclass(slots=True)
