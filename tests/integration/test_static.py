@@ -626,3 +626,76 @@ def test_a_path_failing_to_resolve_is_404_not_500(make_client, tmp_path, monkeyp
         logger.remove_handler(records)
     assert reply.status == 404
     assert not [r for r in records.records if r.levelno >= logging.ERROR]
+
+
+HUGE = "9" * 5000  # more digits than int() converts (4300)
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "start", "end"),
+    [
+        (f"bytes=0-{HUGE}", 206, 0, 1023),
+        (f"bytes=-{HUGE}", 206, 0, 1023),
+        (f"bytes=1000-{HUGE}", 206, 1000, 1023),
+        (f"bytes={'0' * 5000}5-{'0' * 5000}9", 206, 5, 9),
+        (f"bytes={HUGE}-", 416, 0, 0),
+        (f"bytes={HUGE}-{HUGE}", 416, 0, 0),
+        (f"bytes={'0' * 5000}-0", 206, 0, 0),
+        (f"bytes=-{'0' * 5000}", 416, 0, 0),
+        (f"bytes={HUGE}-5", 200, 0, 1023),  # last before first: invalid, ignored
+        (f"bytes=1{HUGE}-{HUGE}", 200, 0, 1023),
+    ],
+    ids=lambda v: v if len(str(v)) < 20 else f"{str(v)[:12]}...({len(str(v))})",
+)
+def test_range_positions_of_any_length(make_client, site, spec, status, start, end):
+    """RFC 9110 14.1.2: a last position past the end means the end, a first one past it
+    is unsatisfiable, whatever the number of digits. Before, more than 4300 digits
+    were a 500 with a traceback logged on every request."""
+    client = make_client(static_app(site), mounts(site))
+    records = LogRecords()
+    logger.add_handler(records)
+    try:
+        reply = client.get("/public/sub/deep/data.bin", headers={"Range": spec})
+    finally:
+        logger.remove_handler(records)
+    assert reply.status == status
+    if status == 206:
+        assert reply.body == DATA[start : end + 1]
+        assert reply.header("Content-Range") == f"bytes {start}-{end}/1024"
+    elif status == 416:
+        assert reply.header("Content-Range") == "bytes */1024"
+    else:
+        assert reply.body == DATA
+    assert not [r for r in records.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Mon, 01 Jan {HUGE} 00:00:00 GMT",
+        f"Mon, {HUGE} Jan 2024 00:00:00 GMT",
+        f"Mon, 01 Jan 2024 {HUGE}:00:00 GMT",
+        f"Mon, 01 Jan 2024 00:00:00 +{HUGE}",
+        "Fri, 31 Dec 9999 23:59:59 -2359",
+        "Mon, 01 Jan 0000 00:00:00 GMT",
+        "Mon, 01 Jan 2024 00:00:00 +9999",
+        HUGE,
+    ],
+    ids=lambda v: v if len(v) < 40 else f"{v[:20]}...({len(v)})",
+)
+def test_odd_dates_in_conditional_headers_are_no_500(make_client, site, value):
+    """If-Modified-Since, If-Unmodified-Since and If-Range with a date that does not
+    parse, overflows or has a zone that does not parse are read as what they parse to
+    (email.utils), or as absent: never an error."""
+    client = make_client(static_app(site), mounts(site))
+    path = "/public/sub/deep/data.bin"
+    records = LogRecords()
+    logger.add_handler(records)
+    try:
+        assert client.get(path, headers={"If-Modified-Since": value}).status in (200, 304)
+        assert client.get(path, headers={"If-Unmodified-Since": value}).status in (200, 412)
+        ranged = client.get(path, headers={"Range": "bytes=0-1", "If-Range": value})
+        assert ranged.status in (200, 206)
+    finally:
+        logger.remove_handler(records)
+    assert not [r for r in records.records if r.levelno >= logging.ERROR]

@@ -121,7 +121,19 @@ def test_resolution_never_leaves_the_root(tmp_path_factory, segments):
         ("bytes", 10, None),
         ("bytes=\xb2-", 10, None),  # "²".isdigit() is True; int("²") fails
         ("bytes=0-\u0663", 10, None),  # ARABIC-INDIC DIGIT THREE
+        # Positions of any length (int() refuses more than 4300 digits):
+        ("bytes=0-" + "9" * 5000, 10, (0, 9)),
+        ("bytes=-" + "9" * 5000, 10, (0, 9)),
+        ("bytes=" + "9" * 5000 + "-", 10, False),
+        ("bytes=" + "9" * 5000 + "-" + "9" * 5000, 10, False),
+        ("bytes=" + "9" * 5000 + "-" + "9" * 4999, 10, None),
+        ("bytes=" + "0" * 5000 + "3-" + "0" * 5000 + "4", 10, (3, 4)),
+        ("bytes=-" + "0" * 5000, 10, False),
+        ("bytes=0-18446744073709551616", 10, (0, 9)),
+        ("bytes=18446744073709551615-", 1 << 63, False),
+        ("bytes=-18446744073709551616", 1 << 63, (0, (1 << 63) - 1)),
     ],
+    ids=lambda v: repr(v) if len(str(v)) < 30 else f"{str(v)[:15]}...({len(str(v))})",
 )
 def test_parse_range(header: str, size: int, expected):
     assert parse_range(header, size) == expected

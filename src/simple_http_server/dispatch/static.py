@@ -335,11 +335,30 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()  # str.isdigit alone takes "²"
 
 
+#: Larger than any file: a position with more digits is only compared, never
+#: converted (int() refuses more than 4300 digits, and would be slow long before).
+_BEYOND = 1 << 64
+_MAX_DIGITS = len(str(_BEYOND)) - 1
+
+
+def _position(digits: str) -> int:
+    """A byte position, capped at :data:`_BEYOND`."""
+    digits = digits.lstrip("0")
+    return _BEYOND if len(digits) > _MAX_DIGITS else int(digits or "0")
+
+
+def _below(a: str, b: str) -> bool:
+    """True when the number written ``a`` is less than the one written ``b``, however long."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     """(first, last) byte of a single range; None to ignore it; False when unsatisfiable.
 
     Several ranges and syntax errors are ignored (the whole file is sent),
-    as RFC 9110 14.2 allows.
+    as RFC 9110 14.2 allows. Positions of any length are read: a last byte past
+    the end stands for the end, a first one past it is unsatisfiable.
     """
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
@@ -351,16 +370,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     if not (_is_number(first) or first == "") or not (_is_number(last) or last == ""):
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             return False
         return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    if last and _below(last, first):
         return None
+    start = _position(first)
     if start >= size:
         return False
-    end = int(last) if last else size - 1
+    end = _position(last) if last else size - 1
     return start, min(end, size - 1)
 
 
