@@ -699,3 +699,33 @@ def test_odd_dates_in_conditional_headers_are_no_500(make_client, site, value):
     finally:
         logger.remove_handler(records)
     assert not [r for r in records.records if r.levelno >= logging.ERROR]
+
+
+def download_app(site: Path) -> App:
+    app = App()
+
+    @app.route("/report/{name}")
+    def report(name: str) -> StaticFile:
+        return StaticFile(str(site / "app.js"), None, download_name=name + ".txt")
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("target", "disposition"),
+    [
+        (
+            "/report/r%C3%A9sum%C3%A9",
+            "filename=\"r_sum_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt",
+        ),
+        ("/report/r%E9sum%E9", "filename=\"r_sum_.txt\"; filename*=UTF-8''r%E9sum%E9.txt"),
+        ("/report/%FF", "filename=\"_.txt\"; filename*=UTF-8''%FF.txt"),
+    ],
+)
+def test_download_name_with_undecodable_bytes(make_client, site, target, disposition):
+    """A path value holding a byte that is no UTF-8 (%FF, a Latin-1 %E9) goes back as
+    that byte in filename*, with an ASCII filename; before, a 500 (UnicodeEncodeError)."""
+    reply = make_client(download_app(site), mounts(site)).get(target)
+    assert reply.status == 200
+    assert reply.body == b"console.log(1);"
+    assert reply.header("Content-Disposition") == f"attachment; {disposition}"

@@ -167,6 +167,22 @@ def test_attachment_header():
     assert "%E6%97%A5" in value
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # a path value holding undecodable bytes (surrogateescape): the bytes themselves
+        ("r\udce9sum\udce9.pdf", "filename=\"r_sum_.pdf\"; filename*=UTF-8''r%E9sum%E9.pdf"),
+        ("\udcff", "filename=\"_\"; filename*=UTF-8''%FF"),
+        ("caf\u00e9\udcff", "filename=\"caf__\"; filename*=UTF-8''caf%C3%A9%FF"),
+        # a lone surrogate that stands for no byte has none to send
+        ("a\ud800b", "filename=\"a_b\"; filename*=UTF-8''a%3Fb"),
+        ("\x00\x7f\n", "filename=\"___\"; filename*=UTF-8''%00%7F%0A"),
+    ],
+)
+def test_attachment_of_undecodable_names(name: str, expected: str):
+    assert attachment(name) == f"attachment; {expected}"
+
+
 @pytest.fixture(params=["walk", "check"])
 def opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """open_inside as it runs here (openat walk), and its fallback elsewhere."""

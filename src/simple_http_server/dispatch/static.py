@@ -383,12 +383,26 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     return start, min(end, size - 1)
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8, a raw byte of undecodable request text (``surrogateescape``)
+    as that byte again; any other lone surrogate, which has no bytes, as ``?``."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "".join(
+            "?" if "\ud800" <= c <= "\udfff" and not "\udc80" <= c <= "\udcff" else c for c in text
+        ).encode("utf-8", "surrogateescape")
+
+
 def attachment(download_name: str) -> str:
-    """A ``Content-Disposition`` value for downloading as ``download_name``."""
+    """A ``Content-Disposition`` value for downloading as ``download_name``: an ASCII
+    ``filename`` (``_`` for anything else) and the RFC 8187 ``filename*``, which
+    carries the bytes of the name (those of a path value holding ``%FF`` too)."""
     fallback = "".join(
         c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in download_name
     )
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(download_name, safe='')}"
+    encoded = quote(_utf8(download_name), safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
 def plan_file(
