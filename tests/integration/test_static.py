@@ -729,3 +729,15 @@ def test_download_name_with_undecodable_bytes(make_client, site, target, disposi
     assert reply.status == 200
     assert reply.body == b"console.log(1);"
     assert reply.header("Content-Disposition") == f"attachment; {disposition}"
+
+
+def test_dotfiles_are_served(make_client, tmp_path):
+    """README: dotfiles are served as in 0.22.x (.well-known/ has to be, for ACME);
+    mapping a folder is publishing all of it."""
+    www = tmp_path / "www"
+    (www / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (www / ".well-known" / "acme-challenge" / "token").write_bytes(b"proof")
+    (www / ".env").write_bytes(b"KEY=1")
+    client = make_client(App(), {"/public/**": str(www)})
+    assert client.get("/public/.well-known/acme-challenge/token").body == b"proof"
+    assert client.get("/public/.env").body == b"KEY=1"
