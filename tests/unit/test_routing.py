@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import simple_http_server
 from simple_http_server.dispatch.routing import (
     WILDCARD_KEY,
     PathPattern,
@@ -253,3 +261,97 @@ def test_tables_are_rebuilt_after_a_registration() -> None:
     router.add_url("/t", "patch", frozenset({"PATCH"}), NONE)
     assert router.lookup("PATCH", "/t", {}, {}).target == "patch"
     assert router.lookup("PROPFIND", "/t", {}, {}).target == "any"
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "values"),
+    [
+        ("/files/{name}.{ext}", "/files/a.b", {"name": "a", "ext": "b"}),
+        ("/files/{name}.{ext}", "/files/a.tar.gz", {"name": "a.tar", "ext": "gz"}),
+        ("/files/{name}.{ext}", "/files/.b", None),
+        ("/files/{name}.{ext}", "/files/a./", None),
+        ("/archive/{y}-{m}-{d}", "/archive/2024-01-02", {"y": "2024", "m": "01", "d": "02"}),
+        ("/archive/{y}-{m}-{d}", "/archive/a-b-c-d-e", {"y": "a-b-c", "m": "d", "d": "e"}),
+        ("/archive/{y}-{m}-{d}", "/archive/2024-01", None),
+        ("/v{major}.{minor}/x", "/v1.2/x", {"major": "1", "minor": "2"}),
+        ("/{a}{b}", "/xyz", {"a": "xy", "b": "z"}),
+        ("/s/*.{ext}", "/s/a.b.c", {WILDCARD_KEY: "a.b", "ext": "c"}),
+        ("/s/**.{ext}", "/s/a.b/c.d", {WILDCARD_KEY: "a.b/c", "ext": "d"}),
+        ("/d/**/{name}.{ext}", "/d/x/y/n.e", {WILDCARD_KEY: "x/y", "name": "n", "ext": "e"}),
+        ("/a/**/x/**", "/a/1/x/2/x/3", {WILDCARD_KEY: "1"}),
+        ("/{a}/{a}", "/1/2", {"a": "2"}),  # a name used twice: its last value
+        ("/files/{name}.{ext}", "/files/a.b\n", {"name": "a", "ext": "b\n"}),
+        ("/a/{v}/b", "/a/x/b\n", None),  # the path's end is its end (a %0A is a character)
+    ],
+)
+def test_patterns_with_several_groups_in_a_segment(
+    url: str, path: str, values: dict[str, str] | None
+) -> None:
+    pattern = PathPattern(url)
+    assert pattern.match(path) == values
+    assert (pattern.test(path) is not None) is (values is not None)
+
+
+def _as_regex(url: str) -> re.Pattern[str]:
+    """The regular expression the README says a url reads as."""
+    parts = re.split(r"(\{[^{}/]*\}|\*\*|\*)", url)
+    kinds = {"**": "(.+?)", "*": "([^/]+)"}
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else kinds.get(part, "([^/]+)")
+        for i, part in enumerate(parts)
+    )
+    return re.compile("^" + regex + r"\Z", re.DOTALL)
+
+
+def test_patterns_match_as_the_regex_they_read_as() -> None:
+    """Whatever the url, a pattern matches the paths its regex (``{x}``, ``*``:
+    ``[^/]+``; ``**``: ``.+?``) matches, with the values a backtracking regex gives."""
+    rng = random.Random(7)
+    pieces = ["{a}", "{b}", "*", "**", "/", ".", "-", "x", "/x", "x.", "xx", ".x."]
+    for _ in range(600):
+        url = "/" + "".join(rng.choice(pieces) for _ in range(rng.randint(1, 6)))
+        if not PathPattern.is_pattern(url):
+            continue
+        pattern, regex = PathPattern(url), _as_regex(url)
+        for _ in range(40):
+            path = "/" + "".join(rng.choice("/.-xy") for _ in range(rng.randint(0, 12)))
+            m = regex.match(path)
+            expected: dict[str, str] | None = None
+            if m is not None:
+                expected = {}
+                for name, value in zip(pattern.names, m.groups(), strict=True):
+                    if name != WILDCARD_KEY or name not in expected:
+                        expected[name] = value
+            assert pattern.match(path) == expected, (url, path)
+
+
+#: Urls whose regex backtracks for seconds (``len(path) ** groups`` steps) on the path
+#: ``prefix + unit * count + suffix``, which they do not match.
+HOSTILE = [
+    ("/files/{name}.{ext}", "/files/", ".", 40_000, "/"),
+    ("/archive/{y}-{m}-{d}", "/archive/", "-", 1_500, "/"),
+    ("/d/**/{name}.{ext}", "/d/x/", ".", 40_000, "/"),
+    ("/s/**.{ext}", "/s/", ".", 40_000, "/"),
+    ("/a/**/x/**/y", "/a", "/x", 20_000, "/"),
+]
+
+
+def test_a_path_never_makes_a_pattern_backtrack() -> None:
+    """Every hostile path above is refused in well under 2 s in all (the regexes
+    took 3 to 6 s each); in a subprocess, so that a regression fails, not hangs."""
+    src = str(Path(simple_http_server.__file__).resolve().parents[1])
+    code = (
+        "import time\n"
+        "from simple_http_server.dispatch.routing import PathPattern\n"
+        f"cases = {HOSTILE!r}\n"
+        "start = time.monotonic()\n"
+        "for url, prefix, unit, count, suffix in cases:\n"
+        "    assert PathPattern(url).match(prefix + unit * count + suffix) is None, url\n"
+        "print(time.monotonic() - start)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": src}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 2.0

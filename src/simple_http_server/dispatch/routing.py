@@ -1,10 +1,10 @@
 """Route tables compiled once at registration.
 
-Static paths live in a dict; ``{name}``/wildcard paths and ``regexp=`` routes
-are compiled regular expressions.  A lookup tells a full match, routes that
-serve the method on the path but whose ``params=``/``headers=`` all failed
-(404), a path that exists under other methods (405 with ``Allow``) or no
-match (404, or a static resource).
+Static paths live in a dict; ``{name}``/wildcard paths are :class:`PathPattern`
+(matched in linear time) and ``regexp=`` routes the user's compiled regexes.  A
+lookup tells a full match, routes that serve the method on the path but whose
+``params=``/``headers=`` all failed (404), a path that exists under other methods
+(405 with ``Allow``) or no match (404, or a static resource).
 
 The lookup follows the original's method tables: for each request method, the
 routes that serve it form one table, built on first use and kept; in it, the
@@ -15,6 +15,7 @@ routes without ``method=``) that matches the path decides.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -71,69 +72,284 @@ def url_key(url: str) -> str:
     return "/" + url.lstrip("/")
 
 
-class PathPattern:
-    """A compiled ``{name}`` / ``*`` / ``**`` path pattern."""
+#: ``{name}`` / ``**`` / ``*`` in a route url.
+_TOKENS = re.compile(r"\{([^{}/]*)\}|\*\*|\*")
+_SLASH = re.compile("/")
+#: What a ``{name}`` or ``*`` reads as: one or more characters of one segment, as
+#: many as the rest of the url lets it take.
+ONE = "([^/]+)"
+#: What a ``**`` reads as: one or more characters, slashes too, as few as possible.
+MANY = "(.+?)"
+Values = Sequence[str]
 
-    __slots__ = ("names", "regex", "shape", "source")
+
+class PathPattern:
+    """A compiled ``{name}`` / ``*`` / ``**`` path pattern.
+
+    It matches as the regular expression it reads as (``{name}`` and ``*`` are
+    ``[^/]+``, ``**`` is ``.+?``, the text around them literal), with the same
+    values, in time about linear in the path's length whatever the url.  (The
+    regex of two groups that can take the same characters, ``{name}.{ext}`` or two
+    ``**``, backtracks ``len(path) ** groups`` steps on a path it does not match,
+    holding the GIL: such urls are matched without it.)
+    """
+
+    __slots__ = (
+        "_last",
+        "_literals",
+        "_many",
+        "_quick",
+        "_regex",
+        "_segments",
+        "names",
+        "shape",
+        "source",
+        "test",
+    )
 
     def __init__(self, url: str) -> None:
         self.source = url
-        pieces: list[str] = []
-        shape: list[str] = []
+        literals: list[str] = []
+        kinds: list[str] = []
+        #: The name each group binds, in order (``*`` and ``**`` bind the wildcard,
+        #: to the value of the first of them).
         self.names: list[str] = []
         pos = 0
-        for m in re.finditer(r"\{([^{}/]*)\}|\*\*|\*", url):
-            literal = re.escape(url[pos : m.start()])
-            pieces.append(literal)
-            shape.append(literal)
-            token = m.group(0)
-            if token == "**":
-                pieces.append(
-                    r"(?P<__wildcard>.+?)" if WILDCARD_KEY not in self.names else "(?:.+?)"
-                )
-                shape.append("(.+?)")
-                self._add(WILDCARD_KEY)
-            elif token == "*":
-                pieces.append(
-                    r"(?P<__wildcard>[^/]+)" if WILDCARD_KEY not in self.names else "(?:[^/]+)"
-                )
-                shape.append("([^/]+)")
-                self._add(WILDCARD_KEY)
-            else:
-                name = m.group(1)
-                group = f"g{len(self.names)}"
-                pieces.append(f"(?P<{group}>[^/]+)")
-                shape.append("([^/]+)")
-                self.names.append(name)
+        for m in _TOKENS.finditer(url):
+            literals.append(url[pos : m.start()])
+            name = m.group(1)
+            kinds.append(MANY if m.group(0) == "**" else ONE)
+            self.names.append(WILDCARD_KEY if name is None else name)
             pos = m.end()
-        pieces.append(re.escape(url[pos:]))
-        shape.append(re.escape(url[pos:]))
-        self.regex = re.compile("^" + "".join(pieces) + "$", re.DOTALL)
+        literals.append(url[pos:])
+        self._literals = tuple(literals)
+        self._many = tuple(kind == MANY for kind in kinds)
         #: The regex without its names: patterns of one shape match the same paths
         #: (``/a/{x}``, ``/a/{y}``, ``/a/*``) and count as one url, as in the original.
-        self.shape = "".join(shape)
+        self.shape = _shape(literals, kinds)
+        self._regex: re.Pattern[str] | None = None
+        self._quick: re.Pattern[str] | None = None
+        self._segments: tuple[tuple[str, ...], ...] = ()
+        self._last: tuple[str | None, Values | None] = (None, None)
+        #: ``test(path)`` is None when ``path`` does not match, else not None: the
+        #: regex's own ``match`` when no path can make it backtrack (a request's path
+        #: is tried on every pattern of its method's table until one matches).
+        self.test: Callable[[str], object]
+        if _linear(literals, kinds):
+            self._regex = re.compile("^" + self.shape + r"\Z", re.DOTALL)
+            self.test = self._regex.match
+            return
+        if MANY not in kinds:
+            self._segments = segments(literals)
+            self._quick = re.compile(_outline(self._segments), re.DOTALL)
+        self.test = self._values
 
-    def _add(self, name: str) -> None:
-        if name not in self.names:
-            self.names.append(name)
+    def _values(self, path: str) -> Values | None:
+        """The values of a url not matched by its regex.  A lookup tests a path,
+        then asks its values: they are found once."""
+        last = self._last
+        if last[0] is path:
+            return last[1]
+        found: Values | None
+        if not self._segments:
+            found = searched_values(self._literals, self._many, path)
+        elif self._quick is not None and self._quick.match(path) is None:
+            found = None
+        else:
+            found = self._by_segment(path)
+        self._last = (path, found)
+        return found
+
+    def _by_segment(self, path: str) -> Values | None:
+        parts = path.split("/")
+        if len(parts) != len(self._segments):
+            return None
+        values: list[str] = []
+        for literals, part in zip(self._segments, parts, strict=True):
+            if len(literals) == 1:
+                if part != literals[0]:
+                    return None
+                continue
+            found = segment_values(literals, part)
+            if found is None:
+                return None
+            values += found
+        return values
 
     def match(self, path: str) -> dict[str, str] | None:
         """The path values when ``path`` matches, else None."""
-        m = self.regex.match(path)
-        if m is None:
+        if self._regex is not None:
+            m = self._regex.match(path)
+            found: Values | None = None if m is None else m.groups()
+        else:
+            found = self._values(path)
+        if found is None:
             return None
         values: dict[str, str] = {}
-        for index, name in enumerate(self.names):
-            if name == WILDCARD_KEY:
-                values[WILDCARD_KEY] = m.group("__wildcard")
-            else:
-                values[name] = m.group(f"g{index}")
+        for name, value in zip(self.names, found, strict=True):
+            if name != WILDCARD_KEY:
+                values[name] = value  # a name used twice: its last value, as before
+            elif WILDCARD_KEY not in values:
+                values[WILDCARD_KEY] = value
         return values
 
     @staticmethod
     def is_pattern(url: str) -> bool:
         """True when ``url`` holds ``{name}`` or wildcards."""
         return "*" in url or ("{" in url and "}" in url)
+
+
+def _shape(literals: Sequence[str], kinds: Sequence[str]) -> str:
+    """The regular expression a url reads as (unanchored, without names)."""
+    parts = [re.escape(literal) + kind for literal, kind in zip(literals[:-1], kinds, strict=True)]
+    return "".join(parts) + re.escape(literals[-1])
+
+
+def _linear(literals: Sequence[str], kinds: Sequence[str]) -> bool:
+    """True when the url's regex cannot backtrack more than linearly on any path:
+    no two of its groups can take the same characters.  A ``{name}``/``*`` group
+    holds no ``/``: followed by a literal holding one, it can end at one place of
+    its segment, and the next group starts in another segment.  A single ``**``
+    is one linear scan; two nest, as do two groups with ``/``-free text between."""
+    return kinds.count(MANY) <= 1 and all("/" in literal for literal in literals[1:-1])
+
+
+def _outline(segments: Sequence[Sequence[str]]) -> str:
+    """A regex that no path of the segments fails, that rejects most others fast
+    and cannot backtrack: each segment with groups is its first and last texts
+    around ``[^/]+``."""
+    parts = [
+        re.escape(texts[0])
+        if len(texts) == 1
+        else f"{re.escape(texts[0])}[^/]+{re.escape(texts[-1])}"
+        for texts in segments
+    ]
+    return "^" + "/".join(parts) + r"\Z"
+
+
+def segments(literals: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """The ``/``-separated segments of a url without ``**``, each as the literal
+    texts around its groups: ``/f/{n}.{e}`` is ``("",) ("f",) ("", ".", "")``."""
+    out: list[tuple[str, ...]] = []
+    current = [""]
+    for index, literal in enumerate(literals):
+        first, *rest = literal.split("/")
+        current[-1] += first
+        for part in rest:
+            out.append(tuple(current))
+            current = [part]
+        if index < len(literals) - 1:
+            current.append("")  # a group comes next, then the next literal
+    out.append(tuple(current))
+    return tuple(out)
+
+
+def segment_values(literals: Sequence[str], text: str) -> list[str] | None:
+    """The values of ``literals[0] (.+) literals[1] ... (.+) literals[-1]`` in
+    ``text`` (one segment: no ``/``) as a backtracking regex finds them, each group
+    taking all that the groups after it leave, in linear time.
+
+    The groups after one still match if they start earlier (their first group just
+    takes more), so each group ends at the last occurrence of the literal after it
+    that leaves the next group room: found from the last group back, each once.
+    """
+    head, tail = literals[0], literals[-1]
+    if not text.startswith(head) or not text.endswith(tail):
+        return None
+    start = len(head) + 1  # no group ends before: each holds a character or more
+    ends = [len(text) - len(tail)]  # from the last group back
+    for literal in reversed(literals[1:-1]):
+        room = ends[-1] - 1  # the next group holds a character at least
+        found = text.rfind(literal, start, room) if room >= start else -1
+        if found < 0:
+            return None
+        ends.append(found)
+    if ends[-1] < start:
+        return None
+    ends.reverse()
+    values = [text[len(head) : ends[0]]]
+    for literal, begin, end in zip(literals[1:-1], ends[:-1], ends[1:], strict=True):
+        values.append(text[begin + len(literal) : end])
+    return values
+
+
+def searched_values(literals: Sequence[str], many: Sequence[bool], path: str) -> list[str] | None:
+    """The values of a url holding ``**`` (``many[i]``: group ``i`` is one) among
+    groups that can take the same characters, as a backtracking regex finds them
+    (a ``**`` as little as it can, a ``{name}``/``*`` as much), in ``O(n log n)``.
+
+    From the last group back: the places each group can end so that the rest of
+    the url matches after it.  Then from the first group on, each picks its end
+    among them.
+    """
+    head = literals[0]
+    if not path.startswith(head) or not path.endswith(literals[-1]):
+        return None
+    size = len(path)
+    slashes = [m.start() for m in _SLASH.finditer(path)]
+    ends: list[list[int]] = [[] for _ in many]
+    ends[-1] = [size - len(literals[-1])]
+    for group in range(len(many) - 2, -1, -1):
+        literal = literals[group + 1]
+        later = ends[group + 1]
+        # The next group must reach its last end: a "**" reaches it from any place before.
+        found = _occurrences(path, literal, len(head) + 1, later[-1] - len(literal) - 1)
+        if not many[group + 1]:
+            found = [
+                end
+                for end in found
+                if _first_end(later, False, slashes, end + len(literal), size) is not None
+            ]
+        ends[group] = list(found)
+        if not ends[group]:
+            return None
+    values: list[str] = []
+    begin = len(head)
+    for group, group_ends in enumerate(ends):
+        if many[group]:
+            end = _first_end(group_ends, True, slashes, begin, size)
+        else:
+            end = _last_end(group_ends, slashes, begin, size)
+        if end is None:
+            return None
+        values.append(path[begin:end])
+        begin = end + len(literals[group + 1])
+    return values
+
+
+def _occurrences(text: str, literal: str, low: int, high: int) -> Sequence[int]:
+    """Where ``literal`` starts in ``text`` from ``low`` to ``high``, ascending."""
+    if not literal:
+        return range(low, high + 1)
+    out: list[int] = []
+    found = text.find(literal, low)
+    while 0 <= found <= high:
+        out.append(found)
+        found = text.find(literal, found + 1)
+    return out
+
+
+def _segment_end(slashes: list[int], begin: int, size: int) -> int:
+    """Where the segment holding ``begin`` ends: its ``/``, or the path's end."""
+    index = bisect_left(slashes, begin)
+    return slashes[index] if index < len(slashes) else size
+
+
+def _first_end(
+    ends: list[int], many: bool, slashes: list[int], begin: int, size: int
+) -> int | None:
+    """The first of ``ends`` a group starting at ``begin`` reaches, or None."""
+    index = bisect_right(ends, begin)
+    if index == len(ends):
+        return None
+    end = ends[index]
+    return end if many or end <= _segment_end(slashes, begin, size) else None
+
+
+def _last_end(ends: list[int], slashes: list[int], begin: int, size: int) -> int | None:
+    """The last of ``ends`` a ``{name}``/``*`` group starting at ``begin`` reaches."""
+    index = bisect_right(ends, _segment_end(slashes, begin, size)) - 1
+    return ends[index] if index >= 0 and ends[index] > begin else None
 
 
 Predicate = Callable[[Any], bool]
@@ -276,7 +492,9 @@ class Match(Generic[T]):
 class _Group(Generic[T]):
     """The routes of one method table on one url (a pattern shape or a regexp)."""
 
-    regex: re.Pattern[str]
+    #: None when the path is not the url's, else its match: a regexp's ``match``,
+    #: a pattern's ``test``.
+    test: Callable[[str], Any]
     entries: list[Entry[T]]  # the last registered first
 
 
@@ -357,11 +575,11 @@ class Router(Generic[T]):
         if entries is not None:
             return entries
         for group in table.patterns:
-            if group.regex.match(path) is not None:
+            if group.test(path) is not None:
                 return group.entries
         bare = path[1:]
         for group in table.regexps:
-            if group.regex.match(path) or group.regex.match(bare):
+            if group.test(path) or group.test(bare):
                 return group.entries
         return []
 
@@ -375,7 +593,7 @@ class Router(Generic[T]):
                     return Match(entry.target)
             return Match(refused=True)
         for group in table.patterns:
-            if group.regex.match(path) is None:
+            if group.test(path) is None:
                 continue
             for entry in group.entries:
                 if entry.conditions.empty or entry.conditions.accepts(parameters, headers):
@@ -385,7 +603,7 @@ class Router(Generic[T]):
         if table.regexps:
             bare = path[1:]
             for group in table.regexps:
-                m = group.regex.match(path) or group.regex.match(bare)
+                m = group.test(path) or group.test(bare)
                 if m is None:
                     continue
                 for entry in group.entries:
@@ -401,7 +619,7 @@ class Router(Generic[T]):
         for entry in self._static.get(path, ()):
             allowed |= entry.methods
         for entry in self._patterns:
-            if entry.methods and entry.pattern is not None and entry.pattern.match(path):
+            if entry.methods and entry.pattern is not None and entry.pattern.test(path) is not None:
                 allowed |= entry.methods
         bare = path[1:]
         for entry in self._regexps:
@@ -411,12 +629,12 @@ class Router(Generic[T]):
         return allowed
 
 
-def _url_of(entry: Entry[T]) -> tuple[str, re.Pattern[str]]:
-    """What makes two pattern or regexp routes one url, and the regex that matches it."""
+def _url_of(entry: Entry[T]) -> tuple[str, Callable[[str], Any]]:
+    """What makes two pattern or regexp routes one url, and what matches it."""
     if entry.regex is not None:
-        return entry.regex.pattern, entry.regex
+        return entry.regex.pattern, entry.regex.match
     assert entry.pattern is not None
-    return entry.pattern.shape, entry.pattern.regex
+    return entry.pattern.shape, entry.pattern.test
 
 
 def _groups(entries: list[Entry[T]], method: str) -> list[_Group[T]]:
@@ -429,10 +647,10 @@ def _groups(entries: list[Entry[T]], method: str) -> list[_Group[T]]:
         for entry in entries:
             if bool(entry.methods) is not naming or not entry.allows(method):
                 continue
-            key, regex = _url_of(entry)
+            key, test = _url_of(entry)
             group = groups.get(key)
             if group is None:
-                groups[key] = _Group(regex, [entry])
+                groups[key] = _Group(test, [entry])
             else:
                 group.entries.insert(0, entry)
         ordered.extend(groups.values())
