@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.cookiejar
 import json
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -160,3 +161,26 @@ def test_websocket_handshake_cookies_in_the_test_client() -> None:
     cookie = wire('sid=abc; pref={"a":1}; who=José')
     with client.websocket_connect("/ws", headers={"Cookie": cookie}) as ws:
         assert ws.receive_text() == EXPECTED
+
+
+def test_a_crafted_quoted_cookie_costs_no_seconds(make_client) -> None:
+    """``"\\0\\0..."`` (58 KB): the stdlib's unquoting (CVE-2024-7592, Python before
+    3.11.10 / 3.12.6) took 6 s of CPU per request, holding the GIL (and the event
+    loop: every ``async def`` controller reads the cookies for the session)."""
+    app = App()
+
+    @app.route("/async")
+    async def plain() -> str:
+        return "async ok"
+
+    @app.route("/session")
+    def with_session(session: Session, request: Request) -> str:
+        return f"{session.is_new} {len(request.cookies['a'].value)} {request.cookies['b'].value}"
+
+    client = make_client(app)
+    cookie = {"Cookie": 'a="' + "\\0" * 29_000 + '"; b="x\\073y"'}
+    for path, expected in (("/async", "async ok"), ("/session", "True 29000 x;y")):
+        start = time.monotonic()
+        reply = client.get(path, headers=cookie)
+        assert (reply.status, reply.text) == (200, expected)
+        assert time.monotonic() - start < 2.0
