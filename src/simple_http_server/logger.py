@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import queue
+import re
 import sys
 import threading
 from logging.handlers import QueueHandler, QueueListener
@@ -66,6 +67,16 @@ def escape(text: str) -> str:
     if text.isprintable() and '"' not in text and "\\" not in text:
         return text
     return "".join(c if c.isprintable() and c != '"' and c != "\\" else _escaped(c) for c in text)
+
+
+#: A lone surrogate: what a handler writing strict UTF-8 (a file, most terminals) cannot
+#: write; an exception message holding an undecodable byte of request text has one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _writable(text: str) -> str:
+    """``text`` with each lone surrogate escaped as :func:`escape` does it."""
+    return _SURROGATE.sub(lambda m: _escaped(m[0]), text) if _SURROGATE.search(text) else text
 
 
 def _escaped(char: str) -> str:
@@ -123,14 +134,20 @@ class _FactoryQueueHandler(QueueHandler):
         self._factory = factory
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Merge args into msg and cache exc_text, keeping all other fields."""
+        """Merge args into msg and cache exc_text, keeping all other fields; a lone
+        surrogate in them (say, a path value in an exception's message) is escaped,
+        so that every handler can write the record."""
         record = copy.copy(record)
-        record.msg = record.getMessage()
+        record.msg = _writable(record.getMessage())
         record.args = None
         if record.exc_info:
             if not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
+        if record.exc_text:
+            record.exc_text = _writable(record.exc_text)
+        if record.stack_info:
+            record.stack_info = _writable(record.stack_info)
         return record
 
     def enqueue(self, record: logging.LogRecord) -> None:

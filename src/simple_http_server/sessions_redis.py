@@ -62,9 +62,11 @@ return 1
 
 def _serializers(kind: str) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     if kind == "json":
+        # An undecodable byte of request text (a lone surrogate) is stored as that
+        # byte and read back as the same text, as the in-memory store keeps it.
         return (
-            lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8"),
-            lambda data: json.loads(data.decode("utf-8")),
+            lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogateescape"),
+            lambda data: json.loads(data.decode("utf-8", "surrogateescape")),
         )
     if kind == "pickle":
         return (

@@ -1110,3 +1110,17 @@ def test_a_408_closes_the_connection_under_http_1_only(version: str) -> None:
     sent = run_asgi(scope, [{"type": "http.request", "body": b"x", "more_body": True}], proxy)
     assert sent[0]["status"] == 408
     assert ((b"connection", b"close") in sent[0]["headers"]) == (version == "1.1")
+
+
+@pytest.mark.parametrize("root_path", ["", "/api"])
+def test_a_path_decoded_with_surrogateescape_is_routed_as_its_bytes(root_path: str) -> None:
+    """A server that gives no ``raw_path`` and decodes ``path`` with surrogateescape
+    (``%E9`` is a lone surrogate): the path is its bytes again, not a 500
+    (``UnicodeEncodeError``)."""
+    scope = http_scope("GET", "/")
+    scope["path"], scope["root_path"] = root_path + "/caf\udce9/x", root_path
+    del scope["raw_path"]
+    proxy = server.init_asgi_proxy(app_conf=_prefixed_app())
+    sent = run_asgi(scope, [{"type": "http.request"}], proxy)
+    assert sent[0]["status"] == 200
+    assert body_of(sent) == b'{"name": "caf\xe9"}'

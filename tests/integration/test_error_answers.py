@@ -270,3 +270,51 @@ def test_readme_login_example(make_any_client) -> None:
     accepted = client.post("/login", headers=form, body="user=ann&password=secret")
     assert (accepted.status, accepted.header("Location")) == (302, "/home")
     assert accepted.get_all("Set-Cookie") == ["token=token-of-ann; HttpOnly; Path=/"]
+
+
+def undecodable_app() -> App:
+    app = App()
+
+    @app.route("/user/{uid}")
+    def user(uid: str) -> None:
+        raise HttpError(404, "No such user", f"user {uid} does not exist")  # README's example
+
+    @app.route("/bad/{uid}")
+    def bad(uid: str, response: Response) -> None:
+        response.send_error(400, f"bad {uid}")
+
+    @app.route("/stream/{uid}")
+    def stream(uid: str) -> Any:
+        yield "id: "
+        yield uid
+
+    @app.route("/astream/{uid}")
+    async def astream(uid: str) -> Any:
+        async def pieces() -> Any:
+            yield "id: "
+            yield uid
+
+        return pieces()
+
+    return app
+
+
+def test_undecodable_request_bytes_go_back_in_error_bodies_and_streams(make_any_client) -> None:
+    """A path value holding a byte that is not UTF-8 (``%E9``, ``%FF``: a lone
+    surrogate) went into JSON error bodies and streamed text as a 500
+    (``UnicodeEncodeError``); it goes back as the same byte, as in ``str`` bodies."""
+    client = make_any_client(undecodable_app())
+    for raw, byte in (("caf%E9", b"caf\xe9"), ("%FF", b"\xff")):
+        missing = client.get(f"/user/{raw}")
+        assert missing.status == 404
+        assert missing.body == (
+            b'{"code": 404, "message": "No such user", "explain": "user %s does not exist"}' % byte
+        )
+        refused = client.get(f"/bad/{raw}")
+        assert (refused.status, refused.body) == (
+            400,
+            b'{"code": 400, "message": "bad %s", "explain": ""}' % byte,
+        )
+        for path in (f"/stream/{raw}", f"/astream/{raw}"):
+            streamed = client.get(path)
+            assert (streamed.status, streamed.body) == (200, b"id: " + byte)

@@ -326,3 +326,23 @@ def test_a_session_timeout_redis_cannot_keep_is_refused_when_built(value: Any) -
     """``inf`` raised ``OverflowError`` and ``True`` was taken as 1 second."""
     with pytest.raises(ValueError, match="max_inactive_interval"):
         RedisSessionFactory(client=object(), max_inactive_interval=value)
+
+
+def test_an_undecodable_byte_of_request_text_is_stored(make_client, client, prefix):
+    """A path value holding ``%FF`` (a lone surrogate) is stored as that byte and
+    read back as the same text (``set_attribute`` raised ``UnicodeEncodeError``: 500)."""
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    app = redis_app(factory)
+
+    @app.route("/keep/{value}")
+    def keep(session: Session, value: str) -> dict[str, Any]:
+        session.set_attribute("raw", value)
+        return {"id": session.id}
+
+    web = make_client(app)
+    first = web.get("/keep/caf%E9%FF")
+    assert first.status == 200
+    stored = client.hgetall(prefix + first.json()["id"])
+    assert stored[b"a:raw"] == b'"caf\xe9\xff"'
+    again = web.get("/async-get?name=raw")
+    assert again.body == b'{"value": "caf\xe9\xff"}'

@@ -1050,3 +1050,31 @@ def test_a_slow_handler_constructor_does_not_hold_up_the_event_loop(kind: str) -
         joining.join(10)
     assert took < 1.5, f"/ping waited {took:.1f}s for the constructor (3 s) on the loop"
     assert len(opened) == 1
+
+
+def test_handshake_headers_are_encoded_as_http_answers_are(serve: Serve) -> None:
+    """Headers ``on_handshake`` returns go out as an HTTP answer's: latin-1, an
+    undecodable request byte (``%E9`` in a path value) as that byte (it was ``?``),
+    control characters as spaces."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/named/{name}")
+    class Named(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            return {"X-Name": request.path_values["name"], "X-Split": "a\r\nInjected: 1"}
+
+    live = serve(app)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /named/caf%E9 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in head and time.monotonic() < deadline:
+            head += sock.recv(4096)
+    lines = head.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert lines[0].startswith(b"HTTP/1.1 101 ")
+    assert b"X-Name: caf\xe9" in lines
+    assert b"X-Split: a  Injected: 1" in lines

@@ -17,7 +17,7 @@ from simple_http_server import App, Response, WebsocketHandler, WebsocketRequest
 from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 
-from ..conftest import LogRecords
+from ..conftest import LogRecords, live_server
 
 #: (request target, the path as the log lines show it)
 PATHS = [
@@ -192,3 +192,51 @@ def test_access_lines_count_the_body_bytes_sent(make_any_client, log_records: Lo
     expected = ['"GET /hi" 200 5', '"HEAD /hi" 200 0', '"GET /wb" 200 9', '"HEAD /wb" 200 0',
                 '"GET /awb" 200 7', '"GET /none" 204 0']  # fmt: skip
     assert shown == sorted(f"{client_address} {line}" for line in expected), lines
+
+
+class StrictUtf8Handler(logging.Handler):
+    """Formats records as a handler writing a strict UTF-8 file does (a lone
+    surrogate cannot be written: ``handleError`` then drops the record)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter(logger.DEFAULT_FORMAT))
+        self.written: list[bytes] = []
+        self.failed: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.written.append(self.format(record).encode("utf-8"))
+        except UnicodeError as exc:
+            self.failed.append(exc)
+
+
+def surrogate_app() -> App:
+    app = App()
+
+    @app.route("/user/{uid}")
+    def user(uid: str) -> None:
+        raise LookupError(f"no user {uid}")  # a path value in an exception's message
+
+    return app
+
+
+@pytest.mark.parametrize("front_end", ["dispatch", "threaded", "asyncio"])
+def test_an_undecodable_byte_in_a_logged_exception_is_escaped(front_end: str) -> None:
+    """``/user/caf%E9``: the traceback's last line holds a lone surrogate, which a
+    strict UTF-8 handler could not write (the error record was lost)."""
+    handler = StrictUtf8Handler()
+    logger.add_handler(handler)
+    try:
+        if front_end == "dispatch":
+            assert TestClient(surrogate_app()).get("/user/caf%E9").status_code == 500
+        else:
+            with live_server(surrogate_app(), front_end) as live:
+                assert get(live.port, "/user/caf%E9").startswith(b"HTTP/1.1 500 ")
+        logger.flush()
+    finally:
+        logger.remove_handler(handler)
+    assert handler.failed == []
+    errors = [line for line in handler.written if b"Error while serving GET /user/caf" in line]
+    assert len(errors) == 1
+    assert errors[0].endswith(b"LookupError: no user caf\\xe9")

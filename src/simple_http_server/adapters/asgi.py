@@ -89,14 +89,17 @@ def request_target(scope: Scope) -> str:
     if raw:
         path = bytes(raw).decode("latin-1").partition("?")[0]  # some keep the query there
         if root:
-            rest = _below(path, quote(root.encode("utf-8"), safe=PATH_SAFE))
+            rest = _below(path, quote(root.encode("utf-8", "surrogateescape"), safe=PATH_SAFE))
             if rest is not None:
                 path = rest
             elif (rest := _below(decoded, root)) is not None:  # the root spelled otherwise
-                path = quote(rest.encode("utf-8"), safe=PATH_SAFE)
+                path = quote(rest.encode("utf-8", "surrogateescape"), safe=PATH_SAFE)
     else:
         rest = _below(decoded, root) if root else None
-        path = quote((decoded if rest is None else rest).encode("utf-8"), safe=PATH_SAFE)
+        # A server that decodes the path with surrogateescape: its raw bytes as sent.
+        path = quote(
+            (decoded if rest is None else rest).encode("utf-8", "surrogateescape"), safe=PATH_SAFE
+        )
     query = bytes(scope.get("query_string") or b"").decode("latin-1")
     return f"{path}?{query}" if query else path
 

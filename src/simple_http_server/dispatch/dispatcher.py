@@ -648,8 +648,8 @@ class _LazySession:
 
 
 def _as_bytes(chunk: Any) -> bytes:
-    if isinstance(chunk, str):
-        return chunk.encode("utf-8")
+    if isinstance(chunk, str):  # undecodable request bytes go back as they came, as in a str body
+        return chunk.encode("utf-8", "surrogateescape")
     return bytes(chunk)
 
 

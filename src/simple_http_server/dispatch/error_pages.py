@@ -14,13 +14,17 @@ __all__ = ["ErrorPages", "default_error_body"]
 
 
 def default_error_body(code: int, message: str, explain: str) -> bytes:
-    """The original's JSON error body ``{"code", "message", "explain"}``."""
+    """The original's JSON error body ``{"code", "message", "explain"}``.
+
+    The text often holds client input: an undecodable byte of it (a path value
+    holding ``%FF``, a lone surrogate) goes back as that byte, as in ``str`` bodies.
+    """
     body = {
         "code": code,
         "message": html.escape(message, quote=False),
         "explain": html.escape(explain, quote=False),
     }
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    return json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogateescape")
 
 
 def default_message(code: int, message: str) -> str:

@@ -19,6 +19,7 @@ from .. import logger as _logging
 from ..models import Headers
 from ..protocol.http11 import RequestHead, reason_phrase
 from ..protocol.ws import HandshakeRejection, accept_headers, check_handshake
+from .channel import encode_headers
 from .dispatcher import make_request
 from .invoke import call
 from .routing import Router, compile_conditions
@@ -252,16 +253,15 @@ class Rejected:
 
 
 def _encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    out: list[tuple[bytes, bytes]] = []
+    """The headers ``on_handshake`` returned, encoded as an HTTP answer's are."""
     if not headers:
-        return out
+        return []
     items = headers.items() if hasattr(headers, "items") else headers
+    pairs: list[tuple[str, str]] = []
     for name, value in items:
         values = value if isinstance(value, list | tuple) else [value]
-        for item in values:
-            text = str(item).replace("\r", " ").replace("\n", " ").replace("\0", " ")
-            out.append((str(name).encode("latin-1", "replace"), text.encode("latin-1", "replace")))
-    return out
+        pairs += [(str(name), str(item)) for item in values]
+    return encode_headers(pairs)
 
 
 def _decide(result: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
