@@ -15,7 +15,7 @@ from .. import logger as _logging
 from .binders import session as session_binder
 from .binding import BindContext, BindingPlan, plan_binding
 from .filters import FilterEntry
-from .invoke import call_async, call_sync, is_async_callable
+from .invoke import call_async, call_sync, is_async_callable, user_exit
 from .routing import Router, compile_conditions
 
 if TYPE_CHECKING:
@@ -85,7 +85,11 @@ class Endpoint:
         return result
 
     async def _bind_and_call(self, ctx: BindContext) -> Any:
-        return await self._call(await self.plan.bind(ctx))
+        try:
+            kwargs = await self.plan.bind(ctx)  # an async binder's constructor runs here
+        except SystemExit as exc:
+            raise user_exit(exc) from exc
+        return await self._call(kwargs)
 
     async def _bind_off_loop_and_call(self, ctx: BindContext) -> Any:
         """An async controller after a sync user binder: binding runs off the loop."""
@@ -93,9 +97,12 @@ class Endpoint:
         return await self._call(await self.plan.resolve(kwargs))
 
     def _call(self, kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any]:
-        if self.instance is not None:
-            return call_async(self.func, self.instance(), **kwargs)
+        if self.instance is not None:  # the constructor is user code too: call_async calls it
+            return call_async(self._call_on_instance, **kwargs)
         return call_async(self.func, **kwargs)
+
+    def _call_on_instance(self, **kwargs: Any) -> Any:
+        return self.func(self.instance(), **kwargs)  # type: ignore[misc]
 
 
 def _sync_runner(

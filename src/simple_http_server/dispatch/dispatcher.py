@@ -52,7 +52,7 @@ from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
-from .invoke import call, call_async, current_loop
+from .invoke import call, call_async, current_loop, user_exit
 from .routing import Match, Router, normalize_path
 from .sessions import (
     LocalSessionFactory,
@@ -610,13 +610,8 @@ async def _close_body(body: Any) -> None:
     runs (one never started has run none of its code, and has no ``finally`` to run)."""
     try:
         aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            if current_loop() is None:  # its finally may await: on the background loop
-                await call_async(_await_call, aclose)
-                return
-            result = aclose()
-            if inspect.isawaitable(result):
-                await result
+        if aclose is not None:  # its finally may await: on the background loop without one
+            await call_async(_await_call, aclose)
             return
         close = getattr(body, "close", None)
         if close is not None:
@@ -654,29 +649,33 @@ def _as_bytes(chunk: Any) -> bytes:
 
 
 async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
-    """The pieces of a streamed body (sync or async iterable, or None) as bytes."""
-    if isinstance(body, AsyncIterable):
-        if current_loop() is not None:
-            async for chunk in body:
+    """The pieces of a streamed body (sync or async iterable, or None) as bytes; the
+    body's ``sys.exit()`` as :class:`~.invoke.UserExit`, as for any user code."""
+    try:
+        if isinstance(body, AsyncIterable):
+            if current_loop() is not None:
+                async for chunk in body:
+                    yield _as_bytes(chunk)
+                return
+            # No loop here (threaded transport, WSGI, TestClient): each step runs on the
+            # background loop, where the generator can await; the sending stays here.
+            iterator = aiter(body)
+            while True:
+                item = await call_async(_anext_or_end, iterator)
+                if item is _END_OF_BODY:
+                    return
+                yield _as_bytes(item)
+        elif body is not None:
+            # A sync generator may block (files, sleeps): on an event loop each step
+            # runs in the thread pool, elsewhere it is called directly.
+            iterator = iter(body)
+            while True:
+                chunk = await call(next, iterator, _END_OF_BODY)
+                if chunk is _END_OF_BODY:
+                    return
                 yield _as_bytes(chunk)
-            return
-        # No loop here (threaded transport, WSGI, TestClient): each step runs on the
-        # background loop, where the generator can await; the sending stays here.
-        iterator = aiter(body)
-        while True:
-            item = await call_async(_anext_or_end, iterator)
-            if item is _END_OF_BODY:
-                return
-            yield _as_bytes(item)
-    elif body is not None:
-        # A sync generator may block (files, sleeps): on an event loop each step
-        # runs in the thread pool, elsewhere it is called directly.
-        iterator = iter(body)
-        while True:
-            chunk = await call(next, iterator, _END_OF_BODY)
-            if chunk is _END_OF_BODY:
-                return
-            yield _as_bytes(chunk)
+    except SystemExit as exc:  # raised here, not by the consumer: it never throws in
+        raise user_exit(exc) from exc
 
 
 _END_OF_BODY = object()

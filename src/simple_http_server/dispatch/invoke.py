@@ -15,6 +15,11 @@ that the awaited work reaches runs on that thread too, not in a pool: a plain
 ``def`` filter blocked in ``ctx.do_chain()`` runs the ``def`` controller behind
 it.  A request therefore never holds more than one thread of a pool, whatever
 its chain, and a pool cannot starve itself.
+
+``sys.exit()`` in user code is an ordinary error of the request or session it
+serves: whatever calls or awaits user code here raises :class:`UserExit` for the
+``SystemExit``.  Let out of a task, ``SystemExit`` would stop the task's event
+loop (the server's, or the background loop every threaded request shares).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .. import logger as _logging
 __all__ = [
     "LoopHelper",
     "SyncPool",
+    "UserExit",
     "await_user",
     "background_loop",
     "call",
@@ -75,6 +81,20 @@ _HELPER: contextvars.ContextVar[LoopHelper | None] = contextvars.ContextVar(
 )
 _bg_loop: asyncio.AbstractEventLoop | None = None
 _bg_lock = threading.Lock()
+
+
+class UserExit(Exception):
+    """``sys.exit()`` in user code (its ``SystemExit`` is the ``__cause__``): handled as
+    any other exception there, it ends the request or websocket session only."""
+
+    def __init__(self, code: Any) -> None:
+        super().__init__(f"user code called sys.exit({code!r})")
+        self.code = code
+
+
+def user_exit(exc: SystemExit) -> UserExit:
+    """The :class:`UserExit` to raise ``from`` the ``SystemExit`` of user code."""
+    return UserExit(exc.code)
 
 
 def is_async_callable(func: Any) -> bool:
@@ -415,8 +435,12 @@ def _run_job(
     try:
         result = ctx.run(func, *args, **kwargs)
     except BaseException as exc:  # handed to the awaiting task
-        if isinstance(exc, StopIteration):  # futures refuse StopIteration
-            error = RuntimeError("a sync function raised StopIteration")
+        if isinstance(exc, StopIteration | SystemExit):  # refused by futures / stops the loop
+            error: BaseException
+            if isinstance(exc, SystemExit):
+                error = user_exit(exc)
+            else:
+                error = RuntimeError("a sync function raised StopIteration")
             error.__cause__ = exc
             exc = error
         inbox.post(future, False, exc)
@@ -518,10 +542,13 @@ async def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 async def call_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """:func:`call` for a function known to be ``async`` (decided at registration)."""
-    coro = func(*args, **kwargs)
-    if _get_running_loop() is not None:
-        return await coro
-    return wait_on(background_loop(), coro)
+    try:
+        coro = func(*args, **kwargs)
+        if _get_running_loop() is not None:
+            return await coro
+    except SystemExit as exc:
+        raise user_exit(exc) from exc
+    return wait_on(background_loop(), _await(coro))
 
 
 async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -534,18 +561,26 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
     loop = _get_running_loop()
     if loop is None:
-        result = func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except SystemExit as exc:
+            raise user_exit(exc) from exc
         if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
             return result
         return wait_on(background_loop(), _await(result))
     result = await _submit(loop, func, args, kwargs)
     if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
         return result
-    return await result
+    return await _await(result)
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+    """Await what user code gave, its ``sys.exit()`` as :class:`UserExit` (the
+    coroutine of a task on a loop: ``SystemExit`` must not leave it)."""
+    try:
+        return await awaitable
+    except SystemExit as exc:
+        raise user_exit(exc) from exc
 
 
 async def await_user(awaitable: Awaitable[T]) -> T:
@@ -553,7 +588,7 @@ async def await_user(awaitable: Awaitable[T]) -> T:
     loop when there is none (it may suspend, which the dispatch coroutine cannot
     do outside a loop)."""
     if _get_running_loop() is not None:
-        return await awaitable
+        return await _await(awaitable)
     return wait_on(background_loop(), _await(awaitable))
 
 

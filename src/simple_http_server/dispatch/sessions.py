@@ -244,7 +244,7 @@ def session_cookie(name: str, value: str, secure: bool, expire: bool = False) ->
 def _alive(session: Session) -> bool:
     try:
         return bool(session.is_valid)
-    except Exception:  # a user session that cannot tell: treat it as alive
+    except (Exception, SystemExit):  # a user session that cannot tell: treat it as alive
         return True
 
 
