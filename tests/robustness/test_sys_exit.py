@@ -685,3 +685,56 @@ def test_sys_exit_in_a_websocket_callback_gets_what_an_exception_gets(
     assert outcomes["raise"] == expected
     assert outcomes["exit"] == expected
     assert logged["exit"] == logged["raise"]
+
+
+# -- what user code lets out of a task of its own, and KeyboardInterrupt --------------------
+def loop_stopper_app() -> App:
+    app = App()
+
+    @app.route("/async")
+    async def in_async() -> str:
+        await asyncio.sleep(0)
+        return "async"
+
+    @app.route("/interrupt")
+    async def interrupt() -> str:
+        raise KeyboardInterrupt  # left alone: the operator's Ctrl-C
+
+    @app.route("/task-exits")
+    async def task_exits() -> str:
+        async def later() -> None:
+            sys.exit(3)
+
+        task = asyncio.ensure_future(later())  # a task of the user's own
+        await asyncio.wait([task])
+        return f"ended with {task.exception()!r}"
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/interrupt", "/task-exits"])
+def test_the_background_loop_outlives_a_task_that_stops_it(
+    path: str, log_records: LogRecords
+) -> None:
+    """The threaded transport runs every ``async def`` on one shared loop: a task that
+    lets ``KeyboardInterrupt`` or ``SystemExit`` out stops ``run_forever()``, and each
+    later ``async def`` request used to wait for it forever.  The loop goes on."""
+    with live_server(loop_stopper_app(), "threaded") as live:
+        conn = live.connection(timeout=TIMEOUT)
+        try:
+            conn.request("GET", path)
+            conn.getresponse().read()  # /interrupt: the connection is dropped
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        for _ in range(3):
+            conn = live.connection(timeout=TIMEOUT)
+            try:
+                conn.request("GET", "/async")
+                response = conn.getresponse()
+                assert (response.status, response.read()) == (200, b"async")
+            finally:
+                conn.close()
+    messages = [r.getMessage() for r in log_records.records]
+    assert "A task stopped the background event loop; it goes on" in messages

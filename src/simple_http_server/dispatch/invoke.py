@@ -498,10 +498,25 @@ def background_loop() -> asyncio.AbstractEventLoop:
         with _bg_lock:
             if _bg_loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="shs-async", daemon=True)
+                thread = threading.Thread(
+                    target=_run_background, args=(loop,), name="shs-async", daemon=True
+                )
                 thread.start()
                 _bg_loop = loop
     return _bg_loop
+
+
+def _run_background(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the background loop until it is stopped.  A task that lets out a
+    ``KeyboardInterrupt`` or ``SystemExit`` (one that user code started itself)
+    stops ``run_forever()``; the loop goes on, or every later ``async def``
+    request would wait for it forever.  The task's waiter gets its exception."""
+    while True:
+        try:
+            loop.run_forever()
+            return
+        except (KeyboardInterrupt, SystemExit):
+            _log.exception("A task stopped the background event loop; it goes on")
 
 
 def _stop_background_loop() -> None:
