@@ -93,6 +93,7 @@ class _Store(Session):
 
     @property
     def id(self) -> str:
+        self._fail("id")
         return self._id
 
     @property
@@ -308,6 +309,7 @@ HTTP_CASES = [
     ("/session-sync", "get_session", 500),
     ("/session-sync", "flush", 200),
     ("/session-sync", "is_valid", 200),
+    ("/session-sync", "id", 500),
     ("/session-async", "get_session", 500),
     ("/session-async", "flush", 200),
 ]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import finite_number
 from ..models import Request, Session, SessionFactory
-from .invoke import call
+from .invoke import call, user_exit
 
 __all__ = [
     "DEFAULT_SESSION_TIMEOUT",
@@ -326,8 +326,12 @@ class RequestSessions:
             return []
         session = self.session
         if session is not None and _alive(session):
-            if self.sent_id != session.id:
-                return [("Set-Cookie", session_cookie(self.cookie_name, session.id, self.secure))]
+            try:
+                session_id = session.id  # a user session's property: user code
+            except SystemExit as exc:
+                raise user_exit(exc) from exc
+            if self.sent_id != session_id:
+                return [("Set-Cookie", session_cookie(self.cookie_name, session_id, self.secure))]
             return []
         if self.sent_id is not None:
             value = session_cookie(self.cookie_name, "", self.secure, expire=True)
