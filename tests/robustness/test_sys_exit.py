@@ -82,6 +82,10 @@ class AsyncThing:
     pass
 
 
+class BuiltThing:
+    pass
+
+
 class _Store(Session):
     """A session whose ``is_valid`` and ``flush`` fail on demand."""
 
@@ -246,6 +250,15 @@ def http_app(fail: Failing) -> App:
             fail()
             return AsyncThing()
 
+    @app.model_binding(BuiltThing)
+    class FailingBinding(ModelBinding):  # its constructor fails, before its async bind()
+        def __init__(self, *args: Any) -> None:
+            fail()
+            super().__init__(*args)
+
+        async def bind(self) -> BuiltThing:
+            return BuiltThing()
+
     @app.route("/binder")
     def binder(thing: Thing) -> str:
         return "never"
@@ -256,6 +269,11 @@ def http_app(fail: Failing) -> App:
 
     @app.route("/binder-sync-async")
     async def binder_sync_async(thing: Thing) -> str:
+        return "never"
+
+    @app.route("/binder-init")
+    @app.route("/around/binder-init")
+    async def binder_init(thing: BuiltThing) -> str:
         return "never"
 
     @app.controller(singleton=False)
@@ -304,6 +322,8 @@ HTTP_CASES = [
     ("/binder", None, 500),
     ("/binder-async", None, 500),
     ("/binder-sync-async", None, 500),
+    ("/binder-init", None, 500),
+    ("/around/binder-init", None, 500),
     ("/ctor", None, 500),
     ("/ctor-async", None, 500),
     ("/session-sync", "get_session", 500),
