@@ -252,34 +252,52 @@ class Rejected:
         ).encode()
 
 
-def _encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+def _encode_headers(headers: dict[Any, Any]) -> list[tuple[bytes, bytes]]:
     """The headers ``on_handshake`` returned, encoded as an HTTP answer's are."""
-    if not headers:
-        return []
-    items = headers.items() if hasattr(headers, "items") else headers
     pairs: list[tuple[str, str]] = []
-    for name, value in items:
+    for name, value in headers.items():
         values = value if isinstance(value, list | tuple) else [value]
         pairs += [(str(name), str(item)) for item in values]
     return encode_headers(pairs)
 
 
-def _decide(result: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
-    """(status, headers) of what ``on_handshake`` returned; status 101 accepts."""
-    status: Any = None
-    headers: Any = None
+def _read_result(result: Any, path: str) -> tuple[int | None, dict[Any, Any]]:
+    """(status, headers) of what ``on_handshake`` returned, by 0.22.x's rule: anything
+    false accepts; an ``int`` is the status; a ``dict``/``Headers`` the headers; in a
+    tuple, the first non-zero ``int`` is the status and every ``dict`` is merged, the
+    rest ignored; any other value is accepted with a warning."""
+    if not result:
+        return None, {}
+    if isinstance(result, int):
+        return result, {}
+    if isinstance(result, dict):
+        return None, result
     if isinstance(result, tuple):
-        status = result[0] if result else None
-        headers = result[1] if len(result) > 1 else None
-    elif isinstance(result, dict):
-        headers = result
-    elif isinstance(result, int) and not isinstance(result, bool):
-        status = result
-    elif result is not None:
-        raise TypeError(f"on_handshake returned {result!r}")
-    if status in (None, 0, 101):
+        status: int | None = None
+        headers: dict[Any, Any] = {}
+        for item in result:
+            if isinstance(item, int) and not status:
+                status = item
+            elif isinstance(item, dict):
+                headers.update(item)
+        return status, headers
+    _log.warning(
+        "on_handshake of %s returned %s, neither a status nor headers: accepted",
+        _logging.escape(path),
+        _logging.escape(repr(result)[:100]),
+    )
+    return None, {}
+
+
+def _decide(result: Any, path: str) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """(status, headers) of what ``on_handshake`` returned; status 101 accepts.
+
+    A status that no answer may carry (not 101, nor 200 to 599) raises ``ValueError``.
+    """
+    status, headers = _read_result(result, path)
+    if not status or status == 101:
         return 101, _encode_headers(headers)
-    status = int(status)
+    status = int(status)  # a bool, an IntEnum (HTTPStatus)
     if not 200 <= status <= 599:
         raise ValueError(f"on_handshake returned the invalid status {status}")
     return status, _encode_headers(headers)
@@ -318,7 +336,7 @@ async def negotiate(
         status: int = 101
         extra: list[tuple[bytes, bytes]] = []
         if callbacks.on_handshake is not None:
-            status, extra = _decide(await call(callbacks.on_handshake, request))
+            status, extra = _decide(await call(callbacks.on_handshake, request), path)
     except Exception:
         _log.exception("Websocket handshake of %s failed", _logging.escape(path))
         return Rejected(500, [], "The handshake handler failed.")
