@@ -23,6 +23,7 @@ __all__ = [
     "Cookie",
     "Cookies",
     "Environment",
+    "HandshakeHeaders",
     "Header",
     "Headers",
     "JSONBody",
@@ -125,6 +126,72 @@ class Headers(dict[str, Any]):
     def clear(self) -> None:
         super().clear()
         self._names.clear()
+
+
+class HandshakeHeaders(Headers):
+    """The headers of a websocket upgrade request, read as 0.22.x's
+    ``http.client.HTTPMessage`` read them: ``headers[name]`` is the first value sent
+    and None when the header is absent (no ``KeyError``), ``get_all(name)`` every
+    value.  Otherwise a case-insensitive :class:`Headers` of first values: a header
+    sent twice is listed once by ``keys()``/``items()``.
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None):
+        self._lines: list[tuple[str, str]] = []
+        super().__init__(headers)
+
+    @classmethod
+    def from_lines(
+        cls, lines: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+    ) -> HandshakeHeaders:
+        """The headers of header lines (bytes are latin-1), each name's first value."""
+        headers = cls()
+        for raw_name, raw_value in lines:
+            name = raw_name.decode("latin-1") if type(raw_name) is bytes else str(raw_name)
+            value = raw_value.decode("latin-1") if type(raw_value) is bytes else str(raw_value)
+            headers._lines.append((name, value))
+            lower = name.lower()
+            if lower not in headers._names:
+                headers._names[lower] = name
+                dict.__setitem__(headers, name, value)
+        return headers
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+    def get_all(self, name: str, failobj: Any = None) -> list[str] | Any:
+        """Every value sent for ``name``, in order; ``failobj`` when none was."""
+        lower = name.lower()
+        values = [value for key, value in self._lines if key.lower() == lower]
+        return values or failobj
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._forget(key)
+        self._lines.append((key, value))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._forget(key)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override,unused-ignore]
+        self._forget(key)
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        super().clear()
+        self._lines.clear()
+
+    def copy(self) -> HandshakeHeaders:
+        headers = HandshakeHeaders(self)
+        headers._lines = list(self._lines)
+        return headers
+
+    def _forget(self, key: str) -> None:
+        lower = key.lower()
+        self._lines = [line for line in self._lines if line[0].lower() != lower]
 
 
 class Cookies(http.cookies.SimpleCookie):

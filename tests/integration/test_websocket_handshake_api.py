@@ -154,3 +154,76 @@ def test_on_handshake_results_are_read_as_the_original_read_them(
         assert any(
             f"ValueError: on_handshake returned the invalid status {n}" in t for t in tracebacks
         )
+
+
+# -- the upgrade request's headers ----------------------------------------------------
+def headers_app(seen: list[dict[str, Any]]) -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/auth")
+    class Auth(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            headers = request.headers
+            seen.append(
+                {
+                    "missing": headers["X-Missing"],
+                    "get": headers.get("x-rep"),
+                    "first": headers["X-REP"],
+                    "all": headers.get_all("x-Rep"),
+                    "all-missing": headers.get_all("X-Missing"),
+                    "all-default": headers.get_all("X-Missing", []),
+                    "in": ("x-rep" in headers, "X-Missing" in headers),
+                    "keys": [k for k in headers.keys() if k.lower() == "x-rep"],
+                    "items": [kv for kv in headers.items() if kv[0].lower() == "x-rep"],
+                    "iter": [k for k in headers if k.lower() == "x-rep"],
+                    "cookies": {k: m.value for k, m in request.cookies.items()},
+                }
+            )
+            token = headers["Authorization"]  # a token check written for 0.22.x
+            if not token:
+                return 401, {"WWW-Authenticate": "Bearer"}
+            return {"X-Token": token}
+
+    return app
+
+
+def test_a_missing_header_reads_as_none_and_a_repeated_one_as_its_first_value(
+    answer: Callable[..., Any],
+) -> None:
+    """``request.headers`` answers as the original's ``HTTPMessage``: ``[name]`` is
+    the first value or None, ``get_all`` every value, names in any case."""
+    seen: list[dict[str, Any]] = []
+    shake = answer(headers_app(seen))
+    status, lines = shake("/auth", ["X-Rep: r1", "x-rep: r2", "Cookie: a=1", "cookie: b=2"])
+    assert status == 401 and "www-authenticate: Bearer" in lines
+    status, lines = shake("/auth", ["Authorization: t0k", "X-Rep: r1"])
+    assert status == 101 and "x-token: t0k" in lines
+    first = seen[0]
+    assert first["missing"] is None
+    assert first["all-missing"] is None and first["all-default"] == []
+    assert first["in"] == (True, False)
+    assert first["get"] == first["first"] == "r1"
+    assert first["all"] == ["r1", "r2"]
+    # Listed once, under the name first sent (uvicorn gives every name in lower case).
+    assert [k.lower() for k in first["keys"]] == [k.lower() for k in first["iter"]] == ["x-rep"]
+    assert [(k.lower(), v) for k, v in first["items"]] == [("x-rep", "r1")]
+    assert first["cookies"] == {"a": "1", "b": "2"}  # every Cookie line, as before
+    assert seen[1]["all"] == ["r1"]
+
+
+def test_handshake_headers_stay_consistent_when_changed() -> None:
+    """``get_all`` follows what a handler sets, deletes or pops."""
+    from simple_http_server.models import HandshakeHeaders
+
+    headers = HandshakeHeaders.from_lines([(b"X-Rep", b"r1"), (b"x-rep", b"r2"), (b"A", b"1")])
+    assert headers["x-REP"] == "r1" and headers["nope"] is None
+    assert headers.get_all("X-REP") == ["r1", "r2"]
+    headers["X-Rep"] = "new"
+    assert headers.get_all("x-rep") == ["new"] and headers["X-REP"] == "new"
+    del headers["x-rep"]
+    assert headers.get_all("X-Rep") is None and "X-Rep" not in headers
+    copied = headers.copy()
+    assert isinstance(copied, HandshakeHeaders) and copied.get_all("a") == ["1"]
+    assert headers.pop("A") == "1" and headers.get_all("A") is None
+    with pytest.raises(KeyError):
+        del headers["gone"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import logger as _logging
-from ..models import Headers
+from ..models import HandshakeHeaders, Headers
 from ..protocol.http11 import RequestHead, reason_phrase
 from ..protocol.ws import HandshakeRejection, accept_headers, check_handshake
 from .channel import encode_headers
@@ -325,9 +325,12 @@ async def negotiate(
     proxy, path_values, reg_groups = found
     # A handshake has no body: its parameters are the query's, all text.
     parameters = cast("dict[str, list[str]]", http.parameters)
+    # headers["X"] is the first value, None when absent, as 0.22.x's HTTPMessage gave.
+    headers = HandshakeHeaders.from_lines(head.headers)
     request = WebsocketRequest(
-        path, http.query_string, http.headers, parameters, path_values, reg_groups
+        path, http.query_string, headers, parameters, path_values, reg_groups
     )
+    request._cookies = http.cookies  # every Cookie line, as HTTP requests read them
     try:
         # A handler class' constructor may block: not on an event loop (see call()).
         callbacks = proxy.shared
