@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from simple_http_server import (
+    WEBSOCKET_MESSAGE_TEXT,
     WebsocketHandler,
     WebsocketRequest,
+    WebsocketSession,
 )
 from simple_http_server.app import App
 from simple_http_server.testing import TestClient
@@ -227,3 +229,55 @@ def test_handshake_headers_stay_consistent_when_changed() -> None:
     assert headers.pop("A") == "1" and headers.get_all("A") is None
     with pytest.raises(KeyError):
         del headers["gone"]
+
+
+# -- a class and function-style handlers on one endpoint --------------------------
+def mixed_app(class_first: bool) -> App:
+    app = App()
+
+    class Room(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            return {"X-Served-By": "class"}
+
+    def text(session: WebsocketSession, message: str) -> None:
+        session.send("function")
+
+    def register_class() -> None:
+        app.websocket_handler(endpoint="/mix")(Room)
+
+    def register_function() -> None:
+        app.websocket_message(endpoint="/mix", message_type=WEBSOCKET_MESSAGE_TEXT)(text)
+
+    order = [register_class, register_function]
+    for register in order if class_first else order[::-1]:
+        register()
+    return app
+
+
+@pytest.mark.parametrize("class_first", [True, False])
+def test_a_class_serves_its_endpoint_whatever_functions_are_registered_with_it(
+    answer: Callable[..., Any], log_records: LogRecords, class_first: bool
+) -> None:
+    """As in naja-atra: the ``@websocket_handler`` class holds the endpoint in either
+    order; the functions are ignored, and a warning says so."""
+    status, lines = answer(mixed_app(class_first))("/mix")
+    assert status == 101 and "x-served-by: class" in lines
+    warnings = [r.getMessage() for r in log_records.records if r.levelname == "WARNING"]
+    assert any("'/mix'" in m and "Room" in m and "text" in m for m in warnings), warnings
+
+
+def test_of_two_classes_on_one_endpoint_the_last_serves_it(
+    answer: Callable[..., Any], log_records: LogRecords
+) -> None:
+    app = App()
+    for name in ("First", "Second"):
+
+        def on_handshake(self: Any, request: WebsocketRequest, name: str = name) -> Any:
+            return {"X-Served-By": name}
+
+        handler = type(name, (WebsocketHandler,), {"on_handshake": on_handshake})
+        app.websocket_handler(endpoint="/dup/{x}")(handler)
+    status, lines = answer(app)("/dup/a")
+    assert status == 101 and "x-served-by: Second" in lines
+    warnings = [r.getMessage() for r in log_records.records if r.levelname == "WARNING"]
+    assert any("'/dup/{x}'" in m and "First" in m for m in warnings), warnings

@@ -200,26 +200,66 @@ def register_function(app: Any, event: str, endpoint: str = "", regexp: str = ""
 
 
 def compile_websockets(app: Any) -> WebsocketRoutes:
-    """Build the websocket route table of ``app``."""
+    """Build the websocket route table of ``app``.
+
+    One handler per ``(endpoint, regexp)``, as 0.22.x and naja-atra chose it: a
+    ``@websocket_handler`` class, the last one registered, whatever the order; the
+    function-style callbacks only where no class is registered (they are ignored
+    there, with a warning).
+    """
     routes = WebsocketRoutes()
     no_conditions = compile_conditions(None, None)
-    grouped: dict[tuple[str, str], WebsocketHandlerProxy] = {}
-    for reg in app.websocket_handlers:
-        if isinstance(reg, WebsocketHandlerClass):
-            proxy = WebsocketHandlerProxy(reg.cls, reg.singleton)
+    for (endpoint, regexp), proxy in _proxies(app.websocket_handlers).items():
+        if regexp:
+            routes.router.add_regexp(regexp, proxy, frozenset(), no_conditions)
         else:
-            key = (reg.endpoint, reg.regexp)
-            existing = grouped.get(key)
-            if existing is not None:
-                existing.add_function(reg.event, reg.func)
-                continue
-            proxy = grouped[key] = WebsocketHandlerProxy()
-            proxy.add_function(reg.event, reg.func)
-        if reg.regexp:
-            routes.router.add_regexp(reg.regexp, proxy, frozenset(), no_conditions)
-        else:
-            routes.router.add_url(reg.endpoint, proxy, frozenset(), no_conditions)
+            routes.router.add_url(endpoint, proxy, frozenset(), no_conditions)
     return routes
+
+
+def _proxies(registrations: list[Any]) -> dict[tuple[str, str], WebsocketHandlerProxy]:
+    """The proxy of each ``(endpoint, regexp)``, in the order they first appear."""
+    classes: dict[tuple[str, str], WebsocketHandlerClass] = {}
+    functions: dict[tuple[str, str], list[WebsocketFunction]] = {}
+    order: dict[tuple[str, str], None] = {}
+    for reg in registrations:
+        key = (reg.endpoint, reg.regexp)
+        order.setdefault(key)
+        if isinstance(reg, WebsocketHandlerClass):
+            previous = classes.get(key)
+            if previous is not None and previous.cls is not reg.cls:
+                _warn_unused(key, f"the class {previous.cls.__qualname__}", reg.cls)
+            classes[key] = reg
+        else:
+            functions.setdefault(key, []).append(reg)
+    proxies: dict[tuple[str, str], WebsocketHandlerProxy] = {}
+    for key in order:
+        cls_reg = classes.get(key)
+        if cls_reg is not None:
+            if key in functions:
+                names = ", ".join(_name(f.func) for f in functions[key])
+                _warn_unused(key, f"the function-style handlers {names}", cls_reg.cls)
+            proxies[key] = WebsocketHandlerProxy(cls_reg.cls, cls_reg.singleton)
+            continue
+        proxy = proxies[key] = WebsocketHandlerProxy()
+        for reg in functions[key]:
+            proxy.add_function(reg.event, reg.func)
+    return proxies
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return str(getattr(func, "__qualname__", repr(func)))
+
+
+def _warn_unused(key: tuple[str, str], unused: str, cls: type) -> None:
+    endpoint, regexp = key
+    where = f"regexp {regexp!r}" if regexp else f"endpoint {endpoint!r}"
+    _log.warning(
+        "Websocket %s is served by the @websocket_handler class %s; ignored: %s",
+        where,
+        cls.__qualname__,
+        unused,
+    )
 
 
 # -- the opening handshake ---------------------------------------------------
