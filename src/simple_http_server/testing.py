@@ -163,6 +163,15 @@ def _text_bytes(text: str) -> bytes:
         return text.encode("utf-8")
 
 
+def _pairs(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> Iterable[Any]:
+    """``(name, value)`` pairs of a mapping or of an iterable of pairs."""
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        return headers.items()
+    return headers
+
+
 def _wire_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
     """A request line and header block as written on the wire.
 
@@ -280,20 +289,22 @@ class TestClient:
         path: str,
         *,
         params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         body: bytes | str = b"",
         json: Any = None,
         data: Mapping[str, Any] | None = None,
         files: Mapping[str, Any] | None = None,
         cookies: Mapping[str, str] | None = None,
     ) -> TestResponse:
-        """Send one request and return the response."""
-        header_map = dict(headers or {})
-        given = {name.lower() for name in header_map}
+        """Send one request and return the response.
+
+        ``headers`` is a mapping, or ``(name, value)`` pairs to send a name twice."""
+        header_lines = list(_pairs(headers))
+        given = {name.lower() for name, _ in header_lines}
 
         def default(name: str, value: str) -> None:  # header names are case-insensitive
             if name.lower() not in given:
-                header_map[name] = value
+                header_lines.append((name, value))
 
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -313,7 +324,7 @@ class TestClient:
         target = path
         if params:
             target += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
-        head = _wire_head(method.upper(), target, header_map.items())
+        head = _wire_head(method.upper(), target, header_lines)
         answer = _exchange(self.dispatcher, head + body)
         if isinstance(answer, TestWebsocket):  # a websocket handshake the app accepted
             answer._disconnect()  # this client goes away after the 101
