@@ -363,6 +363,128 @@ def test_an_unanswered_server_close_reports_its_own_code_and_reason(
     assert closes == [(4000, "srvbye")]
 
 
+# -- 5. once the server sent its Close, the client's messages are not delivered ----------
+def kick_app(events: list[Any], closed: threading.Event) -> App:
+    """Every callback is recorded; the text ``kick`` closes the session with 4000."""
+    app = App()
+
+    class Kick(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            events.append(("text", message))
+            if message == "kick":
+                session.close("bye", 4000)
+
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            events.append(("binary", message))
+
+        def on_ping_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            events.append(("ping", message))
+            session.send_pong(message)
+
+        def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            events.append(("pong", message))
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            events.append(("close", reason.code, reason.reason))
+            closed.set()
+
+    class KickFrames(Kick):
+        def on_binary_frame(
+            self, session: WebsocketSession, fin: bool = False, frame_payload: bytes = b""
+        ) -> Any:
+            events.append(("frame", fin, frame_payload))
+            return True
+
+    class KickAsync(Kick):
+        async def on_text_message(self, session: WebsocketSession, message: str) -> None:  # type: ignore[override]
+            Kick.on_text_message(self, session, message)
+
+    app.websocket_handler(endpoint="/kick")(Kick)
+    app.websocket_handler(endpoint="/kick-frames")(KickFrames)
+    app.websocket_handler(endpoint="/kick-async")(KickAsync)
+    return app
+
+
+LATE = (
+    frame(0x1, b"late text")
+    + frame(0x2, b"late binary")
+    + frame(0x2, b"part 1", fin=False)
+    + frame(0x0, b"part 2")
+    + frame(0x9, b"late ping")
+    + frame(0xA, b"late pong")
+)
+KICKED = b"\x88\x05" + struct.pack("!H", 4000) + b"bye"  # the server's Close frame
+
+
+@pytest.mark.parametrize("path", ["/kick", "/kick-frames", "/kick-async"])
+@pytest.mark.parametrize("late", ["with-kick", "after-the-close"])
+def test_nothing_the_client_sends_after_the_servers_close_is_delivered(
+    serve: Serve, path: str, late: str
+) -> None:
+    """The handler closes (a kick); the client sends on, before answering the Close: its
+    messages, frames, pings and pongs were delivered (for up to 5 s, ``is_closed`` True
+    by then) where 0.22.x and naja-atra stopped reading.  They are dropped (no Pong is
+    sent: none is due after our Close); ``on_close`` still comes with the client's answer,
+    once, with the server's code and reason.  ``with-kick``: they came in the same read
+    as the message that closes."""
+    events: list[Any] = []
+    closed = threading.Event()
+    sock, rest = open_ws(serve(kick_app(events, closed), websocket_ping_interval=0), path)
+    with sock:
+        if late == "with-kick":
+            sock.sendall(frame(0x1, b"kick") + LATE)
+        else:
+            sock.sendall(frame(0x1, b"kick"))
+        data = rest
+        while len(data) < len(KICKED):  # the handler sends nothing before its Close
+            chunk = sock.recv(64)
+            assert chunk, data
+            data += chunk
+        assert data[: len(KICKED)] == KICKED
+        sock.sendall(LATE + close_frame(4000))
+        assert frames_until_closed(sock, data[len(KICKED) :]) == []  # no Pong, nothing
+        assert closed.wait(5)
+    assert events == [("text", "kick"), ("close", 4000, "bye")]
+
+
+def test_the_test_client_drops_what_comes_after_the_servers_close() -> None:
+    """A message the client sent while the handler was closing the session (it could not
+    know yet) is not delivered; the TestClient runs the same session code."""
+    events: list[Any] = []
+    closed = threading.Event()
+    entered, proceed = threading.Event(), threading.Event()
+    app = kick_app(events, closed)
+
+    @app.websocket_handler(endpoint="/slow-kick")
+    class SlowKick(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            events.append(("text", message))
+            if message == "kick":
+                entered.set()
+                proceed.wait(5)
+                session.close("bye", 4000)
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            events.append(("close", reason.code, reason.reason))
+            closed.set()
+
+    ws = TestClient(app).websocket_connect("/slow-kick")
+    kicker = threading.Thread(target=ws.send_text, args=("kick",))
+    kicker.start()
+    try:
+        assert entered.wait(5)
+        late = threading.Thread(target=ws.send_text, args=("late",))
+        late.start()  # queued behind "kick", which the handler is still handling
+        wait_for(lambda: bool(ws._to_server))
+    finally:
+        proceed.set()
+    kicker.join(5)
+    late.join(5)
+    assert closed.wait(5)
+    assert (ws.close_code, ws.close_reason) == (4000, "bye")
+    assert events == [("text", "kick"), ("close", 4000, "bye")]
+
+
 # -- max_websocket_message_size=0: no bound, in every front end -----------------------
 def echo_app() -> App:
     app = App()

@@ -101,6 +101,7 @@ class ASGILink(LinkBase):
         self.dropped = False
         self.close_code = ws.CLOSE_ABNORMAL
         self.close_reason = ""
+        self._close_queued = False  # our websocket.close: the client's messages are dropped
         self._tail: asyncio.Task[None] | None = None
         self._task = asyncio.current_task()  # serve_websocket's
         self.receiving = False  # the task waits in the ASGI receive()
@@ -195,6 +196,10 @@ class ASGILink(LinkBase):
     def finished(self) -> bool:
         return self.closed
 
+    @property
+    def closed_here(self) -> bool:
+        return self._close_queued
+
     def send_message(self, pieces: Iterable[str | bytes]) -> None:
         parts = list(pieces)
         if self.closed:
@@ -212,7 +217,7 @@ class ASGILink(LinkBase):
     def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
         if self.closed:
             return
-        self.closed = True
+        self.closed = self._close_queued = True
         self.close_code, self.close_reason = code, reason
         self._submit({"type": "websocket.close", "code": code, "reason": reason})
 
@@ -325,7 +330,8 @@ async def _serve_messages(link: ASGILink, receive: Any) -> None:
 
     Once the session is closed (our Close, or a send the server refused) the
     disconnect is awaited for ``CLOSE_TIMEOUT`` at most; the messages received
-    before it are still delivered (unless a callback failed), as our transports do.
+    before it are still delivered after a refused send, not after our Close or a
+    failed callback, as in our transports.
     """
     deadline: float | None = None
     while not link.dropped:

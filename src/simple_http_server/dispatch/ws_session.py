@@ -207,6 +207,13 @@ class LinkBase:
         return not self.proto.is_open
 
     @property
+    def closed_here(self) -> bool:
+        """True once our Close went out (``session.close()``, shutdown): from then on
+        the peer's messages, pings and pongs are dropped; only its Close is awaited."""
+        proto = self.proto
+        return proto is not None and proto.closing
+
+    @property
     def winding_down(self) -> bool:
         """True once a closing handshake started on either side (no keepalive any more)."""
         return not self.proto.is_open or self.proto.answer_due
@@ -354,6 +361,8 @@ class LinkBase:
                 await self.report_close(closed)
                 return
             kind = type(event)
+            if kind is not ws.Closed and self.closed_here:
+                continue  # RFC 6455 lets us read on, not deliver: no Pong is due either
             if kind is ws.TextReceived:
                 if cb.on_text_message is not None:
                     await self._run(cb.on_text_message, session, event.data)  # type: ignore[union-attr]
