@@ -9,6 +9,7 @@ send through a link object that a transport provides.
 
 from __future__ import annotations
 
+import codecs
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -162,6 +163,74 @@ def _pieces(data: str | bytes, chunk_size: int) -> Iterable[str | bytes]:
     return _Chunks(data, chunk_size)
 
 
+class _TextChunks(_Chunks):
+    """UTF-8 bytes sent as text in frames of ``chunk_size`` bytes, decoded frame by frame
+    (a character cut by a frame boundary goes out with the next frame)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        decode = codecs.getincrementaldecoder("utf-8")().decode
+        data, size, end = self.data, self.chunk_size, self.nbytes
+        assert isinstance(data, bytes)
+        return (
+            decode(data[start : start + size], start + size >= end) for start in range(0, end, size)
+        )
+
+
+def _message(message: object, method: str) -> str | bytes:
+    """``message`` as ``str`` or ``bytes``; ``TypeError`` for any other type (an ``int``
+    made ``bytes(n)``: n NUL bytes)."""
+    if isinstance(message, str | bytes):
+        return message
+    if isinstance(message, bytearray | memoryview):
+        return bytes(message)  # a snapshot: the caller may reuse its buffer
+    raise TypeError(
+        f"{method}() takes str or bytes (or bytearray, memoryview), not {type(message).__name__}"
+    )
+
+
+def _not_text(reason: str, position: int) -> ValueError:
+    return ValueError(
+        f"a text message must be valid UTF-8 ({reason} at byte {position}):"
+        " send other bytes with send_binary() or opcode=WEBSOCKET_OPCODE_BINARY"
+    )
+
+
+#: Bytes sent as text are checked in slices of this size when they go out in frames.
+_CHECK_SLICE = 64 * 1024
+
+
+def _check_utf8(data: bytes) -> None:
+    """Raise ``ValueError`` unless ``data`` is UTF-8 (checked in slices: no copy of it whole)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view, end = memoryview(data), len(data)
+    for start in range(0, end, _CHECK_SLICE):
+        held = len(decoder.getstate()[0])  # the start of a character cut by the slice
+        try:
+            decoder.decode(view[start : start + _CHECK_SLICE], start + _CHECK_SLICE >= end)
+        except UnicodeDecodeError as exc:
+            raise _not_text(exc.reason, start - held + exc.start) from exc
+
+
+def _binary_pieces(data: str | bytes, chunk_size: int) -> Iterable[str | bytes]:
+    """The frames of a binary message; a ``str`` is sent UTF-8 encoded."""
+    return _pieces(data.encode() if isinstance(data, str) else data, chunk_size)
+
+
+def _text_pieces(data: str | bytes, chunk_size: int) -> Iterable[str | bytes]:
+    """The frames of a text message; bytes are checked for UTF-8 before any goes out."""
+    if isinstance(data, str):
+        return _pieces(data, chunk_size)
+    if chunk_size <= 0 or len(data) <= chunk_size:
+        try:
+            return (data.decode("utf-8"),)
+        except UnicodeDecodeError as exc:
+            raise _not_text(exc.reason, exc.start) from exc
+    _check_utf8(data)
+    return _TextChunks(data, chunk_size)
+
+
 def _file_pieces(path: str, chunk_size: int) -> Iterator[str | bytes]:
     """The file's pieces; it is opened now, so a queued message still has it."""
     file = open(path, "rb")  # noqa: SIM115 - closed by the generator
@@ -191,38 +260,47 @@ class WebsocketSession:
         """True once the closing handshake started or the connection is gone."""
         return self._link.is_closed
 
-    def send(self, message: str | bytes, opcode: int | None = None, chunk_size: int = 0) -> None:
-        """Send a message.
+    def send(
+        self,
+        message: str | bytes | bytearray | memoryview,
+        opcode: int | None = WEBSOCKET_OPCODE_TEXT,
+        chunk_size: int = 0,
+    ) -> None:
+        """Send a message: text by default, as in 0.22.x, ``bytes`` too.
 
         Args:
-            message: ``str`` or ``bytes``.
-            opcode: ``WEBSOCKET_OPCODE_TEXT``/``BINARY``/``PING``/``PONG``/``CLOSE``;
-                by default text for ``str`` and binary for ``bytes``.
+            message: ``str`` or ``bytes`` (``bytearray``, ``memoryview``); any other
+                type raises ``TypeError``, and nothing is sent.
+            opcode: ``WEBSOCKET_OPCODE_TEXT`` (default; None too), ``BINARY``,
+                ``PING``, ``PONG`` or ``CLOSE``.  Bytes sent as text must be UTF-8
+                (``ValueError`` otherwise: send them with ``WEBSOCKET_OPCODE_BINARY``).
             chunk_size: when > 0, the message is sent in frames of this size.
         """
-        if opcode is None:
-            opcode = WEBSOCKET_OPCODE_TEXT if isinstance(message, str) else WEBSOCKET_OPCODE_BINARY
-        if opcode == WEBSOCKET_OPCODE_TEXT:
-            text = message if isinstance(message, str) else bytes(message).decode()
-            self.send_text(text, chunk_size)
+        data = _message(message, "send")
+        if opcode == WEBSOCKET_OPCODE_TEXT or opcode is None:
+            self._link.send_message(_text_pieces(data, chunk_size))
         elif opcode == WEBSOCKET_OPCODE_BINARY:
-            data = message.encode() if isinstance(message, str) else bytes(message)
-            self.send_binary(data, chunk_size)
+            self._link.send_message(_binary_pieces(data, chunk_size))
         elif opcode in (WEBSOCKET_OPCODE_PING, WEBSOCKET_OPCODE_PONG):
-            payload = message.encode() if isinstance(message, str) else bytes(message)
-            self._link.send_control(opcode, payload)
+            self._control(opcode, data, "send")
         elif opcode == WEBSOCKET_OPCODE_CLOSE:
-            self.close(message if isinstance(message, str) else bytes(message).decode())
+            self.close(data if isinstance(data, str) else data.decode())
         else:
             raise ValueError(f"cannot send a message with opcode {opcode!r}")
 
-    def send_text(self, message: str, chunk_size: int = 0) -> None:
-        """Send a text message (in frames of ``chunk_size`` characters when > 0)."""
-        self._link.send_message(_pieces(message, chunk_size))
+    def send_text(self, message: str | bytes | bytearray | memoryview, chunk_size: int = 0) -> None:
+        """Send a text message (in frames of ``chunk_size`` characters, or bytes, when > 0).
 
-    def send_binary(self, binary: bytes, chunk_size: int = 0) -> None:
-        """Send a binary message (in frames of ``chunk_size`` bytes when > 0)."""
-        self._link.send_message(_pieces(bytes(binary), chunk_size))
+        ``bytes`` must be UTF-8: ``ValueError`` otherwise, before anything is sent.
+        """
+        self._link.send_message(_text_pieces(_message(message, "send_text"), chunk_size))
+
+    def send_binary(
+        self, binary: str | bytes | bytearray | memoryview, chunk_size: int = 0
+    ) -> None:
+        """Send a binary message (in frames of ``chunk_size`` bytes when > 0); a ``str``
+        is sent UTF-8 encoded."""
+        self._link.send_message(_binary_pieces(_message(binary, "send_binary"), chunk_size))
 
     def send_file(self, path: str, chunk_size: int = 0) -> None:
         """Stream a file as one binary message, without reading it whole."""
@@ -230,15 +308,19 @@ class WebsocketSession:
             raise FileNotFoundError(path)
         self._link.send_message(_file_pieces(path, chunk_size if chunk_size > 0 else _FILE_CHUNK))
 
-    def send_ping(self, message: bytes = b"") -> None:
-        """Send a ping (payload cut at 125 bytes)."""
-        self._link.send_control(WEBSOCKET_OPCODE_PING, bytes(message))
+    def send_ping(self, message: str | bytes | bytearray | memoryview = b"") -> None:
+        """Send a ping; a ``str`` payload is sent UTF-8 encoded (cut at 125 bytes)."""
+        self._control(WEBSOCKET_OPCODE_PING, message, "send_ping")
 
-    def send_pong(self, message: bytes = b"") -> None:
-        """Send a pong (payload cut at 125 bytes)."""
-        self._link.send_control(WEBSOCKET_OPCODE_PONG, bytes(message))
+    def send_pong(self, message: str | bytes | bytearray | memoryview = b"") -> None:
+        """Send a pong; a ``str`` payload is sent UTF-8 encoded (cut at 125 bytes)."""
+        self._control(WEBSOCKET_OPCODE_PONG, message, "send_pong")
 
     send_pone = send_pong  # the original's misspelling, kept for compatibility
+
+    def _control(self, opcode: int, message: object, method: str) -> None:
+        data = _message(message, method)
+        self._link.send_control(opcode, data.encode() if isinstance(data, str) else data)
 
     def close(self, reason: str = "", code: int = 1000) -> None:
         """Start the closing handshake with ``code`` (1000) and ``reason``.

@@ -389,7 +389,7 @@ def _flood_app(async_handler: bool = False) -> tuple[Any, dict[str, Any]]:
 
         async def on_text_message(self: Any, session: WebsocketSession, message: str) -> None:
             for _ in range(64):
-                session.send(chunk)
+                session.send_binary(chunk)
             seen["returned"].set()
 
     else:  # on a worker thread: each send waits for the ASGI server to take it
@@ -399,7 +399,7 @@ def _flood_app(async_handler: bool = False) -> tuple[Any, dict[str, Any]]:
                 for _ in range(64):  # 64 MiB: far more than any socket buffer holds
                     if session.is_closed:
                         return
-                    session.send(chunk)
+                    session.send_binary(chunk)
             finally:
                 seen["returned"].set()
 

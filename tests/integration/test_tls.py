@@ -508,10 +508,10 @@ def test_a_coroutine_streams_to_a_wss_client_with_drain(
     class Streamer(WebsocketHandler):
         async def on_text_message(self, session: WebsocketSession, message: str) -> None:
             for item in data:
-                session.send(item)
+                session.send_binary(item)
                 await session.drain()
                 drained.append(True)
-            session.send(data[0], chunk_size=100_000)  # framed piece by piece, in turn
+            session.send_binary(data[0], chunk_size=100_000)  # framed piece by piece, in turn
             await asyncio.sleep(0)
             session.close("done")
 
@@ -917,7 +917,7 @@ def test_a_wss_session_sees_a_reset_client_in_its_send_and_drain_loop(
                 if session.is_closed:
                     ended.put("is_closed")
                     return
-                session.send(b"w" * 65536)
+                session.send_binary(b"w" * 65536)
                 await session.drain()
             ended.put("every send taken")
 

@@ -82,7 +82,7 @@ class Echo(WebsocketHandler):
             session.send(message)
 
     def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-        session.send(message)
+        session.send_binary(message)
 
     def on_pong_message(self, session: WebsocketSession, message: bytes = b"") -> None:
         session.send(f"pong:{message.decode()}")
@@ -303,7 +303,7 @@ def test_function_style_sync_and_async(serve: Serve) -> None:
 
     @app.websocket_message(endpoint=endpoint, message_type=WEBSOCKET_MESSAGE_BINARY)
     def binary(session: WebsocketSession, message: bytes) -> None:
-        session.send(message[::-1])
+        session.send_binary(message[::-1])
 
     @app.websocket_close(endpoint=endpoint)
     def closed(session: WebsocketSession, reason: WebsocketCloseReason) -> None:
@@ -628,7 +628,7 @@ def test_binary_frame_gathering(serve: Serve) -> None:
             return frame_payload != b"skip"
 
         def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-            session.send(message)
+            session.send_binary(message)
 
     ws = connect(serve(app), "/gather")
     ws.send_binary(b"single")  # unfragmented binary works (defect 21)
@@ -655,12 +655,12 @@ def test_binary_frame_override_may_call_the_base_class(serve: Serve) -> None:
             return super().on_binary_frame(session, fin, frame_payload)
 
         def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-            session.send(b"got:" + message)
+            session.send_binary(b"got:" + message)
 
     @app.websocket_handler(endpoint="/inherits")
     class Inherits(WebsocketHandler):
         def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-            session.send(b"whole:%d" % len(message))
+            session.send_binary(b"whole:%d" % len(message))
 
     live = serve(app, max_websocket_message_size=1000)
     ws = connect(live, "/super")
@@ -843,7 +843,7 @@ def test_a_sync_handlers_file_queued_behind_the_loop_is_read_off_the_loop(
         async def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
             loop["id"] = threading.get_native_id()  # the event loop's thread (asyncio)
             loop["read"] = _bytes_read_by(loop["id"]) if transport == "asyncio" else 0
-            session.send(big, chunk_size=64 * 1024)  # the loop finishes it in a task
+            session.send_binary(big, chunk_size=64 * 1024)  # the loop finishes it in a task
 
         def on_text_message(self, session: WebsocketSession, message: str) -> None:
             session.send_file(str(path), chunk_size=64 * 1024)  # queued behind ``big``
@@ -878,7 +878,7 @@ def test_a_large_file_from_a_sync_handler_is_never_buffered_whole(
 
     class Sender(WebsocketHandler):
         async def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-            session.send(first, chunk_size=frame)
+            session.send_binary(first, chunk_size=frame)
 
         def on_text_message(self, session: WebsocketSession, message: str) -> None:
             session.send_file(str(path), chunk_size=frame)
@@ -929,7 +929,7 @@ def test_files_and_texts_from_the_loop_and_threads_stay_whole_and_in_order(
             loops.append(asyncio.get_running_loop())
             for i, data in enumerate(big):  # the loop streams these in tasks
                 session.send(f"loop {i}")
-                session.send(data, chunk_size=32 * 1024)
+                session.send_binary(data, chunk_size=32 * 1024)
 
         def on_text_message(self, session: WebsocketSession, message: str) -> None:
             async def ticker() -> None:  # the loop sends while the threads send theirs

@@ -129,7 +129,7 @@ def test_a_coroutine_flooding_a_client_that_reads_nothing_holds_up_no_other_coro
     class Flood(WebsocketHandler):
         async def on_text_message(self, session: WebsocketSession, message: str = "") -> None:
             for _ in range(32):
-                session.send(b"x" * MIB)
+                session.send_binary(b"x" * MIB)
             returned.set()
 
     # (a backlog bound above what is sent: nothing is dropped, nothing waits either)
@@ -162,7 +162,7 @@ def sender_app(drain: bool, seen: dict[str, Any]) -> App:
         async def on_text_message(self, session: WebsocketSession, message: str = "") -> None:
             seen["ids"].append(session.id)
             for data in payloads(COUNT, SIZE):
-                session.send(data)
+                session.send_binary(data)
                 if drain:
                     await session.drain()
             seen["closed"] = session.is_closed
@@ -265,7 +265,7 @@ def test_a_stalled_thread_send_does_not_hold_up_the_reading_side(serve: Serve) -
                     if session.is_closed:
                         return
                     stalled.set()
-                    session.send(b"f" * MIB)
+                    session.send_binary(b"f" * MIB)
 
             threading.Thread(target=flood, daemon=True).start()
 
@@ -296,12 +296,12 @@ def test_keepalive_spares_a_client_that_reads_a_backlog_slowly(serve: Serve, sen
 
     def send_all_from_a_thread(session: WebsocketSession) -> None:
         for item in data:
-            session.send(item)
+            session.send_binary(item)
         session.send("done")
 
     async def send_all_from_a_coroutine(session: WebsocketSession) -> None:
         for item in data:
-            session.send(item)
+            session.send_binary(item)
             await session.drain()
         session.send("done")
 
@@ -350,7 +350,7 @@ def test_an_unsendable_close_is_refused_at_once_and_the_session_goes_on(serve: S
     @app.websocket_handler(endpoint="/ws")
     class Closer(WebsocketHandler):
         async def on_text_message(self, session: WebsocketSession, message: str) -> None:
-            session.send(b"x" * (2 * MIB), chunk_size=64 * 1024)  # still going out
+            session.send_binary(b"x" * (2 * MIB), chunk_size=64 * 1024)  # still going out
             refused = []
             for reason, code in (("bad\ud800", 1000), ("", 1005), ("", 999), ("", 5000)):
                 try:
@@ -358,7 +358,7 @@ def test_an_unsendable_close_is_refused_at_once_and_the_session_goes_on(serve: S
                 except ValueError:
                     refused.append(code)
             seen["refused"] = refused
-            session.send(b"after")
+            session.send_binary(b"after")
             await session.drain()
             session.close("done", 4000)
 
@@ -389,7 +389,7 @@ def test_drain_waits_until_a_chunked_message_is_out(serve: Serve) -> None:
     @app.websocket_handler(endpoint="/chunked")
     class Chunked(WebsocketHandler):
         async def on_text_message(self, session: WebsocketSession, message: str) -> None:
-            session.send(b"c" * size, chunk_size=64 * 1024)
+            session.send_binary(b"c" * size, chunk_size=64 * 1024)
             await session.drain()
             seen["drained_at"] = time.monotonic()
 

@@ -495,7 +495,7 @@ def echo_app() -> App:
             session.send(message)
 
         def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-            session.send(message)
+            session.send_binary(message)
 
     return app
 

@@ -48,7 +48,7 @@ def make_app() -> tuple[App, list[Any]]:
                 session.send(message.upper())
 
         def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-            session.send(message + b"!")
+            session.send_binary(message + b"!")
 
         def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
             log.append((reason.code, reason.reason, reason.message))
@@ -125,7 +125,7 @@ def test_drain_returns_at_once_in_memory() -> None:
             for i in range(3):
                 session.send(f"{message} {i}")
                 await session.drain()
-            session.send(b"x" * (4 * 1024 * 1024), chunk_size=64 * 1024)
+            session.send_binary(b"x" * (4 * 1024 * 1024), chunk_size=64 * 1024)
             await session.drain()
             session.send("done")
 

@@ -35,7 +35,7 @@ class Echo(WebsocketHandler):
         session.send(message)
 
     def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-        session.send(message)
+        session.send_binary(message)
 
 
 def ws_app() -> App:
@@ -304,7 +304,7 @@ def check_stop_with_a_stuck_sender(
                     if session.is_closed:
                         return
                     try:
-                        session.send(b"x" * 65536)
+                        session.send_binary(b"x" * 65536)
                     except Exception:
                         return
 
@@ -445,7 +445,7 @@ def test_a_client_that_stops_reading_is_dropped_after_body_timeout(serve: Serve)
             for _ in range(64):  # 64 MiB: far more than any socket buffer holds
                 if session.is_closed:
                     return
-                session.send(chunk)
+                session.send_binary(chunk)
 
         def on_close(self, session: WebsocketSession, reason: object) -> None:
             closed.set()
@@ -476,7 +476,7 @@ class _ThreadFlood(_Flood):
         for _ in range(2000):
             if session.is_closed:
                 return
-            session.send(b"t" * 65536)
+            session.send_binary(b"t" * 65536)
 
 
 class _LargeFlood(_Flood):
@@ -484,7 +484,7 @@ class _LargeFlood(_Flood):
         for _ in range(128):  # written in slices
             if session.is_closed:
                 return
-            session.send(b"l" * (1024 * 1024))
+            session.send_binary(b"l" * (1024 * 1024))
 
 
 class _CoroutineFlood(_Flood):
@@ -492,7 +492,7 @@ class _CoroutineFlood(_Flood):
         for _ in range(2000):
             if session.is_closed:
                 return
-            session.send(b"c" * 65536)  # queued: the session's writer thread sends it
+            session.send_binary(b"c" * 65536)  # queued: the session's writer thread sends it
             await session.drain()
 
 

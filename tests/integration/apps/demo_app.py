@@ -154,7 +154,7 @@ def build_app() -> App:
                 session.send(f"echo: {message}")
 
         async def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
-            session.send(message[::-1])
+            session.send_binary(message[::-1])
 
     return app
 
