@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from simple_http_server import App, ClientGone, Response
+from simple_http_server import App, BytesBody, ClientGone, Response
 
 from ..conftest import LiveServer, small_send_buffer_listener
 from ..integration.apps import harness
@@ -274,6 +274,28 @@ def test_an_unread_body_is_drained_at_the_minimum_rate_too(serve: Serve) -> None
     assert [r.status for r in parse_responses(data)] == [404]
     assert elapsed < 4.0, elapsed  # drained for ~1 s (the grace), then a lingering close
     assert fast_get(live) == b"ok"  # the one worker is free again
+
+
+def test_a_pause_within_body_timeout_is_fine_once_the_rate_is_kept(serve: Serve) -> None:
+    """The threaded transport bounded a body read the minimum rate made short with the
+    socket's kernel receive timeout (1 s here) and left it so: a later read, which the
+    rate no longer limited, got 408 after that 1 s instead of body_timeout."""
+    application = App()
+
+    @application.route("/upload", method="POST")
+    def upload(body: BytesBody) -> str:
+        return f"got {len(bytes(body))}"
+
+    live = serve(application, body_timeout=3.0, min_body_rate=1, min_body_rate_grace=1.0)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        time.sleep(0.1)  # the first read waits 1 s at most: the rate's grace
+        sock.sendall(b"x" * 10)  # 10 bytes at 1 byte/s: the rate is kept for 10 s
+        time.sleep(2.0)  # a pause within body_timeout
+        sock.sendall(b"y" * 990)
+        sock.shutdown(socket.SHUT_WR)
+        responses = parse_responses(read_until_closed(sock, timeout=5))
+    assert [(r.status, r.body) for r in responses] == [(200, b"got 1000")]
 
 
 def test_body_at_a_normal_pace_is_not_cut_off(serve: Serve) -> None:

@@ -207,6 +207,8 @@ class ThreadedConn(Channel):
         """Body bytes, waiting ``wait`` seconds at most (None: timed out)."""
         if slow:
             self._set_read_timeout(wait)
+        elif self.read_timeout_changed:  # body_timeout again, not a rate's wait of before
+            self._restore_read_timeout()
         try:
             return self.sock.recv(READ_SIZE)
         except (TimeoutError, BlockingIOError):
