@@ -130,7 +130,8 @@ class ServerConfig:
     #: Seconds allowed to deliver a complete request head: a new connection's first
     #: head (and TLS handshake) from the accept, a later head from its first byte.
     head_timeout: float = 10.0
-    #: Seconds allowed between two pieces of a request body (or of a response write).
+    #: Seconds allowed between two pieces of a request body, and the longest a client
+    #: may take none of the output while the server waits for it.
     body_timeout: float = 30.0
     #: Slowest accepted request body, in bytes per second, once ``min_body_rate_grace``
     #: seconds have passed (0 disables): a client trickling its body is cut off with 408.

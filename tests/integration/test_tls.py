@@ -665,6 +665,98 @@ def test_a_tls_client_that_stops_reading_a_stream_is_dropped_after_body_timeout(
     assert 1.5 < elapsed < 3.5, elapsed
 
 
+def steady_tls_reader(
+    live: Any, context: ssl.SSLContext, request: bytes, rcvbuf: int, pause: float = 0.0
+) -> bytes:
+    """Send ``request`` over TLS and read until the end, 64 KiB at most every 10 ms
+    (after a pause of ``pause`` seconds once the answer's head came): all it got."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    data = b""
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(request)
+        paused = False
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+                if not paused and b"\r\n\r\n" in data:
+                    paused = True
+                    time.sleep(pause)
+                time.sleep(0.01)
+        except (ssl.SSLError, OSError):  # dropped: the caller sees what it got
+            pass
+    return data
+
+
+def test_a_steady_tls_reader_of_a_closing_answer_is_not_taken_for_a_stalled_one(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """``Connection: close``, a small body_timeout and a reader slower than the server:
+    the asyncio transport looked only at what its own buffers still held, which does
+    not move while the kernel's (megabytes, over loopback) drains, and cut a reader that
+    kept reading (after about 4 MiB of 8).  What the client's TCP acknowledges counts."""
+    from ..robustness.wire import parse_responses
+
+    size = 8 * 1024 * 1024
+    app = tls_app()
+
+    @app.route("/large")
+    def large() -> bytes:
+        return b"l" * size
+
+    live = serve(app, ssl_context=server_context, body_timeout=0.5)
+    request = b"GET /large HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    data = steady_tls_reader(live, client_context, request, 65536)  # ~1.6 MB/s at most
+    [reply] = parse_responses(data)
+    assert reply.status == 200 and len(reply.body) == size
+
+
+def test_a_tls_answer_is_written_with_body_timeout_after_a_paced_body_read(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """The threaded transport bounded a TLS body read with the socket's timeout, cut to
+    what min_body_rate allowed (0.3 s here), and restored body_timeout only after the
+    request: its answer was written with the short timeout, and a client that paused a
+    second (well within body_timeout) was dropped."""
+    from ..robustness.wire import parse_responses
+
+    size = 4_000_000
+    app = tls_app()
+
+    @app.route("/upload", method="POST")
+    def upload(body: BytesBody) -> bytes:
+        return bytes(body) * (size // 10)
+
+    live = serve(
+        app,
+        ssl_context=server_context,
+        body_timeout=5.0,
+        min_body_rate=1000,
+        min_body_rate_grace=0.3,
+    )
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    data = b""
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+        )
+        time.sleep(0.1)  # the server waits for the body (0.3 s at most at this rate)
+        sock.sendall(b"0123456789")
+        time.sleep(1.0)  # the answer goes out meanwhile, and stalls
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ssl.SSLError, OSError):
+            pass
+    [reply] = parse_responses(data)
+    assert reply.status == 200 and len(reply.body) == size
+
+
 @pytest.mark.parametrize("size", [100, 4 * 1024 * 1024])
 def test_a_closed_tls_connection_frees_its_slot_soon_after_its_answer_went_out(
     serve: Callable[..., Any],

@@ -452,6 +452,29 @@ def test_a_slow_but_steady_reader_gets_a_whole_stream(serve: Serve, path: str) -
     assert elapsed > 2.0  # several body_timeouts: only progress kept it going
 
 
+@pytest.mark.parametrize("path", ["/generator", "/write-bytes", "/coroutine"])
+def test_a_client_that_stops_after_taking_a_little_is_dropped_one_body_timeout_later(
+    serve: Serve, path: str
+) -> None:
+    """body_timeout counts from the last bytes the client took.  The asyncio transport
+    looked at the client's progress only at the end of each body_timeout window, so a
+    client that took a little early in a window and then nothing was dropped nearly two
+    body_timeouts after its last bytes."""
+    given_up = threading.Event()
+    live = serve(streaming_app(given_up), listener=small_send_buffer_listener(), body_timeout=2.0)
+    with stalled_reader(live, path) as sock:
+        time.sleep(0.3)  # the answer stalls: the server waits for the client
+        received = 0
+        while received < 24 * 1024:  # a little (the server's buffers stay well filled)
+            chunk = sock.recv(4096)
+            assert chunk
+            received += len(chunk)
+        last_taken = time.monotonic()
+        assert given_up.wait(10), "the server still waits for a client that reads nothing"
+        elapsed = time.monotonic() - last_taken
+    assert 1.5 < elapsed < 3.0, elapsed  # about 3.7 s before (asyncio)
+
+
 def test_a_closed_connection_whose_answer_is_stuck_is_dropped_and_frees_its_slot(
     serve: Serve,
 ) -> None:

@@ -31,8 +31,11 @@ from .common import (
     BodyPace,
     ClientGone,
     FileSlice,
+    SendPace,
     backlog_exceeded,
+    bytes_acked,
     new_connection,
+    progress,
     request_from_head,
     service_unavailable,
     stop_wait_bound,
@@ -94,9 +97,11 @@ class _AioConn(asyncio.Protocol, Channel):
         self._lingering = False
         self._unsent = 0  # bytes still to flush when close() was last checked
         self._flushed_at = 0.0  # when the client last took some of them
-        # Progress of what coroutines wrote (write_bytes never waits for the client).
-        self._unsent_mark = 0
-        self._progress_at = 0.0
+        #: How the client takes the output the server waits to send it (made at the
+        #: first such wait; a websocket session goes on with it).
+        self.out_pace: SendPace | None = None
+        self._sock: Any = None  # the transport's socket: the client's progress
+        self._file_sent = 0  # bytes sent with loop.sendfile (progress where TCP_INFO is not)
         # Each request task starts from this context (the server's), never from
         # the one of the request before it: a pipelined request is started from
         # inside its predecessor's task, whose context variables must not leak.
@@ -109,7 +114,7 @@ class _AioConn(asyncio.Protocol, Channel):
         self._below = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
         self.peer = transport.get_extra_info("peername")
         self.secure = transport.get_extra_info("sslcontext") is not None
-        sock = transport.get_extra_info("socket")
+        sock = self._sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -321,10 +326,12 @@ class _AioConn(asyncio.Protocol, Channel):
         self._check_closing()
 
     def _check_closing(self) -> None:
-        """Closed: the rest of the answer goes out while the client takes some of it
-        within ``body_timeout``.  TLS then waits for the client's close_notify, which
-        many clients never send (asyncio would keep the slot for its 30 s shutdown
-        timeout): a linger of ``LINGER_SECONDS`` once all went out, then the cut."""
+        """Closed: the rest of the answer goes out while the client keeps its pace
+        (:class:`SendPace`: what its TCP acknowledged counts, so a large kernel buffer
+        that the client drains steadily is not taken for a stall).  TLS then waits for
+        the client's close_notify, which many clients never send (asyncio would keep
+        the slot for its 30 s shutdown timeout): a linger of ``LINGER_SECONDS`` once
+        all went out, then the cut."""
         transport = self.transport
         if transport is None:
             return
@@ -333,14 +340,20 @@ class _AioConn(asyncio.Protocol, Channel):
         if left < self._unsent:  # the client still reads
             self._unsent, self._flushed_at = left, now
         if left:
-            stalled_until = self._flushed_at + self.config.body_timeout
-            if now >= stalled_until:
+            pace = self.send_pace()
+            wait = pace.sample(self._progress(left))
+            if wait <= 0:
+                pace.failure()
+                pace.end(0)
                 transport.abort()
             elif self.secure:  # look again soon: the linger starts once it all went out
-                self._arm(min(LINGER_SECONDS, stalled_until - now))
+                self._arm(min(LINGER_SECONDS, wait, pace.every))
             else:  # a plain transport closes itself once it has flushed
-                self._arm(stalled_until - now)
-        elif not self.secure:
+                self._arm(min(wait, pace.every))
+            return
+        if self.out_pace is not None:
+            self.out_pace.end(self._progress(0))
+        if not self.secure:
             self._cancel_timer()
         elif now < self._flushed_at + LINGER_SECONDS:
             self._arm(self._flushed_at + LINGER_SECONDS - now)
@@ -427,21 +440,72 @@ class _AioConn(asyncio.Protocol, Channel):
         if data and transport is not None and not self.transport_gone():
             transport.write(data)
 
+    # -- the client's pace -----------------------------------------------------
+    def send_pace(self) -> SendPace:
+        """The connection's :class:`SendPace` (made at the first wait for the client)."""
+        pace = self.out_pace
+        if pace is None:
+            pace = self.out_pace = SendPace(self.config)
+        return pace
+
+    def _progress(self, unsent: int) -> int:
+        """The client's progress counter (:func:`progress`); where TCP does not tell, what
+        the transport took: the files sent, less ``unsent`` (what it holds now)."""
+        return progress(self._sock, self._file_sent - unsent)
+
+    def _fail_pace(self, pace: SendPace) -> ClientGone:
+        """The client's pace failed: drop it (close() would wait for a reader that
+        never comes)."""
+        reason = pace.failure()
+        pace.end(0)
+        self.abort()
+        return ClientGone(reason)
+
+    def watch_backlog(self, before: int, after: int, unsent: int) -> str | None:
+        """Output written without waiting (by a coroutine) left ``unsent`` bytes in the
+        transport: while some are left, the server waits for the client, which must
+        keep its pace.  ``before`` and ``after``: the progress counter before and after
+        the write.  The reason to drop the client once its pace failed, else None."""
+        pace = self.send_pace()
+        if pace.waiting:
+            if pace.sample(before) <= 0:
+                reason = pace.failure()
+                pace.end(0)
+                return reason
+            if not unsent:
+                pace.end(after)
+        elif unsent:
+            pace.sample(after)  # a wait begins
+        return None
+
     async def _drain(self) -> None:
-        """Wait while the transport's buffer is full.  ``body_timeout`` bounds a
-        stall, not the whole response: a slow client that keeps reading is fine."""
+        """Wait while the transport's buffer is full, as long as the client keeps its
+        pace (:class:`SendPace`): ``body_timeout`` bounds a stall, not the whole
+        response."""
         if self.closed or self.transport_gone():
             raise ClientGone("connection lost")
-        while self._write_paused and self.transport is not None:
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            pending = unsent_bytes(self.transport)
-            try:
-                await asyncio.wait_for(waiter, self.config.body_timeout)
-            except asyncio.TimeoutError:
-                if self.closed or unsent_bytes(self.transport) >= pending:
-                    self.abort()  # close() would wait for a reader that never comes
-                    raise ClientGone("timed out writing the response") from None
+        if self._write_paused:
+            await self._wait_for_client()
+
+    async def _wait_for_client(self) -> None:
+        pace = self.send_pace()
+        try:
+            while self._write_paused and self.transport is not None:
+                left = pace.sample(self._progress(unsent_bytes(self.transport)))
+                if left <= 0:
+                    raise self._fail_pace(pace)
+                waiter = self.loop.create_future()
+                self._drain_waiters.append(waiter)
+                try:
+                    await asyncio.wait_for(waiter, min(left, pace.every))
+                except asyncio.TimeoutError:  # look at the client's progress
+                    pass
+                if self.closed:
+                    raise ClientGone("connection lost")
+                if not waiter.done():  # (timed out: cancelled by wait_for)
+                    self._drain_waiters.remove(waiter)
+        finally:
+            pace.end(self._progress(unsent_bytes(self.transport)))
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
         self._write(self.conn.send_head(status, headers))
@@ -473,7 +537,7 @@ class _AioConn(asyncio.Protocol, Channel):
 
     async def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
         """``loop.sendfile`` (the kernel copies; no file bytes pass through Python)
-        in slices, each of which must go out within ``body_timeout``."""
+        in slices, sent while the client keeps its pace (:class:`SendPace`)."""
         start, end = offset, offset + count
         timeout = self.config.body_timeout
         slice_size = SENDFILE_MIN_SLICE * 4
@@ -487,14 +551,12 @@ class _AioConn(asyncio.Protocol, Channel):
                 self.loop.sendfile(transport, file, offset, size)
             )
             try:
-                sent = await asyncio.wait_for(sending, timeout)
-            except asyncio.TimeoutError:
-                self.abort()  # the client stopped reading
-                raise ClientGone("timed out writing the response") from None
+                sent = await self._sent_slice(sending)
             except (OSError, RuntimeError) as exc:  # reset, or closed under us
                 raise ClientGone(str(exc)) from None
             except asyncio.CancelledError:
                 if not (self.closed and sending.cancelled()):
+                    sending.cancel()
                     raise
                 raise ClientGone("connection lost") from None  # abort() ended it
             finally:
@@ -507,6 +569,26 @@ class _AioConn(asyncio.Protocol, Channel):
                 slice_size = min(slice_size * 2, SENDFILE_SLICE)
             elif took > timeout / 3:
                 slice_size = max(slice_size // 2, SENDFILE_MIN_SLICE)
+
+    async def _sent_slice(self, sending: asyncio.Future[int]) -> int:
+        """The bytes a ``loop.sendfile`` slice sent, once done: the wait for it counts as
+        waiting for the client, which must keep its pace meanwhile.  Where TCP does not
+        tell what the client took, the slice's progress shows only once it is done (the
+        slice within ``body_timeout``)."""
+        pace = self.send_pace()
+        sent = 0
+        try:
+            while True:
+                left = pace.sample(self._progress(0))
+                if left <= 0:
+                    raise self._fail_pace(pace)
+                done, _ = await asyncio.wait((sending,), timeout=min(left, pace.every))
+                if done:
+                    sent = sending.result()
+                    return sent
+        finally:
+            self._file_sent += sent
+            pace.end(self._progress(0))
 
     # Blocking forms for Response.write_bytes in sync (thread pool) or async code.
     def _blocking(self, frame: Callable[[], bytes]) -> None:
@@ -528,19 +610,18 @@ class _AioConn(asyncio.Protocol, Channel):
             reason = backlog_exceeded(self.peer, unsent, limit)
             self.abort()
             raise ClientGone(reason)
-        self._check_stall(before, len(data), unsent)
-
-    def _check_stall(self, before: int, size: int, unsent: int) -> None:
-        """``body_timeout`` without the client taking any of what coroutines wrote: a
-        stall, dropped (a thread's write would have timed out by now)."""
-        if not unsent:
-            self._progress_at = 0.0
-        elif before < self._unsent_mark or unsent < before + size or not self._progress_at:
-            self._progress_at = time.monotonic()  # the client took some (or a new wait)
-        elif time.monotonic() - self._progress_at > self.config.body_timeout:
-            self.abort()
-            raise ClientGone("timed out writing the response")
-        self._unsent_mark = unsent
+        pace = self.out_pace
+        if unsent or before or (pace is not None and pace.waiting):  # the client is behind
+            acked = bytes_acked(self._sock)
+            if acked is None:  # what the transport took: the files sent, less what it holds
+                failed = self.watch_backlog(
+                    self._file_sent - before, self._file_sent - unsent, unsent
+                )
+            else:
+                failed = self.watch_backlog(acked, acked, unsent)
+            if failed is not None:
+                self.abort()
+                raise ClientGone(failed)
 
     async def _send_framed(self, frame: Callable[[], bytes]) -> None:
         self._write(frame())

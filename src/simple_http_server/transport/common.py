@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -25,27 +27,47 @@ if TYPE_CHECKING:
 __all__ = [
     "DRAIN_LIMIT",
     "NOWAIT",
+    "PACE_SAMPLES",
+    "POLL_IN",
+    "POLL_OUT",
     "READ_SIZE",
     "SERVING",
     "STOP_WAIT_GRACE",
     "BodyPace",
     "ClientGone",
     "FileSlice",
+    "SendPace",
     "backlog_exceeded",
+    "bytes_acked",
     "new_connection",
     "open_listener",
+    "progress",
     "request_from_head",
+    "send_file",
     "send_rest",
     "service_unavailable",
     "set_kernel_timeouts",
     "set_receive_timeout",
     "stop_wait_bound",
     "unsent_bytes",
+    "wait_ready",
 ]
 
 READ_SIZE = 256 * 1024
 #: ``send`` flag: take what the socket takes now, never wait (0 where there is none).
 NOWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+POLL_IN: int = getattr(select, "POLLIN", 1)
+POLL_OUT: int = getattr(select, "POLLOUT", 4)
+#: A wait for a slow client looks at its progress ``body_timeout / PACE_SAMPLES``
+#: seconds apart at most: a stall is found that much after ``body_timeout`` at worst.
+PACE_SAMPLES = 8
+#: Most bytes one ``os.sendfile`` call is asked for.
+_FILE_BLOCK = 1 << 30
+#: ``struct tcp_info`` (Linux 4.1 and later): ``tcpi_bytes_acked`` at byte 120.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_BYTES_ACKED = struct.Struct("=Q")
+_BYTES_ACKED_AT = 120
+_TCP_INFO_SIZE = _BYTES_ACKED_AT + _BYTES_ACKED.size
 _log = _logging.get_logger("simple_http_server.transport")
 
 
@@ -157,43 +179,156 @@ def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
 
 
-def send_rest(sock: socket.socket, data: bytes | memoryview, sent: int, timeout: float) -> None:
+def bytes_acked(sock: Any) -> int | None:
+    """Bytes of ours the client's TCP has acknowledged so far (Linux's ``TCP_INFO``:
+    ``tcpi_bytes_acked``); None where the system does not tell."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, ValueError, TypeError):  # closed, or not a TCP socket
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    return int(_BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0])
+
+
+def progress(sock: Any, fallback: int) -> int:
+    """A counter of what the client has taken: the bytes its TCP acknowledged, or
+    ``fallback`` (a count of what the socket took) where the system does not tell."""
+    acked = bytes_acked(sock)
+    return fallback if acked is None else acked
+
+
+class SendPace:
+    """How a client takes the output the server waits to send it.
+
+    Only the time the server waits for the client counts (a write the socket did not
+    take at once, until it took it all; output left in an asyncio transport), never
+    the time the app takes to produce the answer.  A wait fails once the client took
+    nothing for ``body_timeout`` (a stall).  One per connection (a websocket session
+    goes on with it).  What the client took is what its TCP acknowledged
+    (:func:`progress`), looked at when the socket takes more and every :attr:`every`
+    seconds of a wait; the bookkeeping happens only while the server waits, never for
+    output taken at once.
+    """
+
+    __slots__ = ("_body_timeout", "_mark", "_progress_at", "every", "waiting")
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._body_timeout = config.body_timeout
+        #: Seconds between two looks at the client's progress during a wait.
+        self.every = max(0.005, config.body_timeout / PACE_SAMPLES)
+        self.waiting = False
+        self._progress_at = 0.0  # when the client last took bytes (or the wait began)
+        self._mark = 0  # the progress counter at the last look
+
+    def sample(self, counter: int) -> float:
+        """Look at the progress ``counter`` (:func:`progress`; a wait begins unless one
+        is under way); seconds left before the wait fails (0 or less: it failed)."""
+        now = time.monotonic()
+        if not self.waiting:
+            self.waiting = True
+            self._progress_at = now
+        elif counter > self._mark:
+            self._progress_at = now
+        self._mark = counter
+        return self._progress_at + self._body_timeout - now
+
+    def end(self, counter: int) -> None:
+        """The server no longer waits for the client (its output was taken, or it is
+        dropped); ``counter``: the progress counter now."""
+        self.waiting = False
+
+    def failure(self) -> str:
+        """Why the wait failed (after :meth:`sample` said so)."""
+        return f"the client took nothing for {self._body_timeout:g} s"
+
+
+def send_rest(sock: socket.socket, data: bytes | memoryview, sent: int, pace: SendPace) -> None:
     """Write ``data`` but its first ``sent`` bytes (what a :data:`NOWAIT` send took)
     on a blocking socket: wait until the socket takes more, write what it takes, and
-    so on.  ``TimeoutError`` once it took nothing for ``timeout`` seconds.
+    so on, as long as the client keeps the pace (``TimeoutError`` once it fails).
 
     Not ``sendall`` on a kernel send timeout: a ``send`` that took some bytes before
     its wait timed out returns their count, and the next one waits the whole timeout
     again, so a client that stopped reading held the socket twice as long (or more).
-    Any byte taken is progress, as in the asyncio transport: a slow reader that keeps
-    reading is never dropped.
     """
     with memoryview(data) as view:
         size = len(view)
-        deadline = time.monotonic() + timeout
-        while sent < size:
-            if not _writable(sock, deadline - time.monotonic()):
-                raise TimeoutError(f"the client took nothing for {timeout:g} s")
+        try:
+            while sent < size:
+                left = pace.sample(progress(sock, sent))
+                if left <= 0:
+                    raise TimeoutError(pace.failure())
+                if _writable(sock, min(left, pace.every)):
+                    try:
+                        sent += sock.send(view[sent:], NOWAIT)
+                    except BlockingIOError:  # woken for nothing: wait again
+                        pass
+        finally:
+            pace.end(progress(sock, sent))
+
+
+def send_file(
+    sock: socket.socket, file: Any, offset: int, count: int, pace_of: Callable[[], SendPace]
+) -> int:
+    """``os.sendfile`` of ``count`` bytes of ``file`` from ``offset`` on a blocking
+    socket, as the client takes them (``TimeoutError`` once its pace fails); returns
+    the bytes sent, fewer when the file ended early.  The socket is non-blocking
+    meanwhile (``sendfile`` has no ``MSG_DONTWAIT``)."""
+    out, source = sock.fileno(), file.fileno()
+    sent = 0
+    pace: SendPace | None = None
+    sock.setblocking(False)
+    try:
+        while sent < count:
             try:
-                sent += sock.send(view[sent:], NOWAIT)
-            except BlockingIOError:  # woken for nothing: wait again, within the deadline
+                taken = os.sendfile(out, source, offset + sent, min(count - sent, _FILE_BLOCK))
+            except BlockingIOError:
+                taken = -1
+            if taken == 0:  # the file ended
+                break
+            if taken > 0:
+                sent += taken
                 continue
-            deadline = time.monotonic() + timeout
+            if pace is None:
+                pace = pace_of()
+            left = pace.sample(progress(sock, sent))
+            if left <= 0:
+                raise TimeoutError(pace.failure())
+            _writable(sock, min(left, pace.every))
+    finally:
+        if pace is not None:
+            pace.end(progress(sock, sent))
+        try:
+            sock.setblocking(True)
+        except OSError:  # closed under us (stop() cut it): the caller hears it
+            pass
+    return sent
 
 
-def _writable(sock: socket.socket, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``sock`` to take bytes (True; also when it
-    failed or was shut down: the ``send`` then says how)."""
+def wait_ready(sock: Any, events: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``sock`` to be ready for ``events``
+    (:data:`POLL_IN`, :data:`POLL_OUT`); True when it is (or failed: the next call
+    on it says how)."""
     if timeout <= 0:
         return False
     try:
         if hasattr(select, "poll"):  # not select(): descriptors may exceed FD_SETSIZE
             poller = select.poll()
-            poller.register(sock, select.POLLOUT)
+            poller.register(sock, events)
             return bool(poller.poll(math.ceil(timeout * 1000)))
-        return bool(select.select([], [sock], [], timeout)[1])
+        readers = [sock] if events == POLL_IN else []
+        writers = [sock] if events == POLL_OUT else []
+        return any(select.select(readers, writers, [], timeout)[:2])
     except ValueError as exc:  # closed under us (by another thread)
         raise OSError(errno.EBADF, str(exc)) from None
+
+
+def _writable(sock: Any, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``sock`` to take bytes."""
+    return wait_ready(sock, POLL_OUT, timeout)
 
 
 def open_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:

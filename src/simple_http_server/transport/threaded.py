@@ -244,12 +244,15 @@ class ThreadedServer:
             return sock
         # The handshake runs in non-blocking reads as its bytes arrive
         # (ThreadedConn._serve_ready_tls); the sweep bounds it with the first
-        # request head (head_timeout from the accept).
+        # request head (head_timeout from the accept).  A TLS socket stays
+        # non-blocking: its reads and writes wait in poll, bounded as they go.
         try:
-            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            wrapped.setblocking(False)
         except (OSError, ssl.SSLError):
             sock.close()
             return None
+        return wrapped
 
     def _sweep(self, now: float) -> None:
         expired = [conn for conn in self._poller.armed() if conn.deadline <= now]

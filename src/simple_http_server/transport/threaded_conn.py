@@ -25,7 +25,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .. import logger as _logging
 from ..dispatch.channel import Channel, FileShrank, HeaderLines, encode_headers
@@ -36,19 +36,24 @@ from ..protocol.http11 import HttpConnection
 from .common import (
     DRAIN_LIMIT,
     NOWAIT,
+    POLL_IN,
+    POLL_OUT,
     READ_SIZE,
     SERVING,
     BodyPace,
     ClientGone,
     FileSlice,
+    SendPace,
     new_connection,
     request_from_head,
+    send_file,
     send_rest,
     service_unavailable,
     set_kernel_timeouts,
+    wait_ready,
 )
 from .thread_io import DRAIN_LOW_WATER, Inbox, Outbox
-from .tls_serial import WRITE_SLICE, send_close_notify
+from .tls_serial import send_close_notify, send_tls
 
 if TYPE_CHECKING:
     from .threaded import ThreadedServer
@@ -74,6 +79,7 @@ class ThreadedConn(Channel):
         "helper",
         "inbox",
         "lingering",
+        "out_pace",
         "outbox",
         "pace",
         "read_timeout_changed",
@@ -104,6 +110,9 @@ class ThreadedConn(Channel):
         self.refused = False
         self.upgrade: Any = None
         self.pace: BodyPace | None = None
+        #: How the client takes the output the server waits to send it (made at the
+        #: first such wait; a websocket session goes on with it).
+        self.out_pace: SendPace | None = None
         self.read_timeout_changed = False
         #: The serving worker thread's: it runs the socket I/O of the coroutines it
         #: waits for (set by the worker for each job).
@@ -150,26 +159,27 @@ class ThreadedConn(Channel):
         if sent != len(data):
             self._send_rest(data, sent)
 
+    def send_pace(self) -> SendPace:
+        """The connection's :class:`SendPace` (made at the first wait for the client)."""
+        pace = self.out_pace
+        if pace is None:
+            pace = self.out_pace = SendPace(self.server.config)
+        return pace
+
     def _send_rest(self, data: bytes, sent: int) -> None:
         """The client is slower than the answer: wait for it to take the rest."""
         try:
-            send_rest(self.sock, data, sent, self.server.config.body_timeout)
-        except OSError as exc:  # also TimeoutError: it took nothing for body_timeout
+            send_rest(self.sock, data, sent, self.send_pace())
+        except OSError as exc:  # also TimeoutError: a stall, or a client too slow
             raise ClientGone(str(exc)) from None
 
     def _send_tls(self, data: bytes) -> None:
-        """:meth:`_send` on TLS (Python's own timeout, ``body_timeout``), in slices: one
-        TLS write takes all of its bytes or times out, so a large answer in one write
-        would drop a slow reader that keeps reading."""
-        sock = self.sock
+        """:meth:`_send` on TLS (a non-blocking socket), in writes of 64 KiB at most,
+        waiting for the client as on a plain socket: never with a socket timeout, which
+        a body read may have shortened."""
         try:
-            if len(data) <= WRITE_SLICE:
-                sock.sendall(data)
-                return
-            with memoryview(data) as view:
-                for start in range(0, len(view), WRITE_SLICE):
-                    sock.sendall(view[start : start + WRITE_SLICE])
-        except OSError as exc:  # also TimeoutError
+            send_tls(cast(ssl.SSLSocket, self.sock), data, self.send_pace)
+        except OSError as exc:  # also TimeoutError: a stall, or a client too slow
             raise ClientGone(str(exc)) from None
 
     async def receive(self) -> bytes:
@@ -205,6 +215,8 @@ class ThreadedConn(Channel):
 
     def _read_body(self, wait: float, slow: bool) -> bytes | None:
         """Body bytes, waiting ``wait`` seconds at most (None: timed out)."""
+        if self.secure:
+            return self._read_tls(wait)
         if slow:
             self._set_read_timeout(wait)
         elif self.read_timeout_changed:  # body_timeout again, not a rate's wait of before
@@ -215,6 +227,25 @@ class ThreadedConn(Channel):
             return None
         except OSError as exc:
             raise ClientGone(str(exc)) from None
+
+    def _read_tls(self, wait: float) -> bytes | None:
+        """:meth:`_read_body` on TLS (a non-blocking socket): the wait is a ``poll``."""
+        sock = self.sock
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return sock.recv(READ_SIZE)
+            except ssl.SSLWantReadError:
+                want = POLL_IN
+            except ssl.SSLWantWriteError:
+                want = POLL_OUT
+            except OSError as exc:
+                raise ClientGone(str(exc)) from None
+            try:
+                if not wait_ready(sock, want, deadline - time.monotonic()):
+                    return None
+            except OSError as exc:  # closed under us
+                raise ClientGone(str(exc)) from None
 
     def _read_now(self, wait: float, slow: bool) -> bytes | None:
         """:meth:`_read_body`, after a read a coroutine stopped waiting for."""
@@ -310,21 +341,15 @@ class ThreadedConn(Channel):
             self._write_later(data)
 
     def _set_read_timeout(self, seconds: float) -> None:
-        """Bound the next body read (kernel timeout; Python's own on TLS sockets)."""
+        """Bound the next body read on a plain socket (its kernel receive timeout)."""
         self.read_timeout_changed = True
-        if self.secure:
-            self.sock.settimeout(seconds)
-        else:
-            set_kernel_timeouts(self.sock, seconds, self.server.config.body_timeout)
+        set_kernel_timeouts(self.sock, seconds, self.server.config.body_timeout)
 
     def _restore_read_timeout(self) -> None:
         if self.read_timeout_changed:
             self.read_timeout_changed = False
             timeout = self.server.config.body_timeout
-            if self.secure:
-                self.sock.settimeout(timeout)
-            else:
-                set_kernel_timeouts(self.sock, timeout, timeout)
+            set_kernel_timeouts(self.sock, timeout, timeout)
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
         self._write(self.conn.send_head(status, headers))
@@ -353,14 +378,9 @@ class ThreadedConn(Channel):
         self.conn.close_after_response()
 
     def _sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
-        sock = self.sock
-        # socket.sendfile waits forever on a blocking socket that stops draining:
-        # give it Python's own timeout for the duration of the file.
-        sock.settimeout(self.server.config.body_timeout)
         try:
-            sent = sock.sendfile(file, offset, count)
-            sock.settimeout(None)
-        except (TimeoutError, OSError) as exc:  # also closed under us (stop() cut it)
+            sent = send_file(self.sock, file, offset, count, self.send_pace)
+        except OSError as exc:  # also TimeoutError, or closed under us (stop() cut it)
             raise ClientGone(str(exc)) from None
         if sent < count:  # the body cannot fill its Content-Length: drop the connection
             raise FileShrank(file, count, sent)
@@ -377,9 +397,8 @@ class ThreadedConn(Channel):
 
     def _serve_ready_tls(self) -> bool:
         """Like :meth:`serve_ready`, without blocking on a partial TLS record or handshake."""
-        sock: Any = self.sock
+        sock: Any = self.sock  # non-blocking (see ThreadedServer._wrap)
         while True:
-            sock.setblocking(False)
             try:
                 data = sock.recv(READ_SIZE)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -389,8 +408,6 @@ class ThreadedConn(Channel):
                 return True
             except OSError as exc:
                 raise ClientGone(str(exc)) from None
-            finally:
-                sock.settimeout(self.server.config.body_timeout)
             self.conn.receive_data(data)
             park = self.serve_buffered()
             # TLS may hold decrypted bytes the selector cannot see.

@@ -13,19 +13,20 @@ happen outside it, so a reader waiting for input never holds up a writer.
 
 from __future__ import annotations
 
-import math
-import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 
-__all__ = ["WRITE_SLICE", "SerializedTls", "send_close_notify"]
+from .common import POLL_IN, POLL_OUT, SendPace, progress, wait_ready
+
+__all__ = ["WRITE_SLICE", "SerializedTls", "send_close_notify", "send_tls"]
 
 #: The most one TLS write takes on: progress shows between slices.
 WRITE_SLICE = 65536
-_IN = select.POLLIN if hasattr(select, "poll") else 1
-_OUT = select.POLLOUT if hasattr(select, "poll") else 4
+_IN = POLL_IN
+_OUT = POLL_OUT
 
 
 def send_close_notify(sock: ssl.SSLSocket) -> None:
@@ -36,6 +37,38 @@ def send_close_notify(sock: ssl.SSLSocket) -> None:
         sock.unwrap()  # sends ours; the peer's is not waited for (SSLWantReadError)
     except (OSError, ValueError):  # not waited for, a peer gone, no TLS state any more
         pass
+
+
+def send_tls(sock: ssl.SSLSocket, data: bytes, pace_of: Callable[[], SendPace]) -> None:
+    """Write all of ``data`` on a non-blocking TLS socket, in writes of
+    :data:`WRITE_SLICE` at most, waiting for the socket while the client keeps the
+    pace (``TimeoutError`` once it fails; ``pace_of`` gives the pace at the first wait).
+
+    A write OpenSSL could not finish is offered again with the same bytes (it may
+    have sent some of them already).
+    """
+    with memoryview(data) as view:
+        size = len(view)
+        done = 0
+        pace: SendPace | None = None
+        try:
+            while done < size:
+                try:
+                    done += sock.send(view[done : done + WRITE_SLICE])
+                    continue
+                except ssl.SSLWantWriteError:
+                    want = _OUT
+                except ssl.SSLWantReadError:
+                    want = _IN
+                if pace is None:
+                    pace = pace_of()
+                left = pace.sample(progress(sock, done))
+                if left <= 0:
+                    raise TimeoutError(pace.failure())
+                wait_ready(sock, want, min(left, pace.every))
+        finally:
+            if pace is not None:
+                pace.end(progress(sock, done))
 
 
 class SerializedTls:
@@ -120,20 +153,24 @@ class SerializedTls:
             raise BlockingIOError("the TLS socket takes nothing now")
         return sent
 
-    def sendall(self, data: bytes | memoryview) -> None:
-        """Write all of ``data``, waiting for the socket (``TimeoutError`` after
-        ``timeout`` without progress)."""
+    def sendall(self, data: bytes | memoryview, pace: SendPace) -> None:
+        """Write all of ``data``, waiting for the socket while the client keeps the
+        pace (``TimeoutError`` once it fails)."""
         with memoryview(data) as view:
             done = 0
-            deadline = time.monotonic() + self.timeout
-            while done < len(view):
-                with self._lock:
-                    sent, want = self._write(view[done:])
-                if sent:
-                    done += sent
-                    deadline = time.monotonic() + self.timeout
-                else:
-                    self._wait(want, deadline)
+            try:
+                while done < len(view):
+                    with self._lock:
+                        sent, want = self._write(view[done:])
+                    if sent:
+                        done += sent
+                        continue
+                    left = pace.sample(progress(self._sock, done))
+                    if left <= 0:
+                        raise TimeoutError(pace.failure())
+                    wait_ready(self._sock, want, min(left, pace.every))
+            finally:
+                pace.end(progress(self._sock, done))
 
     def _write(self, data: bytes | memoryview) -> tuple[int, int]:
         """One TLS write of at most a slice (the lock held): bytes taken, and what to
@@ -161,16 +198,5 @@ class SerializedTls:
 
     def _wait(self, events: int, deadline: float) -> None:
         """Wait outside the lock until the socket is ready for ``events``."""
-        remaining = deadline - time.monotonic()
-        if remaining > 0:
-            if hasattr(select, "poll"):
-                poller = select.poll()
-                poller.register(self._sock.fileno(), events)
-                if poller.poll(math.ceil(remaining * 1000)):
-                    return
-            else:
-                readers = [self._sock] if events == _IN else []
-                writers = [self._sock] if events == _OUT else []
-                if any(select.select(readers, writers, [], remaining)):
-                    return
-        raise TimeoutError("timed out")
+        if not wait_ready(self._sock, events, deadline - time.monotonic()):
+            raise TimeoutError("timed out")

@@ -45,7 +45,13 @@ from ..dispatch.ws_session import (
 from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
-from .common import send_rest, set_kernel_timeouts, set_receive_timeout, unsent_bytes
+from .common import (
+    ClientGone,
+    send_rest,
+    set_kernel_timeouts,
+    set_receive_timeout,
+    unsent_bytes,
+)
 from .thread_io import report
 from .tls_serial import SerializedTls
 
@@ -160,14 +166,13 @@ class WebsocketUpgrade:
     def serve_threaded(self, conn: Any, head: RequestHead) -> bool:
         """Run the handshake; True when a session thread took the socket over."""
         http: HttpConnection = conn.conn
-        sock: socket.socket = conn.sock
         result = run_sync(self._negotiate(http, head))
-        try:
+        try:  # as any answer: paced (a TLS socket is non-blocking)
             if isinstance(result, Rejected):
-                sock.sendall(_reject_bytes(http, result))
+                conn._send(_reject_bytes(http, result))
                 return False
-            sock.sendall(http.send_switch(result.headers))
-        except OSError:
+            conn._send(http.send_switch(result.headers))
+        except ClientGone:
             return False
         link = ThreadedLink(self, conn, self._protocol(http, result), result)
         with self._lock:
@@ -393,17 +398,18 @@ class ThreadedLink(LinkBase):
 
     def _send_all(self, data: bytes | memoryview) -> None:
         """Write all of ``data`` (the write lock held), waiting while the client is
-        slow; ``OSError`` once it took nothing for ``body_timeout`` (or is gone)."""
+        slow; ``OSError`` once its pace fails (a stall: the connection's
+        :class:`SendPace`) or it is gone."""
         sock = self.sock
-        if self._tls:  # SerializedTls: its own waits, bounded the same way
-            sock.sendall(data)
+        if self._tls:  # SerializedTls: its own waits, paced the same way
+            sock.sendall(data, self.conn.send_pace())
             return
         try:
             sent = sock.send(data, self._nowait)
         except BlockingIOError:
             sent = 0
         if sent != len(data):
-            send_rest(sock, data, sent, self.upgrade.config.body_timeout)
+            send_rest(sock, data, sent, self.conn.send_pace())
 
     def _write_queued(self) -> None:
         while self._out and not self._dead:
