@@ -227,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request body may take before --min-body-rate applies",
     )
     lim(
+        "--min-send-rate",
+        type=float,
+        help="slowest accepted reader of the output in bytes/s, counted over the time the "
+        "server waits for it, after the grace period (0: off)",
+    )
+    lim(
+        "--min-send-rate-grace",
+        type=_non_negative_float,
+        help="seconds the server may wait for a client's reading before --min-send-rate applies",
+    )
+    lim(
         "--drain-timeout",
         type=_positive_float,
         help="seconds in-flight requests get to finish on shutdown",
@@ -262,6 +273,8 @@ _CONFIG_OPTIONS = (
     "body_timeout",
     "min_body_rate",
     "min_body_rate_grace",
+    "min_send_rate",
+    "min_send_rate_grace",
     "keep_alive_max_requests",
     "drain_timeout",
     "websocket_ping_interval",

@@ -27,6 +27,7 @@ _TIMES = (
     "websocket_ping_interval",
     "websocket_ping_timeout",
     "min_body_rate_grace",
+    "min_send_rate_grace",
 )
 #: Settings that count something: whole numbers (nan, 2.5 and bools are refused).
 _WHOLE = (
@@ -138,6 +139,14 @@ class ServerConfig:
     min_body_rate: float = 1024.0
     #: Seconds a body may take before ``min_body_rate`` is enforced.
     min_body_rate_grace: float = 10.0
+    #: Slowest accepted client of the output, in bytes per second, once the server has
+    #: waited ``min_send_rate_grace`` seconds for it (0 disables): only the time the
+    #: server waits for the client to take bytes counts, never the time the app takes
+    #: to produce them.  A slower client is dropped (a slow reader cannot hold a worker).
+    min_send_rate: float = 4096.0
+    #: Seconds the server may wait for a client's reading before ``min_send_rate`` is
+    #: enforced.
+    min_send_rate_grace: float = 10.0
     #: Most simultaneous connections; more get a 503 and are closed.
     max_connections: int = 10000
     #: Threads serving requests (threaded transport) or running sync code (asyncio).
@@ -166,7 +175,7 @@ class ServerConfig:
             object.__setattr__(self, "gzip_content_types", media_types(types))
         for name in _WHOLE:
             object.__setattr__(self, name, whole_number(name, getattr(self, name)))
-        for name in (*_TIMES, "min_body_rate"):
+        for name in (*_TIMES, "min_body_rate", "min_send_rate"):
             object.__setattr__(self, name, finite_number(name, getattr(self, name)))
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be in 0..65535")
@@ -185,6 +194,8 @@ class ServerConfig:
                 raise ValueError(f"{name} must be a number of seconds up to {MAX_SECONDS:.0f}")
         if self.min_body_rate < 0 or self.min_body_rate_grace < 0:
             raise ValueError("min_body_rate and min_body_rate_grace must not be negative")
+        if self.min_send_rate < 0 or self.min_send_rate_grace < 0:
+            raise ValueError("min_send_rate and min_send_rate_grace must not be negative")
         for name in ("idle_timeout", "head_timeout", "body_timeout", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

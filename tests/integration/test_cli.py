@@ -61,7 +61,8 @@ def test_help_documents_every_option() -> None:
                  "--resources", "--prefer-coroutine", "--workers", "--certfile", "--keyfile",
                  "--keypass", "--log-level", "--loglevel", "--access-log", "--max-body-size",
                  "--max-upload-size", "--max-form-fields", "--idle-timeout", "--drain-timeout",
-                 "--websocket-ping-interval", "--websocket-ping-timeout"]:  # fmt: skip
+                 "--websocket-ping-interval", "--websocket-ping-timeout", "--min-body-rate",
+                 "--min-body-rate-grace", "--min-send-rate", "--min-send-rate-grace"]:  # fmt: skip
         assert f" {flag} " in text or f" {flag}," in text, flag
     assert "Without -r nothing is served from the file system" in text
 
@@ -173,6 +174,8 @@ def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
         (["-p", "70000"], "--port must be in 0..65535"),
         (["--max-head-size", "0"], "--max-head-size must be positive"),
         (["--min-body-rate", "nan"], "--min-body-rate must be a finite number"),
+        (["--min-send-rate", "-1"], "--min-send-rate and --min-send-rate-grace must not be"),
+        (["--min-send-rate", "inf"], "--min-send-rate must be a finite number"),
         (["--keep-alive-max-requests", "-1"], "--keep-alive-max-requests must not be negative"),
         (["--max-form-fields", "-3"], "--max-form-fields must not be negative"),
     ],

@@ -757,6 +757,47 @@ def test_a_tls_answer_is_written_with_body_timeout_after_a_paced_body_read(
     assert reply.status == 200 and len(reply.body) == size
 
 
+def test_a_tls_reader_slower_than_min_send_rate_is_dropped(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """min_send_rate over TLS (non-blocking TLS writes in the threaded transport)."""
+    given_up = threading.Event()
+    app = tls_app()
+
+    @app.route("/stream")
+    def stream() -> Iterator[bytes]:
+        try:
+            for _ in range(512):  # 128 MiB at most
+                yield b"s" * (256 * 1024)
+        finally:  # closed: the answer was abandoned
+            given_up.set()
+
+    live = serve(
+        app,
+        listener=small_send_buffer_listener(),
+        ssl_context=server_context,
+        body_timeout=10.0,  # never a stall: the rate drops it
+        min_send_rate=256 * 1024,
+        min_send_rate_grace=1.0,
+    )
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        started = time.monotonic()
+        try:
+            while not given_up.is_set() and time.monotonic() - started < 8:
+                sock.recv(4096)  # 80 KiB/s at most
+                time.sleep(0.05)
+        except (ssl.SSLError, OSError):
+            pass
+        assert given_up.wait(5), "a client slower than min_send_rate was not dropped"
+        elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 4.0, elapsed
+
+
 @pytest.mark.parametrize("size", [100, 4 * 1024 * 1024])
 def test_a_closed_tls_connection_frees_its_slot_soon_after_its_answer_went_out(
     serve: Callable[..., Any],

@@ -38,6 +38,8 @@ LIMITS = {
     "worker_threads": 5,
     "websocket_ping_interval": 13.0,
     "websocket_ping_timeout": 0.0,
+    "min_send_rate": 8192.0,
+    "min_send_rate_grace": 4.0,
 }
 
 
@@ -92,7 +94,8 @@ def test_cli_sizes_accept_units() -> None:
     "bad",
     [{"head_timeout": 0}, {"worker_threads": 0}, {"max_connections": 0},
      {"max_body_size": -1}, {"keep_alive_max_requests": -1},
-     {"websocket_ping_interval": -1}, {"websocket_ping_timeout": -0.5}],
+     {"websocket_ping_interval": -1}, {"websocket_ping_timeout": -0.5},
+     {"min_send_rate": -1}, {"min_send_rate_grace": -0.5}, {"min_body_rate": -1}],
 )  # fmt: skip
 def test_unsafe_values_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
@@ -100,7 +103,8 @@ def test_unsafe_values_are_refused(bad: dict[str, float]) -> None:
 
 
 TIMES = ["idle_timeout", "head_timeout", "body_timeout", "drain_timeout",
-         "websocket_ping_interval", "websocket_ping_timeout", "min_body_rate_grace"]  # fmt: skip
+         "websocket_ping_interval", "websocket_ping_timeout", "min_body_rate_grace",
+         "min_send_rate_grace"]  # fmt: skip
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e19])
@@ -119,8 +123,8 @@ def test_a_time_must_be_a_finite_number_of_seconds(name: str, value: float) -> N
 
 def _doc_value(text: str) -> float | int | bool:
     text = text.strip()
-    units = {"KiB": KIB, "MiB": MIB, "GiB": 1024 * MIB, "s": 1}
-    match = re.fullmatch(r"([0-9.]+) ?(KiB|MiB|GiB|s)?(?: \(no limit\))?", text)
+    units = {"KiB": KIB, "MiB": MIB, "GiB": 1024 * MIB, "s": 1, "bytes/s": 1}
+    match = re.fullmatch(r"([0-9.]+) ?(KiB|MiB|GiB|s|bytes/s)?(?: \(no limit\))?", text)
     if text == "on":
         return True
     assert match, text
@@ -230,7 +234,7 @@ def test_gzip_settings_at_their_bounds_are_taken() -> None:
 
 
 @pytest.mark.parametrize("value", [True, "5", None])
-@pytest.mark.parametrize("name", [*TIMES, "min_body_rate"])
+@pytest.mark.parametrize("name", [*TIMES, "min_body_rate", "min_send_rate"])
 def test_a_time_or_rate_must_be_a_number(name: str, value: object) -> None:
     with pytest.raises(ValueError, match=name):
         ServerConfig().with_changes(**{name: value})

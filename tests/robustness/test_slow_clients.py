@@ -17,7 +17,7 @@ import pytest
 
 from simple_http_server import App, BytesBody, ClientGone, Response
 
-from ..conftest import LiveServer, small_send_buffer_listener
+from ..conftest import LiveServer, LogRecords, small_send_buffer_listener
 from ..integration.apps import harness
 from .conftest import hostile_app, raise_fd_limit
 from .wire import parse_responses, read_until_closed
@@ -473,6 +473,131 @@ def test_a_client_that_stops_after_taking_a_little_is_dropped_one_body_timeout_l
         assert given_up.wait(10), "the server still waits for a client that reads nothing"
         elapsed = time.monotonic() - last_taken
     assert 1.5 < elapsed < 3.0, elapsed  # about 3.7 s before (asyncio)
+
+
+def paced_reader(live: LiveServer, path: str, piece: int, pause: float, wanted: int) -> int:
+    """Ask for ``path`` and read ``piece`` bytes at most every ``pause`` seconds (a
+    receive buffer of ``piece`` bytes) until ``wanted`` bytes came or the connection
+    ended: the bytes read."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, piece)  # before connect
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", live.port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        received = 0
+        try:
+            while received < wanted and (chunk := sock.recv(piece)):
+                received += len(chunk)
+                time.sleep(pause)
+        except ConnectionResetError:
+            pass
+        return received
+
+
+def rate_app(folder: Path, size: int) -> App:
+    """``/big`` (bytes), ``/files/big.bin`` (a static file, with its mount) and
+    ``/generator`` (pieces of 64 KiB), each ``size`` bytes."""
+    application = big_answer_app(folder, size)
+
+    @application.route("/generator")
+    def generator() -> Iterator[bytes]:
+        for _ in range(size // 65536):
+            yield b"g" * 65536
+
+    return application
+
+
+SOURCES = {"memory": "/big", "file": "/files/big.bin", "generator": "/generator"}
+
+
+def dropped_as_too_slow(log_records: LogRecords, timeout: float) -> float | None:
+    """When (``time.time()``) the server logged that a client was too slow (None: not
+    within ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in log_records.records:
+            if "slower than min_send_rate" in record.getMessage():
+                return record.created
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_a_reader_slower_than_min_send_rate_is_dropped_after_the_grace(
+    serve: Serve, tmp_path: Path, source: str, log_records: LogRecords
+) -> None:
+    """A slow-read client takes the answer a little at a time, never stalling: it held
+    a worker of the threaded transport for as long as it liked (64 of them, every
+    worker).  Below min_send_rate once min_send_rate_grace has passed, it is dropped,
+    and with one worker thread the next client is served then."""
+    size = 32 * 1024 * 1024
+    live = serve(
+        rate_app(tmp_path, size),
+        {"/files/*": str(tmp_path)},
+        listener=small_send_buffer_listener(),  # the client soon reads the end once dropped
+        worker_threads=1,
+        body_timeout=10.0,  # never a stall: the rate drops it
+        min_send_rate=256 * 1024,
+        min_send_rate_grace=1.0,
+    )
+    received: list[int] = []
+    reader = threading.Thread(  # 80 KiB/s at most
+        target=lambda: received.append(paced_reader(live, SOURCES[source], 4096, 0.05, size))
+    )
+    started = time.time()
+    reader.start()
+    try:
+        time.sleep(0.3)
+        assert fast_get(live) == b"ok"  # served once the slow reader's worker is free
+        served = time.time() - started
+        dropped = dropped_as_too_slow(log_records, 5.0)
+    finally:
+        reader.join(30)  # it reads what the kernel's buffers still hold, then the end
+    assert dropped is not None, "a client slower than min_send_rate was not dropped"
+    assert 0.9 < dropped - started < 4.0, dropped - started  # waited on for 1 s
+    assert served < 5.0, served
+    assert received[0] < size
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_a_reader_faster_than_min_send_rate_gets_the_whole_answer(
+    serve: Serve, tmp_path: Path, source: str
+) -> None:
+    """The rate is the client's over the time the server waited for it: a reader four
+    times faster than the minimum, slower than the server, is never dropped."""
+    size = 1024 * 1024
+    live = serve(
+        rate_app(tmp_path, size),
+        {"/files/*": str(tmp_path)},
+        listener=small_send_buffer_listener(),  # the server waits for the client
+        min_send_rate=100 * 1024,
+        min_send_rate_grace=0.3,
+    )
+    received = paced_reader(live, SOURCES[source], 16384, 0.04, 2 * size)  # 400 KiB/s at most
+    assert received > size  # (the head too)
+
+
+def test_the_time_the_app_takes_never_counts_against_the_client(serve: Serve) -> None:
+    """A slow stream (server-sent events...) is not a slow client: only the time the
+    server waits for the client to take bytes counts toward min_send_rate."""
+    application = App()
+
+    @application.route("/events")
+    def events() -> Iterator[bytes]:
+        for number in range(30):  # 20 bytes every 50 ms: far below the minimum
+            time.sleep(0.05)
+            yield f"data: {number:>12}\n\n".encode()
+
+    live = serve(application, min_send_rate=1024 * 1024, min_send_rate_grace=0.2)
+    conn = live.connection(timeout=10)
+    try:
+        conn.request("GET", "/events")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert body.count(b"data: ") == 30
 
 
 def test_a_closed_connection_whose_answer_is_stuck_is_dropped_and_frees_its_slot(

@@ -22,7 +22,7 @@ import pytest
 
 from simple_http_server import App, WebsocketHandler, WebsocketSession
 
-from ..conftest import LiveServer
+from ..conftest import LiveServer, small_send_buffer_listener
 from .conftest import pool_threads, settle
 from .wire import parse_responses, read_until_closed
 
@@ -517,6 +517,58 @@ def test_a_client_that_stops_reading_is_dropped_after_one_body_timeout(
         assert closed.wait(10), "the server kept waiting for a client that reads nothing"
         elapsed = time.monotonic() - started
     assert 1.5 < elapsed < 3.5, elapsed  # 4 to 6 s before
+
+
+class _TrickleFlood(_Flood):
+    async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+        for _ in range(2000):
+            if session.is_closed:
+                return
+            session.send(b"p" * 65536)  # never waits: the server keeps what is not taken
+            await asyncio.sleep(0.05)
+
+
+def read_slowly_until(sock: socket.socket, closed: threading.Event, seconds: float) -> None:
+    """Read 4 KiB at most every 50 ms (80 KiB/s) until ``closed`` is set, the
+    connection ends or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    try:
+        while not closed.is_set() and time.monotonic() < deadline:
+            if not sock.recv(4096):
+                return
+            time.sleep(0.05)
+    except OSError:  # dropped
+        pass
+
+
+@pytest.mark.parametrize("flood", [_ThreadFlood, _LargeFlood, _CoroutineFlood, _TrickleFlood])
+def test_a_client_slower_than_min_send_rate_is_dropped(serve: Serve, flood: type[_Flood]) -> None:
+    """A client that reads a broadcast slowly held the threaded sender (a handler's
+    thread, or the session's writer thread) for as long as it kept reading a little:
+    below min_send_rate once min_send_rate_grace has passed, the session is dropped
+    (on_close runs) in both transports, whether the sender waits for the client or not."""
+    closed = threading.Event()
+    app = App()
+    app.websocket_handler(endpoint="/ws")(type("Flood", (flood,), {"closed": closed}))
+    live = serve(
+        app,
+        listener=small_send_buffer_listener(),  # the server soon waits for the client
+        body_timeout=10.0,  # never a stall: the rate drops it
+        min_send_rate=256 * 1024,
+        min_send_rate_grace=1.0,
+        websocket_ping_interval=0,
+    )
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", live.port))
+    with upgraded(raw) as sock:
+        sock.sendall(frame(0x1, b"go"))
+        started = time.monotonic()
+        read_slowly_until(sock, closed, 8.0)
+        assert closed.wait(5), "a client slower than min_send_rate was not dropped"
+        elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 5.0, elapsed
 
 
 # -- keepalive pings --------------------------------------------------------------------

@@ -445,12 +445,17 @@ class _AioConn(asyncio.Protocol, Channel):
         """The connection's :class:`SendPace` (made at the first wait for the client)."""
         pace = self.out_pace
         if pace is None:
-            pace = self.out_pace = SendPace(self.config)
+            pace = self.out_pace = SendPace(self.config, self.peer)
         return pace
 
+    def taken(self, fallback: int) -> int:
+        """The client's progress counter (:func:`progress`), ``fallback`` where TCP does
+        not tell what the client took."""
+        return progress(self._sock, fallback)
+
     def _progress(self, unsent: int) -> int:
-        """The client's progress counter (:func:`progress`); where TCP does not tell, what
-        the transport took: the files sent, less ``unsent`` (what it holds now)."""
+        """:meth:`taken`; where TCP does not tell, what the transport took: the files
+        sent, less ``unsent`` (what it holds now)."""
         return progress(self._sock, self._file_sent - unsent)
 
     def _fail_pace(self, pace: SendPace) -> ClientGone:
@@ -481,7 +486,7 @@ class _AioConn(asyncio.Protocol, Channel):
     async def _drain(self) -> None:
         """Wait while the transport's buffer is full, as long as the client keeps its
         pace (:class:`SendPace`): ``body_timeout`` bounds a stall, not the whole
-        response."""
+        response, and ``min_send_rate`` the client's rate."""
         if self.closed or self.transport_gone():
             raise ClientGone("connection lost")
         if self._write_paused:
@@ -573,13 +578,15 @@ class _AioConn(asyncio.Protocol, Channel):
     async def _sent_slice(self, sending: asyncio.Future[int]) -> int:
         """The bytes a ``loop.sendfile`` slice sent, once done: the wait for it counts as
         waiting for the client, which must keep its pace meanwhile.  Where TCP does not
-        tell what the client took, the slice's progress shows only once it is done (the
-        slice within ``body_timeout``)."""
+        tell what the client took, the slice's progress shows only once it is done:
+        meanwhile only the stall bound applies (the slice within ``body_timeout``)."""
         pace = self.send_pace()
         sent = 0
         try:
             while True:
-                left = pace.sample(self._progress(0))
+                acked = bytes_acked(self._sock)
+                counter = self._file_sent if acked is None else acked
+                left = pace.sample(counter, rate=acked is not None)
                 if left <= 0:
                     raise self._fail_pace(pace)
                 done, _ = await asyncio.wait((sending,), timeout=min(left, pace.every))

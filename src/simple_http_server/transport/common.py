@@ -205,44 +205,91 @@ class SendPace:
 
     Only the time the server waits for the client counts (a write the socket did not
     take at once, until it took it all; output left in an asyncio transport), never
-    the time the app takes to produce the answer.  A wait fails once the client took
-    nothing for ``body_timeout`` (a stall).  One per connection (a websocket session
-    goes on with it).  What the client took is what its TCP acknowledged
-    (:func:`progress`), looked at when the socket takes more and every :attr:`every`
-    seconds of a wait; the bookkeeping happens only while the server waits, never for
-    output taken at once.
+    the time the app takes to produce the answer: a slow event stream is not a slow
+    client.  A wait fails once the client took nothing for ``body_timeout`` (a stall),
+    or, once the server has waited ``min_send_rate_grace`` seconds for it in all, as
+    soon as the client has taken less than ``min_send_rate`` bytes per second of that
+    waiting.  One per connection (a websocket session goes on with it).  What the client
+    took is what its TCP acknowledged (:func:`progress`), looked at when the socket
+    takes more and every :attr:`every` seconds of a wait; the bookkeeping happens only
+    while the server waits, never for output taken at once.
     """
 
-    __slots__ = ("_body_timeout", "_mark", "_progress_at", "every", "waiting")
+    __slots__ = (
+        "_body_timeout",
+        "_grace",
+        "_mark",
+        "_min_rate",
+        "_progress_at",
+        "_since",
+        "_taken",
+        "_waited",
+        "every",
+        "peer",
+        "waiting",
+    )
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, peer: Any) -> None:
         self._body_timeout = config.body_timeout
+        self._min_rate = config.min_send_rate
+        self._grace = config.min_send_rate_grace
+        self.peer = peer
         #: Seconds between two looks at the client's progress during a wait.
         self.every = max(0.005, config.body_timeout / PACE_SAMPLES)
         self.waiting = False
+        self._taken = 0  # bytes the client took while the server waited
+        self._waited = 0.0  # seconds of the waits that ended
+        self._since = 0.0  # when the current wait began
         self._progress_at = 0.0  # when the client last took bytes (or the wait began)
         self._mark = 0  # the progress counter at the last look
 
-    def sample(self, counter: int) -> float:
+    def sample(self, counter: int, rate: bool = True) -> float:
         """Look at the progress ``counter`` (:func:`progress`; a wait begins unless one
-        is under way); seconds left before the wait fails (0 or less: it failed)."""
+        is under way); seconds left before the wait fails (0 or less: it failed).
+        ``rate=False``: the counter cannot show the progress under way, only the stall
+        bound applies to this look."""
         now = time.monotonic()
         if not self.waiting:
             self.waiting = True
-            self._progress_at = now
+            self._since = self._progress_at = now
         elif counter > self._mark:
+            self._taken += counter - self._mark
             self._progress_at = now
         self._mark = counter
-        return self._progress_at + self._body_timeout - now
+        return self._due(rate) - now
 
     def end(self, counter: int) -> None:
         """The server no longer waits for the client (its output was taken, or it is
         dropped); ``counter``: the progress counter now."""
-        self.waiting = False
+        if self.waiting:
+            now = time.monotonic()
+            if counter > self._mark:
+                self._taken += counter - self._mark
+            self.waiting = False
+            self._waited += now - self._since
+
+    def _due(self, rate: bool = True) -> float:
+        due = self._progress_at + self._body_timeout
+        if self._min_rate and rate:
+            waited_by_then = max(self._grace, self._taken / self._min_rate)
+            due = min(due, self._since + waited_by_then - self._waited)
+        return due
 
     def failure(self) -> str:
-        """Why the wait failed (after :meth:`sample` said so)."""
-        return f"the client took nothing for {self._body_timeout:g} s"
+        """Why the wait failed (after :meth:`sample` said so); a client too slow is logged."""
+        now = time.monotonic()
+        if now >= self._progress_at + self._body_timeout:
+            return f"the client took nothing for {self._body_timeout:g} s"
+        waited = self._waited + (now - self._since if self.waiting else 0.0)
+        client = "a client"
+        if isinstance(self.peer, tuple) and len(self.peer) >= 2:
+            client = _logging.escape(f"{self.peer[0]}:{self.peer[1]}")
+        reason = (
+            f"{client} took {self._taken} bytes in {waited:.1f} s of waiting for it: slower "
+            f"than min_send_rate ({self._min_rate:g} bytes/s); connection dropped"
+        )
+        _log.warning("%s", reason)
+        return reason
 
 
 def send_rest(sock: socket.socket, data: bytes | memoryview, sent: int, pace: SendPace) -> None:

@@ -163,7 +163,7 @@ class ThreadedConn(Channel):
         """The connection's :class:`SendPace` (made at the first wait for the client)."""
         pace = self.out_pace
         if pace is None:
-            pace = self.out_pace = SendPace(self.server.config)
+            pace = self.out_pace = SendPace(self.server.config, self.peer)
         return pace
 
     def _send_rest(self, data: bytes, sent: int) -> None:

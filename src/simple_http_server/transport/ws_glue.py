@@ -398,8 +398,8 @@ class ThreadedLink(LinkBase):
 
     def _send_all(self, data: bytes | memoryview) -> None:
         """Write all of ``data`` (the write lock held), waiting while the client is
-        slow; ``OSError`` once its pace fails (a stall: the connection's
-        :class:`SendPace`) or it is gone."""
+        slow; ``OSError`` once its pace fails (a stall, or slower than
+        ``min_send_rate``: the connection's :class:`SendPace`) or it is gone."""
         sock = self.sock
         if self._tls:  # SerializedTls: its own waits, paced the same way
             sock.sendall(data, self.conn.send_pace())
@@ -1117,15 +1117,25 @@ class AioLink(LinkBase):
 
     def _check_backlog(self) -> None:
         """A coroutine's send never waits for the client: beyond ``max_send_backlog``
-        unsent, the client is taken as not reading and the connection dropped."""
+        unsent, the client is taken as not reading and the connection dropped; while
+        the transport holds some, the client must keep its pace (``min_send_rate``)."""
         if self._unsent() > self._backlog_limit:
             self._drop()
+            return
+        conn = self.conn
+        held = unsent_bytes(conn.transport)
+        pace = conn.out_pace
+        if held or (pace is not None and pace.waiting):
+            counter = conn.taken(self._written - held)  # (else: what the kernel took)
+            if conn.watch_backlog(counter, counter, held) is not None:
+                self._drop(warn=False)  # (logged as too slow)
 
-    def _drop(self) -> None:
+    def _drop(self, warn: bool = True) -> None:
         if self._dropped:
             return
         self._dropped = True
-        warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
+        if warn:
+            warn_dropped(self.session.id, self._unsent(), self._backlog_limit)
         with self.lock:
             self.proto.close_event()  # closed for good: later sends do nothing, on_close: 1006
             self.proto.data_to_send()
