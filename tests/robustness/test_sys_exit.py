@@ -1,4 +1,6 @@
-"""``sys.exit()`` in user code ends its request or websocket session, nothing more.
+"""``sys.exit()`` in user code ends its request or websocket session, nothing more; so
+does any other ``BaseException`` that is not an ``Exception`` (a ``CancelledError``
+that is no cancellation of the task, ``GeneratorExit``, a subclass of the user's).
 
 Wherever the server runs user code (controllers and their streamed bodies, filters,
 binders, controller constructors, session factories and sessions, error pages, websocket
@@ -7,7 +9,9 @@ place gets: the same answer (a 500 before the head, a cut body after it; the sam
 code), the same log lines, in every front end.  ``SystemExit`` is special to asyncio (a
 task that lets it out stops its loop), so each case then checks that the server still
 answers a plain and an ``async def`` route, and a websocket with ``async def`` callbacks:
-its event loop, the shared background loop and its threads all live on.
+its event loop, the shared background loop and its threads all live on.  A
+``CancelledError`` let out of a task made it pass for a cancelled one: the asyncio
+transport left the client without an answer and the connection open for good.
 """
 
 from __future__ import annotations
@@ -57,6 +61,15 @@ from ..conftest import (
 TIMEOUT = 3.0  # a dead loop leaves the client waiting: fail in seconds, not minutes
 
 
+class Odd(BaseException):
+    """A ``BaseException`` of the user's own."""
+
+
+#: How user code fails besides raising an exception: each gets what ``raise`` gets.
+#: Python 3.10 cannot tell a task's cancellation from another CancelledError.
+ODD_KINDS = ["exit", "base", "genexit"] + (["cancel"] if sys.version_info >= (3, 11) else [])
+
+
 class Failing:
     """User code calls it where it is to fail: ``kind`` says how, ``site`` where (the
     calls naming no site always fail)."""
@@ -70,6 +83,12 @@ class Failing:
             return
         if self.kind == "exit":
             sys.exit(3)
+        if self.kind == "cancel":  # what awaiting a future something else cancelled raises
+            raise asyncio.CancelledError
+        if self.kind == "base":
+            raise Odd("boom")
+        if self.kind == "genexit":
+            raise GeneratorExit
         raise RuntimeError("boom")
 
 
@@ -378,7 +397,7 @@ def assert_http_serves(client: UniformClient) -> None:
 
 
 @pytest.mark.parametrize(("path", "site", "expected"), HTTP_CASES)
-def test_sys_exit_gets_what_an_exception_gets(
+def test_sys_exit_and_odd_base_exceptions_get_what_an_exception_gets(
     http_front: tuple[UniformClient, Failing],
     path: str,
     site: str | None,
@@ -390,7 +409,7 @@ def test_sys_exit_gets_what_an_exception_gets(
     outcomes: dict[str, tuple[Any, ...]] = {}
     logged: dict[str, list[str]] = {}
     try:
-        for kind in ("raise", "exit"):
+        for kind in ("raise", *ODD_KINDS):
             fail.kind = kind
             start = len(log_records.records)
             outcomes[kind] = fetch(client, path)
@@ -403,8 +422,9 @@ def test_sys_exit_gets_what_an_exception_gets(
         assert outcomes["raise"] == cut
     else:
         assert outcomes["raise"][0] == expected
-    assert outcomes["exit"] == outcomes["raise"]
-    assert logged["exit"] == logged["raise"]
+    for kind in ODD_KINDS:
+        assert (kind, outcomes[kind]) == (kind, outcomes["raise"])
+        assert (kind, logged[kind]) == (kind, logged["raise"])
 
 
 # -- websockets ---------------------------------------------------------------------------
@@ -679,7 +699,7 @@ def wait_for_logs(records: LogRecords, start: int, count: int) -> list[str]:
 
 @pytest.mark.parametrize("site", WS_SITES)
 @pytest.mark.parametrize("style", WS_STYLES)
-def test_sys_exit_in_a_websocket_callback_gets_what_an_exception_gets(
+def test_sys_exit_or_an_odd_base_exception_in_a_websocket_callback_gets_what_an_exception_gets(
     ws_front: tuple[WsFront, Failing], style: str, site: str, log_records: LogRecords
 ) -> None:
     front, fail = ws_front
@@ -690,7 +710,7 @@ def test_sys_exit_in_a_websocket_callback_gets_what_an_exception_gets(
     outcomes: dict[str, tuple[Any, ...]] = {}
     logged: dict[str, list[str]] = {}
     try:
-        for kind in ("raise", "exit"):
+        for kind in ("raise", *ODD_KINDS):
             fail.kind, fail.site = kind, site
             start = len(log_records.records)
             outcomes[kind] = front.session(path, site)
@@ -706,8 +726,9 @@ def test_sys_exit_in_a_websocket_callback_gets_what_an_exception_gets(
         site, ("closed", 1011)
     )
     assert outcomes["raise"] == expected
-    assert outcomes["exit"] == expected
-    assert logged["exit"] == logged["raise"]
+    for kind in ODD_KINDS:
+        assert (kind, outcomes[kind]) == (kind, expected)
+        assert (kind, logged[kind]) == (kind, logged["raise"])
 
 
 def check_the_asgi_server_answers_pings_itself(

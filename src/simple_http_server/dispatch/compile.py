@@ -15,7 +15,7 @@ from .. import logger as _logging
 from .binders import session as session_binder
 from .binding import BindContext, BindingPlan, plan_binding
 from .filters import FilterEntry
-from .invoke import call_async, call_sync, is_async_callable, user_exit
+from .invoke import call_async, call_sync, is_async_callable, user_error
 from .routing import Router, compile_conditions
 
 if TYPE_CHECKING:
@@ -87,8 +87,10 @@ class Endpoint:
     async def _bind_and_call(self, ctx: BindContext) -> Any:
         try:
             kwargs = await self.plan.bind(ctx)  # an async binder's constructor runs here
-        except SystemExit as exc:
-            raise user_exit(exc) from exc
+        except BaseException as exc:
+            if (error := user_error(exc)) is exc:
+                raise
+            raise error from exc
         return await self._call(kwargs)
 
     async def _bind_off_loop_and_call(self, ctx: BindContext) -> Any:

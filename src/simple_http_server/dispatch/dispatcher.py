@@ -52,7 +52,7 @@ from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
-from .invoke import call, call_async, current_loop, user_exit
+from .invoke import call, call_async, current_loop, user_error
 from .routing import Match, Router, normalize_path
 from .sessions import (
     LocalSessionFactory,
@@ -649,13 +649,17 @@ def _as_bytes(chunk: Any) -> bytes:
 
 
 async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
-    """The pieces of a streamed body (sync or async iterable, or None) as bytes; the
-    body's ``sys.exit()`` as :class:`~.invoke.UserExit`, as for any user code."""
+    """The pieces of a streamed body (sync or async iterable, or None) as bytes; what
+    the body lets out as for any user code (:func:`~.invoke.user_error`)."""
+    at_yield = False  # what is thrown in there (aclose()'s GeneratorExit) is the consumer's
     try:
         if isinstance(body, AsyncIterable):
             if current_loop() is not None:
                 async for chunk in body:
-                    yield _as_bytes(chunk)
+                    data = _as_bytes(chunk)
+                    at_yield = True
+                    yield data
+                    at_yield = False
                 return
             # No loop here (threaded transport, WSGI, TestClient): each step runs on the
             # background loop, where the generator can await; the sending stays here.
@@ -664,7 +668,10 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
                 item = await call_async(_anext_or_end, iterator)
                 if item is _END_OF_BODY:
                     return
-                yield _as_bytes(item)
+                data = _as_bytes(item)
+                at_yield = True
+                yield data
+                at_yield = False
         elif body is not None:
             # A sync generator may block (files, sleeps): on an event loop each step
             # runs in the thread pool, elsewhere it is called directly.
@@ -673,9 +680,14 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
                 chunk = await call(next, iterator, _END_OF_BODY)
                 if chunk is _END_OF_BODY:
                     return
-                yield _as_bytes(chunk)
-    except SystemExit as exc:  # raised here, not by the consumer: it never throws in
-        raise user_exit(exc) from exc
+                data = _as_bytes(chunk)
+                at_yield = True
+                yield data
+                at_yield = False
+    except BaseException as exc:
+        if at_yield or (error := user_error(exc)) is exc:
+            raise
+        raise error from exc
 
 
 _END_OF_BODY = object()

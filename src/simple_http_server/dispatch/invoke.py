@@ -17,9 +17,13 @@ it.  A request therefore never holds more than one thread of a pool, whatever
 its chain, and a pool cannot starve itself.
 
 ``sys.exit()`` in user code is an ordinary error of the request or session it
-serves: whatever calls or awaits user code here raises :class:`UserExit` for the
-``SystemExit``.  Let out of a task, ``SystemExit`` would stop the task's event
-loop (the server's, or the background loop every threaded request shares).
+serves, and so is any other ``BaseException`` that is not an ``Exception``, except
+``KeyboardInterrupt`` and a cancellation of the running task: whatever calls or
+awaits user code here raises a :class:`UserError` for it (:class:`UserExit` for
+``SystemExit``).  Let out of a task, ``SystemExit`` would stop the task's event
+loop (the server's, or the background loop every threaded request shares); a
+``CancelledError`` from a future that something else cancelled would pass for a
+cancellation of the request, which nothing answers.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .. import logger as _logging
 __all__ = [
     "LoopHelper",
     "SyncPool",
+    "UserError",
     "UserExit",
     "await_user",
     "background_loop",
@@ -61,6 +66,7 @@ __all__ = [
     "run_sync",
     "spawn",
     "use_pool",
+    "user_error",
     "wait_for_loop",
     "wait_on",
 ]
@@ -83,18 +89,51 @@ _bg_loop: asyncio.AbstractEventLoop | None = None
 _bg_lock = threading.Lock()
 
 
-class UserExit(Exception):
+class UserError(Exception):
+    """A ``BaseException`` that is not an ``Exception`` let out of user code (it is the
+    ``__cause__``): a ``CancelledError`` that is no cancellation of the running task
+    (awaiting a future that something else cancelled), ``GeneratorExit``, a
+    ``BaseException`` subclass of the user's.  Handled as any other exception there,
+    it ends the request or websocket session only."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"user code raised {error!r}")
+
+
+class UserExit(UserError):
     """``sys.exit()`` in user code (its ``SystemExit`` is the ``__cause__``): handled as
     any other exception there, it ends the request or websocket session only."""
 
     def __init__(self, code: Any) -> None:
-        super().__init__(f"user code called sys.exit({code!r})")
+        Exception.__init__(self, f"user code called sys.exit({code!r})")
         self.code = code
 
 
-def user_exit(exc: SystemExit) -> UserExit:
-    """The :class:`UserExit` to raise ``from`` the ``SystemExit`` of user code."""
-    return UserExit(exc.code)
+def user_error(exc: BaseException) -> BaseException:
+    """What to raise (``from exc``) for ``exc``, let out of user code: ``exc`` itself
+    for an ``Exception``, ``KeyboardInterrupt`` (the operator's Ctrl-C, left to stop
+    things) and a cancellation of the running task; a :class:`UserError` for the rest."""
+    if isinstance(exc, Exception | KeyboardInterrupt):
+        return exc
+    if isinstance(exc, SystemExit):
+        return UserExit(exc.code)
+    if isinstance(exc, asyncio.CancelledError) and _task_cancelling():
+        return exc
+    return UserError(exc)
+
+
+def _task_cancelling() -> bool:
+    """True when the running task was asked to cancel: a ``CancelledError`` is then
+    that cancellation (the server's, its loop owner's), not an error of user code.
+    Python 3.10 cannot tell them apart (no ``Task.cancelling()``): on a loop, every
+    ``CancelledError`` counts as the task's cancellation there."""
+    if _get_running_loop() is None:
+        return False
+    task = asyncio.current_task()
+    if task is None:
+        return False
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def is_async_callable(func: Any) -> bool:
@@ -435,15 +474,13 @@ def _run_job(
     try:
         result = ctx.run(func, *args, **kwargs)
     except BaseException as exc:  # handed to the awaiting task
-        if isinstance(exc, StopIteration | SystemExit):  # refused by futures / stops the loop
-            error: BaseException
-            if isinstance(exc, SystemExit):
-                error = user_exit(exc)
-            else:
-                error = RuntimeError("a sync function raised StopIteration")
+        if isinstance(exc, StopIteration):  # refused by futures
+            error: BaseException = RuntimeError("a sync function raised StopIteration")
+        else:  # SystemExit would stop the loop, CancelledError cancel the task
+            error = user_error(exc)
+        if error is not exc:
             error.__cause__ = exc
-            exc = error
-        inbox.post(future, False, exc)
+        inbox.post(future, False, error)
     else:
         inbox.post(future, True, result)
 
@@ -561,8 +598,10 @@ async def call_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         coro = func(*args, **kwargs)
         if _get_running_loop() is not None:
             return await coro
-    except SystemExit as exc:
-        raise user_exit(exc) from exc
+    except BaseException as exc:
+        if (error := user_error(exc)) is exc:
+            raise
+        raise error from exc
     return wait_on(background_loop(), _await(coro))
 
 
@@ -578,8 +617,10 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if loop is None:
         try:
             result = func(*args, **kwargs)
-        except SystemExit as exc:
-            raise user_exit(exc) from exc
+        except BaseException as exc:
+            if (error := user_error(exc)) is exc:
+                raise
+            raise error from exc
         if type(result) in _PLAIN_RESULTS or not inspect.isawaitable(result):
             return result
         return wait_on(background_loop(), _await(result))
@@ -590,12 +631,15 @@ async def call_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
-    """Await what user code gave, its ``sys.exit()`` as :class:`UserExit` (the
-    coroutine of a task on a loop: ``SystemExit`` must not leave it)."""
+    """Await what user code gave, what it lets out as :func:`user_error` says (the
+    coroutine of a task on a loop: ``SystemExit`` must not leave it, nor a
+    ``CancelledError`` that would pass for the task's cancellation)."""
     try:
         return await awaitable
-    except SystemExit as exc:
-        raise user_exit(exc) from exc
+    except BaseException as exc:
+        if (error := user_error(exc)) is exc:
+            raise
+        raise error from exc
 
 
 async def await_user(awaitable: Awaitable[T]) -> T:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import finite_number
 from ..models import Request, Session, SessionFactory
-from .invoke import call, user_exit
+from .invoke import call, user_error
 
 __all__ = [
     "DEFAULT_SESSION_TIMEOUT",
@@ -244,7 +244,9 @@ def session_cookie(name: str, value: str, secure: bool, expire: bool = False) ->
 def _alive(session: Session) -> bool:
     try:
         return bool(session.is_valid)
-    except (Exception, SystemExit):  # a user session that cannot tell: treat it as alive
+    except BaseException as exc:  # a user session that cannot tell: treat it as alive
+        if not isinstance(user_error(exc), Exception):  # ^C, or the task's cancellation
+            raise
         return True
 
 
@@ -328,8 +330,10 @@ class RequestSessions:
         if session is not None and _alive(session):
             try:
                 session_id = session.id  # a user session's property: user code
-            except SystemExit as exc:
-                raise user_exit(exc) from exc
+            except BaseException as exc:
+                if (error := user_error(exc)) is exc:
+                    raise
+                raise error from exc
             if self.sent_id != session_id:
                 return [("Set-Cookie", session_cookie(self.cookie_name, session_id, self.secure))]
             return []

@@ -64,6 +64,11 @@ SENDFILE_SLICE = 4 * 1024 * 1024
 SENDFILE_MIN_SLICE = 64 * 1024
 
 
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class _AioConn(asyncio.Protocol, Channel):
     """One client connection and the channel of the request it serves."""
 
@@ -276,6 +281,15 @@ class _AioConn(asyncio.Protocol, Channel):
             _log.exception("Error while sending the response")
             self._write(self.conn.send_error(500))
             keep = False
+        except BaseException:
+            # A cancellation (the server's stop, the loop's end) or KeyboardInterrupt:
+            # never a connection left open without a deadline, holding its slot.
+            self.task = None
+            self.abort()
+            task = asyncio.current_task()
+            if task is not None:  # KeyboardInterrupt ends the loop: start() raises it
+                task.add_done_callback(_retrieved)  # no "never retrieved" log besides
+            raise
         finally:
             self.task = None
         if self.upgraded is not None:
