@@ -345,3 +345,167 @@ def test_stop_async_in_a_controller_does_not_wait_for_its_own_request(
     thread.join(5)
     assert not thread.is_alive()
     assert not srv.is_ready()
+
+
+# -- stop() cancels what its requests still await ------------------------------------
+class Awaiting:
+    """An app whose ``async def`` code awaits what never comes: a long-poll, an event
+    stream (an async generator awaiting its next event), a websocket callback."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.entered = threading.Semaphore(0)
+        self.app = App()
+        app, log, entered = self.app, self.log, self.entered
+
+        @app.route("/poll")
+        async def poll() -> str:
+            try:
+                entered.release()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                log.append("poll cancelled")
+                raise
+            finally:
+                log.append("poll finally")
+            return "never"
+
+        @app.route("/events")
+        async def events() -> Any:
+            async def stream() -> Any:
+                try:
+                    yield b"data: first\n\n"
+                    entered.release()
+                    await asyncio.Event().wait()
+                finally:
+                    log.append("stream finally")
+
+            return stream()
+
+        @app.websocket_handler(endpoint="/ws")
+        class Waits(WebsocketHandler):
+            async def on_text_message(self, session: WebsocketSession, message: str) -> None:  # type: ignore[override]
+                try:
+                    entered.release()
+                    await asyncio.Event().wait()
+                finally:
+                    log.append("callback finally")
+
+    def wait_entered(self, count: int) -> None:
+        for _ in range(count):
+            assert self.entered.acquire(timeout=5), "the request did not reach its coroutine"
+
+    def wait_logged(self, expected: list[str]) -> list[str]:
+        deadline = time.monotonic() + 3
+        while sorted(self.log) != sorted(expected) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return sorted(self.log)
+
+
+def server_threads(before: set[threading.Thread]) -> list[str]:
+    """The threads of servers started since ``before`` still alive (a second at most
+    after the stop), not the process' shared loop for ``async def`` code."""
+    deadline = time.monotonic() + 1
+    while True:
+        names = sorted(
+            t.name
+            for t in threading.enumerate()
+            if t not in before and t.name.startswith(("shs-worker", "shs-sync", "shs-ws"))
+        )
+        if not names or time.monotonic() >= deadline:
+            return names
+        time.sleep(0.01)
+
+
+def open_requests(live: LiveServer, paths: list[str]) -> list[socket.socket]:
+    socks = []
+    for path in paths:
+        sock = socket.create_connection((live.host, live.port), timeout=10)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        socks.append(sock)
+    return socks
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(4096):
+            data += chunk
+    sock.close()
+    return data
+
+
+def test_stop_cancels_the_coroutines_of_requests_past_drain_timeout(transport: str) -> None:
+    """Threaded: the requests were cut, but the coroutines they awaited stayed on the
+    shared loop for good (their ``finally`` never ran) and a worker thread per request
+    outlived stop(), piling up with each Server.  README: their threads "end with
+    stop()"; their worker and their generator's finally "finish then"."""
+    awaiting = Awaiting()
+    before = set(threading.enumerate())
+    srv = new_server(transport, awaiting.app, drain_timeout=0.5)
+    thread = run_in_thread(srv)
+    socks = open_requests(
+        LiveServer(srv, transport, thread), ["/poll", "/poll", "/events", "/events"]
+    )
+    awaiting.wait_entered(4)
+    began = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - began < 4.0
+    thread.join(5)
+    assert not thread.is_alive()
+    expected = ["poll cancelled", "poll finally"] * 2 + ["stream finally"] * 2
+    assert awaiting.wait_logged(expected) == sorted(expected)
+    replies = [read_until_eof(sock) for sock in socks]
+    assert [r.startswith(b"HTTP/1.1 200 ") for r in replies] == [False, False, True, True]
+    assert all(b"0\r\n\r\n" not in r for r in replies)  # cut, not ended
+    assert server_threads(before) == []
+
+
+def test_stop_cancels_a_websocket_callback_still_awaiting(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threaded: the session's thread waited for its callback for good after stop()."""
+    monkeypatch.setattr(ws_glue, "CLOSE_TIMEOUT", 0.5)
+    awaiting = Awaiting()
+    before = set(threading.enumerate())
+    srv = new_server(transport, awaiting.app, drain_timeout=0.5, websocket_ping_interval=0)
+    thread = run_in_thread(srv)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws", timeout=10)
+    try:
+        ws.send("wait")
+        awaiting.wait_entered(1)
+        srv.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+        assert awaiting.wait_logged(["callback finally"]) == ["callback finally"]
+        assert server_threads(before) == []
+    finally:
+        ws.close(timeout=0.2)
+
+
+def test_stop_cancels_only_the_coroutines_of_its_own_server() -> None:
+    """The threaded transport runs every Server's ``async def`` code on one loop."""
+    first, second = Awaiting(), Awaiting()
+    servers = [new_server("threaded", a.app, drain_timeout=0.5) for a in (first, second)]
+    threads = [run_in_thread(srv) for srv in servers]
+    socks = [
+        open_requests(LiveServer(srv, "threaded", t), ["/poll"])[0]
+        for srv, t in zip(servers, threads, strict=True)
+    ]
+    first.wait_entered(1)
+    second.wait_entered(1)
+    servers[0].stop()
+    assert first.wait_logged(["poll cancelled", "poll finally"]) == [
+        "poll cancelled",
+        "poll finally",
+    ]
+    assert second.log == []  # still awaiting
+    servers[1].stop()
+    assert second.wait_logged(["poll cancelled", "poll finally"]) == [
+        "poll cancelled",
+        "poll finally",
+    ]
+    for sock in socks:
+        sock.close()
+    for thread in threads:
+        thread.join(5)

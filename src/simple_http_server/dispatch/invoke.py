@@ -163,7 +163,7 @@ class LoopHelper:
     arguments, raise nothing and report back to the loop themselves.
     """
 
-    __slots__ = ("_cond", "_depth", "_jobs", "_polling", "_wake_w")
+    __slots__ = ("_cancelled", "_cond", "_depth", "_jobs", "_polling", "_waits", "_wake_w")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -171,6 +171,9 @@ class LoopHelper:
         self._depth = 0  # waits in progress (nested ones included)
         self._polling = False  # a job waits in wait_readable(): a post wakes it
         self._wake_w = -1  # the pipe that wakes it
+        self._waits: list[concurrent.futures.Future[Any]] = []  # the work waited for now
+        #: What the waits that :meth:`cancel_waits` cancelled raise (by future).
+        self._cancelled: dict[int, Callable[[], BaseException]] = {}
 
     def post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the waiting thread, or on a new one when none waits."""
@@ -231,8 +234,12 @@ class LoopHelper:
         with cond:
             self._depth += 1
         waiting = True
+        future: concurrent.futures.Future[T] | None = None
+        error: Callable[[], BaseException] | None = None
         try:
             future = submit()
+            with cond:
+                self._waits.append(future)
             future.add_done_callback(self._wake)
             while True:
                 with cond:
@@ -241,6 +248,8 @@ class LoopHelper:
                     if not self._jobs:  # done, and nothing left that needs this thread
                         self._depth -= 1
                         waiting = False
+                        self._waits.remove(future)
+                        error = self._cancelled.pop(id(future), None) if self._cancelled else None
                         break
                     job = self._jobs.popleft()
                 _run_posted(job)
@@ -248,12 +257,28 @@ class LoopHelper:
             if waiting:  # interrupted: with no wait left, later jobs get threads of their own
                 with cond:
                     self._depth -= 1
+                    if future is not None:
+                        self._waits.remove(future)
+                        self._cancelled.pop(id(future), None)
                     left = [] if self._depth else list(self._jobs)
                     if left:
                         self._jobs.clear()
                 for job in left:
                     _run_apart(job)
+        if error is not None and future.cancelled():
+            raise error()
         return future.result()
+
+    def cancel_waits(self, error: Callable[[], BaseException]) -> None:
+        """Cancel the work this thread waits for now (a server that stops cuts its
+        request): each such wait raises ``error()`` instead of its outcome.  The
+        coroutines get ``CancelledError``, so their ``finally`` runs."""
+        with self._cond:
+            waits = list(self._waits)
+            for future in waits:
+                self._cancelled[id(future)] = error
+        for future in waits:
+            future.cancel()
 
     def _wake(self, _future: Any) -> None:
         with self._cond:

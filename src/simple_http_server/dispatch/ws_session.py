@@ -35,6 +35,7 @@ __all__ = [
     "KEEPALIVE_REASON",
     "Keepalive",
     "LinkBase",
+    "SessionCut",
     "close_message",
     "message_size",
     "warn_dropped",
@@ -55,6 +56,11 @@ _MESSAGES = {
 #: The reason of the 1011 Close sent to a peer that did not answer a keepalive ping
 #: (the words of the ``websockets`` library, which uvicorn uses).
 KEEPALIVE_REASON = "keepalive ping timeout"
+
+
+class SessionCut(Exception):
+    """A callback's wait ended because the server cut its session at stop (its
+    coroutine was cancelled): no handler failure, the session just ends."""
 
 
 def warn_dropped(session_id: str, unsent: int, limit: int) -> None:
@@ -426,6 +432,8 @@ class LinkBase:
         """Call a handler callback; a failing one closes the session with 1011."""
         try:
             return await self._call(func, *args)
+        except SessionCut:
+            raise
         except Exception:
             _log.exception("Websocket handler %r failed", func)
             self._handler_failed()
@@ -448,5 +456,7 @@ class LinkBase:
         reason = WebsocketCloseReason(close_message(event), event.code, event.reason)
         try:
             await self._call(self.callbacks.on_close, self.session, reason)
+        except SessionCut:
+            pass
         except Exception:
             _log.exception("Websocket on_close handler failed")

@@ -799,6 +799,13 @@ class AioServer:
                 await asyncio.wait_for(self.all_closed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+        # A request still running after its cut waits for what never comes (a long-poll,
+        # a generator awaiting its next event): cancelled, so its finally runs now.
+        running = [c.task for c in self.connections if c.task is not None]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=1.0)
         sending = [c._sending for c in self.connections if c._sending is not None]
         for conn in list(self.connections):
             conn.abort()

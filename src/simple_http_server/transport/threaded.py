@@ -46,6 +46,10 @@ TLS_REFUSALS = 128
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+def _cut_at_stop() -> BaseException:
+    return ClientGone("the request was cut: the server stopped")
+
+
 class ThreadedServer:
     """Serves a dispatcher with a selector thread and worker threads."""
 
@@ -72,6 +76,8 @@ class ThreadedServer:
         self._refusing: set[ThreadedConn] = set()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        #: The workers' helpers: what they wait for is cancelled past the drain deadline.
+        self._helpers: list[LoopHelper] = []
         self._idle_workers = 0
         self._busy = 0
         self.owner_thread: threading.Thread | None = None
@@ -98,6 +104,8 @@ class ThreadedServer:
         # While this thread waits for an async controller, it does its socket I/O.
         helper = LoopHelper()
         help_while_waiting(helper)
+        with self._lock:
+            self._helpers.append(helper)
         while True:
             conn = jobs.get()
             if conn is None:
@@ -304,6 +312,13 @@ class ThreadedServer:
         for conn in stuck:
             conn.cut()  # wakes a worker blocked writing to a client that does not read
             self._drop(conn)
+        # A worker waiting for a coroutine (on the loop every Server shares) that waits
+        # for what never comes: the coroutine is cancelled (its finally runs), the
+        # worker's wait ends as for a client gone.
+        with self._lock:
+            helpers = list(self._helpers)
+        for helper in helpers:
+            helper.cancel_waits(_cut_at_stop)
         join_deadline = time.monotonic() + 1.0
         for thread in self._workers:
             thread.join(timeout=max(0.0, join_deadline - time.monotonic()))

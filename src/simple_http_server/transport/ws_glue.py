@@ -34,11 +34,18 @@ from typing import Any
 
 from .. import logger as _logging
 from ..dispatch.channel import DRAIN_LOW_WATER
-from ..dispatch.invoke import call_soon_batched, run_sync, wait_for_loop
+from ..dispatch.invoke import (
+    LoopHelper,
+    call_soon_batched,
+    help_while_waiting,
+    run_sync,
+    wait_for_loop,
+)
 from ..dispatch.ws_handlers import Accepted, Rejected, negotiate
 from ..dispatch.ws_session import (
     Keepalive,
     LinkBase,
+    SessionCut,
     message_size,
     warn_dropped,
 )
@@ -204,6 +211,9 @@ class WebsocketUpgrade:
         for link in links:
             link.done.wait(max(0.0, deadline - time.monotonic()))
             link.abort()
+            # A callback still waiting for a coroutine: cancelled (its finally runs),
+            # so the session's thread ends with the server.
+            link.helper.cancel_waits(SessionCut)
 
     def _forget(self, link: Any) -> None:
         with self._lock:
@@ -294,6 +304,9 @@ class ThreadedLink(LinkBase):
             SerializedTls(conn.sock, upgrade.config.body_timeout) if conn.secure else conn.sock
         )
         self.done = threading.Event()
+        #: The session thread's (see :class:`~..dispatch.invoke.LoopHelper`): what it
+        #: waits for is cancelled when the server stops.
+        self.helper = LoopHelper()
         self._timer: threading.Timer | None = None
         self._answer_timer: threading.Timer | None = None
         self._poll: Any = None  # select.poll() of a TLS socket, once keepalive waits
@@ -845,6 +858,7 @@ class ThreadedLink(LinkBase):
             pass
 
     def run(self) -> None:
+        help_while_waiting(self.helper)
         try:
             # Idle websockets wait for input as long as they like (keepalive pings
             # find out whether the peer is still there); a peer that stops reading
@@ -897,6 +911,8 @@ class ThreadedLink(LinkBase):
                 events = self.feed(data)
                 if not data and not events:
                     break
+        except SessionCut:  # the server stopped
+            pass
         except Exception:
             _log.exception("Websocket session failed")
         finally:
@@ -1516,4 +1532,6 @@ class AioLink(LinkBase):
         try:
             await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT - _STUCK_AFTER)
         except (TimeoutError, asyncio.TimeoutError):
-            pass
+            # A callback still running (awaiting what never comes): cancelled, so its
+            # finally runs, and the session's (on_close) after it.
+            task.cancel()
