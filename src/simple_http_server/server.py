@@ -215,14 +215,16 @@ class Server:
             return
         if not self._begin():
             return
+        listener: Any = None
         try:
             from .transport.threaded import ThreadedServer
 
             self.app.compiled()
+            listener = self._listener()
             transport = ThreadedServer(
                 self.dispatcher,
                 self.config,
-                self._listener(),
+                listener,
                 self._upgrade_handler(),
                 on_ready=self._mark_ready,
             )
@@ -230,6 +232,8 @@ class Server:
             with _graceful_signals(self):
                 transport.serve_forever()
         finally:
+            if listener is not None:  # whatever ended the run: no client waits on it
+                listener.close()
             self._end()
 
     def _mark_ready(self) -> None:
@@ -242,6 +246,8 @@ class Server:
             return
         ended = self._run_ended = asyncio.Event()
         pool: SyncPool | None = None
+        transport: Any = None
+        listener: Any = None
         try:
             from .transport.aio import AioServer
 
@@ -249,12 +255,19 @@ class Server:
             pool = SyncPool(self.config.worker_threads)  # this server's own, for its def code
             transport = AioServer(self.dispatcher, self.config, self._upgrade_handler(), pool)
             self._attach(transport)
-            await transport.start(self._listener())
+            listener = self._listener()
+            await transport.start(listener)
             self._mark_ready()
             with _graceful_signals(self):
                 await transport.wait_closed()
         finally:
             try:
+                # Whatever ended the run (KeyboardInterrupt stops the loop without a
+                # shutdown): no client may wait on the port.
+                if transport is not None:
+                    transport.close_listener()
+                if listener is not None:
+                    listener.close()
                 if pool is not None:
                     pool.shutdown()
                     await pool.wait_closed(1.0)  # stop() returns with the threads gone

@@ -509,3 +509,38 @@ def test_stop_cancels_only_the_coroutines_of_its_own_server() -> None:
         sock.close()
     for thread in threads:
         thread.join(5)
+
+
+def test_the_listener_closes_when_keyboard_interrupt_ends_an_asyncio_server() -> None:
+    """``KeyboardInterrupt`` raised by user code is left to stop things (the operator's
+    Ctrl-C): ``start()`` raises it.  The listening socket stayed open after it, so new
+    clients waited until the process exited."""
+    app = App()
+
+    @app.route("/interrupt")
+    async def interrupt() -> str:
+        raise KeyboardInterrupt
+
+    srv = new_server("asyncio", app)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            srv.start()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.is_ready() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    port = srv.port
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /interrupt HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_until_eof(sock) == b""
+    thread.join(5)
+    assert not thread.is_alive()
+    assert [type(exc) for exc in raised] == [KeyboardInterrupt]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

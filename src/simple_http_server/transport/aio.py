@@ -726,6 +726,12 @@ class AioServer:
             self._start_done.set()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
+    def close_listener(self) -> None:
+        """Stop accepting (the shutdown does it first; this is for a run that ended
+        without one)."""
+        if self._server is not None:
+            self._server.close()
+
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """Out of file descriptors, asyncio pauses accepting for a second, but only
         after failing (and logging, with a traceback) once per backlog slot: 2048
