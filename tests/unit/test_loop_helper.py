@@ -172,3 +172,65 @@ def test_sync_code_called_by_the_awaited_work_runs_on_the_waiting_thread(
 def test_try_post_refuses_a_job_while_no_thread_waits() -> None:
     helper = LoopHelper()
     assert not helper.try_post(lambda: None)
+
+
+def test_cancel_waits_cancels_the_work_waited_for_and_the_waits_raise_its_error(
+    helper: LoopHelper, loop: asyncio.AbstractEventLoop
+) -> None:
+    """What a server that stops uses: every wait of the thread (nested ones too) ends
+    with the given error, the coroutines get ``CancelledError`` (their finally runs);
+    a wait that starts afterwards is not cancelled."""
+    log: list[str] = []
+    entered = threading.Event()
+
+    async def inner() -> None:
+        try:
+            entered.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            log.append("inner cancelled")
+            raise
+
+    async def outer() -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        def waits_again() -> None:  # a job that waits again (a def filter's do_chain())
+            try:
+                wait_on(loop, inner())
+            except RuntimeError as exc:
+                log.append(f"inner wait: {exc}")
+
+        helper.post(waits_again)
+        try:
+            await done
+        except asyncio.CancelledError:
+            log.append("outer cancelled")
+            raise
+
+    canceller = threading.Thread(
+        target=lambda: (entered.wait(5), helper.cancel_waits(lambda: RuntimeError("cut")))
+    )
+    canceller.start()
+    # Without cancel_waits() nothing would end the wait: cancel it otherwise, to fail fast.
+    safety = threading.Timer(5, loop.call_soon_threadsafe, (cancel_all_tasks, loop))
+    safety.start()
+    try:
+        with pytest.raises(RuntimeError, match="cut"):
+            wait_on(loop, outer())
+    finally:
+        safety.cancel()
+    canceller.join(5)
+    deadline = time.monotonic() + 2
+    while len(log) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(log) == ["inner cancelled", "inner wait: cut", "outer cancelled"]
+
+    async def later() -> str:
+        return "not cancelled"
+
+    assert wait_on(loop, later()) == "not cancelled"
+
+
+def cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()

@@ -257,7 +257,7 @@ class LoopHelper:
             if waiting:  # interrupted: with no wait left, later jobs get threads of their own
                 with cond:
                     self._depth -= 1
-                    if future is not None:
+                    if future is not None and future in self._waits:
                         self._waits.remove(future)
                         self._cancelled.pop(id(future), None)
                     left = [] if self._depth else list(self._jobs)
