@@ -39,6 +39,7 @@ __all__ = [
     "SendPace",
     "backlog_exceeded",
     "bytes_acked",
+    "client_name",
     "new_connection",
     "open_listener",
     "progress",
@@ -123,14 +124,19 @@ def unsent_bytes(transport: asyncio.WriteTransport | None) -> int:
     return size
 
 
+def client_name(peer: Any) -> str:
+    """``host:port`` of a client for a log line (escaped), else ``a client`` (under
+    ASGI the peer is what the server says)."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return _logging.escape(f"{peer[0]}:{peer[1]}")
+    return "a client"
+
+
 def backlog_exceeded(peer: Any, unsent: int, limit: int) -> str:
     """Log (once per connection: it is dropped) that a client took too little of
     what coroutines wrote; returns the reason its ``ClientGone`` carries."""
-    client = "a client"
-    if isinstance(peer, tuple) and len(peer) >= 2:  # under ASGI, what the server says
-        client = _logging.escape(f"{peer[0]}:{peer[1]}")
     reason = (
-        f"{unsent} bytes written from a coroutine are not taken by {client}: more than "
+        f"{unsent} bytes written from a coroutine are not taken by {client_name(peer)}: more than "
         f"max_send_backlog ({limit}); connection dropped"
     )
     _log.warning("%s", reason)
@@ -281,12 +287,9 @@ class SendPace:
         if now >= self._progress_at + self._body_timeout:
             return f"the client took nothing for {self._body_timeout:g} s"
         waited = self._waited + (now - self._since if self.waiting else 0.0)
-        client = "a client"
-        if isinstance(self.peer, tuple) and len(self.peer) >= 2:
-            client = _logging.escape(f"{self.peer[0]}:{self.peer[1]}")
         reason = (
-            f"{client} took {self._taken} bytes in {waited:.1f} s of waiting for it: slower "
-            f"than min_send_rate ({self._min_rate:g} bytes/s); connection dropped"
+            f"{client_name(self.peer)} took {self._taken} bytes in {waited:.1f} s of waiting "
+            f"for it: slower than min_send_rate ({self._min_rate:g} bytes/s); connection dropped"
         )
         _log.warning("%s", reason)
         return reason
