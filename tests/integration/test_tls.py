@@ -590,12 +590,7 @@ def test_a_slow_tls_reader_gets_a_closing_answer_whole(
     with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
         sock.sendall(b"GET /answer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         time.sleep(2.5)  # answered and closed meanwhile; the client has read nothing
-        data = b""
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except (ssl.SSLError, OSError):
-            pass
+        data = read_until_closed_or_cut(sock)
     [reply] = parse_responses(data)
     assert reply.status == 200 and len(reply.body) == body
 
@@ -748,11 +743,7 @@ def test_a_tls_answer_is_written_with_body_timeout_after_a_paced_body_read(
         time.sleep(0.1)  # the server waits for the body (0.3 s at most at this rate)
         sock.sendall(b"0123456789")
         time.sleep(1.0)  # the answer goes out meanwhile, and stalls
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except (ssl.SSLError, OSError):
-            pass
+        data += read_until_closed_or_cut(sock)
     [reply] = parse_responses(data)
     assert reply.status == 200 and len(reply.body) == size
 
@@ -903,6 +894,17 @@ def test_wss_survives_key_updates_while_another_thread_sends(
             got.append(data[4 : 4 + size][:5])
             data = data[4 + size :]
     assert got == [f"{i:05d}".encode() for i in range(count)]
+
+
+def read_until_closed_or_cut(sock: ssl.SSLSocket) -> bytes:
+    """Everything the server sent until it closed, with or without TLS's closure alert."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    return data
 
 
 def read_to_a_clean_end(sock: ssl.SSLSocket) -> bytes:
