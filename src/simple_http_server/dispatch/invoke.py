@@ -163,7 +163,7 @@ class LoopHelper:
     arguments, raise nothing and report back to the loop themselves.
     """
 
-    __slots__ = ("_cancelled", "_cond", "_depth", "_jobs", "_polling", "_waits", "_wake_w")
+    __slots__ = ("_cond", "_depth", "_jobs", "_polling", "_waits", "_wake_w")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -171,9 +171,7 @@ class LoopHelper:
         self._depth = 0  # waits in progress (nested ones included)
         self._polling = False  # a job waits in wait_readable(): a post wakes it
         self._wake_w = -1  # the pipe that wakes it
-        self._waits: list[concurrent.futures.Future[Any]] = []  # the work waited for now
-        #: What the waits that :meth:`cancel_waits` cancelled raise (by future).
-        self._cancelled: dict[int, Callable[[], BaseException]] = {}
+        self._waits: list[_Wait] = []  # the work waited for now
 
     def post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the waiting thread, or on a new one when none waits."""
@@ -231,15 +229,21 @@ class LoopHelper:
         posted jobs until it is done.  The thread counts as waiting from before the
         hand-over: a job the work posts at once runs here too."""
         cond = self._cond
+        # Registered before the hand-over: the work may start (and a stop cancel it)
+        # before submit() returns.
+        slot = _Wait()
         with cond:
             self._depth += 1
+            self._waits.append(slot)
         waiting = True
         future: concurrent.futures.Future[T] | None = None
-        error: Callable[[], BaseException] | None = None
         try:
             future = submit()
             with cond:
-                self._waits.append(future)
+                slot.future = future
+                cancel_now = slot.error is not None
+            if cancel_now:
+                future.cancel()
             future.add_done_callback(self._wake)
             while True:
                 with cond:
@@ -248,8 +252,7 @@ class LoopHelper:
                     if not self._jobs:  # done, and nothing left that needs this thread
                         self._depth -= 1
                         waiting = False
-                        self._waits.remove(future)
-                        error = self._cancelled.pop(id(future), None) if self._cancelled else None
+                        self._waits.remove(slot)
                         break
                     job = self._jobs.popleft()
                 _run_posted(job)
@@ -257,16 +260,15 @@ class LoopHelper:
             if waiting:  # interrupted: with no wait left, later jobs get threads of their own
                 with cond:
                     self._depth -= 1
-                    if future is not None and future in self._waits:
-                        self._waits.remove(future)
-                        self._cancelled.pop(id(future), None)
+                    if slot in self._waits:
+                        self._waits.remove(slot)
                     left = [] if self._depth else list(self._jobs)
                     if left:
                         self._jobs.clear()
                 for job in left:
                     _run_apart(job)
-        if error is not None and future.cancelled():
-            raise error()
+        if slot.error is not None and future.cancelled():
+            raise slot.error()
         return future.result()
 
     def cancel_waits(self, error: Callable[[], BaseException]) -> None:
@@ -274,16 +276,27 @@ class LoopHelper:
         request): each such wait raises ``error()`` instead of its outcome.  The
         coroutines get ``CancelledError``, so their ``finally`` runs."""
         with self._cond:
-            waits = list(self._waits)
-            for future in waits:
-                self._cancelled[id(future)] = error
-        for future in waits:
+            for slot in self._waits:
+                slot.error = error
+            futures = [slot.future for slot in self._waits if slot.future is not None]
+        for future in futures:
             future.cancel()
 
     def _wake(self, _future: Any) -> None:
         with self._cond:
             self._cond.notify()
             self._nudge()
+
+
+class _Wait:
+    """One wait of a :class:`LoopHelper`: the work's future (once handed over) and
+    what :meth:`LoopHelper.cancel_waits` makes the wait raise."""
+
+    __slots__ = ("error", "future")
+
+    def __init__(self) -> None:
+        self.future: concurrent.futures.Future[Any] | None = None
+        self.error: Callable[[], BaseException] | None = None
 
 
 def _run_apart(job: Callable[[], None]) -> None:
