@@ -8,6 +8,7 @@ runs those binders; no ``inspect`` and no type switch happen on the hot path.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -166,8 +167,20 @@ def _is_class(value: Any, base: type) -> bool:
     return isinstance(value, type) and issubclass(value, base)
 
 
+class _AnnotationsOnly:
+    """A function's annotations and globals, without its defaults: Python 3.10's
+    ``get_type_hints`` reads ``x: T = None`` as ``Optional[T]``, and an absent
+    ``li: List[int] = None`` must be told apart from ``Optional[List[int]] = None``."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.__annotations__ = dict(getattr(func, "__annotations__", {}))
+        self.__globals__ = getattr(inspect.unwrap(func), "__globals__", {})
+
+
 def _hints(func: Callable[..., Any]) -> dict[str, Any]:
     try:
+        if sys.version_info < (3, 11):
+            return typing.get_type_hints(_AnnotationsOnly(func))
         return typing.get_type_hints(func)
     except Exception:  # unresolvable forward references: use what is there
         return dict(getattr(func, "__annotations__", {}))
