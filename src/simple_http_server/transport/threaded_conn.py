@@ -132,17 +132,7 @@ class ThreadedConn(Channel):
         if self.outbox is not None:
             self.outbox.write(data)
         elif data:
-            if self.secure:
-                self._send_tls(data)
-                return
-            try:  # :meth:`_send`, inlined: every answer comes this way
-                sent = self.sock.send(data, NOWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise ClientGone(str(exc)) from None
-            if sent != len(data):
-                self._send_rest(data, sent)
+            self._send(data)
 
     def _send(self, data: bytes) -> None:
         """Write all of ``data``, waiting while the client is slow (also the outbox's
