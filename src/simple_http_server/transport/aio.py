@@ -175,12 +175,11 @@ class _AioConn(asyncio.Protocol, Channel):
         return None if self.secure else True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is None and not self.closed and self.upgraded is None:
-            if not self.conn.input_ended:
-                # Python 3.10's TLS transport reports a client's close_notify this
-                # way, without eof_received: its input ended all the same (a
-                # websocket handshake under way still opens its session).
-                self.conn.receive_data(b"")
+        if exc is None and not self.closed and self.upgraded is None and not self.conn.input_ended:
+            # Python 3.10's TLS transport reports a client's close_notify this way,
+            # without eof_received: its input ended all the same (a websocket
+            # handshake under way still opens its session).
+            self.conn.receive_data(b"")
         self.closed = True
         task = self.task
         if task is not None and not task.done():
