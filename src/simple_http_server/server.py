@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import re
 import signal
@@ -421,12 +422,17 @@ def _build(
     return server
 
 
-def start(workers: int = 1, **kwargs: Any) -> None:
+#: Where ``prefer_coroutine`` is among the positional arguments of start() (the original's order).
+_PREFER_COROUTINE_AT = list(inspect.signature(_build).parameters).index("prefer_coroutine")
+
+
+def start(*args: Any, workers: int = 1, **kwargs: Any) -> None:
     """Start serving and block until :func:`stop` (see the README for every option).
 
+    Positional arguments are the original's, in its order (``start("", 8080)``).
     ``workers=N`` (N > 1) serves with N processes sharing one listening socket.
     """
-    server = _build(**kwargs)
+    server = _build(*args, **kwargs)
     if workers > 1:
         from .workers import run_workers
 
@@ -435,12 +441,16 @@ def start(workers: int = 1, **kwargs: Any) -> None:
         server.start()
 
 
-async def start_async(**kwargs: Any) -> None:
-    """Serve on the caller's event loop until :func:`stop` (asyncio transport by default)."""
-    kwargs.setdefault("prefer_coroutine", True)
+async def start_async(*args: Any, **kwargs: Any) -> None:
+    """Serve on the caller's event loop until :func:`stop` (asyncio transport by default).
+
+    Takes the arguments of :func:`start`, positional ones included.
+    """
+    if len(args) <= _PREFER_COROUTINE_AT:  # not given positionally
+        kwargs.setdefault("prefer_coroutine", True)
     if int(kwargs.pop("workers", 1)) > 1:
         raise ValueError("workers > 1 needs server.start(), not start_async()")
-    server = _build(**kwargs)
+    server = _build(*args, **kwargs)
     if server.prefer_coroutine:
         await server.start_async()
     else:

@@ -8,6 +8,7 @@ import http.client
 import os
 import resource
 import socket
+import ssl
 import statistics
 import threading
 import time
@@ -375,6 +376,78 @@ def test_module_start_with_prefer_coroutine_serves_keep_alive():
         thread.join(5)
     assert not thread.is_alive()
     assert time.monotonic() - began < 1  # no fixed sleep in stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("transport", ["threaded", "asyncio"])
+def test_module_start_takes_the_originals_positional_arguments(transport: str) -> None:
+    """``server.start("", 8080)`` worked in 0.22.3; it was a TypeError (``workers`` came first)."""
+    app = concurrency_app(threading.Event())
+    port, coroutine = free_port(), transport == "asyncio"
+    # host, port, ssl, ssl_protocol, ssl_check_hostname, keyfile, certfile, keypass,
+    # ssl_context, resources, connection_idle_time, keep_alive, keep_alive_max_request,
+    # prefer_coroutine, app_conf: every argument in the original's order
+    args = ("127.0.0.1", port, False, ssl.PROTOCOL_TLS_SERVER, False, "", "", "", None, None,
+            None, True, None, coroutine, app)  # fmt: skip
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.start(*args)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.is_ready() or errors:
+            break
+        time.sleep(0.01)
+    try:
+        assert errors == []
+        assert server._server is not None and server._server.prefer_coroutine is coroutine
+        assert fetch(port, "/fast") == b"fast"
+    finally:
+        server.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("prefer_coroutine", [None, True, False])
+def test_module_start_async_takes_the_originals_positional_arguments(
+    prefer_coroutine: bool | None,
+) -> None:
+    """``await server.start_async("", 8080)``: asyncio unless ``prefer_coroutine`` says
+    otherwise, given by name or in its place among the positional arguments."""
+    app = concurrency_app(threading.Event())
+    port = free_port()
+    if prefer_coroutine is None:
+        args: tuple[Any, ...] = ("127.0.0.1", port)
+        kwargs: dict[str, Any] = {"app_conf": app}
+    else:
+        args = ("127.0.0.1", port, False, ssl.PROTOCOL_TLS_SERVER, False, "", "", "", None,
+                None, None, True, None, prefer_coroutine, app)  # fmt: skip
+        kwargs = {}
+
+    async def main() -> None:
+        task = asyncio.create_task(server.start_async(*args, **kwargs))
+        for _ in range(500):
+            if server.is_ready() or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done(), task.exception()
+        assert server._server is not None
+        assert server._server.prefer_coroutine is (prefer_coroutine is not False)
+        assert await aio_get(port, "/fast") == b"fast"
+        server.stop()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
 
 
 # -- backpressure -------------------------------------------------------------------
