@@ -261,6 +261,30 @@ def test_code_written_for_the_original_runs(make_client: MakeClient) -> None:
     assert (greeting.status, greeting.text) == (200, "ann")
 
 
+def basic_models_app() -> App:
+    """Markers imported from the original's ``simple_http_server.basic_models`` (as real
+    code does: ``from simple_http_server.basic_models import Parameter``)."""
+    from simple_http_server.app_conf import AppConf
+    from simple_http_server.basic_models import Header as OldHeader
+    from simple_http_server.basic_models import Parameter as OldParameter
+    from simple_http_server.basic_models import Response as OldResponse
+
+    app = AppConf()
+
+    @app.route("/old")
+    def old(q=OldParameter("q", default="d"), h=OldHeader("X-H", default="-")) -> Any:
+        return OldResponse(status_code=201, body={"q": q, "qname": q.name, "h": h})
+
+    return app
+
+
+def test_the_originals_basic_models_module_serves(make_client: MakeClient) -> None:
+    client = make_client(basic_models_app())
+    got = client.get("/old?q=v", headers={"X-H": "hh"})
+    assert (got.status, got.json()) == (201, {"q": "v", "qname": "q", "h": "hh"})
+    assert client.get("/old").json() == {"q": "d", "qname": "q", "h": "-"}
+
+
 def empty_app() -> App:
     app = App()
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
+
 import simple_http_server
 
 ORIGINAL_NAMES = """
@@ -39,3 +43,35 @@ def test_star_import_resolves_every_exported_name() -> None:
 def test_request_and_route_are_request_map() -> None:
     assert simple_http_server.request == simple_http_server.request_map
     assert simple_http_server.route == simple_http_server.request_map
+
+
+# The public names of the original's modules that user code imports directly.
+BASIC_MODELS_NAMES = """
+BytesBody Cookie Cookies DEFAULT_ENCODING Environment FilterContext Header Headers HttpError
+JSONBody ModelDict MultipartFile ParamStringValue Parameter Parameters PathValue Redirect
+RegGroup RegGroups Request RequestBodyReader Response SESSION_COOKIE_NAME Session
+SessionFactory StaticFile WEBSOCKET_MESSAGE_BINARY WEBSOCKET_MESSAGE_BINARY_FRAME
+WEBSOCKET_MESSAGE_PING WEBSOCKET_MESSAGE_PONG WEBSOCKET_MESSAGE_TEXT WEBSOCKET_OPCODE_BINARY
+WEBSOCKET_OPCODE_CLOSE WEBSOCKET_OPCODE_CONTINUATION WEBSOCKET_OPCODE_PING WEBSOCKET_OPCODE_PONG
+WEBSOCKET_OPCODE_TEXT WebsocketCloseReason WebsocketHandler WebsocketRequest WebsocketSession
+""".split()
+APP_CONF_NAMES = """
+AppConf ControllerFunction SessionFactory WEBSOCKET_MESSAGE_BINARY WEBSOCKET_MESSAGE_BINARY_FRAME
+WEBSOCKET_MESSAGE_PING WEBSOCKET_MESSAGE_PONG WEBSOCKET_MESSAGE_TEXT WebsocketHandler
+WebsocketHandlerClass WebsocketHandlerProxy controller error_message filter_map get_app_conf
+get_logger request_filter request_map route set_session_factory websocket_close
+websocket_handler websocket_handshake websocket_message websocket_open
+""".split()
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [("basic_models", BASIC_MODELS_NAMES), ("app_conf", APP_CONF_NAMES)],
+)
+def test_the_originals_modules_import_the_same_objects(module: str, names: list[str]) -> None:
+    """``from simple_http_server.basic_models import Parameter`` (0.22.x code) works and
+    gives the object ``simple_http_server`` exports."""
+    mod = importlib.import_module(f"simple_http_server.{module}")
+    for name in names:
+        assert getattr(mod, name) is getattr(simple_http_server, name), name
+    assert sorted(mod.__all__) == sorted(names)
