@@ -475,6 +475,20 @@ def is_ready() -> bool:
     return server is not None and server.is_ready()
 
 
+def __getattr__(name: str) -> Any:
+    """The original's proxy classes, imported on first use: its README annotates
+    ``asgi_proxy: ASGIProxy`` after ``from simple_http_server.server import ASGIProxy``."""
+    if name == "ASGIProxy":
+        from .adapters.asgi import ASGIProxy
+
+        return ASGIProxy
+    if name == "WSGIProxy":
+        from .adapters.wsgi import WSGIProxy
+
+        return WSGIProxy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def init_wsgi_proxy(
     resources: Mapping[str, str] | None = None,
     session_factory: SessionFactory | None = None,

@@ -1124,3 +1124,31 @@ def test_a_path_decoded_with_surrogateescape_is_routed_as_its_bytes(root_path: s
     sent = run_asgi(scope, [{"type": "http.request"}], proxy)
     assert sent[0]["status"] == 200
     assert body_of(sent) == b'{"name": "caf\xe9"}'
+
+
+def test_the_originals_readme_asgi_program_runs_under_uvicorn() -> None:
+    """The original's README (Chinese edition) imports ``ASGIProxy`` from
+    ``simple_http_server.server`` to annotate a proxy built on first request."""
+    from simple_http_server.server import ASGIProxy
+
+    routes = App()
+
+    @routes.route("/hello_asgi")
+    def hello(name: str = "ASGI") -> dict[str, str]:
+        return {"hello": name}
+
+    asgi_proxy: ASGIProxy | None = None
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal asgi_proxy
+        if asgi_proxy is None:
+            asgi_proxy = server.init_asgi_proxy(app_conf=routes)
+        await asgi_proxy.app_proxy(scope, receive, send)
+
+    with asgi_server(app) as address:
+        conn = address.connection()
+        conn.request("GET", "/hello_asgi?name=u")
+        reply = conn.getresponse()
+        assert (reply.status, json.loads(reply.read())) == (200, {"hello": "u"})
+        conn.close()
+    assert isinstance(asgi_proxy, ASGIProxy)

@@ -341,3 +341,15 @@ def test_upload_stays_open_for_a_streamed_answer(monkeypatch: pytest.MonkeyPatch
         status, _, answer = request(port, "POST", path, body, mp_headers())
     assert (status, answer == data) == (200, True)
     log.wait_all_closed(1)
+
+
+def test_the_originals_wsgi_proxy_class_is_importable_from_server() -> None:
+    """``from simple_http_server.server import WSGIProxy`` (the original's name, as
+    ``ASGIProxy``) is the class ``init_wsgi_proxy`` builds; a wsgiref server serves it."""
+    from simple_http_server.server import WSGIProxy
+
+    proxy = server.init_wsgi_proxy(app_conf=build_app())
+    assert isinstance(proxy, WSGIProxy)
+    with wsgi_server(proxy.app_proxy) as address:
+        status, _, body = request(address.port, "GET", "/hello?name=w")
+    assert status == 200 and json.loads(body)["hello"] == "w"
