@@ -281,8 +281,11 @@ class App:
 
         return decorator
 
-    def default_model_binding(self, cls: type) -> type:
-        """Register the binder class used for otherwise unknown annotations."""
+    def default_model_binding(self, cls: type | None = None) -> Any:
+        """Register the binder class used for otherwise unknown annotations
+        (``@default_model_binding`` or, as naja-atra allows, ``@default_model_binding()``)."""
+        if cls is None:
+            return self.default_model_binding
         self.model_binding_conf.default_model_binding_type = cls
         self.changed()
         return cls

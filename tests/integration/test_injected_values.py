@@ -23,12 +23,14 @@ from simple_http_server import (
     App,
     Cookie,
     Header,
+    ModelBinding,
     MultipartFile,
     Parameter,
     Parameters,
     PathValue,
     RegGroup,
     Request,
+    RequestBodyReader,
 )
 
 from ..conftest import UniformClient
@@ -283,6 +285,42 @@ def test_the_originals_basic_models_module_serves(make_client: MakeClient) -> No
     got = client.get("/old?q=v", headers={"X-H": "hh"})
     assert (got.status, got.json()) == (201, {"q": "v", "qname": "q", "h": "hh"})
     assert client.get("/old").json() == {"q": "d", "qname": "q", "h": "-"}
+
+
+class Csv(list):  # type: ignore[type-arg]
+    """An annotation only the app's default binder knows."""
+
+
+def naja_binding_app() -> App:
+    """naja-atra code: ``@default_model_binding()`` with parentheses, and binders and
+    controllers reading the body with ``await reader.read_to_end()``."""
+    app = App()
+
+    @app.default_model_binding()
+    class BodyLines(ModelBinding):
+        async def bind(self) -> Any:
+            return Csv((await self.request.reader.read_to_end()).decode().split(","))
+
+    @app.route("/csv", method="POST")
+    def csv(rows: Csv) -> dict[str, Any]:
+        return {"rows": list(rows), "type": type(rows).__name__}
+
+    @app.route("/stream", method="POST")
+    async def stream(reader: RequestBodyReader) -> dict[str, Any]:
+        first = await reader.read(2)
+        return {"first": first.decode(), "rest": (await reader.read_to_end()).decode()}
+
+    return app
+
+
+def test_naja_default_model_binding_with_parentheses_and_read_to_end(
+    make_any_client: MakeClient,
+) -> None:
+    client = make_any_client(naja_binding_app())
+    got = client.post("/csv", body=b"a,b,c", headers={"Content-Type": "text/plain"})
+    assert (got.status, got.json()) == (200, {"rows": ["a", "b", "c"], "type": "Csv"})
+    got = client.post("/stream", body=b"0123456789")
+    assert (got.status, got.json()) == (200, {"first": "01", "rest": "23456789"})
 
 
 def empty_app() -> App:

@@ -220,6 +220,10 @@ class RequestBodyReader:
             await self._more()
         return self._take(n)
 
+    async def read_to_end(self) -> bytes:
+        """Everything left of the body (naja-atra's spelling of ``await read()``)."""
+        return await self.read(-1)
+
     def read_blocking(self, n: int = -1) -> bytes:
         """:meth:`read` for plain (non-async) code."""
         if self._channel is None:  # a body in memory (or detached): nothing to wait for
