@@ -319,7 +319,7 @@ class MySessionFacImpl(SessionFactory):
 def global_factory(monkeypatch):
     factory = MySessionFacImpl()
     monkeypatch.setattr(sessions_module, "_global_factory", None)
-    set_session_factory(factory)
+    set_session_factory(session_factory=factory)  # the original's keyword
     return factory
 
 

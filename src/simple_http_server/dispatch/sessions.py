@@ -48,10 +48,10 @@ def new_session_id() -> str:
 _global_factory: SessionFactory | None = None
 
 
-def set_session_factory(factory: SessionFactory) -> None:
-    """Use ``factory`` for the sessions of every app that has none of its own."""
+def set_session_factory(session_factory: SessionFactory) -> None:
+    """Use ``session_factory`` for the sessions of every app that has none of its own."""
     global _global_factory
-    _global_factory = factory
+    _global_factory = session_factory
 
 
 def global_session_factory() -> SessionFactory | None:
