@@ -270,8 +270,13 @@ class App:
         return register_function(self, message_type, endpoint, regexp)  # type: ignore[no-any-return]
 
     # -- model bindings (naja-atra) ------------------------------------------
-    def model_binding(self, *types: Any) -> Callable[[type], type]:
-        """Register a binder class for arguments annotated with ``types``."""
+    def model_binding(self, *types: Any, **named: Any) -> Callable[[type], type]:
+        """Register a binder class for arguments annotated with ``types`` (naja-atra
+        names its one type ``arg_type=``)."""
+        if "arg_type" in named:
+            types = (*types, named.pop("arg_type"))
+        if named:
+            raise TypeError(f"model_binding() got unexpected keyword arguments {sorted(named)}")
 
         def decorator(cls: type) -> type:
             for t in types:

@@ -287,12 +287,17 @@ def test_the_originals_basic_models_module_serves(make_client: MakeClient) -> No
     assert client.get("/old").json() == {"q": "d", "qname": "q", "h": "-"}
 
 
+class Length(int):
+    """A body's length, bound by naja-atra's ``model_binding(arg_type=...)``."""
+
+
 class Csv(list):  # type: ignore[type-arg]
     """An annotation only the app's default binder knows."""
 
 
 def naja_binding_app() -> App:
-    """naja-atra code: ``@default_model_binding()`` with parentheses, and binders and
+    """naja-atra code: ``@default_model_binding()`` with parentheses,
+    ``@model_binding(arg_type=...)`` by keyword, and binders and
     controllers reading the body with ``await reader.read_to_end()``."""
     app = App()
 
@@ -304,6 +309,15 @@ def naja_binding_app() -> App:
     @app.route("/csv", method="POST")
     def csv(rows: Csv) -> dict[str, Any]:
         return {"rows": list(rows), "type": type(rows).__name__}
+
+    @app.model_binding(arg_type=Length)  # naja-atra's keyword
+    class BodyLength(ModelBinding):
+        def bind(self) -> Any:
+            return Length(len(self.request.body or b""))
+
+    @app.route("/length", method="POST")
+    def length(n: Length) -> dict[str, Any]:
+        return {"n": n, "type": type(n).__name__}
 
     @app.route("/stream", method="POST")
     async def stream(reader: RequestBodyReader) -> dict[str, Any]:
@@ -321,6 +335,8 @@ def test_naja_default_model_binding_with_parentheses_and_read_to_end(
     assert (got.status, got.json()) == (200, {"rows": ["a", "b", "c"], "type": "Csv"})
     got = client.post("/stream", body=b"0123456789")
     assert (got.status, got.json()) == (200, {"first": "01", "rest": "23456789"})
+    got = client.post("/length", body=b"0123")
+    assert (got.status, got.json()) == (200, {"n": 4, "type": "Length"})
 
 
 def empty_app() -> App:
