@@ -83,13 +83,11 @@ class Response:
         body: str, dict, list, bytes, ``StaticFile`` or None.
     """
 
-    #: The streamed answer carries no body (a 204, 304, a 2xx to CONNECT): the
-    #: bytes given to write_bytes are dropped.
-    _no_body: bool = False
     #: Body bytes write_bytes handed to the connection (for the access log).
     _written: int = 0
-    #: The streamed answer is a HEAD's: its head is sent, and write_bytes raises
-    #: HeadAnswered (a ClientGone) so the controller stops.
+    #: The streamed answer carries no body (a HEAD's, a 204, 304, a 2xx to CONNECT):
+    #: its head is sent, and write_bytes raises HeadAnswered (a ClientGone) so the
+    #: controller stops.
     _head_only: bool = False
 
     def __init__(
@@ -181,8 +179,9 @@ class Response:
     def write_bytes(self, data: bytes | bytearray) -> None:
         """Stream ``data`` to the client now (the head is sent on the first call).
 
-        Raises ``ClientGone`` once the client is gone, and for a ``HEAD`` request
-        once the head is sent: no body can follow it, so the writer stops there.
+        Raises ``ClientGone`` once the client is gone, and once the head is sent
+        of an answer that carries no body (to a ``HEAD``; a 204, 304): nothing
+        written could be sent, so the writer stops there.
         """
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
@@ -198,28 +197,27 @@ class Response:
                 dispatcher, request = self._served_by
                 dispatcher.session_cookie(request, lines)
                 if sends_no_body(request.method, self.status_code):  # a 204, say
-                    self._no_body = True
+                    self._head_only = True
                     lines = without_framing(lines)
                 elif request.method == "HEAD":
                     self._head_only = True
             self._channel.start_blocking(self.status_code, lines)
         if self._head_only:  # nothing written can ever be sent: stop the writer
-            raise HeadAnswered("a HEAD answer has no body: its head is sent")
-        if not self._no_body:
-            self._channel.write_blocking(bytes(data))
-            self._written += len(data)
+            raise HeadAnswered("this answer has no body: its head is sent")
+        self._channel.write_blocking(bytes(data))
+        self._written += len(data)
 
     async def drain(self) -> None:
         """Wait until the client has taken most of what :meth:`write_bytes` sent.
 
         For coroutines, whose ``write_bytes`` never waits for the client: await it
         between writes to stream at the client's pace.  Raises ``ClientGone`` once
-        the client is gone (or, for a ``HEAD``, once the head is sent).
+        the client is gone (or, for an answer without a body, once the head is sent).
         """
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
         if self._head_only:
-            raise HeadAnswered("a HEAD answer has no body: its head is sent")
+            raise HeadAnswered("this answer has no body: its head is sent")
         await self._channel.drain()
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 The head goes out as a GET would get it, then a returned stream (generator, async
 generator, iterable, file object) is closed unread, and a ``write_bytes`` loop is
-stopped by ``ClientGone`` at its first write.  Before, the stream ran to its end
+stopped by ``ClientGone`` at its first write (as it is under a 204 or 304, which
+carry no body either).  Before, the stream ran to its end
 behind every HEAD: a threaded worker was pinned for it, WSGI sent no head until it
 ended, and the TestClient's ``head()`` waited for it.
 
@@ -145,7 +146,8 @@ def stream_app(probe: Probe) -> App:
         return events("file", EventFile(probe))
 
     @app.route("/write")
-    def write(response: Response, n: int = STEPS) -> None:
+    def write(response: Response, n: int = STEPS, status: int = 200) -> None:
+        response.status_code = status
         response.set_header("Content-Type", EVENTS)
         try:
             for _ in range(n):
@@ -160,7 +162,8 @@ def stream_app(probe: Probe) -> App:
             probe.ended["write"].set()
 
     @app.route("/awrite")
-    async def awrite(response: Response) -> None:
+    async def awrite(response: Response, status: int = 200) -> None:
+        response.status_code = status
         response.set_header("Content-Type", EVENTS)
         try:
             while probe.step("awrite"):
@@ -174,7 +177,8 @@ def stream_app(probe: Probe) -> App:
             probe.ended["awrite"].set()
 
     @app.route("/write-fails")
-    def write_fails(response: Response) -> None:
+    def write_fails(response: Response, status: int = 200) -> None:
+        response.status_code = status
         try:
             while probe.step("write-fails"):
                 response.write_bytes(b"data: x\n\n")
@@ -296,6 +300,25 @@ def test_a_head_stops_a_write_bytes_loop_at_its_first_write(
     assert probe.steps[kind] == 1  # the first write sent the head, then raised
 
 
+@pytest.mark.parametrize("status", [204, 304])
+@pytest.mark.parametrize("kind", WRITERS)
+def test_a_bodiless_status_stops_a_write_bytes_loop_at_its_first_write(
+    make_any_client: Callable[..., UniformClient], probe: Probe, kind: str, status: int
+) -> None:
+    """A 204 or 304 carries no body (RFC 9110 8.6): as for a HEAD, its head is the
+    whole answer.  Before, the loop ran to its end, its bytes dropped."""
+    client = make_any_client(stream_app(probe))
+    answer, after = exchange(client, ("GET", f"/{kind}?status={status}", {}), ("GET", "/hello", {}))
+    assert (answer.status, answer.body) == (status, b"")
+    assert answer.header("content-length") is None or client.front_end == "wsgi"  # wsgiref's 0
+    assert answer.header("transfer-encoding") is None
+    assert (after.status, after.body) == (200, b"hello")
+    assert not answer.will_close or not keeps_connections(client)
+    assert probe.ended[kind].wait(PROMPT), f"{kind} still writing"
+    assert isinstance(probe.raised.get(kind), ClientGone)
+    assert probe.steps[kind] == 1
+
+
 @pytest.mark.parametrize("accept", ["identity", "gzip"])
 @pytest.mark.parametrize("kind", ["gen", "write"])
 def test_a_head_to_a_stream_gets_the_head_of_the_get(
@@ -343,4 +366,21 @@ def test_a_head_whose_writer_fails_after_its_head_is_still_answered(
     assert probe.steps["write-fails"] == 1
     assert [r.getMessage() for r in log_records.records if r.levelname == "ERROR"] == [
         "Error while serving HEAD /write-fails"
+    ]
+
+
+def test_a_204_whose_writer_fails_after_its_head_is_still_answered(
+    make_any_client: Callable[..., UniformClient], probe: Probe, log_records: LogRecords
+) -> None:
+    """As for a HEAD: the head is all of a 204's answer, so the connection stays."""
+    client = make_any_client(stream_app(probe))
+    answer, after = exchange(
+        client, ("GET", "/write-fails?status=204", {}), ("GET", "/hello", {})
+    )  # fmt: skip
+    assert (answer.status, answer.body) == (204, b"")
+    assert (after.status, after.body) == (200, b"hello")
+    assert not answer.will_close or not keeps_connections(client)
+    assert probe.steps["write-fails"] == 1
+    assert [r.getMessage() for r in log_records.records if r.levelname == "ERROR"] == [
+        "Error while serving GET /write-fails"
     ]

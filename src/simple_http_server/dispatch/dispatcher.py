@@ -226,20 +226,20 @@ class Dispatcher:
             try:
                 outcome = await self._serve(request, response, channel)
             except HttpError as err:
-                _cut_if_streaming(request, response)
+                _cut_if_streaming(response)
                 outcome = await self.error_outcome(err.code, err.message, err.explain)
                 _keep_response_headers(response, outcome)
             except Redirect as redirect:
-                _cut_if_streaming(request, response)
+                _cut_if_streaming(response)
                 outcome = normalize(redirect)
                 _keep_response_headers(response, outcome)
-            except HeadAnswered:  # write_bytes stopped a HEAD's writer: its head is all
+            except HeadAnswered:  # write_bytes stopped a bodiless answer: its head is all
                 outcome = Outcome(status=response.status_code)
             except ClientGone:
                 raise  # nobody to answer: the transport drops the connection
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
                 _log.exception("Error while serving %s", _request_line(request))
-                _cut_if_streaming(request, response)
+                _cut_if_streaming(response)
                 outcome = await self.error_outcome(500, "", "")
                 # As 0.22.x: the headers (a CORS header...) but not the cookies of a
                 # controller that failed half-way, which must not, say, log a client in.
@@ -620,12 +620,13 @@ async def _close_body(body: Any) -> None:
         _log.debug("Closing a response body failed", exc_info=True)
 
 
-def _cut_if_streaming(request: Request, response: Response) -> None:
+def _cut_if_streaming(response: Response) -> None:
     """A failure after ``write_bytes`` started the response: it cannot become an
     error page, and ending it normally would pass a truncated body off as
     complete.  The transport drops the connection instead (no final chunk).
-    A HEAD's answer is complete with its head: it ends normally."""
-    if response._streaming and not response._closed and request.method != "HEAD":
+    An answer without a body (a HEAD's, a 204) is complete with its head: it ends
+    normally."""
+    if response._streaming and not response._closed and not response._head_only:
         raise ClientGone("the controller failed after its response started")
 
 
