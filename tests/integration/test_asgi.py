@@ -1112,6 +1112,38 @@ def test_a_408_closes_the_connection_under_http_1_only(version: str) -> None:
     assert ((b"connection", b"close") in sent[0]["headers"]) == (version == "1.1")
 
 
+@pytest.mark.parametrize("framing", ["declared", "chunked"])
+def test_uvicorn_closes_the_connection_after_a_413(framing: str) -> None:
+    """As our transports do: the rest of a body too large is never read, so the 413
+    says ``Connection: close`` and uvicorn closes at once (before, it kept reading the
+    body to its end, then kept the connection)."""
+    proxy = server.init_asgi_proxy(app_conf=_body_app(), max_body_size=1000)
+    head = b"POST /form-def HTTP/1.1\r\nHost: t\r\nContent-Type: " + BODY_KINDS["form-def"]
+    if framing == "declared":
+        head += b"\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 2000
+    else:  # over the limit, and never finished
+        head += b"\r\nTransfer-Encoding: chunked\r\n\r\n" + b"7d0\r\n" + b"a" * 2000 + b"\r\n"
+    with asgi_server(proxy, timeout_keep_alive=60) as address:  # its timeout is not the close
+        with socket.create_connection(("127.0.0.1", address.port), timeout=10) as sock:
+            sock.sendall(head)
+            responses = parse_responses(read_until_closed(sock, timeout=5))
+    assert [r.status for r in responses] == [413] and responses[0].closes
+
+
+@pytest.mark.parametrize("version", ["1.1", "2"])
+def test_a_413_closes_the_connection_under_http_1_only(version: str) -> None:
+    scope = http_scope(
+        "POST",
+        "/form-def",
+        headers=[(b"content-length", b"5000"), (b"content-type", BODY_KINDS["form-def"])],
+    )
+    scope["http_version"] = version
+    proxy = server.init_asgi_proxy(app_conf=_body_app(), max_body_size=1000)
+    sent = run_asgi(scope, [{"type": "http.request", "body": b"a" * 5000}], proxy)
+    assert sent[0]["status"] == 413
+    assert ((b"connection", b"close") in sent[0]["headers"]) == (version == "1.1")
+
+
 @pytest.mark.parametrize("root_path", ["", "/api"])
 def test_a_path_decoded_with_surrogateescape_is_routed_as_its_bytes(root_path: str) -> None:
     """A server that gives no ``raw_path`` and decodes ``path`` with surrogateescape

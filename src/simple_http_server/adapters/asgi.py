@@ -193,6 +193,12 @@ class _ASGIChannel(Channel):
                 408, "", _TOO_SLOW if self._pace.limited_by_rate(wait) else _LATE
             ) from None
 
+    def close_after_response(self) -> None:
+        """The rest of the body will not be read (a 413): the answer says ``Connection:
+        close`` (HTTP/1.x), so the ASGI server closes the connection at once instead of
+        reading the body to its end first (uvicorn discards it, then keeps the connection)."""
+        self._closing = self._http1
+
     def _start_message(self, status: int, headers: HeaderLines) -> Message:
         lines = asgi_headers(headers)
         if self._closing:
