@@ -10,6 +10,7 @@ send through a link object that a transport provides.
 from __future__ import annotations
 
 import codecs
+import errno
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -36,11 +37,15 @@ __all__ = [
     "WEBSOCKET_OPCODE_PONG",
     "WEBSOCKET_OPCODE_TEXT",
     "WebsocketCloseReason",
+    "WebsocketException",
+    "WebsocketFileError",
     "WebsocketHandler",
     "WebsocketHandlerClass",
     "WebsocketHandlerProxy",
     "WebsocketRequest",
     "WebsocketSession",
+    "WebsocketTypeError",
+    "WebsocketValueError",
     "compile_websockets",
     "websocket_close",
     "websocket_handler",
@@ -122,6 +127,56 @@ class WebsocketCloseReason(str):
         return obj
 
 
+class WebsocketException(Exception):
+    """0.22.x's error of a session's send methods (``from
+    simple_http_server.websocket_request_handler import WebsocketException`` works too).
+
+    Each send method raises a subclass that is also the standard error of its kind, so
+    ``except WebsocketException`` and ``except TypeError`` (...) both catch it.  Raised
+    from a handler, it is an error like any other, as in 0.22.x.
+    """
+
+    def __init__(self, reason: WebsocketCloseReason | None = None, graceful: bool = False) -> None:
+        super().__init__(reason)
+        self._graceful = graceful
+        self._reason = reason
+
+    @property
+    def is_graceful(self) -> bool:
+        """0.22.x's flag: True when the session was closed on request."""
+        return self._graceful
+
+    @property
+    def reason(self) -> WebsocketCloseReason | None:
+        """What went wrong."""
+        return self._reason
+
+
+class WebsocketTypeError(WebsocketException, TypeError):
+    """A message that is neither ``str`` nor ``bytes``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(WebsocketCloseReason(message))
+
+
+class WebsocketValueError(WebsocketException, ValueError):
+    """An opcode no message can be sent with."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(WebsocketCloseReason(message))
+
+
+class WebsocketFileError(WebsocketException, FileNotFoundError):
+    """``send_file`` of a path that is not a readable file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            WebsocketCloseReason(f"File in {path} does not exist or is not accessible.")
+        )
+        # As open() would raise it: "[Errno 2] No such file or directory: 'path'".
+        self.errno, self.strerror, self.filename = errno.ENOENT, os.strerror(errno.ENOENT), path
+
+
 class SessionLink(Protocol):
     """What a transport provides to send on one websocket."""
 
@@ -185,7 +240,7 @@ def _message(message: object, method: str) -> str | bytes:
         return message
     if isinstance(message, bytearray | memoryview):
         return bytes(message)  # a snapshot: the caller may reuse its buffer
-    raise TypeError(
+    raise WebsocketTypeError(
         f"{method}() takes str or bytes (or bytearray, memoryview), not {type(message).__name__}"
     )
 
@@ -286,7 +341,7 @@ class WebsocketSession:
         elif opcode == WEBSOCKET_OPCODE_CLOSE:
             self.close(data if isinstance(data, str) else data.decode())
         else:
-            raise ValueError(f"cannot send a message with opcode {opcode!r}")
+            raise WebsocketValueError(f"cannot send a message with opcode {opcode!r}")
 
     def send_text(self, message: str | bytes | bytearray | memoryview, chunk_size: int = 0) -> None:
         """Send a text message (in frames of ``chunk_size`` characters, or bytes, when > 0).
@@ -305,7 +360,7 @@ class WebsocketSession:
     def send_file(self, path: str, chunk_size: int = 0) -> None:
         """Stream a file as one binary message, without reading it whole."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(path)
+            raise WebsocketFileError(path)
         self._link.send_message(_file_pieces(path, chunk_size if chunk_size > 0 else _FILE_CHUNK))
 
     def send_ping(self, message: str | bytes | bytearray | memoryview = b"") -> None:

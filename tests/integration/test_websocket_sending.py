@@ -19,6 +19,7 @@ from simple_http_server import (
     WEBSOCKET_OPCODE_BINARY,
     WEBSOCKET_OPCODE_PING,
     WebsocketCloseReason,
+    WebsocketException,
     WebsocketHandler,
     WebsocketSession,
 )
@@ -163,11 +164,72 @@ def test_a_send_of_another_type_raises_type_error_and_sends_nothing(
     got = outcomes(live, path, [*WRONG_TYPES, "alive"])
     method = {name: name.split("(")[0].replace("pone", "pong") for name in WRONG_TYPES}
     assert {name: (frames, outcome.split(" (")[0]) for name, (frames, outcome) in got.items()} == {
-        **{name: ([], f"TypeError: {method[name]}() takes str or bytes") for name in WRONG_TYPES},
+        **{
+            name: ([], f"WebsocketTypeError: {method[name]}() takes str or bytes")
+            for name in WRONG_TYPES
+        },
         "alive": ([(True, TEXT, b"still open")], "ok"),
     }
     wait_for(lambda: bool(closes))
     assert closes == [1000]
+
+
+# -- 0.22.x's WebsocketException ---------------------------------------------------------
+def caught(action: Action, kind: type[Exception]) -> Action:
+    """``action`` under ``except WebsocketException``, as 0.22.x code wrote it: it must
+    be caught there, and be ``kind`` too."""
+
+    def run(session: WebsocketSession) -> None:
+        try:
+            action(session)
+        except WebsocketException as exc:
+            assert isinstance(exc, kind), repr(exc)
+            session.send(f"caught:{exc.reason}")
+
+    return run
+
+
+def missing_file(session: WebsocketSession) -> None:
+    session.send_file("/nonexistent/simple-http-server-test")
+
+
+CAUGHT: dict[str, Action] = {
+    "send(5)": caught(lambda s: s.send(5), TypeError),  # type: ignore[arg-type]
+    "send_binary(3)": caught(lambda s: s.send_binary(3), TypeError),  # type: ignore[arg-type]
+    "send(opcode 3)": caught(lambda s: s.send(b"x", 3), ValueError),
+    "send_file(missing)": caught(missing_file, FileNotFoundError),
+}
+
+
+@pytest.mark.parametrize("path", ["/sync", "/async"])
+def test_what_0_22_raised_as_websocket_exception_is_caught_as_one(serve: Serve, path: str) -> None:
+    """0.22.x raised ``WebsocketException`` for a message of another type and a file
+    that is not there; code catching it ran nowhere here (there was no such name).  The
+    send methods' errors are ``WebsocketException`` and the standard error alike."""
+    closes: list[int | None] = []
+    live = serve(actions_app({**CAUGHT, **ALIVE}, closes))
+    got = outcomes(live, path, [*CAUGHT, "alive"])
+    assert got == {
+        "send(5)": ([(True, TEXT, b"caught:send() takes str or bytes (or bytearray, "
+                     b"memoryview), not int")], "ok"),
+        "send_binary(3)": ([(True, TEXT, b"caught:send_binary() takes str or bytes (or "
+                            b"bytearray, memoryview), not int")], "ok"),
+        "send(opcode 3)": ([(True, TEXT, b"caught:cannot send a message with opcode 3")], "ok"),
+        "send_file(missing)": ([(True, TEXT, b"caught:File in /nonexistent/simple-http-server"
+                                b"-test does not exist or is not accessible.")], "ok"),
+        "alive": ([(True, TEXT, b"still open")], "ok"),
+    }  # fmt: skip
+    wait_for(lambda: bool(closes))
+    assert closes == [1000]
+
+
+def test_websocket_exception_is_importable_where_0_22_defined_it() -> None:
+    from simple_http_server.websocket_request_handler import WebsocketException as Original
+
+    assert Original is WebsocketException
+    reason = WebsocketCloseReason("gone", 1000, "bye")
+    exc = Original(reason=reason, graceful=True)
+    assert (exc.reason, exc.is_graceful, str(exc)) == (reason, True, "gone")
 
 
 # -- 4 and 6. what each method sends -----------------------------------------------------
@@ -335,6 +397,7 @@ def test_the_test_client_sees_the_same_messages() -> None:
         ws.send_text("int")
         assert (
             ws.receive_text()
-            == "done:TypeError: send() takes str or bytes (or bytearray, memoryview), not int"
+            == "done:WebsocketTypeError: send() takes str or bytes (or bytearray, memoryview),"
+            " not int"
         )
     assert closes == [1000]
