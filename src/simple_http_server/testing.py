@@ -39,7 +39,13 @@ from .protocol import http11
 from .protocol.http11 import HttpConnection, reason_phrase
 from .transport.common import new_connection, request_from_head
 from .transport.ws_glue import wants_websocket
-from .transport.ws_memory import TestWebsocket, WebsocketRejected, open_websocket, response_head
+from .transport.ws_memory import (
+    DEFLATE_OFFER,
+    TestWebsocket,
+    WebsocketRejected,
+    open_websocket,
+    response_head,
+)
 
 __all__ = ["TestClient", "TestResponse"]
 
@@ -394,12 +400,16 @@ class TestClient:
         path: str,
         headers: Mapping[str, str] | None = None,
         cookies: Mapping[str, str] | None = None,
+        compress: bool = False,
     ) -> TestWebsocket:
         """Open an in-memory websocket to the app's handler for ``path``.
 
         The upgrade request carries the jar's cookies (and ``cookies``) as
         ``request()`` does; ``headers`` replace the handshake's own of the same
-        name.  Returns a ``TestWebsocket`` (a context manager with ``send_text``,
+        name.  ``compress=True`` offers permessage-deflate as browsers do (an offer
+        in ``headers`` is made as given); the servers' negotiation answers it, and
+        messages then go compressed both ways (``TestWebsocket.compressed``).
+        Returns a ``TestWebsocket`` (a context manager with ``send_text``,
         ``send_bytes``, ``receive_text``, ``receive_bytes``, ``close``..., and the
         answer's ``headers`` and ``subprotocol``); raises ``WebsocketRejected``
         (``status_code``, ``headers``, ``body``) when the handshake is refused.
@@ -417,6 +427,8 @@ class TestClient:
         default("Connection", "Upgrade")
         default("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode())
         default("Sec-WebSocket-Version", "13")
+        if compress:
+            default("Sec-WebSocket-Extensions", DEFLATE_OFFER)
         self._add_cookies(default, cookies)
         head = _wire_head("GET", path, header_map.items())
         answer = _exchange(self.dispatcher, head)

@@ -255,6 +255,56 @@ def test_the_handshake_answer_is_the_servers(path: str) -> None:
         assert ("content-type", "application/json; charset=utf-8") in headers
 
 
+#: permessage-deflate offers, and how the TestClient makes each (None: ``compress=True``).
+DEFLATE_OFFERS = {
+    "compress": None,
+    "params": "permessage-deflate; server_no_context_takeover; client_max_window_bits=10",
+    "declined": "permessage-deflate; unknown_param",
+    "second": "x-webkit-deflate-frame, permessage-deflate; client_max_window_bits",
+}
+
+
+def _server_extensions(port: int, offer: str) -> str | None:
+    """The ``Sec-WebSocket-Extensions`` of a live server's 101 to ``offer``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Extensions: " + offer.encode() + b"\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    for line in head.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-extensions":
+            return value.strip().decode()
+    return None
+
+
+@pytest.mark.parametrize("kind", list(DEFLATE_OFFERS))
+def test_the_test_client_negotiates_permessage_deflate_as_the_servers_do(kind: str) -> None:
+    """Before, the TestClient declined every offer (``compress=`` did not exist)."""
+    given = DEFLATE_OFFERS[kind]
+    client = TestClient(handshake_app())
+    if given is None:
+        ws = client.websocket_connect("/ws", compress=True)
+    else:
+        ws = client.websocket_connect("/ws", headers={"Sec-WebSocket-Extensions": given})
+    with ws:
+        ours = ws.headers.get("Sec-WebSocket-Extensions")
+        assert ws.compressed == (ours is not None)
+        ws.send_text("ping")  # still a working session, compressed or not
+    offer = given or "permessage-deflate; client_max_window_bits"
+    for transport in ("threaded", "asyncio"):
+        with live_server(handshake_app(), transport, websocket_ping_interval=0) as live:
+            assert _server_extensions(live.port, offer) == ours, transport
+    assert (ours is None) == (kind == "declined")
+
+
 def test_the_handshake_sends_the_cookie_jar() -> None:
     app = App()
     seen: list[str | None] = []

@@ -226,3 +226,57 @@ def test_the_answer_to_a_ping_does_not_run_inside_the_senders_call() -> None:
     with TestClient(app).websocket_connect("/locked") as ws:
         ws.send_text("go")
         wait_until(lambda: log == [b"locked"])
+
+
+def compressed_echo_app() -> App:
+    app = App()
+
+    @app.websocket_handler(endpoint="/echo")
+    class Echo(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(f"{len(message)}:{message[:8]}")
+
+        def on_binary_message(self, session: WebsocketSession, message: bytes = b"") -> None:
+            session.send_binary(message)
+
+    return app
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_compress_negotiates_permessage_deflate(compress: bool) -> None:
+    """``compress=True`` offers permessage-deflate, as browsers do: the server's
+    negotiation accepts it and every message goes compressed, both ways."""
+    ws = TestClient(compressed_echo_app()).websocket_connect("/echo", compress=compress)
+    from_server: list[bytes] = []
+    received = ws._from_server
+
+    def recording(data: bytes) -> None:  # the server's frames, as they leave it
+        from_server.append(data)
+        received(data)
+
+    ws._from_server = recording  # type: ignore[method-assign]
+    with ws:
+        assert ws.compressed is compress
+        extensions = ws.headers.get("Sec-WebSocket-Extensions")
+        assert extensions == ("permessage-deflate; client_max_window_bits=15" if compress else None)
+        ws.send_text("a" * 100_000)
+        assert ws.receive_text() == "100000:aaaaaaaa"
+        ws.send_bytes(bytes(300_000))
+        assert ws.receive_bytes() == bytes(300_000)
+        ws.send_frame("x" * 10, fin=False)
+        ws.send_frame("y" * 10, fin=True)
+        assert ws.receive_text() == "20:xxxxxxxx"
+    binary = [chunk for chunk in from_server if chunk[0] & 0x0F == 0x2]
+    assert binary and all(bool(chunk[0] & 0x40) is compress for chunk in binary)
+    if compress:  # 300 kB of zeros, deflated
+        assert sum(len(chunk) for chunk in binary) < 10_000
+
+
+def test_a_compressed_message_past_the_limit_closes_with_1009() -> None:
+    """The servers' bound on an inflated message applies under the TestClient too."""
+    config = ServerConfig().with_changes(max_websocket_message_size=64 * 1024)
+    client = TestClient(compressed_echo_app(), config=config)
+    with client.websocket_connect("/echo", compress=True) as ws:
+        ws.send_bytes(bytes(1024 * 1024))  # 1 MiB of zeros: about 1 KiB on the wire
+        with pytest.raises(ConnectionError, match="1009"):
+            ws.receive_bytes()

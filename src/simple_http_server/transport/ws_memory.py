@@ -19,6 +19,7 @@ from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import Extension, PerMessageDeflate
 
 from ..dispatch.invoke import run_sync
 from ..dispatch.ws_handlers import Rejected, negotiate
@@ -28,7 +29,13 @@ from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, data_message
 from .ws_glue import _reject_bytes, _request_done
 
-__all__ = ["TestWebsocket", "WebsocketRejected", "open_websocket", "response_head"]
+__all__ = [
+    "DEFLATE_OFFER",
+    "TestWebsocket",
+    "WebsocketRejected",
+    "open_websocket",
+    "response_head",
+]
 
 
 def response_head(data: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -73,18 +80,32 @@ class _MemoryLink(LinkBase):
         self.client._replies_ready()
 
 
+#: What ``websocket_connect(..., compress=True)`` offers: browsers' offer.
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+
+
+def _client_extensions(agreed: str | None) -> list[Extension]:
+    """The client's end of the extension the server agreed on (its
+    ``Sec-WebSocket-Extensions`` answer), as a websocket client sets it up."""
+    if not agreed or agreed.split(";", 1)[0].strip() != PerMessageDeflate.name:
+        return []
+    extension = PerMessageDeflate()
+    extension.finalize(agreed)
+    return [extension]
+
+
 class TestWebsocket:
     """The client end of an in-memory websocket (a context manager).
 
     ``status_code`` (101), ``headers`` (case-insensitive) and ``header_list`` are
     those of the handshake answer; ``subprotocol`` is the one the handler chose
-    (its ``Sec-WebSocket-Protocol``), else None.
+    (its ``Sec-WebSocket-Protocol``), else None; ``compressed`` is True when
+    permessage-deflate was agreed on (messages are compressed both ways).
     """
 
     __test__ = False
 
     def __init__(self, status_code: int = 101, header_list: list[tuple[str, str]] | None = None):
-        self._client = Connection(ConnectionType.CLIENT)
         self._link: _MemoryLink | None = None
         self._received: deque[Any] = deque()
         self._cond = threading.Condition()
@@ -100,6 +121,9 @@ class TestWebsocket:
         for name, value in self.header_list:
             self.headers[name] = value
         self.subprotocol: str | None = self.headers.get("Sec-WebSocket-Protocol")
+        extensions = _client_extensions(self.headers.get("Sec-WebSocket-Extensions"))
+        self.compressed = bool(extensions)
+        self._client = Connection(ConnectionType.CLIENT, extensions)
 
     # -- plumbing ----------------------------------------------------------------
     def _from_server(self, data: bytes) -> None:
@@ -254,12 +278,14 @@ def open_websocket(app: Any, config: Any, http: HttpConnection, head: RequestHea
     if not _request_done(http):
         result: Any = Rejected(400, [], "A websocket upgrade request must not have a body.")
     else:
-        result = run_sync(negotiate(app.compiled().websockets, head, deflate=False))
+        limit = config.limits.max_websocket_message_size
+        result = run_sync(negotiate(app.compiled().websockets, head, max_message_size=limit))
     if isinstance(result, Rejected):
         raise WebsocketRejected.from_response(_reject_bytes(http, result))
     status, headers, _ = response_head(http.send_switch(result.headers))
     client = TestWebsocket(status, headers)
     proto = WebsocketProtocol(
+        extensions=result.extensions,
         max_message_size=config.limits.max_websocket_message_size,
         stream_binary=result.callbacks.on_binary_frame is not None,
     )
