@@ -1112,13 +1112,15 @@ def test_a_408_closes_the_connection_under_http_1_only(version: str) -> None:
     assert ((b"connection", b"close") in sent[0]["headers"]) == (version == "1.1")
 
 
+@pytest.mark.parametrize("path", ["form-def", "reader-async"])
 @pytest.mark.parametrize("framing", ["declared", "chunked"])
-def test_uvicorn_closes_the_connection_after_a_413(framing: str) -> None:
+def test_uvicorn_closes_the_connection_after_a_413(framing: str, path: str) -> None:
     """As our transports do: the rest of a body too large is never read, so the 413
     says ``Connection: close`` and uvicorn closes at once (before, it kept reading the
-    body to its end, then kept the connection)."""
-    proxy = server.init_asgi_proxy(app_conf=_body_app(), max_body_size=1000)
-    head = b"POST /form-def HTTP/1.1\r\nHost: t\r\nContent-Type: " + BODY_KINDS["form-def"]
+    body to its end, then kept the connection).  A form is read by the dispatcher, a
+    ``RequestBodyReader`` stream by the controller."""
+    proxy = server.init_asgi_proxy(app_conf=_body_app(), max_body_size=1000, max_upload_size=1000)
+    head = b"POST /" + path.encode() + b" HTTP/1.1\r\nHost: t\r\nContent-Type: " + BODY_KINDS[path]
     if framing == "declared":
         head += b"\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 2000
     else:  # over the limit, and never finished
