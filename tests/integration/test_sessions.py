@@ -410,3 +410,44 @@ def test_a_streamed_response_carries_the_session_it_created(make_client):
     sid = cookie_of(reply).split(";", 1)[0].split("=", 1)[1]
     assert client.get("/get").json()["id"] == sid
     assert client.get("/get").json()["value"] == "streamed"
+
+
+def test_a_controller_that_fails_after_a_login_sends_no_session_cookie(make_any_client):
+    """The 500 of an unexpected exception drops the controller's cookies so that one
+    that failed half-way does not log the client in; the session cookie of the
+    session it had just created and filled went out with that 500 all the same."""
+    app = session_app()
+
+    @app.route("/login")
+    def login(session: Session) -> str:
+        session.set_attribute("k", "alice")
+        raise RuntimeError("failed after the login was stored")
+
+    @app.route("/async-login")
+    async def async_login(request: Request) -> str:
+        session = request.get_session(True)
+        assert session is not None
+        session.set_attribute("k", "alice")
+        raise RuntimeError("failed after the login was stored")
+
+    @app.route("/renew")
+    def renew(request: Request) -> str:
+        old = request.get_session()
+        assert old is not None
+        old.invalidate()  # a new id at login, then the failure
+        new = request.get_session(True)
+        assert new is not None
+        new.set_attribute("k", "alice")
+        raise RuntimeError("failed after the login was stored")
+
+    client = make_any_client(app)
+    for path in ("/login", "/async-login"):
+        failed = client.get(path)
+        assert failed.status == 500
+        assert failed.get_all("Set-Cookie") == []
+        assert client.get("/peek").json() == {"id": None}
+    sid = client.get("/set?k=anonymous").json()["id"]
+    failed = client.get("/renew")
+    assert failed.status == 500
+    assert "Max-Age=0" in cookie_of(failed)  # the old session is gone, no new one
+    assert client.get("/get", headers={"Cookie": f"{COOKIE}={sid}"}).json()["id"] != sid

@@ -7,6 +7,7 @@ import os
 import pathlib
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -346,3 +347,103 @@ def test_an_undecodable_byte_of_request_text_is_stored(make_client, client, pref
     assert stored[b"a:raw"] == b'"caf\xe9\xff"'
     again = web.get("/async-get?name=raw")
     assert again.body == b'{"value": "caf\xe9\xff"}'
+
+
+# -- what async code ends, and what Redis refuses ------------------------------
+def ending_app(factory: RedisSessionFactory, redis_url: str) -> App:
+    """Async controllers that end a session (their writes wait for the flush)."""
+    app = redis_app(factory)
+
+    @app.route("/async-renew")
+    async def renew(request: Request) -> dict[str, Any]:
+        old = request.get_session()
+        assert old is not None
+        old.invalidate()  # a new id at login: the old one must die
+        new = request.get_session(True)
+        assert new is not None
+        new.set_attribute("k", "renewed")
+        return {"old": old.id, "new": new.id}
+
+    @app.route("/async-logout")
+    async def logout(request: Request) -> dict[str, Any]:
+        session = request.get_session()
+        assert session is not None
+        session.invalidate()
+        again = request.get_session()  # a filter or helper that looks again
+        return {"again": again.id if again else None}
+
+    @app.route("/async-full")
+    async def full(session: Session) -> str:
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.config_set("maxmemory", 1)  # Redis is full: it refuses writes
+        session.set_attribute("k", "lost")
+        return "stored"
+
+    return app
+
+
+def test_async_code_that_ends_a_session_never_brings_it_back(make_any_client, client, prefix):
+    """On a loop ``invalidate()`` waits for the flush; a second lookup of the client's
+    id found the session still in Redis: ``get_session(True)`` gave the OLD id back
+    (no new id at login) and the invalidation was never written (logout undone)."""
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    web = make_any_client(ending_app(factory, ""))
+    old = web.get("/set").json()["id"]
+    renewed = web.get("/async-renew")
+    assert renewed.status == 200
+    new = renewed.json()["new"]
+    assert renewed.json()["old"] == old and new != old
+    assert web.cookies[COOKIE] == new
+    assert client.exists(prefix + old) == 0
+    assert web.get("/get").json()["value"] == "renewed"
+
+    out = web.get("/async-logout")
+    assert out.json() == {"again": None}
+    assert any("Max-Age=0" in v for v in out.get_all("Set-Cookie"))
+    assert client.exists(prefix + new) == 0
+    assert COOKIE not in web.cookies
+
+
+def test_a_write_redis_refuses_after_async_code_is_a_500(
+    make_any_client, client, prefix, redis_url
+):
+    """A write kept for the flush (``async def``) that Redis refused was only logged:
+    the client got 200 for what was lost, where a ``def`` controller's write gets 500."""
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    web = make_any_client(ending_app(factory, redis_url))
+    sid = web.get("/set?value=before").json()["id"]
+    try:
+        reply = web.get("/async-full")
+    finally:
+        client.config_set("maxmemory", 0)
+    assert reply.status == 500 and b"stored" not in reply.body
+    assert json.loads(client.hget(prefix + sid, "a:k")) == {"value": "before", "n": [1, 2]}
+
+
+def test_a_lookup_only_the_controller_needs_fails_only_when_it_asks(make_any_client):
+    """Redis down: an ``async def`` controller requested with the session cookie failed
+    (500) though it never touches the session; the lookup made for it in advance is
+    speculative, and its error belongs to ``get_session()``."""
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        factory = RedisSessionFactory(url=f"redis://127.0.0.1:{port}/0", prefix="down:")
+        app = App()
+        app.session_factory = factory
+
+        @app.route("/async-health")
+        async def health() -> dict[str, bool]:
+            return {"ok": True}
+
+        @app.route("/async-peek")
+        async def peek(request: Request) -> dict[str, Any]:
+            session = request.get_session()
+            return {"id": session.id if session else None}
+
+        web = make_any_client(app)
+        cookie = {"Cookie": f"{COOKIE}=abc"}
+        health_reply = web.get("/async-health", headers=cookie)
+        assert (health_reply.status, health_reply.json()) == (200, {"ok": True})
+        assert health_reply.get_all("Set-Cookie") == []
+        assert web.get("/async-peek", headers=cookie).status == 500
+        factory.close()

@@ -192,15 +192,34 @@ class Dispatcher:
             return
         state = self._session_state(request)
         if state.sent_id is not None:
-            await state.prefetch(create=False)
+            try:
+                await state.prefetch(create=False)
+            except Exception as exc:  # a controller that never asks must not fail for it
+                state.prefetch_error = exc
 
-    async def _finish_session(self, request: Request) -> None:
+    async def _finish_session(self, request: Request) -> bool:
+        """Write what the request's session deferred; False (logged) when it failed."""
         state = request._session_state
         if state is not None:
             try:
                 await state.finish()
             except Exception:
                 _log.exception("Cannot save the session of %s", _request_line(request))
+                state.failed = True
+                return False
+        return True
+
+    async def _unsaved_session(self, response: Response, outcome: Outcome) -> Outcome:
+        """The answer when the session could not save what the controller wrote (a
+        write deferred by ``async def`` code): the ``500`` a ``def`` controller's
+        failed write gets, unless the head is already out."""
+        if response._streaming:
+            return outcome
+        if not isinstance(outcome.body, bytes | StaticFile | None):
+            await _close_body(outcome.body)
+        error = await self.error_outcome(500, "", "")
+        _keep_response_headers(response, error, cookies=False)
+        return error
 
     def session_cookie(self, request: Request, headers: list[tuple[str, str]]) -> None:
         """Add the ``Set-Cookie`` line the request's session needs, if any."""
@@ -240,6 +259,8 @@ class Dispatcher:
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
                 _log.exception("Error while serving %s", _request_line(request))
                 _cut_if_streaming(response)
+                if request._session_state is not None:
+                    request._session_state.failed = True
                 outcome = await self.error_outcome(500, "", "")
                 # As 0.22.x: the headers (a CORS header...) but not the cookies of a
                 # controller that failed half-way, which must not, say, log a client in.
@@ -253,8 +274,8 @@ class Dispatcher:
                     outcome = await self.error_outcome(500, "", "")
             if request.files and isinstance(outcome.body, bytes | StaticFile | None):
                 close_files(request)  # the body is made: free them before a slow client reads it
-            if request._session_state is not None:
-                await self._finish_session(request)
+            if request._session_state is not None and not await self._finish_session(request):
+                outcome = await self._unsaved_session(response, outcome)
             try:
                 if response._streaming:
                     if not response._closed:

@@ -265,7 +265,17 @@ class RequestSessions:
         request: the request (its cookies and scheme are read).
     """
 
-    __slots__ = ("cookie_name", "factory", "looked_up", "secure", "sent_id", "session")
+    __slots__ = (
+        "cookie_name",
+        "ended",
+        "factory",
+        "failed",
+        "looked_up",
+        "prefetch_error",
+        "secure",
+        "sent_id",
+        "session",
+    )
 
     def __init__(self, factory: SessionFactory, cookie_name: str, request: Request) -> None:
         self.factory = factory
@@ -275,6 +285,13 @@ class RequestSessions:
         self.secure = request.scheme == "https"
         self.session: Session | None = None
         self.looked_up = False
+        # Sessions of this request that ended (invalidated, expired) while it ran:
+        # their deferred writes (an invalidation made on an event loop) are flushed
+        # too, and the client's id is never looked up again once its session ended.
+        self.ended: list[Session] = []
+        # The request failed (an unexpected exception): no new session cookie.
+        self.failed = False
+        self.prefetch_error: Exception | None = None
 
     @property
     def blocking(self) -> bool:
@@ -294,7 +311,10 @@ class RequestSessions:
         done, session = self._cached(create)
         if done:
             return session
-        return self._store(self.factory.get_session(self.sent_id or "", create))
+        if (error := self.prefetch_error) is not None:
+            self.prefetch_error = None  # raised once, where the session is asked for
+            raise error
+        return self._store(self.factory.get_session(self._lookup_id(), create))
 
     async def prefetch(self, create: bool) -> None:
         """Resolve the session now, off the event loop when the factory may block."""
@@ -304,7 +324,15 @@ class RequestSessions:
         if not self.blocking:
             self.get(create)
             return
-        self._store(await call(self.factory.get_session, self.sent_id or "", create))
+        self._store(await call(self.factory.get_session, self._lookup_id(), create))
+
+    def _lookup_id(self) -> str:
+        """The id to look up: the client's, unless its session ended in this request
+        (a store that defers writes would still find it, not yet invalidated)."""
+        session = self.session
+        if session is not None and all(s is not session for s in self.ended):
+            self.ended.append(session)  # looked up again only once it is not alive
+        return "" if self.ended else self.sent_id or ""
 
     def _store(self, session: Session | None) -> Session | None:
         self.session = session
@@ -312,17 +340,19 @@ class RequestSessions:
         return session
 
     async def finish(self) -> None:
-        """Write what the session deferred (``flush()``), off the event loop."""
-        flush = getattr(self.session, "flush", None)
-        if callable(flush):
-            await call(flush)
+        """Write what the sessions deferred (``flush()``), off the event loop."""
+        for session in (*self.ended, self.session):
+            flush = getattr(session, "flush", None)
+            if callable(flush):
+                await call(flush)
 
     def cookie_headers(self) -> list[tuple[str, str]]:
         """The ``Set-Cookie`` header this response needs, if any.
 
-        A live session whose id the client did not send gets its cookie; a
-        cookie naming a session that is gone (invalidated, expired, unknown)
-        is removed.
+        A live session whose id the client did not send gets its cookie, unless
+        the request failed (a controller that failed half-way must not log a
+        client in); a cookie naming a session that is gone (invalidated,
+        expired, unknown, replaced) is removed.
         """
         if not self.looked_up:
             return []
@@ -334,9 +364,10 @@ class RequestSessions:
                 if (error := user_error(exc)) is exc:
                     raise
                 raise error from exc
-            if self.sent_id != session_id:
+            if self.sent_id == session_id:
+                return []
+            if not self.failed:
                 return [("Set-Cookie", session_cookie(self.cookie_name, session_id, self.secure))]
-            return []
         if self.sent_id is not None:
             value = session_cookie(self.cookie_name, "", self.secure, expire=True)
             return [("Set-Cookie", value)]
