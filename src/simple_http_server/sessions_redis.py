@@ -31,6 +31,11 @@ from .models import Session, SessionFactory
 
 __all__ = ["RedisSession", "RedisSessionFactory"]
 
+#: Seconds a connection or a command may take before it fails (redis-py < 8 waits
+#: forever by default: a Redis that stops answering would hold every worker).
+#: ``?socket_timeout=`` / ``?socket_connect_timeout=`` in the URL win.
+REDIS_TIMEOUT = 5.0
+
 _CREATED = b"m:created"
 _ACCESSED = b"m:accessed"
 _ATTR = "a:"
@@ -203,7 +208,12 @@ class RedisSessionFactory(SessionFactory):
                     "RedisSessionFactory needs the redis client: "
                     'pip install "simple_http_server[redis]"'
                 ) from err
-            client = redis.Redis.from_url(url, decode_responses=False)
+            client = redis.Redis.from_url(
+                url,
+                decode_responses=False,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
+            )
         self.client: Any = client
         self.prefix = prefix
         self.max_inactive_interval = int(max_inactive_interval)

@@ -447,3 +447,36 @@ def test_a_lookup_only_the_controller_needs_fails_only_when_it_asks(make_any_cli
         assert health_reply.get_all("Set-Cookie") == []
         assert web.get("/async-peek", headers=cookie).status == 500
         factory.close()
+
+
+def test_a_redis_that_never_answers_is_a_500_after_the_timeout(make_any_client):
+    """A Redis that accepts connections and says nothing (stopped, overloaded, a dead
+    link) fails the request after the client's timeout; the server goes on serving."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the backlog; nothing ever answers
+        port = silent.getsockname()[1]
+        url = f"redis://127.0.0.1:{port}/0?socket_timeout=0.5&socket_connect_timeout=0.5"
+        factory = RedisSessionFactory(url=url, prefix="silent:")
+        app = redis_app(factory)
+
+        @app.route("/plain")
+        def plain() -> str:
+            return "plain"
+
+        web = make_any_client(app)
+        started = time.monotonic()
+        assert web.get("/set").status == 500
+        assert time.monotonic() - started < 4.5  # bounded: never a hang
+        assert web.get("/plain").body == b"plain"
+        factory.close()
+
+
+def test_the_client_built_from_a_url_has_timeouts():
+    """redis-py before 8 has no timeout by default: a silent Redis held each worker
+    that asked it forever. The factory gives 5 s unless the URL says otherwise."""
+    factory = RedisSessionFactory(url="redis://127.0.0.1:1/0")
+    options = factory.client.connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (5.0, 5.0)
+    tuned = RedisSessionFactory(url="redis://127.0.0.1:1/0?socket_timeout=0.5")
+    assert tuned.client.connection_pool.connection_kwargs["socket_timeout"] == 0.5
