@@ -252,7 +252,7 @@ class RedisSessionFactory(SessionFactory):
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         attributes: dict[str, Any] = {}
         for field, data in fields.items():
-            name = field.decode("utf-8", "replace")
+            name = field.decode("utf-8", "surrogateescape")
             if name.startswith(_ATTR):
                 try:
                     attributes[name[len(_ATTR) :]] = self._loads(data)
@@ -266,8 +266,8 @@ class RedisSessionFactory(SessionFactory):
     ) -> bool:
         args: list[Any] = [repr(now), self.max_inactive_interval, len(sets)]
         for name, data in sets.items():
-            args += [_ATTR + name, data]
-        args += [_ATTR + name for name in deletes]
+            args += [_field(name), data]
+        args += [_field(name) for name in deletes]
         return bool(self._write_script(keys=[self.key(session_id)], args=args))
 
     def _delete(self, session_id: str) -> None:
@@ -276,6 +276,12 @@ class RedisSessionFactory(SessionFactory):
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()
+
+
+def _field(name: str) -> bytes:
+    """The hash field of attribute ``name``: an undecodable byte of request text in
+    the name (a lone surrogate) is stored as that byte, as in a value."""
+    return (_ATTR + name).encode("utf-8", "surrogateescape")
 
 
 def _as_float(data: bytes | None, default: float) -> float:

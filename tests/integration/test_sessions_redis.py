@@ -349,6 +349,36 @@ def test_an_undecodable_byte_of_request_text_is_stored(make_client, client, pref
     assert again.body == b'{"value": "caf\xe9\xff"}'
 
 
+def test_an_undecodable_byte_in_an_attribute_name_is_stored(make_client, client, prefix):
+    """An attribute named after request text holding ``%FF`` answered 500
+    (``UnicodeEncodeError``) with Redis, where the local store keeps it."""
+    factory = RedisSessionFactory(prefix=prefix, client=client)
+    app = redis_app(factory)
+
+    @app.route("/draft/{name}")
+    def draft(session: Session, name: str) -> dict[str, Any]:
+        session.set_attribute(f"draft:{name}", 1)
+        return {"id": session.id}
+
+    @app.route("/drop/{name}")
+    def drop(request: Request, name: str) -> dict[str, Any]:
+        session = request.get_session()
+        assert session is not None
+        names = sorted(session.attribute_names)
+        session.remove_attribute(f"draft:{name}")  # type: ignore[attr-defined]
+        return {"names": names}
+
+    web = make_client(app)
+    first = web.get("/draft/caf%E9%FF")
+    assert first.status == 200
+    stored = client.hgetall(prefix + first.json()["id"])
+    assert stored[b"a:draft:caf\xe9\xff"] == b"1"
+    dropped = web.get("/drop/caf%E9%FF")
+    assert dropped.status == 200
+    assert dropped.body == b'{"names": ["draft:caf\xe9\xff"]}'
+    assert b"a:draft:caf\xe9\xff" not in client.hgetall(prefix + first.json()["id"])
+
+
 # -- what async code ends, and what Redis refuses ------------------------------
 def ending_app(factory: RedisSessionFactory, redis_url: str) -> App:
     """Async controllers that end a session (their writes wait for the flush)."""
