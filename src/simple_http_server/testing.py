@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import datetime
+import email.utils
 import http.cookies
 import json as _json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -167,6 +170,25 @@ def _text_bytes(text: str) -> bytes:
         return text.encode("latin-1")
     except UnicodeEncodeError:
         return text.encode("utf-8")
+
+
+def _expired(morsel: http.cookies.Morsel[str]) -> bool:
+    """A ``Set-Cookie`` that deletes its cookie, as browsers read it (RFC 6265 5.2.1,
+    5.2.2, 5.3): ``Max-Age`` of 0 or less, else an ``Expires`` date in the past
+    (``Max-Age`` wins; a malformed one is ignored)."""
+    max_age = str(morsel["max-age"]).strip()
+    if re.fullmatch(r"-?[0-9]+", max_age):
+        return int(max_age) <= 0
+    expires = str(morsel["expires"])
+    if not expires:
+        return False
+    try:
+        when = email.utils.parsedate_to_datetime(expires)
+    except (TypeError, ValueError, OverflowError):  # unreadable: ignored, as browsers do
+        return False
+    if when.tzinfo is None:  # a cookie date is GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp() <= time.time()
 
 
 def _pairs(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> Iterable[Any]:
@@ -360,7 +382,7 @@ class TestClient:
         except http.cookies.CookieError:
             return
         for key, morsel in jar.items():
-            if morsel["max-age"] == "0" or morsel.value == "":
+            if morsel.value == "" or _expired(morsel):
                 self.cookies.pop(key, None)
             else:  # the value as coded on the wire, sent back so; read as the decoded one
                 kept: http.cookies.Morsel[str] = http.cookies.Morsel()

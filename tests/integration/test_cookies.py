@@ -118,6 +118,49 @@ def test_a_quoted_cookie_set_by_the_app_comes_back_whole(kind: str) -> None:
     assert kept == QUOTED  # client.cookies holds the decoded value
 
 
+def expiring_app() -> App:
+    app = cookie_app()
+
+    @app.route("/remember")
+    def remember(response: Response) -> str:
+        for name in ("by_expires", "by_max_age", "by_dashes", "future"):
+            response.add_cookie(name, "token")
+        return "ok"
+
+    @app.route("/forget")
+    def forget(response: Response) -> str:
+        # deletions that keep a value, as 0.22.x removed its session cookie
+        response.add_cookie("by_expires", "gone", expires="Thu, 01 Jan 1970 00:00:00 GMT")
+        response.add_cookie("by_max_age", "gone", max_age=-1)
+        response.add_cookie("by_dashes", "gone", expires="Thu, 01-Jan-1970 00:00:00 GMT")
+        response.add_cookie("future", "kept", expires="Thu, 01 Jan 2099 00:00:00 GMT")
+        return "ok"
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["dispatch", *TRANSPORTS])
+def test_a_cookie_expired_by_its_response_is_no_longer_sent(kind: str) -> None:
+    """The TestClient dropped a cookie only for ``Max-Age=0`` or an empty value: one
+    deleted with a past ``Expires`` or a negative ``Max-Age`` (and a value) was sent
+    again, where a browser's jar (here ``http.cookiejar``) forgets it."""
+    app = expiring_app()
+    if kind == "dispatch":
+        client = TestClient(app)
+        client.get("/remember")
+        client.get("/forget")
+        cookies = client.get("/me").json()["cookies"]
+    else:
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with live_server(app, kind) as live:
+            base = f"http://127.0.0.1:{live.port}"
+            opener.open(base + "/remember", timeout=10).read()
+            opener.open(base + "/forget", timeout=10).read()
+            cookies = json.loads(opener.open(base + "/me", timeout=10).read())["cookies"]
+    assert cookies == {"future": "kept"}
+
+
 # -- websocket handshakes ----------------------------------------------------
 def ws_app() -> App:
     app = App()
