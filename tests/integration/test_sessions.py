@@ -16,6 +16,7 @@ import trustme
 
 from simple_http_server import (
     App,
+    Headers,
     Request,
     Response,
     Session,
@@ -440,8 +441,13 @@ def test_a_controller_that_fails_after_a_login_sends_no_session_cookie(make_any_
         new.set_attribute("k", "alice")
         raise RuntimeError("failed after the login was stored")
 
+    @app.route("/unsendable")
+    def unsendable(session: Session) -> Any:
+        session.set_attribute("k", "alice")
+        return Headers({"X Bad": "1"}), "welcome"  # the logged 500 of Results
+
     client = make_any_client(app)
-    for path in ("/login", "/async-login"):
+    for path in ("/login", "/async-login", "/unsendable"):
         failed = client.get(path)
         assert failed.status == 500
         assert failed.get_all("Set-Cookie") == []

@@ -259,8 +259,7 @@ class Dispatcher:
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
                 _log.exception("Error while serving %s", _request_line(request))
                 _cut_if_streaming(response)
-                if request._session_state is not None:
-                    request._session_state.failed = True
+                _failed(request)
                 outcome = await self.error_outcome(500, "", "")
                 # As 0.22.x: the headers (a CORS header...) but not the cookies of a
                 # controller that failed half-way, which must not, say, log a client in.
@@ -271,6 +270,7 @@ class Dispatcher:
                 problem = None if response._streaming else invalid_head(outcome)
                 if problem is not None:
                     _log.error("Cannot answer %s: %s", _request_line(request), problem)
+                    _failed(request)
                     outcome = await self.error_outcome(500, "", "")
             if request.files and isinstance(outcome.body, bytes | StaticFile | None):
                 close_files(request)  # the body is made: free them before a slow client reads it
@@ -649,6 +649,12 @@ def _cut_if_streaming(response: Response) -> None:
     normally."""
     if response._streaming and not response._closed and not response._head_only:
         raise ClientGone("the controller failed after its response started")
+
+
+def _failed(request: Request) -> None:
+    """The request is answered with a 500: a session it created gets no cookie."""
+    if request._session_state is not None:
+        request._session_state.failed = True
 
 
 class _LazySession:
