@@ -457,3 +457,38 @@ def test_a_controller_that_fails_after_a_login_sends_no_session_cookie(make_any_
     assert failed.status == 500
     assert "Max-Age=0" in cookie_of(failed)  # the old session is gone, no new one
     assert client.get("/get", headers={"Cookie": f"{COOKIE}={sid}"}).json()["id"] != sid
+
+
+def test_a_full_local_store_ends_its_least_recently_used_session(
+    make_any_client, log_records
+) -> None:
+    """Clients that never send their cookie back cannot grow the local store without
+    bound: past ``max_sessions`` a new session ends the least recently used one."""
+    factory = LocalSessionFactory(max_sessions=2)
+    app = session_app()
+    app.session_factory = factory
+    client = make_any_client(app)
+
+    def as_user(jar: dict[str, str], path: str) -> dict[str, Any]:
+        client.cookies = jar
+        return client.get(path).json()  # type: ignore[no-any-return]
+
+    a: dict[str, str] = {}
+    b: dict[str, str] = {}
+    c: dict[str, str] = {}
+    made_a = as_user(a, "/set?value=a")
+    made_b = as_user(b, "/set?value=b")
+    assert as_user(a, "/get")["value"] == "a"  # a is now used more recently than b
+    as_user(c, "/set?value=c")  # the store is full: b, the least recently used, ends
+    assert len(factory) == 2
+    assert as_user(a, "/get") == {"id": made_a["id"], "new": False, "value": "a", "names": ["k"]}
+    again_b = as_user(b, "/get")
+    assert again_b["id"] != made_b["id"] and again_b["value"] is None
+    assert as_user(c, "/get")["id"] != made_a["id"]
+    assert [r for r in log_records.records if "max_sessions=2" in r.getMessage()]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10"])
+def test_max_sessions_must_be_a_positive_integer(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_sessions"):
+        LocalSessionFactory(max_sessions=bad)

@@ -17,11 +17,13 @@ import threading
 import time
 from typing import Any
 
+from .. import logger as _logging
 from ..config import finite_number
 from ..models import Request, Session, SessionFactory
 from .invoke import call, user_error
 
 __all__ = [
+    "DEFAULT_MAX_SESSIONS",
     "DEFAULT_SESSION_TIMEOUT",
     "LocalSession",
     "LocalSessionFactory",
@@ -37,6 +39,9 @@ __all__ = [
 
 #: Default idle timeout of a session, in seconds.
 DEFAULT_SESSION_TIMEOUT = 30 * 60
+#: Default bound of a local store: past it, the least recently used session ends.
+DEFAULT_MAX_SESSIONS = 100_000
+_log = _logging.get_logger("simple_http_server.sessions")
 _EXPIRED = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 
 
@@ -144,15 +149,28 @@ class LocalSessionFactory(SessionFactory):
 
     Args:
         max_inactive_interval: seconds of inactivity after which a session ends.
+        max_sessions: how many sessions it holds at most; a new one past it ends the
+            least recently used (clients that never send the cookie back cannot grow
+            the store without bound).
     """
 
     #: Never blocks: the dispatcher may call it on the event loop.
     blocking_io = False
 
-    def __init__(self, max_inactive_interval: float = DEFAULT_SESSION_TIMEOUT) -> None:
+    def __init__(
+        self,
+        max_inactive_interval: float = DEFAULT_SESSION_TIMEOUT,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+    ) -> None:
         if finite_number("max_inactive_interval", max_inactive_interval) <= 0:
             raise ValueError("max_inactive_interval must be positive")
+        if type(max_sessions) is not int or max_sessions < 1:
+            raise ValueError(f"max_sessions must be a positive integer, not {max_sessions!r}")
         self.max_inactive_interval = max_inactive_interval
+        self.max_sessions = max_sessions
+        self._evicted = False
+        # In the order of last use (a session found is moved to the end): the first
+        # is the least recently used.
         self._sessions: dict[str, LocalSession] = {}
         self._lock = threading.Lock()
         self._created = 0
@@ -167,19 +185,34 @@ class LocalSessionFactory(SessionFactory):
             with self._lock:
                 session = self._sessions.get(session_id)
                 if session is not None:
+                    del self._sessions[session_id]
                     if session._valid and not session._expired(time.monotonic()):
                         session._touch()
+                        self._sessions[session_id] = session  # now the most recently used
                         return session
-                    del self._sessions[session_id]
         if not create:
             return None
         session = LocalSession(self, new_session_id(), self.max_inactive_interval)
         with self._lock:
-            self._sessions[session.id] = session
             self._created += 1
             if self._created % 1000 == 0:
                 self._prune()
+            while len(self._sessions) >= self.max_sessions:
+                self._evict_oldest()
+            self._sessions[session.id] = session
         return session
+
+    def _evict_oldest(self) -> None:
+        # Called with the lock held: end the least recently used session.
+        oldest = self._sessions.pop(next(iter(self._sessions)))
+        oldest._valid = False
+        if not self._evicted and not oldest._expired(time.monotonic()):
+            self._evicted = True
+            _log.warning(
+                "The local session store is full (max_sessions=%d): the least recently "
+                "used sessions end early",
+                self.max_sessions,
+            )
 
     def _forget(self, session_id: str) -> None:
         with self._lock:
