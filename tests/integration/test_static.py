@@ -741,3 +741,22 @@ def test_dotfiles_are_served(make_client, tmp_path):
     client = make_client(App(), {"/public/**": str(www)})
     assert client.get("/public/.well-known/acme-challenge/token").body == b"proof"
     assert client.get("/public/.env").body == b"KEY=1"
+
+
+def test_compressed_files_have_the_compressions_type(make_any_client, tmp_path):
+    """d.json.gz is gzip bytes sent without Content-Encoding: application/gzip, as the
+    original's application/octet-stream was no lie either; before, application/json
+    with a charset (and a text/ type gzipped again by the gzip option)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    packed = {"d.json.gz": b"\x1f\x8bjson", "a.tar.gz": b"\x1f\x8btar", "t.txt.bz2": b"BZh" * 400}
+    for name, data in packed.items():
+        (www / name).write_bytes(data)
+    client = make_any_client(App(), {"/p/**": str(www)}, gzip_content_types={"text/"})
+    expected = {"d.json.gz": "application/gzip", "a.tar.gz": "application/gzip"}
+    expected["t.txt.bz2"] = "application/x-bzip2"
+    for name, media in expected.items():
+        reply = client.get(f"/p/{name}", headers={"Accept-Encoding": "gzip"})
+        assert (reply.status, reply.header("Content-Type")) == (200, media), name
+        assert reply.header("Content-Encoding") is None, name
+        assert reply.body == packed[name], name

@@ -284,6 +284,15 @@ def test_a_folder_swapped_while_resolving_never_raises_nor_leaks(tmp_path: Path)
         ("a.svg", "image/svg+xml; charset=utf-8"),
         ("a.mp3", "audio/mpeg"),
         ("noext", "application/octet-stream"),
+        # A compressed file is sent as it is (no Content-Encoding): its own type.
+        ("a.tar.gz", "application/gzip"),
+        ("d.json.gz", "application/gzip"),
+        ("a.tgz", "application/gzip"),
+        ("p.svgz", "application/gzip"),
+        ("t.txt.bz2", "application/x-bzip2"),
+        ("t.txt.xz", "application/x-xz"),
+        ("t.txt.br", "application/octet-stream"),
+        ("t.txt.Z", "application/octet-stream"),
     ],
 )
 def test_guess_type(name: str, media: str):

@@ -43,12 +43,23 @@ _EXTRA_TYPES = {
     ".wasm": "application/wasm",
 }
 _TEXTUAL = ("text/", "application/json", "application/javascript", "image/svg+xml")
+#: The type of a compressed file (``a.tar.gz``, ``d.json.gz``, ``p.svgz``): what it is,
+#: not what it holds once uncompressed (it goes out without ``Content-Encoding``).
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 
 
 def guess_type(path: str) -> str:
-    """The media type of a file name (``application/octet-stream`` when unknown)."""
+    """The media type of a file name (``application/octet-stream`` when unknown).
+
+    A compressed file's is the compression's (``application/gzip`` for ``.gz``,
+    ``.tgz``, ``.svgz``), never the type of its uncompressed content."""
     ext = os.path.splitext(path)[1].lower()
-    media = _EXTRA_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+    media = _EXTRA_TYPES.get(ext)
+    if media is None:
+        media, encoding = mimetypes.guess_type(path)
+        if encoding is not None:
+            media = _COMPRESSED.get(encoding, "application/octet-stream")
+    media = media or "application/octet-stream"
     if media.startswith(_TEXTUAL) and "charset" not in media:
         media += "; charset=utf-8"
     return media
