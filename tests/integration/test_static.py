@@ -760,3 +760,14 @@ def test_compressed_files_have_the_compressions_type(make_any_client, tmp_path):
         assert (reply.status, reply.header("Content-Type")) == (200, media), name
         assert reply.header("Content-Encoding") is None, name
         assert reply.body == packed[name], name
+
+
+def test_empty_file_suffix_range_is_the_whole_file(make_client, site):
+    """RFC 9110 14.1.3: on an empty file a suffix range (bytes=-n, n > 0) is satisfiable
+    and no 206 can carry it, so the answer is the (empty) file; bytes=0- is not (416)."""
+    client = make_client(static_app(site), mounts(site))
+    reply = client.get("/public/empty.txt", headers={"Range": "bytes=-5"})
+    assert (reply.status, reply.body, reply.header("Content-Length")) == (200, b"", "0")
+    assert reply.header("Content-Range") is None
+    assert client.get("/public/empty.txt", headers={"Range": "bytes=0-"}).status == 416
+    assert client.get("/public/empty.txt", headers={"Range": "bytes=-0"}).status == 416

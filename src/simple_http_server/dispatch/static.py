@@ -382,8 +382,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
         return None
     if first == "":
         suffix = _position(last)
-        if suffix == 0 or size == 0:
+        if suffix == 0:
             return False
+        if size == 0:  # satisfiable (RFC 9110 14.1.3), but no 206 can carry zero bytes
+            return None
         return max(0, size - suffix), size - 1
     if last and _below(last, first):
         return None
