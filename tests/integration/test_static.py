@@ -771,3 +771,26 @@ def test_empty_file_suffix_range_is_the_whole_file(make_client, site):
     assert reply.header("Content-Range") is None
     assert client.get("/public/empty.txt", headers={"Range": "bytes=0-"}).status == 416
     assert client.get("/public/empty.txt", headers={"Range": "bytes=-0"}).status == 416
+
+
+def test_a_static_file_path_with_a_nul_byte_is_404(make_any_client, tmp_path):
+    """A StaticFile path built from a request value holding %00 names no file: 404 in
+    every front end, as a missing one; before, a 500 with a traceback (ValueError)."""
+    (tmp_path / "r.csv").write_bytes(b"a,b\n")
+    app = App()
+
+    @app.route("/f/{name}")
+    def f(name: str) -> StaticFile:
+        return StaticFile(str(tmp_path / name), None)
+
+    records = LogRecords()
+    logger.add_handler(records)
+    try:
+        client = make_any_client(app)
+        assert client.get("/f/r.csv").body == b"a,b\n"
+        reply = client.get("/f/r.csv%00x")
+        assert reply.status == 404
+        assert reply.json()["explain"] == "Cannot find file for this url."
+    finally:
+        logger.remove_handler(records)
+    assert not [r for r in records.records if r.levelno >= logging.ERROR]

@@ -580,12 +580,12 @@ class _Resource(StaticFile):
 def _open_file(static: StaticFile) -> BinaryIO | None:
     """The file to send, or None (a 404). A resource's is the very file checked to
     be in its folder (:func:`.static.open_inside`); a controller's path is its own
-    choice, opened as given."""
+    choice, opened as given (one with a NUL byte names no file: ValueError)."""
     if isinstance(static, _Resource):
         return open_inside(static.root, static.file_path)
     try:
         return open(static.file_path, "rb")
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
