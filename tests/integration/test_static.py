@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from simple_http_server import App, StaticFile, logger
+from simple_http_server import App, Headers, Response, StaticFile, logger
 
 from ..conftest import LogRecords
 
@@ -794,3 +794,97 @@ def test_a_static_file_path_with_a_nul_byte_is_404(make_any_client, tmp_path):
     finally:
         logger.remove_handler(records)
     assert not [r for r in records.records if r.levelno >= logging.ERROR]
+
+
+LAST_MODIFIED = "Sat, 29 Oct 1994 19:43:31 GMT"
+
+
+def own_headers_app(path: Path) -> App:
+    """Controllers that set headers of their own next to a StaticFile."""
+    app = App()
+
+    @app.route("/type")
+    def own_type() -> Any:
+        return Headers({"Content-Type": "text/csv; charset=latin-1"}), StaticFile(str(path))
+
+    @app.route("/validators")
+    def validators() -> Any:
+        own = {"ETag": '"v1"', "Last-Modified": LAST_MODIFIED, "Cache-Control": "max-age=60"}
+        return Headers(own), StaticFile(str(path), None)
+
+    @app.route("/disposition")
+    def disposition(response: Response) -> StaticFile:
+        response.set_header("Content-Disposition", "inline")
+        return StaticFile(str(path), None, download_name="x.csv")
+
+    @app.route("/no-ranges")
+    def no_ranges() -> Any:
+        return Headers({"Accept-Ranges": "none"}), StaticFile(str(path), None)
+
+    @app.route("/length/{size}")
+    def length(size: str) -> Any:
+        return Headers({"Content-Length": size}), StaticFile(str(path), None)
+
+    return app
+
+
+def test_a_controllers_headers_win_over_the_files_own(make_any_client, tmp_path):
+    """Each header once: the controller's Content-Type, ETag, Last-Modified,
+    Content-Disposition and Accept-Ranges are sent instead of the file's, as 0.22.x let
+    a Content-Type header win; before, both went out (two Content-Type, two ETag...)."""
+    (tmp_path / "r.csv").write_bytes(b"a,b\n1,2\n")
+    client = make_any_client(own_headers_app(tmp_path / "r.csv"))
+    reply = client.get("/type")
+    assert reply.get_all("Content-Type") == ["text/csv; charset=latin-1"]
+    reply = client.get("/validators")
+    assert reply.get_all("ETag") == ['"v1"']
+    assert reply.get_all("Last-Modified") == [LAST_MODIFIED]
+    assert reply.get_all("Content-Type") == ["text/csv; charset=utf-8"]
+    assert reply.get_all("Content-Disposition") == []
+    reply = client.get("/disposition")
+    assert reply.get_all("Content-Disposition") == ["inline"]
+    reply = client.get("/no-ranges", headers={"Range": "bytes=0-1"})
+    assert (reply.status, reply.body, reply.get_all("Accept-Ranges")) == (
+        200,
+        b"a,b\n1,2\n",
+        ["none"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"If-None-Match": '"v1"'}, 304),
+        ({"If-None-Match": 'W/"v1"'}, 304),
+        ({"If-Modified-Since": LAST_MODIFIED}, 304),
+        ({"If-Match": '"v1"'}, 200),
+        ({"If-Unmodified-Since": "Sat, 29 Oct 1994 19:43:30 GMT"}, 412),
+        ({"Range": "bytes=0-1", "If-Range": '"v1"'}, 206),
+        ({"Range": "bytes=0-1", "If-Range": LAST_MODIFIED}, 206),
+    ],
+)
+def test_conditions_use_the_validators_the_controller_sent(
+    make_any_client, tmp_path, headers, status
+):
+    """A controller's ETag and Last-Modified are the validators the client has: the
+    conditions compare with them (before, with the file's, never sent alone)."""
+    (tmp_path / "r.csv").write_bytes(b"a,b\n1,2\n")
+    reply = make_any_client(own_headers_app(tmp_path / "r.csv")).get("/validators", headers=headers)
+    assert reply.status == status
+    assert reply.get_all("ETag") == ['"v1"']
+
+
+@pytest.mark.parametrize("size", ["8", "3", "999"])
+def test_a_controllers_content_length_on_a_file_is_replaced(make_any_client, tmp_path, size):
+    """The server frames a file answer: a Content-Length the controller set goes, right or
+    wrong; before, a 500 (conflicting Content-Length) or, under WSGI, two of them."""
+    (tmp_path / "r.csv").write_bytes(b"a,b\n1,2\n")
+    client = make_any_client(own_headers_app(tmp_path / "r.csv"))
+    reply = client.get(f"/length/{size}")
+    assert (reply.status, reply.body, reply.get_all("Content-Length")) == (
+        200,
+        b"a,b\n1,2\n",
+        ["8"],
+    )
+    reply = client.get(f"/length/{size}", headers={"Range": "bytes=0-1"})
+    assert (reply.status, reply.body, reply.get_all("Content-Length")) == (206, b"a,", ["2"])

@@ -519,8 +519,14 @@ class Dispatcher:
             return await self.send(request, channel, outcome)
         with file:
             st = os.fstat(file.fileno())
-            content_type = static.content_type or guess_type(static.file_path)
-            headers = list(outcome.headers)
+            # The server frames the file (and its ranges); the controller's other
+            # headers win over the file's own (plan_file leaves those out).
+            headers = [h for h in outcome.headers if h[0].lower() not in _FILE_FRAMING]
+            content_type = (
+                _header(headers, "content-type")
+                or static.content_type
+                or guess_type(static.file_path)
+            )
             gzip = self.gzip is not None and choose_file_gzip(
                 self.gzip, request, outcome.status, headers, content_type, st.st_size
             )
@@ -531,6 +537,7 @@ class Dispatcher:
                 static.download_name,
                 gzip,
                 conditional=outcome.status == 200,  # an error page's file goes out whole
+                given=headers,
             )
             status = answer.status if outcome.status == 200 else outcome.status
             headers += answer.headers
@@ -575,6 +582,10 @@ class _Resource(StaticFile):
     def __init__(self, root: str, path: str) -> None:
         super().__init__(path, None)
         self.root = root
+
+
+#: Headers of a controller's that a file answer leaves out: the server frames the file.
+_FILE_FRAMING = frozenset({"content-length", "content-range"})
 
 
 def _open_file(static: StaticFile) -> BinaryIO | None:

@@ -10,7 +10,7 @@ import io
 import mimetypes
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
@@ -296,14 +296,14 @@ def _tags(header: str) -> set[str]:
     return {tag.strip() for tag in header.split(",")}
 
 
-def _precondition_failed(request: Request, etag: str, mtime: float) -> bool:
+def _precondition_failed(request: Request, etag: str, mtime: float | None) -> bool:
     """RFC 9110 13.2.2 steps 1-2: If-Match (strong comparison), else If-Unmodified-Since."""
     if_match = request.headers.get("If-Match")
     if if_match is not None:
         tags = _tags(str(if_match))
         return not ("*" in tags or etag in tags)
     ius = request.headers.get("If-Unmodified-Since")
-    if ius:
+    if ius and mtime is not None:
         date = _http_date(str(ius))
         return date is not None and int(mtime) > date
     return False
@@ -316,30 +316,30 @@ def none_match(if_none_match: str, etag: str, opaque: Callable[[str], str] = _we
     return "*" in tags or opaque(etag) in tags
 
 
-def _none_match(request: Request, etag: str) -> bool | None:
+def _none_match(request: Request, etag: str, opaque: Callable[[str], str]) -> bool | None:
     """If-None-Match of a static file: True when it matches; None when absent."""
     inm = request.headers.get("If-None-Match")
     if inm is None:
         return None
-    return none_match(str(inm), etag, _opaque)
+    return none_match(str(inm), etag, opaque)
 
 
-def _not_modified(request: Request, mtime: float) -> bool:
+def _not_modified(request: Request, mtime: float | None) -> bool:
     """If-Modified-Since (GET and HEAD only, and only without If-None-Match)."""
     ims = request.headers.get("If-Modified-Since")
-    if ims:
+    if ims and mtime is not None:
         date = _http_date(str(ims))
         return date is not None and int(mtime) <= date
     return False
 
 
-def _if_range_holds(if_range: str, etag: str, mtime: float) -> bool:
+def _if_range_holds(if_range: str, etag: str, mtime: float | None) -> bool:
     """RFC 9110 13.1.5: a strong entity tag match, or the exact Last-Modified date."""
     if_range = if_range.strip()
     if if_range.startswith(('"', "W/")):
-        return if_range == etag
+        return if_range == etag and not etag.startswith("W/")
     date = _http_date(if_range)
-    return date is not None and int(mtime) == int(date)
+    return date is not None and mtime is not None and int(mtime) == int(date)
 
 
 def _is_number(text: str) -> bool:
@@ -418,6 +418,25 @@ def attachment(download_name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Validators:
+    """What a file answer's conditions are evaluated against: the validators it sends."""
+
+    etag: str
+    mtime: float | None  # None: a Last-Modified that is no date (date conditions fail)
+    opaque: Callable[[str], str]  # the weak comparison's view of a tag
+    ranges: bool  # False when the controller sent ``Accept-Ranges`` without ``bytes``
+
+
+def _validators(st: os.stat_result, gzip: bool, given: Mapping[str, str]) -> _Validators:
+    """The file's own validators, or the ones the controller set (they are the ones sent)."""
+    etag, opaque = (given["etag"].strip(), _weak) if "etag" in given else (_etag(st, gzip), _opaque)
+    mtime = _http_date(given["last-modified"]) if "last-modified" in given else st.st_mtime
+    accept = given.get("accept-ranges")
+    ranges = accept is None or "bytes" in (t.strip().lower() for t in accept.split(","))
+    return _Validators(etag, mtime, opaque, ranges)
+
+
 def plan_file(
     request: Request,
     st: os.stat_result,
@@ -425,6 +444,7 @@ def plan_file(
     download_name: str | None = None,
     gzip: bool = False,
     conditional: bool = True,
+    given: Sequence[tuple[str, str]] = (),
 ) -> FileAnswer:
     """Headers and range for sending a file, honoring preconditions and ``Range``.
 
@@ -435,35 +455,45 @@ def plan_file(
     ``conditional=False`` (a file sent with another status than 200, such as
     an error page) none of them, nor ``Range``, applies.  With ``gzip`` the
     entity tag is the one of the gzipped form and ``Range`` is not honored
-    (the caller only gzips requests without one).
+    (the caller only gzips requests without one).  ``given`` are the headers
+    the controller set: those win over the file's own (``ETag``,
+    ``Last-Modified``, ``Content-Type``, ``Content-Disposition``,
+    ``Accept-Ranges``), which are then left out, and the conditions are
+    evaluated against the validators sent.
     """
-    etag = _etag(st, gzip)
+    own = {name.lower(): str(value) for name, value in reversed(given)}  # the first one wins
+    valid = _validators(st, gzip, own)
     headers = [
         ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
-        ("ETag", etag),
+        ("ETag", valid.etag),
         ("Accept-Ranges", "bytes"),
     ]
     safe = request.method in ("GET", "HEAD")
     if conditional and safe:
-        if _precondition_failed(request, etag, st.st_mtime):
-            return FileAnswer(412, headers)
-        matched = _none_match(request, etag)
-        if matched or (matched is None and _not_modified(request, st.st_mtime)):
-            return FileAnswer(304, headers)
+        if _precondition_failed(request, valid.etag, valid.mtime):
+            return FileAnswer(412, _not_given(headers, own))
+        matched = _none_match(request, valid.etag, valid.opaque)
+        if matched or (matched is None and _not_modified(request, valid.mtime)):
+            return FileAnswer(304, _not_given(headers, own))
     headers.append(("Content-Type", content_type))
     if download_name:
         headers.append(("Content-Disposition", attachment(download_name)))
     size = st.st_size
     raw_range = request.headers.get("Range")
-    if raw_range and safe and conditional and not gzip:
+    if raw_range and safe and conditional and not gzip and valid.ranges:
         if_range = request.headers.get("If-Range")
-        if if_range is None or _if_range_holds(str(if_range), etag, st.st_mtime):
+        if if_range is None or _if_range_holds(str(if_range), valid.etag, valid.mtime):
             span = parse_range(str(raw_range), size)
             if span is False:
                 headers.append(("Content-Range", f"bytes */{size}"))
-                return FileAnswer(416, headers)
+                return FileAnswer(416, _not_given(headers, own))
             if isinstance(span, tuple):
                 start, end = span
                 headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
-                return FileAnswer(206, headers, start, end - start + 1)
-    return FileAnswer(200, headers, 0, size)
+                return FileAnswer(206, _not_given(headers, own), start, end - start + 1)
+    return FileAnswer(200, _not_given(headers, own), 0, size)
+
+
+def _not_given(headers: list[tuple[str, str]], given: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``headers`` less those the controller set itself."""
+    return [h for h in headers if h[0].lower() not in given] if given else headers
