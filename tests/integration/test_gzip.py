@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -383,3 +384,18 @@ def test_accept_encoding_over_the_wire(make_client, tmp_path, accept_encoding, g
     else:
         assert reply.header("Content-Encoding") is None
         assert reply.text == PAGE
+
+
+@pytest.mark.parametrize("if_none_match", ['"a,b"', 'W/"a,b"', '"x", "a,b"', '"a,b" , W/"y"'])
+def test_an_entity_tag_holding_a_comma_is_one_tag(make_client, if_none_match):
+    """RFC 9110 8.8.3: a quoted entity tag may hold a comma; the list is not cut inside it
+    (before, '"a,b"' was read as '"a' and 'b"' and never matched)."""
+    app = App()
+
+    @app.route("/comma")
+    def comma() -> Any:
+        return Headers({"ETag": '"a,b"'}), "<p>x</p>"
+
+    client = make_client(app)
+    assert client.get("/comma", headers={"If-None-Match": if_none_match}).status == 304
+    assert client.get("/comma", headers={"If-None-Match": '"a"'}).status == 200

@@ -858,6 +858,8 @@ def test_a_controllers_headers_win_over_the_files_own(make_any_client, tmp_path)
         ({"If-None-Match": 'W/"v1"'}, 304),
         ({"If-Modified-Since": LAST_MODIFIED}, 304),
         ({"If-Match": '"v1"'}, 200),
+        ({"If-Match": '"other", "v1"'}, 200),
+        ({"If-Match": '"v1,v2"'}, 412),  # one tag holding a comma (RFC 9110 8.8.3)
         ({"If-Unmodified-Since": "Sat, 29 Oct 1994 19:43:30 GMT"}, 412),
         ({"Range": "bytes=0-1", "If-Range": '"v1"'}, 206),
         ({"Range": "bytes=0-1", "If-Range": LAST_MODIFIED}, 206),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import mimetypes
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -292,8 +293,13 @@ def _http_date(value: str) -> float | None:
     return moment.timestamp()
 
 
+#: One member of an entity-tag list: a quoted tag (which may hold a comma, RFC 9110
+#: 8.8.3), or anything else up to the next comma (``*``, or a sloppy unquoted tag).
+_LIST_MEMBER = re.compile(r'(?:W/)?"[^"]*"|[^,\s][^,]*')
+
+
 def _tags(header: str) -> set[str]:
-    return {tag.strip() for tag in header.split(",")}
+    return {tag.strip() for tag in _LIST_MEMBER.findall(header)}
 
 
 def _precondition_failed(request: Request, etag: str, mtime: float | None) -> bool:
