@@ -890,3 +890,22 @@ def test_a_controllers_content_length_on_a_file_is_replaced(make_any_client, tmp
     )
     reply = client.get(f"/length/{size}", headers={"Range": "bytes=0-1"})
     assert (reply.status, reply.body, reply.get_all("Content-Length")) == (206, b"a,", ["2"])
+
+
+def test_a_mounted_folder_that_is_a_symlink_is_followed_as_it_is_now(make_any_client, tmp_path):
+    """A deploy that swaps the mounted symlink (current -> releases/2) is served at once,
+    as 0.22.x served it; before, the folder's real path was fixed at start, so the old
+    release went on being served (or 404 once removed) until a restart."""
+    for release in ("1", "2"):
+        (tmp_path / "releases" / release).mkdir(parents=True)
+        (tmp_path / "releases" / release / "v.txt").write_text(f"release {release}")
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "1")
+    client = make_any_client(App(), {"/s/**": str(current)})
+    assert client.get("/s/v.txt").body == b"release 1"
+    swap = tmp_path / "current.new"
+    swap.symlink_to(tmp_path / "releases" / "2")
+    os.replace(swap, current)
+    assert client.get("/s/v.txt").body == b"release 2"
+    (tmp_path / "releases" / "2" / "v.txt").unlink()
+    assert client.get("/s/v.txt").status == 404

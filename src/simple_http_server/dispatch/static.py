@@ -86,11 +86,11 @@ class _Mount:
     prefix: str  # "/p/" for path mounts, "" for suffix mounts
     suffix: str  # ".js" for suffix mounts
     recursive: bool
-    root: str
+    root: str  # the folder as given (absolute): its real path is found per request
 
 
 def _parse_mount(pattern: str, directory: str) -> _Mount:
-    root = os.path.realpath(directory)
+    root = os.path.abspath(directory)
     pattern = pattern.strip()
     if pattern.startswith("**") and not pattern.startswith("**/"):
         return _Mount("", pattern[2:], True, root)
@@ -143,9 +143,12 @@ class Resources:
             rel = self._relative(mount, path)
             if rel is None:
                 continue
-            found = _inside(mount.root, rel)
-            if found is not None:
-                return mount.root, found
+            # Resolved now, not at start: a folder that is a symlink swapped by a deploy
+            # ("current" -> releases/42) serves the new release, as in 0.22.x.
+            root = _real(mount.root)
+            found = None if root is None else _inside(root, rel)
+            if root is not None and found is not None:
+                return root, found
         return None
 
     @staticmethod
@@ -163,6 +166,14 @@ class Resources:
         if any(part in ("", ".", "..") for part in rel.split("/")):
             return None
         return rel
+
+
+def _real(folder: str) -> str | None:
+    """The real path of a mount's folder; None when it cannot be resolved."""
+    try:
+        return os.path.realpath(folder)
+    except (OSError, ValueError):
+        return None
 
 
 def _inside(root: str, rel: str) -> str | None:
