@@ -909,3 +909,27 @@ def test_a_mounted_folder_that_is_a_symlink_is_followed_as_it_is_now(make_any_cl
     assert client.get("/s/v.txt").body == b"release 2"
     (tmp_path / "releases" / "2" / "v.txt").unlink()
     assert client.get("/s/v.txt").status == 404
+
+
+def test_a_list_of_dates_in_a_conditional_header_is_ignored(serve, site):
+    """RFC 9110 13.1.3 / 13.1.4: If-Modified-Since or If-Unmodified-Since holding more
+    than one date (sent on two lines, joined) is ignored; before, the first date was read
+    (a 304 or a 412 decided by one of several dates)."""
+    live = serve(static_app(site), mounts(site))
+    mtime = os.stat(site / "index.html").st_mtime
+    later = formatdate(mtime + 3600, usegmt=True).encode()
+    earlier = formatdate(mtime - 3600, usegmt=True).encode()
+    for name, first, second in (
+        (b"If-Modified-Since", later, earlier),
+        (b"If-Unmodified-Since", earlier, later),
+    ):
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /public/index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + name + b": " + first + b"\r\n" + name + b": " + second + b"\r\n\r\n"
+            )  # fmt: skip
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 "), (name, data[:40])
+        assert data.endswith(INDEX)

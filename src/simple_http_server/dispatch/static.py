@@ -289,12 +289,26 @@ def _opaque(tag: str) -> str:
     return _weak(tag).replace(_GZIP_TAG + '"', '"')
 
 
+_DAYS = ("mon", "tues", "wednes", "thurs", "fri", "satur", "sun")
+_DAY_NAMES = frozenset([day[:3] for day in _DAYS] + [day + "day" for day in _DAYS])
+
+
+def _one_date(value: str) -> bool:
+    """False when a date field holds a list (``date, date``): the only comma a date
+    has follows its day name (IMF-fixdate, RFC 850); the asctime form has none."""
+    parts = value.split(",")
+    return len(parts) == 1 or (len(parts) == 2 and parts[0].strip().lower() in _DAY_NAMES)
+
+
 def _http_date(value: str) -> float | None:
-    """An HTTP date as a timestamp; None when it does not parse.
+    """An HTTP date as a timestamp; None when it does not parse, or is a list of dates
+    (RFC 9110 13.1.3, 13.1.4: such an ``If-Modified-Since`` is ignored).
 
     Every HTTP date is GMT (RFC 9110 5.6.7): the asctime form and ``-0000``
     parse without a zone, and must not be read in the server's local time.
     """
+    if not _one_date(value):
+        return None
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
