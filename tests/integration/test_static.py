@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -933,3 +933,20 @@ def test_a_list_of_dates_in_a_conditional_header_is_ignored(serve, site):
                 data += chunk
         assert data.startswith(b"HTTP/1.1 200 "), (name, data[:40])
         assert data.endswith(INDEX)
+
+
+def test_a_file_modified_in_the_future_is_last_modified_now(make_any_client, tmp_path):
+    """RFC 9110 8.8.2.1: Last-Modified is never later than Date; a file whose mtime is
+    ahead (unpacked from a machine whose clock is ahead) says now, and is not answered
+    304 for that date. Before, the future date went out as it was."""
+    (tmp_path / "f.txt").write_bytes(b"future")
+    ahead = time.time() + 86400
+    os.utime(tmp_path / "f.txt", (ahead, ahead))
+    client = make_any_client(App(), {"/p/**": str(tmp_path)})
+    reply = client.get("/p/f.txt")
+    modified = parsedate_to_datetime(reply.header("Last-Modified") or "")
+    assert modified.timestamp() <= time.time() + 1
+    if reply.header("Date") is not None:  # the TestClient sends none
+        assert modified <= parsedate_to_datetime(reply.header("Date") or "")
+    again = client.get("/p/f.txt", headers={"If-Modified-Since": reply.header("Last-Modified")})
+    assert (again.status, again.body) == (200, b"future")

@@ -11,6 +11,7 @@ import mimetypes
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timezone
@@ -468,6 +469,13 @@ def _validators(st: os.stat_result, gzip: bool, given: Mapping[str, str]) -> _Va
     return _Validators(etag, mtime, opaque, ranges)
 
 
+def _last_modified(st: os.stat_result) -> str:
+    """The ``Last-Modified`` of a file: its mtime, or now when that is in the future
+    (RFC 9110 8.8.2.1: never later than the answer's ``Date``; an archive unpacked from
+    a clock ahead).  The conditions still compare with the mtime: no 304 until then."""
+    return formatdate(min(st.st_mtime, time.time()), usegmt=True)
+
+
 def plan_file(
     request: Request,
     st: os.stat_result,
@@ -495,7 +503,7 @@ def plan_file(
     own = {name.lower(): str(value) for name, value in reversed(given)}  # the first one wins
     valid = _validators(st, gzip, own)
     headers = [
-        ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
+        ("Last-Modified", _last_modified(st)),
         ("ETag", valid.etag),
         ("Accept-Ranges", "bytes"),
     ]
