@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import logging
 import os
 import socket
@@ -16,7 +18,7 @@ import pytest
 
 from simple_http_server import App, Headers, Response, StaticFile, logger
 
-from ..conftest import LogRecords
+from ..conftest import LogRecords, small_send_buffer_listener
 
 INDEX = b"<!doctype html><title>hi</title>" * 10
 
@@ -950,3 +952,52 @@ def test_a_file_modified_in_the_future_is_last_modified_now(make_any_client, tmp
         assert modified <= parsedate_to_datetime(reply.header("Date") or "")
     again = client.get("/p/f.txt", headers={"If-Modified-Since": reply.header("Last-Modified")})
     assert (again.status, again.body) == (200, b"future")
+
+
+@pytest.mark.parametrize("change", ["shrink", "grow"])
+def test_a_file_changed_while_gzipped_keeps_to_its_size(serve, tmp_path, change):
+    """The gzip form sends the bytes its ETag describes, as the identity form does: a
+    file that grows mid-send is cut at its size, and one that shrinks ends the
+    connection without the last chunk (the client sees a short body, one warning).
+    Before, it read to the end: the grown file's new bytes went out, and a shrunk file
+    ended as a complete answer, the client none the wiser."""
+    size = 24 << 20
+    content = os.urandom(size)  # incompressible: the server blocks on the socket early
+    big = tmp_path / "big.txt"
+    big.write_bytes(content)
+    live = serve(
+        App(),
+        {"/files/*": str(tmp_path)},
+        listener=small_send_buffer_listener(),
+        gzip_content_types={"text/plain"},
+        gzip_compress_level=1,
+    )
+    records = LogRecords()
+    logger.add_handler(records)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # the server blocks early
+        sock.settimeout(10)
+        sock.connect((live.host, live.port))
+        conn = http.client.HTTPConnection(live.host, live.port, timeout=10)
+        conn.sock = sock
+        conn.request("GET", "/files/big.txt", headers={"Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Encoding") == "gzip"
+        if change == "grow":
+            with big.open("ab") as f:
+                f.write(b"appended" * 4096)
+            assert gzip.decompress(resp.read()) == content
+        else:
+            os.truncate(big, 1 << 20)
+            with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+                resp.read()
+        conn.close()
+        time.sleep(0.2)  # the server logs once it sees the short file, maybe after the close
+        logger.flush()
+    finally:
+        logger.remove_handler(records)
+    shrank = [r for r in records.records if "shrank" in r.getMessage()]
+    assert len(shrank) == (1 if change == "shrink" else 0)
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in shrank)
+    assert not [r for r in records.records if r.levelno >= logging.ERROR]

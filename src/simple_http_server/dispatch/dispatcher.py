@@ -11,7 +11,7 @@ import html
 import inspect
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO, cast
 
 from .. import logger as _logging
@@ -61,6 +61,7 @@ from .sessions import (
     global_session_factory,
 )
 from .static import (
+    FileAnswer,
     Resources,
     guess_type,
     none_match,
@@ -545,7 +546,7 @@ class Dispatcher:
                 headers = [h for h in headers if h[0].lower() != "content-encoding"]
                 return await self.send(request, channel, Outcome(status, headers, b""))
             if gzip:
-                return await self._send_gzipped(request, channel, status, headers, file)
+                return await self._send_gzipped(request, channel, status, headers, file, answer)
             headers.append(("Content-Length", str(answer.length)))
             await channel.send_head(status, encode_headers(headers))
             if request.method != "HEAD" and answer.length:
@@ -564,16 +565,35 @@ class Dispatcher:
         status: int,
         headers: list[tuple[str, str]],
         file: BinaryIO,
+        answer: FileAnswer,
     ) -> tuple[int, int]:
         assert self.gzip is not None
         await channel.send_head(status, encode_headers(headers))
         size = 0
         if request.method != "HEAD":
-            async for chunk in self.gzip.stream(iter(lambda: file.read(FILE_CHUNK), b"")):
-                size += len(chunk)
-                await channel.send_data(chunk)
+            chunks = _file_chunks(file, answer.offset, answer.length)
+            try:
+                async for chunk in self.gzip.stream(chunks):
+                    size += len(chunk)
+                    await channel.send_data(chunk)
+            except FileShrank as exc:  # as for the identity form: the end is never sent
+                _log.warning("%s: %s", _request_line(request), _escape(str(exc)))
+                raise
         await channel.send_end()
         return status, size
+
+
+def _file_chunks(file: BinaryIO, offset: int, count: int) -> Iterator[bytes]:
+    """``count`` bytes of ``file`` from ``offset``, the ones its ETag and size describe:
+    no more when it grew since, and :class:`FileShrank` when it ends before."""
+    file.seek(offset)
+    left = count
+    while left > 0:
+        chunk = file.read(min(FILE_CHUNK, left))
+        if not chunk:
+            raise FileShrank(file, count, count - left)
+        left -= len(chunk)
+        yield chunk
 
 
 class _Resource(StaticFile):
