@@ -26,6 +26,7 @@ __all__ = [
     "Redirect",
     "Response",
     "StaticFile",
+    "check_framing",
     "check_header_names",
     "final_status",
     "invalid_head",
@@ -192,6 +193,9 @@ class Response:
             self.status_code = final_status(self.status_code)
             lines = header_lines(self.headers, self.cookies)
             check_header_names(lines)
+            method = "GET" if self._served_by is None else self._served_by[1].method
+            if not sends_no_body(method, self.status_code):  # a 204 drops its framing
+                check_framing(lines, streamed=True)
             self._streaming = True
             if self._served_by is not None:
                 dispatcher, request = self._served_by
@@ -259,12 +263,47 @@ def check_header_names(lines: list[tuple[str, str]]) -> None:
             good.add(name)
 
 
-def invalid_head(outcome: Outcome) -> str | None:
-    """Why ``outcome`` cannot be sent (its status and header names), or None;
-    a numeric ``str`` status becomes its int."""
+def _content_length_ok(values: list[str]) -> bool:
+    """One non-negative integer, however many lines and comma-separated copies of it
+    hold it (RFC 9110 8.6)."""
+    lengths = {part.strip(" \t") for value in values for part in value.split(",")}
+    if len(lengths) != 1:
+        return False
+    length = lengths.pop()
+    return length.isdigit() and length.isascii()
+
+
+def check_framing(lines: list[tuple[str, str]], streamed: bool) -> None:
+    """``ValueError`` for framing headers that no front end can send as given: a
+    ``Transfer-Encoding`` other than one ``chunked`` (the only coding HTTP/1.1
+    servers here frame), or, for a ``streamed`` body (sent with the controller's own
+    ``Content-Length``), a ``Content-Length`` that is not one non-negative integer.
+    A body in memory or a file gets its ``Content-Length`` from the server instead."""
+    lengths: list[str] = []
+    codings: list[str] = []
+    for name, value in lines:
+        lower = name.lower()
+        if lower == "transfer-encoding":
+            codings.append(value)
+        elif lower == "content-length" and streamed:
+            lengths.append(value)
+    if codings and (len(codings) > 1 or codings[0].strip(" \t").lower() != "chunked"):
+        raise ValueError(
+            f"invalid Transfer-Encoding {', '.join(codings)!r}: only 'chunked' can be sent"
+        )
+    if lengths and not _content_length_ok(lengths):
+        raise ValueError(f"invalid Content-Length {', '.join(lengths)!r}")
+
+
+def invalid_head(outcome: Outcome, method: str = "GET") -> str | None:
+    """Why ``outcome`` cannot be sent (its status, header names and framing headers), or
+    None; a numeric ``str`` status becomes its int."""
     try:
         outcome.status = final_status(outcome.status)
         check_header_names(outcome.headers)
+        if not sends_no_body(method, outcome.status):  # a 204 drops its framing
+            streamed = not isinstance(outcome.body, bytes | StaticFile | None)
+            check_framing(outcome.headers, streamed)
     except ValueError as exc:
         return str(exc)
     return None

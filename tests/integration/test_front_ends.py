@@ -1,8 +1,9 @@
 """What every front end (TestClient, threaded, asyncio, WSGI, ASGI) must answer alike:
-``Environment``, and user code's invalid statuses and header names."""
+``Environment``, and user code's invalid statuses, header names and framing headers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from simple_http_server import (
@@ -148,3 +149,97 @@ def test_an_error_page_that_answers_an_invalid_status_falls_back_to_the_default(
     reply = client.get("/missing")
     assert reply.status == 404
     assert reply.json() == {"code": 404, "message": "Not Found", "explain": ""}
+
+
+# -- framing headers a controller sets ---------------------------------------------
+def framing_app() -> App:
+    app = App()
+
+    def stream() -> Iterator[bytes]:
+        yield b"never sent"
+
+    def streamed(*lines: tuple[str, str]) -> Callable[[Response], Iterator[bytes]]:
+        def controller(response: Response) -> Iterator[bytes]:
+            for name, value in lines:
+                response.add_header(name, value)
+            return stream()
+
+        return controller
+
+    def written(*lines: tuple[str, str]) -> Callable[[Response], None]:
+        def controller(response: Response) -> None:
+            for name, value in lines:
+                response.add_header(name, value)
+            response.write_bytes(b"never sent")
+
+        return controller
+
+    app.route("/stream-bad-length")(streamed(("Content-Length", "abc")))
+    app.route("/stream-two-lengths")(streamed(("Content-Length", "3"), ("Content-Length", "4")))
+    app.route("/stream-gzip-coding")(streamed(("Transfer-Encoding", "gzip")))
+    app.route("/write-negative-length")(written(("Content-Length", "-1")))
+    app.route("/write-listed-lengths")(written(("Content-Length", "1, 2")))
+    app.route("/write-identity-coding")(written(("Transfer-Encoding", "identity")))
+    chunked = ("Transfer-Encoding", "chunked")
+    app.route("/write-two-codings")(written(chunked, chunked))
+    app.route("/stream-length")(streamed(("Content-Length", "10")))
+    app.route("/write-chunked")(written(chunked))
+
+    @app.route("/text-gzip-coding")
+    def text_gzip_coding() -> Any:
+        return 200, Headers({"Transfer-Encoding": "gzip, chunked"}), "never sent"
+
+    @app.route("/text-bad-length")
+    def text_bad_length() -> Any:
+        return 200, Headers({"Content-Length": "abc"}), "framed by the server"
+
+    @app.route("/write-refused")
+    def write_refused(response: Response) -> str:
+        response.set_header("Content-Length", "abc")
+        try:
+            response.write_bytes(b"never sent")
+        except ValueError as exc:  # README: refused before anything is sent
+            return f"refused: {exc}"
+        return "sent"
+
+    return app
+
+
+BAD_FRAMING = [
+    "/stream-bad-length",
+    "/stream-two-lengths",
+    "/stream-gzip-coding",
+    "/write-negative-length",
+    "/write-listed-lengths",
+    "/write-identity-coding",
+    "/write-two-codings",
+    "/text-gzip-coding",
+]
+
+
+def test_framing_headers_no_front_end_can_send_are_a_logged_500(
+    make_any_client, log_records: LogRecords
+) -> None:
+    client = make_any_client(framing_app())
+    for path in BAD_FRAMING:
+        count = len(log_records.records)
+        reply = client.get(path)
+        assert reply.status == 500, path
+        assert reply.json() == {"code": 500, "message": "Internal Server Error", "explain": ""}
+        logger.flush()
+        errors = [r.getMessage() for r in log_records.records[count:] if r.levelname == "ERROR"]
+        assert any(f"GET {path}" in e for e in errors), (path, errors)
+
+
+def test_framing_headers_that_can_be_sent_are_kept_or_replaced(make_any_client) -> None:
+    client = make_any_client(framing_app())
+    assert (client.get("/stream-length").status, client.get("/stream-length").body) == (
+        200,
+        b"never sent",  # the controller's own length, right this time
+    )
+    assert client.get("/write-chunked").body == b"never sent"
+    reply = client.get("/text-bad-length")  # a body in memory: the server frames it
+    assert (reply.status, reply.body) == (200, b"framed by the server")
+    assert reply.header("Content-Length") == str(len(reply.body))
+    reply = client.get("/write-refused")
+    assert (reply.status, reply.text) == (200, "refused: invalid Content-Length 'abc'")

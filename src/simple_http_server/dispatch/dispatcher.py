@@ -268,7 +268,7 @@ class Dispatcher:
             status = outcome.status
             if type(status) is not int or not 200 <= status <= 599 or outcome.headers:
                 # What user code answered must be sendable by every front end alike.
-                problem = None if response._streaming else invalid_head(outcome)
+                problem = None if response._streaming else invalid_head(outcome, request.method)
                 if problem is not None:
                     _log.error("Cannot answer %s: %s", _request_line(request), problem)
                     _failed(request)
