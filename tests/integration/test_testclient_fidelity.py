@@ -70,8 +70,8 @@ def _read_one(sock: socket.socket, head_request: bool) -> Answer:
 def front(kind: str, app: App, **config: Any) -> Iterator[Ask]:
     """``ask(method, target, headers, body)`` through the TestClient or a raw socket.
 
-    The raw request is what the TestClient sends: ``Host: testserver`` and a
-    ``Content-Length`` for a body (unless a framing header is given).
+    The raw request is what the TestClient sends: ``Host: testserver`` (unless a
+    ``Host`` is given) and a ``Content-Length`` for a body (unless a framing header is).
     """
     if kind == "dispatch":
         client = TestClient(app, config=ServerConfig().with_changes(**config))
@@ -86,7 +86,8 @@ def front(kind: str, app: App, **config: Any) -> Iterator[Ask]:
 
         def ask_server(method: str, target: str, headers: Any, body: bytes) -> Answer:
             pairs = list(headers.items() if isinstance(headers, dict) else headers)
-            lines = [("Host", "testserver"), *pairs]
+            hosted = any(name.lower() == "host" for name, _ in pairs)
+            lines = [*([] if hosted else [("Host", "testserver")]), *pairs]
             framed = {name.lower() for name, _ in pairs} & {"content-length", "transfer-encoding"}
             if body and not framed:
                 lines.append(("Content-Length", str(len(body))))
@@ -140,6 +141,16 @@ CASES = {
     "head": ("HEAD", "/text", {}, b"", 200),
     "plain": ("GET", "/text", {}, b"", 200),
     "header-sent-twice": ("GET", "/header", [("X-A", "1"), ("X-A", "2")], b"", 200),
+    # RFC 9112 3.2: a Host that is not uri-host [":" port] is a 400.
+    "host-with-a-space": ("GET", "/text", {"Host": "a b"}, b"", 400),
+    "host-with-a-slash": ("GET", "/text", {"Host": "evil.example/x"}, b"", 400),
+    "host-with-userinfo": ("GET", "/text", {"Host": "user@evil.example"}, b"", 400),
+    "host-with-a-bad-port": ("GET", "/text", {"Host": "example.org:80x"}, b"", 400),
+    "host-with-non-ascii": ("GET", "/text", {"Host": "caf\u00e9.example"}, b"", 400),
+    "host-with-an-open-bracket": ("GET", "/text", {"Host": "[::1:8080"}, b"", 400),
+    "ipv6-host": ("GET", "/text", {"Host": "[::1]:8080"}, b"", 200),
+    "empty-host": ("GET", "/text", {"Host": ""}, b"", 200),
+    "percent-encoded-host": ("GET", "/text", {"Host": "a%2Db.example:"}, b"", 200),
 }  # fmt: skip
 
 

@@ -180,6 +180,12 @@ def _header_triples(headers: Any) -> Any:
     return triples
 
 
+#: RFC 9110 7.2 / RFC 3986 3.2.2: ``uri-host [ ":" port ]`` (an IP literal in brackets,
+#: or a reg-name of unreserved, sub-delims and percent-encoded characters), or nothing.
+_VALID_HOST: Final = re.compile(
+    rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=_~-]+\]|(?:[0-9A-Za-z!$&'()*+,;=._~-]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::[0-9]*)?"
+).fullmatch
 _EMPTY_LINES: Final = re.compile(rb"(?:\r?\n)*")
 _LINE_ENDS: Final = (13, 10)  # CR, LF
 
@@ -297,7 +303,7 @@ class HttpConnection:
         # h11 bounds only heads that arrive in pieces; a whole head read at once
         # is measured here (request line + header lines, as parsed).
         size = len(req.target) + len(req.method) + 12
-        length = chunked = upgrade = False
+        length = chunked = upgrade = bad_host = False
         headers = []
         self._body_left = 0
         for name, lower, value in _header_triples(req.headers):
@@ -310,9 +316,14 @@ class HttpConnection:
                 chunked = True
             elif lower == b"upgrade":
                 upgrade = True
+            elif lower == b"host" and not _VALID_HOST(value):
+                bad_host = True  # RFC 9112 3.2: a 400 (h11 checks only its presence)
         if size > self._max_head_size:
             self._closing = True
             return ProtocolFailure(431, "request header fields too large")
+        if bad_host:
+            self._closing = True
+            return ProtocolFailure(400, "invalid Host header")
         # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
         # attempt; h11 would pick one and keep the connection, we refuse and close.
         if chunked:
