@@ -203,6 +203,9 @@ class Response:
                 if sends_no_body(request.method, self.status_code):  # a 204, say
                     self._head_only = True
                     lines = without_framing(lines)
+                elif self.status_code == 205:  # no content either (RFC 9110 15.3.6)
+                    self._no_body = True
+                    lines = [*without_framing(lines), ("Content-Length", "0")]
                 elif request.method == "HEAD":
                     self._head_only = True
             self._channel.start_blocking(self.status_code, lines)

@@ -110,7 +110,8 @@ def connect_app(with_connect_route: bool) -> App:
 
 
 def connect(target: bytes) -> bytes:
-    return b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n"
+    host = b"t" if target.startswith(b"/") else target  # a path is no Host (a 400)
+    return b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
 
 
 @pytest.mark.parametrize("target", [b"/any", b"/get", b"example.com:443"])
@@ -199,6 +200,25 @@ def bodiless_app(folder: Path) -> App:
     def file_304() -> tuple[int, StaticFile]:
         return 304, StaticFile(str(folder / "a.txt"))
 
+    @app.route("/205-file")
+    def file_205() -> tuple[int, StaticFile]:
+        return 205, StaticFile(str(folder / "a.txt"))
+
+    @app.route("/205-bytes")
+    def bytes_205() -> Response:
+        return Response(205, {"Content-Length": "5"}, b"hello")
+
+    @app.route("/205-stream")
+    def stream_205() -> Response:
+        return Response(205, body=Stream("205"))
+
+    @app.route("/205-write")
+    def write_205(response: Response) -> None:
+        response.status_code = 205
+        response.set_header("Content-Length", "4")
+        response.write_bytes(b"abcd")
+        response.close()
+
     @app.route("/next")
     def next_request() -> str:
         return "next"
@@ -207,6 +227,7 @@ def bodiless_app(folder: Path) -> App:
 
 
 BODILESS = ["/204-file", "/204-bytes", "/204-stream", "/204-write", "/304-file"]
+RESET = ["/205-file", "/205-bytes", "/205-stream", "/205-write"]
 
 
 @pytest.mark.parametrize("path", BODILESS)
@@ -229,6 +250,31 @@ def test_a_204_or_304_sends_no_body_in_the_test_client(tmp_path: Path, path: str
     reply = TestClient(bodiless_app(tmp_path)).get(path)
     assert (reply.status_code, reply.content) == (int(path[1:4]), b"")
     assert reply.headers.get("Content-Length") is None
+
+
+@pytest.mark.parametrize("path", RESET)
+def test_a_205_sends_no_content_and_keeps_the_connection(
+    serve: Any, errors: LogRecords, tmp_path: Path, path: str
+) -> None:
+    """RFC 9110 15.3.6: a server MUST NOT generate content in a 205 (0.22.x sent it)."""
+    closed_streams.clear()
+    live = serve(bodiless_app(tmp_path))
+    request = f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    first, after = exchange(live, request + CLOSING_GET)  # strict: a stray body fails here
+    assert (first.status, first.body, first.header("content-length")) == (205, b"", b"0")
+    assert not first.closes
+    assert (after.status, after.body) == (200, b"next")
+    assert no_errors(errors)
+    assert closed_streams == (["205"] if path == "/205-stream" else [])
+
+
+@pytest.mark.parametrize("path", RESET)
+def test_a_205_sends_no_content_in_every_front_end(
+    make_any_client: Any, tmp_path: Path, path: str
+) -> None:
+    client = make_any_client(bodiless_app(tmp_path))
+    reply = client.get(path)
+    assert (reply.status, reply.body, reply.header("Content-Length")) == (205, b"", "0")
 
 
 # -- header encoding ----------------------------------------------------------------

@@ -466,6 +466,8 @@ class Dispatcher:
         status = outcome.status  # sends_no_body(), inlined: every answer passes here
         if status < 200 or status in (204, 304) or (status < 300 and request.method == "CONNECT"):
             return await _send_without_body(channel, outcome, headers)
+        if status == 205:
+            return await _send_reset_content(channel, outcome, headers)
         if isinstance(body, StaticFile):
             return await self._send_file(request, channel, outcome, body)
         content_type = _header(headers, "content-type") if headers else None
@@ -654,6 +656,18 @@ async def _send_without_body(
         await _close_body(outcome.body)
     await channel.send_response(outcome.status, encode_headers(without_framing(headers)), b"")
     return outcome.status, 0
+
+
+async def _send_reset_content(
+    channel: Channel, outcome: Outcome, headers: list[tuple[str, str]]
+) -> tuple[int, int]:
+    """A ``205 Reset Content``: no content whatever body the controller gave (RFC 9110
+    15.3.6), framed as ``Content-Length: 0`` so the connection stays usable."""
+    if not isinstance(outcome.body, bytes | StaticFile | None):
+        await _close_body(outcome.body)
+    lines = [*without_framing(headers), ("Content-Length", "0")]
+    await channel.send_response(205, encode_headers(lines), b"")
+    return 205, 0
 
 
 async def _close_body(body: Any) -> None:
