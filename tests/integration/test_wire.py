@@ -85,6 +85,10 @@ def wire_app() -> App:
     def index() -> dict[str, str]:
         return {"hello": "world"}
 
+    @app.route("/host")
+    def host(req: Request) -> dict[str, str]:
+        return {"host": req.host, "header": req.headers.get("Host"), "path": req.path}
+
     @app.route("/port")
     def port(req: Request) -> str:
         assert req.client_address is not None
@@ -393,6 +397,40 @@ def test_absolute_form_target_is_answered(serve: Callable[..., LiveServer]):
         raw.send(get("http://t/fast"))
         resp, body = raw.response()
         assert (resp.status, body) == (200, b"fast")
+
+
+ABSOLUTE_FORMS = {
+    "http://real.example:8080/host": "real.example:8080",
+    "HTTP://Real.Example/host?x=1": "Real.Example",  # the scheme is case-insensitive
+    "https://[::1]:8443/host": "[::1]:8443",
+}
+
+
+@pytest.mark.parametrize("target", list(ABSOLUTE_FORMS))
+def test_an_absolute_form_targets_host_wins_over_the_host_header(
+    serve: Callable[..., LiveServer], target: str
+) -> None:
+    """RFC 9112 3.2.2: the server MUST ignore Host and use the target's host."""
+    expected = {"host": ABSOLUTE_FORMS[target], "header": ABSOLUTE_FORMS[target], "path": "/host"}
+    with RawConn(serve(wire_app()), timeout=5) as raw:
+        raw.send(get(target).replace(b"Host: t", b"Host: other.example"))
+        resp, body = raw.response()
+        assert (resp.status, json.loads(body)) == (200, expected)
+    reply = TestClient(wire_app()).get(target, headers={"Host": "other.example"})
+    assert reply.json() == expected
+
+
+@pytest.mark.parametrize(
+    "target", ["http://user@real.example/host", "http:///host", "http://a<b/host"]
+)
+def test_an_absolute_form_target_without_a_valid_host_is_a_400(
+    serve: Callable[..., LiveServer], target: str
+) -> None:
+    """RFC 9110 4.2.4: userinfo is an error; an http URI needs a host (4.2.1)."""
+    with RawConn(serve(wire_app()), timeout=5) as raw:
+        raw.send(get(target))
+        resp, _ = raw.response()
+        assert (resp.status, resp.getheader("Connection")) == (400, "close")
 
 
 # -- timeouts -----------------------------------------------------------------

@@ -87,8 +87,11 @@ def make_request(
     if "#" in target:  # a fragment is the client's business, wherever it sits
         target = target.partition("#")[0]
     raw_path, _, query = target.partition("?")
-    if raw_path.startswith(("http://", "https://")):  # absolute-form target
-        raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
+    authority = None
+    if raw_path[:1] != "/" and raw_path[:8].lower().startswith(("http://", "https://")):
+        # absolute-form (RFC 9112 3.2.2): the path and the host are the target's
+        authority, _, rest = raw_path.partition("://")[2].partition("/")
+        raw_path = "/" + rest
     request = Request(
         method,
         normalize_path(raw_path or "/"),
@@ -99,6 +102,8 @@ def make_request(
         scheme,
     )
     request._raw_path = raw_path
+    if authority is not None:
+        request.headers["Host"] = authority  # the Host header sent is ignored
     return request
 
 

@@ -186,6 +186,22 @@ _VALID_HOST: Final = re.compile(
     rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=_~-]+\]|(?:[0-9A-Za-z!$&'()*+,;=._~-]|%[0-9A-Fa-f]{2})*)"
     rb"(?::[0-9]*)?"
 ).fullmatch
+#: The authority of an absolute-form target (RFC 9112 3.2.2), scheme in any case.
+_ABSOLUTE_AUTHORITY: Final = re.compile(rb"[hH][tT][tT][pP][sS]?://([^/?#]*)").match
+
+
+def _bad_target_host(target: bytes) -> bool:
+    """True when an absolute-form target's host is empty or not ``uri-host[:port]``
+    (userinfo included: RFC 9110 4.2.4 makes it an error)."""
+    if target[:1] == b"/":  # origin-form, the common case
+        return False
+    absolute = _ABSOLUTE_AUTHORITY(target)
+    if absolute is None:
+        return False
+    authority = absolute[1]
+    return not authority or _VALID_HOST(authority) is None
+
+
 _EMPTY_LINES: Final = re.compile(rb"(?:\r?\n)*")
 _LINE_ENDS: Final = (13, 10)  # CR, LF
 
@@ -321,7 +337,7 @@ class HttpConnection:
         if size > self._max_head_size:
             self._closing = True
             return ProtocolFailure(431, "request header fields too large")
-        if bad_host:
+        if bad_host or _bad_target_host(req.target):
             self._closing = True
             return ProtocolFailure(400, "invalid Host header")
         # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
