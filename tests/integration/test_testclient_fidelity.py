@@ -149,6 +149,7 @@ CASES = {
     "host-with-non-ascii": ("GET", "/text", {"Host": "caf\u00e9.example"}, b"", 400),
     "host-with-an-open-bracket": ("GET", "/text", {"Host": "[::1:8080"}, b"", 400),
     "ipv6-host": ("GET", "/text", {"Host": "[::1]:8080"}, b"", 200),
+    "ipv6-host-with-a-zone": ("GET", "/text", {"Host": "[fe80::1%25eth0]:8080"}, b"", 200),
     "empty-host": ("GET", "/text", {"Host": ""}, b"", 200),
     "percent-encoded-host": ("GET", "/text", {"Host": "a%2Db.example:"}, b"", 200),
 }  # fmt: skip

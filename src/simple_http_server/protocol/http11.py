@@ -181,9 +181,10 @@ def _header_triples(headers: Any) -> Any:
 
 
 #: RFC 9110 7.2 / RFC 3986 3.2.2: ``uri-host [ ":" port ]`` (an IP literal in brackets,
-#: or a reg-name of unreserved, sub-delims and percent-encoded characters), or nothing.
+#: or a reg-name of unreserved, sub-delims and percent-encoded characters), or nothing;
+#: an IPv6 literal may hold a zone ("[fe80::1%25eth0]", RFC 6874).
 _VALID_HOST: Final = re.compile(
-    rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=_~-]+\]|(?:[0-9A-Za-z!$&'()*+,;=._~-]|%[0-9A-Fa-f]{2})*)"
+    rb"(?:\[[0-9A-Za-z:.!$&'()*+,;=_~%-]+\]|(?:[0-9A-Za-z!$&'()*+,;=._~-]|%[0-9A-Fa-f]{2})*)"
     rb"(?::[0-9]*)?"
 ).fullmatch
 #: The authority of an absolute-form target (RFC 9112 3.2.2), scheme in any case.
