@@ -281,3 +281,20 @@ def test_of_two_classes_on_one_endpoint_the_last_serves_it(
     assert status == 101 and "x-served-by: Second" in lines
     warnings = [r.getMessage() for r in log_records.records if r.levelname == "WARNING"]
     assert any("'/dup/{x}'" in m and "First" in m for m in warnings), warnings
+
+
+def test_an_absolute_form_handshake_reads_the_targets_host(answer: Callable[..., Any]) -> None:
+    """RFC 9112 3.2.2, as for HTTP requests: the target's host replaces ``Host``."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/where")
+    class Where(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            hosts = request.headers.get_all("Host")
+            return 0, {"X-Host": request.headers["Host"], "X-Hosts": len(hosts)}
+
+    shake = answer(app)
+    status, lines = shake("http://real.example:8080/where")
+    assert status == 101 and "x-host: real.example:8080" in lines and "x-hosts: 1" in lines
+    status, lines = shake("/where")
+    assert status == 101 and ("x-host: 127.0.0.1" in lines or "x-host: testserver" in lines)

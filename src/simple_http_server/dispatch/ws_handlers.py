@@ -367,6 +367,9 @@ async def negotiate(
     parameters = cast("dict[str, list[str]]", http.parameters)
     # headers["X"] is the first value, None when absent, as 0.22.x's HTTPMessage gave.
     headers = HandshakeHeaders.from_lines(head.headers)
+    host = http.headers.get("Host")
+    if host is not None and host != headers.get("Host"):
+        headers["Host"] = host  # an absolute-form target's host (RFC 9112 3.2.2)
     request = WebsocketRequest(
         path, http.query_string, headers, parameters, path_values, reg_groups
     )
