@@ -194,7 +194,7 @@ class Response:
             lines = header_lines(self.headers, self.cookies)
             check_header_names(lines)
             method = "GET" if self._served_by is None else self._served_by[1].method
-            if not sends_no_body(method, self.status_code):  # a 204 drops its framing
+            if not _drops_framing(method, self.status_code):
                 check_framing(lines, streamed=True)
             self._streaming = True
             if self._served_by is not None:
@@ -266,6 +266,12 @@ def check_header_names(lines: list[tuple[str, str]]) -> None:
             good.add(name)
 
 
+def _drops_framing(method: str, status: int) -> bool:
+    """True for the answers whose framing headers are replaced, whatever they say: the
+    bodiless ones (:func:`sends_no_body`) and a 205 (``Content-Length: 0``)."""
+    return status == 205 or sends_no_body(method, status)
+
+
 def _content_length_ok(values: list[str]) -> bool:
     """One non-negative integer, however many lines and comma-separated copies of it
     hold it (RFC 9110 8.6)."""
@@ -304,7 +310,7 @@ def invalid_head(outcome: Outcome, method: str = "GET") -> str | None:
     try:
         outcome.status = final_status(outcome.status)
         check_header_names(outcome.headers)
-        if not sends_no_body(method, outcome.status):  # a 204 drops its framing
+        if not _drops_framing(method, outcome.status):
             streamed = not isinstance(outcome.body, bytes | StaticFile | None)
             check_framing(outcome.headers, streamed)
     except ValueError as exc:

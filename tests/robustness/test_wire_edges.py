@@ -210,12 +210,12 @@ def bodiless_app(folder: Path) -> App:
 
     @app.route("/205-stream")
     def stream_205() -> Response:
-        return Response(205, body=Stream("205"))
+        return Response(205, {"Transfer-Encoding": "gzip"}, body=Stream("205"))
 
     @app.route("/205-write")
     def write_205(response: Response) -> None:
         response.status_code = 205
-        response.set_header("Content-Length", "4")
+        response.set_header("Content-Length", "four")  # replaced: never a 500
         response.write_bytes(b"abcd")
         response.close()
 
