@@ -86,7 +86,7 @@ class Response:
 
     #: Body bytes write_bytes handed to the connection (for the access log).
     _written: int = 0
-    #: The streamed answer carries no body (a HEAD's, a 204, 304, a 2xx to CONNECT):
+    #: The streamed answer carries no body (a HEAD's, a 204, 205, 304, a 2xx to CONNECT):
     #: its head is sent, and write_bytes raises HeadAnswered (a ClientGone) so the
     #: controller stops.
     _head_only: bool = False
@@ -204,7 +204,7 @@ class Response:
                     self._head_only = True
                     lines = without_framing(lines)
                 elif self.status_code == 205:  # no content either (RFC 9110 15.3.6)
-                    self._no_body = True
+                    self._head_only = True
                     lines = [*without_framing(lines), ("Content-Length", "0")]
                 elif request.method == "HEAD":
                     self._head_only = True
