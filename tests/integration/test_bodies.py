@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 import threading
@@ -873,6 +874,58 @@ def test_generator_is_closed_when_the_client_leaves(serve, tmp_path):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
     assert _wait_for(lambda: "finally" in events, timeout=15)
     assert events.count("finally") == 1
+
+
+class _ReadLog(io.BytesIO):
+    """A file object that records the size of every piece the server takes from it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.pieces: list[int] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        piece = super().read(size)
+        self.pieces.append(len(piece))
+        return piece
+
+    def readline(self, size: int | None = -1) -> bytes:
+        piece = super().readline(size)
+        self.pieces.append(len(piece))
+        return piece
+
+    def __next__(self) -> bytes:
+        piece = super().__next__()
+        self.pieces.append(len(piece))
+        return piece
+
+
+@pytest.mark.parametrize("source", ["file", "upload"])
+def test_a_returned_file_object_is_read_in_blocks(make_any_client, source):
+    """A file object returned as the body is read in blocks, not line by line: a file
+    without line ends (an image, an upload) was one 'line', read into memory whole."""
+    data = bytes(range(1, 256)).replace(b"\n", b"") * 16_500  # 4 MiB, no line end
+    files: list[_ReadLog] = []
+    app = App()
+
+    @app.route("/file")
+    def file() -> Any:
+        files.append(_ReadLog(data))
+        return files[-1]
+
+    @app.route("/upload", method="POST")
+    def upload(doc: MultipartFile) -> Any:
+        return doc.open()
+
+    client = make_any_client(app)
+    if source == "file":
+        reply = client.get("/file")
+        assert max(files[0].pieces) <= 1024 * 1024, "the file was read in one piece"
+        assert _wait_for(lambda: files[0].closed)
+    else:
+        upload = multipart_body(files=[("doc", "d.bin", "application/octet-stream", data)])
+        reply = client.post("/upload", headers=mp_headers(), body=upload)
+    assert reply.status == 200
+    assert reply.body == data
 
 
 # -- limits: 413 before the body is read to the end -----------------------------------

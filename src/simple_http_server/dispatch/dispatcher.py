@@ -753,9 +753,9 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
         elif body is not None:
             # A sync generator may block (files, sleeps): on an event loop each step
             # runs in the thread pool, elsewhere it is called directly.
-            iterator = iter(body)
+            pieces = _file_blocks(body) if _is_file(body) else iter(body)
             while True:
-                chunk = await call(next, iterator, _END_OF_BODY)
+                chunk = await call(next, pieces, _END_OF_BODY)
                 if chunk is _END_OF_BODY:
                     return
                 data = _as_bytes(chunk)
@@ -769,6 +769,18 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
 
 
 _END_OF_BODY = object()
+
+
+def _is_file(body: Any) -> bool:
+    """A file object (``open(path, "rb")``, ``upload.open()``): iterating one gives its
+    lines, and a file without line ends is then one line as large as the file."""
+    return callable(getattr(body, "read", None))
+
+
+def _file_blocks(file: Any) -> Iterator[Any]:
+    """The content of a file object in blocks of at most ``FILE_CHUNK``."""
+    while block := file.read(FILE_CHUNK):
+        yield block
 
 
 async def _await_call(func: Any) -> None:
