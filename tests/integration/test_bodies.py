@@ -524,6 +524,40 @@ def test_multipart_file_and_fields(make_client, tmp_path, size):
     assert handles and all(h.closed for h in handles)
 
 
+@pytest.mark.parametrize("size", [10, 300 * 1024], ids=["in-memory", "spooled-to-disk"])
+def test_closing_an_opened_upload_leaves_the_upload_open(make_client, tmp_path, size):
+    """``with doc.open() as f:`` closed the upload itself: ``content`` and
+    ``save_to_file`` then failed (a 500); each ``open()`` has its own position."""
+    app = App()
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+
+    @app.route("/upload", method="POST")
+    def upload(doc: MultipartFile) -> dict[str, Any]:
+        with doc.open() as file:
+            head = file.read(4)
+        first, second = doc.open(), doc.open()
+        first.read(2)
+        doc.save_to_file(tmp_path / "saved.bin")
+        return {
+            "head": list(head),
+            "content": doc.content == data,
+            "saved": (tmp_path / "saved.bin").read_bytes() == data,
+            "second": list(second.read(3)),
+            "first": list(first.read(2)),
+        }
+
+    body = multipart_body(files=[("doc", "d.bin", "application/octet-stream", data)])
+    reply = make_client(app).post("/upload", headers=mp_headers(), body=body)
+    assert reply.status == 200, reply.text
+    assert reply.json() == {
+        "head": [0, 1, 2, 3],
+        "content": True,
+        "saved": True,
+        "second": [0, 1, 2],
+        "first": [2, 3],
+    }
+
+
 def test_multipart_utf8_filename_star(make_client, tmp_path):
     # Inventory #13: filename*=UTF-8''... names.
     seen: list[MultipartFile] = []

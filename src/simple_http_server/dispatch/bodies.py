@@ -16,8 +16,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 import multipart
@@ -245,6 +247,52 @@ def _memory_reader(data: bytes) -> RequestBodyReader:
 Request._memory_reader = _memory_reader  # ``request.reader`` of a body already read
 
 
+class _UploadView(io.RawIOBase):
+    """A read-only view of an upload's temporary file with a position of its own:
+    closing it (``with upload.open() as f:``) leaves the upload open, and two views
+    read on without moving each other."""
+
+    def __init__(self, file: IO[bytes], lock: threading.Lock) -> None:
+        super().__init__()
+        self._file = file
+        self._lock = lock
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        with self._lock:
+            self._file.seek(self._pos)
+            data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if whence == io.SEEK_END:
+            with self._lock:
+                offset += self._file.seek(0, io.SEEK_END)
+        elif whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence != io.SEEK_SET:
+            raise ValueError(f"invalid whence ({whence})")
+        if offset < 0:
+            raise ValueError(f"negative seek position {offset}")
+        self._pos = offset
+        return offset
+
+    def tell(self) -> int:
+        return self.seek(0, io.SEEK_CUR)
+
+
 class MultipartFile:
     """An uploaded file part, or the marker that injects one: ``MultipartFile("img")``.
 
@@ -271,6 +319,8 @@ class MultipartFile:
         self._content = content
         self._file: IO[bytes] | None = None
         self._size = len(content) if content is not None else 0
+        self._lock = threading.Lock()  # views (``open()``) share the one file position
+        self._views: weakref.WeakSet[_UploadView] = weakref.WeakSet()
 
     @property
     def name(self) -> str:
@@ -296,8 +346,8 @@ class MultipartFile:
     def content(self) -> bytes:
         """The whole content, read from the temporary file on demand."""
         if self._content is None and self._file is not None:
-            self._file.seek(0)
-            return self._file.read()
+            with self.open() as file:
+                return file.read()
         return self._content or b""
 
     @property
@@ -306,16 +356,22 @@ class MultipartFile:
         return self._size == 0
 
     def open(self) -> IO[bytes]:
-        """A binary file object positioned at the start of the content."""
+        """A new binary file object positioned at the start of the content.
+
+        Each has its own position, and closing it leaves the upload open (its
+        temporary file is removed when the request ends)."""
         if self._file is None:
             return io.BytesIO(self._content or b"")
-        self._file.seek(0)
-        return self._file
+        if self._file.closed:
+            raise ValueError("The upload is closed: its request has ended.")
+        view = _UploadView(self._file, self._lock)
+        self._views.add(view)
+        return io.BufferedReader(view)
 
     def save_to_file(self, file_path: str | os.PathLike[str]) -> None:
         """Copy the content to ``file_path`` without loading it into memory."""
-        with open(file_path, "wb") as out:
-            shutil.copyfileobj(self.open(), out, _COPY_CHUNK)
+        with self.open() as content, open(file_path, "wb") as out:
+            shutil.copyfileobj(content, out, _COPY_CHUNK)
 
     def _write(self, chunk: bytes | bytearray) -> None:
         self._size += len(chunk)
@@ -324,7 +380,9 @@ class MultipartFile:
         self._file.write(chunk)
 
     def close(self) -> None:
-        """Remove the temporary file."""
+        """Remove the temporary file (the file objects ``open()`` gave are closed too)."""
+        for view in list(self._views):
+            view.close()
         if self._file is not None:
             self._file.close()
             self._file = None
