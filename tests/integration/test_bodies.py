@@ -570,6 +570,70 @@ def test_multipart_utf8_filename_star(make_client, tmp_path):
     assert reply.json()["filename"] == "中文.txt"
 
 
+def disposition_app() -> App:
+    app = App()
+
+    @app.route("/fields", method="POST")
+    def fields(request: Request) -> dict[str, Any]:
+        return {
+            name: [v.filename if isinstance(v, MultipartFile) else v for v in values]
+            for name, values in request.parameters.items()
+        }
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("disposition", "fields"),
+    [
+        # A quoted value's text is no parameter (multipart's own search found
+        # "; name=evil" in it, and the old name*/filename* search found "name*=").
+        ('form-data; name="a"; filename*="UTF-8\'\'x; name=evil"', {"a": ["x; name=evil"]}),
+        ('form-data; name="a"; x*="; name=evil"', {"a": ["X"]}),
+        ("form-data; name=\"x; name*=UTF-8''evil\"", {"x; name*=UTF-8''evil": ["X"]}),
+        (
+            'form-data; name="f"; filename="x; filename*=UTF-8\'\'evil"',
+            {"f": ["x; filename*=UTF-8''evil"]},
+        ),
+        ('form-data; name="a\\"; name=evil"', {'a"; name=evil': ["X"]}),
+        ('form-data; name="a;b"; filename="c;d.txt"', {"a;b": ["c;d.txt"]}),
+        ("form-data; name*=UTF-8''%E4%B8%AD", {"中": ["X"]}),
+        ('form-data; name="f"; filename="C:\\\\dir\\\\a.txt"', {"f": ["a.txt"]}),
+        ('form-data; name="a%22b"; filename="c%22d"', {'a"b': ['c"d']}),
+    ],
+)
+def test_multipart_disposition_parameters_are_read_in_order(make_client, disposition, fields):
+    body = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\nX\r\n--{BOUNDARY}--\r\n"
+    reply = make_client(disposition_app()).post("/fields", headers=mp_headers(), body=body)
+    assert reply.status == 200, reply.text
+    assert reply.json() == fields
+
+
+@pytest.mark.parametrize(
+    ("headers", "explain"),
+    [
+        (
+            'Content-Disposition: form-data; name="a"\r\nContent-Disposition: form-data; name="b"',
+            "A multipart part has two Content-Disposition headers.",
+        ),
+        (
+            'Content-Disposition: form-data; name="a"; name="b"',
+            "A multipart part's Content-Disposition has two name parameters.",
+        ),
+        (
+            'Content-Disposition: form-data; name="a"; filename="b"; FILENAME="c"',
+            "A multipart part's Content-Disposition has two filename parameters.",
+        ),
+    ],
+)
+def test_multipart_part_read_two_ways_is_400(make_client, headers, explain):
+    """Two dispositions or two names: a proxy may read one, the app the other."""
+    body = f"--{BOUNDARY}\r\n{headers}\r\n\r\nX\r\n--{BOUNDARY}--\r\n"
+    reply = make_client(disposition_app()).post("/fields", headers=mp_headers(), body=body)
+    assert reply.status == 400
+    assert reply.json()["explain"] == explain
+
+
 def test_multipart_bad_charsets_are_400(make_client, tmp_path):
     """A part's charset and a ``filename*`` charset that are not text encodings."""
     client = make_client(upload_app([], tmp_path))

@@ -49,7 +49,9 @@ __all__ = [
 #: File parts larger than this spill from memory to a temporary file.
 SPOOL_THRESHOLD = 64 * 1024
 _COPY_CHUNK = 1024 * 1024
-_EXT_VALUE = re.compile(r"""(?i)(?:^|;)\s*(name|filename)\*\s*=\s*([^;\s]+)""")
+#: One ``;``-separated piece of a header: a ``;`` inside a quoted string (backslash
+#: escapes included) is text, never a separator.
+_HEADER_PIECE = re.compile(r'(?:[^;"]|"(?:[^"\\]|\\.)*"?)+')
 #: A urlencoded form larger than this is parsed off the event loop: ``unquote``
 #: is Python code that takes seconds for megabytes of percent-escapes.
 OFF_LOOP_FORM_SIZE = 64 * 1024
@@ -480,20 +482,46 @@ def _merge_parameters(request: Request, form: Mapping[str, Sequence[str | Multip
     request.parameters = merged
 
 
-def _extended(disposition: str, current: str | None, key: str) -> str | None:
-    """The RFC 5987 ``name*``/``filename*`` value of a disposition, else ``current``."""
-    for found_key, raw in _EXT_VALUE.findall(disposition):
-        if found_key.lower() != key:
-            continue
-        charset, _, rest = raw.strip('"').partition("'")
-        _, _, encoded = rest.partition("'")
-        try:
-            if not is_charset(charset or "utf-8"):
-                raise LookupError(charset)
-            return unquote(encoded, encoding=charset or "utf-8", errors="strict")
-        except (LookupError, UnicodeError):
-            raise HttpError(400, "Bad Request", f"Invalid {key}* in a multipart part.") from None
-    return current
+def _ext_decode(raw: str, key: str) -> str:
+    """An RFC 5987 ``charset'lang'percent-encoded`` value (``name*``, ``filename*``)."""
+    charset, _, rest = raw.strip('"').partition("'")
+    _, _, encoded = rest.partition("'")
+    try:
+        if not is_charset(charset or "utf-8"):
+            raise LookupError(charset)
+        return unquote(encoded, encoding=charset or "utf-8", errors="strict")
+    except (LookupError, UnicodeError):
+        raise HttpError(400, "Bad Request", f"Invalid {key} in a multipart part.") from None
+
+
+def _disposition(segment: multipart.MultipartSegment) -> tuple[str, str | None]:
+    """The field name and file name (None: a text field) of a part.
+
+    Read here, not by ``multipart``, whose parameter search also finds ``; name=x``
+    inside a quoted value (``filename*="...; name=x"``): a field a proxy reads under
+    one name would reach the app under another.  For the same reason a part with two
+    ``Content-Disposition`` headers, or one that names a parameter twice, is a 400.
+    """
+    headers = [v for k, v in segment.headerlist if k == "Content-Disposition"]
+    if len(headers) != 1:
+        raise HttpError(400, "Bad Request", "A multipart part has two Content-Disposition headers.")
+    params: dict[str, str] = {}
+    for piece in _HEADER_PIECE.findall(headers[0])[1:]:
+        key, _, value = piece.partition("=")
+        key = key.strip().lower()
+        if key in params:
+            explain = f"A multipart part's Content-Disposition has two {key} parameters."
+            raise HttpError(400, "Bad Request", explain)
+        params[key] = value.strip()
+    names: list[str | None] = []
+    for key in ("name", "filename"):
+        if f"{key}*" in params:
+            names.append(_ext_decode(params[f"{key}*"], f"{key}*"))
+        elif key in params:
+            names.append(multipart.content_disposition_unquote(params[key], key == "filename"))
+        else:
+            names.append(None)
+    return names[0] or "", names[1]
 
 
 class _MultipartCollector:
@@ -507,6 +535,7 @@ class _MultipartCollector:
         self._field_bytes = 0
         self._files_left = limits.max_files or -1  # -1: no limit
         self._segment: multipart.MultipartSegment | None = None
+        self._name = ""
         self._file: MultipartFile | None = None
         self._field: bytearray | None = None
 
@@ -525,9 +554,8 @@ class _MultipartCollector:
 
     def _start(self, segment: multipart.MultipartSegment) -> None:
         self._segment = segment
-        disposition = segment.header("Content-Disposition", "") or ""
-        name = _extended(disposition, segment.name, "name") or ""
-        filename = _extended(disposition, segment.filename, "filename")
+        name, filename = _disposition(segment)
+        self._name = name
         if filename is not None:
             if self._files_left == 0:
                 raise HttpError(
@@ -549,8 +577,7 @@ class _MultipartCollector:
         segment, field = self._segment, self._field
         if segment is not None and field is not None:
             charset = _charset({"charset": segment.charset or ""})
-            name = _extended(segment.header("Content-Disposition", "") or "", segment.name, "name")
-            self.form.setdefault(name or "", []).append(_decode(field, charset, "form field"))
+            self.form.setdefault(self._name, []).append(_decode(field, charset, "form field"))
         self._segment = self._file = self._field = None
 
     def close(self) -> None:
