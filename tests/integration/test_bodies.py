@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import io
 import json
@@ -356,6 +357,51 @@ def test_json_body_of_a_non_json_type_is_415(make_client, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     reply = make_client(json_app()).post("/json", headers=headers, body=b'{"a": 1}')
     assert reply.status == 415, reply.text
+
+
+def coded_app() -> App:
+    app = App()
+
+    @app.route("/raw", method="POST")
+    def raw(body: BytesBody, request: Request) -> dict[str, Any]:
+        return {"text": gzip.decompress(bytes(body)).decode(), "params": request.parameters}
+
+    @app.route("/json", method="POST")
+    def as_json(data: JSONBody) -> dict[str, Any]:
+        return data
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("content_type", "text"),
+    [
+        ("application/json", '{"a": 1}'),
+        ("application/x-www-form-urlencoded; charset=latin-1", "a=1&b=2"),
+        (f"multipart/form-data; boundary={BOUNDARY}", multipart_body({"a": "1"}).decode()),
+    ],
+)
+def test_a_content_coded_body_is_kept_as_it_came(make_any_client, content_type, text):
+    """A gzip body is no JSON, form or multipart text: it was parsed as such (a 400,
+    or garbage fields from a latin-1 form), so a controller could not decode it."""
+    headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+    client = make_any_client(coded_app())
+    reply = client.post("/raw", headers=headers, body=gzip.compress(text.encode()))
+    assert reply.status == 200, reply.text
+    assert reply.json() == {"text": text, "params": {}}
+
+
+def test_json_body_of_a_content_coded_body_is_415(make_any_client):
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    client = make_any_client(coded_app())
+    reply = client.post("/json", headers=headers, body=gzip.compress(b'{"a": 1}'))
+    assert reply.status == 415, reply.text
+    assert reply.json()["explain"] == (
+        "JSONBody needs a body without Content-Encoding (it is gzip)."
+    )
+    headers["Content-Encoding"] = "identity"
+    reply = client.post("/json", headers=headers, body=b'{"a": 1}')
+    assert reply.status == 200 and reply.json() == {"a": 1}
 
 
 def test_invalid_json_is_400_with_message(make_client):

@@ -31,7 +31,7 @@ from ..models import (
     Session,
 )
 from ..responses import Response
-from .bodies import RequestBodyReader, is_json_type
+from .bodies import RequestBodyReader, content_coding, is_json_type
 from .routing import WILDCARD_KEY
 
 __all__ = ["FIXED", "BindContext", "Binder"]
@@ -281,6 +281,10 @@ def json_body(ctx: BindContext) -> JSONBody:
             "Unsupported Media Type",
             "JSONBody needs a JSON body (application/json or a +json media type).",
         )
+    coding = content_coding(request)
+    if coding is not None:
+        explain = f"JSONBody needs a body without Content-Encoding (it is {coding})."
+        raise HttpError(415, "Unsupported Media Type", explain)
     value = request.json
     if isinstance(value, JSONBody):
         return value

@@ -39,6 +39,7 @@ __all__ = [
     "MultipartFile",
     "RequestBodyReader",
     "close_files",
+    "content_coding",
     "is_charset",
     "is_json_type",
     "parse_query",
@@ -148,6 +149,13 @@ def is_json_type(content_type: str) -> bool:
     if not (kind and slash and subtype):
         return False
     return mime == "application/json" or (subtype.endswith("+json") and subtype != "+json")
+
+
+def content_coding(request: Request) -> str | None:
+    """The ``Content-Encoding`` of the request body (``gzip``...); None when it has
+    none, or ``identity``."""
+    coding = str(request.headers.get("Content-Encoding") or "").strip()
+    return None if coding.lower() in ("", "identity") else coding
 
 
 _REQUEST_OVER = "this request is over: the rest of its body cannot be read"
@@ -432,10 +440,15 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
     query's; decoded with the form's ``charset``, UTF-8 by default), JSON
     (``application/json`` or ``+json``) goes to ``request.json`` (any JSON
     value; None for an empty body), multipart files to ``request.files`` and,
-    as :class:`MultipartFile` values, to ``request.parameters``; other bodies
-    are kept as ``request.body``.
+    as :class:`MultipartFile` values, to ``request.parameters``; other bodies,
+    and a body with a ``Content-Encoding`` (gzip...), are kept as ``request.body``.
     """
     mime, options = multipart.parse_options_header(request.content_type)
+    if content_coding(request) is not None:
+        # A gzip (...) body is no form, JSON or multipart text until decoded, which the
+        # server does not do: kept as it came, for the app to decode.
+        request.body = await read_body(channel, limits.max_body_size)
+        return
     if mime == "multipart/form-data":
         await _read_multipart(request, channel, options, limits)
         return
