@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import multipart
+
 from . import logger as _logging
 from .app import App, default_app
 from .config import ServerConfig
@@ -218,13 +220,17 @@ def _wire_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> 
 
 
 def _multipart(data: Mapping[str, Any], files: Mapping[str, Any]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body as browsers write one: names and file names
+    quoted as HTML5 says (``"``, CR and LF percent-encoded), text as UTF-8."""
     boundary = "shs" + secrets.token_hex(12)
+    quote_name = multipart.content_disposition_quote
     out: list[bytes] = []
     for key, value in data.items():
         for item in value if isinstance(value, list | tuple) else [value]:
             out.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
-                + str(item).encode()
+                f"--{boundary}\r\nContent-Disposition: form-data; name={quote_name(str(key))}"
+                "\r\n\r\n".encode()
+                + (bytes(item) if isinstance(item, bytes | bytearray) else str(item).encode())
                 + b"\r\n"
             )
     for key, value in files.items():
@@ -235,8 +241,8 @@ def _multipart(data: Mapping[str, Any], files: Mapping[str, Any]) -> tuple[bytes
             content = content.read()
         out.append(
             (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"; '
-                f'filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'
+                f"--{boundary}\r\nContent-Disposition: form-data; name={quote_name(str(key))}; "
+                f"filename={quote_name(str(filename))}\r\nContent-Type: {ctype}\r\n\r\n"
             ).encode()
             + content
             + b"\r\n"

@@ -24,6 +24,8 @@ from simple_http_server import (
     App,
     BytesBody,
     Headers,
+    MultipartFile,
+    Request,
     Response,
     WebsocketHandler,
     WebsocketRequest,
@@ -186,6 +188,34 @@ def test_a_non_ascii_target_is_percent_encoded_as_clients_do() -> None:
         return name
 
     assert TestClient(app).get("/p/café").text == "café"
+
+
+def test_a_multipart_form_is_written_as_browsers_write_it() -> None:
+    """Names and file names are quoted as HTML5 says, bytes values sent as they are:
+    a '"' in a name ended it early (a file part became a text field named
+    'x"; filename="a.txt'), a CR LF in a file name started a header, and bytes
+    were sent as their repr ("b'v'")."""
+    app = App()
+
+    @app.route("/form", method="POST")
+    def form(request: Request) -> dict[str, Any]:
+        return {
+            name: [[v.filename, v.content.decode()] if isinstance(v, MultipartFile) else v
+                   for v in values]
+            for name, values in request.parameters.items()
+        }  # fmt: skip
+
+    reply = TestClient(app).post(
+        "/form",
+        data={'k"ey': b"v", "n": ["1", 2]},
+        files={'f"ile': ('a"b\r\nX-Evil: 1.txt', b"data")},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {
+        'k"ey': ["v"],
+        "n": ["1", "2"],
+        'f"ile': [['a"b\r\nX-Evil: 1.txt', "data"]],
+    }
 
 
 def test_a_body_shorter_than_its_content_length_is_a_408_as_after_body_timeout() -> None:
