@@ -1147,12 +1147,24 @@ def test_connection_still_usable_after_small_rejected_body(serve, tmp_path):
     conn.close()
 
 
-def test_expect_continue_over_limit_gets_413_instead_of_100(serve, tmp_path):
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Content-Type: application/json\r\n",
+        # Buffered, as a JSON body is: max_body_size is theirs (they were given
+        # max_upload_size, so the 413 came after 100 Continue and max_body_size bytes).
+        b"Content-Type: multipart/mixed; boundary=a\r\n",
+        b"Content-Type: multipart/form-data; boundary=a\r\nContent-Encoding: gzip\r\n",
+    ],
+    ids=["json", "multipart-mixed", "gzip-multipart"],
+)
+def test_expect_continue_over_limit_gets_413_instead_of_100(serve, tmp_path, headers):
     live = serve(limits_app(tmp_path), max_body_size=1000)
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+            b"POST /json HTTP/1.1\r\nHost: x\r\n"
+            + headers
+            + b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
         )
         first = sock.recv(65536)
     assert first.startswith(b"HTTP/1.1 413 ")

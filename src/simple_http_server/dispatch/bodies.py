@@ -42,6 +42,7 @@ __all__ = [
     "content_coding",
     "is_charset",
     "is_json_type",
+    "is_upload",
     "parse_query",
     "read_body",
     "read_form",
@@ -156,6 +157,13 @@ def content_coding(request: Request) -> str | None:
     none, or ``identity``."""
     coding = str(request.headers.get("Content-Encoding") or "").strip()
     return None if coding.lower() in ("", "identity") else coding
+
+
+def is_upload(request: Request) -> bool:
+    """True for a body parsed as it streams in, never buffered whole: a
+    ``multipart/form-data`` one without a ``Content-Encoding``."""
+    mime = request.content_type.partition(";")[0].strip().lower()
+    return mime == "multipart/form-data" and content_coding(request) is None
 
 
 _REQUEST_OVER = "this request is over: the rest of its body cannot be read"
@@ -449,7 +457,7 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
         # server does not do: kept as it came, for the app to decode.
         request.body = await read_body(channel, limits.max_body_size)
         return
-    if mime == "multipart/form-data":
+    if is_upload(request):
         await _read_multipart(request, channel, options, limits)
         return
     body = await read_body(channel, limits.max_body_size)

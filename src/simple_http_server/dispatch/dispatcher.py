@@ -34,6 +34,7 @@ from .bodies import (
     MultipartFile,
     RequestBodyReader,
     close_files,
+    is_upload,
     parse_query,
     read_form,
     too_large,
@@ -398,9 +399,9 @@ class Dispatcher:
     ) -> None:
         limits = self.config.limits
         streamed = endpoint is not None and endpoint.plan.needs_stream
-        is_multipart = request.content_type.lower().startswith("multipart/")
-        # Streamed and multipart bodies are not buffered: they get the larger limit.
-        limit = limits.max_upload_size if streamed or is_multipart else limits.max_body_size
+        # Streamed and multipart bodies are not buffered: they get the larger limit
+        # (not a multipart/mixed or a gzip multipart body: those are buffered).
+        limit = limits.max_upload_size if streamed or is_upload(request) else limits.max_body_size
         declared = request.content_length
         if declared is not None and limit and declared > limit:
             channel.close_after_response()  # answer now, never read the body
