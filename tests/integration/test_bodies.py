@@ -757,6 +757,22 @@ def test_multipart_part_header_too_large_is_413(make_client, tmp_path):
     assert reply.status == 413
 
 
+@pytest.mark.parametrize(("lines", "status"), [(3, 200), (6, 413)])
+def test_multipart_part_header_block_is_bounded(make_client, lines, status):
+    """``max_part_header_size`` bounds the header block of a part, not each line of
+    it: 14 lines of 7000 bytes (98 KB) went through the 8 KiB default."""
+    headers = "".join(f"X-Pad-{i}: {'a' * 900}\r\n" for i in range(lines))
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="a"\r\n{headers}\r\n'
+        f"1\r\n--{BOUNDARY}--\r\n"
+    )
+    client = make_client(disposition_app(), max_part_header_size=4096)
+    reply = client.post("/fields", headers=mp_headers(), body=body)
+    assert reply.status == status, reply.text
+    if status == 413:
+        assert reply.json()["explain"] == "A multipart part's header block exceeds 4096 bytes."
+
+
 def test_chunked_multipart_upload(serve, tmp_path):
     seen: list[MultipartFile] = []
     live = serve(upload_app(seen, tmp_path))

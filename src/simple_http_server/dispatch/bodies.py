@@ -555,6 +555,7 @@ class _MultipartCollector:
         self._field_limit = limits.max_body_size
         self._field_bytes = 0
         self._files_left = limits.max_files or -1  # -1: no limit
+        self._header_limit = limits.max_part_header_size
         self._segment: multipart.MultipartSegment | None = None
         self._name = ""
         self._file: MultipartFile | None = None
@@ -574,6 +575,11 @@ class _MultipartCollector:
             self._field += event
 
     def _start(self, segment: multipart.MultipartSegment) -> None:
+        # The parser bounds each header line (and their count); the block is bounded here.
+        size = sum(len(name) + len(value) + 4 for name, value in segment.headerlist)
+        if self._header_limit and size > self._header_limit:
+            explain = f"A multipart part's header block exceeds {self._header_limit} bytes."
+            raise HttpError(413, "Content Too Large", explain)
         self._segment = segment
         name, filename = _disposition(segment)
         self._name = name
