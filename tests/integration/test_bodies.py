@@ -413,6 +413,22 @@ def test_invalid_json_is_400_with_message(make_client):
     assert "JSON" in reply.json()["explain"]
 
 
+def test_bad_bodies_are_explained_without_python_internals(make_client):
+    """The explain of a 400 says what is wrong with the body, not how Python failed:
+    it read "...; use sys.set_int_max_str_digits() to increase the limit" and
+    "('Segment header failed to decode', UnicodeDecodeError('utf-8', b'...'...))"."""
+    client = make_client(disposition_app())
+    reply = client.post(
+        "/fields", headers={"Content-Type": "application/json"}, body=b"[" + b"9" * 5000 + b"]"
+    )
+    assert reply.status == 400
+    assert reply.json()["explain"] == "The JSON body has a number with too many digits."
+    body = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="\xff"\r\n\r\n1\r\n'
+    reply = client.post("/fields", headers=mp_headers(), body=body.encode("latin-1"))
+    assert reply.status == 400
+    assert reply.json()["explain"] == "Malformed multipart body: Segment header failed to decode."
+
+
 @pytest.mark.parametrize("charset", [*BAD_CHARSETS, "klingon"])
 def test_json_bad_charset_is_400(make_client, charset):
     reply = make_client(json_app()).post(

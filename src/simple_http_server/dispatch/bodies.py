@@ -473,8 +473,11 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
         text = _decode(body, _charset(options), "JSON body")
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise HttpError(400, "Bad Request", f"The body is not valid JSON: {exc}") from None
+        except ValueError:  # an integer of over 4300 digits (sys.get_int_max_str_digits)
+            explain = "The JSON body has a number with too many digits."
+            raise HttpError(400, "Bad Request", explain) from None
         except RecursionError:
             raise HttpError(400, "Bad Request", "The JSON body is nested too deeply.") from None
         # An object is a JSONBody (a dict): what a ``JSONBody`` argument receives.
@@ -654,7 +657,9 @@ async def _read_multipart(
     except multipart.MultipartError as exc:
         collector.close()
         channel.close_after_response()  # the rest of the body is not worth reading
-        raise HttpError(400, "Bad Request", f"Malformed multipart body: {exc}.") from None
+        # The reason alone: the decode error that may follow is Python's repr of the bytes.
+        reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        raise HttpError(400, "Bad Request", f"Malformed multipart body: {reason}.") from None
     except HttpError:  # a part refused by the collector (413, 400): the rest is not read
         collector.close()
         channel.close_after_response()
