@@ -620,6 +620,30 @@ def test_closing_an_opened_upload_leaves_the_upload_open(make_client, tmp_path, 
     }
 
 
+@pytest.mark.parametrize("size", [10, 300 * 1024], ids=["in-memory", "spooled-to-disk"])
+def test_an_upload_read_after_its_request_is_an_error_not_empty(make_client, tmp_path, size):
+    """Its temporary file is removed when the request ends: reading it later (a
+    thread the controller started) read b"" and save_to_file wrote an empty file."""
+    app = App()
+    kept: list[MultipartFile] = []
+
+    @app.route("/upload", method="POST")
+    def upload(doc: MultipartFile) -> dict[str, Any]:
+        kept.append(doc)
+        return {"size": doc.size}
+
+    body = multipart_body(files=[("doc", "d.bin", "application/octet-stream", b"d" * size)])
+    reply = make_client(app).post("/upload", headers=mp_headers(), body=body)
+    assert reply.status == 200 and reply.json() == {"size": size}
+    doc = kept[0]  # removed before a made answer (a dict) is sent
+    with pytest.raises(ValueError, match="removed when its request ended"):
+        doc.content
+    with pytest.raises(ValueError, match="removed when its request ended"):
+        doc.save_to_file(tmp_path / "late.bin")
+    assert not (tmp_path / "late.bin").exists()
+    assert (doc.size, doc.is_empty) == (size, False)
+
+
 def test_multipart_utf8_filename_star(make_client, tmp_path):
     # Inventory #13: filename*=UTF-8''... names.
     seen: list[MultipartFile] = []

@@ -265,6 +265,12 @@ def _memory_reader(data: bytes) -> RequestBodyReader:
 Request._memory_reader = _memory_reader  # ``request.reader`` of a body already read
 
 
+_REMOVED = (
+    "This upload's temporary file was removed when its request ended: "
+    "copy it (save_to_file) or read it while the request runs."
+)
+
+
 class _UploadView(io.RawIOBase):
     """A read-only view of an upload's temporary file with a position of its own:
     closing it (``with upload.open() as f:``) leaves the upload open, and two views
@@ -338,6 +344,7 @@ class MultipartFile:
         self._file: IO[bytes] | None = None
         self._size = len(content) if content is not None else 0
         self._lock = threading.Lock()  # views (``open()``) share the one file position
+        self._removed = False
         self._views: weakref.WeakSet[_UploadView] = weakref.WeakSet()
 
     @property
@@ -363,7 +370,7 @@ class MultipartFile:
     @property
     def content(self) -> bytes:
         """The whole content, read from the temporary file on demand."""
-        if self._content is None and self._file is not None:
+        if self._content is None and (self._file is not None or self._removed):
             with self.open() as file:
                 return file.read()
         return self._content or b""
@@ -378,10 +385,10 @@ class MultipartFile:
 
         Each has its own position, and closing it leaves the upload open (its
         temporary file is removed when the request ends)."""
+        if self._removed:
+            raise ValueError(_REMOVED)
         if self._file is None:
             return io.BytesIO(self._content or b"")
-        if self._file.closed:
-            raise ValueError("The upload is closed: its request has ended.")
         view = _UploadView(self._file, self._lock)
         self._views.add(view)
         return io.BufferedReader(view)
@@ -398,12 +405,14 @@ class MultipartFile:
         self._file.write(chunk)
 
     def close(self) -> None:
-        """Remove the temporary file (the file objects ``open()`` gave are closed too)."""
+        """Remove the temporary file (the file objects ``open()`` gave are closed too);
+        the content can no longer be read (``ValueError``), rather than read as empty."""
         for view in list(self._views):
             view.close()
         if self._file is not None:
             self._file.close()
             self._file = None
+            self._removed = True
 
 
 async def read_body(channel: Channel, limit: int) -> bytes:
