@@ -644,6 +644,43 @@ def test_an_upload_read_after_its_request_is_an_error_not_empty(make_client, tmp
     assert (doc.size, doc.is_empty) == (size, False)
 
 
+def files_app() -> App:
+    app = App()
+
+    @app.route("/all", method="POST")
+    def every(docs: list[MultipartFile]) -> list[str]:
+        return [f"{doc.filename}={doc.content.decode()}" for doc in docs]
+
+    @app.route("/optional", method="POST")
+    def optional(docs: list[MultipartFile] | None = None) -> Any:
+        return {"docs": None if docs is None else len(docs)}
+
+    @app.route("/empty", method="POST")
+    def empty(docs: list[MultipartFile] = None) -> Any:  # type: ignore[assignment]  # noqa: RUF013
+        return {"docs": docs}
+
+    return app
+
+
+def test_a_list_of_files_gets_every_file_part_of_its_name(make_client):
+    """``<input type="file" multiple>``: 'docs: list[MultipartFile]' was a 400
+    "Parameter[docs] is required." whatever files were sent."""
+    client = make_client(files_app())
+    files = [("docs", f"{n}.txt", "text/plain", n.encode()) for n in ("a", "b", "c")]
+    body = multipart_body({"other": "x"}, files)
+    reply = client.post("/all", headers=mp_headers(), body=body)
+    assert reply.status == 200, reply.text
+    assert reply.json() == ["a.txt=a", "b.txt=b", "c.txt=c"]
+    assert client.post("/optional", headers=mp_headers(), body=body).json() == {"docs": 3}
+    none = multipart_body({"other": "x"})
+    assert client.post("/optional", headers=mp_headers(), body=none).json() == {"docs": None}
+    assert client.post("/empty", headers=mp_headers(), body=none).json() == {"docs": []}
+    reply = client.post("/all", headers=mp_headers(), body=none)
+    assert (reply.status, reply.json()["explain"]) == (400, "Parameter[docs] is required.")
+    reply = client.post("/all", headers=mp_headers(), body=multipart_body({"docs": "text"}))
+    assert (reply.status, reply.json()["explain"]) == (400, "Parameter[docs] should be a file.")
+
+
 def test_multipart_utf8_filename_star(make_client, tmp_path):
     # Inventory #13: filename*=UTF-8''... names.
     seen: list[MultipartFile] = []

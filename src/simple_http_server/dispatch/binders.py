@@ -328,6 +328,23 @@ def multipart_file(name: str, default: Any, required: bool) -> Binder:
     return file
 
 
+def multipart_files(name: str, default: Any, required: bool) -> Binder:
+    """``imgs: list[MultipartFile]``: every file part named ``name`` (``<input
+    type=file multiple>``), in the form's order."""
+
+    def files(ctx: BindContext) -> Any:
+        found = ctx.request.files.get(name)
+        if found:
+            return list(found)
+        if name in ctx.request.parameters:
+            raise bad(f"Parameter[{name}] should be a file.")
+        if required:
+            raise missing(name)
+        return default
+
+    return files
+
+
 def model_dict(ctx: BindContext) -> ModelDict:
     """Every parameter, uploads included: ``{name: value}``, a list when repeated."""
     return ModelDict(

@@ -39,6 +39,7 @@ from .binders import (
     is_list,
     model_binder,
     multipart_file,
+    multipart_files,
     optional_json_body,
     parameters,
     path_value,
@@ -289,6 +290,9 @@ def _binder_for(
                 if kind is JSONBody and has_default:  # an optional body
                     return optional_json_body(default), kind
                 return FIXED[kind], kind
+        if is_list(annotation) and typing.get_args(annotation) == (MultipartFile,):
+            absent = [] if absent_none else default  # ``Optional[...] = None`` stays None
+            return multipart_files(name, absent, not has_default), MultipartFile
         for kind in (Header, Cookie, PathValue, RegGroup, MultipartFile, Parameters, Parameter):
             if _is_class(annotation, kind):
                 marker_default = _empty_marker(name, kind) if absent_none else default
