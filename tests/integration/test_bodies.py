@@ -681,6 +681,27 @@ def test_a_list_of_files_gets_every_file_part_of_its_name(make_client):
     assert (reply.status, reply.json()["explain"]) == (400, "Parameter[docs] should be a file.")
 
 
+def test_saving_an_empty_upload_writes_nothing(make_client, tmp_path):
+    """As 0.22.x and naja-atra: a file input left empty must not empty the file
+    already saved there (a profile picture the form did not change)."""
+    app = App()
+
+    @app.route("/avatar", method="POST")
+    def avatar(img: MultipartFile) -> dict[str, Any]:
+        img.save_to_file(tmp_path / "avatar.png")
+        return {"empty": img.is_empty}
+
+    (tmp_path / "avatar.png").write_bytes(b"old picture")
+    client = make_client(app)
+    empty = multipart_body(files=[("img", "", "application/octet-stream", b"")])
+    reply = client.post("/avatar", headers=mp_headers(), body=empty)
+    assert reply.json() == {"empty": True}
+    assert (tmp_path / "avatar.png").read_bytes() == b"old picture"
+    new = multipart_body(files=[("img", "a.png", "image/png", b"new picture")])
+    assert client.post("/avatar", headers=mp_headers(), body=new).json() == {"empty": False}
+    assert (tmp_path / "avatar.png").read_bytes() == b"new picture"
+
+
 def test_multipart_utf8_filename_star(make_client, tmp_path):
     # Inventory #13: filename*=UTF-8''... names.
     seen: list[MultipartFile] = []

@@ -394,7 +394,12 @@ class MultipartFile:
         return io.BufferedReader(view)
 
     def save_to_file(self, file_path: str | os.PathLike[str]) -> None:
-        """Copy the content to ``file_path`` without loading it into memory."""
+        """Copy the content to ``file_path`` without loading it into memory.
+
+        An empty upload (a file input left empty) writes nothing, as in the original:
+        a file already at ``file_path`` is left as it is, not emptied."""
+        if self.is_empty:
+            return
         with self.open() as content, open(file_path, "wb") as out:
             shutil.copyfileobj(content, out, _COPY_CHUNK)
 
