@@ -702,6 +702,23 @@ def test_saving_an_empty_upload_writes_nothing(make_client, tmp_path):
     assert (tmp_path / "avatar.png").read_bytes() == b"new picture"
 
 
+def test_an_upload_content_type_is_as_sent(make_client):
+    """With its parameters, as 0.22.x gave it: the charset of an uploaded text file was
+    dropped ('text/csv'), so the app could not decode it."""
+    app = App()
+
+    @app.route("/csv", method="POST")
+    def csv(doc: MultipartFile, other: MultipartFile) -> list[str]:
+        return [doc.content_type, other.content_type]
+
+    files = [
+        ("doc", "a.csv", "text/csv; charset=Shift_JIS", "名前".encode("shift_jis")),
+        ("other", "b.bin", "image/png", b"png"),
+    ]
+    reply = make_client(app).post("/csv", headers=mp_headers(), body=multipart_body(files=files))
+    assert reply.json() == ["text/csv; charset=Shift_JIS", "image/png"]
+
+
 def test_multipart_utf8_filename_star(make_client, tmp_path):
     # Inventory #13: filename*=UTF-8''... names.
     seen: list[MultipartFile] = []

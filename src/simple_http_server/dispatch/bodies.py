@@ -562,6 +562,11 @@ def _disposition(segment: multipart.MultipartSegment) -> tuple[str, str | None]:
     return names[0] or "", names[1]
 
 
+def _part_type(segment: multipart.MultipartSegment) -> str:
+    """A part's ``Content-Type`` header as sent (``text/csv; charset=Shift_JIS``)."""
+    return str(segment.header("Content-Type", "") or "").strip()
+
+
 class _MultipartCollector:
     """Turns parser events into form fields and spooled files."""
 
@@ -609,7 +614,8 @@ class _MultipartCollector:
             upload = MultipartFile(
                 name,
                 filename=filename,
-                content_type=segment.content_type or "application/octet-stream",
+                # As sent, parameters included (a text file's charset), as in 0.22.x.
+                content_type=_part_type(segment) or "application/octet-stream",
             )
             self.files.setdefault(name, []).append(upload)
             self.form.setdefault(name, []).append(upload)
