@@ -6,7 +6,9 @@ import gzip
 import http.client
 import io
 import json
+import logging
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -717,6 +719,24 @@ def test_an_upload_content_type_is_as_sent(make_client):
     ]
     reply = make_client(app).post("/csv", headers=mp_headers(), body=multipart_body(files=files))
     assert reply.json() == ["text/csv; charset=Shift_JIS", "image/png"]
+
+
+def test_an_upload_the_disk_cannot_take_is_a_503(make_client, monkeypatch, tmp_path, log_records):
+    """A temporary folder that is full or gone (here: gone): a 503 and one warning,
+    not a 500 with a traceback; a small upload (kept in memory) still works."""
+    client = make_client(files_app())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    big = multipart_body(files=[("docs", "a.bin", "application/octet-stream", b"a" * 100_000)])
+    reply = client.post("/all", headers=mp_headers(), body=big)
+    assert reply.status == 503, reply.text
+    assert reply.json()["explain"] == "The server cannot store the upload now."
+    small = multipart_body(files=[("docs", "b.txt", "text/plain", b"b")])
+    assert client.post("/all", headers=mp_headers(), body=small).json() == ["b.txt=b"]
+    records = log_records.records
+    assert not [r for r in records if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("An upload could not be stored: [Errno 2] No such file")
 
 
 def test_multipart_utf8_filename_star(make_client, tmp_path):

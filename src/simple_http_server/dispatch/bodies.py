@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote
 
 import multipart
 
+from .. import logger as _logging
 from ..errors import HttpError
 from ..models import JSONBody, Request
 from .invoke import call_sync, current_loop, in_event_loop, run_sync, wait_on
@@ -47,6 +48,8 @@ __all__ = [
     "read_body",
     "read_form",
 ]
+
+_log = _logging.get_logger("simple_http_server.dispatch")
 
 #: File parts larger than this spill from memory to a temporary file.
 SPOOL_THRESHOLD = 64 * 1024
@@ -589,7 +592,12 @@ class _MultipartCollector:
         elif event is None:
             self._finish()
         elif self._file is not None:
-            self._file._write(event)
+            try:
+                self._file._write(event)
+            except OSError as exc:  # the temporary folder is full, or gone; no fd left
+                _log.warning("An upload could not be stored: %s", _logging.escape(str(exc)))
+                explain = "The server cannot store the upload now."
+                raise HttpError(503, "Service Unavailable", explain) from None
         elif self._field is not None:
             self._field_bytes += len(event)
             if self._field_limit and self._field_bytes > self._field_limit:
