@@ -781,6 +781,7 @@ def disposition_app() -> App:
         ("form-data; name*=UTF-8''%E4%B8%AD", {"中": ["X"]}),
         ('form-data; name="f"; filename="C:\\\\dir\\\\a.txt"', {"f": ["a.txt"]}),
         ('form-data; name="a%22b"; filename="c%22d"', {'a"b': ['c"d']}),
+        ('form-data; ; ; x; x; name="a"', {"a": ["X"]}),  # other parameters: ignored
     ],
 )
 def test_multipart_disposition_parameters_are_read_in_order(make_client, disposition, fields):

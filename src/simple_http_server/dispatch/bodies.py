@@ -535,6 +535,9 @@ def _ext_decode(raw: str, key: str) -> str:
         raise HttpError(400, "Bad Request", f"Invalid {key} in a multipart part.") from None
 
 
+_NAME_KEYS = frozenset({"name", "name*", "filename", "filename*"})
+
+
 def _disposition(segment: multipart.MultipartSegment) -> tuple[str, str | None]:
     """The field name and file name (None: a text field) of a part.
 
@@ -550,6 +553,8 @@ def _disposition(segment: multipart.MultipartSegment) -> tuple[str, str | None]:
     for piece in _HEADER_PIECE.findall(headers[0])[1:]:
         key, _, value = piece.partition("=")
         key = key.strip().lower()
+        if key not in _NAME_KEYS:
+            continue
         if key in params:
             explain = f"A multipart part's Content-Disposition has two {key} parameters."
             raise HttpError(400, "Bad Request", explain)
