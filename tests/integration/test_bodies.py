@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -602,7 +603,10 @@ def test_closing_an_opened_upload_leaves_the_upload_open(make_client, tmp_path, 
         first, second = doc.open(), doc.open()
         first.read(2)
         doc.save_to_file(tmp_path / "saved.bin")
+        with doc.open() as file:  # as the temporary file's own fileno() did
+            size = os.fstat(file.fileno()).st_size
         return {
+            "fstat": size == len(data),
             "head": list(head),
             "content": doc.content == data,
             "saved": (tmp_path / "saved.bin").read_bytes() == data,
@@ -614,6 +618,7 @@ def test_closing_an_opened_upload_leaves_the_upload_open(make_client, tmp_path, 
     reply = make_client(app).post("/upload", headers=mp_headers(), body=body)
     assert reply.status == 200, reply.text
     assert reply.json() == {
+        "fstat": True,
         "head": [0, 1, 2, 3],
         "content": True,
         "saved": True,

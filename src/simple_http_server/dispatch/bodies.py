@@ -319,6 +319,13 @@ class _UploadView(io.RawIOBase):
     def tell(self) -> int:
         return self.seek(0, io.SEEK_CUR)
 
+    def fileno(self) -> int:
+        """The temporary file's descriptor (a small upload is written to disk first)."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        with self._lock:
+            return self._file.fileno()
+
 
 class MultipartFile:
     """An uploaded file part, or the marker that injects one: ``MultipartFile("img")``.
