@@ -7,7 +7,7 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
@@ -16,7 +16,7 @@ import pytest
 
 from simple_http_server import App, Headers, server
 
-from ..conftest import wsgi_server
+from ..conftest import LogRecords, wsgi_server
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
 
@@ -353,3 +353,73 @@ def test_the_originals_wsgi_proxy_class_is_importable_from_server() -> None:
     with wsgi_server(proxy.app_proxy) as address:
         status, _, body = request(address.port, "GET", "/hello?name=w")
     assert status == 200 and json.loads(body)["hello"] == "w"
+
+
+def _bodiless_app() -> App:
+    app = App()
+
+    @app.route("/none")
+    def none() -> tuple[int, str]:
+        return 204, ""
+
+    @app.route("/tagged")
+    def tagged() -> tuple[int, Headers, str]:
+        return 200, Headers({"ETag": '"v1"'}), "tagged body"
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [("/none", {}, 204), ("/tagged", {"If-None-Match": '"v1"'}, 304)],
+)
+def test_no_content_length_on_the_wire_for_204_and_304(
+    path: str, headers: dict[str, str], expected: int
+) -> None:
+    """RFC 9110 8.6, 15.4.5: wsgiref adds ``Content-Length: 0`` to an empty list (its
+    ``finish_content``); a 204 must have none, a 304 none but the 200's length, as
+    our transports send them."""
+    with wsgiref_server(_bodiless_app()) as port:
+        status, answer, body = request(port, "GET", path, headers=headers)
+    assert (status, body, answer["Content-Length"]) == (expected, b"", None)
+    assert status != 304 or answer["ETag"] == '"v1"'
+
+
+def _failing_body_app() -> App:
+    app = App()
+
+    @app.route("/fails-at-once")
+    def fails_at_once() -> Iterator[bytes]:
+        raise ValueError("secret detail")
+        yield b"never"  # pragma: no cover
+
+    @app.route("/async-fails-at-once")
+    async def async_fails_at_once() -> object:
+        async def body() -> AsyncIterator[bytes]:
+            raise ValueError("secret detail")
+            yield b"never"  # pragma: no cover
+
+        return body()
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/fails-at-once", "/async-fails-at-once"])
+def test_a_body_failing_at_its_first_piece_gets_our_500(log_records: LogRecords, path: str) -> None:
+    """The head waits in the WSGI server for the body's first piece: a body that fails
+    there gets our 500 page (``start_response`` with ``exc_info``, which wsgiref's
+    validator checks) and our log line, as our transports answer a failure before
+    their head is out; the exception reached wsgiref, which sent its own page."""
+    with wsgiref_server(_failing_body_app()) as port:
+        status, headers, body = request(port, "GET", path)
+    expected = b'{"code": 500, "message": "Internal Server Error", "explain": ""}'
+    assert (status, headers["Content-Type"], body) == (
+        500,
+        "application/json; charset=utf-8",
+        expected,
+    )
+    failures = [r for r in log_records.records if r.getMessage() == _FAILED_SENDING]
+    assert len(failures) == 1 and "ValueError: secret detail" in str(failures[0].exc_text)
+
+
+_FAILED_SENDING = "Error while sending the response"

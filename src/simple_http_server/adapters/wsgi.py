@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
+from .. import logger as _logging
 from ..dispatch.channel import (
     Channel,
     HeaderLines,
@@ -54,6 +56,7 @@ _get_running_loop = asyncio._get_running_loop
 #: A ``Content-Length`` value (``str.isdigit`` would also take "²" or "١٢").
 _LENGTH = re.compile(r"[0-9]+")
 _threads = threading.local()
+_log = _logging.get_logger("simple_http_server.wsgi")
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -176,6 +179,10 @@ class _WSGIChannel(Channel):
         self.is_head = self.method == "HEAD"
         self.parts: list[bytes] = []
         self.streaming = False
+        #: The head given to ``start_response`` says ``Content-Length``.
+        self.framed = False
+        #: Bytes went to the WSGI server's ``write()``: the head may be on the wire.
+        self.wrote = False
         self._write: Callable[[bytes], Any] | None = None
         self._input = environ["wsgi.input"]
         # A chunked body the WSGI server does not terminate cannot be read safely.
@@ -229,6 +236,7 @@ class _WSGIChannel(Channel):
         return data
 
     def _start(self, status: int, headers: HeaderLines) -> None:
+        self.framed = any(name.lower() == b"content-length" for name, _ in headers)
         self._write = self.start_response(status_line(status), wsgi_headers(headers))
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
@@ -291,6 +299,7 @@ class _WSGIChannel(Channel):
         write = self._write
         if write is None:
             raise RuntimeError("write_bytes before the response head")
+        self.wrote = True
         try:
             write(data)
         except Exception as exc:
@@ -371,10 +380,26 @@ def _refuse(start_response: StartResponse, status: int, body: bytes, kind: str) 
 
 
 def _head_only() -> Iterator[bytes]:
-    """The body of a HEAD's streamed answer: one empty piece, so that the server
-    sends the head as it is instead of adding ``Content-Length: 0`` to it (the
-    length of the stream a GET gets is unknown: RFC 9110 8.6, 9.3.2)."""
+    """The body of an answer without a body nor a ``Content-Length`` (a 204, a 304,
+    a HEAD's streamed answer): one empty piece of an iterable without ``len()``, so
+    that the server sends the head as it is instead of adding ``Content-Length: 0``
+    to it (wsgiref does for an empty list; RFC 9110 8.6: a 204 has none, a 304 only
+    the length of the 200 it stands for, and the length of a stream is unknown)."""
     yield b""
+
+
+def _server_error(start_response: StartResponse, channel: _WSGIChannel) -> list[bytes]:
+    """Our 500 page for a failure before the WSGI server could send anything (a body
+    failing at its first piece), as our transports answer one whose head is not out;
+    the server's own page (and its traceback) otherwise.  Call it in an ``except``."""
+    _log.exception("Error while sending the response")
+    body = error_body(500)
+    headers = [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+    ]
+    start_response(status_line(500), headers, sys.exc_info())  # replaces a head not sent
+    return [] if channel.is_head else [body]
 
 
 class WSGIProxy:
@@ -409,12 +434,17 @@ class WSGIProxy:
         coro = self.dispatcher.handle(request, channel)
         try:
             first = channel.step(coro)
+        except Exception as exc:
+            channel.app_returns(complete=False)
+            if isinstance(exc, ClientGone) or channel.wrote:
+                raise
+            return _server_error(start_response, channel)
         except BaseException:
             channel.app_returns(complete=False)
             raise
         channel.app_returns(complete=True)
         if first is None:
-            if channel.streaming and channel.is_head:
+            if not channel.parts and not channel.framed:
                 return _head_only()
             return channel.parts
         return _StreamedBody(channel, coro, first)
