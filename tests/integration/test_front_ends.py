@@ -243,3 +243,30 @@ def test_framing_headers_that_can_be_sent_are_kept_or_replaced(make_any_client) 
     assert reply.header("Content-Length") == str(len(reply.body))
     reply = client.get("/write-refused")
     assert (reply.status, reply.text) == (200, "refused: invalid Content-Length 'abc'")
+
+
+# -- the method token ------------------------------------------------------------
+def test_a_lower_case_method_is_another_method(make_any_client) -> None:
+    """RFC 9110 9.1: the method is case-sensitive. ``get`` and ``head`` are not GET and
+    HEAD: a route for those answers 405, as our transports always did; WSGI and ASGI
+    upper-cased them, so the controller ran, and a ``head`` got HEAD's treatment
+    while the WSGI server (or uvicorn) sent the body of a GET."""
+    import socket
+
+    app = App()
+
+    @app.route("/m", method=["GET", "HEAD"])
+    def m(request: Request) -> str:
+        return "ran " + request.method
+
+    client = make_any_client(app)
+    if client.address is None:  # the TestClient takes any case for its callers' methods
+        return
+    for method in (b"get", b"head", b"Get"):
+        with socket.create_connection(("127.0.0.1", client.address.port), timeout=10) as sock:
+            sock.sendall(method + b" /m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while data := sock.recv(65536):
+                answer += data
+        assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == b"405", (method, answer)
+        assert b"ran " not in answer

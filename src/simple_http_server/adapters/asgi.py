@@ -397,7 +397,7 @@ class ASGIProxy:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         scheme = "https" if scope.get("scheme") == "https" else "http"
         request = make_request(
-            str(scope.get("method", "GET")).upper(),
+            str(scope.get("method", "GET")),  # RFC 9110 9.1: case-sensitive, as in our transports
             request_target(scope),
             scope.get("headers") or [],
             scheme,

@@ -424,7 +424,7 @@ class WSGIProxy:
             return _refuse(start_response, 400, error_body(400), "application/json; charset=utf-8")
         scheme = str(environ.get("wsgi.url_scheme", "http"))
         request = make_request(
-            str(environ.get("REQUEST_METHOD", "GET")).upper(),
+            str(environ.get("REQUEST_METHOD", "GET")),  # case-sensitive (RFC 9110 9.1)
             request_target(environ),
             request_headers(environ),
             scheme,
