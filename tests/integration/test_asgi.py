@@ -23,7 +23,7 @@ from simple_http_server import (
     server,
 )
 
-from ..conftest import asgi_server
+from ..conftest import asgi_server, ws_server
 from ..robustness.wire import parse_responses, read_until_closed
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
@@ -339,6 +339,35 @@ def test_uvicorn_websocket_rejected(
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
         websocket.create_connection(f"ws://127.0.0.1:{uvicorn.port}{path}", timeout=10)
     assert info.value.status_code in statuses
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])
+@pytest.mark.parametrize(("path", "status"), [("/ws/no", 403), ("/nowhere", 404)])
+def test_a_refused_handshake_is_framed_by_its_content_length(
+    kind: str, path: str, status: int
+) -> None:
+    """uvicorn's denial response (``websocket.http.response``) carries our refusal with
+    its ``Content-Length``, as our transports send it; it went out chunked."""
+    from simple_http_server import App, WebsocketHandler, WebsocketRequest
+
+    app = App()
+
+    @app.websocket_handler(endpoint="/ws/{answer}")
+    class Handshake(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            return 403, {"X-Why": "no"}
+
+    upgrade = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")  # fmt: skip
+    with ws_server(kind, app) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n")
+            (answer,) = parse_responses(read_until_closed(sock))
+    assert answer.status == status
+    assert answer.header("Content-Length") == str(len(answer.body)).encode()
+    assert answer.header("Transfer-Encoding") is None
+    assert json.loads(answer.body)["code"] == status
+    assert path != "/ws/no" or answer.header("X-Why") == b"no"
 
 
 @pytest.mark.parametrize("path", ["/generator", "/async-generator", "/iterator", "/file-object"])

@@ -276,11 +276,15 @@ def _handshake_head(scope: Any, target: str) -> RequestHead:
 
 
 async def _reject(scope: Any, send: Any, rejected: Rejected) -> None:
+    """The refusal as an HTTP answer where the server has the denial extension, framed
+    by its ``Content-Length`` as our transports frame it; otherwise a close (a 403)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        headers = [(b"content-type", b"application/json; charset=utf-8"), *rejected.headers]
+        body = rejected.body()
+        headers = [(b"content-type", b"application/json; charset=utf-8"), *rejected.headers,
+                   (b"content-length", str(len(body)).encode())]  # fmt: skip
         await send({"type": "websocket.http.response.start", "status": rejected.status,
                     "headers": headers})  # fmt: skip
-        await send({"type": "websocket.http.response.body", "body": rejected.body()})
+        await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})
 
