@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -339,6 +340,66 @@ def test_uvicorn_websocket_rejected(
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
         websocket.create_connection(f"ws://127.0.0.1:{uvicorn.port}{path}", timeout=10)
     assert info.value.status_code in statuses
+
+
+def _endless_app(ended: threading.Event) -> Any:
+    app = App()
+
+    @app.route("/endless")
+    def endless() -> Iterator[bytes]:
+        def events() -> Iterator[bytes]:
+            try:
+                for _ in range(3000):  # 15 s at least: far past the wait below
+                    yield b"data: x\n\n"
+                    time.sleep(0.005)
+            finally:
+                ended.set()
+
+        return events()
+
+    @app.route("/late-body", method="POST")
+    async def late_body(response: Response, reader: RequestBodyReader) -> None:
+        response.add_header("Content-Type", "text/plain")
+        response.write_bytes(b"started\n")
+        await response.drain()
+        size = len(await reader.read())  # the body, read once the answer started
+        try:
+            for _ in range(3000):
+                response.write_bytes(b"data: %d\n" % size)
+                await response.drain()
+                await asyncio.sleep(0.005)
+        finally:
+            ended.set()
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [(b"GET /endless HTTP/1.1\r\nContent-Length: 00\r\n", b""),
+     (b"POST /late-body HTTP/1.1\r\nContent-Length: 5\r\n", b"hello")],
+)  # fmt: skip
+def test_a_stream_stops_when_its_client_leaves_whatever_the_body(
+    kind: str, head: bytes, body: bytes
+) -> None:
+    """uvicorn's ``send`` ignores a client that left, so only the watch for
+    ``http.disconnect`` stops a stream: it did not run for a ``Content-Length: 00``
+    (no body, which was taken for one) nor once a body was read after the answer
+    started, and the stream ran on for nobody (an endless one for ever)."""
+    ended = threading.Event()
+    with ws_server(kind, _endless_app(ended)) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            sock.sendall(head + b"Host: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            sock.sendall(body)
+            received = b""
+            while b"data:" not in received:
+                received += sock.recv(65536)
+        finally:
+            sock.close()
+        assert ended.wait(10), "the stream went on after its client left"
 
 
 @pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])

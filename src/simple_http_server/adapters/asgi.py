@@ -126,6 +126,22 @@ def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def _declares_body(headers: Any) -> bool:
+    """The request says a body follows: ``Transfer-Encoding``, or a ``Content-Length``
+    above zero (``00`` is none, as the dispatcher reads it: nobody reads that body,
+    and a disconnect must still be watched for)."""
+    for name, value in headers:
+        lower = bytes(name).lower()
+        if lower == b"transfer-encoding":
+            return True
+        if lower == b"content-length":
+            try:
+                return int(value) > 0
+            except ValueError:
+                return True
+    return False
+
+
 class _ASGIChannel(Channel):
     """Pulls the body from ``receive``, pushes the response into ``send``."""
 
@@ -152,16 +168,13 @@ class _ASGIChannel(Channel):
         # HTTP/2 and 3 frame bodies themselves: no Content-Length is needed.
         self.unframed_body = not str(scope.get("http_version") or "1.1").startswith("1")
         self._http1 = not self.unframed_body
-        self.expects_body = self.unframed_body or any(
-            name.lower() == b"transfer-encoding"
-            or (name.lower() == b"content-length" and value.strip() not in (b"", b"0"))
-            for name, value in scope.get("headers") or ()
-        )
+        self.expects_body = self.unframed_body or _declares_body(scope.get("headers") or ())
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.body_done = False
         self.disconnected = False
         self._watcher: asyncio.Task[None] | None = None
+        self._head_sent = False  # a streamed head (send_head) went to the ASGI server
         self._tail: asyncio.Future[Any] | None = None  # ordered sends from async user code
 
     async def receive(self) -> bytes:
@@ -172,6 +185,7 @@ class _ASGIChannel(Channel):
                 body = bytes(message.get("body") or b"")
                 if not message.get("more_body", False):
                     self.body_done = True
+                    self._watch()  # the answer may have started while the body was read
                 if body:
                     self._pace.add(len(body))
                     return body
@@ -237,7 +251,14 @@ class _ASGIChannel(Channel):
     async def _head(self, status: int, headers: HeaderLines) -> None:
         self.bodyless = self.is_head or sends_no_body(self.method, status)
         await self._emit(self._start_message(status, headers))
-        if (self.body_done or not self.expects_body) and self._watcher is None:
+        self._head_sent = True
+        self._watch()
+
+    def _watch(self) -> None:
+        """Once the head is out and nothing more of the body is to be received, watch
+        for a disconnect (uvicorn's ``send`` ignores a client that left: a stream
+        would run on for nobody)."""
+        if self._head_sent and (self.body_done or not self.expects_body) and self._watcher is None:
             self._watcher = asyncio.ensure_future(self._watch_disconnect())
 
     async def send_data(self, data: bytes) -> None:
