@@ -292,6 +292,26 @@ def test_gunicorn_chunked_request_body(gunicorn: harness.Proc) -> None:
     assert gunicorn.post_chunked("/upload", parts) == (200, {"received": 200_000})
 
 
+def test_gunicorn_answers_a_body_failing_at_its_first_piece_with_our_500(
+    gunicorn: harness.Proc,
+) -> None:
+    """The head goes to ``start_response`` only once the body's first piece is there:
+    our 500 replaces it whole (gunicorn added the headers of a second ``start_response``,
+    even one with ``exc_info``, to the first one's: two ``Content-Type``)."""
+    with socket.create_connection(("127.0.0.1", gunicorn.port), timeout=10) as sock:
+        sock.sendall(b"GET /fails-at-once HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    assert lines[0].startswith(b"http/1.1 500")
+    assert [line for line in lines if line.startswith(b"content-type:")] == [
+        b"content-type: application/json; charset=utf-8"
+    ]
+    assert body == b'{"code": 500, "message": "Internal Server Error", "explain": ""}'
+
+
 def test_gunicorn_streams_without_buffering(gunicorn: harness.Proc) -> None:
     # 1000 parts, 50 ms apart: buffered, the first byte would come after 50 s (> timeout).
     request = b"GET /stream?count=1000&pause=0.05 HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
@@ -179,10 +178,10 @@ class _WSGIChannel(Channel):
         self.is_head = self.method == "HEAD"
         self.parts: list[bytes] = []
         self.streaming = False
-        #: The head given to ``start_response`` says ``Content-Length``.
+        #: The head says ``Content-Length``.
         self.framed = False
-        #: Bytes went to the WSGI server's ``write()``: the head may be on the wire.
-        self.wrote = False
+        #: The head, until :meth:`commit` hands it to ``start_response``.
+        self._head: tuple[str, list[tuple[str, str]]] | None = None
         self._write: Callable[[bytes], Any] | None = None
         self._input = environ["wsgi.input"]
         # A chunked body the WSGI server does not terminate cannot be read safely.
@@ -237,7 +236,20 @@ class _WSGIChannel(Channel):
 
     def _start(self, status: int, headers: HeaderLines) -> None:
         self.framed = any(name.lower() == b"content-length" for name, _ in headers)
-        self._write = self.start_response(status_line(status), wsgi_headers(headers))
+        self._head = (status_line(status), wsgi_headers(headers))
+
+    @property
+    def committed(self) -> bool:
+        """The head went to ``start_response``: it is the WSGI server's to send."""
+        return self._write is not None
+
+    def commit(self) -> None:
+        """Hand the head to ``start_response``, once: before the first ``write()`` or
+        when the app returns, so that a failure before then can still be answered
+        with our 500 (a second ``start_response``, even with ``exc_info``, is not
+        enough: gunicorn adds its headers to the first one's)."""
+        if self._head is not None and self._write is None:
+            self._write = self.start_response(*self._head)
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
         self._start(status, headers)
@@ -262,7 +274,7 @@ class _WSGIChannel(Channel):
         self.streaming = True
 
     def write_blocking(self, data: bytes) -> None:
-        if self._write is None:
+        if self._head is None:
             raise RuntimeError("write_bytes before the response head")
         if self.is_head:
             return
@@ -296,12 +308,12 @@ class _WSGIChannel(Channel):
 
     def _send(self, data: bytes) -> None:
         """WSGI's ``write()``; whatever it raises (servers differ) means the client is gone."""
-        write = self._write
-        if write is None:
+        if self._head is None:
             raise RuntimeError("write_bytes before the response head")
-        self.wrote = True
+        self.commit()
+        assert self._write is not None
         try:
-            write(data)
+            self._write(data)
         except Exception as exc:
             raise ClientGone(str(exc) or type(exc).__name__) from None
 
@@ -389,16 +401,16 @@ def _head_only() -> Iterator[bytes]:
 
 
 def _server_error(start_response: StartResponse, channel: _WSGIChannel) -> list[bytes]:
-    """Our 500 page for a failure before the WSGI server could send anything (a body
-    failing at its first piece), as our transports answer one whose head is not out;
-    the server's own page (and its traceback) otherwise.  Call it in an ``except``."""
+    """Our 500 page for a failure before the head went to the WSGI server (a body
+    failing at its first piece), as our transports answer one whose head is not out,
+    instead of the server's own page (and its traceback).  Call it in an ``except``."""
     _log.exception("Error while sending the response")
     body = error_body(500)
     headers = [
         ("Content-Type", "application/json; charset=utf-8"),
         ("Content-Length", str(len(body))),
     ]
-    start_response(status_line(500), headers, sys.exc_info())  # replaces a head not sent
+    start_response(status_line(500), headers)
     return [] if channel.is_head else [body]
 
 
@@ -436,13 +448,14 @@ class WSGIProxy:
             first = channel.step(coro)
         except Exception as exc:
             channel.app_returns(complete=False)
-            if isinstance(exc, ClientGone) or channel.wrote:
+            if isinstance(exc, ClientGone) or channel.committed:
                 raise
             return _server_error(start_response, channel)
         except BaseException:
             channel.app_returns(complete=False)
             raise
         channel.app_returns(complete=True)
+        channel.commit()
         if first is None:
             if not channel.parts and not channel.framed:
                 return _head_only()

@@ -113,6 +113,14 @@ def build_app() -> App:
     def boom() -> None:
         raise RuntimeError("secret detail")
 
+    @app.route("/fails-at-once")
+    def fails_at_once() -> Iterator[bytes]:
+        def parts() -> Iterator[bytes]:
+            raise RuntimeError("secret detail")
+            yield b"never"  # pragma: no cover
+
+        return parts()
+
     @app.route("/go")
     def go() -> None:
         raise Redirect("/hello")
