@@ -272,6 +272,20 @@ def test_compress_negotiates_permessage_deflate(compress: bool) -> None:
         assert sum(len(chunk) for chunk in binary) < 10_000
 
 
+def test_a_ping_between_compressed_fragments_leaves_the_message_whole() -> None:
+    """A Ping between the fragments of a compressed message (RFC 6455 5.4) is answered
+    and the message arrives whole, as on a socket (the fragment after it was read as
+    plain bytes: 1007 for text)."""
+    with TestClient(compressed_echo_app()).websocket_connect("/echo", compress=True) as ws:
+        ws.send_frame("x" * 10, fin=False)
+        ws.send_ping(b"mid")
+        ws.send_frame("y" * 10, fin=True)
+        assert ws.receive_pong() == b"mid"
+        assert ws.receive_text() == "20:xxxxxxxx"
+        ws.send_text("after")
+        assert ws.receive_text() == "5:after"
+
+
 def test_a_compressed_message_past_the_limit_closes_with_1009() -> None:
     """The servers' bound on an inflated message applies under the TestClient too."""
     config = ServerConfig().with_changes(max_websocket_message_size=64 * 1024)

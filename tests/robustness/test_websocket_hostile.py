@@ -217,6 +217,78 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(serve: Serve) -> None:
         assert sock.recv(64) == b"\x81\x0astill here"
 
 
+def open_deflate_ws(live: LiveServer) -> tuple[socket.socket, bytes]:
+    """A websocket that agreed on permessage-deflate; the bytes read after the 101."""
+    sock = handshake(live, b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ") and b"permessage-deflate" in head.lower(), head
+    return sock, rest
+
+
+def deflated(squeezer: zlib._Compress, data: bytes) -> bytes:
+    """``data`` compressed as one permessage-deflate message (RFC 7692 7.2.1)."""
+    out = squeezer.compress(data) + squeezer.flush(zlib.Z_SYNC_FLUSH)
+    return out.removesuffix(b"\x00\x00\xff\xff")
+
+
+def read_messages(sock: socket.socket, rest: bytes, count: int) -> list[tuple[int, bytes]]:
+    """``count`` server messages and control frames (opcode, payload), inflated."""
+    inflater = zlib.decompressobj(-15)
+    data, out, pos = bytearray(rest), [], 0
+    deadline = time.monotonic() + 10
+    while len(out) < count and time.monotonic() < deadline:
+        if pos + 2 <= len(data):
+            size, start = data[pos + 1] & 0x7F, pos + 2
+            if size == 126:
+                size, start = struct.unpack("!H", data[pos + 2 : pos + 4])[0], pos + 4
+            if start + size <= len(data):
+                head, payload = data[pos], bytes(data[start : start + size])
+                assert head & 0x80, "the server sends unfragmented messages here"
+                if head & 0x40:
+                    payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
+                out.append((head & 0x0F, payload))
+                pos = start + size
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, out
+        data += chunk
+    return out
+
+
+@pytest.mark.parametrize("limit", [LIMIT, 0])
+@pytest.mark.parametrize(("opcode", "control"), [(0x1, 0x9), (0x2, 0x9), (0x1, 0xA), (0x2, 0xA)])
+def test_a_control_frame_between_compressed_fragments_leaves_the_message_whole(
+    serve: Serve, limit: int, opcode: int, control: int
+) -> None:
+    """RFC 6455 5.4: a Ping or Pong may come between the fragments of a message, and
+    RFC 7692 6: only data messages are compressed.  wsproto took the control frame
+    for the message's end: the next fragment was read as plain bytes (text failed
+    with 1007, binary was delivered as deflate bytes) and the inflater lost its place."""
+    live = serve(ws_app(), max_websocket_message_size=limit)
+    squeezer = zlib.compressobj(wbits=-15)
+    first, second = b"fragmented message " * 20, b"and the next one " * 20
+    packed = deflated(squeezer, first)
+    fragments = bytearray(frame(opcode, packed[:5], fin=False))
+    fragments[0] |= 0x40  # RSV1 on the first fragment only
+    then = bytearray(frame(opcode, deflated(squeezer, second)))  # same context (takeover)
+    then[0] |= 0x40
+    sock, rest = open_deflate_ws(live)
+    with sock:
+        sock.sendall(
+            bytes(fragments) + frame(control, b"pp") + frame(0x0, packed[5:]) + bytes(then)
+        )
+        messages = read_messages(sock, rest, 3 if control == 0x9 else 2)
+    expected = [(opcode, first), (opcode, second)]
+    assert [m for m in messages if m[0] != 0xA] == expected
+    if control == 0x9:
+        assert (0xA, b"pp") in messages
+
+
 def test_endless_empty_continuation_frames_cost_no_memory(serve: Serve) -> None:
     live = serve(ws_app(), max_websocket_message_size=LIMIT)
     with open_ws(live) as sock:

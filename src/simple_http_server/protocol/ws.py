@@ -141,7 +141,51 @@ def check_handshake(head: RequestHead) -> Handshake | HandshakeRejection:
     return Handshake(key, tuple(extensions), tuple(protocols))
 
 
-class BoundedDeflate(PerMessageDeflate):
+class SteadyDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate with control frames kept out of the message's state.
+
+    A Ping, Pong or Close may come between the fragments of a compressed message
+    (RFC 6455 5.4); wsproto's extension takes it for the end of the message and
+    forgets that the message is compressed, so the next fragment was taken as
+    plain bytes (a text message failed with 1007, a binary one was delivered as
+    deflate bytes, and the inflater lost its place for the messages after it).
+    Here a control frame passes through untouched (RFC 7692 6: never compressed).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._control = False  # the frame being received is a control frame
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        self._control = opcode.iscontrol()
+        if not self._control:
+            return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+        if rsv.rsv1:  # RFC 7692 6.1: a compressed control frame fails the connection
+            return CloseReason.PROTOCOL_ERROR
+        return RsvBits(True, False, False)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if self._control:
+            return data
+        return super().frame_inbound_payload_data(proto, data)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if self._control:
+            return None
+        return super().frame_inbound_complete(proto, fin)
+
+
+class BoundedDeflate(SteadyDeflate):
     """permessage-deflate that never inflates a message past ``max_message_size``.
 
     wsproto inflates each frame whole before anyone can count the bytes: a
@@ -184,7 +228,12 @@ class BoundedDeflate(PerMessageDeflate):
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
-        if not self._limit or not self._inbound_compressed or not self._inbound_is_compressible:
+        if (
+            self._control
+            or not self._limit
+            or not self._inbound_compressed
+            or not self._inbound_is_compressible
+        ):
             return super().frame_inbound_payload_data(proto, data)
         if self.stream_binary and self._binary:
             return self._step(bytes(data))
@@ -212,6 +261,8 @@ class BoundedDeflate(PerMessageDeflate):
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
+        if self._control:  # not the end of the message: its count goes on
+            return super().frame_inbound_complete(proto, fin)
         if self.backlogged:  # the frame's end comes after the rest of the piece
             self._complete = (proto, fin)
             return None
