@@ -15,8 +15,15 @@ import time
 from typing import Any
 
 import pytest
+import websocket
 
-from simple_http_server import App, WebsocketCloseReason, WebsocketHandler, WebsocketSession
+from simple_http_server import (
+    App,
+    WebsocketCloseReason,
+    WebsocketHandler,
+    WebsocketRequest,
+    WebsocketSession,
+)
 from simple_http_server.adapters.asgi_ws import disconnect_event
 from simple_http_server.server import init_asgi_proxy
 
@@ -128,6 +135,45 @@ def test_a_handler_that_replies_gets_every_message_and_the_clients_close(
         ("text", "m1"), ("text", "m2"), ("text", "m3"),
         ("close", 1000, "bye", "Client asked to close connection."),
     ]  # fmt: skip
+
+
+def subprotocol_app(offers: list[object]) -> App:
+    """``/proto`` accepts the last subprotocol the client offers (RFC 6455 4.2.2)."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/proto")
+    class Chooser(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            offered = request.headers["Sec-WebSocket-Protocol"]
+            offers.append(offered)
+            if offered:
+                return 0, {"Sec-WebSocket-Protocol": offered.split(",")[-1].strip()}
+            return None
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(message)
+
+    return app
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_offered_subprotocols_reach_on_handshake(kind: str) -> None:
+    """The client's Sec-WebSocket-Protocol reaches ``on_handshake``, so the handler can
+    choose one.  uvicorn's wsproto leaves it out of the scope's headers (it gives it as
+    ``subprotocols``): under ASGI the handler saw none and answered none, and a client
+    that asked for one (a browser) fails the connection."""
+    offers: list[object] = []
+    with ws_server(kind, subprotocol_app(offers)) as port:
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}/proto", timeout=10, subprotocols=["chat", "superchat"]
+        )
+        try:
+            assert ws.getsubprotocol() == "superchat"
+            ws.send("hi")
+            assert ws.recv() == "hi"
+        finally:
+            ws.close()
+    assert [str(offer).replace(" ", "") for offer in offers] == ["chat,superchat"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -272,6 +272,9 @@ def _handshake_head(scope: Any, target: str) -> RequestHead:
         headers.append((b"upgrade", b"websocket"))
     if b"connection" not in names:
         headers.append((b"connection", b"Upgrade"))
+    offered = [str(p) for p in scope.get("subprotocols") or ()]
+    if offered and b"sec-websocket-protocol" not in names:  # (uvicorn's wsproto strips it)
+        headers.append((b"sec-websocket-protocol", ", ".join(offered).encode("latin-1")))
     return RequestHead("GET", target.encode("latin-1"), headers, b"1.1", False)
 
 
