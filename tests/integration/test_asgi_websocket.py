@@ -26,8 +26,9 @@ from simple_http_server import (
 )
 from simple_http_server.adapters.asgi_ws import disconnect_event
 from simple_http_server.server import init_asgi_proxy
+from simple_http_server.testing import TestClient
 
-from ..conftest import asgi_server, ws_server
+from ..conftest import LogRecords, asgi_server, ws_server
 from ..robustness.test_websocket_hostile import upgraded as upgrade
 
 KINDS = ["threaded", "asyncio", "asgi"]
@@ -174,6 +175,62 @@ def test_the_offered_subprotocols_reach_on_handshake(kind: str) -> None:
         finally:
             ws.close()
     assert [str(offer).replace(" ", "") for offer in offers] == ["chat,superchat"]
+
+
+def stubborn_app() -> App:
+    """``/proto`` always answers the subprotocol ``chat``, offered or not."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/proto")
+    class Stubborn(WebsocketHandler):
+        def on_handshake(self, request: WebsocketRequest) -> Any:
+            return 0, {"Sec-WebSocket-Protocol": "chat", "X-Kept": "1"}
+
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.send(message)
+
+    return app
+
+
+@pytest.mark.parametrize("offers", [[], ["json", "xml"]])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_subprotocol_the_client_did_not_offer_is_left_out(
+    kind: str, offers: list[str], log_records: LogRecords
+) -> None:
+    """RFC 6455 4.2.2: the server answers one of the offered subprotocols or none (a
+    client fails the connection on another, 4.1).  Our transports sent the handler's
+    choice whatever the offer; uvicorn refused it (a traceback, the connection dropped)."""
+    with ws_server(kind, stubborn_app()) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            offer = f"Sec-WebSocket-Protocol: {', '.join(offers)}\r\n" if offers else ""
+            sock.sendall(
+                b"GET /proto HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n" + offer.encode() + b"\r\n"
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                assert chunk, head
+                head += chunk
+            sock.sendall(frame(0x1, b"hi"))
+            assert sock.recv(64).endswith(b"hi")
+    lines = head.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert lines[0].startswith(b"http/1.1 101 "), lines
+    assert b"x-kept: 1" in lines
+    assert not [line for line in lines if line.startswith(b"sec-websocket-protocol")], lines
+    assert any("did not offer" in r.getMessage() for r in log_records.records)
+
+
+def test_the_testclient_leaves_out_a_subprotocol_the_client_did_not_offer() -> None:
+    with TestClient(stubborn_app()).websocket_connect("/proto") as ws:
+        assert ws.subprotocol is None
+        assert ws.headers["X-Kept"] == "1"
+        ws.send_text("hi")
+        assert ws.receive_text() == "hi"
+    headers = {"Sec-WebSocket-Protocol": "xml, chat"}
+    with TestClient(stubborn_app()).websocket_connect("/proto", headers=headers) as ws:
+        assert ws.subprotocol == "chat"
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -388,5 +388,34 @@ async def negotiate(
         return Rejected(500, [], "The handshake handler failed.")
     if status != 101:
         return Rejected(status, extra, "Rejected by the handshake handler.")
+    extra = _offered_subprotocol(extra, checked.subprotocols, path)
     accept, extensions = accept_headers(checked, deflate=deflate, max_message_size=max_message_size)
     return Accepted(accept + extra, extensions, callbacks, request)
+
+
+def _offered_subprotocol(
+    headers: list[tuple[bytes, bytes]], offered: tuple[str, ...], path: str
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` without a ``Sec-WebSocket-Protocol`` the client did not offer.
+
+    RFC 6455 4.2.2: the server answers one of the subprotocols the client sent,
+    or none; a client fails the connection on any other (4.1), and an ASGI
+    server refuses to send it.  Only the first offered one is kept.
+    """
+    kept: list[tuple[bytes, bytes]] = []
+    chosen = False
+    for name, value in headers:
+        if name.lower() != b"sec-websocket-protocol":
+            kept.append((name, value))
+        elif not chosen and value.decode("latin-1").strip() in offered:
+            kept.append((name, value))
+            chosen = True
+        else:
+            _log.warning(
+                "on_handshake of %s answered the subprotocol %s, which the client did not "
+                "offer (%s): left out",
+                _logging.escape(path),
+                _logging.escape(repr(value.decode("latin-1"))[:100]),
+                _logging.escape(", ".join(offered)[:100] or "none"),
+            )
+    return kept
