@@ -163,6 +163,20 @@ def test_pipelined_post_bodies_stay_separate(serve: Callable[..., LiveServer]):
         assert raw.response()[1] == b"defg"
 
 
+def test_requests_then_the_clients_end_are_all_answered_then_closed(
+    serve: Callable[..., LiveServer],
+):
+    """The end of input read with (or after) the last request is seen once it is
+    answered: the connection closes instead of waiting for its idle timeout."""
+    live = serve(wire_app(), idle_timeout=30)
+    for requests in (1, 2):
+        with RawConn(live, timeout=5) as raw:
+            raw.send(get("/fast") * requests)
+            raw.sock.shutdown(socket.SHUT_WR)
+            assert [raw.response()[1] for _ in range(requests)] == [b"fast"] * requests
+            assert raw.read_eof() == b""
+
+
 def test_keep_alive_max_requests_closes(serve: Callable[..., LiveServer]):
     live = serve(wire_app(), keep_alive_max_requests=3)
     with RawConn(live) as raw:

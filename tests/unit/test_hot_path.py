@@ -12,7 +12,12 @@ import pytest
 
 from simple_http_server.dispatch.channel import encode_headers
 from simple_http_server.dispatch.dispatcher import make_request
-from simple_http_server.protocol.http11 import EndOfRequest, HttpConnection, RequestHead
+from simple_http_server.protocol.http11 import (
+    DRAIN_LIMIT,
+    EndOfRequest,
+    HttpConnection,
+    RequestHead,
+)
 from simple_http_server.responses import Response, normalize
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -167,3 +172,64 @@ def test_a_dict_result_is_json_and_keeps_non_ascii() -> None:
     assert outcome.body == '{"name": "café", "n": [1, 2]}'.encode()
     assert outcome.content_type == "application/json; charset=utf-8" and outcome.status == 200
     assert normalize({"a": 1}, 404).status == 404
+
+
+def _h11_complete(conn: HttpConnection) -> bool:
+    return conn._conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        GET,
+        GET + b"\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+    ],
+)
+@pytest.mark.parametrize("eof", [False, True])
+def test_request_complete_is_what_h11_says_at_every_step(data: bytes, eof: bool) -> None:
+    """``request_complete`` and the answer's ``Connection: close`` decision are known
+    without asking h11 once the request ended; they must stay what h11's states say."""
+    conn = HttpConnection()
+    conn.receive_data(data)
+    if eof:
+        conn.receive_data(b"")
+    for _ in range(8):
+        event = conn.next_event()
+        assert conn.request_complete == _h11_complete(conn), event
+        if event is h11.NEED_DATA or event is h11.PAUSED:
+            break
+        assert conn.waiting_for_continue == conn._conn.they_are_waiting_for_100_continue
+    if conn._conn.our_state is h11.SEND_RESPONSE:
+        waiting = conn._conn.they_are_waiting_for_100_continue
+        left = conn._body_left
+        unread = conn._conn.their_state is h11.SEND_BODY and (left is None or left > DRAIN_LIMIT)
+        closing = conn.closing
+        conn.send_response(200, [], b"ok")
+        assert conn.closing == (closing or waiting or unread)
+        assert conn.request_complete == _h11_complete(conn)
+    if conn.start_next_cycle():
+        assert not conn.request_complete and not _h11_complete(conn)
+
+
+def test_idle_is_what_next_event_would_say() -> None:
+    for data, eof, idle in [
+        (GET, False, True),
+        (GET + GET, False, False),  # a pipelined request waits
+        (GET + b"G", False, False),  # part of the next head
+        (GET, True, False),  # the peer closed: next_event() reports it
+    ]:
+        conn, _head = _ready(data)
+        if eof:
+            conn.receive_data(b"")
+        assert isinstance(conn.next_event(), EndOfRequest)
+        conn.send_response(200, [], b"ok")
+        assert conn.start_next_cycle()
+        assert conn.idle is idle
+        assert (conn.next_event() is h11.NEED_DATA and not conn.has_buffered_data) is idle

@@ -207,9 +207,11 @@ _EMPTY_LINES: Final = re.compile(rb"(?:\r?\n)*")
 _LINE_ENDS: Final = (13, 10)  # CR, LF
 
 
-def _unparsed(conn: h11.Connection) -> bytearray | None:
-    """h11's buffer of received bytes not parsed yet (None with another h11)."""
-    return getattr(getattr(conn, "_receive_buffer", None), "_data", None)
+def _receive_buffer(conn: h11.Connection) -> Any:
+    """h11's buffer of received bytes (one object for the connection's life; None
+    with another h11)."""
+    buffer = getattr(conn, "_receive_buffer", None)
+    return buffer if hasattr(buffer, "_data") else None
 
 
 class HttpConnection:
@@ -224,7 +226,9 @@ class HttpConnection:
     __slots__ = (
         "_blank",
         "_body_left",
+        "_buffer",
         "_closing",
+        "_complete",
         "_conn",
         "_connect_request",
         "_drop_body",
@@ -237,6 +241,7 @@ class HttpConnection:
 
     def __init__(self, *, max_head_size: int = 65536, max_requests: int = 0) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._buffer = _receive_buffer(self._conn)  # its ``_data``: bytes not parsed yet
         self._max_head_size = max_head_size
         self._max_requests = max_requests
         self._body_left: int | None = 0  # request body bytes not read yet (None: chunked)
@@ -246,6 +251,9 @@ class HttpConnection:
         self._sent_continue = False
         self._closing = False
         self._end_pending = False
+        #: h11 gave the request's EndOfMessage (their state is DONE or MUST_CLOSE, and
+        #: nobody waits for a 100): known without asking h11, until input fails or ends.
+        self._complete = False
         self._blank = 0  # empty-line bytes skipped before the next request line
 
     # -- input ---------------------------------------------------------------
@@ -261,8 +269,9 @@ class HttpConnection:
         conn = self._conn
         state = conn.their_state
         if state is h11.IDLE:
-            unparsed = _unparsed(conn)
-            if unparsed is not None:
+            buffer = self._buffer
+            if buffer is not None:
+                unparsed = buffer._data
                 if not unparsed:
                     if not conn._receive_buffer_closed:
                         return h11.NEED_DATA  # what h11 answers here, without a parse round
@@ -275,6 +284,7 @@ class HttpConnection:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
             self._closing = True
+            self._complete = False
             status = exc.error_status_hint
             if status == 431 and in_body:
                 status = 400  # an endless chunk header or trailer, not a request head
@@ -288,8 +298,10 @@ class HttpConnection:
         if cls is h11.Request:
             return self._request_head(event)  # type: ignore[arg-type]
         if cls is h11.EndOfMessage:
+            self._complete = True
             return _END
         if cls is h11.ConnectionClosed:
+            self._complete = False
             return _LOST
         return event  # type: ignore[return-value]  # NEED_DATA / PAUSED sentinels
 
@@ -312,6 +324,7 @@ class HttpConnection:
         self._served += 1
         self._blank = 0
         self._sent_continue = False
+        self._complete = False
         method = req.method.decode("ascii")
         self._drop_body = method == "HEAD"
         self._connect_request = method == "CONNECT"
@@ -359,8 +372,8 @@ class HttpConnection:
             # client waiting for a 100 would otherwise make the answer close);
             # next_event() still reports it (EndOfRequest) to whoever asks.
             self._conn.next_event()
-            self._end_pending = True
-        expects_continue = self._conn.they_are_waiting_for_100_continue
+            self._end_pending = self._complete = True
+        expects_continue = not self._complete and self._conn.they_are_waiting_for_100_continue
         return RequestHead(
             method=method,
             target=req.target,
@@ -379,7 +392,7 @@ class HttpConnection:
     @property
     def request_complete(self) -> bool:
         """The current request's body has been read to its end."""
-        return self._conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+        return self._complete or self._conn.their_state in (h11.DONE, h11.MUST_CLOSE)
 
     @property
     def response_started(self) -> bool:
@@ -389,7 +402,17 @@ class HttpConnection:
     @property
     def has_buffered_data(self) -> bool:
         """True when received bytes wait in the parser (e.g. a partial head)."""
+        buffer = self._buffer
+        if buffer is not None:
+            return bool(buffer._data)
         return self.buffered_size > 0
+
+    @property
+    def idle(self) -> bool:
+        """Right after :meth:`start_next_cycle`: nothing received waits and the input
+        has not ended, so :meth:`next_event` would say ``NEED_DATA`` (False: ask it)."""
+        buffer = self._buffer
+        return buffer is not None and not buffer._data and not self._conn._receive_buffer_closed
 
     @property
     def buffered_size(self) -> int:
@@ -421,7 +444,7 @@ class HttpConnection:
         conn = self._conn
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._closing:
             conn.start_next_cycle()
-            self._end_pending = False
+            self._end_pending = self._complete = False
             self._drop_body = False  # a bad next request's error page has its body
             return True
         return False
@@ -465,7 +488,9 @@ class HttpConnection:
         not served here, so the connection closes after it).
         """
         conn = self._conn
-        if conn.they_are_waiting_for_100_continue:
+        if self._complete:  # the common case: neither of the two below
+            pass
+        elif conn.they_are_waiting_for_100_continue:
             self._closing = True
         elif conn.their_state is h11.SEND_BODY:
             # Answered before the body was read: the transport discards at most

@@ -266,19 +266,23 @@ class _AioConn(asyncio.Protocol, Channel):
 
     async def _serve(self, head: http11.RequestHead) -> None:
         keep = False
+        # Once complete (no body: most requests), it stays so: asked once.
+        complete = self.conn.request_complete
         # The body's pace is measured from the head on (a body is pending).
-        self.pace = None if self.conn.request_complete else BodyPace(self.config)
+        self.pace = None if complete else BodyPace(self.config)
         SERVING.set(self.server)  # this task's own context
         use_pool(self.server.pool)
         try:
             upgrade = self.server.upgrade_handler
-            if upgrade is not None and upgrade.wants(head):
+            if upgrade is not None and head.upgrade is not False and upgrade.wants(head):
                 await upgrade.serve_aio(self, head)
                 return
             request = request_from_head(head, self.secure)
             await self.server.dispatcher.handle(request, self)
-            keep = self.conn.request_complete or (
-                not self.conn.closing and await self.discard_body(DRAIN_LIMIT)
+            keep = (
+                complete
+                or self.conn.request_complete
+                or (not self.conn.closing and await self.discard_body(DRAIN_LIMIT))
             )
         except ClientGone:
             keep = False
@@ -305,7 +309,8 @@ class _AioConn(asyncio.Protocol, Channel):
                 assert self.transport is not None
                 self.transport.resume_reading()
             self._arm(self.config.idle_timeout)
-            self._process()
+            if not self.conn.idle:  # (idle: next_event() would say NEED_DATA, nothing to do)
+                self._process()
         elif not self.conn.request_complete and not self.closed:
             self._linger()
         else:

@@ -433,6 +433,8 @@ class ThreadedConn(Channel):
                     return False
                 # Kept alive: idle until the next head starts (empty lines do not count).
                 self.deadline = time.monotonic() + server.config.idle_timeout
+                if conn.idle:  # what next_event() would say (NEED_DATA), without it
+                    return True
                 continue
             if event is http11.NEED_DATA:
                 if self.head_started:
@@ -453,10 +455,12 @@ class ThreadedConn(Channel):
 
     def _serve_request(self, head: http11.RequestHead) -> bool:
         server = self.server
+        # Once complete (no body: most requests), it stays so: asked once.
+        complete = self.conn.request_complete
         # The body's pace is measured from the head on (a body is pending).
-        self.pace = None if self.conn.request_complete else BodyPace(server.config)
+        self.pace = None if complete else BodyPace(server.config)
         upgrade = server.upgrade_handler
-        if upgrade is not None and upgrade.wants(head):
+        if upgrade is not None and head.upgrade is not False and upgrade.wants(head):
             if upgrade.serve_threaded(self, head):
                 self.upgrade = upgrade  # a websocket thread owns the socket now
             return False
@@ -476,7 +480,7 @@ class ThreadedConn(Channel):
             except ClientGone:
                 pass
             return False
-        if not self.conn.request_complete:
+        if not complete and not self.conn.request_complete:
             # Draining goes on only for a body small enough (and paced like any
             # body); otherwise a lingering close, so the client reads our answer.
             keep = not self.conn.closing and run_sync(self.discard_body(DRAIN_LIMIT))
@@ -484,7 +488,8 @@ class ThreadedConn(Channel):
                 self.linger()
             self._restore_read_timeout()
             return keep
-        self._restore_read_timeout()
+        if self.read_timeout_changed:
+            self._restore_read_timeout()
         return True
 
     def linger(self) -> None:
