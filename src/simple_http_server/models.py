@@ -99,6 +99,10 @@ class Headers(dict[str, Any]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._names
 
+    def _has_any(self, lowered: frozenset[str]) -> bool:
+        """True when one of the (lowercased) names is here: one check for several."""
+        return not lowered.isdisjoint(self._names)
+
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override,unused-ignore]
         name = self._names.get(key.lower())
         return default if name is None else super().__getitem__(name)

@@ -329,7 +329,29 @@ class Outcome:
 
 
 # json.dumps builds a new encoder per call whenever an option is not the default.
-_to_json = json.JSONEncoder(ensure_ascii=False).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_to_json = _ENCODER.encode
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _dict_to_json(value: dict[Any, Any]) -> str:
+    """``_to_json`` of a dict: the very C encoder ``JSONEncoder.encode`` makes for it,
+    without the Python steps around it (a circular-reference table per call, as there)."""
+    if _c_make_encoder is None:
+        return _to_json(value)
+    enc = _ENCODER
+    encoder = _c_make_encoder(
+        {},
+        enc.default,
+        json.encoder.encode_basestring,  # what ensure_ascii=False picks
+        enc.indent,
+        enc.key_separator,
+        enc.item_separator,
+        enc.sort_keys,
+        enc.skipkeys,
+        enc.allow_nan,
+    )
+    return "".join(encoder(value, 0))
 
 
 def sniff_text_type(text: str) -> str:
@@ -430,7 +452,7 @@ def normalize(result: Any, status: int = 200) -> Outcome:
             ``Response`` or a ``Redirect`` do).
     """
     if type(result) is dict:  # the most common result: skip the type tests below
-        body = _to_json(result).encode("utf-8", "surrogateescape")
+        body = _dict_to_json(result).encode("utf-8", "surrogateescape")
         return Outcome(status, [], body, JSON_TYPE)
     outcome = Outcome(status=status)
     if isinstance(result, Response):

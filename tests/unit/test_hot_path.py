@@ -7,6 +7,8 @@ websocket upgrade skips requests without an ``Upgrade`` header.
 
 from __future__ import annotations
 
+import json
+
 import h11
 import pytest
 
@@ -233,3 +235,26 @@ def test_idle_is_what_next_event_would_say() -> None:
         assert conn.start_next_cycle()
         assert conn.idle is idle
         assert (conn.next_event() is h11.NEED_DATA and not conn.has_buffered_data) is idle
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"name": "caf\u00e9", "n": [1, 2.5, None, True], "s": "\u2028\udcff"},
+        {1: 2, 2.5: "x", None: float("nan"), "k": {"inf": float("-inf")}},
+    ],
+)
+def test_a_dict_is_encoded_as_the_json_encoder_does(value: dict[object, object]) -> None:
+    expected = json.JSONEncoder(ensure_ascii=False).encode(value)
+    assert normalize(value).body == expected.encode("utf-8", "surrogateescape")
+
+
+def test_a_dict_json_fails_as_the_json_encoder_does() -> None:
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        normalize(loop)
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
+        normalize({"x": object()})
+    assert normalize({"again": 1}).body == b'{"again": 1}'  # nothing left behind

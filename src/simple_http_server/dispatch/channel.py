@@ -87,7 +87,10 @@ def encode_headers(headers: list[tuple[str, str]]) -> HeaderLines:
             encoded = _encode(name)
             if len(names) < 512:  # header names repeat; values mostly do not
                 names[name] = encoded
-        lines.append((encoded, _encode(value, name)))
+        if value.isascii() and value.isprintable():  # _encode's common case, inlined
+            lines.append((encoded, value.strip(" ").encode("ascii")))
+        else:
+            lines.append((encoded, _encode(value, name)))
     return lines
 
 

@@ -122,6 +122,7 @@ _NO_CONTROLLER = ("Controller Not Found", "Cannot find a controller for your pat
 #: What static files (resources, the built-in icon) answer; other methods get 405.
 _FILE_METHODS = ("GET", "HEAD")
 
+_FRAMING_NAMES = frozenset({"content-length", "transfer-encoding"})
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
@@ -338,8 +339,7 @@ class Dispatcher:
             request.reg_groups = match.reg_groups
         headers = request.headers
         if not body_read and (
-            "Content-Length" in headers
-            or "Transfer-Encoding" in headers
+            headers._has_any(_FRAMING_NAMES)
             or channel.unframed_body
             or (endpoint is not None and endpoint.plan.needs_stream)
         ):
@@ -351,7 +351,7 @@ class Dispatcher:
         else:  # most requests never touch a session: build its state on first use
             request._session_getter = _LazySession(self, request)
         holder: list[Any] = []
-        filters = compiled.filters_for(request.path)
+        filters = compiled.filters_for(request.path) if compiled.filters else ()
         if filters:
 
             async def run_endpoint() -> None:
@@ -386,9 +386,9 @@ class Dispatcher:
             elif response.has_headers_or_cookies:
                 _merge_response(response, outcome)
             if (
-                result is not None
+                response.status_code != 200  # first: cheap, and false for most answers
+                and result is not None
                 and not isinstance(result, Response | tuple | Redirect)
-                and (response.status_code != 200)
             ):
                 outcome.status = response.status_code
             return outcome
@@ -493,8 +493,9 @@ class Dispatcher:
                 return await _send_not_modified(channel, headers)
             if gzip is not None and zipped:
                 body = gzip.compress(body)
-            headers.append(("Content-Length", str(len(body))))
-            await channel.send_response(outcome.status, encode_headers(headers), body)
+            lines = encode_headers(headers)
+            lines.append((b"Content-Length", b"%d" % len(body)))
+            await channel.send_response(outcome.status, lines, body)
             return outcome.status, len(body)
         try:
             zipped = gzip is not None and gzip.choose(
