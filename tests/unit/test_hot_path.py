@@ -14,6 +14,7 @@ import pytest
 
 from simple_http_server.dispatch.channel import encode_headers
 from simple_http_server.dispatch.dispatcher import make_request
+from simple_http_server.dispatch.routing import Conditions, Router
 from simple_http_server.protocol.http11 import (
     DRAIN_LIMIT,
     EndOfRequest,
@@ -258,3 +259,25 @@ def test_a_dict_json_fails_as_the_json_encoder_does() -> None:
     with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
         normalize({"x": object()})
     assert normalize({"again": 1}).body == b'{"again": 1}'  # nothing left behind
+
+
+def test_methods_no_route_names_share_one_table_found_by_name() -> None:
+    router: Router[str] = Router()
+    router.add_url("/any", "any", frozenset(), Conditions())
+    router.add_url("/get", "get", frozenset({"GET"}), Conditions())
+    methods = [f"M{n}" for n in range(40)]  # methods are client input: the cache is bounded
+    for _ in range(2):
+        for method in methods:
+            assert router.lookup(method, "/any", {}, {}).target == "any"
+            assert router.lookup(method, "/get", {}, {}).target is None
+        assert router.lookup("GET", "/get", {}, {}).target == "get"
+        assert router.lookup("GET", "/any", {}, {}).target == "any"
+    assert len(router._tables) <= 16 + 3  # the aliases, and the named methods' own
+    router.add_url("/late", "late", frozenset(), Conditions())  # a new route: tables again
+    assert router.lookup("M1", "/late", {}, {}).target == "late"
+
+
+def test_conditions_know_whether_they_check_anything() -> None:
+    assert Conditions().empty
+    assert not Conditions(params=(lambda p: True,)).empty
+    assert not Conditions(headers=(lambda h: True,)).empty

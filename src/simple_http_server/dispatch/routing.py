@@ -35,6 +35,7 @@ __all__ = [
 T = TypeVar("T")
 WILDCARD_KEY = "__path_wildcard"
 _SHARED = ""  # the table key of every method no route names: any-method routes only
+_SHARED_ALIASES = 16  # methods no route names whose shared table is also kept under their name
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -379,10 +380,11 @@ class Conditions:
                 return False
         return True
 
-    @property
-    def empty(self) -> bool:
-        """True when there is nothing to check."""
-        return not self.params and not self.headers
+    #: True when there is nothing to check (set from the expressions).
+    empty: bool = field(init=False, default=True, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "empty", not self.params and not self.headers)
 
 
 def _values(source: Any, key: str) -> list[Any] | None:
@@ -551,11 +553,15 @@ class Router(Generic[T]):
         return sum(map(len, self._static.values())) + len(self._patterns) + len(self._regexps)
 
     def _table(self, method: str) -> _Table[T]:
-        """The table of ``method``; every method no route names shares one."""
+        """The table of ``method``; every method no route names shares one (also
+        kept under the first few such methods' names: found at once next time)."""
+        tables = self._tables
         key = method if method in self._named else _SHARED
-        table = self._tables.get(key)
+        table = tables.get(key)
         if table is None:
-            table = self._tables[key] = self._build(key)
+            table = tables[key] = self._build(key)
+        if key is _SHARED and len(tables) < _SHARED_ALIASES:  # methods are client input
+            tables[method] = table
         return table
 
     def _build(self, method: str) -> _Table[T]:
