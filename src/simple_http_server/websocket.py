@@ -233,12 +233,15 @@ class _TextChunks(_Chunks):
         )
 
 
+_TEXT_OR_BYTES = (str, bytes)
+
+
 def _message(message: object, method: str) -> str | bytes:
     """``message`` as ``str`` or ``bytes``; ``TypeError`` for any other type (an ``int``
     made ``bytes(n)``: n NUL bytes)."""
-    if isinstance(message, str | bytes):
+    if isinstance(message, _TEXT_OR_BYTES):  # a tuple: a union is built at each call
         return message
-    if isinstance(message, bytearray | memoryview):
+    if isinstance(message, (bytearray, memoryview)):
         return bytes(message)  # a snapshot: the caller may reuse its buffer
     raise WebsocketTypeError(
         f"{method}() takes str or bytes (or bytearray, memoryview), not {type(message).__name__}"

@@ -523,3 +523,32 @@ def test_a_message_whose_source_fails_at_once_leaves_the_session_open() -> None:
     client = Connection(ConnectionType.CLIENT)
     client.receive_data(bytes(link.out))
     assert [e.data for e in client.events() if isinstance(e, TextMessage)] == ["still here"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fits"),
+    [("\u00e9\u00e9", True), ("\u00e9\u00e9\u00e9", False), ("abcd", True), ("abcde", False)],
+)
+def test_a_one_frame_message_is_measured_in_utf8_bytes(text: str, fits: bool) -> None:
+    client, proto = pair(max_message_size=4)  # "éé" is 2 characters but 4 bytes
+    proto.receive_data(client.send(TextMessage(data=text)))
+    events = proto.events()
+    if fits:
+        assert events == [ws.TextReceived(text)]
+        assert type(events[0].data) is str  # type: ignore[union-attr]
+    else:
+        assert isinstance(events[-1], ws.Closed) and events[-1].code == 1009
+
+
+def test_one_frame_messages_after_a_fragmented_one_start_from_zero() -> None:
+    client, proto = pair(max_message_size=6)
+    proto.receive_data(client.send(BytesMessage(data=b"abc", message_finished=False)))
+    proto.receive_data(client.send(BytesMessage(data=b"def")))
+    for _ in range(3):  # each whole message counts alone
+        proto.receive_data(client.send(BytesMessage(data=b"123456")))
+    proto.receive_data(client.send(TextMessage(data="")))
+    events = proto.events()
+    assert events == [ws.BinaryReceived(b"abcdef")] + [ws.BinaryReceived(b"123456")] * 3 + [
+        ws.TextReceived("")
+    ]
+    assert all(type(e.data) is bytes for e in events[:-1])  # type: ignore[union-attr]

@@ -346,8 +346,11 @@ class LinkBase:
     @property
     def finished(self) -> bool:
         """True when the transport should close now."""
+        proto = self.proto
+        if proto._closed_event is None:  # never unset once set: no lock to read it unset
+            return False
         with self.lock:
-            return self.proto.finished
+            return proto.finished
 
     async def opened(self) -> None:
         """Call ``on_open``; a failing handler closes the session with 1011."""
@@ -367,7 +370,7 @@ class LinkBase:
                 await self.report_close(closed)
                 return
             kind = type(event)
-            if kind is not ws.Closed and self.closed_here:
+            if kind is not ws.Closed and proto is not None and proto.closing:  # closed_here
                 continue  # RFC 6455 lets us read on, not deliver: no Pong is due either
             if kind is ws.TextReceived:
                 if cb.on_text_message is not None:
@@ -424,7 +427,13 @@ class LinkBase:
 
     def _call(self, func: Any, *args: object) -> Coroutine[Any, Any, object]:
         """The coroutine that calls ``func`` (a plain function: no coroutine of its own)."""
-        if self._is_async(func):
+        try:
+            is_async = self._async_callbacks.get(func)  # _is_async(), its common case inlined
+        except TypeError:  # an unhashable callable object
+            is_async = None
+        if is_async is None:
+            is_async = self._is_async(func)
+        if is_async:
             return call_async(func, *args)
         return call_sync(func, *args)
 

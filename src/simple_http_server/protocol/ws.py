@@ -605,7 +605,8 @@ class WebsocketProtocol:
             self._inflate_more(deflate, out)
             return out
         for event in self._conn.events():
-            if isinstance(event, Message):
+            # type() first: wsproto's events are ABCs, isinstance() is slow on them.
+            if type(event) is TextMessage or isinstance(event, Message):
                 if not self._message(event, out):
                     break
             elif isinstance(event, Ping):
@@ -631,7 +632,7 @@ class WebsocketProtocol:
     def _message(self, event: Message[Any], out: list[WsEvent]) -> bool:
         """Handle a data event; False when :meth:`events` must stop here."""
         data = event.data
-        if isinstance(event, BytesMessage) and self.stream_binary:
+        if self.stream_binary and isinstance(event, BytesMessage):
             fin = event.message_finished
             if self._deflate is not None:  # one inflated piece per call of events()
                 self._more = True
@@ -639,10 +640,21 @@ class WebsocketProtocol:
                     self._held_fin, fin = fin, False
             out.append(BinaryFrameReceived(bytes(data), fin))
             return not self._more
-        self._size += len(data) if isinstance(data, bytes | bytearray) else len(data.encode())
+        # A message's size is its UTF-8 size (text: its length when it is ASCII).
+        if type(data) is str:
+            self._size += len(data) if data.isascii() else len(data.encode())
+        else:
+            self._size += len(data)
         if self._size > self.max_message_size > 0:
             out.append(self._fail_later(CLOSE_TOO_BIG, "Message too big"))
             return False
+        if not self._parts and event.message_finished:  # a message in one frame: the hot path
+            self._size = 0
+            if type(data) is str:
+                out.append(TextReceived(data))
+            else:
+                out.append(BinaryReceived(bytes(data)))
+            return True
         if data:  # endless empty continuation frames must not grow the list
             self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
         if event.message_finished:
@@ -709,8 +721,11 @@ class WebsocketProtocol:
     # -- output --------------------------------------------------------------
     def data_to_send(self) -> bytes:
         """The bytes queued for the peer since the last call."""
-        data = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        if not out:  # most reads queue no reply
+            return b""
+        data = bytes(out)
+        out.clear()
         return data
 
     def send_data(self, data: str | bytes, fin: bool = True) -> bool:
