@@ -370,7 +370,7 @@ class LinkBase:
                 await self.report_close(closed)
                 return
             kind = type(event)
-            if kind is not ws.Closed and proto is not None and proto.closing:  # closed_here
+            if kind is not ws.Closed and self.closed_here:
                 continue  # RFC 6455 lets us read on, not deliver: no Pong is due either
             if kind is ws.TextReceived:
                 if cb.on_text_message is not None:
