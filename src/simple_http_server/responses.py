@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .dispatch.channel import HeadAnswered, sends_no_body, without_framing
+from .dispatch.channel import HeadAnswered, declared_length, sends_no_body, without_framing
 from .errors import HttpError
 from .models import Cookies, Header, Headers
 
@@ -90,6 +90,9 @@ class Response:
     #: its head is sent, and write_bytes raises HeadAnswered (a ClientGone) so the
     #: controller stops.
     _head_only: bool = False
+    #: The Content-Length the controller set on its streamed answer: write_bytes
+    #: never sends past it, and the answer ends only when it is reached.
+    _declared: int | None = None
 
     def __init__(
         self,
@@ -182,7 +185,9 @@ class Response:
 
         Raises ``ClientGone`` once the client is gone, and once the head is sent
         of an answer that carries no body (to a ``HEAD``; a 204, 304): nothing
-        written could be sent, so the writer stops there.
+        written could be sent, so the writer stops there.  Raises ``ValueError``,
+        sending none of ``data``, when it would take the body past the
+        ``Content-Length`` header set on this response.
         """
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
@@ -208,9 +213,17 @@ class Response:
                     lines = [*without_framing(lines), ("Content-Length", "0")]
                 elif request.method == "HEAD":
                     self._head_only = True
+            if not self._head_only:
+                self._declared = declared_length(lines)
             self._channel.start_blocking(self.status_code, lines)
         if self._head_only:  # nothing written can ever be sent: stop the writer
             raise HeadAnswered("this answer has no body: its head is sent")
+        declared = self._declared
+        if declared is not None and self._written + len(data) > declared:
+            raise ValueError(
+                f"write_bytes past the response's Content-Length ({declared}):"
+                f" {len(data)} more bytes after {self._written}"
+            )
         self._channel.write_blocking(bytes(data))
         self._written += len(data)
 
@@ -228,8 +241,19 @@ class Response:
         await self._channel.drain()
 
     def close(self) -> None:
-        """End a streamed response."""
+        """End a streamed response.
+
+        Raises ``ValueError`` when fewer bytes were written than the ``Content-Length``
+        header set on this response declares: the answer cannot end (the connection
+        is dropped once the controller returns).
+        """
         if self._channel is not None and self._streaming and not self._closed:
+            declared = self._declared
+            if declared is not None and self._written < declared:
+                raise ValueError(
+                    f"close() short of the response's Content-Length ({declared}):"
+                    f" {self._written} bytes written"
+                )
             self._channel.end_blocking()
         self._closed = True
 

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
 
 from simple_http_server import (
     App,
@@ -243,6 +246,119 @@ def test_framing_headers_that_can_be_sent_are_kept_or_replaced(make_any_client) 
     assert reply.header("Content-Length") == str(len(reply.body))
     reply = client.get("/write-refused")
     assert (reply.status, reply.text) == (200, "refused: invalid Content-Length 'abc'")
+
+
+# -- a streamed body that disagrees with its controller's Content-Length ----------
+def mismatch_app(refused: list[str]) -> App:
+    app = App()
+
+    def generated(length: str, body: bytes) -> Callable[[Response], Iterator[bytes]]:
+        def controller(response: Response) -> Iterator[bytes]:
+            response.set_header("Content-Length", length)
+            return iter([body])
+
+        return controller
+
+    app.route("/gen-short")(generated("10", b"abc"))
+    app.route("/gen-long")(generated("2", b"abc"))
+
+    @app.route("/write-short")
+    def write_short(response: Response) -> None:
+        response.set_header("Content-Length", "10")
+        response.write_bytes(b"abc")
+
+    @app.route("/write-long")
+    def write_long(response: Response) -> None:
+        response.set_header("Content-Length", "2")
+        try:
+            response.write_bytes(b"abc")
+        except ValueError as exc:  # refused whole: nothing of it is sent
+            refused.append(str(exc))
+
+    @app.route("/write-long-then-fit")
+    def write_long_then_fit(response: Response) -> None:
+        response.set_header("Content-Length", "2")
+        response.write_bytes(b"a")
+        try:
+            response.write_bytes(b"bc")
+        except ValueError as exc:
+            refused.append(str(exc))
+        response.write_bytes(b"b")  # the answer can still be completed
+        response.close()
+
+    @app.route("/fail-after-start")
+    def fail_after_start(response: Response) -> None:
+        response.set_header("Content-Length", "5")
+        response.write_bytes(b"")  # the answer starts
+        raise RuntimeError("boom")
+
+    @app.route("/close-short")
+    def close_short(response: Response) -> None:
+        response.set_header("Content-Length", "10")
+        response.write_bytes(b"abc")
+        try:
+            response.close()
+        except ValueError as exc:
+            refused.append(str(exc))
+            raise
+
+    return app
+
+
+MISMATCHED = {"/gen-short": b"abc", "/gen-long": b"", "/write-short": b"abc", "/write-long": b""}
+
+
+def test_a_controller_failing_once_its_answer_started_has_it_cut(make_any_client) -> None:
+    """Under WSGI too (the head waits there for the first piece): not the server's 500."""
+    client = make_any_client(mismatch_app([]))
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        client.get("/fail-after-start")
+    assert cut.value.partial == b""
+
+
+@pytest.mark.parametrize("path", [*MISMATCHED, "/close-short"])
+def test_a_streamed_body_that_disagrees_with_its_content_length_is_cut(
+    make_any_client, log_records: LogRecords, path: str
+) -> None:
+    """The answer cannot be completed: the client sees it cut (never a complete-looking
+    body), and one line says what the controller did wrong (no h11 error)."""
+    refused: list[str] = []
+    client = make_any_client(mismatch_app(refused))
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        client.get(path)
+    assert cut.value.partial == MISMATCHED.get(path, b"abc")
+    logger.flush()
+    errors = [r for r in log_records.records if r.levelname == "ERROR"]
+    assert not any("LocalProtocolError" in repr(r.exc_info) for r in errors), errors
+    messages = [r.getMessage() for r in errors]
+    if path == "/close-short":
+        assert refused == ["close() short of the response's Content-Length (10): 3 bytes written"]
+        return
+    expected = "shorter than its Content-Length: 10 (3 bytes)"
+    if path.endswith("long"):
+        expected = (
+            "longer than its Content-Length: 2 (at least 3 bytes)"
+            if path == "/gen-long"
+            else "shorter than its Content-Length: 2 (0 bytes)"  # the refused piece is not sent
+        )
+    line = f"Cannot complete GET {path}: the controller's streamed body is {expected}"
+    assert line in messages, messages
+    if path == "/write-long":
+        assert refused == [
+            "write_bytes past the response's Content-Length (2): 3 more bytes after 0"
+        ]
+
+
+def test_write_bytes_refusing_a_piece_past_the_content_length_keeps_the_answer(
+    make_any_client,
+) -> None:
+    refused: list[str] = []
+    client = make_any_client(mismatch_app(refused))
+    reply = client.get("/write-long-then-fit")
+    assert (reply.status, reply.body, reply.header("Content-Length")) == (200, b"ab", "2")
+    assert refused == ["write_bytes past the response's Content-Length (2): 2 more bytes after 1"]
+    reply = client.request("HEAD", "/gen-long")  # a HEAD's answer has no body to check
+    assert (reply.status, reply.body, reply.header("Content-Length")) == (200, b"", "2")
 
 
 # -- the method token ------------------------------------------------------------

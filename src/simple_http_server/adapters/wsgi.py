@@ -24,6 +24,7 @@ while it runs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 from .. import logger as _logging
 from ..dispatch.channel import (
+    AnswerCut,
     Channel,
     HeaderLines,
     encode_headers,
@@ -317,6 +319,13 @@ class _WSGIChannel(Channel):
         except Exception as exc:
             raise ClientGone(str(exc) or type(exc).__name__) from None
 
+    def send_head_now(self) -> None:
+        """Have the WSGI server send the head at once (an empty ``write()``), so that
+        an answer failing now is cut after it rather than replaced by the server's 500."""
+        if self._head is not None and not self.committed:
+            with contextlib.suppress(ClientGone):
+                self._send(b"")
+
     def _cut(self) -> None:
         """Nothing to do: the connection is the WSGI server's, ended once the app raises."""
 
@@ -448,6 +457,8 @@ class WSGIProxy:
             first = channel.step(coro)
         except Exception as exc:
             channel.app_returns(complete=False)
+            if isinstance(exc, AnswerCut):
+                channel.send_head_now()  # the client sees the answer cut, as in our transports
             if isinstance(exc, ClientGone) or channel.committed:
                 raise
             return _server_error(start_response, channel)

@@ -19,11 +19,14 @@ from .invoke import run_sync
 
 __all__ = [
     "DRAIN_LOW_WATER",
+    "AnswerCut",
     "Channel",
     "ClientGone",
     "FileShrank",
     "HeadAnswered",
     "HeaderLines",
+    "LengthMismatch",
+    "declared_length",
     "encode_headers",
     "sends_no_body",
     "with_content_length",
@@ -153,6 +156,40 @@ class FileShrank(ClientGone):
         self.expected = expected
         self.sent = sent
         super().__init__(f"file shrank while sending: {self.path}: {sent} of {expected} bytes sent")
+
+
+class AnswerCut(ClientGone):
+    """The controller failed after its streamed answer started: the answer is cut
+    (the connection dropped) rather than passed off as complete."""
+
+
+class LengthMismatch(AnswerCut):
+    """A streamed body (a generator's, or what ``Response.write_bytes`` wrote)
+    disagrees with the ``Content-Length`` its controller set: the answer can never be
+    completed, so the connection is dropped before the extra bytes or instead of
+    the end (the client sees a cut answer).
+
+    A controller's bug, not the client's: the dispatcher logs it as one error line.
+    """
+
+    def __init__(self, declared: int, sent: int) -> None:
+        self.declared = declared
+        self.sent = sent  # what the body came to, or would have with the refused piece
+        if sent > declared:
+            problem = f"longer than its Content-Length: {declared} (at least {sent} bytes)"
+        else:
+            problem = f"shorter than its Content-Length: {declared} ({sent} bytes)"
+        super().__init__(f"the controller's streamed body is {problem}")
+
+
+def declared_length(headers: list[tuple[str, str]]) -> int | None:
+    """The ``Content-Length`` a controller set on a streamed answer (checked by
+    ``check_framing``: one non-negative integer, maybe repeated), or None."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            length = value.split(",")[0].strip(" \t")
+            return int(length) if length.isdigit() and length.isascii() else None
+    return None
 
 
 def _file_name(file: object) -> str:

@@ -41,10 +41,13 @@ from .bodies import (
 )
 from .channel import (
     FILE_CHUNK,
+    AnswerCut,
     Channel,
     ClientGone,
     FileShrank,
     HeadAnswered,
+    LengthMismatch,
+    declared_length,
     encode_headers,
     without_framing,
 )
@@ -287,6 +290,9 @@ class Dispatcher:
             try:
                 if response._streaming:
                     if not response._closed:
+                        declared = response._declared
+                        if declared is not None and response._written < declared:
+                            raise _length_mismatch(request, declared, response._written)
                         await channel.send_end()
                     status, size = response.status_code, response._written
                 else:
@@ -511,10 +517,15 @@ class Dispatcher:
             if gzip is not None and zipped:
                 chunks = gzip.stream(chunks)
             await channel.send_head(outcome.status, encode_headers(headers))
+            declared = declared_length(headers)  # the controller's, unless gzip dropped it
             size = 0
             async for chunk in chunks:
                 size += len(chunk)
+                if declared is not None and size > declared:
+                    raise _length_mismatch(request, declared, size)
                 await channel.send_data(chunk)
+            if declared is not None and size < declared:
+                raise _length_mismatch(request, declared, size)
             await channel.send_end()
             return outcome.status, size
         finally:
@@ -693,6 +704,15 @@ async def _close_body(body: Any) -> None:
         _log.debug("Closing a response body failed", exc_info=True)
 
 
+def _length_mismatch(request: Request, declared: int, sent: int) -> LengthMismatch:
+    """The error that drops a connection whose streamed body disagrees with its
+    controller's ``Content-Length``, logged as one line (no traceback: the
+    controller's mistake is all there is to say)."""
+    exc = LengthMismatch(declared, sent)
+    _log.error("Cannot complete %s: %s", _request_line(request), exc)
+    return exc
+
+
 def _cut_if_streaming(response: Response) -> None:
     """A failure after ``write_bytes`` started the response: it cannot become an
     error page, and ending it normally would pass a truncated body off as
@@ -700,7 +720,7 @@ def _cut_if_streaming(response: Response) -> None:
     An answer without a body (a HEAD's, a 204) is complete with its head: it ends
     normally."""
     if response._streaming and not response._closed and not response._head_only:
-        raise ClientGone("the controller failed after its response started")
+        raise AnswerCut("the controller failed after its response started")
 
 
 def _failed(request: Request) -> None:
