@@ -16,7 +16,7 @@ import pytest
 
 from simple_http_server import App, Headers, server
 
-from ..conftest import LogRecords, wsgi_server
+from ..conftest import LogRecords, _client_maker, wsgi_server
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
 
@@ -443,3 +443,52 @@ def test_a_body_failing_at_its_first_piece_gets_our_500(log_records: LogRecords,
 
 
 _FAILED_SENDING = "Error while sending the response"
+
+
+# -- the adapter's own refusals answer as our transports do ------------------------
+_HANDSHAKE = (
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+REFUSED = {
+    "HEAD, malformed Content-Length": b"HEAD /hello HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n",
+    "HEAD upgrade": b"HEAD /hello HTTP/1.1\r\nHost: t\r\n" + _HANDSHAKE,
+    "POST upgrade": b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n" + _HANDSHAKE,
+    "HTTP/1.0 upgrade": b"GET /hello HTTP/1.0\r\nHost: t\r\n" + _HANDSHAKE,
+}
+
+
+def _exchange(port: int, head: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """(status code, the Allow lines, body) of the answer to ``head``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            head + b"Connection: close\r\n\r\n" if b"Upgrade" not in head else head + b"\r\n"
+        )
+        data = b""
+        for _ in range(1000):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    answer, _, body = data.partition(b"\r\n\r\n")
+    lines = answer.split(b"\r\n")
+    allow = [line for line in lines if line.lower().startswith(b"allow:")]
+    return lines[0].split(b" ")[1], allow, body
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refusals_answer_as_the_transports_do(name: str) -> None:
+    """RFC 9110 9.3.2: a HEAD's refusal has no body; a handshake by another method than
+    GET is a 405 with ``Allow: GET`` (not the 501 of a websocket under WSGI); an HTTP/1.0
+    ``Upgrade`` is ignored (RFC 9110 7.8): a plain request."""
+    answers = []
+    for front_end in ("threaded", "wsgi"):
+        maker = _client_maker(front_end)
+        client = next(maker)(build_app())
+        answers.append(_exchange(client.address.port, REFUSED[name]))
+        maker.close()
+    assert answers[1] == answers[0]
+    status, _, body = answers[0]
+    if name.startswith("HEAD"):
+        assert body == b""
+    assert status != b"501"

@@ -304,3 +304,44 @@ def test_static_path_traversal_never_escapes_the_folder(
         assert b"TOP-SECRET" not in data, target
     data = send_and_collect(live.port, get_closing(b"/static/index.txt"))
     assert parse_responses(data)[0].body == b"public"
+
+
+# -- refusals of a HEAD: the head alone (RFC 9110 9.3.2) ------------------------------
+def head(headers: bytes, body: bytes = b"", version: bytes = b"1.1") -> bytes:
+    return b"HEAD / HTTP/" + version + b"\r\nHost: t\r\n" + headers + b"\r\n" + body
+
+
+HEAD_REFUSED: dict[str, tuple[bytes, int]] = {
+    "malformed Content-Length": (head(b"Content-Length: abc\r\n"), 400),
+    "no Host": (b"HEAD / HTTP/1.1\r\n\r\n", 400),
+    "malformed header line": (head(b"Bad Header: x\r\n"), 400),
+    "unknown transfer-coding": (head(b"Transfer-Encoding: gzip\r\n"), 501),
+    "both framings": (head(b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"), 400),
+    "invalid Host": (b"HEAD / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    "bad chunk": (head(b"Transfer-Encoding: chunked\r\n", b"zz\r\n"), 400),
+    "body over the limit": (head(b"Content-Length: 1000000000\r\n"), 413),
+    "head over the limit": (head(b"X-Big: " + b"a" * 100_000 + b"\r\n"), 431),
+    "HTTP/2.0": (head(b"", version=b"2.0"), 505),
+}
+
+
+def assert_head_only(data: bytes, status: int) -> None:
+    """One answer of ``status``, its head and nothing after it: what a client that
+    sent HEAD reads as the answer (a body would be taken for the next one)."""
+    responses = parse_responses(data, [True])
+    assert [r.status for r in responses] == [status], data
+    assert data.endswith(b"\r\n\r\n") and data.count(b"\r\n\r\n") == 1, data
+    assert responses[0].closes
+
+
+@pytest.mark.parametrize("name", list(HEAD_REFUSED))
+def test_a_refused_head_request_gets_no_body(hostile: Hostile, name: str) -> None:
+    payload, status = HEAD_REFUSED[name]
+    assert_head_only(send_and_collect(hostile.port, payload), status)
+
+
+def test_a_head_request_timed_out_in_its_head_gets_a_408_without_body(serve) -> None:
+    live = serve(App(), head_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\n")  # the head never ends
+        assert_head_only(read_until_closed(sock), 408)

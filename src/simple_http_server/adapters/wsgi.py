@@ -42,8 +42,10 @@ from ..dispatch.channel import (
 from ..dispatch.dispatcher import Dispatcher, make_request
 from ..dispatch.invoke import LoopHelper, help_while_waiting
 from ..dispatch.routing import PATH_SAFE
+from ..dispatch.ws_handlers import Rejected
 from ..errors import HttpError
-from ..protocol.http11 import error_body, reason_phrase
+from ..protocol import ws
+from ..protocol.http11 import RequestHead, error_body, reason_phrase
 from ..transport.common import ClientGone
 from ..transport.thread_io import Inbox, Outbox
 
@@ -392,12 +394,43 @@ class _StreamedBody:
         self._coro.close()
 
 
-def _refuse(start_response: StartResponse, status: int, body: bytes, kind: str) -> list[bytes]:
-    """An answer of the adapter's own, before any app code runs."""
-    start_response(
-        status_line(status), [("Content-Type", kind), ("Content-Length", str(len(body)))]
-    )
-    return [body]
+def _refuse(
+    start_response: StartResponse,
+    status: int,
+    body: bytes,
+    kind: str,
+    head: bool,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> list[bytes]:
+    """An answer of the adapter's own, before any app code runs; the head alone for
+    a ``HEAD`` (RFC 9110 9.3.2: wsgiref would send the body)."""
+    headers = [("Content-Type", kind), *extra, ("Content-Length", str(len(body)))]
+    start_response(status_line(status), headers)
+    return [] if head else [body]
+
+
+_NO_WEBSOCKETS = b'{"code": 501, "message": "Websocket is not supported under WSGI"}'
+
+
+def _websocket_refusal(
+    environ: dict[str, Any],
+) -> tuple[int, bytes, tuple[tuple[str, str], ...]] | None:
+    """(status, body, headers) for a websocket upgrade, or None for a request that
+    is not one (no ``websocket`` among the ``Upgrade`` tokens, or HTTP/1.0, whose
+    ``Upgrade`` is ignored): as in our transports, a handshake by another method than
+    GET is a ``405`` with ``Allow: GET``; a GET one is a ``501``: no websockets here."""
+    version = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/")
+    upgrade = str(environ.get("HTTP_UPGRADE", "")).encode("latin-1", "replace")
+    method = str(environ.get("REQUEST_METHOD", "GET"))
+    head = RequestHead(method, b"/", [(b"Upgrade", upgrade)], version.encode(), False, True)
+    if not ws.is_websocket_upgrade(head):
+        return None
+    checked = ws.check_handshake(head)
+    if isinstance(checked, ws.HandshakeRejection) and checked.status == 405:
+        rejected = Rejected(405, list(checked.headers), checked.message)
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in rejected.headers)
+        return 405, rejected.body(), headers
+    return 501, _NO_WEBSOCKETS, ()
 
 
 def _head_only() -> Iterator[bytes]:
@@ -436,13 +469,18 @@ class WSGIProxy:
 
     def app_proxy(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The WSGI entry point: ``app_proxy(environ, start_response)``."""
-        if str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket":
-            body = b'{"code": 501, "message": "Websocket is not supported under WSGI"}'
-            return _refuse(start_response, 501, body, "application/json")
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        if environ.get("HTTP_UPGRADE"):
+            refusal = _websocket_refusal(environ)
+            if refusal is not None:
+                status, body, extra = refusal
+                kind = "application/json; charset=utf-8" if status != 501 else "application/json"
+                return _refuse(start_response, status, body, kind, head, extra)
         try:
             length = declared_length(environ)
         except ValueError:  # wsgiref passes it on; our transports (h11) answer 400
-            return _refuse(start_response, 400, error_body(400), "application/json; charset=utf-8")
+            kind = "application/json; charset=utf-8"
+            return _refuse(start_response, 400, error_body(400), kind, head)
         scheme = str(environ.get("wsgi.url_scheme", "http"))
         request = make_request(
             str(environ.get("REQUEST_METHOD", "GET")),  # case-sensitive (RFC 9110 9.1)

@@ -214,6 +214,11 @@ def _receive_buffer(conn: h11.Connection) -> Any:
     return buffer if hasattr(buffer, "_data") else None
 
 
+def _starts_head(unparsed: bytearray | None) -> bool:
+    """True when the request not parsed yet is a ``HEAD`` (its answer has no body)."""
+    return unparsed is not None and unparsed.startswith(b"HEAD ")
+
+
 class HttpConnection:
     """One server-side HTTP/1.1 connection, Sans-IO.
 
@@ -268,6 +273,7 @@ class HttpConnection:
             return _END
         conn = self._conn
         state = conn.their_state
+        head = False
         if state is h11.IDLE:
             buffer = self._buffer
             if buffer is not None:
@@ -279,12 +285,16 @@ class HttpConnection:
                     early = self._skip_empty_lines(unparsed)
                     if early is not None:
                         return early
+                # h11 consumes a head it refuses: whether it was a HEAD's is known only now.
+                head = _starts_head(unparsed)
         in_body = state is h11.SEND_BODY
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
             self._closing = True
             self._complete = False
+            if head:
+                self._drop_body = True  # the refusal of a HEAD's bad head has no body either
             status = exc.error_status_hint
             if status == 431 and in_body:
                 status = 400  # an endless chunk header or trailer, not a request head
@@ -546,14 +556,25 @@ class HttpConnection:
         return self.send_head(status, headers) + self.send_body(body) + self.send_end()
 
     def send_error(self, status: int) -> bytes:
-        """A plain-text error answer that closes the connection, if one can be sent."""
+        """A plain-text error answer that closes the connection, if one can be sent;
+        the head alone for a ``HEAD`` (RFC 9110 9.3.2), even one whose head is cut
+        short (a 408) or malformed (a 400)."""
         self._closing = True
-        if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        conn = self._conn
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return b""
         body = error_body(status)
         headers = [(b"Content-Type", b"application/json; charset=utf-8")]
         try:
-            return self.send_response(status, headers, body)
+            buffer = self._buffer
+            if conn.their_state is h11.IDLE and buffer is not None and _starts_head(buffer._data):
+                self._drop_body = True  # a HEAD's head still arriving (a 408)
+            if not self._drop_body or conn.their_state not in (h11.IDLE, h11.ERROR):
+                return self.send_response(status, headers, body)
+            # A HEAD h11 never parsed: it frames the answer as a GET's, so the end
+            # (a body that is not sent) is not asked of it; the connection closes.
+            headers.append((b"Content-Length", str(len(body)).encode()))
+            return self.send_head(status, headers)
         except h11.LocalProtocolError:
             return b""
 
