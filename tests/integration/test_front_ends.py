@@ -361,6 +361,25 @@ def test_write_bytes_refusing_a_piece_past_the_content_length_keeps_the_answer(
     assert (reply.status, reply.body, reply.header("Content-Length")) == (200, b"", "2")
 
 
+# -- Date and Server a controller sets ---------------------------------------------
+def test_an_answer_has_one_date_whoever_sets_it(make_any_client) -> None:
+    """RFC 9110 5.3 / 6.6.1: ``Date`` is a singleton.  Our transports, the TestClient
+    and wsgiref send the controller's instead of their own; an ASGI server sends its own
+    whatever the app's headers (uvicorn), so the app's is left out there."""
+    app = App()
+    old = "Sat, 01 Jan 2000 00:00:00 GMT"
+
+    @app.route("/dated")
+    def dated() -> Any:
+        return 200, Headers({"Date": old, "Server": "mine"}), "x"
+
+    client = make_any_client(app)
+    reply = client.get("/dated")
+    assert len(reply.get_all("Date")) == 1, reply.header_list
+    assert (reply.header("Date") == old) is (client.front_end != "asgi")
+    assert "mine" in reply.get_all("Server")  # uvicorn adds its own unless told not to
+
+
 # -- the method token ------------------------------------------------------------
 def test_a_lower_case_method_is_another_method(make_any_client) -> None:
     """RFC 9110 9.1: the method is case-sensitive. ``get`` and ``head`` are not GET and

@@ -46,6 +46,9 @@ _log = _logging.get_logger("simple_http_server.asgi")
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailers"}
 )
+#: Left out too: ASGI servers send their own ``Date`` whatever the app's headers (uvicorn,
+#: hypercorn), and a second one is invalid (RFC 9110 5.3, 6.6.1: a singleton field).
+_LEFT_OUT = _HOP_BY_HOP | {b"date"}
 #: Under HTTP/1.x, ends the connection after a 408 (uvicorn keeps it otherwise).
 _CLOSE = (b"connection", b"close")
 _TOO_SLOW = "The request body is arriving too slowly."
@@ -117,11 +120,12 @@ def _below(path: str, root: str) -> str | None:
 
 
 def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
-    """Response header lines for ASGI: lower-case names, no hop-by-hop headers."""
+    """Response header lines for ASGI: lower-case names, no hop-by-hop headers and no
+    ``Date`` (the ASGI server sends its own)."""
     out = []
     for name, value in headers:
         lower = name.lower()
-        if lower not in _HOP_BY_HOP:
+        if lower not in _LEFT_OUT:
             out.append((lower, value))
     return out
 
