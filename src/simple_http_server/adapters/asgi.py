@@ -46,8 +46,8 @@ _log = _logging.get_logger("simple_http_server.asgi")
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te", b"trailers"}
 )
-#: Left out too: ASGI servers send their own ``Date`` whatever the app's headers (uvicorn,
-#: hypercorn), and a second one is invalid (RFC 9110 5.3, 6.6.1: a singleton field).
+#: Left out too: uvicorn sends its own ``Date`` whatever the app's headers,
+#: and a second one is invalid (RFC 9110 5.3, 6.6.1: a singleton field).
 _LEFT_OUT = _HOP_BY_HOP | {b"date"}
 #: Under HTTP/1.x, ends the connection after a 408 (uvicorn keeps it otherwise).
 _CLOSE = (b"connection", b"close")
