@@ -474,6 +474,87 @@ def test_unmatched_paths_bypass_filters(make_client):
     assert calls == []
 
 
+def unawaited_chain_app() -> App:
+    """``async def`` filters written for 0.22.x, whose ``do_chain()`` returned None:
+    they call it without awaiting it."""
+    app = App()
+
+    @app.request_filter("/u/**")
+    async def outer(ctx: Any) -> None:
+        ctx.response.add_header("X-Chain", "outer")
+        ctx.do_chain()
+
+    @app.request_filter("/u/**")
+    def middle(ctx: Any) -> None:
+        ctx.response.add_header("X-Chain", "middle")
+        ctx.do_chain()
+
+    @app.request_filter("/u/**")
+    async def inner(ctx: Any) -> None:
+        ctx.response.add_header("X-Chain", "inner")
+        ctx.do_chain()
+
+    @app.route("/u/sync")
+    def sync_controller() -> str:
+        time.sleep(0.05)  # still running when the filters have returned
+        return "sync"
+
+    @app.route("/u/async")
+    async def async_controller() -> str:
+        await asyncio.sleep(0.05)
+        return "async"
+
+    @app.route("/u/error")
+    def failing() -> None:
+        time.sleep(0.05)
+        raise HttpError(409, "conflict")
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_async_filters_need_not_await_do_chain(make_any_client, kind):
+    """It was a 500 (a coroutine suspended outside an event loop) in the threaded
+    transport, under WSGI and in the TestClient whenever the controller behind was
+    still running when the filter returned."""
+    reply = make_any_client(unawaited_chain_app()).get(f"/u/{kind}")
+    assert (reply.status, reply.text) == (200, kind)
+    assert reply.get_all("X-Chain") == ["outer", "middle", "inner"]
+
+
+def test_what_an_unawaited_chain_raises_answers_the_request(make_any_client):
+    reply = make_any_client(unawaited_chain_app()).get("/u/error")
+    assert reply.status == 409 and reply.json()["message"] == "conflict"
+    assert reply.get_all("X-Chain") == ["outer", "middle", "inner"]
+
+
+def test_an_async_filter_may_handle_what_the_chain_raised(make_any_client):
+    """A ``def`` filter could catch the controller's error around ``ctx.do_chain()``; an
+    ``async def`` one caught it too, but the error was raised again after it returned."""
+    app = App()
+
+    @app.request_filter("/guarded/**")
+    async def guard(ctx: Any) -> None:
+        try:
+            await ctx.do_chain()
+        except HttpError as err:
+            ctx.response.status_code = 503
+            ctx.response.body = f"handled {err.code}"
+
+    @app.route("/guarded/fail")
+    def fail() -> None:
+        raise HttpError(400, "bad")
+
+    @app.route("/guarded/fail-async")
+    async def fail_async() -> None:
+        raise HttpError(400, "bad")
+
+    client = make_any_client(app)
+    for path in ("/guarded/fail", "/guarded/fail-async"):
+        reply = client.get(path)
+        assert (reply.status, reply.text) == (503, "handled 400")
+
+
 def test_filters_may_add_change_and_remove_parameters(make_client):
     """The original's controllers read ``request.parameter``; a filter that set one there
     (say, the user an auth filter found) was lost: arguments read ``request.parameters``."""

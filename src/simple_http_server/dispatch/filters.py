@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..models import Request
 from ..responses import Response
-from .invoke import call, current_loop, in_event_loop, run_sync, spawn, wait_on
+from .invoke import call, current_loop, in_event_loop, join, run_sync, spawn, wait_on
 from .routing import PathPattern, url_key
 
 __all__ = ["FilterContext", "FilterEntry", "run_chain"]
@@ -42,8 +42,9 @@ class FilterContext:
     """What a filter sees: ``request``, ``response`` and ``do_chain()``.
 
     Filter ``i`` runs with the chain positioned after it, so its ``do_chain()``
-    starts filter ``i + 1`` (or the controller).  A chain step awaits the step
-    its filter started, so an ``async def`` filter may await ``do_chain()`` or not.
+    starts filter ``i + 1`` (or the controller).  A chain step waits for the step
+    its filter started and did not await, so an ``async def`` filter may await
+    ``do_chain()`` or not; what an awaited step raised is the filter's to handle.
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class FilterContext:
         self._next_index = 0
         self._endpoint = endpoint
         self._loop = current_loop()
-        self._started: dict[int, Awaitable[None] | None] = {}
+        self._started: dict[int, _Started | None] = {}
 
     @property
     def request(self) -> Request:
@@ -84,9 +85,8 @@ class FilterContext:
         if self._response.is_sent or index in self._started:
             return None
         if in_event_loop():
-            future = spawn(self._step(index))
-            self._started[index] = future
-            return future
+            started = self._started[index] = _Started(spawn(self._step(index)))
+            return started
         self._started[index] = None
         if self._loop is None:
             run_sync(self._step(index))
@@ -101,8 +101,28 @@ class FilterContext:
         self._next_index = index + 1
         await call(self._filters[index], self)
         started = self._started.get(index + 1)
-        if started is not None:
-            await started
+        if started is not None and not started.awaited:
+            await started.join()
+
+
+class _Started:
+    """The rest of the chain, started by an ``async def`` filter's ``do_chain()``:
+    a task of the loop the filter runs on.  Awaited by the filter, its outcome
+    (an error the filter may catch) is the filter's; else the chain waits for it."""
+
+    __slots__ = ("awaited", "task")
+
+    def __init__(self, task: Awaitable[None]) -> None:
+        self.task = task
+        self.awaited = False
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self.awaited = True
+        return self.task.__await__()
+
+    async def join(self) -> None:
+        """Wait for the task (from a thread without a loop too)."""
+        await join(self.task)
 
 
 async def run_chain(ctx: FilterContext) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "help_while_waiting",
     "in_event_loop",
     "is_async_callable",
+    "join",
     "reset_pool",
     "run_sync",
     "spawn",
@@ -697,6 +698,20 @@ def current_loop() -> asyncio.AbstractEventLoop | None:
 def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """Start ``coro`` as a task of the running loop."""
     return asyncio.ensure_future(coro)
+
+
+async def join(task: Awaitable[T]) -> T:
+    """Await a task of :func:`spawn`'s, also from a thread that runs no loop (the
+    threaded transport, WSGI and the TestClient drive a request so): there it is
+    awaited on its own loop, while the thread waits (:func:`wait_on`)."""
+    if isinstance(task, asyncio.Future) and not task.done() and _get_running_loop() is None:
+        future: asyncio.Future[T] = task
+        return wait_on(future.get_loop(), _join_on_loop(future))
+    return await task  # on a loop, or done: then it returns (or raises) without suspending
+
+
+async def _join_on_loop(task: asyncio.Future[T]) -> T:
+    return await task
 
 
 def wait_for_loop(future: concurrent.futures.Future[Any], loop: asyncio.AbstractEventLoop) -> bool:
