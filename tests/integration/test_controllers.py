@@ -225,6 +225,64 @@ def test_injected_response(make_client):
     assert reply.json() == {"ok": True}
 
 
+def injected_status_app() -> App:
+    app = App()
+
+    @app.route("/status/tuple")
+    def tuple_without_status(response: Response) -> tuple[Any, ...]:
+        response.status_code = 404
+        return Headers({"X-T": "1"}), "no such item"
+
+    @app.route("/status/headers")
+    def headers_only(response: Response) -> Headers:
+        response.status_code = 202
+        return Headers({"X-T": "1"})
+
+    @app.route("/status/int")
+    def returned_int(response: Response) -> int:
+        response.status_code = 404
+        return 202
+
+    @app.route("/status/tuple-int")
+    def tuple_with_status(response: Response) -> tuple[Any, ...]:
+        response.status_code = 404
+        return 201, "made"
+
+    @app.route("/status/response")
+    def returned_response(response: Response) -> Response:
+        response.status_code = 404
+        return Response(body="its own 200")
+
+    @app.request_filter("/status/filtered")
+    def accepted(ctx: Any) -> None:
+        ctx.response.status_code = 202
+        ctx.do_chain()
+
+    @app.route("/status/filtered")
+    def filtered() -> tuple[Any, ...]:
+        return "queued", Headers({"X-T": "1"})
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [
+        ("/status/tuple", 404, "no such item"),
+        ("/status/headers", 202, ""),
+        ("/status/int", 202, ""),
+        ("/status/tuple-int", 201, "made"),
+        ("/status/response", 200, "its own 200"),
+        ("/status/filtered", 202, "queued"),
+    ],
+)
+def test_the_injected_status_holds_unless_the_result_names_one(make_any_client, path, status, body):
+    """As 0.22.x: a tuple without an int kept the status set on the response (by the
+    controller or a filter), and a returned int won over it; both were the other way."""
+    reply = make_any_client(injected_status_app()).get(path)
+    assert (reply.status, reply.text) == (status, body)
+
+
 def test_controller_content_type_wins(make_client):
     reply = make_client(results_app()).get("/own-type")
     assert reply.header("Content-Type") == "text/csv" and reply.text == "a,b\n"

@@ -386,17 +386,13 @@ class Dispatcher:
             result = holder[0]
             if result is None and _response_touched(response):
                 return normalize(response)
-            outcome = normalize(result)
+            # As 0.22.x: the status set on the response (by the controller or a
+            # filter) unless the result names its own (an int, a Response, a Redirect).
+            outcome = normalize(result, response.status_code)
             if isinstance(result, Redirect):
                 _keep_response_headers(response, outcome)
             elif response.has_headers_or_cookies:
                 _merge_response(response, outcome)
-            if (
-                response.status_code != 200  # first: cheap, and false for most answers
-                and result is not None
-                and not isinstance(result, Response | tuple | Redirect)
-            ):
-                outcome.status = response.status_code
             return outcome
         return normalize(response)
 
