@@ -532,6 +532,40 @@ def test_unmatched_paths_bypass_filters(make_client):
     assert calls == []
 
 
+def test_filters_without_a_pattern_apply_to_every_path(make_client):
+    """A bare ``@request_filter`` and 0.22.x's ``filter_map()`` (its regexp ``""``
+    matched every path) skipped ``/``: they were taken for ``/**``."""
+    app = App()
+
+    @app.request_filter
+    def bare(ctx: Any) -> None:
+        ctx.response.add_header("X-Seen", "bare")
+        ctx.do_chain()
+
+    @app.filter_map()
+    def old_style(ctx: Any) -> None:
+        ctx.response.add_header("X-Seen", "filter_map")
+        ctx.do_chain()
+
+    def added(ctx: Any) -> None:
+        ctx.response.add_header("X-Seen", "added")
+        ctx.do_chain()
+
+    app.filter_map("", added)
+
+    @app.route("/")
+    def root() -> str:
+        return "root"
+
+    @app.route("/a/b")
+    def deep() -> str:
+        return "deep"
+
+    client = make_client(app)
+    for path in ("/", "/a/b"):
+        assert client.get(path).get_all("X-Seen") == ["bare", "filter_map", "added"]
+
+
 def unawaited_chain_app() -> App:
     """``async def`` filters written for 0.22.x, whose ``do_chain()`` returned None:
     they call it without awaiting it."""

@@ -25,10 +25,11 @@ class FilterEntry:
 
     @classmethod
     def create(cls, func: Callable[..., Any], path: str = "", regexp: str = "") -> FilterEntry:
-        """Compile a filter for a ``path`` pattern or a ``regexp``."""
-        if regexp:
+        """Compile a filter for a ``path`` pattern or a ``regexp``; with neither, for
+        every path (``/`` included, as 0.22.x's ``filter_map()`` with its empty regexp)."""
+        if regexp or not path:
             return cls(func, regex=re.compile(regexp))
-        return cls(func, pattern=PathPattern(url_key(path or "/**")))
+        return cls(func, pattern=PathPattern(url_key(path)))
 
     def matches(self, path: str) -> bool:
         """True when the filter applies to ``path`` (run once even if both forms match)."""
