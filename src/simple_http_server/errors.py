@@ -12,10 +12,21 @@ class HttpError(Exception):
         code: the HTTP status (400 by default).
         message: a short message; the status' reason phrase when empty or None.
         explain: a longer explanation shown in the error page.
+
+    A ``message`` or ``explain`` that is not a ``str`` (an exception caught...) is
+    taken as its ``str()``.
     """
 
-    def __init__(self, code: int = 400, message: str | None = "", explain: str = "") -> None:
-        super().__init__(f"HTTP_ERROR[{code}] {message or ''}")
+    def __init__(self, code: int = 400, message: object = "", explain: object = "") -> None:
+        text = _text(message)
+        super().__init__(f"HTTP_ERROR[{code}] {text}")
         self.code: int = code
-        self.message: str = message or ""
-        self.explain: str = explain or ""
+        self.message: str = text
+        self.explain: str = _text(explain)
+
+
+def _text(value: object) -> str:
+    """``value`` as the text of an error page: None (or empty) is ``""``."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else str(value)

@@ -730,6 +730,17 @@ def test_error_page_keyword_arguments_go_by_their_default_type(make_client):
     assert (reply.status, reply.json()) == (404, {"msg": "Controller Not Found", "status": 404})
 
 
+def test_an_error_page_for_no_code_is_the_catch_all(make_client):
+    """0.22.x took ``@error_message("")`` for the catch-all; it raised ValueError."""
+    app = App()
+
+    @app.error_message("")
+    def page(code: int) -> str:
+        return f"caught {code}"
+
+    assert make_client(app).get("/missing").text == "caught 404"
+
+
 def test_failing_error_page_falls_back_to_the_default(make_client):
     reply = make_client(error_pages_app()).get("/raise/500")
     assert reply.status == 500

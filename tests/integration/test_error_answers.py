@@ -243,6 +243,30 @@ def test_the_default_error_body_is_json_of_the_escaped_text(make_any_client) -> 
     assert reply.json() == {"code": 400, "message": "&lt;b&amp;i&gt;", "explain": explain}
 
 
+def test_an_error_text_that_is_not_a_str_is_its_str(make_any_client) -> None:
+    """``raise HttpError(400, "bad number", exc)`` answered a logged 500 (the text could
+    not be escaped) instead of the 400 it names."""
+    app = App()
+
+    @app.route("/number")
+    def number(n: str = "x") -> int:
+        try:
+            return int(n)
+        except ValueError as exc:
+            raise HttpError(400, "bad number", exc) from exc
+
+    @app.route("/sent")
+    def sent(response: Response) -> None:
+        response.send_error(404, 123, None)  # type: ignore[arg-type]
+
+    client = make_any_client(app)
+    bad = client.get("/number?n=%3Cb%3E")
+    assert bad.status == 400
+    explain = "invalid literal for int() with base 10: '&lt;b&gt;'"
+    assert bad.json() == {"code": 400, "message": "bad number", "explain": explain}
+    assert client.get("/sent").json() == {"code": 404, "message": "123", "explain": ""}
+
+
 def test_readme_login_example(make_any_client) -> None:
     """README "The injected Response": the login example, as written."""
     app = App()

@@ -82,7 +82,9 @@ class ErrorPages:
             self._any = page
         for raw in codes:
             code = str(raw).strip().lower()
-            if code.isdigit():
+            if not code or raw is None:  # as in 0.22.x: no code is every code
+                self._any = page
+            elif code.isdigit():
                 self._exact[int(code)] = page
             elif len(code) == 3 and code[0].isdigit() and code[2] == "x":
                 if code[1] == "x" or code[1] == "0":
