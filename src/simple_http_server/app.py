@@ -48,6 +48,9 @@ class ControllerFunction:
     params: Exprs = None
     match_all_params_expressions: bool | None = None
     owner: type | None = None  # the class, for controller methods
+    #: Called without an instance of ``owner``: a ``staticmethod``, or a ``classmethod``
+    #: (``func`` bound to its class once the class exists).
+    static: bool = False
 
     @property
     def methods(self) -> frozenset[str]:
@@ -65,16 +68,23 @@ class ControllerClassInfo:
 
 
 class _MethodMarker:
-    """Stands in for a decorated method until its class exists (``__set_name__``)."""
+    """Stands in for a decorated method until its class exists (``__set_name__``).
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    ``attribute`` is what the class gets back: the function, or the ``staticmethod``
+    / ``classmethod`` that was decorated (then ``func`` is the function it wraps)."""
+
+    def __init__(self, func: Callable[..., Any], attribute: Any = None) -> None:
         self.func = func
+        self.attribute = func if attribute is None else attribute
+        self.static = isinstance(attribute, staticmethod | classmethod)
         self.registrations: list[ControllerFunction] = []
 
     def __set_name__(self, owner: type, name: str) -> None:
         for reg in self.registrations:
             reg.owner = owner
-        setattr(owner, name, self.func)
+            if self.static:  # the function itself, or the one bound to the class
+                reg.func = self.attribute.__get__(None, owner)
+        setattr(owner, name, self.attribute)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -97,6 +107,11 @@ def _arguments(args: Any) -> tuple[Any, ...]:
     if isinstance(args, str | bytes):
         return (args,)
     return tuple(args)
+
+
+def _mappable(target: Any) -> bool:
+    """What a bare ``@request_map`` decorates (a ``classmethod`` is not callable)."""
+    return callable(target) or isinstance(target, classmethod)
 
 
 def _is_method(func: Callable[..., Any]) -> bool:
@@ -131,8 +146,11 @@ class App:
             setattr(target, _CLASS_MAPPING, reg)
             self.changed()
             return target
+        if isinstance(target, staticmethod | classmethod):  # ``@route`` above it
+            target = _MethodMarker(target.__func__, target)
         if isinstance(target, _MethodMarker):
             reg.func = target.func
+            reg.static = target.static
             target.registrations.append(reg)
             self.controllers.append(reg)
             self.changed()
@@ -168,7 +186,7 @@ class App:
         Usable bare (``@request_map``) or with arguments
         (``@request_map("/path", method="GET")``).
         """
-        if len(anno_args) == 1 and callable(anno_args[0]) and not options:
+        if len(anno_args) == 1 and _mappable(anno_args[0]) and not options:
             return self._register(anno_args[0], ControllerFunction(func=anno_args[0]))
         url = options.pop("url", anno_args[0] if anno_args else "") or ""
         _check_mapping(url, options.get("regexp") or "", options.get("method"))

@@ -932,6 +932,48 @@ def test_controller_not_singleton_builds_an_instance_per_request(make_client):
     assert built == [2, 2]
 
 
+def test_routes_on_static_and_class_methods(make_client):
+    """``@route`` above ``@staticmethod`` or ``@classmethod`` answered 500, and the
+    ``classmethod`` one made every route of the app a 500 (compiling it failed)."""
+    app = App()
+    built: list[str] = []
+
+    @app.request_map("/tools", method="GET")
+    class Tools:
+        def __init__(self) -> None:
+            built.append("instance")
+
+        @app.route("/version")
+        @app.route("/v")
+        @staticmethod
+        def version(full: bool = False) -> str:
+            return "1.2.3" if full else "1"
+
+        @app.route("/name")
+        @classmethod
+        async def name(cls, suffix: str = "") -> str:
+            return cls.__name__ + suffix
+
+        @app.request_map
+        @classmethod
+        def root(cls) -> str:
+            return "root of " + cls.__name__
+
+    @app.route("/other")
+    def other() -> str:
+        return "other"
+
+    client = make_client(app)
+    assert client.get("/other").text == "other"
+    assert client.get("/tools/version?full=1").text == "1.2.3"
+    assert client.get("/tools/v").text == "1"
+    assert client.get("/tools/name?suffix=!").text == "Tools!"
+    assert client.get("/tools").text == "root of Tools"
+    assert client.post("/tools/v").status == 405  # the class' method applies
+    assert built == []  # never an instance: the methods take none
+    assert Tools.version() == "1" and Tools.root() == "root of Tools"  # still usable
+
+
 def test_filter_map_is_the_deprecated_regexp_filter(make_client):
     app = App()
     seen: list[str] = []

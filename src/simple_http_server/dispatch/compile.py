@@ -224,7 +224,7 @@ def compile_app(app: App, version: int) -> CompiledApp:
         if not reg.url and not reg.regexp and reg.owner is None:
             _log.error("%s: request_map needs a url or a regexp; skipped", reg.func.__qualname__)
             continue
-        owner = reg.owner
+        owner = None if reg.static else reg.owner  # whose instance the method takes
         plan = plans.get(reg.func)
         if plan is None:
             plan = plan_binding(
