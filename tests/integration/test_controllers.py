@@ -283,6 +283,28 @@ def test_the_injected_status_holds_unless_the_result_names_one(make_any_client, 
     assert (reply.status, reply.text) == (status, body)
 
 
+def test_returning_the_injected_response_sends_its_headers_once(make_any_client):
+    """``return response`` sent each of its headers and cookies twice (two
+    ``Content-Type`` lines), as it was merged into itself."""
+    app = App()
+
+    @app.route("/itself")
+    def itself(response: Response) -> Response:
+        response.status_code = 201
+        response.set_header("Content-Type", "text/csv")
+        response.add_header("X-Many", "1")
+        response.add_header("X-Many", "2")
+        response.add_cookie("sid", "v")
+        response.body = "a,b\n"
+        return response
+
+    reply = make_any_client(app).get("/itself")
+    assert (reply.status, reply.text) == (201, "a,b\n")
+    assert reply.get_all("Content-Type") == ["text/csv"]
+    assert reply.get_all("X-Many") == ["1", "2"]
+    assert reply.get_all("Set-Cookie") == ["sid=v"]
+
+
 def test_controller_content_type_wins(make_client):
     reply = make_client(results_app()).get("/own-type")
     assert reply.header("Content-Type") == "text/csv" and reply.text == "a,b\n"

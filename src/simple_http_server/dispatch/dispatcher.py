@@ -384,8 +384,8 @@ class Dispatcher:
             return Outcome(status=response.status_code)
         if holder:
             result = holder[0]
-            if result is None and _response_touched(response):
-                return normalize(response)
+            if result is response or (result is None and _response_touched(response)):
+                return normalize(response)  # its headers and cookies once
             # As 0.22.x: the status set on the response (by the controller or a
             # filter) unless the result names its own (an int, a Response, a Redirect).
             outcome = normalize(result, response.status_code)
