@@ -642,6 +642,31 @@ def test_what_an_unawaited_chain_raises_answers_the_request(make_any_client):
     assert reply.get_all("X-Chain") == ["outer", "middle", "inner"]
 
 
+def test_a_filter_that_fails_after_an_unawaited_chain_answers_once_it_is_over(
+    make_any_client,
+):
+    """The rest of the chain went on after the request was answered (a controller
+    reading a request that was over; its error logged as a task exception never
+    retrieved): the request now ends once it is over, as with a ``def`` filter."""
+    app = App()
+    done: list[str] = []
+
+    @app.request_filter("/late/**")
+    async def deny(ctx: Any) -> None:
+        ctx.do_chain()
+        raise HttpError(401, "denied")
+
+    @app.route("/late/x")
+    async def slow() -> str:
+        await asyncio.sleep(0.2)
+        done.append("controller")
+        return "x"
+
+    reply = make_any_client(app).get("/late/x")
+    assert reply.status == 401 and reply.json()["message"] == "denied"
+    assert done == ["controller"]
+
+
 def test_an_async_filter_may_handle_what_the_chain_raised(make_any_client):
     """A ``def`` filter could catch the controller's error around ``ctx.do_chain()``; an
     ``async def`` one caught it too, but the error was raised again after it returned."""

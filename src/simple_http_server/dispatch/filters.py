@@ -7,12 +7,15 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import logger as _logging
 from ..models import Request
 from ..responses import Response
 from .invoke import call, current_loop, in_event_loop, join, run_sync, spawn, wait_on
 from .routing import PathPattern, url_key
 
 __all__ = ["FilterContext", "FilterEntry", "run_chain"]
+
+_log = _logging.get_logger("simple_http_server.dispatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +103,24 @@ class FilterContext:
             await self._endpoint()
             return
         self._next_index = index + 1
-        await call(self._filters[index], self)
+        try:
+            await call(self._filters[index], self)
+        except Exception:
+            # The filter's error answers the request, once the chain it started
+            # and left running is over: nothing of the request outlives it.
+            await self._settle(index + 1)
+            raise
         started = self._started.get(index + 1)
         if started is not None and not started.awaited:
             await started.join()
+
+    async def _settle(self, index: int) -> None:
+        started = self._started.get(index)
+        if started is not None and not started.awaited:
+            try:
+                await started.join()
+            except Exception:  # the filter's own error is the one that answers
+                _log.debug("The chain under a failed filter failed too", exc_info=True)
 
 
 class _Started:
