@@ -777,6 +777,28 @@ def test_error_page_keyword_arguments_go_by_their_default_type(make_client):
     assert (reply.status, reply.json()) == (404, {"msg": "Controller Not Found", "status": 404})
 
 
+def test_error_pages_with_positional_only_or_extra_arguments(make_client):
+    """0.22.x called a page with positional arguments, None for a required one past
+    the three; such pages failed (the default body answered instead)."""
+    app = App()
+
+    @app.error_message("404")
+    def positional(code: int, message: str, /) -> str:
+        return f"{code} {message}"
+
+    @app.error_message("405")
+    def extra(code, message, explain, request, *, flag) -> str:  # type: ignore[no-untyped-def]
+        return f"{code} {message} {request} {flag}"
+
+    @app.route("/post-only", method="POST")
+    def post_only() -> str:
+        return "p"
+
+    client = make_client(app)
+    assert client.get("/missing").text == "404 Controller Not Found"
+    assert client.get("/post-only").text == "405 Method Not Allowed None None"
+
+
 def test_an_error_page_for_no_code_is_the_catch_all(make_client):
     """0.22.x took ``@error_message("")`` for the catch-all; it raised ValueError."""
     app = App()

@@ -447,12 +447,12 @@ class Dispatcher:
         message = default_message(code, message)
         page = self.app.error_pages.find(code)
         if page is not None:
-            func, kwargs_of = page
+            func, arguments_of = page
             # HTML-escaped, as 0.22.x gave them: the text often holds client input, and
             # a page that puts it into its HTML must not reflect markup or script.
-            kwargs = kwargs_of(code, _html_text(message), _html_text(explain))
+            args, kwargs = arguments_of(code, _html_text(message), _html_text(explain))
             try:
-                result = await call(func, **kwargs)
+                result = await call(func, *args, **kwargs)
                 outcome = normalize(result, code)
                 problem = invalid_head(outcome)
                 if problem is None:

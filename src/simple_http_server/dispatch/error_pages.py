@@ -32,9 +32,14 @@ def default_message(code: int, message: str) -> str:
     return message or reason_phrase(code).decode()
 
 
-def _plan(func: Callable[..., Any]) -> Callable[[int, str, str], dict[str, Any]]:
-    """Map ``code``/``message``/``explain`` onto the page's arguments, once."""
-    roles: list[tuple[str, str]] = []
+#: What an error page's call takes: positional arguments and keyword arguments.
+PageArguments = tuple[list[Any], dict[str, Any]]
+
+
+def _plan(func: Callable[..., Any]) -> Callable[[int, str, str], PageArguments]:
+    """Map ``code``/``message``/``explain`` onto the page's arguments, once.  A
+    required argument left over gets None, as in the original."""
+    roles: list[tuple[str, str, bool]] = []  # name, role ("" for None), positional only
     taken: set[str] = set()
     for p in inspect.signature(func).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -50,15 +55,18 @@ def _plan(func: Callable[..., Any]) -> Callable[[int, str, str], dict[str, Any]]
                 role = next((r for r in ("code", "message", "explain") if r not in taken), "")
                 if role == "code" and (ann is str or ann == "str"):
                     role = next((r for r in ("message", "explain") if r not in taken), "")
-        if role and role not in taken:
+        if role in taken:
+            role = ""
+        if role or p.default is p.empty:
             taken.add(role)
-            roles.append((p.name, role))
+            roles.append((p.name, role, p.kind is p.POSITIONAL_ONLY))
 
-    def kwargs(code: int, message: str, explain: str) -> dict[str, Any]:
-        values = {"code": code, "message": message, "explain": explain}
-        return {name: values[role] for name, role in roles}
+    def arguments(code: int, message: str, explain: str) -> PageArguments:
+        values = {"code": code, "message": message, "explain": explain, "": None}
+        args = [values[role] for _, role, positional in roles if positional]
+        return args, {name: values[role] for name, role, positional in roles if not positional}
 
-    return kwargs
+    return arguments
 
 
 class ErrorPages:
@@ -96,7 +104,7 @@ class ErrorPages:
             else:
                 raise ValueError(f"invalid error code pattern: {raw!r}")
 
-    def find(self, code: int) -> tuple[Callable[..., Any], Callable[..., dict[str, Any]]] | None:
+    def find(self, code: int) -> tuple[Callable[..., Any], Callable[..., PageArguments]] | None:
         """The page for ``code``, most specific first."""
         page = self._exact.get(code) or self._tens.get(code // 10) or self._classes.get(code // 100)
         return page or self._any  # type: ignore[no-any-return]
