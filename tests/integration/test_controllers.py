@@ -1043,6 +1043,26 @@ def test_routes_on_static_and_class_methods(make_client):
     assert Tools.version() == "1" and Tools.root() == "root of Tools"  # still usable
 
 
+def test_positional_only_controller_arguments(make_client):
+    """0.22.x passed arguments by position; a positional-only one was a 500 (passed
+    by keyword)."""
+    app = App()
+
+    @app.route("/greet")
+    def greet(name: str, /, times: int = 1, *, request: Request) -> str:
+        return f"{name}x{times} {request.path}"
+
+    class Items:
+        @app.route("/items/{item_id}")
+        async def item(self, item_id: int, verbose: bool = False, /) -> dict[str, Any]:
+            return {"id": item_id, "verbose": verbose}
+
+    client = make_client(app)
+    assert client.get("/greet?name=bo&times=2").text == "box2 /greet"
+    assert client.get("/items/7?verbose=1").json() == {"id": 7, "verbose": True}
+    assert client.get("/greet").status == 400  # still required
+
+
 def test_filter_map_is_the_deprecated_regexp_filter(make_client):
     app = App()
     seen: list[str] = []

@@ -6,6 +6,7 @@ every controller and the controller-instance providers of class controllers.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -162,6 +163,20 @@ def _join(prefix: str, url: str) -> str:
     return prefix.rstrip("/") + "/" + url.lstrip("/")
 
 
+def _by_keyword(func: Callable[..., Any], skip_first: bool) -> Callable[..., Any]:
+    """``func``, also callable with its positional-only arguments given by keyword, as
+    the binding plan gives every argument (0.22.x passed them by position)."""
+    params = list(inspect.signature(func).parameters.values())[1 if skip_first else 0 :]
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_ONLY]
+    if not positional:
+        return func
+
+    def by_keyword(*head: Any, **kwargs: Any) -> Any:
+        return func(*head, *[kwargs.pop(name) for name in positional], **kwargs)
+
+    return by_keyword
+
+
 def _instance_provider(cls: type) -> Callable[[], Any]:
     from ..app import class_controller
 
@@ -237,7 +252,7 @@ def compile_app(app: App, version: int) -> CompiledApp:
             if instance is None:
                 instance = providers[owner] = _instance_provider(owner)
         endpoint = Endpoint(
-            reg.func,
+            _by_keyword(reg.func, owner is not None),
             plan,
             instance,
             is_async_callable(reg.func),
