@@ -667,6 +667,32 @@ def test_a_filter_that_fails_after_an_unawaited_chain_answers_once_it_is_over(
     assert done == ["controller"]
 
 
+def test_await_do_chain_when_it_has_nothing_to_do(make_any_client):
+    """``do_chain()`` after the response was answered, or a second time, gave None to
+    an ``async def`` filter: ``await`` of it was a TypeError, a 500."""
+    app = App()
+    calls: list[str] = []
+
+    @app.request_filter("/auth/**")
+    async def auth(ctx: Any) -> None:
+        if "token" not in ctx.request.parameter:
+            ctx.response.send_error(401, "login first")
+        await ctx.do_chain()
+        await ctx.do_chain()
+
+    @app.route("/auth/x")
+    def protected() -> str:
+        calls.append("controller")
+        return "x"
+
+    client = make_any_client(app)
+    denied = client.get("/auth/x")
+    assert denied.status == 401 and denied.json()["message"] == "login first"
+    assert calls == []
+    assert client.get("/auth/x?token=1").text == "x"
+    assert calls == ["controller"]
+
+
 def test_an_async_filter_may_handle_what_the_chain_raised(make_any_client):
     """A ``def`` filter could catch the controller's error around ``ctx.do_chain()``; an
     ``async def`` one caught it too, but the error was raised again after it returned."""

@@ -83,11 +83,12 @@ class FilterContext:
         calling thread meanwhile runs the chain's sync code: a request holds one
         thread of a pool at most); from an ``async def`` filter it returns an
         awaitable (awaiting it is optional).
-        Calling it twice, or after the response was answered, does nothing.
+        Calling it twice, or after the response was answered, does nothing (an
+        ``async def`` filter still gets an awaitable, done at once).
         """
         index = self._next_index
         if self._response.is_sent or index in self._started:
-            return None
+            return _NOTHING if in_event_loop() else None
         if in_event_loop():
             started = self._started[index] = _Started(spawn(self._step(index)))
             return started
@@ -121,6 +122,20 @@ class FilterContext:
                 await started.join()
             except Exception:  # the filter's own error is the one that answers
                 _log.debug("The chain under a failed filter failed too", exc_info=True)
+
+
+class _Nothing:
+    """What ``do_chain()`` gives an ``async def`` filter when it has nothing to start:
+    awaiting it returns at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_NOTHING = _Nothing()
 
 
 class _Started:
