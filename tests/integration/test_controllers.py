@@ -30,6 +30,7 @@ from simple_http_server import (
     Request,
     Response,
 )
+from simple_http_server.testing import TestClient
 
 
 # -- routing forms ----------------------------------------------------------------------
@@ -433,6 +434,47 @@ def test_a_stream_that_fails_half_way_is_cut_not_completed(serve, failure):
     conn.request("GET", "/ping")
     assert conn.getresponse().read() == b"pong"
     conn.close()
+
+
+def stream_pieces_app() -> App:
+    app = App()
+
+    @app.route("/pieces")
+    def pieces() -> Any:
+        yield b"a"
+        yield bytearray(b"b")
+        yield memoryview(b"c")
+        yield "d"
+        yield 3  # a mistake: bytes(3) was sent as three NUL bytes
+        yield b"never"
+
+    @app.route("/async-pieces")
+    async def async_pieces() -> Any:
+        async def pieces() -> Any:
+            yield b"abc"
+            yield [100]  # bytes([100]) was sent as b"d"
+
+        return pieces()
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/pieces", "/async-pieces"])
+def test_a_stream_piece_that_is_not_bytes_like_cuts_the_answer(serve, path):
+    live = serve(stream_pieces_app())
+    conn = live.connection()
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead) as info:
+        resp.read()
+    assert info.value.partial in (b"abcd", b"abc")
+    conn.close()
+
+
+def test_a_stream_piece_that_is_not_bytes_like_cuts_the_testclient_reply():
+    reply = TestClient(stream_pieces_app()).get("/pieces")
+    assert (reply.body, reply.truncated) == (b"abcd", True)
 
 
 def test_an_async_stream_learns_that_its_client_left(serve):

@@ -741,7 +741,10 @@ class _LazySession:
 def _as_bytes(chunk: Any) -> bytes:
     if isinstance(chunk, str):  # undecodable request bytes go back as they came, as in a str body
         return chunk.encode("utf-8", "surrogateescape")
-    return bytes(chunk)
+    if isinstance(chunk, bytes):
+        return chunk
+    # A bytes-like piece only: bytes(3) would be three NUL bytes, bytes([65]) b"A".
+    return bytes(memoryview(chunk))
 
 
 async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
