@@ -193,6 +193,10 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         if self._closed:  # closed, or its request is over (say, a task writing late)
             raise RuntimeError("this Response is complete: nothing more can be written")
+        if type(data) is not bytes:
+            # Refused before anything is sent (TypeError): a str, an int (bytes(3)
+            # would be three NUL bytes) or a list is no bytes-like object.
+            data = bytes(memoryview(data))
         if not self._streaming:
             # Refused before anything is sent: the controller's error is a 500 page.
             self.status_code = final_status(self.status_code)
@@ -224,7 +228,7 @@ class Response:
                 f"write_bytes past the response's Content-Length ({declared}):"
                 f" {len(data)} more bytes after {self._written}"
             )
-        self._channel.write_blocking(bytes(data))
+        self._channel.write_blocking(data)
         self._written += len(data)
 
     async def drain(self) -> None:

@@ -402,6 +402,31 @@ def test_write_bytes_is_sent_as_written(transport, serve):
     assert b"second" in received
 
 
+def test_write_bytes_refuses_what_is_not_bytes_like_before_sending(make_any_client):
+    """``write_bytes(3)`` sent the head and three NUL bytes, then failed (a cut
+    answer); ``write_bytes("text")`` sent the head, then failed. 0.22.x refused both
+    before sending anything, as now: the controller's error is a 500 page."""
+    app = App()
+
+    @app.route("/write/{what}")
+    def write(response: Response, what: PathValue) -> None:
+        response.set_header("Content-Type", "text/plain")
+        if what == "int":
+            response.write_bytes(3)  # type: ignore[arg-type]
+        elif what == "str":
+            response.write_bytes("text")  # type: ignore[arg-type]
+        else:
+            response.write_bytes(bytearray(b"a"))
+            response.write_bytes(memoryview(b"b"))  # type: ignore[arg-type]
+            response.write_bytes(b"c")
+
+    client = make_any_client(app)
+    for what in ("int", "str"):
+        reply = client.get(f"/write/{what}")
+        assert reply.status == 500 and reply.json()["message"] == "Internal Server Error"
+    assert client.get("/write/bytes").body == b"abc"
+
+
 @pytest.mark.parametrize("failure", ["raise", "http-error", "exit"])
 def test_a_stream_that_fails_half_way_is_cut_not_completed(serve, failure):
     """A controller failing after ``write_bytes`` cannot get an error page any more;
