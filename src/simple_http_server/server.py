@@ -12,6 +12,7 @@ import inspect
 import os
 import re
 import signal
+import socket
 import ssl as _ssl
 import sys
 import threading
@@ -333,15 +334,33 @@ def transport_in_current_thread(transport: Any) -> bool:
 
 
 class _graceful_signals:
-    """SIGTERM/SIGINT stop the server gracefully while it serves in the main thread."""
+    """SIGTERM/SIGINT stop the server gracefully while it serves in the main thread.
+
+    The handler only writes the signal's number to a socket: a watcher thread logs
+    it and stops the server.  A handler runs in the main thread between two of its
+    bytecodes, maybe inside a lock that thread holds (a log queue's, an event's):
+    taking that lock again there (a log line, ``Event.set()``) would deadlock it for
+    good, with an async controller logging on the loop or a second signal landing
+    in the first one's log line (^C on ``workers=N``: the worker gets the terminal's
+    SIGINT, then its supervisor's SIGTERM).
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.previous: dict[int, Any] = {}
+        self._receive: socket.socket | None = None
+        self._send: socket.socket | None = None
+        self._watcher: threading.Thread | None = None
 
     def __enter__(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        self._receive, self._send = socket.socketpair()
+        self._send.setblocking(False)  # a flood of signals never blocks the main thread
+        self._watcher = threading.Thread(
+            target=self._watch, args=(self._receive,), name="shs-signals", daemon=True
+        )
+        self._watcher.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self.previous[sig] = signal.signal(sig, self._handle)
@@ -349,17 +368,34 @@ class _graceful_signals:
                 pass
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        _log.info("Signal %d: stopping gracefully", signum)
-        loop = getattr(self.server._transport, "loop", None)
-        if loop is not None and not loop.is_closed():
-            # wake the event loop: a task made in a signal handler would wait for I/O
-            loop.call_soon_threadsafe(self.server.stop, False)
-        else:
+        send = self._send
+        if send is not None:
+            try:
+                send.send(bytes((signum,)))
+            except OSError:  # full: a stop is on its way already; closed: the run is over
+                pass
+
+    def _watch(self, receive: socket.socket) -> None:
+        while True:
+            try:
+                signals = receive.recv(256)
+            except OSError:
+                return
+            if not signals:  # the run is over
+                return
+            _log.info("Signal %d: stopping gracefully", signals[-1])
             self.server.stop(wait=False)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        send, self._send = self._send, None
+        if send is not None:
+            send.close()  # the watcher reads the end of the stream and returns
+        if self._watcher is not None:
+            self._watcher.join(5.0)
+        if self._receive is not None:
+            self._receive.close()
 
 
 _server: Server | None = None

@@ -52,6 +52,8 @@ class Supervisor:
         self.workers = workers
         self.children: dict[int, float] = {}  # pid -> start time
         self.stopping = False
+        #: The signal that stopped the supervisor (logged by its main loop, not the handler).
+        self.stop_signal = 0
         self.owner_thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._pending_starts: list[float] = []  # when a replacement may start
@@ -90,6 +92,9 @@ class Supervisor:
                 self._start_replacements()
                 self._wake.wait(_POLL)
                 self._wake.clear()
+            if self.stop_signal:
+                count = len(self.children)
+                _log.info("Signal %d: stopping %d workers gracefully", self.stop_signal, count)
         finally:
             server._ready.clear()
             listener.close()
@@ -113,15 +118,14 @@ class Supervisor:
             return previous
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, self._on_stop_signal)
-        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child_signal)
         return previous
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
-        _log.info("Signal %d: stopping %d workers gracefully", signum, len(self.children))
-        self.stop(wait=False)
-
-    def _on_child_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._wake.set()
+        # Only plain assignments: the handler runs in the main thread, maybe inside a
+        # lock it holds (the log queue's, the wake event's); taking it again would
+        # deadlock.  The main loop sees the flag within _POLL, and logs.
+        self.stop_signal = signum
+        self.stopping = True
 
     # -- workers -------------------------------------------------------------
     def _spawn(self) -> None:
@@ -133,7 +137,7 @@ class Supervisor:
         _log.info("Started worker %d", pid)
 
     def _run_worker(self, parent: int) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         server = self.server
         server._forked()

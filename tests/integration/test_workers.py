@@ -119,3 +119,39 @@ def test_sigterm_stops_an_idle_server_promptly(transport: str) -> None:
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.popen.wait(8) == 0, proc.output()
         assert refused(port)
+
+
+@pytest.mark.parametrize("transport", ["threaded", "asyncio"])
+def test_a_signal_landing_in_a_log_call_stops_the_server(transport: str) -> None:
+    """With asyncio, async controllers run on the main thread, where signal handlers
+    run: a handler that logged itself deadlocked on the log queue's lock when the
+    signal landed inside a log call (the server never answered again)."""
+    port = harness.free_port()
+    with harness.running(demo(port, transport, 1), port) as proc:
+        status, _, body = proc.get("/signal-while-logging", timeout=15)
+        assert (status, body) == (200, b"signalled")
+        assert proc.popen.wait(15) == 0
+        assert refused(port)
+        assert "stopping gracefully" in proc.output()
+
+
+@pytest.mark.parametrize("transport", ["threaded", "asyncio"])
+def test_ctrl_c_on_workers_stops_every_process_gracefully(transport: str) -> None:
+    """^C in a terminal signals the whole process group: each worker gets SIGINT and,
+    at once, its supervisor's SIGTERM.  That second signal landed in the worker's
+    handler while it logged the first one, which deadlocked the worker: it was
+    killed drain_timeout + 3 s later ("did not stop in time")."""
+    port = harness.free_port()
+    with harness.running(demo(port, transport, 2, "drain_timeout=8.0"), port) as proc:
+        assert len(pids_seen(proc, 2)) == 2
+        results: list[object] = []
+        thread = slow_request(proc, 1.5, results)
+        time.sleep(0.5)  # the slow request is being served
+        started = time.monotonic()
+        os.killpg(proc.popen.pid, signal.SIGINT)
+        thread.join(20)
+        assert results and not isinstance(results[0], Exception), results
+        assert results[0][0] == 200  # type: ignore[index]
+        assert proc.popen.wait(15) == 0, proc.output()
+        assert time.monotonic() - started < 8  # not killed after drain_timeout
+        assert "did not stop in time" not in proc.output()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,7 @@ from simple_http_server import (
     WebsocketHandler,
     WebsocketRequest,
     WebsocketSession,
+    logger,
     server,
 )
 from simple_http_server.dispatch.bodies import RequestBodyReader
@@ -137,6 +139,17 @@ def build_app() -> App:
     def slow(seconds: float = 1.0) -> str:
         time.sleep(min(seconds, 10.0))
         return "slow done"
+
+    @app.route("/signal-while-logging")
+    async def signal_while_logging() -> str:
+        """SIGTERM to this process while the loop's thread (with asyncio, the main
+        thread, where signal handlers run) is inside a log call: pinned there by
+        holding the log queue's lock, as a log call does for a moment."""
+        log_queue = logger.get_logger_factory("")._queue
+        with log_queue.mutex:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, in this thread
+        return "signalled"
 
     @app.route("/counter")
     def counter(request: Request) -> dict[str, int]:
