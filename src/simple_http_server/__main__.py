@@ -316,11 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import logger, server
 
+    if args.certfile:  # a missing file, a wrong --keypass: refused before the scan too
+        try:
+            options["ssl_context"] = server.make_ssl_context(
+                args.keyfile, args.certfile, args.keypass
+            )
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
     logger.set_level(args.log_level)
     server.scan(regx=args.regex, project_dir=args.scan)
-    if args.certfile:
-        options.update(ssl=True, certfile=args.certfile, keyfile=args.keyfile)
-        options["keypass"] = args.keypass
     try:
         server.start(
             host=args.host,

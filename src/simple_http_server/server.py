@@ -90,13 +90,48 @@ def make_ssl_context(
     ssl_protocol: int = _ssl.PROTOCOL_TLS_SERVER,
     ssl_check_hostname: bool = False,
 ) -> _ssl.SSLContext:
-    """A server TLS context from key and certificate files."""
+    """A server TLS context from key and certificate files.
+
+    Raises ``OSError`` naming a file that cannot be read, and ``ssl.SSLError``
+    saying which file is wrong: an encrypted key without ``keypass`` (never a
+    prompt on the terminal), a wrong ``keypass``, a key that is not the
+    certificate's, a file that is not PEM.
+    """
     if not certfile:
         raise ValueError("ssl=True needs certfile (and keyfile) or ssl_context")
+    for path in (certfile, keyfile):
+        if path:
+            with open(path, "rb"):  # FileNotFoundError & co. name the file
+                pass
+    key = keyfile or certfile
+    asked: list[bool] = []
+
+    def password() -> str:
+        # Without a callable, OpenSSL asks for the password on the terminal.
+        asked.append(True)
+        if not keypass:
+            raise _tls_error(f"the TLS key {key!r} is encrypted: give its password (keypass)")
+        return keypass
+
     context = _ssl.SSLContext(ssl_protocol)
     context.check_hostname = ssl_check_hostname
-    context.load_cert_chain(certfile, keyfile or None, keypass or None)
+    try:
+        context.load_cert_chain(certfile, keyfile or None, password)
+    except _ssl.SSLError as exc:
+        if asked and not keypass:
+            raise
+        what = (
+            f"cannot decrypt the TLS key {key!r} (wrong keypass?)"
+            if asked
+            else f"cannot load the TLS certificate {certfile!r} with the key {key!r}"
+        )
+        raise _tls_error(f"{what}: {exc}") from exc
     return context
+
+
+def _tls_error(message: str) -> _ssl.SSLError:
+    """An ``SSLError`` whose ``str()`` is ``message`` (a lone argument would show as a tuple)."""
+    return _ssl.SSLError(0, message)
 
 
 class Server:

@@ -198,6 +198,74 @@ def test_out_of_range_values_exit_2_before_any_module_runs(
     assert message in result.stderr
 
 
+def _tls_files(folder: Path) -> trustme.CA:
+    """cert.pem, key.pem, locked.pem (key.pem encrypted with ``s3cret``) and other.pem
+    (another certificate's key) in ``folder``; returns their CA."""
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    ca.issue_cert("other").private_key_pem.write_to_path(str(folder / "other.pem"))
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    (folder / "locked.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    return ca
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (["--certfile", "missing.pem", "--keyfile", "key.pem"], "missing.pem"),
+        (["--certfile", "cert.pem", "--keyfile", "locked.pem"], "'locked.pem' is encrypted"),
+        (["--certfile", "cert.pem", "--keyfile", "locked.pem", "--keypass", "no"],
+         "cannot decrypt the TLS key 'locked.pem'"),
+        (["--certfile", "cert.pem", "--keyfile", "other.pem"], "KEY_VALUES_MISMATCH"),
+    ],
+)  # fmt: skip
+def test_tls_file_errors_exit_2_before_any_module_runs(
+    tmp_path: Path, files: list[str], message: str
+) -> None:
+    """They exited with 1 after the scan had run the user's modules, with messages
+    naming no file (``[Errno 2] No such file or directory``, ``[SSL] PEM lib``)."""
+    _tls_files(tmp_path)
+    (tmp_path / "noisy.py").write_text("import sys\nprint('MODULE RAN', file=sys.stderr)\n")
+    result = subprocess.run(
+        cli(harness.free_port(), "-s", str(tmp_path), *files),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=str(tmp_path),
+        env=harness.child_environment(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert (result.returncode, "MODULE RAN" in result.stderr) == (2, False), result.stderr
+    assert message in result.stderr
+
+
+def test_tls_with_an_encrypted_key_and_keypass(tmp_path: Path) -> None:
+    (tmp_path / "my_controllers.py").write_text(CONTROLLERS)
+    ca = _tls_files(tmp_path)
+    port = harness.free_port()
+    args = cli(port, "-s", str(tmp_path), "--certfile", "cert.pem", "--keyfile", "locked.pem",
+               "--keypass", "s3cret", "--prefer-coroutine")  # fmt: skip
+    with harness.running(args, port, cwd=str(tmp_path)):
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        try:
+            conn.request("GET", "/hi?name=locked")
+            assert json.loads(conn.getresponse().read()) == {"hi": "locked"}
+        finally:
+            conn.close()
+
+
 class _BlockingHandler(logging.Handler):
     """A handler stuck on I/O until released."""
 

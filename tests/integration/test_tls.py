@@ -239,6 +239,98 @@ def test_encrypted_key_with_keypass(
             conn.close()
 
 
+def _locked_key(keyfile: str, folder: Path) -> str:
+    """``keyfile`` encrypted with the password ``s3cret``."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(Path(keyfile).read_bytes(), password=None)
+    locked = folder / "locked.pem"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    return str(locked)
+
+
+def test_tls_file_errors_name_the_file_and_the_fault(
+    ca: trustme.CA, cert_files: tuple[str, str], tmp_path: Path, transport: str
+) -> None:
+    """Each error says which file and what is wrong; it was ``[Errno 2] No such file or
+    directory`` (which one?), ``[SSL] PEM lib (_ssl.c:3926)`` for a wrong keypass, and
+    ``[Errno 22] Invalid argument`` for an encrypted key without one."""
+    from simple_http_server import server
+
+    certfile, keyfile = cert_files
+    locked = _locked_key(keyfile, tmp_path)
+    other = tmp_path / "other.pem"
+    ca.issue_cert("other").private_key_pem.write_to_path(str(other))
+    missing = str(tmp_path / "missing.pem")
+    cases: list[tuple[dict[str, str], type[Exception], str]] = [
+        ({"certfile": missing, "keyfile": keyfile}, FileNotFoundError, "missing.pem"),
+        ({"certfile": certfile, "keyfile": missing}, FileNotFoundError, "missing.pem"),
+        ({"certfile": certfile, "keyfile": locked}, ssl.SSLError, "locked.pem' is encrypted"),
+        ({"certfile": certfile, "keyfile": locked, "keypass": "wrong"}, ssl.SSLError,
+         "cannot decrypt the TLS key"),
+        ({"certfile": certfile, "keyfile": str(other)}, ssl.SSLError, "KEY_VALUES_MISMATCH"),
+    ]  # fmt: skip
+    for files, error, message in cases:
+        with pytest.raises(error) as caught:
+            server.start(
+                host="127.0.0.1", port=0, ssl=True, prefer_coroutine=transport == "asyncio", **files
+            )
+        assert message in str(caught.value), (files, str(caught.value))
+    assert not server.is_ready()
+
+
+def test_an_encrypted_key_without_keypass_never_prompts_on_the_terminal(
+    cert_files: tuple[str, str], tmp_path: Path
+) -> None:
+    """Given no password, OpenSSL asks for it on the process' terminal: a server
+    started from a shell (or under a terminal multiplexer) hung there for good."""
+    import pty
+    import select
+    import signal as signals
+    import sys
+
+    from .apps import harness
+
+    certfile, keyfile = cert_files
+    code = (
+        "from simple_http_server import server\n"
+        f"server.start(host='127.0.0.1', port=0, ssl=True, certfile={certfile!r}, "
+        f"keyfile={_locked_key(keyfile, tmp_path)!r})\n"
+    )
+    env = harness.child_environment()
+    pid, terminal = pty.fork()  # the child gets the pty as its controlling terminal
+    if pid == 0:  # pragma: no cover - the child
+        os.execve(sys.executable, [sys.executable, "-c", code], env)
+    output = b""
+    exited = False
+    try:
+        deadline = time.monotonic() + 20
+        while not exited and b"pass phrase" not in output and time.monotonic() < deadline:
+            if select.select([terminal], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO once the child is gone
+                    output += os.read(terminal, 4096)
+            exited = os.waitpid(pid, os.WNOHANG)[0] != 0
+        with contextlib.suppress(OSError):
+            while select.select([terminal], [], [], 0.1)[0]:  # what is left to read
+                chunk = os.read(terminal, 4096)
+                if not chunk:
+                    break
+                output += chunk
+    finally:
+        if not exited:
+            os.kill(pid, signals.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(terminal)
+    assert b"pass phrase" not in output, output
+    assert b"is encrypted: give its password" in output, output
+
+
 def test_wss_in_both_transports(
     serve: Callable[..., Any], ca: trustme.CA, server_context: ssl.SSLContext, tmp_path: Path
 ) -> None:
