@@ -114,6 +114,22 @@ class Limits:
             raise ValueError("max_head_size must be positive (0 would refuse every request)")
 
 
+def _check_server_context(context: ssl.SSLContext) -> None:
+    """Refuse a TLS context no server can use: each connection would fail (in the
+    threaded transport, the first one ended the server with a ``ValueError``)."""
+    if context.protocol == ssl.PROTOCOL_TLS_CLIENT:
+        raise ValueError(
+            "ssl_context is a client context (PROTOCOL_TLS_CLIENT, as ssl.create_default_context()"
+            " makes); use ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)"
+            " or ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)"
+        )
+    if context.check_hostname:
+        raise ValueError(
+            "ssl_context.check_hostname (ssl_check_hostname=True) cannot apply to a server:"
+            " it has no host name to check; leave it False"
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     """Everything a transport needs to serve; see the README's limits table."""
@@ -202,6 +218,8 @@ class ServerConfig:
         for name in ("websocket_ping_interval", "websocket_ping_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative (0 turns it off)")
+        if self.ssl_context is not None:
+            _check_server_context(self.ssl_context)
 
     def with_changes(self, **changes: Any) -> ServerConfig:
         """A copy with some settings changed (``limits`` fields accepted too)."""

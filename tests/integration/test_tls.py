@@ -21,6 +21,7 @@ import pytest
 import trustme
 
 from simple_http_server import App, BytesBody, ClientGone, Request, RequestBodyReader, Response
+from simple_http_server.config import ServerConfig
 from simple_http_server.server import make_ssl_context
 
 from ..conftest import small_send_buffer_listener
@@ -283,6 +284,46 @@ def test_tls_file_errors_name_the_file_and_the_fault(
             )
         assert message in str(caught.value), (files, str(caught.value))
     assert not server.is_ready()
+
+
+def _start_error(transport: str, **options: Any) -> BaseException | None:
+    """What ``server.start(...)`` raised within 5 s (None: it served; then it is stopped)."""
+    from simple_http_server import server
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.start(host="127.0.0.1", port=0, prefer_coroutine=transport == "asyncio",
+                         **options)  # fmt: skip
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():
+        server.stop()
+        thread.join(15)
+    return errors[0] if errors else None
+
+
+def test_a_context_no_server_can_use_is_refused_at_start(
+    cert_files: tuple[str, str], client_context: ssl.SSLContext, transport: str
+) -> None:
+    """``ssl_check_hostname=True`` (the original's option) and a client context (what
+    ``ssl.create_default_context()`` makes) fail every handshake: the threaded server
+    died with a ``ValueError`` at its first connection, the asyncio one closed each."""
+    certfile, keyfile = cert_files
+    error = _start_error(transport, ssl=True, certfile=certfile, keyfile=keyfile,
+                         ssl_check_hostname=True)  # fmt: skip
+    assert isinstance(error, ValueError) and "ssl_check_hostname=True" in str(error), error
+    client_side = ssl.create_default_context()
+    client_side.load_cert_chain(certfile, keyfile)
+    error = _start_error(transport, ssl_context=client_side)
+    assert isinstance(error, ValueError) and "client context" in str(error), error
+    with pytest.raises(ValueError, match="client context"):
+        ServerConfig(ssl_context=client_context)
 
 
 def test_an_encrypted_key_without_keypass_never_prompts_on_the_terminal(
