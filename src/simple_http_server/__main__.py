@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="log_level",
         default="INFO",
         type=str.upper,
-        choices=["DEBUG", "INFO", "WARN", "WARNING", "ERROR"],
+        choices=["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"],
         help="log level (default INFO)",
     )
     add(

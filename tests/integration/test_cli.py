@@ -86,6 +86,15 @@ def test_original_flags_and_bare_resources_dir(project: Path) -> None:
         assert proc.get("/../../etc/passwd")[0] in (400, 404)
 
 
+def test_loglevel_critical_is_a_level(project: Path) -> None:
+    """The logger takes CRITICAL; the command line refused it (exit 2)."""
+    port = harness.free_port()
+    args = cli(port, "-s", str(project), "--regex", "my_", "--loglevel", "critical")
+    with harness.running(args, port, cwd=str(project)) as proc:
+        assert proc.get("/hi")[0] == 200
+        assert "Serving on" not in proc.output()  # INFO is below the level
+
+
 def test_prefixed_resources_coroutine_and_workers(project: Path) -> None:
     port = harness.free_port()
     args = cli(port, "-s", str(project), "-r", f"/static/**={project / 'public'}",
