@@ -275,7 +275,7 @@ class Server:
 
     def _mark_ready(self) -> None:
         if self._set_ready():
-            _log.info("Serving on %s:%d", self.config.host or "0.0.0.0", self.port)
+            _log.info("Serving on %s", host_port(self.config.host or "0.0.0.0", self.port))
 
     async def start_async(self) -> None:
         """Serve on the running event loop until :meth:`stop` (as :meth:`start` does)."""
@@ -357,6 +357,11 @@ class Server:
                 await ended.wait()  # the server's pool threads gone, as with stop()
             return
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a URL spells it: an IPv6 address in brackets (``[::1]:8080``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def transport_in_current_thread(transport: Any) -> bool:

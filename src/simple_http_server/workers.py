@@ -23,6 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import logger as _logging
+from .server import host_port
 
 if TYPE_CHECKING:
     from .server import Server
@@ -81,10 +82,9 @@ class Supervisor:
                     self._spawn()
             if server._set_ready():
                 _log.info(
-                    "Supervisor %d serving on %s:%d with %d workers",
+                    "Supervisor %d serving on %s with %d workers",
                     os.getpid(),
-                    server.config.host or "0.0.0.0",
-                    server.port,
+                    host_port(server.config.host or "0.0.0.0", server.port),
                     self.workers,
                 )
             while not self.stopping:

@@ -23,7 +23,7 @@ from simple_http_server.config import ServerConfig
 from simple_http_server.server import Server
 from simple_http_server.transport import ws_glue
 
-from ..conftest import LiveServer
+from ..conftest import LiveServer, LogRecords
 from .test_wire import fetch, run_in_thread
 
 Serve = Callable[..., LiveServer]
@@ -544,3 +544,40 @@ def test_the_listener_closes_when_keyboard_interrupt_ends_an_asyncio_server() ->
     assert [type(exc) for exc in raised] == [KeyboardInterrupt]
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serving_on_ipv6_logs_the_address_in_brackets(
+    transport: str, log_records: LogRecords
+) -> None:
+    """``Serving on ::1:8080`` could not be pasted into a URL (nor read at a glance)."""
+    app = App()
+
+    @app.route("/")
+    def home() -> str:
+        return "v6"
+
+    srv = Server(app, ServerConfig(host="::1", port=0), prefer_coroutine=transport == "asyncio")
+    thread = threading.Thread(target=srv.start, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not srv.is_ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with socket.create_connection(("::1", srv.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        srv.stop()
+        thread.join(15)
+    messages = [r.getMessage() for r in log_records.records]
+    assert f"Serving on [::1]:{srv.port}" in messages, messages
