@@ -13,6 +13,7 @@ import ssl
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,29 @@ def test_a_context_no_server_can_use_is_refused_at_start(
     assert isinstance(error, ValueError) and "client context" in str(error), error
     with pytest.raises(ValueError, match="client context"):
         ServerConfig(ssl_context=client_context)
+
+
+def test_tls_1_2_at_least_and_http_1_1_for_a_client_offering_h2(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, ca: trustme.CA
+) -> None:
+    live = serve(tls_app(), ssl_context=server_context)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(old)
+    old.set_ciphers("ALL:@SECLEVEL=0")  # the client side allows TLS 1.1: the server must not
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        with pytest.raises((ssl.SSLError, OSError)):
+            old.wrap_socket(sock, server_hostname="localhost")
+    modern = ssl.create_default_context()
+    ca.configure_trust(modern)
+    modern.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        with modern.wrap_socket(sock, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() in (None, "http/1.1")
+            tls.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert tls.recv(4096).startswith(b"HTTP/1.1 200")
 
 
 def test_an_encrypted_key_without_keypass_never_prompts_on_the_terminal(
