@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Supervisor", "run_workers"]
 
 _log = _logging.get_logger("simple_http_server.workers")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: A worker that dies sooner than this after its start is restarted only after this delay.
 RESTART_BACKOFF = 1.0
 _POLL = 0.1
@@ -116,7 +117,7 @@ class Supervisor:
         previous: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return previous
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             previous[sig] = signal.signal(sig, self._on_stop_signal)
         return previous
 
@@ -130,15 +131,23 @@ class Supervisor:
     # -- workers -------------------------------------------------------------
     def _spawn(self) -> None:
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, measured by the tests' results
-            os._exit(self._run_worker(parent))
+        # Until the child has its own handlers, the supervisor's would catch a stop
+        # signal there and forget it (the worker then served on until killed): the
+        # signals wait, blocked, through the fork and the after-fork hooks.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, measured by the tests' results
+                for sig in _STOP_SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one that came: exit
+                os._exit(self._run_worker(parent))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.children[pid] = time.monotonic()
         _log.info("Started worker %d", pid)
 
     def _run_worker(self, parent: int) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
         server = self.server
         server._forked()
         threading.Thread(

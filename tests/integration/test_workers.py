@@ -155,3 +155,20 @@ def test_ctrl_c_on_workers_stops_every_process_gracefully(transport: str) -> Non
         assert proc.popen.wait(15) == 0, proc.output()
         assert time.monotonic() - started < 8  # not killed after drain_timeout
         assert "did not stop in time" not in proc.output()
+
+
+@pytest.mark.parametrize("transport", ["threaded", "asyncio"])
+def test_a_stop_right_after_the_workers_forked_stops_them(transport: str) -> None:
+    """A SIGTERM that reached a worker before it had its own handlers (here during a
+    slow after-fork hook) ran the supervisor's copy there and was forgotten: the worker
+    served on until the supervisor killed it, drain_timeout + 3 s later."""
+    port = harness.free_port()
+    args = demo(port, transport, 2, "drain_timeout=8.0")
+    with harness.running(args, port, env={"DEMO_SLOW_FORK": "1.5"}) as proc:
+        assert wait_until(lambda: proc.output().count("Started worker") == 2, 10), proc.output()
+        started = time.monotonic()
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(15) == 0, proc.output()
+        assert time.monotonic() - started < 8  # not killed after drain_timeout
+        assert "did not stop in time" not in proc.output()
+        assert refused(port)

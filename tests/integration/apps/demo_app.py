@@ -198,6 +198,9 @@ def main(argv: list[str]) -> None:
     for item in argv[3:]:
         key, _, value = item.partition("=")
         options[key] = float(value) if "." in value else int(value) if value.isdigit() else value
+    slow_fork = float(os.environ.get("DEMO_SLOW_FORK", "0"))
+    if slow_fork:  # after-fork work in each worker (a library re-initializing, say)
+        os.register_at_fork(after_in_child=lambda: time.sleep(slow_fork))
     server.start(
         host="127.0.0.1",
         port=port,
