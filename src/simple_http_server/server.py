@@ -16,7 +16,7 @@ import socket
 import ssl as _ssl
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -83,14 +83,21 @@ def scan(base_dir: str = "", regx: str = r"", project_dir: str = "") -> None:
 
 
 # -- TLS ---------------------------------------------------------------------
+#: A private key's password: the text, or a function returning it.
+Password = str | bytes | Callable[[], str | bytes]
+
+
 def make_ssl_context(
     keyfile: str = "",
     certfile: str = "",
-    keypass: str = "",
+    keypass: Password = "",
     ssl_protocol: int = _ssl.PROTOCOL_TLS_SERVER,
     ssl_check_hostname: bool = False,
 ) -> _ssl.SSLContext:
     """A server TLS context from key and certificate files.
+
+    ``keypass`` is the key's password, or a function returning it (as
+    ``SSLContext.load_cert_chain`` takes it), called only for an encrypted key.
 
     Raises ``OSError`` naming a file that cannot be read, and ``ssl.SSLError``
     saying which file is wrong: an encrypted key without ``keypass`` (never a
@@ -106,12 +113,12 @@ def make_ssl_context(
     key = keyfile or certfile
     asked: list[bool] = []
 
-    def password() -> str:
+    def password() -> str | bytes:
         # Without a callable, OpenSSL asks for the password on the terminal.
         asked.append(True)
         if not keypass:
             raise _tls_error(f"the TLS key {key!r} is encrypted: give its password (keypass)")
-        return keypass
+        return keypass() if callable(keypass) else keypass
 
     context = _ssl.SSLContext(ssl_protocol)
     context.check_hostname = ssl_check_hostname
@@ -456,7 +463,7 @@ def _build(
     ssl_check_hostname: bool = False,
     keyfile: str = "",
     certfile: str = "",
-    keypass: str = "",
+    keypass: Password = "",
     ssl_context: _ssl.SSLContext | None = None,
     resources: Mapping[str, str] | None = None,
     connection_idle_time: float | None = None,

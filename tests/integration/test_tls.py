@@ -231,14 +231,17 @@ def test_encrypted_key_with_keypass(
     )
     with pytest.raises(ssl.SSLError):
         make_ssl_context(str(locked), certfile, "wrong")
-    context = make_ssl_context(str(locked), certfile, "s3cret")
-    with live_server(tls_app(), transport, ssl_context=context) as live:
-        conn = https(live, client_context)
-        try:
-            conn.request("GET", "/hello?name=locked")
-            assert json.loads(conn.getresponse().read()) == {"hello": "locked"}
-        finally:
-            conn.close()
+    # The password, its bytes, or a function returning it, as load_cert_chain takes them
+    # (a function was returned as the password: TypeError).
+    for keypass in ("s3cret", b"s3cret", lambda: "s3cret"):
+        context = make_ssl_context(str(locked), certfile, keypass)
+        with live_server(tls_app(), transport, ssl_context=context) as live:
+            conn = https(live, client_context)
+            try:
+                conn.request("GET", "/hello?name=locked")
+                assert json.loads(conn.getresponse().read()) == {"hello": "locked"}
+            finally:
+                conn.close()
 
 
 def _locked_key(keyfile: str, folder: Path) -> str:
