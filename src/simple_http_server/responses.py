@@ -193,10 +193,7 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         if self._closed:  # closed, or its request is over (say, a task writing late)
             raise RuntimeError("this Response is complete: nothing more can be written")
-        if type(data) is not bytes:
-            # Refused before anything is sent (TypeError): a str, an int (bytes(3)
-            # would be three NUL bytes) or a list is no bytes-like object.
-            data = bytes(memoryview(data))
+        payload = _payload(data)  # refused before anything is sent
         if not self._streaming:
             # Refused before anything is sent: the controller's error is a 500 page.
             self.status_code = final_status(self.status_code)
@@ -223,13 +220,13 @@ class Response:
         if self._head_only:  # nothing written can ever be sent: stop the writer
             raise HeadAnswered("this answer has no body: its head is sent")
         declared = self._declared
-        if declared is not None and self._written + len(data) > declared:
+        if declared is not None and self._written + len(payload) > declared:
             raise ValueError(
                 f"write_bytes past the response's Content-Length ({declared}):"
-                f" {len(data)} more bytes after {self._written}"
+                f" {len(payload)} more bytes after {self._written}"
             )
-        self._channel.write_blocking(data)
-        self._written += len(data)
+        self._channel.write_blocking(payload)
+        self._written += len(payload)
 
     async def drain(self) -> None:
         """Wait until the client has taken most of what :meth:`write_bytes` sent.
@@ -260,6 +257,19 @@ class Response:
                 )
             self._channel.end_blocking()
         self._closed = True
+
+
+def _payload(data: Any) -> bytes:
+    """What ``write_bytes`` sends of ``data``: a bytes-like object's bytes; ``TypeError``
+    for anything else (``bytes(5)`` would be five NUL bytes, as 0.22.x refused it too)."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, str):
+        raise TypeError("write_bytes takes bytes, not str: encode the text first")
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise TypeError(f"write_bytes takes bytes, not {type(data).__name__}") from None
 
 
 # -- what every front end can send ---------------------------------------------

@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import decimal
 import http.client
+import socket
+import struct
+import time
+from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -405,3 +412,192 @@ def test_a_lower_case_method_is_another_method(make_any_client) -> None:
                 answer += data
         assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == b"405", (method, answer)
         assert b"ran " not in answer
+
+
+# -- streamed bodies: their pieces and their context --------------------------------
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def context_stream_app(events: list[str]) -> App:
+    """Streams that set a context variable, read it at each piece and reset it in their
+    ``finally`` (the usual ``token = var.set(...)`` pattern), sync and async, returned
+    from a plain and from an ``async def`` controller; ``/decimal`` uses
+    ``decimal.localcontext()`` (a context variable too) across its pieces."""
+    app = App()
+
+    def finish(token: contextvars.Token[str]) -> None:
+        try:
+            REQUEST_ID.reset(token)
+            events.append("reset")
+        except ValueError:  # "created in a different Context"
+            events.append("reset failed")
+
+    def sync_pieces() -> Iterator[str]:
+        token = REQUEST_ID.set("r1")
+        try:
+            yield "a:" + REQUEST_ID.get() + ";"
+            yield "b:" + REQUEST_ID.get() + ";"
+        finally:
+            finish(token)
+
+    async def async_pieces() -> Any:
+        token = REQUEST_ID.set("r1")
+        try:
+            yield "a:" + REQUEST_ID.get() + ";"
+            await asyncio.sleep(0)
+            yield "b:" + REQUEST_ID.get() + ";"
+        finally:
+            finish(token)
+
+    @app.route("/sync")
+    def sync_stream() -> Iterator[str]:
+        return sync_pieces()
+
+    @app.route("/sync-from-async")
+    async def sync_from_async() -> Iterator[str]:
+        return sync_pieces()
+
+    @app.route("/async")
+    def async_stream() -> Any:
+        return async_pieces()
+
+    @app.route("/async-from-async")
+    async def async_from_async() -> Any:
+        return async_pieces()
+
+    @app.route("/decimal")
+    def decimal_stream() -> Iterator[str]:
+        def pieces() -> Iterator[str]:
+            with decimal.localcontext() as ctx:
+                ctx.prec = 3
+                yield str(decimal.Decimal(1) / 7) + ";"
+                yield str(decimal.Decimal(1) / 7) + ";"
+
+        return pieces()
+
+    return app
+
+
+def test_a_stream_keeps_its_context_variables_from_piece_to_piece(make_any_client) -> None:
+    """Each step of a stream ran in a fresh copy of the context where it was handed to
+    a thread (a sync generator on an event loop) or to a task per piece (an async one
+    from a thread): what the stream set was gone at its next piece, and its
+    ``var.reset(token)`` raised ValueError, cutting the body with a logged error."""
+    events: list[str] = []
+    client = make_any_client(context_stream_app(events))
+    for path in ("/sync", "/sync-from-async", "/async", "/async-from-async"):
+        events.clear()
+        reply = client.get(path)
+        assert (reply.status, reply.body) == (200, b"a:r1;b:r1;"), path
+        assert events == ["reset"], path
+    assert client.get("/decimal").body == b"0.143;0.143;"
+
+
+def test_a_stream_left_by_its_client_is_closed_in_its_own_context(serve) -> None:
+    """The ``finally`` of a stream closed early runs in the context of its steps."""
+    events: list[str] = []
+    app = App()
+
+    def endless() -> Iterator[bytes]:
+        token = REQUEST_ID.set("r1")
+        try:
+            while True:
+                yield b"x" * 65536
+        finally:
+            try:
+                REQUEST_ID.reset(token)
+                events.append("reset")
+            except ValueError:
+                events.append("reset failed")
+
+    async def async_endless() -> Any:
+        token = REQUEST_ID.set("r1")
+        try:
+            while True:
+                await asyncio.sleep(0.001)
+                yield b"x" * 65536
+        finally:
+            try:
+                REQUEST_ID.reset(token)
+                events.append("reset")
+            except ValueError:
+                events.append("reset failed")
+
+    app.route("/sync")(lambda: endless())
+    app.route("/async")(lambda: async_endless())
+    live = serve(app)
+    for path in ("/sync", "/async"):
+        events.clear()
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 15
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert events == ["reset"], path
+
+
+def read_cut(client: Any, path: str) -> tuple[int, bytes]:
+    """Status and body of a GET whose body may be cut short (what arrived)."""
+    try:
+        reply = client.get(path)
+    except http.client.IncompleteRead as exc:
+        return 200, bytes(exc.partial)
+    return reply.status, reply.body
+
+
+def test_a_piece_neither_text_nor_bytes_like_is_an_error_not_bytes(
+    make_any_client, log_records: LogRecords
+) -> None:
+    """``bytes(piece)`` made an ``int`` piece that many NUL bytes (``yield 10**10``: ten
+    gigabytes), a ``dict`` the bytes of its keys and a list of ints their bytes."""
+    app = App()
+    bad: dict[str, Any] = {"int": 5, "dict": {1: 2}, "list": [65, 66], "none": None}
+    for name, piece in bad.items():
+        app.route(f"/{name}")(lambda piece=piece: iter([b"ok;", piece, b"after"]))
+    app.route("/good")(
+        lambda: iter(["t;", b"b;", bytearray(b"ba;"), memoryview(b"mv;"), b"", array("B", b"ar")])
+    )
+    client = make_any_client(app)
+    assert client.get("/good").body == b"t;b;ba;mv;ar"
+    for name in bad:
+        count = len(log_records.records)
+        status, body = read_cut(client, f"/{name}")
+        assert (status, body) == (200, b"ok;"), name
+        if client.front_end in ("wsgi", "asgi"):  # raised to (and logged by) that server
+            continue
+        logger.flush()
+        errors = [r for r in log_records.records[count:] if r.levelname == "ERROR"]
+        assert errors and "str or bytes-like" in (errors[0].exc_text or ""), name
+
+
+def test_write_bytes_refuses_what_is_not_bytes_like_before_sending_anything(
+    make_any_client, log_records: LogRecords
+) -> None:
+    """0.22.x asserted ``bytes``/``bytearray`` before the head; we sent the head and then
+    five NUL bytes for ``write_bytes(5)`` (a ``str``: a body cut after the head)."""
+    app = App()
+
+    @app.route("/int")
+    def write_int(response: Response) -> None:
+        response.write_bytes(5)  # type: ignore[arg-type]
+
+    @app.route("/str")
+    def write_str(response: Response) -> None:
+        response.write_bytes("text")  # type: ignore[arg-type]
+
+    @app.route("/caught")
+    def caught(response: Response) -> None:
+        try:
+            response.write_bytes(5)  # type: ignore[arg-type]
+        except TypeError:
+            response.write_bytes(memoryview(b"then bytes"))
+
+    client = make_any_client(app)
+    for path in ("/int", "/str"):
+        reply = client.get(path)
+        assert reply.status == 500, path
+        assert reply.json() == {"code": 500, "message": "Internal Server Error", "explain": ""}
+    reply = client.get("/caught")
+    assert (reply.status, reply.body) == (200, b"then bytes")

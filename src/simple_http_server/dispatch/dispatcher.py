@@ -7,11 +7,20 @@ socket: it reads the body from and writes the response into a ``Channel``.
 
 from __future__ import annotations
 
+import contextvars
 import html
 import inspect
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import Any, BinaryIO, cast
 
 from .. import logger as _logging
@@ -56,7 +65,7 @@ from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
-from .invoke import call, call_async, current_loop, user_error
+from .invoke import call, call_async, current_loop, share_helper, user_error
 from .routing import Match, Router, normalize_path
 from .sessions import (
     LocalSessionFactory,
@@ -499,6 +508,7 @@ class Dispatcher:
             lines.append((b"Content-Length", b"%d" % len(body)))
             await channel.send_response(outcome.status, lines, body)
             return outcome.status, len(body)
+        context: contextvars.Context | None = None
         try:
             zipped = gzip is not None and gzip.choose(
                 request, outcome.status, headers, content_type, None
@@ -509,7 +519,8 @@ class Dispatcher:
                 await channel.send_head(outcome.status, encode_headers(headers))
                 await channel.send_end()
                 return outcome.status, 0
-            chunks = _byte_chunks(body)
+            context = contextvars.copy_context()  # the stream's, for all its steps
+            chunks = _byte_chunks(body, context)
             if gzip is not None and zipped:
                 chunks = gzip.stream(chunks)
             await channel.send_head(outcome.status, encode_headers(headers))
@@ -525,7 +536,7 @@ class Dispatcher:
             await channel.send_end()
             return outcome.status, size
         finally:
-            await _close_body(body)
+            await _close_body(body, context)
 
     async def _send_file(
         self, request: Request, channel: Channel, outcome: Outcome, static: StaticFile
@@ -684,18 +695,21 @@ async def _send_reset_content(
     return 205, 0
 
 
-async def _close_body(body: Any) -> None:
+async def _close_body(body: Any, context: contextvars.Context | None = None) -> None:
     """Close a streamed body once it is sent, or failed, or was never needed (HEAD,
     304), as WSGI servers do: a returned file is closed, a generator's ``finally``
-    runs (one never started has run none of its code, and has no ``finally`` to run)."""
+    runs (one never started has run none of its code, and has no ``finally`` to run),
+    in the ``context`` its steps ran in (:func:`_byte_chunks`)."""
     try:
         aclose = getattr(body, "aclose", None)
         if aclose is not None:  # its finally may await: on the background loop without one
-            await call_async(_await_call, aclose)
+            # (on a loop, its steps ran in this task's own context, as aclose does)
+            on_loop = current_loop() is not None
+            await call_async(_await_call, aclose, None if on_loop else context)
             return
         close = getattr(body, "close", None)
         if close is not None:
-            await call(close)
+            await call(close) if context is None else await call(context.run, close)
     except Exception:  # its own error: the answer is sent (or lost) already
         _log.debug("Closing a response body failed", exc_info=True)
 
@@ -739,21 +753,36 @@ class _LazySession:
 
 
 def _as_bytes(chunk: Any) -> bytes:
+    """A piece of a stream as bytes: a ``str`` (UTF-8) or a bytes-like object;
+    ``TypeError`` for anything else (``bytes(5)`` would be five NUL bytes)."""
+    if type(chunk) is bytes:
+        return chunk
     if isinstance(chunk, str):  # undecodable request bytes go back as they came, as in a str body
         return chunk.encode("utf-8", "surrogateescape")
-    if isinstance(chunk, bytes):
-        return chunk
-    # A bytes-like piece only: bytes(3) would be three NUL bytes, bytes([65]) b"A".
-    return bytes(memoryview(chunk))
+    try:
+        return memoryview(chunk).tobytes()
+    except TypeError:
+        raise TypeError(
+            f"a streamed body's pieces are str or bytes-like, not {type(chunk).__name__}"
+        ) from None
 
 
-async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
+async def _byte_chunks(
+    body: Any, context: contextvars.Context | None = None
+) -> AsyncIterator[bytes]:
     """The pieces of a streamed body (sync or async iterable, or None) as bytes; what
-    the body lets out as for any user code (:func:`~.invoke.user_error`)."""
+    the body lets out as for any user code (:func:`~.invoke.user_error`).
+
+    Each step of the body runs in ``context`` (a fresh one without it), as all steps
+    of a generator iterated by one task or thread do: a context variable the body sets
+    holds at its next piece (a step handed to a thread or a task otherwise runs in a
+    copy of its own), and a ``ContextVar.reset`` in its ``finally`` works."""
+    if context is None:
+        context = contextvars.copy_context()
     at_yield = False  # what is thrown in there (aclose()'s GeneratorExit) is the consumer's
     try:
         if isinstance(body, AsyncIterable):
-            if current_loop() is not None:
+            if current_loop() is not None:  # in this task, whose context its steps share
                 async for chunk in body:
                     data = _as_bytes(chunk)
                     at_yield = True
@@ -764,7 +793,7 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
             # background loop, where the generator can await; the sending stays here.
             iterator = aiter(body)
             while True:
-                item = await call_async(_anext_or_end, iterator)
+                item = await call_async(_anext_in, iterator, context)
                 if item is _END_OF_BODY:
                     return
                 data = _as_bytes(item)
@@ -776,7 +805,7 @@ async def _byte_chunks(body: Any) -> AsyncIterator[bytes]:
             # runs in the thread pool, elsewhere it is called directly.
             pieces = _file_blocks(body) if _is_file(body) else iter(body)
             while True:
-                chunk = await call(next, pieces, _END_OF_BODY)
+                chunk = await call(context.run, next, pieces, _END_OF_BODY)
                 if chunk is _END_OF_BODY:
                     return
                 data = _as_bytes(chunk)
@@ -804,14 +833,47 @@ def _file_blocks(file: Any) -> Iterator[Any]:
         yield block
 
 
-async def _await_call(func: Any) -> None:
-    result = func()
+async def _await_call(func: Any, context: contextvars.Context | None = None) -> None:
+    if context is None:
+        result = func()
+    else:
+        share_helper(context)
+        result = context.run(func)
     if inspect.isawaitable(result):
-        await result
+        await (result if context is None else _InContext(context, result))
 
 
-async def _anext_or_end(iterator: AsyncIterator[Any]) -> Any:
-    return await anext(iterator, _END_OF_BODY)
+async def _anext_in(iterator: AsyncIterator[Any], context: contextvars.Context) -> Any:
+    share_helper(context)
+    return await _InContext(context, anext(iterator, _END_OF_BODY))
+
+
+class _InContext:
+    """Awaits ``awaitable`` with each of its steps run in ``context``, whatever task
+    awaits it: the steps of an async generator driven by one task per piece (the
+    background loop's, for a thread) share one context, as in a single task."""
+
+    __slots__ = ("awaitable", "context")
+
+    def __init__(self, context: contextvars.Context, awaitable: Awaitable[Any]) -> None:
+        self.context = context
+        self.awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        steps = self.awaitable.__await__()
+        run = self.context.run
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                yielded = run(steps.send, value) if error is None else run(steps.throw, error)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            try:
+                value = yield yielded
+            except BaseException as exc:  # thrown in (a cancellation): the awaitable's
+                error = exc
 
 
 def _header(headers: list[tuple[str, str]], lower_name: str) -> str | None:

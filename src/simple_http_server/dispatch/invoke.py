@@ -690,6 +690,13 @@ async def await_user(awaitable: Awaitable[T]) -> T:
     return wait_on(background_loop(), _await(awaitable))
 
 
+def share_helper(context: contextvars.Context) -> None:
+    """Give ``context`` the helper thread of the running task (:func:`_hand_over`): the
+    sync calls of code run in it go to the thread waiting for that task, as the
+    task's own do."""
+    context.run(_HELPER.set, _HELPER.get())
+
+
 def current_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop running in this thread, if any."""
     return _get_running_loop()
