@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.cookies
 import json
 import re
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -455,7 +455,11 @@ def _is_body(value: Any) -> bool:
     # A ``Header`` is a response header; other text (an injected ``Parameter``) is a body.
     if isinstance(value, Header | http.cookies.BaseCookie | Headers):
         return False
-    return isinstance(value, str | dict | list | bytes | bytearray | StaticFile)
+    # A stream (a generator, an async one, a file object) too: a tuple is how its
+    # status and headers (``text/event-stream``) are given without the Response.
+    return isinstance(
+        value, str | dict | list | bytes | bytearray | StaticFile | Iterator | AsyncIterator
+    )
 
 
 def _from_tuple(values: tuple[Any, ...], outcome: Outcome) -> None:

@@ -601,3 +601,26 @@ def test_write_bytes_refuses_what_is_not_bytes_like_before_sending_anything(
         assert reply.json() == {"code": 500, "message": "Internal Server Error", "explain": ""}
     reply = client.get("/caught")
     assert (reply.status, reply.body) == (200, b"then bytes")
+
+
+def test_a_stream_in_a_tuple_is_its_body(make_any_client) -> None:
+    """A tuple's body was only a ``str``, ``dict``, ``list``, bytes or ``StaticFile``: a
+    generator next to its status and headers was dropped for an empty body."""
+    app = App()
+
+    def events() -> Iterator[str]:
+        yield "data: 1\n\n"
+        yield "data: 2\n\n"
+
+    async def async_events() -> Any:
+        yield "data: 1\n\n"
+        yield b"data: 2\n\n"
+
+    sse = Headers({"Content-Type": "text/event-stream"})
+    app.route("/sync")(lambda: (201, sse, events()))
+    app.route("/async")(lambda: (sse, async_events(), 202))
+    client = make_any_client(app)
+    for path, status in (("/sync", 201), ("/async", 202)):
+        reply = client.get(path)
+        assert (reply.status, reply.body) == (status, b"data: 1\n\ndata: 2\n\n"), path
+        assert reply.header("Content-Type") == "text/event-stream", path
