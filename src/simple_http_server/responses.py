@@ -202,6 +202,8 @@ class Response:
             method = "GET" if self._served_by is None else self._served_by[1].method
             if not _drops_framing(method, self.status_code):
                 check_framing(lines, streamed=True)
+                if not any(name.lower() == "content-type" for name, _ in lines):
+                    lines.append(("Content-Type", OCTET_TYPE))  # as a returned stream's
             self._streaming = True
             if self._served_by is not None:
                 dispatcher, request = self._served_by

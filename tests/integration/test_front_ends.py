@@ -624,3 +624,31 @@ def test_a_stream_in_a_tuple_is_its_body(make_any_client) -> None:
         reply = client.get(path)
         assert (reply.status, reply.body) == (status, b"data: 1\n\ndata: 2\n\n"), path
         assert reply.header("Content-Type") == "text/event-stream", path
+
+
+def test_write_bytes_without_a_content_type_sends_a_returned_streams(make_any_client) -> None:
+    """A returned stream is ``application/octet-stream``; ``write_bytes`` sent none (0.22.x
+    an empty one), leaving the browser to sniff the bytes (HTML from user content)."""
+    app = App()
+
+    @app.route("/plain")
+    def plain(response: Response) -> None:
+        response.write_bytes(b"<html><script>x</script>")
+
+    @app.route("/typed")
+    def typed(response: Response) -> None:
+        response.set_header("content-type", "text/event-stream")
+        response.write_bytes(b"data: 1\n\n")
+
+    @app.route("/empty")
+    def empty(response: Response) -> None:
+        response.status_code = 204
+        response.write_bytes(b"")
+
+    client = make_any_client(app)
+    reply = client.get("/plain")
+    assert reply.get_all("Content-Type") == ["application/octet-stream"]
+    assert reply.body == b"<html><script>x</script>"
+    assert client.get("/typed").get_all("Content-Type") == ["text/event-stream"]
+    reply = client.get("/empty")
+    assert (reply.status, reply.get_all("Content-Type")) == (204, [])
