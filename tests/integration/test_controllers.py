@@ -427,10 +427,13 @@ def test_write_bytes_refuses_what_is_not_bytes_like_before_sending(make_any_clie
     assert client.get("/write/bytes").body == b"abc"
 
 
-@pytest.mark.parametrize("failure", ["raise", "http-error", "exit"])
+@pytest.mark.parametrize(
+    "failure", ["raise", "http-error", "exit", "send-error", "send-redirect", "raise-redirect"]
+)
 def test_a_stream_that_fails_half_way_is_cut_not_completed(serve, failure):
     """A controller failing after ``write_bytes`` cannot get an error page any more;
-    ending the chunked body normally would pass the half as the whole answer."""
+    ending the chunked body normally would pass the half as the whole answer. So for
+    ``send_error``/``send_redirect`` after it, which ended the body as complete."""
     app = App()
 
     @app.route("/stream")
@@ -440,6 +443,14 @@ def test_a_stream_that_fails_half_way_is_cut_not_completed(serve, failure):
             raise RuntimeError("boom")
         if failure == "exit":
             sys.exit(3)
+        if failure == "send-error":
+            response.send_error(500)
+            return
+        if failure == "send-redirect":
+            response.send_redirect("/elsewhere")
+            return
+        if failure == "raise-redirect":
+            raise Redirect("/elsewhere")
         raise HttpError(403)
 
     @app.route("/ping")
@@ -455,6 +466,9 @@ def test_a_stream_that_fails_half_way_is_cut_not_completed(serve, failure):
         resp.read()
     assert info.value.partial == b"first half;"
     conn.close()
+    if live.transport == "threaded":  # and the TestClient, once
+        reply = TestClient(app).get("/stream")
+        assert (reply.status_code, reply.content, reply.truncated) == (200, b"first half;", True)
     conn = live.connection()  # the server goes on
     conn.request("GET", "/ping")
     assert conn.getresponse().read() == b"pong"

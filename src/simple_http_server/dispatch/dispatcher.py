@@ -382,6 +382,8 @@ class Dispatcher:
             holder.append(await endpoint.invoke(BindContext(request, response)))
         answer = response._answer
         if answer is not None:
+            if answer is not response:  # send_error/send_redirect: as if raised
+                _cut_if_streaming(response)
             if isinstance(answer, HttpError):
                 outcome = await self.error_outcome(answer.code, answer.message, answer.explain)
             else:
