@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import decimal
 import http.client
+import logging
 import socket
 import struct
 import time
@@ -652,3 +653,45 @@ def test_write_bytes_without_a_content_type_sends_a_returned_streams(make_any_cl
     assert client.get("/typed").get_all("Content-Type") == ["text/event-stream"]
     reply = client.get("/empty")
     assert (reply.status, reply.get_all("Content-Type")) == (204, [])
+
+
+def test_an_error_in_the_finally_of_a_stream_left_by_its_client_is_logged(
+    serve, log_records: LogRecords
+) -> None:
+    """What a stream's ``finally`` raised when it was closed early (its client left)
+    was logged at DEBUG only: an error of user code nobody saw."""
+    app = App()
+
+    def endless() -> Iterator[bytes]:
+        try:
+            while True:
+                yield b"x" * 65536
+        finally:
+            raise RuntimeError("sync cleanup failed")
+
+    async def async_endless() -> Any:
+        try:
+            while True:
+                await asyncio.sleep(0.001)
+                yield b"x" * 65536
+        finally:
+            raise RuntimeError("async cleanup failed")
+
+    app.route("/sync")(lambda: endless())
+    app.route("/async")(lambda: async_endless())
+    live = serve(app)
+    for path in ("sync", "async"):
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+            sock.sendall(f"GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 15
+        logged: list[logging.LogRecord] = []
+        while not logged and time.monotonic() < deadline:
+            time.sleep(0.02)
+            logged = [
+                r
+                for r in log_records.records
+                if r.levelname == "ERROR" and f"{path} cleanup failed" in (r.exc_text or "")
+            ]
+        assert len(logged) == 1, path

@@ -701,7 +701,12 @@ async def _close_body(body: Any, context: contextvars.Context | None = None) -> 
     """Close a streamed body once it is sent, or failed, or was never needed (HEAD,
     304), as WSGI servers do: a returned file is closed, a generator's ``finally``
     runs (one never started has run none of its code, and has no ``finally`` to run),
-    in the ``context`` its steps ran in (:func:`_byte_chunks`)."""
+    in the ``context`` its steps ran in (:func:`_byte_chunks`).  What that raises is
+    logged, as any error of user code: the answer is sent (or lost) already.  A
+    generator still running a step (in a thread the request stopped waiting for)
+    cannot be closed: its own end, or the garbage collector, closes it."""
+    if getattr(body, "gi_running", False) or getattr(body, "ag_running", False):
+        return
     try:
         aclose = getattr(body, "aclose", None)
         if aclose is not None:  # its finally may await: on the background loop without one
@@ -712,8 +717,8 @@ async def _close_body(body: Any, context: contextvars.Context | None = None) -> 
         close = getattr(body, "close", None)
         if close is not None:
             await call(close) if context is None else await call(context.run, close)
-    except Exception:  # its own error: the answer is sent (or lost) already
-        _log.debug("Closing a response body failed", exc_info=True)
+    except Exception:
+        _log.exception("Error while closing the response body")
 
 
 def _length_mismatch(request: Request, declared: int, sent: int) -> LengthMismatch:
