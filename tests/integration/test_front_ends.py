@@ -695,3 +695,45 @@ def test_an_error_in_the_finally_of_a_stream_left_by_its_client_is_logged(
                 if r.levelname == "ERROR" and f"{path} cleanup failed" in (r.exc_text or "")
             ]
         assert len(logged) == 1, path
+
+
+def test_a_body_returned_after_write_bytes_is_reported_not_silently_dropped(
+    make_any_client, log_records: LogRecords, tmp_path
+) -> None:
+    """The answer went out with ``write_bytes``: a returned body cannot follow. It was
+    dropped without a word (0.22.x failed with an error), a returned file left open."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"file")
+    files: list[Any] = []
+    app = App()
+
+    @app.route("/text")
+    def text(response: Response) -> str:
+        response.write_bytes(b"written")
+        return "returned"
+
+    @app.route("/file")
+    def file(response: Response) -> Any:
+        response.write_bytes(b"written")
+        files.append(open(path, "rb"))  # the server closes it
+        return files[-1]
+
+    @app.route("/none")
+    def none(response: Response) -> None:
+        response.write_bytes(b"written")
+
+    client = make_any_client(app)
+    for name in ("text", "file", "none"):
+        count = len(log_records.records)
+        reply = client.get(f"/{name}")
+        assert (reply.status, reply.body) == (200, b"written"), name
+        logger.flush()
+        warned = [
+            r.getMessage()
+            for r in log_records.records[count:]
+            if r.levelname == "WARNING" and "after write_bytes" in r.getMessage()
+        ]
+        assert warned == ([] if name == "none" else [warned[0]]), name
+        if warned:
+            assert f"GET /{name}" in warned[0], warned
+    assert files and files[0].closed

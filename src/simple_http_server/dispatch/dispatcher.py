@@ -392,6 +392,8 @@ class Dispatcher:
                 _keep_response_headers(response, outcome)
             return outcome
         if response._streaming:
+            if holder and holder[0] is not None and holder[0] is not response:
+                await _drop_late_body(request, holder[0])
             return Outcome(status=response.status_code)
         if holder:
             result = holder[0]
@@ -728,6 +730,19 @@ def _length_mismatch(request: Request, declared: int, sent: int) -> LengthMismat
     exc = LengthMismatch(declared, sent)
     _log.error("Cannot complete %s: %s", _request_line(request), exc)
     return exc
+
+
+async def _drop_late_body(request: Request, result: Any) -> None:
+    """A controller that streamed with ``write_bytes`` also returned a body: the answer
+    went out already, so the body cannot be sent; say so (0.22.x failed there), and
+    close a returned stream (an open file)."""
+    _log.warning(
+        "%s: the controller returned a %s after write_bytes started the answer; it is not sent",
+        _request_line(request),
+        _escape(type(result).__name__),
+    )
+    if not isinstance(result, str | bytes | bytearray | dict | list | tuple | int):
+        await _close_body(result)
 
 
 def _cut_if_streaming(response: Response) -> None:
