@@ -176,6 +176,8 @@ class Server:
         self.port = self.config.port
         #: A listening socket to serve on instead of binding one (set by the supervisor).
         self.sock: Any = None
+        #: In a worker of ``workers=N``: asks the supervisor to stop every worker.
+        self._stop_supervisor: Callable[[], None] | None = None
 
     def is_ready(self) -> bool:
         """True once the server accepts connections (False again from stop() on)."""
@@ -337,8 +339,19 @@ class Server:
         Waits for the shutdown, except where it cannot: on the server's loop, or in
         a request of its own.  Before the first start() (say right after starting it
         in another thread), that start() returns at once without serving; after the
-        server stopped, it does nothing.
+        server stopped, it does nothing.  In a worker of ``workers=N``, it stops the
+        whole server: the supervisor and every worker.
         """
+        self._ask_supervisor()
+        self._stop(wait)
+
+    def _ask_supervisor(self) -> None:
+        ask = self._stop_supervisor
+        if ask is not None:
+            ask()
+
+    def _stop(self, wait: bool) -> None:
+        """Stop this process' run only (a signal to a worker stops that worker)."""
         running, transport = self._claim_stop()
         if not running:
             return
@@ -352,10 +365,11 @@ class Server:
     async def stop_async(self) -> None:
         """Stop from a coroutine (on the server's own loop or any other); returns
         once stopped, except in a request of its own (no wait for that very request)."""
+        self._ask_supervisor()
         with self._lock:
             transport, ended = self._transport, self._run_ended
         if transport is not None and SERVING.get() is transport:
-            self.stop(wait=False)
+            self._stop(wait=False)
             return
         if transport is not None and getattr(transport, "loop", None) is asyncio.get_running_loop():
             self._claim_stop()
@@ -363,7 +377,7 @@ class Server:
             if ended is not None:
                 await ended.wait()  # the server's pool threads gone, as with stop()
             return
-        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+        await asyncio.get_running_loop().run_in_executor(None, self._stop, True)
 
 
 def host_port(host: str, port: int) -> str:
@@ -431,7 +445,7 @@ class _graceful_signals:
             if not signals:  # the run is over
                 return
             _log.info("Signal %d: stopping gracefully", signals[-1])
-            self.server.stop(wait=False)
+            self.server._stop(wait=False)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():

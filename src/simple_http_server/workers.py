@@ -7,7 +7,9 @@ dies is replaced.  SIGTERM or SIGINT to the supervisor closes its copy of the
 socket and forwards SIGTERM to every worker: each stops accepting, lets its
 in-flight requests finish (up to ``drain_timeout``) and exits; a worker still
 alive after that is killed.  Once every copy of the socket is closed, new
-connections are refused by the kernel.
+connections are refused by the kernel.  ``server.stop()`` in a worker (a
+controller's, say) stops the whole server the same way: the worker writes to a
+pipe the supervisor watches, then stops itself.
 
 POSIX only (``os.fork``).  The app is imported and compiled in the supervisor
 before forking, so workers start fast and share its memory copy-on-write.
@@ -15,6 +17,7 @@ before forking, so workers start fast and share its memory copy-on-write.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -56,9 +59,13 @@ class Supervisor:
         self.stopping = False
         #: The signal that stopped the supervisor (logged by its main loop, not the handler).
         self.stop_signal = 0
+        #: A worker's server.stop() asked to stop the whole server.
+        self.stop_requested = False
         self.owner_thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._pending_starts: list[float] = []  # when a replacement may start
+        #: The pipe a worker's stop() writes to (read end, write end), while running.
+        self._requests: tuple[int, int] | None = None
 
     # -- life cycle ----------------------------------------------------------
     def run(self) -> None:
@@ -76,6 +83,7 @@ class Supervisor:
         self.owner_thread = threading.current_thread()
         server._attach(self)
         previous = self._install_signals()
+        self._requests = _open_pipe()
         try:
             _logging.flush()
             for _ in range(self.workers):
@@ -89,6 +97,7 @@ class Supervisor:
                     self.workers,
                 )
             while not self.stopping:
+                self._take_requests()
                 self._reap()
                 self._start_replacements()
                 self._wake.wait(_POLL)
@@ -96,10 +105,15 @@ class Supervisor:
             if self.stop_signal:
                 count = len(self.children)
                 _log.info("Signal %d: stopping %d workers gracefully", self.stop_signal, count)
+            elif self.stop_requested:
+                _log.info("A worker called stop(): stopping the workers gracefully")
         finally:
             server._ready.clear()
             listener.close()
             self._stop_children()
+            requests, self._requests = self._requests, None
+            for fd in requests:
+                os.close(fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             server.sock = None
@@ -111,6 +125,17 @@ class Supervisor:
         self._wake.set()
         if wait and threading.current_thread() is not self.owner_thread:
             self.server._stopped.wait(self.server.config.drain_timeout + 10)
+
+    def _take_requests(self) -> bool:
+        """True (and stopping) once a worker's stop() wrote to the pipe."""
+        if self._requests is not None and not self.stopping:
+            try:
+                asked = bool(os.read(self._requests[0], 256))
+            except BlockingIOError:
+                asked = False
+            if asked:
+                self.stop_requested = self.stopping = True
+        return self.stopping
 
     # -- signals -------------------------------------------------------------
     def _install_signals(self) -> dict[int, Any]:
@@ -150,6 +175,9 @@ class Supervisor:
     def _run_worker(self, parent: int) -> int:
         server = self.server
         server._forked()
+        if self._requests is not None:
+            os.close(self._requests[0])
+            server._stop_supervisor = functools.partial(_ask_stop, self._requests[1])
         threading.Thread(
             target=_watch_parent, args=(server, parent), name="shs-parent-watch", daemon=True
         ).start()
@@ -175,7 +203,7 @@ class Supervisor:
             started = self.children.pop(pid, None)
             if started is None:
                 continue
-            if self.stopping:
+            if self._take_requests():  # it exited on a stop() of its own: no replacement
                 continue
             _log.warning("Worker %d exited (%s); starting another", pid, _describe(status))
             early = time.monotonic() - started < RESTART_BACKOFF
@@ -214,6 +242,20 @@ class Supervisor:
                 self.children.pop(pid, None)
 
 
+def _open_pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)  # a worker's stop() never blocks on it
+    return read, write
+
+
+def _ask_stop(fd: int) -> None:
+    try:
+        os.write(fd, b"s")
+    except OSError:  # full: a stop is on its way; closed: the supervisor is gone
+        pass
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -232,7 +274,7 @@ def _watch_parent(server: Server, parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     _log.warning("Supervisor %d is gone; worker %d stops", parent, os.getpid())
-    server.stop(wait=False)
+    server._stop(wait=False)
 
 
 def run_workers(server: Server, workers: int) -> None:

@@ -172,3 +172,24 @@ def test_a_stop_right_after_the_workers_forked_stops_them(transport: str) -> Non
         assert time.monotonic() - started < 8  # not killed after drain_timeout
         assert "did not stop in time" not in proc.output()
         assert refused(port)
+
+
+@pytest.mark.parametrize("transport", ["threaded", "asyncio"])
+def test_stop_in_a_controller_stops_every_worker_and_the_supervisor(transport: str) -> None:
+    """server.stop() in a worker stopped that worker only: the supervisor replaced it
+    ("Worker ... exited; starting another") and the server served on."""
+    port = harness.free_port()
+    with harness.running(demo(port, transport, 2, "drain_timeout=8.0"), port) as proc:
+        assert len(pids_seen(proc, 2)) == 2
+        results: list[object] = []
+        thread = slow_request(proc, 1.5, results)
+        time.sleep(0.5)  # the slow request is being served
+        status, _, body = proc.get("/stop-server")
+        assert status == 200 and body.startswith(b"stopping "), body
+        assert proc.popen.wait(15) == 0, proc.output()
+        thread.join(20)
+        assert results and results[0][:3:2] == (200, b"slow done"), results  # type: ignore[index]
+        assert refused(port)
+        output = proc.output()
+        assert "starting another" not in output and "did not stop in time" not in output, output
+        assert "A worker called stop()" in output

@@ -140,6 +140,11 @@ def build_app() -> App:
         time.sleep(min(seconds, 10.0))
         return "slow done"
 
+    @app.route("/stop-server")
+    def stop_server() -> str:
+        server.stop()  # in a worker of workers=N: the whole server
+        return f"stopping {os.getpid()}"
+
     @app.route("/signal-while-logging")
     async def signal_while_logging() -> str:
         """SIGTERM to this process while the loop's thread (with asyncio, the main
