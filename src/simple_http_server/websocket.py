@@ -192,9 +192,10 @@ class SessionLink(Protocol):
     async def drain(self) -> None: ...
 
 
-#: Close codes reserved for "no code", "abnormal closure" and "TLS failure" (RFC 6455 7.4.1),
-#: and 1004 (reserved): never sent in a Close frame.
-_UNSENDABLE_CODES = frozenset({1004, 1005, 1006, 1015})
+#: Close codes of 1000-2999 an endpoint may send: those registered with IANA (RFC 6455
+#: 7.4.2), but for 1004 (reserved) and 1005/1006/1015 ("no code", "abnormal closure",
+#: "TLS failure": never in a Close frame).  3000-4999 are for libraries and applications.
+_SENDABLE_PROTOCOL_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 
 
 class _Chunks:
@@ -383,11 +384,12 @@ class WebsocketSession:
     def close(self, reason: str = "", code: int = 1000) -> None:
         """Start the closing handshake with ``code`` (1000) and ``reason``.
 
-        Raises ``ValueError`` for a code no endpoint may send (below 1000, above
-        4999, or 1004/1005/1006/1015) and for a reason that is not valid UTF-8
-        text (a lone surrogate), whatever the transport and whenever it is sent.
+        Raises ``ValueError`` for a code no endpoint may send (RFC 6455 7.4.2:
+        only 1000-1003, 1007-1014 and 3000-4999 may be) and for a reason that is
+        not valid UTF-8 text (a lone surrogate), whatever the transport and
+        whenever it is sent.
         """
-        if not 1000 <= code <= 4999 or code in _UNSENDABLE_CODES:
+        if code not in _SENDABLE_PROTOCOL_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"{code} is not a close code an endpoint may send")
         reason.encode("utf-8")  # UnicodeEncodeError (a ValueError) now, not when it goes out
         self._link.close(code, reason)

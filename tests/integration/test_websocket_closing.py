@@ -630,3 +630,109 @@ def test_a_compressed_bomb_kept_by_on_binary_frame_is_cut_at_the_limit(serve: Se
     assert answer == "close 1009"
     assert stats["total"] <= 2 * limit
     assert peak < 8 * MIB, f"{peak >> 20} MB allocated for a {limit}-byte limit"
+
+
+# -- close codes: only those RFC 6455 7.4.2 lets an endpoint send ---------------------
+REFUSED_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000]
+SENT_CODES = [1000, 1003, 1007, 1012, 1013, 1014, 3000, 4999]
+
+
+def close_code_app(closes: Closes) -> App:
+    """The text ``N`` closes the session with code N ('gw'), or answers the ValueError."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/close-with")
+    class CloseWith(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            try:
+                session.close("gw", int(message))
+            except ValueError as exc:
+                session.send(f"refused: {exc}")
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            closes.append((reason.code, reason.reason))
+
+    return app
+
+
+@pytest.mark.parametrize("code", REFUSED_CODES)
+def test_session_close_refuses_a_code_no_endpoint_may_send(serve: Serve, code: int) -> None:
+    """1016-2999 (unassigned) went out, and a client (wsproto, a browser) failed the
+    connection with 1002 instead of closing it (RFC 6455 7.4.2)."""
+    closes: Closes = []
+    live = serve(close_code_app(closes))
+    sock, rest = open_ws(live, "/close-with")
+    with sock:
+        sock.sendall(frame(0x1, str(code).encode()) + close_frame(1000))
+        frames = frames_until_closed(sock, rest)
+    assert frames == [
+        ("text", f"refused: {code} is not a close code an endpoint may send"),
+        ("close", 1000, ""),
+    ]
+    ws = TestClient(close_code_app([])).websocket_connect("/close-with")
+    ws.send_text(str(code))
+    assert ws.receive_text() == f"refused: {code} is not a close code an endpoint may send"
+    ws.close()
+
+
+@pytest.mark.parametrize("code", SENT_CODES)
+def test_session_close_sends_a_registered_or_application_code(serve: Serve, code: int) -> None:
+    closes: Closes = []
+    live = serve(close_code_app(closes))
+    sock, rest = open_ws(live, "/close-with")
+    with sock:
+        sock.sendall(frame(0x1, str(code).encode()))
+        data = rest
+        while len(data) < 6:  # the server's Close: 2 + 2 + len("gw")
+            chunk = sock.recv(64)
+            assert chunk, data
+            data += chunk
+        sock.sendall(close_frame(code))
+        assert frames_until_closed(sock, data) == [("close", code, "gw")]
+    wait_for(lambda: bool(closes))
+    assert closes == [(code, "gw")]
+    ws = TestClient(close_code_app([])).websocket_connect("/close-with")
+    ws.send_text(str(code))
+    wait_for(lambda: ws.close_code is not None)
+    assert (ws.close_code, ws.close_reason) == (code, "gw")
+
+
+def test_a_clients_close_with_1014_is_answered_not_failed(serve: Serve) -> None:
+    """1014 (Bad Gateway) is registered with IANA, but wsproto does not know it: the
+    client's Close with it failed the connection with 1002."""
+    closes: Closes = []
+    live = serve(close_code_app(closes))
+    sock, rest = open_ws(live, "/close-with")
+    with sock:
+        sock.sendall(close_frame(1014, b"upstream"))
+        assert frames_until_closed(sock, rest) == [("close", 1014, "upstream")]
+    wait_for(lambda: bool(closes))
+    assert closes == [(1014, "upstream")]
+    sock, rest = open_ws(live, "/close-with")
+    with sock:  # its reason is checked as any other's: 1007 for one that is not UTF-8
+        sock.sendall(close_frame(1014, b"\xff"))
+        assert frames_until_closed(sock, rest)[0][:2] == ("close", 1007)
+    sock, rest = open_ws(live, "/close-with")
+    with sock:  # an unassigned code is still a protocol error
+        sock.sendall(close_frame(1016))
+        assert frames_until_closed(sock, rest)[0][:2] == ("close", 1002)
+    test_closes: Closes = []
+    ws = TestClient(close_code_app(test_closes)).websocket_connect("/close-with")
+    ws.close(1014, "upstream")
+    assert test_closes == [(1014, "upstream")]
+
+
+def test_session_close_codes_under_asgi() -> None:
+    """The same check under ASGI (the session's), and a registered code goes out."""
+    proxy = init_asgi_proxy(app_conf=close_code_app([]))
+    with asgi_server(proxy) as address:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{address.port}/close-with", timeout=10)
+        try:
+            ws.send("2000")
+            assert ws.recv() == "refused: 2000 is not a close code an endpoint may send"
+            ws.send("1014")
+            opcode, frame_ = ws.recv_data_frame()
+            assert opcode == websocket.ABNF.OPCODE_CLOSE
+            assert frame_.data == struct.pack("!H", 1014) + b"gw"
+        finally:
+            ws.close()

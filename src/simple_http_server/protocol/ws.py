@@ -27,7 +27,14 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+from wsproto.frame_protocol import (
+    CloseReason,
+    Frame,
+    FrameDecoder,
+    FrameProtocol,
+    Opcode,
+    RsvBits,
+)
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from .http11 import RequestHead
@@ -62,6 +69,7 @@ CLOSE_ABNORMAL: Final = 1006
 CLOSE_INVALID_DATA: Final = 1007
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL_ERROR: Final = 1011
+CLOSE_BAD_GATEWAY: Final = 1014
 
 _VERSION: Final = b"13"
 
@@ -441,6 +449,35 @@ def data_message(data: str | bytes, fin: bool = True) -> Message[Any]:
 WsEvent = TextReceived | BinaryReceived | BinaryFrameReceived | PingReceived | PongReceived | Closed
 
 
+class _CloseCodesProtocol(FrameProtocol):
+    """wsproto's frame protocol, which also takes a peer's Close with 1014 (Bad Gateway).
+
+    wsproto fails (1002) a Close whose code of 1000-2999 its ``CloseReason`` does
+    not name, and 1014, registered with IANA (RFC 6455 7.4.2), is missing there.
+    wsproto checks such a Close as if it carried 1000 (the reason is still its to
+    validate); its code is then put back.
+    """
+
+    def _process_close(self, frame: Frame) -> Frame:
+        payload = frame.payload
+        if not isinstance(payload, (bytes, bytearray)) or payload[:2] != _BAD_GATEWAY:
+            return super()._process_close(frame)
+        fin, last = frame.frame_finished, frame.message_finished
+        checked = super()._process_close(Frame(frame.opcode, _NORMAL + payload[2:], fin, last))
+        assert isinstance(checked.payload, tuple)
+        return Frame(frame.opcode, (CLOSE_BAD_GATEWAY, checked.payload[1]), fin, last)
+
+
+_BAD_GATEWAY: Final = CLOSE_BAD_GATEWAY.to_bytes(2, "big")
+_NORMAL: Final = CLOSE_NORMAL.to_bytes(2, "big")
+
+
+def take_every_close_code(conn: Connection, extensions: list[Extension]) -> Connection:
+    """``conn`` (just built, with ``extensions``) takes a Close with any registered code."""
+    conn._proto = _CloseCodesProtocol(conn.client, extensions)
+    return conn
+
+
 class _ServerConnection(Connection):
     """wsproto's connection, which may still send data and pongs after the peer's Close.
 
@@ -493,7 +530,9 @@ class WebsocketProtocol:
         max_message_size: int = 16 * 1024 * 1024,
         stream_binary: bool = False,
     ) -> None:
-        self._conn = _ServerConnection(ConnectionType.SERVER, extensions or [])
+        self._conn = take_every_close_code(
+            _ServerConnection(ConnectionType.SERVER, extensions or []), extensions or []
+        )
         self._deflate: BoundedDeflate | None = None  # streaming through it
         for extension in extensions or []:
             if isinstance(extension, BoundedDeflate) and stream_binary:

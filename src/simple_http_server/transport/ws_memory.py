@@ -26,7 +26,7 @@ from ..dispatch.ws_handlers import Rejected, negotiate
 from ..dispatch.ws_session import LinkBase
 from ..models import Headers
 from ..protocol.http11 import HttpConnection, RequestHead
-from ..protocol.ws import WebsocketProtocol, data_message
+from ..protocol.ws import WebsocketProtocol, data_message, take_every_close_code
 from .ws_glue import _reject_bytes, _request_done
 
 __all__ = [
@@ -123,7 +123,9 @@ class TestWebsocket:
         self.subprotocol: str | None = self.headers.get("Sec-WebSocket-Protocol")
         extensions = _client_extensions(self.headers.get("Sec-WebSocket-Extensions"))
         self.compressed = bool(extensions)
-        self._client = Connection(ConnectionType.CLIENT, extensions)
+        self._client = take_every_close_code(
+            Connection(ConnectionType.CLIENT, extensions), extensions
+        )
 
     # -- plumbing ----------------------------------------------------------------
     def _from_server(self, data: bytes) -> None:
