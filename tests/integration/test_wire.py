@@ -447,6 +447,67 @@ def test_an_absolute_form_target_without_a_valid_host_is_a_400(
         assert (resp.status, resp.getheader("Connection")) == (400, "close")
 
 
+def asterisk_app(calls: list[str]) -> App:
+    """A catch-all route (which ``*`` must never reach) and routes naming methods."""
+    app = App()
+
+    @app.route("/**")
+    def anything(request: Request) -> str:
+        calls.append(f"{request.method} {request.path}")
+        return "any"
+
+    @app.route("/p", method="POST")
+    def post() -> str:
+        return "p"
+
+    @app.route("/d", method=["DELETE", "PUT"])
+    def delete() -> str:
+        return "d"
+
+    return app
+
+
+def test_options_asterisk_is_answered_for_the_server(make_any_client: Any) -> None:
+    """``OPTIONS *`` (RFC 9110 9.3.7: about the server in general) reached a ``/**``
+    route as the path ``/*``; it gets a 200 with the methods the routes name (and
+    GET/HEAD, which static files and the icon answer), in every front end."""
+    calls: list[str] = []
+    reply = make_any_client(asterisk_app(calls)).request("OPTIONS", "*")
+    assert (reply.status, reply.body) == (200, b"")
+    assert reply.header("Allow") == "DELETE, GET, HEAD, OPTIONS, POST, PUT"
+    assert calls == []
+
+
+@pytest.mark.parametrize(("method", "target"), [("GET", "*"), ("POST", "*"), ("OPTIONS", "*?x=1")])
+def test_the_asterisk_target_is_a_400_but_for_options(
+    make_any_client: Any, method: str, target: str
+) -> None:
+    """RFC 9112 3.2.4: ``*`` is only a target for OPTIONS; ``GET *`` was routed as ``/*``."""
+    calls: list[str] = []
+    reply = make_any_client(asterisk_app(calls)).request(method, target)
+    assert reply.status == 400
+    assert calls == []
+
+
+def test_a_websocket_handshake_to_the_asterisk_target_is_a_400(
+    serve: Callable[..., LiveServer],
+) -> None:
+    app = asterisk_app([])
+
+    @app.websocket_handler(regexp=".*")
+    class Anywhere:
+        def on_text_message(self, session: Any, message: str) -> None:
+            session.send(message)
+
+    with RawConn(serve(app), timeout=5) as raw:
+        raw.send(
+            b"GET * HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        resp, _ = raw.response()
+        assert resp.status == 400
+
+
 # -- timeouts -----------------------------------------------------------------
 def test_idle_connection_is_closed_after_idle_timeout(serve: Callable[..., LiveServer]):
     live = serve(wire_app(), idle_timeout=0.5)

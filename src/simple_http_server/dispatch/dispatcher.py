@@ -334,6 +334,8 @@ class Dispatcher:
     async def _serve(self, request: Request, response: Response, channel: Channel) -> Outcome:
         compiled: CompiledApp = self.app.compiled()
         router = compiled.router
+        if request._raw_path == "*":
+            return self._asterisk(request, router)
         body_read = False
         if router.narrows_by_params and _routes_by_form(router, request, channel):
             await self._read_body(request, channel, None)
@@ -426,6 +428,14 @@ class Dispatcher:
             return
         if channel.unframed_body or _has_body(request):
             await read_form(request, channel, limits)
+
+    def _asterisk(self, request: Request, router: Router[Endpoint]) -> Outcome:
+        """``OPTIONS *`` asks about the server in general (RFC 9110 9.3.7): a 200 with
+        the methods it serves; ``*`` is no target for any other method (RFC 9112 3.2.4)."""
+        if request.method != "OPTIONS" or request.query_string:
+            raise HttpError(400, "", "The request target * is only valid for OPTIONS.")
+        methods = {*_FILE_METHODS, "OPTIONS", *router.named_methods()}
+        return Outcome(200, [("Allow", ", ".join(sorted(methods)))], b"")
 
     # -- errors --------------------------------------------------------------
     async def _unrouted(

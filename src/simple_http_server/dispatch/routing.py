@@ -619,6 +619,13 @@ class Router(Generic[T]):
                 return Match(refused=True)
         return Match(allowed=self.methods_at(path) or None)
 
+    def named_methods(self) -> set[str]:
+        """Every method some route names (any-method routes name none)."""
+        entries = [*self._patterns, *self._regexps]
+        for at_path in self._static.values():
+            entries.extend(at_path)
+        return {method for entry in entries for method in entry.methods}
+
     def methods_at(self, path: str) -> set[str]:
         """The methods routes name on ``path`` (any-method routes name none)."""
         allowed: set[str] = set()

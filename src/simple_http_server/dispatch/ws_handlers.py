@@ -356,6 +356,8 @@ async def negotiate(
     checked = check_handshake(head)
     if isinstance(checked, HandshakeRejection):
         return Rejected(checked.status, list(checked.headers), checked.message)
+    if head.target == b"*":  # RFC 9112 3.2.4: for OPTIONS only
+        return Rejected(400, [], "The request target * is only valid for OPTIONS.")
     # The target and headers are read as for HTTP requests (one place for both).
     http = make_request("GET", head.target.decode("latin-1"), head.headers)
     path = http.path
