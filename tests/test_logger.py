@@ -60,8 +60,11 @@ def default_factory() -> Iterator[logger.LoggerFactory]:
         ("DEBUG", logging.DEBUG, "DEBUG"),
         ("debug", logging.DEBUG, "DEBUG"),
         ("Info", logging.INFO, "INFO"),
-        ("WARN", logging.WARNING, "WARNING"),
+        ("WARN", logging.WARNING, "WARN"),  # read back as set, as 0.22.x did (not "WARNING")
+        (" warn ", logging.WARNING, "WARN"),
         ("warning", logging.WARNING, "WARNING"),
+        ("fatal", logging.CRITICAL, "FATAL"),
+        (logging.WARNING, logging.WARNING, "WARNING"),
         ("error", logging.ERROR, "ERROR"),
         ("CRITICAL", logging.CRITICAL, "CRITICAL"),
         (logging.ERROR, logging.ERROR, "ERROR"),
@@ -79,6 +82,15 @@ def test_level_values_map(
     child = factory.get_logger("svc")
     assert child.getEffectiveLevel() == expected
     assert _constructed_level(level) == expected
+
+
+def test_level_read_back_follows_a_change_made_through_logging(
+    factory: logger.LoggerFactory,
+) -> None:
+    factory.log_level = "WARN"
+    assert logger.LoggerFactory(log_level="warn").log_level == "WARN"
+    factory.get_logger().setLevel(logging.ERROR)  # the factory's logger, set through logging
+    assert factory.log_level == "ERROR"
 
 
 def _constructed_level(level: str | int) -> int:

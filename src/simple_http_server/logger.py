@@ -99,6 +99,13 @@ def _to_level(level: str | int) -> int:
     return logging.INFO
 
 
+def _level_name(level: str | int) -> str | None:
+    """The known level name ``level`` spells (``"warn"`` -> ``"WARN"``), else None."""
+    if isinstance(level, str) and level.strip().upper() in _LEVELS:
+        return level.strip().upper()
+    return None
+
+
 def _positive(max_queued: int) -> int:
     """A queue bound: a positive whole number (0 would make the queue unbounded)."""
     if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1:
@@ -219,6 +226,7 @@ class LoggerFactory:
         self._logger = logging.getLogger(self._namespace)
         self._logger.propagate = False
         self._logger.setLevel(_to_level(log_level))
+        self._level_name = _level_name(log_level)
         for old in [h for h in self._logger.handlers if isinstance(h, _FactoryQueueHandler)]:
             self._logger.removeHandler(old)
         self._logger.addHandler(_FactoryQueueHandler(self))
@@ -234,12 +242,17 @@ class LoggerFactory:
 
     @property
     def log_level(self) -> str:
-        """Level name of the factory; setting it applies to all its loggers at once."""
-        return logging.getLevelName(self._logger.level)
+        """Level name of the factory, as it was set (``"WARN"`` stays ``"WARN"``, as in
+        0.22.x); setting it applies to all its loggers at once."""
+        level, name = self._logger.level, self._level_name
+        if name is not None and _LEVELS[name] == level:  # not changed through logging since
+            return name
+        return logging.getLevelName(level)
 
     @log_level.setter
     def log_level(self, log_level: str | int) -> None:
         self._logger.setLevel(_to_level(log_level))
+        self._level_name = _level_name(log_level)
 
     @property
     def max_queued(self) -> int:
