@@ -83,8 +83,8 @@ class Supervisor:
         self.owner_thread = threading.current_thread()
         server._attach(self)
         previous = self._install_signals()
-        self._requests = _open_pipe()
         try:
+            self._requests = _open_pipe()
             _logging.flush()
             for _ in range(self.workers):
                 if not self.stopping:
@@ -112,7 +112,7 @@ class Supervisor:
             listener.close()
             self._stop_children()
             requests, self._requests = self._requests, None
-            for fd in requests:
+            for fd in requests or ():
                 os.close(fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
