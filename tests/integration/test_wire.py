@@ -447,6 +447,20 @@ def test_an_absolute_form_target_without_a_valid_host_is_a_400(
         assert (resp.status, resp.getheader("Connection")) == (400, "close")
 
 
+@pytest.mark.parametrize("target", ["a/b", "host", "?x=1", "ftp://real.example/host"])
+def test_a_target_that_is_no_path_is_a_400(serve: Callable[..., LiveServer], target: str) -> None:
+    """RFC 9112 3.2: an origin-form target starts with ``/`` (``GET a/b`` was served
+    as ``/a/b``); only OPTIONS' ``*`` and CONNECT's authority-form are other forms."""
+    calls: list[str] = []
+    with RawConn(serve(asterisk_app(calls)), timeout=5) as raw:
+        raw.send(get(target))
+        resp, _ = raw.response()
+        assert (resp.status, resp.getheader("Connection")) == (400, "close")
+    reply = TestClient(asterisk_app(calls)).get(target)
+    assert reply.status_code == 400
+    assert calls == []
+
+
 def asterisk_app(calls: list[str]) -> App:
     """A catch-all route (which ``*`` must never reach) and routes naming methods."""
     app = App()

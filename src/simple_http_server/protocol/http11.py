@@ -191,16 +191,20 @@ _VALID_HOST: Final = re.compile(
 _ABSOLUTE_AUTHORITY: Final = re.compile(rb"[hH][tT][tT][pP][sS]?://([^/?#]*)").match
 
 
-def _bad_target_host(target: bytes) -> bool:
-    """True when an absolute-form target's host is empty or not ``uri-host[:port]``
-    (userinfo included: RFC 9110 4.2.4 makes it an error)."""
+def _bad_target(target: bytes, method: bytes) -> str | None:
+    """Why a request target is invalid (RFC 9112 3.2), or None: an origin-form one
+    must start with ``/``; an absolute-form one's host must be ``uri-host[:port]``,
+    not empty, without userinfo (RFC 9110 4.2.4); ``*`` and a ``CONNECT``'s
+    authority-form are left to the dispatcher."""
     if target[:1] == b"/":  # origin-form, the common case
-        return False
+        return None
     absolute = _ABSOLUTE_AUTHORITY(target)
     if absolute is None:
-        return False
+        if target == b"*" or method == b"CONNECT":
+            return None
+        return "invalid request target"
     authority = absolute[1]
-    return not authority or _VALID_HOST(authority) is None
+    return "invalid Host header" if not authority or _VALID_HOST(authority) is None else None
 
 
 _EMPTY_LINES: Final = re.compile(rb"(?:\r?\n)*")
@@ -361,9 +365,10 @@ class HttpConnection:
         if size > self._max_head_size:
             self._closing = True
             return ProtocolFailure(431, "request header fields too large")
-        if bad_host or _bad_target_host(req.target):
+        target_problem = _bad_target(req.target, req.method)
+        if bad_host or target_problem is not None:
             self._closing = True
-            return ProtocolFailure(400, "invalid Host header")
+            return ProtocolFailure(400, target_problem or "invalid Host header")
         # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
         # attempt; h11 would pick one and keep the connection, we refuse and close.
         if chunked:
