@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import hashlib
 import http.client
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +28,7 @@ from simple_http_server.dispatch.bodies import CHARSETS, is_charset
 from simple_http_server.server import init_asgi_proxy
 
 from ..conftest import Address, LiveServer, asgi_server, live_server
+from ..integration.apps import harness
 
 BOUNDARY = "hostileBoundary"
 # Codecs Python knows that are no charsets: punycode decodes in quadratic time.
@@ -185,3 +192,100 @@ def test_sixteen_mib_of_empty_fields_is_refused_before_parsing(serve):
     status, reply = post(live.port, "/form", FORM, body)
     assert status == 413 and "max_form_fields" in reply["explain"], reply
     assert post(live.port, "/form", FORM, b"a=still+fine") == (200, {"a": "still fine"})
+
+
+_UPLOAD_SERVER = """
+import hashlib, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from simple_http_server import App, Request, server
+app = App()
+
+@app.route("/up", method="POST")
+def up(request: Request):
+    return {name: hashlib.sha256(files[0].content).hexdigest()[:8]
+            for name, files in request.files.items()}
+
+server.start(host="127.0.0.1", port=int(sys.argv[1]), app_conf=app,
+             prefer_coroutine=sys.argv[2] == "asyncio", max_files=100)
+"""
+
+_PART = 70_000  # larger than SPOOL_THRESHOLD: spilled to disk
+
+
+def _file_parts(count: int) -> bytes:
+    return b"".join(
+        f"--{BOUNDARY}\r\n".encode()
+        + f'Content-Disposition: form-data; name="f{i}"; filename="a"\r\n\r\n'.encode()
+        + bytes([i]) * _PART
+        + b"\r\n"
+        for i in range(count)
+    )
+
+
+def _bytes_read(pid: int) -> int:
+    """What process ``pid`` has read so far (sockets included)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+
+def test_uploads_waiting_for_their_controller_hold_no_file_descriptors(
+    transport: str, tmp_path: Path
+) -> None:
+    """Spilled file parts hold no descriptor once written: two uploads stalled after
+    25 spilled parts each, then one of 30, fit a process limited to 64 descriptors
+    (each part held one until its request ended: the third upload got a 503).  The
+    content reads back whole, and no temporary file is left behind."""
+    port = harness.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _UPLOAD_SERVER, str(port), transport],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    stalled: list[socket.socket] = []
+    try:
+        _wait_listening(port)
+        mp_type = f"multipart/form-data; boundary={BOUNDARY}"
+        head = f"POST /up HTTP/1.1\r\nHost: t\r\nContent-Type: {mp_type}\r\n"
+        for _ in range(2):  # the body never ends: its parts wait for the controller
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            body = _file_parts(25)
+            sock.sendall(f"{head}Content-Length: {len(body) + 1000}\r\n\r\n".encode() + body)
+            stalled.append(sock)
+        deadline = time.monotonic() + 10
+        while _bytes_read(proc.pid) < 2 * len(body):  # both stalled uploads are stored
+            assert time.monotonic() < deadline, "the stalled uploads were not read"
+            time.sleep(0.05)
+        body = _file_parts(30) + f"--{BOUNDARY}--\r\n".encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/up", body, {"Content-Type": mp_type})
+        reply = conn.getresponse()
+        assert reply.status == 200, reply.read()
+        expected = {f"f{i}": hashlib.sha256(bytes([i]) * _PART).hexdigest()[:8] for i in range(30)}
+        assert json.loads(reply.read()) == expected
+        conn.close()
+        for sock in stalled:
+            sock.close()
+        stalled.clear()
+        deadline = time.monotonic() + 10
+        while list(tmp_path.iterdir()):  # every request ended: its files are removed
+            assert time.monotonic() < deadline, list(tmp_path.iterdir())
+            time.sleep(0.05)
+    finally:
+        for sock in stalled:
+            sock.close()
+        proc.kill()
+        proc.communicate(timeout=10)

@@ -10,6 +10,7 @@ memory whole.  Every malformed body is a 400 with a message saying why.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import json
 import os
@@ -261,6 +262,11 @@ class RequestBodyReader:
         return run_sync(self.read(n))
 
 
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def _memory_reader(data: bytes) -> RequestBodyReader:
     return RequestBodyReader(None, data=data)
 
@@ -277,13 +283,19 @@ _REMOVED = (
 class _UploadView(io.RawIOBase):
     """A read-only view of an upload's temporary file with a position of its own:
     closing it (``with upload.open() as f:``) leaves the upload open, and two views
-    read on without moving each other."""
+    read on without moving each other.  The views of an upload share one descriptor
+    of its file, open while any of them is (see :class:`MultipartFile`)."""
 
-    def __init__(self, file: IO[bytes], lock: threading.Lock) -> None:
+    def __init__(self, upload: MultipartFile, lock: threading.Lock) -> None:
         super().__init__()
-        self._file = file
+        self._upload = upload
         self._lock = lock
         self._pos = 0
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._upload._view_closed()
 
     def readable(self) -> bool:
         return True
@@ -295,8 +307,9 @@ class _UploadView(io.RawIOBase):
         if self.closed:
             raise ValueError("I/O operation on closed file.")
         with self._lock:
-            self._file.seek(self._pos)
-            data = self._file.read(len(buffer))
+            file = self._upload._backing()
+            file.seek(self._pos)
+            data = file.read(len(buffer))
         buffer[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -306,7 +319,7 @@ class _UploadView(io.RawIOBase):
             raise ValueError("I/O operation on closed file.")
         if whence == io.SEEK_END:
             with self._lock:
-                offset += self._file.seek(0, io.SEEK_END)
+                offset += self._upload._backing().seek(0, io.SEEK_END)
         elif whence == io.SEEK_CUR:
             offset += self._pos
         elif whence != io.SEEK_SET:
@@ -324,7 +337,9 @@ class _UploadView(io.RawIOBase):
         if self.closed:
             raise ValueError("I/O operation on closed file.")
         with self._lock:
-            return self._file.fileno()
+            if self._upload._path is None:
+                self._upload._spill()
+            return self._upload._backing().fileno()
 
 
 class MultipartFile:
@@ -351,7 +366,13 @@ class MultipartFile:
         self._filename = filename
         self._content_type = content_type
         self._content = content
+        #: Where the content is: in memory while small, else in a named temporary file
+        #: (``_path``) that is open (``_file``) only while the part is written or a view
+        #: reads it, so uploads waiting for their controller hold no file descriptor.
+        self._memory: io.BytesIO | None = None
+        self._path: str | None = None
         self._file: IO[bytes] | None = None
+        self._remove: weakref.finalize[Any, Any] | None = None
         self._size = len(content) if content is not None else 0
         self._lock = threading.Lock()  # views (``open()``) share the one file position
         self._removed = False
@@ -380,7 +401,7 @@ class MultipartFile:
     @property
     def content(self) -> bytes:
         """The whole content, read from the temporary file on demand."""
-        if self._content is None and (self._file is not None or self._removed):
+        if self._content is None and (self._stored or self._removed):
             with self.open() as file:
                 return file.read()
         return self._content or b""
@@ -397,11 +418,57 @@ class MultipartFile:
         temporary file is removed when the request ends)."""
         if self._removed:
             raise ValueError(_REMOVED)
-        if self._file is None:
+        if not self._stored:
             return io.BytesIO(self._content or b"")
-        view = _UploadView(self._file, self._lock)
-        self._views.add(view)
+        view = _UploadView(self, self._lock)
+        with self._lock:
+            self._views.add(view)
         return io.BufferedReader(view)
+
+    @property
+    def _stored(self) -> bool:
+        """The content was received as an upload (in memory or on disk)."""
+        return self._memory is not None or self._path is not None
+
+    def _backing(self) -> IO[bytes]:
+        """The file the views read (``_lock`` held): the temporary file, opened when
+        the first view is; a small upload in memory."""
+        if self._file is not None:
+            return self._file
+        if self._path is None:
+            assert self._memory is not None
+            return self._memory
+        self._file = open(self._path, "rb")  # noqa: SIM115 (closed with the last view)
+        return self._file
+
+    def _spill(self) -> None:
+        """Write the content kept in memory to disk, to a temporary file of its own
+        (a view's ``fileno()``, or a part larger than :data:`SPOOL_THRESHOLD`)."""
+        fd, path = tempfile.mkstemp(prefix="shs-upload-")
+        self._path = path
+        self._remove = weakref.finalize(self, _unlink, path)
+        file = os.fdopen(fd, "w+b")
+        if self._memory is not None:
+            file.write(self._memory.getbuffer())
+            file.flush()  # for a view's fileno(): the content is on disk
+            self._memory = None
+        self._file = file
+
+    def _written(self) -> None:
+        """The part is complete: its temporary file is closed until a view reads it."""
+        if self._file is not None and not self._views:
+            self._file.close()
+            self._file = None
+
+    def _view_closed(self) -> None:
+        """A view was closed: the last one of a file on disk closes its descriptor."""
+        with self._lock:
+            if self._path is not None and self._file is not None and not self._views_open():
+                self._file.close()
+                self._file = None
+
+    def _views_open(self) -> bool:
+        return any(not view.closed for view in self._views)
 
     def save_to_file(self, file_path: str | os.PathLike[str]) -> None:
         """Copy the content to ``file_path`` without loading it into memory.
@@ -415,8 +482,14 @@ class MultipartFile:
 
     def _write(self, chunk: bytes | bytearray) -> None:
         self._size += len(chunk)
-        if self._file is None:
-            self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_THRESHOLD)  # noqa: SIM115
+        if self._path is None:
+            if self._memory is None:
+                self._memory = io.BytesIO()
+            if self._size <= SPOOL_THRESHOLD:
+                self._memory.write(chunk)
+                return
+            self._spill()
+        assert self._file is not None
         self._file.write(chunk)
 
     def close(self) -> None:
@@ -427,6 +500,11 @@ class MultipartFile:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._stored:
+            self._memory = None
+            self._path = None
+            if self._remove is not None:
+                self._remove()
             self._removed = True
 
 
@@ -644,6 +722,8 @@ class _MultipartCollector:
             self._file, self._field = None, bytearray()
 
     def _finish(self) -> None:
+        if self._file is not None:
+            self._file._written()
         segment, field = self._segment, self._field
         if segment is not None and field is not None:
             charset = _charset({"charset": segment.charset or ""})
