@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from simple_http_server import App, ModelBinding, Request, server
+from simple_http_server import App, Headers, ModelBinding, Request, server
 from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 
@@ -422,3 +423,154 @@ def test_an_async_bind_that_suspends_works_everywhere(kind: str) -> None:
     with front_end(kind, async_binder_app()) as get:
         assert get("/me?u=ann") == (200, b"ann")
         assert get("/me-async?u=bob") == (200, b"bob")
+
+
+# -- a sync stream runs on one thread ---------------------------------------------------
+def stream_app(closed: list[bool]) -> App:
+    """Sync streams whose steps need the thread their controller ran on: a ``sqlite3``
+    cursor (its objects belong to their thread) and a ``threading.local``.  Each
+    stream ends with how many threads its controller and steps used."""
+    app = App()
+    local = threading.local()
+
+    def connect() -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:")
+        db.execute("create table t(x)")
+        db.executemany("insert into t values (?)", [(i,) for i in range(300)])
+        local.name = "mine"
+        return db
+
+    def rows(threads: set[int], db: sqlite3.Connection | None = None) -> Iterator[str]:
+        """The rows of ``db`` (made by the controller), or of one the stream makes."""
+
+        def gen() -> Iterator[str]:
+            nonlocal db
+            if db is None:  # an async def controller's thread is the event loop's
+                db = connect()
+            try:
+                for (x,) in db.execute("select x from t"):
+                    threads.add(threading.get_ident())
+                    yield f"{x}," if local.name == "mine" else "lost,"
+                yield f"threads={len(threads)}"
+            finally:
+                db.close()
+
+        return gen()
+
+    @app.route("/rows")
+    def plain() -> Iterator[str]:
+        return rows({threading.get_ident()}, connect())
+
+    @app.route("/tuple")
+    def in_tuple() -> tuple[Any, ...]:
+        return (
+            200,
+            Headers({"Content-Type": "text/plain"}),
+            rows({threading.get_ident()}, connect()),
+        )
+
+    @app.request_filter("/filtered")
+    def before(ctx: Any) -> None:
+        ctx.do_chain()
+
+    @app.route("/filtered")
+    def filtered() -> Iterator[str]:
+        return rows({threading.get_ident()}, connect())
+
+    @app.route("/from-async")
+    async def from_async() -> Iterator[str]:
+        return rows(set())
+
+    @app.route("/cut")
+    def cut() -> tuple[Any, ...]:
+        """Longer than its Content-Length: closed after its first piece."""
+        made_in = threading.get_ident()
+
+        def gen() -> Iterator[bytes]:
+            try:
+                yield b"too long"
+                yield b"never"
+            finally:
+                closed.append(threading.get_ident() == made_in)
+
+        return Headers({"Content-Length": "1"}), gen()
+
+    return app
+
+
+EXPECTED_ROWS = "".join(f"{x}," for x in range(300)).encode()
+
+
+@pytest.mark.parametrize("kind", FRONT_ENDS)
+@pytest.mark.parametrize("path", ["/rows", "/tuple", "/filtered", "/from-async"])
+def test_a_sync_stream_runs_on_the_thread_of_its_controller(kind: str, path: str) -> None:
+    """Every step of a ``def`` controller's stream runs on the controller's thread (in
+    the asyncio transport and under ASGI too, where each step took whatever pool
+    thread was free: the ``sqlite3`` cursor failed mid-body); a stream of an
+    ``async def`` controller runs on one thread of its own."""
+    with front_end(kind, stream_app([])) as get:
+        for _ in range(3):
+            assert get(path) == (200, EXPECTED_ROWS + b"threads=1")
+
+
+@pytest.mark.parametrize("kind", FRONT_ENDS)
+def test_a_sync_stream_closes_on_its_thread(kind: str) -> None:
+    """A stream closed early (here: longer than its Content-Length) runs its
+    ``finally`` on the thread its steps ran on."""
+    closed: list[bool] = []
+    with front_end(kind, stream_app(closed)) as get:
+        with contextlib.suppress(Exception):  # the answer is cut: the client may fail
+            get("/cut")
+        deadline = time.monotonic() + 5
+        while not closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert closed == [True]
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "asgi"])
+def test_a_stream_waiting_in_a_step_holds_no_pool_thread(kind: str) -> None:
+    """With one pool thread, a ``def`` controller is served while another request's
+    stream blocks in a step: the stream's thread left the pool (it held the pool's
+    only thread until its step ended).  In the threaded transport the request holds
+    its worker until it is answered, as README says."""
+    app = App()
+    entered, release = threading.Event(), threading.Event()
+
+    @app.route("/slow")
+    def slow() -> Iterator[bytes]:
+        def gen() -> Iterator[bytes]:
+            yield b"a"
+            entered.set()
+            release.wait(10)
+            yield b"b"
+
+        return gen()
+
+    @app.route("/plain")
+    def plain() -> str:
+        return "plain"
+
+    with front_end(kind, app, worker_threads=1) as get:
+        streamed = concurrently_started(get, "/slow")
+        try:
+            assert entered.wait(5)
+            assert get("/plain", 3) == (200, b"plain")
+        finally:
+            release.set()
+        streamed.join(10)
+        assert streamed.result == (200, b"ab")
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "asgi"])
+def test_the_threads_of_streams_end_with_them(kind: str) -> None:
+    """A stream's thread ends (or goes back to the pool) once it is sent or dropped
+    unread (a HEAD): no thread is left per stream."""
+    with front_end(kind, stream_app([]), worker_threads=2) as get:
+        before = threading.active_count()
+        for _ in range(10):
+            assert get("/rows")[0] == 200
+            assert get("/from-async")[0] == 200
+        deadline = time.monotonic() + 10
+        while threading.active_count() > before + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= before + 2

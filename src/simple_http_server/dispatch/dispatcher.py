@@ -65,7 +65,15 @@ from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
-from .invoke import call, call_async, current_loop, share_helper, user_error
+from .invoke import (
+    StreamRunner,
+    call,
+    call_async,
+    current_loop,
+    share_helper,
+    stream_runner,
+    user_error,
+)
 from .routing import Match, Router, normalize_path
 from .sessions import (
     LocalSessionFactory,
@@ -523,6 +531,7 @@ class Dispatcher:
             await channel.send_response(outcome.status, lines, body)
             return outcome.status, len(body)
         context: contextvars.Context | None = None
+        runner = stream_runner(body)
         try:
             zipped = gzip is not None and gzip.choose(
                 request, outcome.status, headers, content_type, None
@@ -534,7 +543,7 @@ class Dispatcher:
                 await channel.send_end()
                 return outcome.status, 0
             context = contextvars.copy_context()  # the stream's, for all its steps
-            chunks = _byte_chunks(body, context)
+            chunks = _byte_chunks(body, context, runner)
             if gzip is not None and zipped:
                 chunks = gzip.stream(chunks)
             await channel.send_head(outcome.status, encode_headers(headers))
@@ -550,7 +559,10 @@ class Dispatcher:
             await channel.send_end()
             return outcome.status, size
         finally:
-            await _close_body(body, context)
+            try:
+                await _close_body(body, context, runner)
+            finally:
+                runner.release()
 
     async def _send_file(
         self, request: Request, channel: Channel, outcome: Outcome, static: StaticFile
@@ -709,14 +721,29 @@ async def _send_reset_content(
     return 205, 0
 
 
-async def _close_body(body: Any, context: contextvars.Context | None = None) -> None:
+async def _close_body(
+    body: Any, context: contextvars.Context | None = None, runner: StreamRunner | None = None
+) -> None:
     """Close a streamed body once it is sent, or failed, or was never needed (HEAD,
     304), as WSGI servers do: a returned file is closed, a generator's ``finally``
     runs (one never started has run none of its code, and has no ``finally`` to run),
     in the ``context`` its steps ran in (:func:`_byte_chunks`).  What that raises is
     logged, as any error of user code: the answer is sent (or lost) already.  A
     generator still running a step (in a thread the request stopped waiting for)
-    cannot be closed: its own end, or the garbage collector, closes it."""
+    cannot be closed: its own end, or the garbage collector, closes it.  A sync
+    stream closes on the thread its steps ran on (``runner``, or the one the
+    controller that returned it kept), which then ends."""
+    own = runner is None
+    if runner is None:
+        runner = stream_runner(body)
+    try:
+        await _close_in(body, context, runner)
+    finally:
+        if own:
+            runner.release()
+
+
+async def _close_in(body: Any, context: contextvars.Context | None, runner: StreamRunner) -> None:
     if getattr(body, "gi_running", False) or getattr(body, "ag_running", False):
         return
     try:
@@ -728,7 +755,7 @@ async def _close_body(body: Any, context: contextvars.Context | None = None) -> 
             return
         close = getattr(body, "close", None)
         if close is not None:
-            await call(close) if context is None else await call(context.run, close)
+            await runner.call(close) if context is None else await runner.call(context.run, close)
     except Exception:
         _log.exception("Error while closing the response body")
 
@@ -800,7 +827,7 @@ def _as_bytes(chunk: Any) -> bytes:
 
 
 async def _byte_chunks(
-    body: Any, context: contextvars.Context | None = None
+    body: Any, context: contextvars.Context | None, runner: StreamRunner | None
 ) -> AsyncIterator[bytes]:
     """The pieces of a streamed body (sync or async iterable, or None) as bytes; what
     the body lets out as for any user code (:func:`~.invoke.user_error`).
@@ -834,10 +861,13 @@ async def _byte_chunks(
                 at_yield = False
         elif body is not None:
             # A sync generator may block (files, sleeps): on an event loop each step
-            # runs in the thread pool, elsewhere it is called directly.
+            # runs off the loop, all on one thread (:func:`.invoke.stream_runner`),
+            # elsewhere it is called directly.
+            if runner is None:  # the caller closes the stream, and releases its runner
+                raise ValueError("a sync stream needs its runner")
             pieces = _file_blocks(body) if _is_file(body) else iter(body)
             while True:
-                chunk = await call(context.run, next, pieces, _END_OF_BODY)
+                chunk = await runner.call(context.run, next, pieces, _END_OF_BODY)
                 if chunk is _END_OF_BODY:
                     return
                 data = _as_bytes(chunk)

@@ -66,6 +66,7 @@ __all__ = [
     "reset_pool",
     "run_sync",
     "spawn",
+    "stream_runner",
     "use_pool",
     "user_error",
     "wait_for_loop",
@@ -459,6 +460,7 @@ class SyncPool:
 
     def _work(self) -> None:
         help_while_waiting(LoopHelper())
+        _local.kept = []
         jobs = self._jobs
         while True:
             try:
@@ -469,10 +471,28 @@ class SyncPool:
                 continue
             if job is None:
                 return
-            _run_job(*job)
+            pinned = _take_kept(_run_job(*job, pin=True))
             job = None  # hold no reference to the last job while idle
+            if pinned is not None:  # this thread now serves the stream the job returned
+                with self._lock:
+                    self._threads.remove(threading.current_thread())
+                pinned.serve()
+                if not self._rejoin():
+                    return
+                _local.kept = []
+                continue
             with self._lock:
                 self._idle += 1
+
+    def _rejoin(self) -> bool:
+        """A thread whose stream ended comes back (True), unless the pool is full or
+        closed meanwhile."""
+        with self._lock:
+            if self._closed or len(self._threads) >= self.workers:
+                return False
+            self._threads.append(threading.current_thread())
+            self._idle += 1
+            return True
 
     def _retire(self) -> bool:
         """An idle thread waited ``POOL_IDLE_TIMEOUT`` for nothing: it ends (True),
@@ -509,7 +529,11 @@ def _run_job(
     func: Callable[..., Any],
     args: Any,
     kwargs: Any,
-) -> None:
+    pin: bool = False,
+) -> _Pinned | None:
+    """Run a pool job; the :class:`_Pinned` that now owns this thread when the job
+    returned a sync stream (see :func:`stream_runner`)."""
+    pinned = None
     try:
         result = ctx.run(func, *args, **kwargs)
     except BaseException as exc:  # handed to the awaiting task
@@ -521,7 +545,202 @@ def _run_job(
             error.__cause__ = exc
         inbox.post(future, False, error)
     else:
+        if pin:
+            pinned = _Pinned.for_result(result)
+        elif getattr(_local, "kept", None) is not None:
+            # A pool thread running a job posted by the work its own job waits for (a
+            # def controller behind a def filter): it keeps the stream once that job ends.
+            kept = _Pinned.for_result(result)
+            if kept is not None:
+                _local.kept.append(kept)
         inbox.post(future, True, result)
+    return pinned
+
+
+_PINNED_POLL = 1.0
+#: The threads kept by the sync streams their jobs returned, not claimed yet (by ``id``).
+_unclaimed: dict[int, tuple[weakref.ref[Any], _Pinned]] = {}
+_unclaimed_lock = threading.Lock()
+
+
+class _Pinned:
+    """One thread running every step of one sync stream, and its close.
+
+    A pool job that returns a sync stream (a ``def`` controller's generator, also
+    inside a tuple) keeps its thread for it, out of the pool (which may start
+    another): the stream's steps then run where the controller ran, as in the
+    threaded transport, so objects bound to a thread (a ``sqlite3`` connection, a
+    ``threading.local``) stay usable.  The thread waits, parked, while the client
+    reads, and ends with the stream (or once the stream is gone unclaimed)."""
+
+    __slots__ = ("_jobs", "_lock", "_thread", "claimed", "stream")
+
+    def __init__(
+        self, stream: weakref.ref[Any] | None, thread: threading.Thread | None = None
+    ) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = thread
+        self._lock = threading.Lock()
+        self.claimed = False
+        self.stream = stream
+
+    @classmethod
+    def for_result(cls, result: Any) -> _Pinned | None:
+        """A pinned runner for the sync stream in ``result``, registered for the
+        dispatcher to claim; None when there is none (or it cannot be tracked)."""
+        stream = _sync_stream(result)
+        if stream is None:
+            return None
+        try:
+            ref = weakref.ref(stream)
+        except TypeError:  # a built-in iterator: no thread-bound state to keep
+            return None
+        pinned = cls(ref, threading.current_thread())
+        with _unclaimed_lock:
+            _unclaimed[id(stream)] = (ref, pinned)
+        return pinned
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: Any
+    ) -> asyncio.Future[Any]:
+        """Run ``func(*args)`` on this runner's thread (started on first use)."""
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((_inbox_of(loop), future, contextvars.copy_context(), func, args, {}))
+        with self._lock:
+            if self._thread is None:
+                self._start()
+        return future
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self.serve, name="shs-stream", daemon=True)
+        self._thread.start()
+
+    def unbind(self) -> None:
+        """The thread that ran the stream's maker serves something else: the stream
+        gets a thread of its own (none yet: :meth:`submit` starts it)."""
+        with self._lock:
+            if self._jobs.empty():
+                self._thread = None
+            else:  # already used: serve it at once
+                self._start()
+
+    def release(self) -> None:
+        """The stream is sent or closed: the thread ends after its current step."""
+        self._jobs.put(None)
+
+    def serve(self) -> None:
+        """Run the stream's steps until :meth:`release`, or until the stream was
+        dropped without being claimed."""
+        help_while_waiting(LoopHelper())
+        _local.kept = None  # its steps make no stream to keep
+        jobs = self._jobs
+        while True:
+            try:
+                job = jobs.get(timeout=_PINNED_POLL)
+            except queue.Empty:
+                if not self.claimed and self._forgotten():
+                    return
+                continue
+            if job is None:
+                return
+            _run_job(*job)
+            job = None  # no reference to the stream between steps
+
+    def _forgotten(self) -> bool:
+        ref = self.stream
+        if ref is None or ref() is not None:
+            return False
+        with _unclaimed_lock:
+            for key, (_ref, pinned) in list(_unclaimed.items()):
+                if pinned is self:
+                    del _unclaimed[key]
+        return True
+
+
+def _take_kept(pinned: _Pinned | None) -> _Pinned | None:
+    """After a pool job: the stream runner this thread now serves (the job's, or that
+    of a stream returned meanwhile by a job posted to it); any other gets a thread of
+    its own when it is first used."""
+    kept: list[_Pinned] = _local.kept
+    if not kept:
+        return pinned
+    for other in kept:
+        if pinned is None and other.stream is not None and other.stream() is not None:
+            pinned = other
+        elif other is not pinned:
+            other.unbind()
+    kept.clear()
+    return pinned
+
+
+def _sync_stream(result: Any) -> Any:
+    """The sync stream a controller's result sends (itself, or the first body-like
+    value of a tuple), or None."""
+    if isinstance(result, tuple):
+        for item in result:
+            if not isinstance(item, (int, str, bytes, bytearray, dict, list, tuple)):
+                found = _sync_stream(item)
+                if found is not None:
+                    return found
+        return None
+    if type(result) in _PLAIN_RESULTS:
+        return None
+    if inspect.isgenerator(result) or (
+        callable(getattr(result, "__next__", None)) and not inspect.isawaitable(result)
+    ):
+        return result
+    if callable(getattr(result, "read", None)) and callable(getattr(result, "close", None)):
+        return result
+    return None
+
+
+class StreamRunner:
+    """Where the steps of one sync stream run (:func:`stream_runner`)."""
+
+    __slots__ = ("_pinned",)
+
+    def __init__(self, pinned: _Pinned | None) -> None:
+        self._pinned = pinned
+
+    async def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` (sync, user code) on the stream's thread."""
+        loop = _get_running_loop()
+        if loop is None or _HELPER.get() is not None:
+            # No loop: the caller's thread; a thread waiting for this work: that one.
+            return await call_sync(func, *args)
+        if self._pinned is None:
+            self._pinned = _Pinned(None)
+        self._pinned.claimed = True
+        return await self._pinned.submit(loop, func, args)
+
+    def release(self) -> None:
+        """The stream is done with: its thread ends."""
+        pinned, self._pinned = self._pinned, None
+        if pinned is not None:
+            pinned.release()
+
+
+def stream_runner(stream: Any) -> StreamRunner:
+    """The runner of every step of the sync ``stream`` (and its close), on one thread:
+    the pool thread of the ``def`` controller that returned it (kept for it), or a
+    thread of its own; off a loop, the calling thread.  :meth:`StreamRunner.release`
+    it once the stream is closed."""
+    pinned = None
+    with _unclaimed_lock:
+        entry = _unclaimed.pop(id(stream), None)
+    if entry is not None:
+        ref, pinned = entry
+        if ref() is not stream:  # another object at a recycled id
+            pinned.release()
+            pinned = None
+    if pinned is not None:
+        pinned.claimed = True
+    return StreamRunner(pinned)
+
+
+def _run_helper_job(*job: Any) -> None:
+    """:func:`_run_job` for a job posted to a waiting thread (it keeps no stream)."""
+    _run_job(*job)
 
 
 def use_pool(pool: SyncPool | None) -> contextvars.Token[SyncPool | None]:
@@ -559,7 +778,7 @@ def _submit(
         ctx = contextvars.copy_context()
         ctx.run(_HELPER.set, None)
         future: asyncio.Future[Any] = loop.create_future()
-        job = functools.partial(_run_job, _inbox_of(loop), future, ctx, func, args, kwargs)
+        job = functools.partial(_run_helper_job, _inbox_of(loop), future, ctx, func, args, kwargs)
         if helper.try_post(job):
             return future
         future.cancel()
