@@ -286,7 +286,7 @@ class _UploadView(io.RawIOBase):
     read on without moving each other.  The views of an upload share one descriptor
     of its file, open while any of them is (see :class:`MultipartFile`)."""
 
-    def __init__(self, upload: MultipartFile, lock: threading.Lock) -> None:
+    def __init__(self, upload: MultipartFile, lock: threading.RLock) -> None:
         super().__init__()
         self._upload = upload
         self._lock = lock
@@ -374,7 +374,9 @@ class MultipartFile:
         self._file: IO[bytes] | None = None
         self._remove: weakref.finalize[Any, Any] | None = None
         self._size = len(content) if content is not None else 0
-        self._lock = threading.Lock()  # views (``open()``) share the one file position
+        # Views (``open()``) share one file position; reentrant: a view dropped (closed) while
+        # the lock is held takes it again.
+        self._lock = threading.RLock()
         self._removed = False
         self._views: weakref.WeakSet[_UploadView] = weakref.WeakSet()
 
