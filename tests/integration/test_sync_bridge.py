@@ -25,7 +25,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from simple_http_server import App, Headers, ModelBinding, Request, server
+from simple_http_server import App, Headers, ModelBinding, Request, Response, server
 from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 
@@ -469,6 +469,10 @@ def stream_app(closed: list[bool]) -> App:
             rows({threading.get_ident()}, connect()),
         )
 
+    @app.route("/response")
+    def in_response() -> Response:
+        return Response(200, body=rows({threading.get_ident()}, connect()))
+
     @app.request_filter("/filtered")
     def before(ctx: Any) -> None:
         ctx.do_chain()
@@ -502,7 +506,7 @@ EXPECTED_ROWS = "".join(f"{x}," for x in range(300)).encode()
 
 
 @pytest.mark.parametrize("kind", FRONT_ENDS)
-@pytest.mark.parametrize("path", ["/rows", "/tuple", "/filtered", "/from-async"])
+@pytest.mark.parametrize("path", ["/rows", "/tuple", "/response", "/filtered", "/from-async"])
 def test_a_sync_stream_runs_on_the_thread_of_its_controller(kind: str, path: str) -> None:
     """Every step of a ``def`` controller's stream runs on the controller's thread (in
     the asyncio transport and under ASGI too, where each step took whatever pool

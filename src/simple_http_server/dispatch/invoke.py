@@ -673,18 +673,21 @@ def _take_kept(pinned: _Pinned | None) -> _Pinned | None:
     return pinned
 
 
-def _sync_stream(result: Any) -> Any:
-    """The sync stream a controller's result sends (itself, or the first body-like
-    value of a tuple), or None."""
+def _sync_stream(result: Any, depth: int = 0) -> Any:
+    """The sync stream a controller's result sends (itself, the first body-like value
+    of a tuple, a returned ``Response``'s body), or None."""
+    if depth > 1:
+        return None
     if isinstance(result, tuple):
         for item in result:
-            if not isinstance(item, (int, str, bytes, bytearray, dict, list, tuple)):
-                found = _sync_stream(item)
-                if found is not None:
-                    return found
+            found = _sync_stream(item, depth + 1)
+            if found is not None:
+                return found
         return None
     if type(result) in _PLAIN_RESULTS:
         return None
+    if hasattr(result, "status_code") and hasattr(result, "body"):  # a Response
+        return _sync_stream(result.body, depth + 1)
     if inspect.isgenerator(result) or (
         callable(getattr(result, "__next__", None)) and not inspect.isawaitable(result)
     ):
