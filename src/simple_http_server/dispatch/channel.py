@@ -12,6 +12,7 @@ import codecs
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import HttpError
@@ -28,6 +29,7 @@ __all__ = [
     "LengthMismatch",
     "declared_length",
     "encode_headers",
+    "file_chunks",
     "sends_no_body",
     "with_content_length",
     "without_framing",
@@ -158,6 +160,19 @@ class FileShrank(ClientGone):
         super().__init__(f"file shrank while sending: {self.path}: {sent} of {expected} bytes sent")
 
 
+def file_chunks(file: BinaryIO, offset: int, count: int) -> Iterator[bytes]:
+    """``count`` bytes of ``file`` from ``offset``, the ones its ETag and size describe:
+    no more when it grew since, and :class:`FileShrank` when it ends before."""
+    file.seek(offset)
+    left = count
+    while left > 0:
+        chunk = file.read(min(FILE_CHUNK, left))
+        if not chunk:
+            raise FileShrank(file, count, count - left)
+        left -= len(chunk)
+        yield chunk
+
+
 class AnswerCut(ClientGone):
     """The controller failed after its streamed answer started: the answer is cut
     (the connection dropped) rather than passed off as complete."""
@@ -247,13 +262,7 @@ class Channel(ABC):
 
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
         """Send ``count`` bytes of ``file`` from ``offset``, a chunk at a time."""
-        file.seek(offset)
-        remaining = count
-        while remaining > 0:
-            chunk = file.read(min(FILE_CHUNK, remaining))
-            if not chunk:
-                raise FileShrank(file, count, count - remaining)
-            remaining -= len(chunk)
+        for chunk in file_chunks(file, offset, count):
             await self.send_data(chunk)
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:

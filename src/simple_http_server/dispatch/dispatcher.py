@@ -58,6 +58,7 @@ from .channel import (
     LengthMismatch,
     declared_length,
     encode_headers,
+    file_chunks,
     without_framing,
 )
 from .compile import CompiledApp, Endpoint
@@ -624,7 +625,7 @@ class Dispatcher:
         await channel.send_head(status, encode_headers(headers))
         size = 0
         if request.method != "HEAD":
-            chunks = _file_chunks(file, answer.offset, answer.length)
+            chunks = file_chunks(file, answer.offset, answer.length)
             try:
                 async for chunk in self.gzip.stream(chunks):
                     size += len(chunk)
@@ -634,19 +635,6 @@ class Dispatcher:
                 raise
         await channel.send_end()
         return status, size
-
-
-def _file_chunks(file: BinaryIO, offset: int, count: int) -> Iterator[bytes]:
-    """``count`` bytes of ``file`` from ``offset``, the ones its ETag and size describe:
-    no more when it grew since, and :class:`FileShrank` when it ends before."""
-    file.seek(offset)
-    left = count
-    while left > 0:
-        chunk = file.read(min(FILE_CHUNK, left))
-        if not chunk:
-            raise FileShrank(file, count, count - left)
-        left -= len(chunk)
-        yield chunk
 
 
 class _Resource(StaticFile):
