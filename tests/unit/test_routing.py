@@ -243,6 +243,37 @@ def test_patterns_group_by_shape_in_first_registration_order() -> None:
     assert router.lookup("GET", "/a/b/c", {}, {}).target == "deep"
 
 
+def test_patterns_of_several_folders_keep_registration_order() -> None:
+    """Patterns are looked up by their literal folder (``/p/r7/`` of ``/p/r7/{n}``),
+    yet a path lying in several folders still meets them in registration order."""
+    router: Router[str] = Router()
+    router.add_url("/{y}/b", "any-first", frozenset({"GET"}), NONE)
+    router.add_url("/a/{x}", "a-folder", frozenset({"GET"}), NONE)
+    router.add_url("/a/c/{z}", "deeper", frozenset({"GET"}), NONE)
+    router.add_url("/**", "everything", frozenset({"GET"}), NONE)
+    assert router.lookup("GET", "/a/b", {}, {}).target == "any-first"
+    assert router.lookup("GET", "/a/x", {}, {}).target == "a-folder"
+    assert router.lookup("GET", "/a/c/d", {}, {}).target == "deeper"
+    assert router.lookup("GET", "/q/r/s", {}, {}).target == "everything"
+    assert [e.target for e in router.candidates("GET", "/a/b")] == ["any-first"]
+
+
+def test_a_path_is_tested_only_against_the_patterns_of_its_folders() -> None:
+    """With 500 pattern routes, the last one is found without testing the 499 others
+    (a linear scan made 1,000 routes cost 0.7x of 10 in the harness)."""
+    router: Router[str] = Router()
+    for i in range(500):
+        router.add_url(f"/p/r{i:04d}/{{name}}", f"r{i}", frozenset({"GET"}), NONE)
+    router.add_url("/{any}/x/{y}", "late", frozenset({"GET"}), NONE)
+    table = router._table("GET")
+    # its own folder's pattern, and /{any}/x/{y} (folder "/": any path may match it)
+    assert len(table.pattern_groups("/p/r0499/n")) == 2
+    assert len(table.pattern_groups("/p/x/n")) == 1
+    match = router.lookup("GET", "/p/r0499/n", {}, {})
+    assert (match.target, match.path_values) == ("r499", {"name": "n"})
+    assert router.lookup("GET", "/p/x/n", {}, {}).target == "late"
+
+
 def test_a_miss_reports_every_method_named_on_the_path() -> None:
     router: Router[str] = Router()
     router.add_url("/m", "put", frozenset({"PUT"}), NONE)

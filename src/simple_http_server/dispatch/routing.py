@@ -498,6 +498,9 @@ class _Group(Generic[T]):
     #: a pattern's ``test``.
     test: Callable[[str], Any]
     entries: list[Entry[T]]  # the last registered first
+    #: A pattern's literal start up to its last ``/`` ("/p/r7/" for "/p/r7/{name}"):
+    #: only paths starting so can match.  "" when unknown (a regexp).
+    folder: str = ""
 
 
 @dataclass(slots=True)
@@ -507,6 +510,42 @@ class _Table(Generic[T]):
     exact: dict[str, list[Entry[T]]]
     patterns: list[_Group[T]]
     regexps: list[_Group[T]]
+    #: The pattern groups by their folder, each list in lookup order: a path is
+    #: tested only against the groups of the folders it lies in, not against every
+    #: pattern of the table (1,000 routes cost no more than 10).
+    folders: dict[str, list[_Group[T]]] = field(default_factory=dict)
+    #: Whether ``folders`` holds every pattern group (none without a folder).
+    indexed: bool = False
+
+    def __post_init__(self) -> None:
+        if all(group.folder for group in self.patterns):
+            self.indexed = True
+            for group in self.patterns:
+                self.folders.setdefault(group.folder, []).append(group)
+
+    def pattern_groups(self, path: str) -> list[_Group[T]]:
+        """The pattern groups that may match ``path``, in lookup order."""
+        if not self.indexed:
+            return self.patterns
+        folders = self.folders
+        found: list[_Group[T]] | None = None
+        more = False
+        end = path.find("/")
+        while end >= 0:
+            groups = folders.get(path[: end + 1])
+            if groups is not None:
+                if found is None:
+                    found = groups
+                else:
+                    found = [*found, *groups]
+                    more = True
+            end = path.find("/", end + 1)
+        if found is None:
+            return []
+        if more:  # groups of several folders: back into the table's order
+            order = {id(group): i for i, group in enumerate(self.patterns)}
+            found.sort(key=lambda group: order[id(group)])
+        return found
 
 
 class Router(Generic[T]):
@@ -580,7 +619,7 @@ class Router(Generic[T]):
         entries = table.exact.get(path)
         if entries is not None:
             return entries
-        for group in table.patterns:
+        for group in table.pattern_groups(path):
             if group.test(path) is not None:
                 return group.entries
         bare = path[1:]
@@ -598,7 +637,7 @@ class Router(Generic[T]):
                 if entry.conditions.empty or entry.conditions.accepts(parameters, headers):
                     return Match(entry.target)
             return Match(refused=True)
-        for group in table.patterns:
+        for group in table.pattern_groups(path):
             if group.test(path) is None:
                 continue
             for entry in group.entries:
@@ -650,6 +689,15 @@ def _url_of(entry: Entry[T]) -> tuple[str, Callable[[str], Any]]:
     return entry.pattern.shape, entry.pattern.test
 
 
+def _folder(entry: Entry[T]) -> str:
+    """A pattern route's literal start up to its last ``/`` ("" for a regexp, or a
+    pattern that does not start with ``/``)."""
+    if entry.pattern is None:
+        return ""
+    start = entry.pattern._literals[0]
+    return start[: start.rfind("/") + 1] if start.startswith("/") else ""
+
+
 def _groups(entries: list[Entry[T]], method: str) -> list[_Group[T]]:
     """The groups of the routes serving ``method``: those naming it first, then the
     any-method ones; in each, urls in the order of their first route (the original's
@@ -663,7 +711,7 @@ def _groups(entries: list[Entry[T]], method: str) -> list[_Group[T]]:
             key, test = _url_of(entry)
             group = groups.get(key)
             if group is None:
-                groups[key] = _Group(test, [entry])
+                groups[key] = _Group(test, [entry], _folder(entry))
             else:
                 group.entries.insert(0, entry)
         ordered.extend(groups.values())
