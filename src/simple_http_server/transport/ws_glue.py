@@ -1495,8 +1495,15 @@ class AioLink(LinkBase):
                     self._push(self.feed_pending())
                     continue
                 self._hold_if_blocked()
-                if self._may_read() and not self._held and self.conn.transport is not None:
-                    self.conn.transport.resume_reading()
+                transport = self.conn.transport
+                # (A closing transport is left alone: 3.10's SSL one raises once closed.)
+                if (
+                    self._may_read()
+                    and not self._held
+                    and transport is not None
+                    and not transport.is_closing()
+                ):
+                    transport.resume_reading()
                 if self.finished or self.conn.closed:
                     break
                 self._wakeup.clear()
