@@ -516,12 +516,15 @@ class _Table(Generic[T]):
     folders: dict[str, list[_Group[T]]] = field(default_factory=dict)
     #: Whether ``folders`` holds every pattern group (none without a folder).
     indexed: bool = False
+    #: Each pattern group's place in ``patterns`` (by ``id``), to merge folders' lists.
+    order: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if all(group.folder for group in self.patterns):
             self.indexed = True
-            for group in self.patterns:
+            for i, group in enumerate(self.patterns):
                 self.folders.setdefault(group.folder, []).append(group)
+                self.order[id(group)] = i
 
     def pattern_groups(self, path: str) -> list[_Group[T]]:
         """The pattern groups that may match ``path``, in lookup order."""
@@ -543,7 +546,7 @@ class _Table(Generic[T]):
         if found is None:
             return []
         if more:  # groups of several folders: back into the table's order
-            order = {id(group): i for i, group in enumerate(self.patterns)}
+            order = self.order
             found.sort(key=lambda group: order[id(group)])
         return found
 
