@@ -180,8 +180,14 @@ def run_cell(
         server.wait_ready()
         warm_up(workload, port, settings, ns.warmup)
         rss_before = server.memory_kib("VmRSS")
+        cpu_before = server.cpu_seconds()
         result = run_load(workload, port, settings)
+        cpu_used = server.cpu_seconds() - cpu_before
         cell.update(result)
+        if workload.family not in (UPLOAD, DOWNLOAD) and result.get("requests"):
+            # The server's CPU per request or message: unlike req/s, it hardly moves
+            # when other processes share the machine (they take time, not work).
+            cell["cpu_us"] = cpu_used / result["requests"] * 1e6
         cell["rss_mb"] = server.memory_kib("VmRSS") / 1024
         if workload.family in (UPLOAD, DOWNLOAD):
             cell["rss_growth_mb"] = (server.memory_kib("VmHWM") - rss_before) / 1024
@@ -207,8 +213,10 @@ def describe(cell: dict[str, Any]) -> str:
     if "mb_per_s" in cell:
         return f"{cell['mb_per_s']:.1f} MB/s, peak RSS +{cell.get('rss_growth_mb', 0):.1f} MB"
     p50 = cell.get("p50_ms")
+    cpu = cell.get("cpu_us")
     return (
         f"{cell['rps']:,.0f}/s p50 {p50 if p50 is None else round(p50, 3)} ms "
+        f"cpu {cpu if cpu is None else round(cpu, 1)} us/op "
         f"rss {cell['rss_mb']:.1f} MB errors {cell.get('errors', 0)}"
     )
 

@@ -19,6 +19,8 @@ from pathlib import Path
 SKIP_PREFIX = "BENCH-SKIP:"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+#: Clock ticks per second of ``/proc/<pid>/stat`` times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ServerSkipped(Exception):
@@ -137,6 +139,18 @@ class ServerProcess:
             except OSError:
                 continue
         return total
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time used so far by the process tree (live processes)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / CLOCK_TICKS
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it when it does not go in time."""

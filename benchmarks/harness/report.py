@@ -28,6 +28,8 @@ class Summary:
     p50_ms: float | None = None
     p99_ms: float | None = None
     rss_mb: float | None = None
+    #: The server's CPU time per request or message, in microseconds (median).
+    cpu_us: float | None = None
     growth_mb: float | None = None
     seconds: float | None = None
     errors: int = 0
@@ -66,6 +68,7 @@ def summarize(cells: list[Cell]) -> dict[str, dict[str, Summary]]:
                 p50_ms=_median([c.get("p50_ms") for c in ok]),
                 p99_ms=_median([c.get("p99_ms") for c in ok]),
                 rss_mb=_median([c.get("rss_mb") for c in ok]),
+                cpu_us=_median([c.get("cpu_us") for c in ok]),
                 growth_mb=max((c.get("rss_growth_mb") or 0.0) for c in ok) if transfer else None,
                 seconds=_median([c.get("seconds") for c in ok]),
                 errors=sum(int(c.get("errors") or 0) for c in ok),
@@ -88,6 +91,13 @@ def _ratio(summary: Summary, ref: Summary | None) -> str:
     return f"{summary.value / ref.value:.2f}x"
 
 
+def _cpu_ratio(summary: Summary, ref: Summary | None) -> str:
+    """How much less CPU per request than ``ref`` (``ref``'s CPU over ours: >1 is cheaper)."""
+    if ref is None or ref.status != "ok" or not ref.cpu_us or not summary.cpu_us:
+        return "-"
+    return f"{ref.cpu_us / summary.cpu_us:.2f}x"
+
+
 def _ref(table: dict[str, Summary], contender: str, role: str) -> Summary | None:
     found = reference(CONTENDERS[contender].kind, role)
     return table.get(found.name) if found else None
@@ -108,8 +118,8 @@ def workload_table(workload: str, table: dict[str, Summary], order: list[str]) -
     else:
         lines += [
             f"| server | {unit} (median) | min..max | p50 ms | p99 ms | RSS MB | errors "
-            "| x uvicorn | x ceiling | x original |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| x uvicorn | x ceiling | x original | CPU us/op | x ceiling (CPU) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
     for name in order:
         if name not in table:
@@ -117,7 +127,7 @@ def workload_table(workload: str, table: dict[str, Summary], order: list[str]) -
         s = table[name]
         label = CONTENDERS[name].label
         if s.status != "ok":
-            cols = 6 if transfer else 9
+            cols = 6 if transfer else 11
             lines.append(f"| {label} | {s.status}: {s.reason} |" + " |" * (cols - 1))
             continue
         vs_uvicorn = _ratio(s, _ref(table, name, "uvicorn"))
@@ -129,11 +139,12 @@ def workload_table(workload: str, table: dict[str, Summary], order: list[str]) -
                 f"| {_num(s.growth_mb, 1)} | {vs_uvicorn} | {vs_original} |"
             )
         else:
-            vs_ceiling = _ratio(s, _ref(table, name, "ceiling"))
+            ceiling = _ref(table, name, "ceiling")
             lines.append(
                 f"| {label} | {_num(s.value)} | {spread} | {_num(s.p50_ms, 3)} "
                 f"| {_num(s.p99_ms, 3)} | {_num(s.rss_mb, 1)} | {s.errors} "
-                f"| {vs_uvicorn} | {vs_ceiling} | {vs_original} |"
+                f"| {vs_uvicorn} | {_ratio(s, ceiling)} | {vs_original} "
+                f"| {_num(s.cpu_us, 1)} | {_cpu_ratio(s, ceiling)} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -177,7 +188,10 @@ def targets_table(data: dict[str, dict[str, Summary]]) -> str:
             rows.append((text, "not measured", None))
             return
         value = a.value / b.value
-        rows.append((text, f"{value:.2f}x", value >= goal))
+        measured = f"{value:.2f}x"
+        if a.cpu_us and b.cpu_us:  # the same ratio by CPU per request (host-noise proof)
+            measured += f" (CPU {b.cpu_us / a.cpu_us:.2f}x)"
+        rows.append((text, measured, value >= goal))
 
     ours_names = ("ours-threaded", "ours-asyncio", "ours-asyncio-async")
     for ours in ours_names:
