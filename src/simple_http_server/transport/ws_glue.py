@@ -1465,8 +1465,14 @@ class AioLink(LinkBase):
             return
         finally:
             self._held = False
+        if self._may_read() and not self.conn.closed:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again, unless the connection is gone: over TLS, Python 3.10's transport
+        raises once the socket below it closed, before it or we are told so."""
         transport = self.conn.transport
-        if self._may_read() and transport is not None and not self.conn.closed:
+        if transport is not None and not self.conn.transport_gone():
             transport.resume_reading()
 
     def _may_read(self) -> bool:
@@ -1495,15 +1501,8 @@ class AioLink(LinkBase):
                     self._push(self.feed_pending())
                     continue
                 self._hold_if_blocked()
-                transport = self.conn.transport
-                # (A closing transport is left alone: 3.10's SSL one raises once closed.)
-                if (
-                    self._may_read()
-                    and not self._held
-                    and transport is not None
-                    and not transport.is_closing()
-                ):
-                    transport.resume_reading()
+                if self._may_read() and not self._held:
+                    self._resume_reading()
                 if self.finished or self.conn.closed:
                     break
                 self._wakeup.clear()
