@@ -9,6 +9,7 @@ time the app serves after a change.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -77,14 +78,24 @@ class _MethodMarker:
         self.func = func
         self.attribute = func if attribute is None else attribute
         self.static = isinstance(attribute, staticmethod | classmethod)
+        self.owner: type | None = None  # set once the class exists
         self.registrations: list[ControllerFunction] = []
 
     def __set_name__(self, owner: type, name: str) -> None:
+        self.owner = owner
         for reg in self.registrations:
             reg.owner = owner
+            reg.static = self.static
             if self.static:  # the function itself, or the one bound to the class
                 reg.func = self.attribute.__get__(None, owner)
         setattr(owner, name, self.attribute)
+
+    def wrapped_by(self, wrapper: Any) -> None:
+        """``@staticmethod`` or ``@classmethod`` was written above ``@route``: the
+        class holds ``wrapper`` around this marker (Python does not call its
+        ``__set_name__``); it gets the same wrapper around the function instead."""
+        self.attribute = type(wrapper)(self.func)
+        self.static = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -119,6 +130,33 @@ def _is_method(func: Callable[..., Any]) -> bool:
     return len(parts) > 1 and parts[-2] != "<locals>"
 
 
+def _wrapped_marker(value: Any) -> _MethodMarker | None:
+    """The marker inside a ``staticmethod`` / ``classmethod`` written above ``@route``."""
+    if isinstance(value, staticmethod | classmethod):
+        inner = value.__func__
+        if isinstance(inner, _MethodMarker):
+            inner.wrapped_by(value)
+            return inner
+    return None
+
+
+def _adopt_wrapped_methods(cls: type) -> None:
+    """Give ``cls`` the routes of its methods that are wrapped in ``@staticmethod`` or
+    ``@classmethod`` written above ``@route`` (their ``__set_name__`` is never called)."""
+    for name, value in list(vars(cls).items()):
+        marker = _wrapped_marker(value)
+        if marker is not None:
+            marker.__set_name__(cls, name)
+
+
+def _class_of(func: Callable[..., Any]) -> type | None:
+    """The module-level class whose method ``func`` is, found by its qualified name."""
+    found: Any = sys.modules.get(getattr(func, "__module__", ""), None)
+    for part in func.__qualname__.split(".")[:-1]:
+        found = getattr(found, part, None)
+    return found if isinstance(found, type) else None
+
+
 class App:
     """A set of controllers, filters, websocket handlers and error pages."""
 
@@ -134,6 +172,7 @@ class App:
         self.session_timeout: int = 30 * 60
         self._version = 0
         self._compiled: Any = None
+        self._markers: list[_MethodMarker] = []  # methods whose class may not exist yet
         self._lock = threading.Lock()
 
     def changed(self) -> None:
@@ -144,14 +183,16 @@ class App:
     def _register(self, target: Any, reg: ControllerFunction) -> Any:
         if isinstance(target, type):
             setattr(target, _CLASS_MAPPING, reg)
+            _adopt_wrapped_methods(target)
             self.changed()
             return target
         if isinstance(target, staticmethod | classmethod):  # ``@route`` above it
-            target = _MethodMarker(target.__func__, target)
+            target = _wrapped_marker(target) or _MethodMarker(target.__func__, target)
         if isinstance(target, _MethodMarker):
             reg.func = target.func
             reg.static = target.static
             target.registrations.append(reg)
+            self._markers.append(target)
             self.controllers.append(reg)
             self.changed()
             return target
@@ -161,6 +202,7 @@ class App:
         if _is_method(target):
             marker = _MethodMarker(target)
             marker.registrations.append(reg)
+            self._markers.append(marker)
             return marker
         return target
 
@@ -209,6 +251,7 @@ class App:
                 kwargs=dict(options.get("kwargs") or {}),
             )
             setattr(cls, _CLASS_CONTROLLER, info)
+            _adopt_wrapped_methods(cls)
             self.changed()
             return cls
 
@@ -338,6 +381,11 @@ class App:
 
     def iter_controllers(self) -> Iterable[ControllerFunction]:
         """Every registration."""
+        for marker in self._markers:
+            cls = _class_of(marker.func) if marker.owner is None else None
+            if cls is not None:
+                _adopt_wrapped_methods(cls)
+        self._markers = [marker for marker in self._markers if marker.owner is None]
         return iter(self.controllers)
 
 

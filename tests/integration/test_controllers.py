@@ -1150,6 +1150,67 @@ def test_routes_on_static_and_class_methods(make_client):
     assert Tools.version() == "1" and Tools.root() == "root of Tools"  # still usable
 
 
+_WRAPPED_APP = App()
+
+
+class _PlainWrapped:
+    """A module-level class with no class decorator: found by its qualified name."""
+
+    @classmethod
+    @_WRAPPED_APP.route("/plain-class")
+    def plain(cls, suffix: str = "") -> str:
+        return cls.__name__ + suffix
+
+    @staticmethod
+    @_WRAPPED_APP.route("/plain-static")
+    def version(full: bool = False) -> str:
+        return "1.2.3" if full else "1"
+
+
+def test_static_and_class_methods_above_routes(make_client):
+    """``@classmethod`` / ``@staticmethod`` written ABOVE ``@route`` work as below it:
+    the classmethod got no class (a 400 or 404), and neither took the class' prefix."""
+    app = App()
+
+    @app.request_map("/tools", method="GET")
+    class Tools:
+        @classmethod
+        @app.route("/name")
+        async def name(cls, suffix: str = "") -> str:
+            return cls.__name__ + suffix
+
+        @staticmethod
+        @app.route("/version")
+        def version(full: bool = False) -> str:
+            return "1.2.3" if full else "1"
+
+        @app.route("/both")
+        @classmethod
+        @app.route("/both2")
+        def both(cls) -> str:
+            return "both of " + cls.__name__
+
+    @app.controller
+    class Counted:
+        @classmethod
+        @app.route("/counted")
+        def counted(cls) -> str:
+            return cls.__name__
+
+    client = make_client(app)
+    assert client.get("/tools/name?suffix=!").text == "Tools!"
+    assert client.get("/tools/version?full=1").text == "1.2.3"
+    assert client.get("/tools/both").text == "both of Tools"
+    assert client.get("/tools/both2").text == "both of Tools"
+    assert client.post("/tools/version").status == 405  # the class' method applies
+    assert client.get("/counted").text == "Counted"
+    plain = make_client(_WRAPPED_APP)
+    assert plain.get("/plain-class?suffix=?").text == "_PlainWrapped?"
+    assert plain.get("/plain-static").text == "1"
+    assert Tools.name.__self__ is Tools and Tools.version() == "1"  # still usable
+    assert _PlainWrapped.plain("!") == "_PlainWrapped!"
+
+
 def test_positional_only_controller_arguments(make_client):
     """0.22.x passed arguments by position; a positional-only one was a 500 (passed
     by keyword)."""
