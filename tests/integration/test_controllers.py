@@ -306,6 +306,47 @@ def test_returning_the_injected_response_sends_its_headers_once(make_any_client)
     assert reply.get_all("Set-Cookie") == ["sid=v"]
 
 
+def test_a_header_valued_none_is_not_sent(make_any_client):
+    """As 0.22.x: a ``None`` header value sends no line (``set_header(name, None)``
+    unsets it); it was sent as ``X: None``, a ``None`` in a list too."""
+    app = App()
+
+    @app.route("/returned")
+    def returned() -> tuple[Any, ...]:
+        return 201, Headers({"X-A": None, "X-B": "b"}), "body"
+
+    @app.route("/set")
+    def set_none(response: Response) -> str:
+        response.set_header("X-A", "a")
+        response.set_header("X-A", None)
+        response.add_header("X-C", None)
+        response.add_header("X-D", ["d", None])
+        response.set_header("Content-Type", None)
+        response.set_header("X-N", 5)
+        return "body"
+
+    @app.route("/streamed")
+    def streamed(response: Response) -> None:
+        response.set_header("X-A", None)
+        response.set_header("Content-Type", "text/csv")
+        response.write_bytes(b"a,b")
+        response.close()
+
+    client = make_any_client(app)
+    sent = {}
+    for path in ("/returned", "/set", "/streamed"):
+        reply = client.get(path)
+        sent[path] = [(k.upper(), v) for k, v in reply.header_list if k.lower().startswith("x-")]
+        assert reply.status in (200, 201) and b"None" not in reply.body
+        assert all(v != "None" for _, v in reply.header_list)
+    assert sent == {
+        "/returned": [("X-B", "b")],  # uvicorn sends names in lower case
+        "/set": [("X-D", "d"), ("X-N", "5")],
+        "/streamed": [],
+    }
+    assert client.get("/set").header("Content-Type") == "text/plain; charset=utf-8"
+
+
 def test_controller_content_type_wins(make_client):
     reply = make_client(results_app()).get("/own-type")
     assert reply.header("Content-Type") == "text/csv" and reply.text == "a,b\n"

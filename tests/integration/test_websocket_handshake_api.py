@@ -113,6 +113,12 @@ RESULTS: dict[str, tuple[Any, int, list[str], list[str]]] = {
     "http-status": (http.HTTPStatus.FORBIDDEN, 403, [], []),
     "status-101": ((101, {"X-G": "7"}), 101, ["x-g: 7"], []),
     "headers-list-value": ((0, {"X-L": ["a", "b"]}), 101, ["x-l: a", "x-l: b"], []),
+    "none-header-value": (
+        {"X-N": None, "X-M": ["m", None]},
+        101,
+        ["x-m: m"],
+        ["x-n: None", "x-m: None"],
+    ),
     "invalid-status": ((99, {"X-I": "1"}), 500, [], ["x-i: 1"]),
     "status-700": (700, 500, [], []),
     "true": (True, 500, [], []),

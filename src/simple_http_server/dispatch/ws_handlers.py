@@ -297,7 +297,7 @@ def _encode_headers(headers: dict[Any, Any]) -> list[tuple[bytes, bytes]]:
     pairs: list[tuple[str, str]] = []
     for name, value in headers.items():
         values = value if isinstance(value, list | tuple) else [value]
-        pairs += [(str(name), str(item)) for item in values]
+        pairs += [(str(name), str(item)) for item in values if item is not None]
     return encode_headers(pairs)
 
 
