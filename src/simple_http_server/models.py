@@ -210,15 +210,17 @@ class Cookies(http.cookies.SimpleCookie):
         Read one ``;``-separated ``name=value`` pair at a time (RFC 6265 5.4), as
         browsers send them: a pair ``SimpleCookie.load`` refuses (a JSON value, a
         space, a non-ASCII value) must not cost the others, the session cookie
-        among them.  A pair without ``=`` is skipped; a quoted value is unquoted;
-        UTF-8 bytes (read as latin-1, like every header) become the text they encode.
+        among them.  A pair without ``=`` is skipped, and so is a ``$`` name: an RFC 2109
+        attribute (``$Version``, ``$Path``), not a cookie, as ``SimpleCookie`` reads it;
+        a quoted value is unquoted; UTF-8 bytes (read as latin-1, like every header)
+        become the text they encode.
         """
         cookies = cls()
         if raw:
             for pair in raw.split(";"):
                 name, eq, value = pair.partition("=")
                 name = name.strip()
-                if eq and name:
+                if eq and name and not name.startswith("$"):
                     cookies._add_sent(_utf8(name), value.strip())
         return cookies
 

@@ -81,6 +81,16 @@ def test_one_odd_cookie_costs_no_other(make_any_client, pair: str, value: str | 
     assert (reply.status, reply.json()) == (200, {"theme": "dark"})
 
 
+def test_rfc2109_attributes_are_not_cookies(make_any_client) -> None:
+    """``$Version``/``$Path`` in a ``Cookie`` header (RFC 2109) are attributes, not
+    cookies, as ``SimpleCookie`` and 0.22.x read them: they were cookies named ``$Path``."""
+    client = make_any_client(cookie_app())
+    header = '$Version="1"; theme="dark"; $Path="/"; other=x; $Domain=example.org'
+    me = client.get("/me", headers={"Cookie": header}).json()
+    assert me["cookies"] == {"theme": "dark", "other": "x"}
+    assert client.get("/theme", headers={"Cookie": header}).json() == {"theme": "dark"}
+
+
 def test_a_quoted_value_comes_back_unquoted(make_any_client) -> None:
     client = make_any_client(cookie_app())
     reply = client.get("/set?value=a%3Bb%20c%22d")
@@ -191,7 +201,9 @@ EXPECTED = repr([("pref", '{"a":1}'), ("sid", "abc"), ("who", "José")])
 def test_websocket_handshake_cookies(kind: str) -> None:
     with ws_port(kind, ws_app()) as port:
         ws = websocket.create_connection(  # it sends the header as UTF-8 itself
-            f"ws://127.0.0.1:{port}/ws", timeout=10, cookie='sid=abc; pref={"a":1}; who=José'
+            f"ws://127.0.0.1:{port}/ws",
+            timeout=10,
+            cookie='$Version=1; sid=abc; pref={"a":1}; $Path=/; who=José',
         )
         try:
             assert ws.recv() == EXPECTED
@@ -201,7 +213,7 @@ def test_websocket_handshake_cookies(kind: str) -> None:
 
 def test_websocket_handshake_cookies_in_the_test_client() -> None:
     client = TestClient(ws_app())
-    cookie = wire('sid=abc; pref={"a":1}; who=José')
+    cookie = wire('$Version=1; sid=abc; pref={"a":1}; $Path=/; who=José')
     with client.websocket_connect("/ws", headers={"Cookie": cookie}) as ws:
         assert ws.receive_text() == EXPECTED
 
