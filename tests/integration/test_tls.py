@@ -212,6 +212,26 @@ def test_plain_http_and_untrusted_clients_fail_server_survives(
         conn.close()
 
 
+@pytest.mark.parametrize("body", [b"", b"x" * 50_000], ids=["get", "post-body"])
+def test_plain_http_to_the_tls_port_is_closed_cleanly(
+    serve: Callable[..., Any], server_context: ssl.SSLContext, body: bytes
+) -> None:
+    """Plain HTTP sent to the TLS port: a clean close (FIN) in both transports; the
+    threaded one reset the connection (it closed with the request's bytes unread)."""
+    live = serve(tls_app(), ssl_context=server_context)
+    head = f"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+            sock.sendall(head.encode() + body)
+            answer = b""
+            for _ in range(100):  # until the server's FIN (a reset raises)
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                answer += piece
+            assert answer == b""
+
+
 def test_encrypted_key_with_keypass(
     cert_files: tuple[str, str], tmp_path: Path, client_context: ssl.SSLContext, transport: str
 ) -> None:

@@ -396,6 +396,9 @@ class ThreadedConn(Channel):
                     self.head_due = True
                     self.deadline = time.monotonic() + self.server.config.head_timeout
                 return True
+            except ssl.SSLError:  # not TLS (plain HTTP to this port), or a failed handshake
+                self._linger_after_tls_failure()
+                return False
             except OSError as exc:
                 raise ClientGone(str(exc)) from None
             self.conn.receive_data(data)
@@ -403,6 +406,12 @@ class ThreadedConn(Channel):
             # TLS may hold decrypted bytes the selector cannot see.
             if not (park and sock.pending()):
                 return park
+
+    def _linger_after_tls_failure(self) -> None:
+        """Close as the asyncio transport does, with a FIN: closing at once with the
+        client's unread bytes (a plain HTTP request) would reset the connection."""
+        self.tls_closed = True  # no closure alert on a connection that never spoke TLS
+        self.linger()
 
     def _refuse_when_ready(self) -> bool:
         """A refused TLS connection: go on with its handshake as its bytes arrive (True:
@@ -414,7 +423,10 @@ class ThreadedConn(Channel):
             sock.send(service_unavailable())  # a small record into an empty buffer
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return True
-        except (OSError, ValueError):  # a failed handshake, a client gone
+        except ssl.SSLError:  # not TLS, or a failed handshake
+            self._linger_after_tls_failure()
+            return False
+        except (OSError, ValueError):  # a client gone
             return False
         self.linger()
         return False
