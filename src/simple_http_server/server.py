@@ -16,7 +16,7 @@ import socket
 import ssl as _ssl
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import FrameType
 from typing import Any
 
@@ -490,6 +490,7 @@ def _build(
     global _server, _stop_pending
     if "prefer_corountine" in options:  # the original's misspelling
         prefer_coroutine = bool(options.pop("prefer_corountine"))
+    _check_positional_order(prefer_coroutine, app_conf)
     if ssl and ssl_context is None:
         ssl_context = make_ssl_context(keyfile, certfile, keypass, ssl_protocol, ssl_check_hostname)
     changes: dict[str, Any] = {
@@ -519,6 +520,33 @@ def _build(
     return server
 
 
+def _check_positional_order(prefer_coroutine: Any, app_conf: Any) -> None:
+    """Refuse naja-atra's positional order, which has ``gzip_content_types`` and
+    ``gzip_compress_level`` where 0.22.x (and this package) has ``prefer_coroutine``
+    and ``app_conf``: a set of media types would silently choose the transport."""
+    if isinstance(prefer_coroutine, Collection):
+        raise TypeError(f"prefer_coroutine must be a bool, not {prefer_coroutine!r}: {_ORDER}")
+    if app_conf is not None and not isinstance(app_conf, App):
+        raise TypeError(f"app_conf must be an App, not {app_conf!r}: {_ORDER}")
+
+
+def _check_arity(args: tuple[Any, ...]) -> None:
+    """naja-atra's start() takes two positional arguments more than 0.22.x's."""
+    if len(args) > _MAX_POSITIONAL:
+        raise TypeError(
+            f"start() takes at most {_MAX_POSITIONAL} positional arguments "
+            f"({len(args)} given): {_ORDER}"
+        )
+
+
+_ORDER = (
+    "start()'s positional arguments are simple_http_server 0.22.x's: after "
+    "keep_alive_max_request come prefer_coroutine and app_conf; pass naja-atra's "
+    "gzip_content_types and gzip_compress_level by keyword"
+)
+_MAX_POSITIONAL = list(inspect.signature(_build).parameters).index("app_conf") + 1
+
+
 #: Where ``prefer_coroutine`` is among the positional arguments of start() (the original's order).
 _PREFER_COROUTINE_AT = list(inspect.signature(_build).parameters).index("prefer_coroutine")
 
@@ -529,6 +557,7 @@ def start(*args: Any, workers: int = 1, **kwargs: Any) -> None:
     Positional arguments are the original's, in its order (``start("", 8080)``).
     ``workers=N`` (N > 1) serves with N processes sharing one listening socket.
     """
+    _check_arity(args)
     server = _build(*args, **kwargs)
     if workers > 1:
         from .workers import run_workers
@@ -543,6 +572,7 @@ async def start_async(*args: Any, **kwargs: Any) -> None:
 
     Takes the arguments of :func:`start`, positional ones included.
     """
+    _check_arity(args)
     if len(args) <= _PREFER_COROUTINE_AT:  # not given positionally
         kwargs.setdefault("prefer_coroutine", True)
     if int(kwargs.pop("workers", 1)) > 1:

@@ -3,7 +3,9 @@ README's limits table states the real defaults."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -69,6 +71,37 @@ def test_original_option_names_still_work(restore_module_server: None) -> None:
     assert server._build(prefer_corountine=True).prefer_coroutine is True  # its misspelling
     assert server._build(prefer_coroutine=True).prefer_coroutine is True
     assert server._build().prefer_coroutine is False
+
+
+#: start()'s positional arguments up to keep_alive_max_request, the same in both orders.
+COMMON_POSITIONAL = ["127.0.0.1", 0, False, ssl.PROTOCOL_TLS_SERVER, False, "", "", "", None, {}]
+COMMON_POSITIONAL += [None, True, None]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [[{"text/html"}], [["text/html"], 6], ["text/html"], [set(), 9]],
+    ids=["types", "types-level", "one-type", "empty-types"],
+)
+def test_naja_atras_positional_order_is_refused(restore_module_server: None, tail: list) -> None:
+    """naja-atra's start() has gzip_content_types and gzip_compress_level where 0.22.x
+    has prefer_coroutine and app_conf: a set of types silently chose the asyncio
+    transport (gzip off), a level was an AttributeError."""
+    with pytest.raises(TypeError, match="naja-atra's gzip_content_types"):
+        server._build(*COMMON_POSITIONAL, *tail)
+
+
+def test_too_many_positional_arguments_name_the_order() -> None:
+    for start in (server.start, lambda *a: asyncio.run(server.start_async(*a))):
+        with pytest.raises(TypeError, match=r"at most 15 positional arguments \(16 given\): start"):
+            start(*COMMON_POSITIONAL, {"text/html"}, 6, True)
+
+
+def test_the_original_positional_order_still_works(restore_module_server: None) -> None:
+    app = App()
+    built = server._build(*COMMON_POSITIONAL, True, app)
+    assert built.prefer_coroutine is True and built.app is app
+    assert server._build(*COMMON_POSITIONAL, 0).prefer_coroutine == 0  # falsy, as before
 
 
 def test_every_limit_is_settable_from_the_command_line() -> None:
