@@ -124,8 +124,17 @@ class Headers(dict[str, Any]):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
+    def __ior__(self, other: Any) -> Headers:  # type: ignore[override,misc]
+        self.update(other)  # dict's would bypass the case-insensitive names
+        return self
+
     def copy(self) -> Headers:
         return Headers(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy.copy, deepcopy and pickle rebuild it from its items: dict's way shared
+        # (copy) or lost (pickle) the names that lookups go through.
+        return type(self), (list(self.items()),)
 
     def clear(self) -> None:
         super().clear()
@@ -193,9 +202,21 @@ class HandshakeHeaders(Headers):
         headers._lines = list(self._lines)
         return headers
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _handshake_headers, (list(self.items()), list(self._lines))
+
     def _forget(self, key: str) -> None:
         lower = key.lower()
         self._lines = [line for line in self._lines if line[0].lower() != lower]
+
+
+def _handshake_headers(
+    items: list[tuple[str, Any]], lines: list[tuple[str, str]]
+) -> HandshakeHeaders:
+    """A copied or unpickled :class:`HandshakeHeaders`."""
+    headers = HandshakeHeaders(items)
+    headers._lines = lines
+    return headers
 
 
 class Cookies(http.cookies.SimpleCookie):

@@ -6,9 +6,11 @@ Every test runs through the TestClient and both real transports (``make_client``
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import http.client
 import json
+import pickle
 import socket
 import sys
 import threading
@@ -345,6 +347,40 @@ def test_a_header_valued_none_is_not_sent(make_any_client):
         "/streamed": [],
     }
     assert client.get("/set").header("Content-Type") == "text/plain; charset=utf-8"
+
+
+def test_copied_or_merged_headers_keep_their_case_insensitive_lookups(make_any_client):
+    """``copy.copy(request.headers)`` shared its name index with the request's (the
+    original's ``get`` then raised ``KeyError``: a 500), ``headers |= {...}`` bypassed
+    it (``"X-B" in headers`` was False), and a pickled ``Headers`` did not load."""
+    app = App()
+
+    @app.request_filter("/merged")
+    def add_more(ctx: Any) -> None:
+        headers = ctx.response.headers  # a property without a setter, as in 0.22.x
+        headers |= {"X-Merged": "m"}
+        ctx.do_chain()
+
+    @app.route("/merged")
+    def merged(request: Request, response: Response) -> dict[str, Any]:
+        mine = copy.copy(request.headers)
+        mine["X-Copy-Only"] = "c"
+        deep = copy.deepcopy(request.headers)
+        loaded = pickle.loads(pickle.dumps(request.headers))
+        return {
+            "copy": mine.get("x-copy-only"),
+            "original": request.headers.get("x-copy-only"),
+            "deep": deep.get("x-sent"),
+            "pickled": loaded.get("X-SENT"),
+            "merged": "x-merged" in response.headers and response.headers.get("X-MERGED"),
+        }
+
+    reply = make_any_client(app).get("/merged", headers={"X-Sent": "s"})
+    assert reply.status == 200, reply.text
+    assert reply.json() == {
+        "copy": "c", "original": None, "deep": "s", "pickled": "s", "merged": "m"
+    }  # fmt: skip
+    assert reply.header("X-Merged") == "m"
 
 
 def test_controller_content_type_wins(make_client):

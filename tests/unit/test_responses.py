@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
+import pickle
 
 import pytest
 
@@ -113,3 +115,23 @@ def test_bare_int_is_a_status() -> None:
 def test_unsupported_result_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         normalize(object())
+
+
+def test_headers_copies_and_merges_keep_case_insensitive_names() -> None:
+    """``|=`` bypassed the name index; a copy shared it; a pickle lost it."""
+    from simple_http_server.models import HandshakeHeaders
+
+    merged = Headers({"X-A": "1"})
+    merged |= {"X-B": "2"}
+    assert "x-b" in merged and merged.get("X-B") == "2" and merged["x-b"] == "2"
+    for clone in (copy.copy, copy.deepcopy, lambda h: pickle.loads(pickle.dumps(h))):
+        original = Headers({"X-A": "1"})
+        twin = clone(original)
+        twin["X-New"] = "n"
+        assert type(twin) is Headers and twin.get("x-a") == "1" and twin.get("x-new") == "n"
+        assert "x-new" not in original and original.get("x-new") is None
+        sent = HandshakeHeaders.from_lines([(b"X-A", b"1"), (b"x-a", b"2")])
+        other = clone(sent)
+        other["X-B"] = "b"
+        assert type(other) is HandshakeHeaders and other.get_all("X-A") == ["1", "2"]
+        assert other["x-a"] == "1" and sent["x-b"] is None and sent.get_all("x-b") is None
