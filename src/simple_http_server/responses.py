@@ -152,8 +152,12 @@ class Response:
             headers[key] = value
             return
         current = headers[key]
-        values = current if isinstance(current, list) else [current]
-        values.extend(value if isinstance(value, list) else [value])
+        # A tuple is several values, as a list is (and as the header lines read it).
+        if isinstance(current, list):
+            values = current
+        else:
+            values = list(current) if isinstance(current, tuple) else [current]
+        values.extend(value if isinstance(value, list | tuple) else [value])
         headers[key] = values
 
     def add_headers(self, headers: dict[str, Any] | None = None) -> None:

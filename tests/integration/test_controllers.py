@@ -310,7 +310,8 @@ def test_returning_the_injected_response_sends_its_headers_once(make_any_client)
 
 def test_a_header_valued_none_is_not_sent(make_any_client):
     """As 0.22.x: a ``None`` header value sends no line (``set_header(name, None)``
-    unsets it); it was sent as ``X: None``, a ``None`` in a list too."""
+    unsets it); it was sent as ``X: None``, a ``None`` in a list too.  A tuple is
+    several values, as a list: ``add_header`` sent a tuple as its ``repr``."""
     app = App()
 
     @app.route("/returned")
@@ -327,6 +328,14 @@ def test_a_header_valued_none_is_not_sent(make_any_client):
         response.set_header("X-N", 5)
         return "body"
 
+    @app.route("/tuples")
+    def tuples(response: Response) -> str:
+        response.set_header("X-T", ("a", "b"))
+        response.add_header("X-T", "c")
+        response.add_header("X-U", "1")
+        response.add_header("X-U", ("2", None))
+        return "body"
+
     @app.route("/streamed")
     def streamed(response: Response) -> None:
         response.set_header("X-A", None)
@@ -336,7 +345,7 @@ def test_a_header_valued_none_is_not_sent(make_any_client):
 
     client = make_any_client(app)
     sent = {}
-    for path in ("/returned", "/set", "/streamed"):
+    for path in ("/returned", "/set", "/tuples", "/streamed"):
         reply = client.get(path)
         sent[path] = [(k.upper(), v) for k, v in reply.header_list if k.lower().startswith("x-")]
         assert reply.status in (200, 201) and b"None" not in reply.body
@@ -344,6 +353,7 @@ def test_a_header_valued_none_is_not_sent(make_any_client):
     assert sent == {
         "/returned": [("X-B", "b")],  # uvicorn sends names in lower case
         "/set": [("X-D", "d"), ("X-N", "5")],
+        "/tuples": [("X-T", "a"), ("X-T", "b"), ("X-T", "c"), ("X-U", "1"), ("X-U", "2")],
         "/streamed": [],
     }
     assert client.get("/set").header("Content-Type") == "text/plain; charset=utf-8"
