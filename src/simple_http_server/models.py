@@ -115,6 +115,11 @@ class Headers(dict[str, Any]):
             raise KeyError(key)
         return super().pop(name)
 
+    def popitem(self) -> tuple[str, Any]:
+        key, value = super().popitem()
+        self._names.pop(key.lower(), None)
+        return key, value
+
     def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override,unused-ignore]
         if key not in self:
             self[key] = default
@@ -192,6 +197,11 @@ class HandshakeHeaders(Headers):
     def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override,unused-ignore]
         self._forget(key)
         return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = super().popitem()
+        self._forget(key)
+        return key, value
 
     def clear(self) -> None:
         super().clear()

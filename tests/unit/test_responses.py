@@ -135,3 +135,16 @@ def test_headers_copies_and_merges_keep_case_insensitive_names() -> None:
         other["X-B"] = "b"
         assert type(other) is HandshakeHeaders and other.get_all("X-A") == ["1", "2"]
         assert other["x-a"] == "1" and sent["x-b"] is None and sent.get_all("x-b") is None
+
+
+def test_headers_popitem_forgets_the_name() -> None:
+    """``popitem()`` left the name indexed: ``"X-A" in h`` stayed True, ``h["x-a"]``
+    raised ``KeyError``, and a handshake's ``get_all`` still listed it."""
+    from simple_http_server.models import HandshakeHeaders
+
+    plain = Headers({"X-A": "1"})
+    assert plain.popitem() == ("X-A", "1")
+    assert "x-a" not in plain and plain.get("X-A") is None and not plain
+    sent = HandshakeHeaders.from_lines([(b"X-A", b"1"), (b"x-a", b"2")])
+    assert sent.popitem() == ("X-A", "1")
+    assert "x-a" not in sent and sent["X-A"] is None and sent.get_all("x-a") is None
