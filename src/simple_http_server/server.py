@@ -524,7 +524,8 @@ def _check_positional_order(prefer_coroutine: Any, app_conf: Any) -> None:
     """Refuse naja-atra's positional order, which has ``gzip_content_types`` and
     ``gzip_compress_level`` where 0.22.x (and this package) has ``prefer_coroutine``
     and ``app_conf``: a set of media types would silently choose the transport."""
-    if isinstance(prefer_coroutine, Collection):
+    # Not a str: 0.22.x took any truthy value ("yes"); types come as a set, list or tuple.
+    if isinstance(prefer_coroutine, Collection) and not isinstance(prefer_coroutine, str):
         raise TypeError(f"prefer_coroutine must be a bool, not {prefer_coroutine!r}: {_ORDER}")
     if app_conf is not None and not isinstance(app_conf, App):
         raise TypeError(f"app_conf must be an App, not {app_conf!r}: {_ORDER}")

@@ -80,8 +80,8 @@ COMMON_POSITIONAL += [None, True, None]
 
 @pytest.mark.parametrize(
     "tail",
-    [[{"text/html"}], [["text/html"], 6], ["text/html"], [set(), 9]],
-    ids=["types", "types-level", "one-type", "empty-types"],
+    [[{"text/html"}], [["text/html"], 6], [("text/html",)], [set(), 9]],
+    ids=["types", "types-level", "types-tuple", "empty-types"],
 )
 def test_naja_atras_positional_order_is_refused(restore_module_server: None, tail: list) -> None:
     """naja-atra's start() has gzip_content_types and gzip_compress_level where 0.22.x
@@ -102,6 +102,7 @@ def test_the_original_positional_order_still_works(restore_module_server: None) 
     built = server._build(*COMMON_POSITIONAL, True, app)
     assert built.prefer_coroutine is True and built.app is app
     assert server._build(*COMMON_POSITIONAL, 0).prefer_coroutine == 0  # falsy, as before
+    assert server._build(prefer_coroutine="yes").prefer_coroutine == "yes"  # truthy, as before
 
 
 def test_every_limit_is_settable_from_the_command_line() -> None:
