@@ -292,6 +292,7 @@ BAD_SESSION_SETTINGS = [
     ("session_cookie_name", "a b;c"),
     ("session_cookie_name", ""),
     ("session_cookie_name", None),
+    ("session_cookie_name", "$sid"),  # never read back: a $ name is an attribute
 ]
 
 

@@ -255,7 +255,8 @@ def check_session_settings(app: Any) -> None:
 
 
 def _check_cookie_name(name: Any) -> None:
-    if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
+    # A "$" name is never read back: in a Cookie header it is an RFC 2109 attribute.
+    if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name) or name[0] == "$":
         raise ValueError(f"invalid session cookie name: {name!r}")
 
 
