@@ -210,7 +210,8 @@ def _wire_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> 
     is sent as given, for the server's checks.  CR and LF cannot be sent.
     """
     lines = [(method, _NON_ASCII.sub(lambda m: quote(m[0]), target))]
-    lines += [(str(name), str(value)) for name, value in headers]
+    # A None value sends no header, as requests does, and as response headers go.
+    lines += [(str(name), str(value)) for name, value in headers if value is not None]
     for name, value in lines:
         if any(c in f"{name}{value}" for c in "\r\n"):
             raise ValueError(f"CR or LF cannot be sent in a request head: {name!r}: {value!r}")

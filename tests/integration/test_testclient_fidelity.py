@@ -190,6 +190,19 @@ def test_a_non_ascii_target_is_percent_encoded_as_clients_do() -> None:
     assert TestClient(app).get("/p/café").text == "café"
 
 
+def test_a_request_header_valued_none_is_not_sent() -> None:
+    """As requests leaves it out (and as a response header valued None is not sent);
+    the app read the text ``"None"``."""
+    app = App()
+
+    @app.route("/h")
+    def headers(request: Request) -> dict[str, Any]:
+        return {"x": request.headers.get("X-Absent"), "y": request.headers.get("X-Sent")}
+
+    reply = TestClient(app).get("/h", headers={"X-Absent": None, "X-Sent": "s"})
+    assert reply.json() == {"x": None, "y": "s"}
+
+
 def test_a_multipart_form_is_written_as_browsers_write_it() -> None:
     """Names and file names are quoted as HTML5 says, bytes values sent as they are:
     a '"' in a name ended it early (a file part became a text field named
