@@ -36,7 +36,7 @@ from . import logger as _logging
 from .app import App, default_app
 from .config import ServerConfig
 from .dispatch.channel import Channel, ClientGone, HeaderLines
-from .dispatch.dispatcher import Dispatcher
+from .dispatch.dispatcher import Dispatcher, request_line
 from .dispatch.invoke import LoopHelper, help_while_waiting, in_event_loop, run_sync
 from .errors import HttpError
 from .models import Headers, Request, SessionFactory
@@ -265,7 +265,7 @@ def _serve(dispatcher: Dispatcher, request: Request, channel: _MemoryChannel) ->
         if not channel.status:  # the servers close without an answer: no response to return
             raise
     except Exception:
-        _log.exception("Error while sending the response")
+        _log.exception("Error while sending the response to %s", request_line(request))
         channel.answer_error(500)
     finally:
         help_while_waiting(previous)

@@ -357,6 +357,29 @@ def test_a_streamed_body_that_disagrees_with_its_content_length_is_cut(
         ]
 
 
+def test_a_stream_failing_once_its_answer_started_is_logged_with_its_request(
+    make_client, log_records: LogRecords
+) -> None:
+    """The error line names the request (escaped), as ``Error while serving`` does:
+    the traceback alone did not say which request's answer was cut."""
+    app = App()
+
+    @app.route("/feed/{name}")
+    def feed(name: str) -> Any:
+        yield b"a"
+        raise ValueError("feed broke")
+
+    client = make_client(app)
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        client.get("/feed/x%0Ay")
+    assert cut.value.partial == b"a"
+    logger.flush()
+    errors = [r for r in log_records.records if "feed broke" in str(r.exc_text)]
+    assert [r.getMessage() for r in errors] == [
+        "Error while sending the response to GET /feed/x\\x0ay"
+    ]
+
+
 def test_write_bytes_refusing_a_piece_past_the_content_length_keeps_the_answer(
     make_any_client,
 ) -> None:

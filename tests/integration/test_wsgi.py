@@ -438,11 +438,11 @@ def test_a_body_failing_at_its_first_piece_gets_our_500(log_records: LogRecords,
         "application/json; charset=utf-8",
         expected,
     )
-    failures = [r for r in log_records.records if r.getMessage() == _FAILED_SENDING]
+    failures = [r for r in log_records.records if r.getMessage() == f"{_FAILED_SENDING} GET {path}"]
     assert len(failures) == 1 and "ValueError: secret detail" in str(failures[0].exc_text)
 
 
-_FAILED_SENDING = "Error while sending the response"
+_FAILED_SENDING = "Error while sending the response to"
 
 
 # -- the adapter's own refusals answer as our transports do ------------------------

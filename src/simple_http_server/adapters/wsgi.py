@@ -39,11 +39,12 @@ from ..dispatch.channel import (
     encode_headers,
     with_content_length,
 )
-from ..dispatch.dispatcher import Dispatcher, make_request
+from ..dispatch.dispatcher import Dispatcher, make_request, request_line
 from ..dispatch.invoke import LoopHelper, help_while_waiting
 from ..dispatch.routing import PATH_SAFE
 from ..dispatch.ws_handlers import Rejected
 from ..errors import HttpError
+from ..models import Request
 from ..protocol import ws
 from ..protocol.http11 import RequestHead, error_body, reason_phrase
 from ..transport.common import ClientGone
@@ -442,11 +443,13 @@ def _head_only() -> Iterator[bytes]:
     yield b""
 
 
-def _server_error(start_response: StartResponse, channel: _WSGIChannel) -> list[bytes]:
+def _server_error(
+    start_response: StartResponse, channel: _WSGIChannel, request: Request
+) -> list[bytes]:
     """Our 500 page for a failure before the head went to the WSGI server (a body
     failing at its first piece), as our transports answer one whose head is not out,
     instead of the server's own page (and its traceback).  Call it in an ``except``."""
-    _log.exception("Error while sending the response")
+    _log.exception("Error while sending the response to %s", request_line(request))
     body = error_body(500)
     headers = [
         ("Content-Type", "application/json; charset=utf-8"),
@@ -499,7 +502,7 @@ class WSGIProxy:
                 channel.send_head_now()  # the client sees the answer cut, as in our transports
             if isinstance(exc, ClientGone) or channel.committed:
                 raise
-            return _server_error(start_response, channel)
+            return _server_error(start_response, channel, request)
         except BaseException:
             channel.app_returns(complete=False)
             raise

@@ -129,7 +129,7 @@ def make_request(
     return request
 
 
-def _request_line(request: Request) -> str:
+def request_line(request: Request) -> str:
     """Method and path for a log line, escaped: both come from the client."""
     return f"{_escape(request.method)} {_escape(request.path)}"
 
@@ -233,7 +233,7 @@ class Dispatcher:
             try:
                 await state.finish()
             except Exception:
-                _log.exception("Cannot save the session of %s", _request_line(request))
+                _log.exception("Cannot save the session of %s", request_line(request))
                 state.failed = True
                 return False
         return True
@@ -286,7 +286,7 @@ class Dispatcher:
             except ClientGone:
                 raise  # nobody to answer: the transport drops the connection
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
-                _log.exception("Error while serving %s", _request_line(request))
+                _log.exception("Error while serving %s", request_line(request))
                 _cut_if_streaming(response)
                 _failed(request)
                 outcome = await self.error_outcome(500, "", "")
@@ -298,7 +298,7 @@ class Dispatcher:
                 # What user code answered must be sendable by every front end alike.
                 problem = None if response._streaming else invalid_head(outcome, request.method)
                 if problem is not None:
-                    _log.error("Cannot answer %s: %s", _request_line(request), problem)
+                    _log.error("Cannot answer %s: %s", request_line(request), problem)
                     _failed(request)
                     outcome = await self.error_outcome(500, "", "")
             if request.files and isinstance(outcome.body, bytes | StaticFile | None):
@@ -326,7 +326,7 @@ class Dispatcher:
                 _access.info(
                     '%s "%s" %d %d %.2fms',
                     _escape(str(channel.peer[0])) if channel.peer else "-",
-                    _request_line(request),
+                    request_line(request),
                     status,
                     0 if request.method == "HEAD" else size,  # a HEAD answer has no body
                     (time.perf_counter() - started) * 1000,
@@ -607,7 +607,7 @@ class Dispatcher:
                 try:
                     await channel.send_file(file, answer.offset, answer.length)
                 except FileShrank as exc:  # expected at run time: one line, no traceback
-                    _log.warning("%s: %s", _request_line(request), _escape(str(exc)))
+                    _log.warning("%s: %s", request_line(request), _escape(str(exc)))
                     raise
             await channel.send_end()
             return status, answer.length
@@ -631,7 +631,7 @@ class Dispatcher:
                     size += len(chunk)
                     await channel.send_data(chunk)
             except FileShrank as exc:  # as for the identity form: the end is never sent
-                _log.warning("%s: %s", _request_line(request), _escape(str(exc)))
+                _log.warning("%s: %s", request_line(request), _escape(str(exc)))
                 raise
         await channel.send_end()
         return status, size
@@ -753,7 +753,7 @@ def _length_mismatch(request: Request, declared: int, sent: int) -> LengthMismat
     controller's ``Content-Length``, logged as one line (no traceback: the
     controller's mistake is all there is to say)."""
     exc = LengthMismatch(declared, sent)
-    _log.error("Cannot complete %s: %s", _request_line(request), exc)
+    _log.error("Cannot complete %s: %s", request_line(request), exc)
     return exc
 
 
@@ -763,7 +763,7 @@ async def _drop_late_body(request: Request, result: Any) -> None:
     close a returned stream (an open file)."""
     _log.warning(
         "%s: the controller returned a %s after write_bytes started the answer; it is not sent",
-        _request_line(request),
+        request_line(request),
         _escape(type(result).__name__),
     )
     if not isinstance(result, str | bytes | bytearray | dict | list | tuple | int):

@@ -21,9 +21,10 @@ from typing import Any, BinaryIO
 from .. import logger as _logging
 from ..config import ServerConfig
 from ..dispatch.channel import Channel, FileShrank, HeaderLines, encode_headers
-from ..dispatch.dispatcher import Dispatcher
+from ..dispatch.dispatcher import Dispatcher, request_line
 from ..dispatch.invoke import SyncPool, use_pool
 from ..errors import HttpError
+from ..models import Request
 from ..protocol import http11
 from .common import (
     DRAIN_LIMIT,
@@ -272,6 +273,7 @@ class _AioConn(asyncio.Protocol, Channel):
         self.pace = None if complete else BodyPace(self.config)
         SERVING.set(self.server)  # this task's own context
         use_pool(self.server.pool)
+        request: Request | None = None
         try:
             upgrade = self.server.upgrade_handler
             if upgrade is not None and head.upgrade is not False and upgrade.wants(head):
@@ -287,7 +289,10 @@ class _AioConn(asyncio.Protocol, Channel):
         except ClientGone:
             keep = False
         except Exception:
-            _log.exception("Error while sending the response")
+            if request is None:  # the websocket handshake failed
+                _log.exception("Error while sending the response")
+            else:
+                _log.exception("Error while sending the response to %s", request_line(request))
             self._write(self.conn.send_error(500))
             keep = False
         except BaseException:

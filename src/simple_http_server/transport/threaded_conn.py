@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .. import logger as _logging
 from ..dispatch.channel import Channel, FileShrank, HeaderLines, encode_headers
+from ..dispatch.dispatcher import request_line
 from ..dispatch.invoke import LoopHelper, run_sync
 from ..errors import HttpError
 from ..protocol import http11
@@ -486,7 +487,7 @@ class ThreadedConn(Channel):
         except ClientGone:
             return False
         except Exception:
-            _log.exception("Error while sending the response")
+            _log.exception("Error while sending the response to %s", request_line(request))
             try:
                 self._write(self.conn.send_error(500))
             except ClientGone:
