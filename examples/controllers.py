@@ -58,7 +58,7 @@ def create_item(item: JSONBody) -> tuple:
 
 
 @route(regexp=r"^/files/(.+)\.txt$")
-def text_file(stem: RegGroup = RegGroup(1)) -> str:
+def text_file(stem: RegGroup = RegGroup(0)) -> str:
     """GET /files/notes.txt -> the regexp group"""
     return f"you asked for {stem}"
 

@@ -90,6 +90,8 @@ def test_controllers() -> None:
         assert (status, body) == (200, b"Hi ada! Hi ada!")
         status, body, _ = get(port, "/search")
         assert status == 400
+        status, body, _ = get(port, "/files/notes.txt")  # RegGroup(n) counts from 0
+        assert (status, body) == (200, b"you asked for notes")
 
 
 def test_upload(tmp_path: Path) -> None:
