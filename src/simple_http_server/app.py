@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 Methods = str | Sequence[str] | None
 Exprs = str | Sequence[str] | None
 
@@ -241,10 +242,22 @@ class App:
     route = request_map
     request = request_map
 
+    @overload
+    def controller(self, __cls: C) -> C: ...
+
+    @overload
+    def controller(
+        self,
+        *,
+        singleton: bool = True,
+        args: Sequence[Any] | str | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> Callable[[C], C]: ...
+
     def controller(self, *anno_args: Any, **options: Any) -> Any:
         """Make a controller class a singleton, or pass its ``__init__`` arguments."""
 
-        def decorate(cls: type) -> type:
+        def decorate(cls: C) -> C:
             info = ControllerClassInfo(
                 singleton=options.get("singleton", True),
                 args=_arguments(options.get("args")),
@@ -265,6 +278,12 @@ class App:
         self.changed()
         return func
 
+    @overload
+    def request_filter(self, __func: F) -> F: ...
+
+    @overload
+    def request_filter(self, path: str = "", regexp: str = "") -> Callable[[F], F]: ...
+
     def request_filter(self, path: Any = "", regexp: str = "") -> Any:
         """Register a filter ``f(ctx)`` for a path pattern or a ``regexp``."""
         if callable(path):  # bare ``@request_filter``: every path
@@ -275,6 +294,12 @@ class App:
 
         return decorator
 
+    @overload
+    def filter_map(self, regexp: str, filter_function: F) -> F: ...
+
+    @overload
+    def filter_map(self, regexp: str = "", filter_function: None = None) -> Callable[[F], F]: ...
+
     def filter_map(
         self, regexp: str = "", filter_function: Callable[..., Any] | None = None
     ) -> Any:
@@ -282,6 +307,12 @@ class App:
         if filter_function is not None:
             return self._add_filter(filter_function, regexp=regexp)
         return self.request_filter(regexp=regexp)
+
+    @overload
+    def error_message(self, __func: F) -> F: ...
+
+    @overload
+    def error_message(self, *codes: str | int | None) -> Callable[[F], F]: ...
 
     def error_message(self, *codes: Any) -> Any:
         """Register an error page for codes, ranges (``"40x"``) or everything."""
@@ -298,7 +329,7 @@ class App:
     # -- websocket handlers (see websocket.py) -------------------------------
     def websocket_handler(
         self, endpoint: str = "", regexp: str = "", singleton: bool = True
-    ) -> Callable[[type], type]:
+    ) -> Callable[[C], C]:
         """Register a websocket handler class for an endpoint or a ``regexp``."""
         from .dispatch.ws_handlers import register_class
 
@@ -331,7 +362,7 @@ class App:
         return register_function(self, message_type, endpoint, regexp)  # type: ignore[no-any-return]
 
     # -- model bindings (naja-atra) ------------------------------------------
-    def model_binding(self, *types: Any, **named: Any) -> Callable[[type], type]:
+    def model_binding(self, *types: Any, **named: Any) -> Callable[[C], C]:
         """Register a binder class for arguments annotated with ``types`` (naja-atra
         names its one type ``arg_type=``)."""
         if "arg_type" in named:
@@ -339,13 +370,19 @@ class App:
         if named:
             raise TypeError(f"model_binding() got unexpected keyword arguments {sorted(named)}")
 
-        def decorator(cls: type) -> type:
+        def decorator(cls: C) -> C:
             for t in types:
                 self.model_binding_conf.model_binding_types[t] = cls
             self.changed()
             return cls
 
         return decorator
+
+    @overload
+    def default_model_binding(self, cls: C) -> C: ...
+
+    @overload
+    def default_model_binding(self, cls: None = None) -> Callable[[C], C]: ...
 
     def default_model_binding(self, cls: type | None = None) -> Any:
         """Register the binder class used for otherwise unknown annotations

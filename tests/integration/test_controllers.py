@@ -722,6 +722,27 @@ def test_unmatched_paths_bypass_filters(make_client):
     assert calls == []
 
 
+def test_a_def_filters_do_chain_returns_a_done_awaitable(make_any_client):
+    """One return type for ``do_chain()``: a ``def`` filter gets an awaitable that is
+    already done (it returned None), so ``await ctx.do_chain()`` type-checks."""
+    app = App()
+
+    @app.request_filter
+    def plain(ctx: Any) -> None:
+        chained = ctx.do_chain()
+        steps = chained.__await__()
+        finished = next(steps, "done")  # a done awaitable yields nothing
+        ctx.response.add_header("X-Chained", f"{type(chained).__name__}:{finished}")
+
+    @app.route("/")
+    def root() -> str:
+        return "root"
+
+    reply = make_any_client(app).get("/")
+    assert reply.text == "root"
+    assert reply.header("X-Chained") == "_Nothing:done"
+
+
 def test_filters_without_a_pattern_apply_to_every_path(make_client):
     """A bare ``@request_filter`` and 0.22.x's ``filter_map()`` (its regexp ``""``
     matched every path) skipped ``/``: they were taken for ``/**``."""

@@ -76,7 +76,7 @@ class FilterContext:
         """The live response."""
         return self._response
 
-    def do_chain(self) -> Awaitable[None] | None:
+    def do_chain(self) -> Awaitable[None]:
         """Go on to the next filter, or to the controller.
 
         From a plain function it returns when the rest of the chain is done (the
@@ -86,9 +86,11 @@ class FilterContext:
         Calling it twice, or after the response was answered, does nothing (an
         ``async def`` filter still gets an awaitable, done at once).
         """
+        # A plain function gets an awaitable that is done too, so that one
+        # return type serves both (``await ctx.do_chain()`` type-checks).
         index = self._next_index
         if self._response.is_sent or index in self._started:
-            return _NOTHING if in_event_loop() else None
+            return _NOTHING
         if in_event_loop():
             started = self._started[index] = _Started(spawn(self._step(index)))
             return started
@@ -97,7 +99,7 @@ class FilterContext:
             run_sync(self._step(index))
         else:
             wait_on(self._loop, self._step(index))
-        return None
+        return _NOTHING
 
     async def _step(self, index: int) -> None:
         if index >= len(self._filters):
@@ -125,8 +127,8 @@ class FilterContext:
 
 
 class _Nothing:
-    """What ``do_chain()`` gives an ``async def`` filter when it has nothing to start:
-    awaiting it returns at once."""
+    """What ``do_chain()`` gives a plain filter, or an ``async def`` one when it has
+    nothing to start: awaiting it returns at once."""
 
     __slots__ = ()
 
