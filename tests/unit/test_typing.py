@@ -17,7 +17,7 @@ import simple_http_server
 
 pytest.importorskip("mypy")
 
-USER_APP = Path(__file__).parent / "typing" / "user_app.py"
+USER_APP = Path(__file__).parent / "typed_user_code" / "user_app.py"
 
 
 def test_user_code_passes_mypy_strict(tmp_path: Path) -> None:
