@@ -228,6 +228,15 @@ class App:
 
         Usable bare (``@request_map``) or with arguments
         (``@request_map("/path", method="GET")``).
+
+        Args:
+            url: the path; ``{name}`` path values, ``*`` and ``**`` wildcards.
+            regexp: a regular expression matched against the path instead.
+            method: one method or several (``["GET", "POST"]``); every method when empty.
+            headers: header expressions the request must match (``"X-A=b"``...).
+            match_all_headers_expressions: all of them (default) or any one.
+            params: parameter expressions (``"a=b"``, ``"a!=b"``, ``"a^=b"``, ``"!a"``).
+            match_all_params_expressions: all of them (default) or any one.
         """
         if len(anno_args) == 1 and _mappable(anno_args[0]) and not options:
             return self._register(anno_args[0], ControllerFunction(func=anno_args[0]))
@@ -255,7 +264,15 @@ class App:
     ) -> Callable[[C], C]: ...
 
     def controller(self, *anno_args: Any, **options: Any) -> Any:
-        """Make a controller class a singleton, or pass its ``__init__`` arguments."""
+        """Make a controller class a singleton, or pass its ``__init__`` arguments.
+
+        Usable bare (``@controller``) or with arguments.
+
+        Args:
+            singleton: one instance for every request (default), or one per request.
+            args: positional arguments of the class (a single ``str`` is one argument).
+            kwargs: keyword arguments of the class.
+        """
 
         def decorate(cls: C) -> C:
             info = ControllerClassInfo(
@@ -285,7 +302,12 @@ class App:
     def request_filter(self, path: str = "", regexp: str = "") -> Callable[[F], F]: ...
 
     def request_filter(self, path: Any = "", regexp: str = "") -> Any:
-        """Register a filter ``f(ctx)`` for a path pattern or a ``regexp``."""
+        """Register a filter ``f(ctx)`` for a path pattern or a ``regexp``.
+
+        Usable bare (``@request_filter``: every path) or with arguments
+        (``@request_filter("/api/**")``, ``@request_filter(regexp="^/api")``). The filter
+        gets a ``FilterContext``: ``ctx.request``, ``ctx.response`` and ``ctx.do_chain()``.
+        """
         if callable(path):  # bare ``@request_filter``: every path
             return self._add_filter(path)
 
@@ -315,7 +337,12 @@ class App:
     def error_message(self, *codes: str | int | None) -> Callable[[F], F]: ...
 
     def error_message(self, *codes: Any) -> Any:
-        """Register an error page for codes, ranges (``"40x"``) or everything."""
+        """Register an error page for codes, ranges (``"40x"``) or everything.
+
+        ``@error_message("404")``, ``@error_message("40x", "50x")``, or bare
+        ``@error_message`` for every code. The page gets ``code``, ``message`` and
+        ``explain`` by argument name and returns any result type.
+        """
         if len(codes) == 1 and callable(codes[0]):
             self.error_pages.add((), codes[0])
             return codes[0]

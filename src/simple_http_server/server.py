@@ -555,8 +555,15 @@ _PREFER_COROUTINE_AT = list(inspect.signature(_build).parameters).index("prefer_
 def start(*args: Any, workers: int = 1, **kwargs: Any) -> None:
     """Start serving and block until :func:`stop` (see the README for every option).
 
-    Positional arguments are the original's, in its order (``start("", 8080)``).
-    ``workers=N`` (N > 1) serves with N processes sharing one listening socket.
+    Positional arguments are the original's, in its order (``start("", 8080)``):
+    ``host`` (every interface when empty), ``port`` (9090), ``ssl``, ``ssl_protocol``,
+    ``ssl_check_hostname``, ``keyfile``, ``certfile``, ``keypass``, ``ssl_context``,
+    ``resources`` (static mounts ``{pattern: folder}``), ``connection_idle_time``,
+    ``keep_alive``, ``keep_alive_max_request``, ``prefer_coroutine`` (the asyncio
+    transport) and ``app_conf`` (the ``App`` to serve).  By name only:
+    ``workers`` (N > 1: N processes sharing one listening socket);
+    ``session_cookie_name`` and ``session_timeout`` configure the app's sessions; any
+    other name is a ``ServerConfig`` setting (limits, timeouts, ``gzip_*``...).
     """
     _check_arity(args)
     server = _build(*args, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 
@@ -75,3 +76,39 @@ def test_the_originals_modules_import_the_same_objects(module: str, names: list[
     for name in names:
         assert getattr(mod, name) is getattr(simple_http_server, name), name
     assert sorted(mod.__all__) == sorted(names)
+
+
+def test_every_exported_callable_has_a_docstring() -> None:
+    undocumented = [
+        name
+        for name in simple_http_server.__all__
+        if callable(obj := getattr(simple_http_server, name)) and not inspect.getdoc(obj)
+    ]
+    assert undocumented == []
+
+
+# What ``help()`` on the main entry points must explain: their keyword options.
+DOCUMENTED_OPTIONS = {
+    "request_map": "url regexp method headers params match_all_headers_expressions "
+    "match_all_params_expressions",
+    "controller": "singleton args kwargs",
+    "request_filter": "regexp ctx.do_chain()",
+    "error_message": "code message explain 40x",
+    "websocket_handler": "endpoint regexp",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED_OPTIONS))
+def test_help_on_a_decorator_names_its_options(name: str) -> None:
+    doc = inspect.getdoc(getattr(simple_http_server, name)) or ""
+    missing = [word for word in DOCUMENTED_OPTIONS[name].split() if word not in doc]
+    assert missing == []
+
+
+def test_help_on_start_names_its_options() -> None:
+    from simple_http_server import server
+
+    doc = inspect.getdoc(server.start) or ""
+    options = [*inspect.signature(server._build).parameters, "workers", "ServerConfig"]
+    missing = [o for o in options if o != "options" and f"``{o}``" not in doc]
+    assert missing == []
