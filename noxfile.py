@@ -48,3 +48,16 @@ def examples(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "tests/examples", "examples/testing_example.py", *session.posargs
     )
+
+
+#: The lowest versions ``pyproject.toml`` allows; ``mindeps`` tests against them.
+MIN_DEPENDENCIES = ["h11==0.16.0", "wsproto==1.2.0", "multipart==1.2.0"]
+
+
+@nox.session(python="3.10")
+def mindeps(session: nox.Session) -> None:
+    """The test suite on the oldest Python with the oldest allowed h11, wsproto and multipart
+    (not run by default: ``nox -s mindeps``)."""
+    session.install("-e", ".[test]")
+    session.install(*MIN_DEPENDENCIES)
+    session.run("python", "-m", "pytest", "tests", "--ignore=tests/examples", *session.posargs)
