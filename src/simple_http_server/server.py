@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import logger as _logging
 from .app import App, default_app
@@ -28,6 +28,10 @@ from .dispatch.invoke import SyncPool
 from .dispatch.sessions import configure_sessions, global_session_factory, set_session_factory
 from .models import SessionFactory
 from .transport.common import SERVING, open_listener, stop_wait_bound
+
+if TYPE_CHECKING:  # imported when first used (see __getattr__)
+    from .adapters.asgi import ASGIProxy as ASGIProxy
+    from .adapters.wsgi import WSGIProxy as WSGIProxy
 
 __all__ = [
     "Server",
@@ -629,12 +633,12 @@ def init_wsgi_proxy(
     session_factory: SessionFactory | None = None,
     app_conf: App | None = None,
     **options: Any,
-) -> Any:
+) -> WSGIProxy:
     """A WSGI app of an app: ``proxy.app_proxy(environ, start_response)`` or ``proxy(...)``.
 
     ``options`` are settings of :class:`ServerConfig` (limits, ``access_log``...).
     """
-    from .adapters.wsgi import WSGIProxy
+    from .adapters.wsgi import WSGIProxy as WSGIProxy
 
     config = ServerConfig().with_changes(**options)
     app = app_conf if app_conf is not None else default_app()
@@ -646,13 +650,13 @@ def init_asgi_proxy(
     session_factory: SessionFactory | None = None,
     app_conf: App | None = None,
     **options: Any,
-) -> Any:
+) -> ASGIProxy:
     """An ASGI 3 app of an app: ``await proxy.app_proxy(scope, receive, send)`` or ``proxy(...)``.
 
     Serves the ``http``, ``websocket`` and ``lifespan`` scopes; ``options`` are
     settings of :class:`ServerConfig` (limits, ``access_log``...).
     """
-    from .adapters.asgi import ASGIProxy
+    from .adapters.asgi import ASGIProxy as ASGIProxy
 
     config = ServerConfig().with_changes(**options)
     app = app_conf if app_conf is not None else default_app()

@@ -9,6 +9,7 @@ when a decorator lost the function's parameters.
 from __future__ import annotations
 
 from typing import Any
+from wsgiref.simple_server import make_server
 
 from typing_extensions import assert_type
 
@@ -51,6 +52,8 @@ from simple_http_server import (
     websocket_message,
     websocket_open,
 )
+from simple_http_server.adapters.asgi import ASGIProxy
+from simple_http_server.adapters.wsgi import WSGIProxy
 from simple_http_server.testing import TestClient, TestResponse
 
 
@@ -226,3 +229,13 @@ def test_hello() -> None:
 def main() -> None:
     server.start(host="127.0.0.1", port=9090, resources={"/s/*": "/tmp"}, app_conf=app)
     assert_type(server.is_ready(), bool)
+
+
+def deploy(asgi_proxy: server.ASGIProxy, wsgi_proxy: server.WSGIProxy) -> None:
+    assert_type(asgi_proxy, ASGIProxy)  # the original's names, from its server module
+    assert_type(wsgi_proxy, WSGIProxy)
+    wsgi_app = server.init_wsgi_proxy(app_conf=app)
+    assert_type(wsgi_app, WSGIProxy)
+    make_server("127.0.0.1", 8080, wsgi_app).serve_forever()  # a typeshed WSGIApplication
+    asgi_app = server.init_asgi_proxy(resources={"/public/**": "/srv"})
+    assert_type(asgi_app, ASGIProxy)
