@@ -83,10 +83,19 @@ def parse_resources(values: Sequence[str]) -> dict[str, str]:
     return mounts
 
 
+def _program_name() -> str:
+    """``simple-http-server`` when run as the console script (its usage and errors name
+    it), else ``python -m simple_http_server``."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not script or script in ("__main__.py", "-c") or script.endswith(".py"):
+        return "python -m simple_http_server"
+    return script
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its ``--help`` documents every option)."""
     parser = argparse.ArgumentParser(
-        prog="python -m simple_http_server",
+        prog=_program_name(),
         description="Serve the controllers found in a folder, and static files with -r.",
         epilog="Without -r nothing is served from the file system. "
         "Example: python -m simple_http_server -s ./app -r /static/**=./public -p 8080",

@@ -379,3 +379,29 @@ def test_module_runs_as_console_script() -> None:
         pytest.skip("the console script is not installed")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "--resources" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv0", "usage"),
+    [
+        ("/venv/bin/simple-http-server", "usage: simple-http-server "),
+        ("/site-packages/simple_http_server/__main__.py", "usage: python -m simple_http_server "),
+    ],
+)
+def test_usage_names_the_command_that_was_run(argv0: str, usage: str) -> None:
+    """The console script's ``--help`` and errors named ``python -m simple_http_server``."""
+    code = (
+        f"import sys; sys.argv[0] = {argv0!r}\n"
+        "from simple_http_server.__main__ import main\n"
+        "sys.exit(main(['--workers', '0']))"
+    )
+    result = subprocess.run(
+        harness.python("-c", code),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=harness.ROOT,
+        env=harness.child_environment(),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
