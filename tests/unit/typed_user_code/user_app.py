@@ -8,6 +8,7 @@ when a decorator lost the function's parameters.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from wsgiref.simple_server import make_server
 
@@ -239,3 +240,20 @@ def deploy(asgi_proxy: server.ASGIProxy, wsgi_proxy: server.WSGIProxy) -> None:
     make_server("127.0.0.1", 8080, wsgi_app).serve_forever()  # a typeshed WSGIApplication
     asgi_app = server.init_asgi_proxy(resources={"/public/**": "/srv"})
     assert_type(asgi_app, ASGIProxy)
+
+
+wsgi_proxy = server.init_wsgi_proxy(resources={"/public/*": "/srv"})
+asgi_proxy = server.init_asgi_proxy()
+
+
+def simple_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    return wsgi_proxy.app_proxy(environ, start_response)
+
+
+async def async_simple_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    return await wsgi_proxy.async_app_proxy(environ, start_response)
+
+
+async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await asgi_proxy.app_proxy(scope, receive, send)
+    await asgi_proxy(scope, receive, send)
