@@ -62,3 +62,13 @@ def test_every_package_data_file_exists() -> None:
     listed = _project()["tool"]["setuptools"]["package-data"]["simple_http_server"]
     assert "py.typed" in listed
     assert [name for name in listed if not (package / name).is_file()] == []
+
+
+def test_the_license_is_an_spdx_expression() -> None:
+    """setuptools refuses the ``{text = ...}`` table form from 2027-02-18 (PEP 639);
+    the SPDX string needs setuptools 77 or later to build."""
+    project = _project()
+    assert project["project"]["license"] == "MIT"
+    requires = " ".join(project["build-system"]["requires"])
+    found = re.search(r"setuptools>=(\d+)", requires)
+    assert found and int(found[1]) >= 77, requires
