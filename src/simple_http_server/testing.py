@@ -27,7 +27,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlencode
 
 import multipart
@@ -52,7 +52,23 @@ from .transport.ws_memory import (
     response_head,
 )
 
-__all__ = ["TestClient", "TestResponse"]
+__all__ = ["RequestOptions", "TestClient", "TestResponse"]
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword options of :meth:`TestClient.request`, taken by ``get``, ``post``..."""
+
+    params: Mapping[str, Any] | None
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None
+    body: bytes | str
+    json: Any
+    data: Mapping[str, Any] | None
+    files: Mapping[str, Any] | None
+    cookies: Mapping[str, str] | None
+
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _log = _logging.get_logger("simple_http_server.testing")
@@ -396,31 +412,31 @@ class TestClient:
                 kept.set(key, morsel.value, morsel.coded_value)
                 self.cookies[key] = kept
 
-    def get(self, path: str, **kwargs: Any) -> TestResponse:
+    def get(self, path: str, **kwargs: Unpack[RequestOptions]) -> TestResponse:
         """``GET path``."""
         return self.request("GET", path, **kwargs)
 
-    def head(self, path: str, **kwargs: Any) -> TestResponse:
+    def head(self, path: str, **kwargs: Unpack[RequestOptions]) -> TestResponse:
         """``HEAD path``."""
         return self.request("HEAD", path, **kwargs)
 
-    def post(self, path: str, **kwargs: Any) -> TestResponse:
+    def post(self, path: str, **kwargs: Unpack[RequestOptions]) -> TestResponse:
         """``POST path``."""
         return self.request("POST", path, **kwargs)
 
-    def put(self, path: str, **kwargs: Any) -> TestResponse:
+    def put(self, path: str, **kwargs: Unpack[RequestOptions]) -> TestResponse:
         """``PUT path``."""
         return self.request("PUT", path, **kwargs)
 
-    def patch(self, path: str, **kwargs: Any) -> TestResponse:
+    def patch(self, path: str, **kwargs: Unpack[RequestOptions]) -> TestResponse:
         """``PATCH path``."""
         return self.request("PATCH", path, **kwargs)
 
-    def delete(self, path: str, **kwargs: Any) -> TestResponse:
+    def delete(self, path: str, **kwargs: Unpack[RequestOptions]) -> TestResponse:
         """``DELETE path``."""
         return self.request("DELETE", path, **kwargs)
 
-    def options(self, path: str, **kwargs: Any) -> TestResponse:
+    def options(self, path: str, **kwargs: Unpack[RequestOptions]) -> TestResponse:
         """``OPTIONS path``."""
         return self.request("OPTIONS", path, **kwargs)
 

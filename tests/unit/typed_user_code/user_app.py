@@ -220,6 +220,11 @@ async def check(
 def test_hello() -> None:
     client = TestClient(app)
     reply = client.get("/hello", params={"name": "you"})
+    client.post("/hello", data={"name": "form"}, headers=[("X-A", "1"), ("X-A", "2")])
+    client.put("/hello", json={"a": 1}, cookies={"k": "v"})
+    client.post("/up", files={"img": ("a.png", b"...", "image/png")}, body=b"")
+    client.get("/hello", param={"name": "typo"})  # type: ignore[call-arg]
+    client.delete("/hello", headers=1)  # type: ignore[arg-type]
     assert_type(reply, TestResponse)
     assert_type(reply.status_code, int)
     with TestClient(app).websocket_connect("/ws/lobby") as ws:
