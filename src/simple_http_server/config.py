@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import operator
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["MAX_SECONDS", "Limits", "ServerConfig", "media_types"]
+__all__ = ["MAX_SECONDS", "ConfigOptions", "Limits", "ServerConfig", "media_types"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -234,3 +235,42 @@ class ServerConfig:
     def secure(self) -> bool:
         """True when serving TLS."""
         return self.ssl_context is not None
+
+
+class ConfigOptions(TypedDict, total=False):
+    """The settings ``ServerConfig.with_changes``, ``server.start`` and the WSGI/ASGI
+    proxies take by name, for type checkers: the fields of :class:`ServerConfig` and of
+    :class:`Limits`.  Sizes and counts are typed ``float``: a whole float (``16e6``)
+    is taken too."""
+
+    host: str
+    port: int
+    limits: Limits
+    keep_alive: bool
+    keep_alive_max_requests: float
+    idle_timeout: float
+    head_timeout: float
+    body_timeout: float
+    min_body_rate: float
+    min_body_rate_grace: float
+    min_send_rate: float
+    min_send_rate_grace: float
+    max_connections: float
+    worker_threads: float
+    drain_timeout: float
+    websocket_ping_interval: float
+    websocket_ping_timeout: float
+    access_log: bool
+    ssl_context: ssl.SSLContext | None
+    gzip_content_types: str | Iterable[str] | None
+    gzip_min_size: float
+    gzip_compress_level: float
+    max_head_size: float
+    max_body_size: float
+    max_upload_size: float
+    max_form_fields: float
+    max_parts: float
+    max_files: float
+    max_part_header_size: float
+    max_websocket_message_size: float
+    max_send_backlog: float

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logger as _logging
 from .app import App, default_app
-from .config import ServerConfig
+from .config import ConfigOptions, ServerConfig
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.invoke import SyncPool
 from .dispatch.sessions import configure_sessions, global_session_factory, set_session_factory
@@ -30,6 +30,8 @@ from .models import SessionFactory
 from .transport.common import SERVING, open_listener, stop_wait_bound
 
 if TYPE_CHECKING:  # imported when first used (see __getattr__)
+    from typing_extensions import Unpack
+
     from .adapters.asgi import ASGIProxy as ASGIProxy
     from .adapters.wsgi import WSGIProxy as WSGIProxy
 
@@ -550,13 +552,37 @@ _ORDER = (
     "gzip_content_types and gzip_compress_level by keyword"
 )
 _MAX_POSITIONAL = list(inspect.signature(_build).parameters).index("app_conf") + 1
+class StartOptions(ConfigOptions, total=False):
+    """The keyword options of :func:`start`, for type checkers: the original's
+    arguments, the session settings and every ``ServerConfig`` setting."""
+
+    ssl: bool
+    ssl_protocol: int
+    ssl_check_hostname: bool
+    keyfile: str
+    certfile: str
+    keypass: Password
+    resources: Mapping[str, str] | None
+    connection_idle_time: float | None
+    keep_alive_max_request: int | None
+    prefer_coroutine: bool
+    prefer_corountine: bool  # the original's misspelling
+    app_conf: App | None
+    session_cookie_name: str | None
+    session_timeout: float | None
+
+
+class StartAsyncOptions(StartOptions, total=False):
+    """The keyword options of :func:`start_async`: :func:`start`'s."""
+
+    workers: int
 
 
 #: Where ``prefer_coroutine`` is among the positional arguments of start() (the original's order).
 _PREFER_COROUTINE_AT = list(inspect.signature(_build).parameters).index("prefer_coroutine")
 
 
-def start(*args: Any, workers: int = 1, **kwargs: Any) -> None:
+def start(*args: Any, workers: int = 1, **kwargs: Unpack[StartOptions]) -> None:
     """Start serving and block until :func:`stop` (see the README for every option).
 
     Positional arguments are the original's, in its order (``start("", 8080)``):
@@ -579,7 +605,7 @@ def start(*args: Any, workers: int = 1, **kwargs: Any) -> None:
         server.start()
 
 
-async def start_async(*args: Any, **kwargs: Any) -> None:
+async def start_async(*args: Any, **kwargs: Unpack[StartAsyncOptions]) -> None:
     """Serve on the caller's event loop until :func:`stop` (asyncio transport by default).
 
     Takes the arguments of :func:`start`, positional ones included.
@@ -632,7 +658,7 @@ def init_wsgi_proxy(
     resources: Mapping[str, str] | None = None,
     session_factory: SessionFactory | None = None,
     app_conf: App | None = None,
-    **options: Any,
+    **options: Unpack[ConfigOptions],
 ) -> WSGIProxy:
     """A WSGI app of an app: ``proxy.app_proxy(environ, start_response)`` or ``proxy(...)``.
 
@@ -649,7 +675,7 @@ def init_asgi_proxy(
     resources: Mapping[str, str] | None = None,
     session_factory: SessionFactory | None = None,
     app_conf: App | None = None,
-    **options: Any,
+    **options: Unpack[ConfigOptions],
 ) -> ASGIProxy:
     """An ASGI 3 app of an app: ``await proxy.app_proxy(scope, receive, send)`` or ``proxy(...)``.
 

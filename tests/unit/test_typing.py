@@ -34,3 +34,24 @@ def test_user_code_passes_mypy_strict(tmp_path: Path) -> None:
 
 def test_the_package_is_typed() -> None:
     assert (Path(simple_http_server.__file__).parent / "py.typed").is_file()
+
+
+def test_the_typed_options_are_the_settings() -> None:
+    """``ConfigOptions`` and ``StartOptions`` (what type checkers allow as keyword options of
+    ``server.start`` and the proxies) name exactly what those accept at run time."""
+    import dataclasses
+    import inspect
+
+    from simple_http_server import server
+    from simple_http_server.config import ConfigOptions, Limits, ServerConfig
+
+    settings = {f.name for f in dataclasses.fields(ServerConfig) if f.init}
+    settings |= {f.name for f in dataclasses.fields(Limits)}
+    assert set(ConfigOptions.__optional_keys__) == settings
+    arguments = set(inspect.signature(server._build).parameters) - {"options"}
+    accepted = settings | arguments | {"session_cookie_name", "session_timeout"}
+    assert set(server.StartOptions.__optional_keys__) == accepted | {"prefer_corountine"}
+    assert set(server.StartAsyncOptions.__optional_keys__) == accepted | {
+        "prefer_corountine",
+        "workers",
+    }

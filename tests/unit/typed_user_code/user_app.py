@@ -234,7 +234,18 @@ def test_hello() -> None:
 
 def main() -> None:
     server.start(host="127.0.0.1", port=9090, resources={"/s/*": "/tmp"}, app_conf=app)
+    server.start("", 8080, prefer_coroutine=True, workers=2, keep_alive_max_request=100)
+    server.start(max_body_size=16e6, gzip_content_types="text/html, text/css", worker_threads=8)
+    server.start(session_cookie_name="SID", session_timeout=600, connection_idle_time=30)
+    server.start(certfile="c.pem", keyfile="k.pem", keypass=lambda: "secret", ssl=True)
+    server.start(prot=9090)  # type: ignore[call-arg]
+    server.start(port="9090")  # type: ignore[arg-type]
     assert_type(server.is_ready(), bool)
+
+
+async def main_async() -> None:
+    await server.start_async(prefer_coroutine=True, workers=1, idle_timeout=5)
+    await server.start_async(prefer_coroutines=True)  # type: ignore[call-arg]
 
 
 def deploy(asgi_proxy: server.ASGIProxy, wsgi_proxy: server.WSGIProxy) -> None:
@@ -247,8 +258,9 @@ def deploy(asgi_proxy: server.ASGIProxy, wsgi_proxy: server.WSGIProxy) -> None:
     assert_type(asgi_app, ASGIProxy)
 
 
-wsgi_proxy = server.init_wsgi_proxy(resources={"/public/*": "/srv"})
-asgi_proxy = server.init_asgi_proxy()
+wsgi_proxy = server.init_wsgi_proxy(resources={"/public/*": "/srv"}, max_body_size=1 << 20)
+asgi_proxy = server.init_asgi_proxy(gzip_content_types=["text/"], access_log=True)
+server.init_asgi_proxy(keep_alive_max_request=10)  # type: ignore[call-arg]
 
 
 def simple_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
