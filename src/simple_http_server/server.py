@@ -552,6 +552,8 @@ _ORDER = (
     "gzip_content_types and gzip_compress_level by keyword"
 )
 _MAX_POSITIONAL = list(inspect.signature(_build).parameters).index("app_conf") + 1
+
+
 class StartOptions(ConfigOptions, total=False):
     """The keyword options of :func:`start`, for type checkers: the original's
     arguments, the session settings and every ``ServerConfig`` setting."""
