@@ -72,3 +72,12 @@ def test_the_license_is_an_spdx_expression() -> None:
     requires = " ".join(project["build-system"]["requires"])
     found = re.search(r"setuptools>=(\d+)", requires)
     assert found and int(found[1]) >= 77, requires
+
+
+def test_the_license_text_ships_with_the_package() -> None:
+    """The MIT license asks for its notice in every copy: the wheel and sdist carry it."""
+    project = _project()["project"]
+    assert project["license"] == "MIT"
+    files = project["license-files"]
+    assert files and all((ROOT / name).is_file() for name in files), files
+    assert "MIT License" in (ROOT / files[0]).read_text()
