@@ -347,6 +347,51 @@ def test_stop_async_in_a_controller_does_not_wait_for_its_own_request(
     assert not srv.is_ready()
 
 
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_stop_in_a_websocket_callback_does_not_wait_for_the_shutdown(
+    transport: str, kind: str
+) -> None:
+    """In the threaded transport, stop() in a websocket callback waited for the shutdown,
+    which waited 5 s for the session's closing handshake, held up by that very callback:
+    the server stopped 5 s late, and the callback went on only then."""
+    app = App()
+    holder: dict[str, Server] = {}
+    stopped: list[float] = []
+
+    def goodbye(session: WebsocketSession, message: str) -> None:
+        session.send("bye " + message)
+        holder["server"].stop()
+        stopped.append(time.monotonic())
+
+    @app.websocket_handler(endpoint="/ws")
+    class StopHere(WebsocketHandler):
+        if kind == "def":
+
+            def on_text_message(self, session: WebsocketSession, message: str) -> None:
+                goodbye(session, message)
+
+        else:
+
+            async def on_text_message(self, session: WebsocketSession, message: str) -> None:
+                goodbye(session, message)
+
+    srv = holder["server"] = new_server(transport, app, websocket_ping_interval=0)
+    thread = run_in_thread(srv)
+    client = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws", timeout=10)
+    try:
+        began = time.monotonic()
+        client.send("now")
+        frames, code = frames_until_close(client)
+        assert (frames, code) == ([b"bye now"], 1001)
+        client.send_close()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - began < 3.0  # not the 5 s of an unanswered Close
+        assert stopped and stopped[0] - began < 3.0
+    finally:
+        client.close()
+
+
 # -- stop() cancels what its requests still await ------------------------------------
 class Awaiting:
     """An app whose ``async def`` code awaits what never comes: a long-poll, an event

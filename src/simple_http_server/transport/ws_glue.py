@@ -53,6 +53,7 @@ from ..protocol import http11, ws
 from ..protocol.http11 import HttpConnection, RequestHead
 from ..protocol.ws import WebsocketProtocol, WsEvent
 from .common import (
+    SERVING,
     ClientGone,
     send_rest,
     set_kernel_timeouts,
@@ -859,6 +860,9 @@ class ThreadedLink(LinkBase):
 
     def run(self) -> None:
         help_while_waiting(self.helper)
+        # The callbacks run here: server.stop() in one must not wait for the shutdown,
+        # which waits for this session (its closing handshake waits for the callback).
+        SERVING.set(self.conn.server)
         try:
             # Idle websockets wait for input as long as they like (keepalive pings
             # find out whether the peer is still there); a peer that stops reading
