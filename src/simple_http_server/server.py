@@ -311,7 +311,7 @@ class Server:
             await transport.start(listener)
             self._mark_ready()
             with _graceful_signals(self):
-                await transport.wait_closed()
+                await _serve_until_stopped(self, transport)
         finally:
             try:
                 # Whatever ended the run (KeyboardInterrupt stops the loop without a
@@ -384,6 +384,29 @@ class Server:
                 await ended.wait()  # the server's pool threads gone, as with stop()
             return
         await asyncio.get_running_loop().run_in_executor(None, self._stop, True)
+
+
+async def _serve_until_stopped(server: Server, transport: Any) -> None:
+    """Wait for the end of the run; when the task awaiting it is cancelled, stop the
+    server as stop() does first (its connections were served on, their sockets left open)."""
+    try:
+        await transport.wait_closed()
+    except asyncio.CancelledError:
+        server._claim_stop()
+        await transport.stop_async()
+        raise
+
+
+async def _start_in_thread(server: Server) -> None:
+    """The threaded transport for start_async(): a cancelled caller stops the server
+    (it served on, and asyncio.run() then waited for its thread forever)."""
+    loop = asyncio.get_running_loop()
+    serving = loop.run_in_executor(None, server.start)
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        await loop.run_in_executor(None, server.stop)
+        raise
 
 
 def host_port(host: str, port: int) -> str:
@@ -621,7 +644,7 @@ async def start_async(*args: Any, **kwargs: Unpack[StartAsyncOptions]) -> None:
     if server.prefer_coroutine:
         await server.start_async()
     else:
-        await asyncio.get_running_loop().run_in_executor(None, server.start)
+        await _start_in_thread(server)
 
 
 def stop() -> None:

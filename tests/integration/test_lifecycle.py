@@ -317,6 +317,86 @@ def test_start_async_twice_on_one_loop() -> None:
     assert not srv.is_ready()
 
 
+def test_cancelling_start_async_stops_the_server_with_its_connections() -> None:
+    """Cancelling the task awaiting ``start_async()`` closed the port only: requests in
+    flight and keep-alive connections were served on (no ``Connection: close``), their
+    sockets left open."""
+    app = App()
+    entered = threading.Event()
+
+    @app.route("/slow")
+    async def slow() -> str:
+        entered.set()
+        await asyncio.sleep(0.5)
+        return "slow"
+
+    @app.route("/fast")
+    def fast() -> str:
+        return "fast"
+
+    srv = new_server("asyncio", app, drain_timeout=10.0)
+    replies: dict[str, bytes] = {}
+
+    async def main() -> None:
+        serving = asyncio.create_task(srv.start_async())
+        for _ in range(500):
+            if srv.is_ready():
+                break
+            await asyncio.sleep(0.01)
+        idle = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        idle.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        busy = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = await asyncio.to_thread(idle.recv, 4096)  # answered, kept alive
+        assert first.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in first
+        assert await asyncio.to_thread(entered.wait, 5)
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        replies["idle"] = await asyncio.to_thread(read_until_eof, idle)
+        replies["busy"] = await asyncio.to_thread(read_until_eof, busy)
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    assert replies["idle"] == b""  # closed, not waiting for a next request
+    assert b"Connection: close\r\n" in replies["busy"]
+    assert replies["busy"].endswith(b"\r\n\r\nslow")
+    assert not srv.is_ready()
+
+
+def test_cancelling_start_async_on_the_threaded_transport_stops_the_server() -> None:
+    """``start_async(prefer_coroutine=False)`` serves in a thread: cancelling the task
+    awaiting it left the server running, and ``asyncio.run()`` then waited for that
+    thread forever."""
+    ended = threading.Event()
+    ports: list[int] = []
+
+    async def main() -> None:
+        serving = asyncio.create_task(
+            server.start_async(host="127.0.0.1", port=0, prefer_coroutine=False, app_conf=App())
+        )
+        for _ in range(500):
+            if server.is_ready():
+                break
+            await asyncio.sleep(0.01)
+        ports.append(server._server.port)  # type: ignore[union-attr]
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+    def run() -> None:
+        asyncio.run(main())
+        ended.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        assert ended.wait(15), "asyncio.run() did not return"
+        assert not server.is_ready()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", ports[0]), timeout=5).close()
+    finally:
+        server.stop()
+
+
 # -- stop_async() from a request of the server's own -------------------------------
 @pytest.mark.parametrize("path", ["/stop-async", "/stop-async-from-def"])
 def test_stop_async_in_a_controller_does_not_wait_for_its_own_request(
