@@ -18,7 +18,7 @@ import pytest
 import websocket
 from websocket import ABNF
 
-from simple_http_server import App, WebsocketHandler, WebsocketSession, server
+from simple_http_server import App, Response, WebsocketHandler, WebsocketSession, server
 from simple_http_server.config import ServerConfig
 from simple_http_server.server import Server
 from simple_http_server.transport import ws_glue
@@ -470,6 +470,64 @@ def test_stop_in_a_websocket_callback_does_not_wait_for_the_shutdown(
         assert stopped and stopped[0] - began < 3.0
     finally:
         client.close()
+
+
+def stop_here_app(holder: dict[str, Server]) -> App:
+    """Routes that stop their server: in a controller, a filter, or while streaming."""
+    app = App()
+
+    @app.route("/def")
+    def in_def() -> str:
+        holder["server"].stop()
+        return "bye"
+
+    @app.route("/async")
+    async def in_async() -> str:
+        holder["server"].stop()
+        return "bye"
+
+    @app.route("/stop-async")
+    async def in_stop_async() -> str:
+        await holder["server"].stop_async()
+        return "bye"
+
+    @app.route("/filtered")
+    def filtered() -> str:
+        return "bye"
+
+    @app.request_filter("/filtered")
+    def stop_first(ctx: Any) -> None:
+        holder["server"].stop()
+        ctx.do_chain()
+
+    @app.route("/write")
+    def write(response: Response) -> None:
+        holder["server"].stop()
+        response.write_bytes(b"bye")
+
+    return app
+
+
+@pytest.mark.parametrize("path", ["/def", "/async", "/stop-async", "/filtered", "/write"])
+def test_a_request_that_stops_its_server_is_answered_with_connection_close(
+    transport: str, path: str
+) -> None:
+    """Its answer often went out before the shutdown marked the requests in flight
+    (with ``prefer_coroutine=True`` always, from an ``async def``): no ``Connection:
+    close``, yet the connection closed right after it."""
+    for _ in range(3):
+        holder: dict[str, Server] = {}
+        srv = holder["server"] = new_server(transport, stop_here_app(holder))
+        thread = run_in_thread(srv)
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        reply = read_until_eof(sock)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nConnection: close" in head
+        assert b"bye" in body
+        thread.join(10)
+        assert not thread.is_alive()
 
 
 # -- stop() cancels what its requests still await ------------------------------------

@@ -541,8 +541,15 @@ class _AioConn(asyncio.Protocol, Channel):
         finally:
             pace.end(self._progress(unsent_bytes(self.transport)))
 
+    def _head(self, status: int, headers: HeaderLines) -> bytes:
+        """The answer's head; ``Connection: close`` once a stop() came (one from this very
+        request comes before the shutdown marks the requests in flight)."""
+        if self.server.stop_requested:
+            self.conn.close_after_response()
+        return self.conn.send_head(status, headers)
+
     async def send_head(self, status: int, headers: HeaderLines) -> None:
-        self._write(self.conn.send_head(status, headers))
+        self._write(self._head(status, headers))
         await self._drain()
 
     async def send_data(self, data: bytes) -> None:
@@ -555,7 +562,7 @@ class _AioConn(asyncio.Protocol, Channel):
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
         conn = self.conn  # the dispatcher set Content-Length; one write for all of it
-        self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
+        self._write(self._head(status, headers) + conn.send_body(body) + conn.send_end())
         await self._drain()
 
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
@@ -665,7 +672,7 @@ class _AioConn(asyncio.Protocol, Channel):
 
     def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
         lines = encode_headers(headers)
-        self._blocking(lambda: self.conn.send_head(status, lines))
+        self._blocking(lambda: self._head(status, lines))
 
     def write_blocking(self, data: bytes) -> None:
         self._blocking(lambda: self.conn.send_body(data))
@@ -845,6 +852,11 @@ class AioServer:
             self.loop.set_exception_handler(self._previous_handler)
         self._closed.set()
         self.done.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True from the first stop() or stop_async() on."""
+        return self._stop_requested
 
     def _claim_stop(self) -> bool:
         """True for the first stop request (it runs the shutdown)."""

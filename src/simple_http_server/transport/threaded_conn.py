@@ -317,7 +317,14 @@ class ThreadedConn(Channel):
             await outbox.drain()
 
     def start_blocking(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self._write_from_user(self.conn.send_head(status, encode_headers(headers)))
+        self._write_from_user(self._head(status, encode_headers(headers)))
+
+    def _head(self, status: int, headers: HeaderLines) -> bytes:
+        """The answer's head; ``Connection: close`` once the server is stopping (a stop()
+        from this very request comes before the shutdown marks the requests in flight)."""
+        if self.server.stopping:
+            self.conn.close_after_response()
+        return self.conn.send_head(status, headers)
 
     def write_blocking(self, data: bytes) -> None:
         self._write_from_user(self.conn.send_body(data))
@@ -343,7 +350,7 @@ class ThreadedConn(Channel):
             set_kernel_timeouts(self.sock, timeout, timeout)
 
     async def send_head(self, status: int, headers: HeaderLines) -> None:
-        self._write(self.conn.send_head(status, headers))
+        self._write(self._head(status, headers))
 
     async def send_data(self, data: bytes) -> None:
         self._write(self.conn.send_body(data))
@@ -353,7 +360,7 @@ class ThreadedConn(Channel):
 
     async def send_response(self, status: int, headers: HeaderLines, body: bytes) -> None:
         conn = self.conn  # the dispatcher set Content-Length; one send for all of it
-        self._write(conn.send_head(status, headers) + conn.send_body(body) + conn.send_end())
+        self._write(self._head(status, headers) + conn.send_body(body) + conn.send_end())
 
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
         if self.secure:
