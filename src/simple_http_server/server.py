@@ -263,6 +263,7 @@ class Server:
         Server runs once at a time (a second start() meanwhile: RuntimeError).
         """
         if self.prefer_coroutine:
+            _no_running_loop()
             asyncio.run(self.start_async())
             return
         if not self._begin():
@@ -384,6 +385,18 @@ class Server:
                 await ended.wait()  # the server's pool threads gone, as with stop()
             return
         await asyncio.get_running_loop().run_in_executor(None, self._stop, True)
+
+
+def _no_running_loop() -> None:
+    """start() with the asyncio transport runs a loop of its own: not inside another."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        "start(prefer_coroutine=True) blocks and cannot run in a running event loop: "
+        "await start_async() there"
+    )
 
 
 async def _serve_until_stopped(server: Server, transport: Any) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -395,6 +397,27 @@ def test_cancelling_start_async_on_the_threaded_transport_stops_the_server() -> 
             socket.create_connection(("127.0.0.1", ports[0]), timeout=5).close()
     finally:
         server.stop()
+
+
+def test_start_with_the_asyncio_transport_in_a_running_loop_says_what_to_do() -> None:
+    """It raised asyncio.run()'s error about a running loop, and left a coroutine never
+    awaited (a RuntimeWarning)."""
+    srv = new_server("asyncio")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=r"await start_async\(\)"):
+            srv.start()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    assert [w.message for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert not srv.is_ready()
+    thread = run_in_thread(srv)  # nothing left claimed: it serves afterwards
+    srv.stop()
+    thread.join(5)
+    assert not thread.is_alive()
 
 
 # -- stop_async() from a request of the server's own -------------------------------
