@@ -495,6 +495,40 @@ def test_stop_in_a_websocket_callback_does_not_wait_for_the_shutdown(
         client.close()
 
 
+@pytest.mark.parametrize("callback", ["on_handshake", "on_open"])
+def test_stop_in_a_websocket_handshake_or_open_callback_does_not_wait(
+    transport: str, callback: str
+) -> None:
+    """In the threaded transport, stop() in ``on_handshake`` waited for the shutdown,
+    which waited drain_timeout for that very handshake: the client got nothing for
+    10 s, then the connection was cut."""
+    app = App()
+    holder: dict[str, Server] = {}
+
+    @app.websocket_handler(endpoint="/ws")
+    class StopHere(WebsocketHandler):
+        def on_handshake(self, request: Any) -> None:
+            if callback == "on_handshake":
+                holder["server"].stop()
+
+        def on_open(self, session: WebsocketSession) -> None:
+            if callback == "on_open":
+                holder["server"].stop()
+
+    srv = holder["server"] = new_server(transport, app, websocket_ping_interval=0)
+    thread = run_in_thread(srv)
+    began = time.monotonic()
+    client = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws", timeout=10)
+    try:
+        assert frames_until_close(client) == ([], 1001)
+        client.send_close()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - began < 3.0  # drain_timeout: 10 s
+    finally:
+        client.close()
+
+
 def stop_here_app(holder: dict[str, Server]) -> App:
     """Routes that stop their server: in a controller, a filter, or while streaming."""
     app = App()

@@ -104,6 +104,9 @@ class ThreadedServer:
         # While this thread waits for an async controller, it does its socket I/O.
         helper = LoopHelper()
         help_while_waiting(helper)
+        # Every piece of user code this thread runs (a websocket's on_handshake too)
+        # is this server's: stop() there must not wait for the shutdown.
+        SERVING.set(self)
         with self._lock:
             self._helpers.append(helper)
         while True:
