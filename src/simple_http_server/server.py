@@ -67,25 +67,37 @@ def scan(base_dir: str = "", regx: str = r"", project_dir: str = "") -> None:
         sys.path.insert(0, project_dir)
     root = os.path.join(project_dir, base_dir)
     pattern = re.compile(regx) if regx else None
+    if not os.path.isdir(root):  # one module, as 0.22.x took it: "pkg/mod.py" or "pkg/mod"
+        path = root if root.endswith(".py") else root + ".py"
+        if os.path.isfile(path):
+            _import_file(project_dir, path, pattern, main_path)
+        else:
+            _log.warning("scan(): no folder or module %r in %s", base_dir, project_dir)
+        return
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
         for name in sorted(files):
-            if not name.endswith(".py") or name.startswith("__"):
-                continue
-            rel = os.path.relpath(os.path.join(folder, name), project_dir)
-            rel_noext = rel[:-3]
-            module = rel_noext.replace(os.sep, ".")
-            if pattern and not (
-                pattern.match(rel) or pattern.match(rel_noext) or pattern.match(module)
-            ):
-                continue
-            if main_path is not None and os.path.realpath(os.path.join(folder, name)) == main_path:
-                continue  # the running script: importing it again would run its body twice
-            try:
-                importlib.import_module(module)
-                _log.info("Imported %s", module)
-            except (Exception, SystemExit):  # argparse at module level exits; ^C still stops us
-                _log.exception("Cannot import %s", module)
+            if name.endswith(".py") and not name.startswith("__"):
+                _import_file(project_dir, os.path.join(folder, name), pattern, main_path)
+
+
+def _import_file(
+    project_dir: str, path: str, pattern: re.Pattern[str] | None, main_path: str | None
+) -> None:
+    """Import the module at ``path`` (a ``.py`` file under ``project_dir``) when its
+    relative path, that path without ``.py`` or its dotted name matches ``pattern``."""
+    rel = os.path.relpath(path, project_dir)
+    rel_noext = rel[:-3]
+    module = rel_noext.replace(os.sep, ".")
+    if pattern and not (pattern.match(rel) or pattern.match(rel_noext) or pattern.match(module)):
+        return
+    if main_path is not None and os.path.realpath(path) == main_path:
+        return  # the running script: importing it again would run its body twice
+    try:
+        importlib.import_module(module)
+        _log.info("Imported %s", module)
+    except (Exception, SystemExit):  # argparse at module level exits; ^C still stops us
+        _log.exception("Cannot import %s", module)
 
 
 # -- TLS ---------------------------------------------------------------------

@@ -61,6 +61,28 @@ def test_scan_without_pattern_imports_everything(scan_log: LogRecords) -> None:
     assert "ctrls.good_controller" in sys.modules
 
 
+@pytest.mark.parametrize("base_dir", ["ctrls/good_controller.py", "ctrls/good_controller"])
+def test_scan_of_one_module_imports_it(
+    scan_log: LogRecords, base_dir: str, serve: Callable[..., LiveServer]
+) -> None:
+    """0.22.x took a module's path (with or without ``.py``) for ``base_dir``; that
+    imported nothing, silently: every route of the module answered 404."""
+    server.scan(base_dir, r".*deep.*", project_dir=TESTS_DIR)  # the pattern applies too
+    assert "ctrls.good_controller" not in sys.modules
+    server.scan(base_dir, project_dir=TESTS_DIR)
+    assert "ctrls.good_controller" in sys.modules
+    assert "ctrls.not_matching" not in sys.modules
+    assert [r for r in scan_log.records if r.levelno >= logging.WARNING] == []
+    live = serve(get_app_conf("scan-fixture"))
+    assert fetch(live.port, "/scanned/good") == b"good"
+
+
+def test_scan_of_a_missing_folder_warns(scan_log: LogRecords) -> None:
+    server.scan("ctrls/no_such_folder", project_dir=TESTS_DIR)
+    warnings = [r.getMessage() for r in scan_log.records if r.levelno == logging.WARNING]
+    assert warnings == [f"scan(): no folder or module 'ctrls/no_such_folder' in {TESTS_DIR}"]
+
+
 # -- a module that exits at import; the __main__ script -----------------------------
 def write_files(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
