@@ -403,6 +403,37 @@ def test_streaming_binary_and_keep_limit() -> None:
     assert failed is not None and failed.code == 1009
 
 
+@pytest.mark.parametrize("text", [True, False])
+def test_many_small_fragments_gather_into_the_exact_message(text: bool) -> None:
+    """Small pieces are joined by the batch (memory): order and content stay exact,
+    across batch ends, with long and empty pieces between them."""
+    sizes = [1, 2, 0, 3, 1500, *[1] * 1100, 70_000, *[5] * 20_000, 0, 7]
+    pieces = [str(i % 10) * size for i, size in enumerate(sizes)]
+    client, proto = pair(max_message_size=0)
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        message = (
+            TextMessage(data=piece, message_finished=last)
+            if text
+            else BytesMessage(data=piece.encode(), message_finished=last)
+        )
+        proto.receive_data(client.send(message))
+    whole = "".join(pieces)
+    expected = ws.TextReceived(whole) if text else ws.BinaryReceived(whole.encode())
+    assert proto.events() == [expected]
+
+
+def test_kept_pieces_gather_into_the_exact_message() -> None:
+    _, proto = pair(stream_binary=True, max_message_size=0)
+    pieces = [b"%d" % (i % 10) * (i % 7) for i in range(3000)] + [b"x" * 5000, b"", b"y"]
+    for piece in pieces:
+        assert proto.keep(piece) is None
+    assert proto.take_kept() == b"".join(pieces)
+    assert proto.keep(b"") is None
+    assert proto.take_kept() == b""  # an empty kept message is a message all the same
+    assert proto.take_kept() is None
+
+
 def test_permessage_deflate_roundtrip() -> None:
     server_ext = PerMessageDeflate()
     assert server_ext.accept("permessage-deflate") is not None
