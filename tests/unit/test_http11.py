@@ -203,6 +203,41 @@ def test_chunked_request_body() -> None:
     assert isinstance(got[-1], EndOfRequest)
 
 
+CHUNKED_HEAD = b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_chunks_received_together_come_out_as_one_piece() -> None:
+    """h11 gives one event per chunk: 1-byte chunks were one body piece per byte."""
+    conn = HttpConnection()
+    conn.receive_data(CHUNKED_HEAD + b"1\r\na\r\n" * 1000 + b"2\r\nbc\r\n0\r\n\r\n")
+    got = events(conn)
+    assert isinstance(got[0], RequestHead)
+    assert got[1:] == [BodyChunk(b"a" * 1000 + b"bc"), EndOfRequest()]
+    assert conn.request_complete
+
+
+def test_chunks_are_gathered_up_to_a_bound_and_what_is_received() -> None:
+    conn = HttpConnection()
+    conn.receive_data(CHUNKED_HEAD + b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+    conn.receive_data(b"1\r\ny\r\n" * (80 * 1024) + b"1\r")  # a chunk split in two
+    got = events(conn)
+    sizes = [len(e.data) for e in got if isinstance(e, BodyChunk)]
+    assert sum(sizes) == 0x4000 + 80 * 1024
+    assert 2 <= len(sizes) <= 4 and max(sizes) <= 64 * 1024 + 0x4000
+    assert not conn.request_complete
+    conn.receive_data(b"\nz\r\n0\r\n\r\n")
+    assert events(conn) == [BodyChunk(b"z"), EndOfRequest()]
+
+
+def test_bad_input_after_gathered_chunks_comes_after_them() -> None:
+    conn = HttpConnection()
+    conn.receive_data(CHUNKED_HEAD + b"1\r\na\r\n" * 3 + b"zz\r\n")
+    got = events(conn)
+    assert got[1] == BodyChunk(b"aaa")
+    assert isinstance(got[2], ProtocolFailure) and got[2].status == 400
+    assert conn.closing
+
+
 def test_chunked_response_body_for_http11() -> None:
     conn = HttpConnection()
     conn.receive_data(GET)

@@ -121,6 +121,8 @@ class ProtocolFailure:
 
 Event = RequestHead | BodyChunk | EndOfRequest | ConnectionLost | ProtocolFailure
 _END: Final = EndOfRequest()
+#: Chunks of a chunked body already received are handed on together up to this size.
+_GATHER: Final = 64 * 1024
 _LOST: Final = ConnectionLost()
 _END_OF_MESSAGE: Final = h11.EndOfMessage()  # events are immutable: one serves all
 
@@ -234,6 +236,7 @@ class HttpConnection:
 
     __slots__ = (
         "_blank",
+        "_body_error",
         "_body_left",
         "_buffer",
         "_closing",
@@ -254,6 +257,7 @@ class HttpConnection:
         self._max_head_size = max_head_size
         self._max_requests = max_requests
         self._body_left: int | None = 0  # request body bytes not read yet (None: chunked)
+        self._body_error: h11.RemoteProtocolError | None = None  # met while gathering chunks
         self._served = 0
         self._connect_request = False
         self._drop_body = False  # HEAD, 204, 304, a 2xx to CONNECT: no body goes out
@@ -293,6 +297,10 @@ class HttpConnection:
                 head = _starts_head(unparsed)
         in_body = state is h11.SEND_BODY
         try:
+            error = self._body_error
+            if error is not None:
+                self._body_error = None
+                raise error
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
             self._closing = True
@@ -308,6 +316,8 @@ class HttpConnection:
             data = bytes(event.data)  # type: ignore[union-attr]
             if self._body_left is not None:
                 self._body_left -= len(data)
+            elif len(data) < _GATHER:
+                data = self._gather_chunks(data)
             return BodyChunk(data)
         if cls is h11.Request:
             return self._request_head(event)  # type: ignore[arg-type]
@@ -318,6 +328,33 @@ class HttpConnection:
             self._complete = False
             return _LOST
         return event  # type: ignore[return-value]  # NEED_DATA / PAUSED sentinels
+
+    def _gather_chunks(self, data: bytes) -> bytes:
+        """``data`` and the chunks of a chunked body that follow it in what was
+        received, up to ``_GATHER`` bytes: h11 gives one event per chunk, and one
+        body piece per byte sent as 1-byte chunks cost a reader (a thread hop each
+        under asyncio) ten times what the parse does.  An end of the body met on
+        the way is reported next, as is bad input."""
+        conn, buffer = self._conn, self._buffer
+        pieces = [data]
+        size = len(data)
+        while size < _GATHER and (buffer is None or buffer._data):
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._body_error = exc
+                self._closing = True  # an answer sent before it is reported says so
+                break
+            cls = type(event)
+            if cls is h11.Data:
+                piece = event.data  # type: ignore[union-attr]
+                pieces.append(piece)
+                size += len(piece)
+            else:
+                if cls is h11.EndOfMessage:
+                    self._end_pending = self._complete = True
+                break  # NEED_DATA: the rest was not received yet
+        return data if len(pieces) == 1 else b"".join(pieces)
 
     def _skip_empty_lines(self, data: bytearray) -> ProtocolFailure | type[h11.NEED_DATA] | None:
         """Drop the empty lines before a request line (RFC 9112 2.2: some clients
