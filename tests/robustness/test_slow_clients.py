@@ -817,6 +817,129 @@ def test_running_out_of_file_descriptors_does_not_spin(transport: str) -> None:
     assert errors.count(b"accept") < 50, errors[-2000:]  # a line a second, not a flood
 
 
+_THREAD_STARVED_SERVER = """
+import os, resource, sys, time
+from simple_http_server import App, WebsocketHandler, server
+# Imported before the switch to a user that may not read them.
+import simple_http_server.transport.aio, simple_http_server.transport.threaded
+import simple_http_server.transport.ws_glue, wsproto
+
+class Echo(WebsocketHandler):
+    def on_text_message(self, session, message):
+        session.send(message)
+
+app = App()
+app.websocket_handler(endpoint="/ws")(Echo)
+
+@app.route("/")
+def index():
+    return "ok"
+
+@app.route("/slow")
+def slow():
+    time.sleep(0.5)
+    return "slow"
+
+# An unprivileged user (root ignores RLIMIT_NPROC) that may run 20 threads in all.
+os.setgid(int(sys.argv[3]))
+os.setuid(int(sys.argv[3]))
+resource.setrlimit(resource.RLIMIT_NPROC, (20, 20))
+server.start(host="127.0.0.1", port=int(sys.argv[1]), app_conf=app,
+             prefer_coroutine=sys.argv[2] == "asyncio", worker_threads=64)
+"""
+
+
+def _get(port: int, path: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        return read_until_closed(sock, 30)
+
+
+def _websocket_answer(port: int) -> tuple[socket.socket, bytes]:
+    """A websocket that sent "hi": the first frame the server answered."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        + bytes([0x81, 0x82, 0, 0, 0, 0])
+        + b"hi"
+    )
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < 4:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, frames = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), data
+    return sock, frames[:4]
+
+
+def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
+    transport: str, tmp_path: Path
+) -> None:
+    """Past a thread limit (a container's pids.max), the threaded transport's selector
+    thread died on "can't start new thread": the server stopped accepting; asyncio
+    answered 500 with a traceback per request.  Now the running threads serve in
+    turn, a websocket that gets no thread is closed with 1013, one warning a second."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to run the server as an unprivileged user with RLIMIT_NPROC")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    free_port = harness.free_port()
+    src = str(Path(__import__("simple_http_server").__file__).parents[1])
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:  # a file: a pipe nobody reads could stall the server
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _THREAD_STARVED_SERVER, str(free_port), transport, str(nobody)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": src},
+        )
+    held: list[socket.socket] = []
+    try:
+        _wait_listening(free_port)
+        answers: list[bytes] = []
+        threads = [
+            threading.Thread(target=lambda: answers.append(_get(free_port, b"/slow")))
+            for _ in range(40)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(answers) == 40
+        assert all(a.startswith(b"HTTP/1.1 200 ") and a.endswith(b"slow") for a in answers)
+        closes = 0
+        for _ in range(30):  # the threaded transport gives each session a thread
+            sock, frame = _websocket_answer(free_port)
+            held.append(sock)
+            assert frame in (b"\x81\x02hi", b"\x88\x11\x03\xf5"), frame  # echo, or 1013
+            closes += frame == b"\x88\x11\x03\xf5"
+        assert (closes > 0) == (transport == "threaded")
+        assert _get(free_port, b"/").endswith(b"\r\n\r\nok")  # and the server serves on
+    finally:
+        for sock in held:
+            sock.close()
+        proc.kill()
+        proc.wait(10)
+    errors = log.read_bytes()
+    assert b"Traceback" not in errors, errors[-3000:]
+    assert b"could not be started" in errors, errors[-3000:]
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+
 def test_worker_threads_bound_concurrent_sync_controllers(serve: Serve) -> None:
     application, hits, release = app()
     live = serve(application, worker_threads=2)

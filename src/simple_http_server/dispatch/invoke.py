@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from .. import logger as _logging
+from ..errors import HttpError
 
 __all__ = [
     "LoopHelper",
@@ -426,6 +427,7 @@ class SyncPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
+        self._warning_due = 0.0  # when a refused thread may be logged again
 
     def submit(
         self,
@@ -451,12 +453,30 @@ class SyncPool:
                         target=self._work, name=f"shs-sync-{len(self._threads)}", daemon=True
                     )
                     self._threads.append(thread)
-        if spawn:
-            thread.start()
+        if spawn and not self._start(thread):
+            raise HttpError(503, "Service Unavailable", "The server cannot start a thread now.")
         if ctx is None:
             ctx = contextvars.copy_context()
         self._jobs.put((_inbox_of(loop), future, ctx, func, args, kwargs))
         return future
+
+    def _start(self, thread: threading.Thread) -> bool:
+        """Start a new thread; when the system refuses one (a process or thread limit
+        such as a container's ``pids.max``), the job waits for the running threads
+        (True, with a warning one a second at most), or False when there are none."""
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            with self._lock:
+                self._threads.remove(thread)
+                running = len(self._threads)
+            now = time.monotonic()
+            if now >= self._warning_due:
+                self._warning_due = now + 1.0
+                _log.warning("A thread for sync code could not be started (%s): %d thread(s)"
+                             " run the jobs in turn", exc, running)  # fmt: skip
+            return running > 0
+        return True
 
     def _work(self) -> None:
         help_while_waiting(LoopHelper())

@@ -82,6 +82,7 @@ class ThreadedServer:
         self._busy = 0
         self.owner_thread: threading.Thread | None = None
         self._accept_resumes = 0.0  # when accepts paused for lack of fds resume
+        self._thread_warning_due = 0.0  # when a refused thread may be logged again
 
     # -- worker pool -------------------------------------------------------------
     def _submit(self, conn: ThreadedConn) -> None:
@@ -95,9 +96,36 @@ class ThreadedServer:
                 self._workers.append(thread)
             else:
                 self._idle_workers -= 1
-        if spawn:
-            thread.start()
+        if spawn and not self._start_worker(thread):
+            with self._lock:
+                if not self._workers:  # not one thread to serve it: it cannot wait
+                    self._busy -= 1
+                    owed = False
+                else:  # the running workers take it in turn: one of them is owed to it
+                    self._idle_workers -= 1
+                    owed = True
+            if not owed:
+                self._drop(conn)
+                return
         self._jobs.put(conn)
+
+    def _start_worker(self, thread: threading.Thread) -> bool:
+        """Start a new worker; False (and a warning, one a second at most) when the
+        system refuses a thread (a process or thread limit such as a container's
+        ``pids.max``): the pool goes on with the workers it has."""
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            with self._lock:
+                self._workers.remove(thread)
+                running = len(self._workers)
+            now = time.monotonic()
+            if now >= self._thread_warning_due:
+                self._thread_warning_due = now + 1.0
+                _log.warning("A worker thread could not be started (%s): %d worker(s) serve the"
+                             " requests in turn", exc, running)  # fmt: skip
+            return False
+        return True
 
     def _work(self) -> None:
         jobs = self._jobs

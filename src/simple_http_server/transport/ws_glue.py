@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import math
 import select
@@ -82,6 +83,8 @@ _OUT_HIGH = 256 * 1024
 #: Seconds ``stop()`` watches a session's output for progress before it takes the
 #: client for one that stopped reading and cuts the session.
 _STUCK_AFTER = 0.2
+#: RFC 6455 7.4.1 (IANA): the server cannot take the session now.
+CLOSE_TRY_AGAIN_LATER = 1013
 #: Bytes written by one ``send`` at most, so that progress shows (keepalive, drain).
 _WRITE_SLICE = 256 * 1024
 #: Seconds a session's writer thread waits for more output before it ends.
@@ -146,6 +149,7 @@ class WebsocketUpgrade:
         self._lock = threading.Lock()
         self._stopping = False
         self._closing_at = 0.0
+        self._thread_warning_due = 0.0  # when a refused session thread may be logged again
 
     #: True for websocket upgrade requests (the TestClient decides with the same function).
     wants = staticmethod(wants_websocket)
@@ -186,10 +190,31 @@ class WebsocketUpgrade:
         with self._lock:
             self._threaded.add(link)
             stopping = self._stopping  # close_threaded() may have run during the handshake
-        threading.Thread(target=link.run, name=f"shs-ws-{link.session.id[:8]}", daemon=True).start()
+        thread = threading.Thread(
+            target=link.run, name=f"shs-ws-{link.session.id[:8]}", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError as exc:  # a process or thread limit (a container's pids.max)
+            self._no_thread(conn, link, exc)
+            return False
         if stopping:
             link.close_soon(ws.CLOSE_GOING_AWAY, "Server is shutting down")
         return True
+
+    def _no_thread(self, conn: Any, link: ThreadedLink, exc: RuntimeError) -> None:
+        """The system refused the session its thread: close 1013 (Try Again Later),
+        the session never opened; a warning, one a second at most."""
+        with self._lock:
+            self._threaded.discard(link)
+        now = time.monotonic()
+        if now >= self._thread_warning_due:
+            self._thread_warning_due = now + 1.0
+            _log.warning("A websocket session thread could not be started (%s):"
+                         " closed with 1013", exc)  # fmt: skip
+        link.proto.send_close(CLOSE_TRY_AGAIN_LATER, "Try again later")
+        with contextlib.suppress(ClientGone):
+            conn._send(link.proto.data_to_send())
 
     def close_threaded(self) -> None:
         """Close every threaded session with 1001 now (stop() waits with :meth:`wait_threaded`)."""
