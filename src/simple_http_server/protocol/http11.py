@@ -247,7 +247,6 @@ class HttpConnection:
         "_end_pending",
         "_max_head_size",
         "_max_requests",
-        "_sent_continue",
         "_served",
     )
 
@@ -261,7 +260,6 @@ class HttpConnection:
         self._served = 0
         self._connect_request = False
         self._drop_body = False  # HEAD, 204, 304, a 2xx to CONNECT: no body goes out
-        self._sent_continue = False
         self._closing = False
         self._end_pending = False
         #: h11 gave the request's EndOfMessage (their state is DONE or MUST_CLOSE, and
@@ -374,7 +372,6 @@ class HttpConnection:
     def _request_head(self, req: h11.Request) -> RequestHead | ProtocolFailure:
         self._served += 1
         self._blank = 0
-        self._sent_continue = False
         self._complete = False
         method = req.method.decode("ascii")
         self._drop_body = method == "HEAD"
@@ -504,9 +501,8 @@ class HttpConnection:
     # -- output --------------------------------------------------------------
     def send_continue(self) -> bytes:
         """``100 Continue`` when the client waits for it, else ``b""``."""
-        if self._sent_continue or not self._conn.they_are_waiting_for_100_continue:
+        if not self._conn.they_are_waiting_for_100_continue:  # h11 clears it once a 1xx is sent
             return b""
-        self._sent_continue = True
         return self._conn.send(
             h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
         )
