@@ -1259,6 +1259,17 @@ def test_declared_length_over_limit_is_413_without_reading(serve, tmp_path):
     _expect_early_413(live.port, head, b"{" * 1000)
 
 
+def test_a_declared_length_one_byte_over_the_limit_is_413_before_the_body(serve, tmp_path):
+    """The limit is inclusive: ``max_body_size`` bytes are read, one more is refused
+    from the head alone (the client has sent none of its body)."""
+    live = serve(limits_app(tmp_path), max_body_size=1000, body_timeout=30)
+    head = b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    _expect_early_413(live.port, head + b"Content-Length: 1001\r\n\r\n", b"")
+    body = b'{"a": "' + b"a" * 991 + b'"}'
+    reply = raw_exchange(live.port, head + b"Content-Length: 1000\r\n\r\n", [body], timeout=10)
+    assert reply.status == 200
+
+
 def test_streamed_body_over_limit_is_413_before_end(serve, tmp_path):
     live = serve(limits_app(tmp_path), max_body_size=100_000)
     head = (

@@ -557,23 +557,28 @@ def test_the_first_acceptable_of_several_deflate_offers_is_used(serve: Serve) ->
         assert echo_texts(sock, client, ["c" * 5000]) == ["open x", "c" * 5000]
 
 
+_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+_V13 = "Sec-WebSocket-Version: 13\r\n"
+
+
 @pytest.mark.parametrize(
-    ("extra_headers", "status"),
+    ("key_and_version", "status"),
     [
-        ("Sec-WebSocket-Version: 8\r\n", 426),
-        ("", 400),  # missing key (built below)
+        (_KEY + "Sec-WebSocket-Version: 8\r\n", 426),
+        (_V13, 400),  # no key
+        (_KEY + _KEY + _V13, 400),  # RFC 6455 4.2.1: one key, not two
+        ("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n" + _V13, 400),  # 15 bytes, not 16
     ],
+    ids=["version 8", "no key", "two keys", "short key"],
 )
-def test_bad_handshakes(serve: Serve, extra_headers: str, status: int) -> None:
+def test_bad_handshakes(serve: Serve, key_and_version: str, status: int) -> None:
     app, _ = echo_app()
     live = serve(app)
-    key = "" if status == 400 else "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    version = extra_headers or "Sec-WebSocket-Version: 13\r\n"
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(
             (
                 "GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"{key}{version}\r\n"
+                f"{key_and_version}\r\n"
             ).encode()
         )
         answer = sock.recv(65536)

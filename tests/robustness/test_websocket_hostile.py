@@ -289,6 +289,19 @@ def test_a_control_frame_between_compressed_fragments_leaves_the_message_whole(
         assert (0xA, b"pp") in messages
 
 
+@pytest.mark.parametrize("control", [0x9, 0xA], ids=["ping", "pong"])
+def test_a_compressed_control_frame_fails_the_connection(serve: Serve, control: int) -> None:
+    """RFC 7692 6.1: RSV1 on a control frame (never compressed) is a protocol error,
+    even once permessage-deflate is agreed: 1002, not a pong nor silence."""
+    live = serve(ws_app())
+    sock, _ = open_deflate_ws(live)
+    with sock:
+        flagged = bytearray(frame(control, b"pp"))
+        flagged[0] |= 0x40
+        sock.sendall(bytes(flagged))
+        assert close_code(sock) == 1002
+
+
 def test_endless_empty_continuation_frames_cost_no_memory(serve: Serve) -> None:
     live = serve(ws_app(), max_websocket_message_size=LIMIT)
     with open_ws(live) as sock:
