@@ -49,12 +49,11 @@ def _plan(func: Callable[..., Any]) -> Callable[[int, str, str], PageArguments]:
             ann = p.annotation
             if ann is p.empty and p.default not in (p.empty, None):
                 ann = type(p.default)  # a keyword argument: its default's type, as in the original
-            if (ann is int or ann == "int") and "code" not in taken:
-                role = "code"
-            else:
-                role = next((r for r in ("code", "message", "explain") if r not in taken), "")
-                if role == "code" and (ann is str or ann == "str"):
-                    role = next((r for r in ("message", "explain") if r not in taken), "")
+            # The first free role, in order: an ``int`` argument gets ``code`` while it
+            # is free, as any other; a ``str`` one skips it.
+            role = next((r for r in ("code", "message", "explain") if r not in taken), "")
+            if role == "code" and (ann is str or ann == "str"):
+                role = next((r for r in ("message", "explain") if r not in taken), "")
         if role in taken:
             role = ""
         if role or p.default is p.empty:
