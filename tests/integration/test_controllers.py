@@ -72,6 +72,14 @@ def routing_app() -> App:
     def target() -> str:
         return "target"
 
+    @app.route("/folder/")
+    def folder() -> str:
+        return "folder/"
+
+    @app.route("/folder")
+    def folder_without_slash() -> str:
+        return "folder"
+
     @app.route("/hdr", headers="X-Kind=a")
     def hdr_a() -> str:
         return "kind a"
@@ -79,6 +87,10 @@ def routing_app() -> App:
     @app.route("/hdr", headers=["X-Kind=b", "!X-Other"], match_all_headers_expressions=False)
     def hdr_b_or_no_other() -> str:
         return "kind b or no X-Other"
+
+    @app.route("/hdr-all", headers=["X-Kind=a", "X-Level"])  # both must hold (the default)
+    def hdr_all() -> str:
+        return "kind a with a level"
 
     @app.route
     def bare() -> str:  # a bare decorator outside a class has no url: skipped
@@ -120,6 +132,11 @@ def test_dot_segments_are_normalized(make_client):
     assert client.get("/./target").text == "target"
     assert client.get("/../../target").text == "target"
     assert client.get("/%2E%2E/target").text == "target"
+    assert client.get("/stacked/x/../a").text == "GET /stacked/a"  # ".." drops one segment
+    # A path ending in "/." or "/.." names a folder: the trailing slash stays.
+    assert client.get("/folder/.").text == "folder/"
+    assert client.get("/folder/x/..").text == "folder/"
+    assert client.get("/folder/%2e").text == "folder/"
 
 
 def test_headers_narrowing(make_client):
@@ -130,6 +147,10 @@ def test_headers_narrowing(make_client):
     )
     assert client.get("/hdr").text == "kind b or no X-Other"
     assert client.get("/hdr", headers={"X-Kind": "c", "X-Other": "1"}).status == 404
+    both = {"X-Kind": "a", "X-Level": "2"}
+    assert client.get("/hdr-all", headers=both).text == "kind a with a level"
+    assert client.get("/hdr-all", headers={"X-Kind": "a"}).status == 404
+    assert client.get("/hdr-all", headers={"X-Level": "2"}).status == 404
 
 
 def test_bad_method_and_unknown_path(make_client):

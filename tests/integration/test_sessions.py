@@ -383,6 +383,21 @@ def test_an_explicit_factory_is_used_even_while_it_is_empty(front_end: str) -> N
         assert client.get("/timeout").json() == made  # found again, in that factory
 
 
+@pytest.mark.parametrize("own_factory", [False, True], ids=["app store", "LocalSessionFactory()"])
+def test_the_default_idle_timeout_is_30_minutes(make_client, own_factory: bool) -> None:
+    """README: sessions end after 30 idle minutes unless told otherwise, in the app's
+    store and in a ``LocalSessionFactory()`` built without arguments."""
+    app = session_app()
+    if own_factory:
+        app.session_factory = LocalSessionFactory()
+
+    @app.route("/timeout")
+    def timeout(session: Session) -> dict[str, Any]:
+        return {"timeout": session.max_inactive_interval}
+
+    assert make_client(app).get("/timeout").json() == {"timeout": 1800}
+
+
 def test_an_apps_empty_local_factory_is_used_by_every_front_end(make_any_client) -> None:
     factory = LocalSessionFactory(max_inactive_interval=7)
     app = session_app()

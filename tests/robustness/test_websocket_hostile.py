@@ -302,7 +302,8 @@ def test_a_compressed_control_frame_fails_the_connection(serve: Serve, control: 
         assert close_code(sock) == 1002
 
 
-def test_endless_empty_continuation_frames_cost_no_memory(serve: Serve) -> None:
+def test_a_message_after_endless_empty_continuation_frames_is_whole(serve: Serve) -> None:
+    """Their memory cost (none) is measured in tests/unit/test_ws_protocol.py."""
     live = serve(ws_app(), max_websocket_message_size=LIMIT)
     with open_ws(live) as sock:
         sock.sendall(frame(0x1, b"a", fin=False) + frame(0x0, b"", fin=False) * 20000)

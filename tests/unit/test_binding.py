@@ -196,6 +196,10 @@ def _markers(app: App) -> None:
     def out_of_range(group=RegGroup(5)) -> str:
         return group
 
+    @app.route(regexp=r"^/re-next/(\w+)$")
+    def just_past_the_end(group=RegGroup(1)) -> str:  # one group: index 0 only
+        return group
+
     @app.route("/model")
     def model(m=ModelDict(), env=Environment()) -> dict[str, Any]:
         return {"m": m, "env": env}
@@ -271,6 +275,7 @@ def test_reg_groups() -> None:
         "second": "42",
     }
     assert client.get("/re-out/x").status_code == 400
+    assert client.get("/re-next/x").status_code == 400
 
 
 def test_model_dict_and_environment() -> None:
