@@ -566,6 +566,25 @@ def test_error_pages(make_client):
     assert (teapot.status, teapot.text) == (302, "302-msg-why")  # the catch-all
 
 
+def test_a_40x_page_covers_the_whole_class(make_client):
+    """README: ``"40x"`` covers 400-499, as ``"4xx"`` does.  In ``test_error_pages`` the
+    catch-all answers with the same text, so 418 reaching it could not be told apart."""
+    app = App()
+
+    @app.error_message("40x")
+    def forty(code, message, explain=""):
+        return f"40x page {code}"
+
+    @app.route("/raise/{code}")
+    def raise_code(code: PathValue):
+        raise HttpError(int(code), "msg", "why")
+
+    client = make_client(app)
+    for code in (400, 409, 418, 451):
+        assert client.get(f"/raise/{code}").text == f"40x page {code}"
+    assert client.get("/raise/500").json()["code"] == 500  # the default page
+
+
 # -- filters --------------------------------------------------------------------------
 def build_filters(app: App, calls: list[str]) -> None:
     request_filter = app.request_filter

@@ -131,6 +131,25 @@ def test_ttl_is_the_idle_timeout_and_refreshed_on_access(make_client, client, pr
     assert client.ttl(prefix + sid) >= 95
 
 
+def test_a_session_given_no_attribute_expires_too(make_client, client, prefix):
+    """A session only looked at (nothing written) still gets the idle TTL when it is
+    made: a key without one (TTL -1) would stay in Redis for good."""
+    factory = RedisSessionFactory(prefix=prefix, client=client, max_inactive_interval=100)
+    web = make_client(redis_app(factory))
+    sid = web.get("/get").json()["id"]
+    assert 95 <= client.ttl(prefix + sid) <= 100
+
+
+def test_a_held_session_is_invalid_once_idle_past_its_timeout(client, prefix):
+    """README: ``is_valid`` is False once idle for longer than ``max_inactive_interval``,
+    also for a session object a caller kept (Redis has dropped its key by then)."""
+    factory = RedisSessionFactory(prefix=prefix, client=client, max_inactive_interval=1)
+    session = factory.get_session("", create=True)
+    assert session is not None and session.is_valid is True
+    time.sleep(1.3)
+    assert session.is_valid is False
+
+
 def test_expired_session_is_not_found(make_client, client, prefix):
     factory = RedisSessionFactory(prefix=prefix, client=client, max_inactive_interval=1)
     web = make_client(redis_app(factory))
