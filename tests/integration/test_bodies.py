@@ -527,6 +527,19 @@ def test_body_reader_respects_max_body_size(serve):
     conn.close()
 
 
+@pytest.mark.parametrize("size", [50_000, 50_001])
+def test_a_chunked_streamed_body_is_refused_one_byte_past_the_limit(serve, size):
+    """No length is declared: the reader counts, and the limit is inclusive."""
+    live = serve(reader_app(), max_upload_size=50_000)
+    conn = live.connection()
+    conn.request("POST", "/stream", body=iter([b"z" * size]), encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == (200 if size == 50_000 else 413)
+    if size == 50_000:
+        assert json.loads(response.read())["total"] == size
+    conn.close()
+
+
 # -- multipart ------------------------------------------------------------------------
 
 
@@ -1268,6 +1281,18 @@ def test_a_declared_length_one_byte_over_the_limit_is_413_before_the_body(serve,
     body = b'{"a": "' + b"a" * 991 + b'"}'
     reply = raw_exchange(live.port, head + b"Content-Length: 1000\r\n\r\n", [body], timeout=10)
     assert reply.status == 200
+
+
+@pytest.mark.parametrize("size", [1000, 1001])
+def test_a_chunked_buffered_body_is_refused_one_byte_past_the_limit(serve, tmp_path, size):
+    live = serve(limits_app(tmp_path), max_body_size=1000)
+    body = b'{"a": "' + b"a" * (size - 9) + b'"}'
+    head = (
+        b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    reply = raw_exchange(live.port, head, [chunked(body)], timeout=10)
+    assert reply.status == (200 if size == 1000 else 413)
 
 
 def test_streamed_body_over_limit_is_413_before_end(serve, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import socket
 import threading
@@ -14,7 +15,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from simple_http_server import App, Headers, server
+from simple_http_server import App, Headers, Request, server
 
 from ..conftest import LogRecords, _client_maker, wsgi_server
 from .apps import harness
@@ -492,3 +493,61 @@ def test_refusals_answer_as_the_transports_do(name: str) -> None:
     if name.startswith("HEAD"):
         assert body == b""
     assert status != b"501"
+
+
+def call_app(app: App, environ: dict[str, object]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """One direct call of ``app`` through the WSGI adapter with ``environ``."""
+    proxy = server.init_wsgi_proxy(app_conf=app)
+    setup_testing_defaults(environ)
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    body = b"".join(proxy.app_proxy(environ, lambda s, h, e=None: started.append((s, h))))
+    return started[0][0], started[0][1], body
+
+
+def adapter_app() -> App:
+    app = App()
+
+    @app.route("/echo", method="POST")
+    def echo(request: Request) -> bytes:
+        return bytes(request.body)
+
+    @app.route("/peer")
+    def peer(request: Request) -> dict[str, object]:
+        return {"peer": list(request.client_address or ())}
+
+    @app.route("/odd")
+    def odd() -> tuple[int, str]:
+        return 299, "no reason phrase"
+
+    return app
+
+
+def test_a_body_shorter_than_its_content_length_is_a_400() -> None:
+    """The client left before sending all of its ``Content-Length``, as our transports."""
+    environ: dict[str, object] = {
+        "PATH_INFO": "/echo", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": "10",
+        "CONTENT_TYPE": "application/octet-stream", "wsgi.input": io.BytesIO(b"abc"),
+    }  # fmt: skip
+    status, _, _ = call_app(adapter_app(), environ)
+    assert status.startswith("400 ")
+
+
+def test_the_client_port_comes_from_remote_port() -> None:
+    environ: dict[str, object] = {
+        "PATH_INFO": "/peer", "REMOTE_ADDR": "10.1.2.3", "REMOTE_PORT": "5555"
+    }  # fmt: skip
+    _, _, body = call_app(adapter_app(), environ)
+    assert json.loads(body) == {"peer": ["10.1.2.3", 5555]}
+
+
+def test_a_status_without_a_reason_phrase_is_unknown() -> None:
+    status, _, _ = call_app(adapter_app(), {"PATH_INFO": "/odd"})
+    assert status == "299 Unknown"
+
+
+def test_a_raw_target_not_below_the_script_name_falls_back_to_path_info() -> None:
+    """``/apix/hello`` does not start with the segment ``/api``: ``PATH_INFO`` is used."""
+    status, _, body = call_wsgi(
+        "/hello", SCRIPT_NAME="/api", RAW_URI="/apix/hello?name=z", QUERY_STRING="name=z"
+    )
+    assert status.startswith("200 ") and json.loads(body) == {"hello": "z"}
