@@ -1276,3 +1276,31 @@ def test_the_originals_readme_asgi_program_runs_under_uvicorn() -> None:
         assert (reply.status, json.loads(reply.read())) == (200, {"hello": "u"})
         conn.close()
     assert isinstance(asgi_proxy, ASGIProxy)
+
+
+def scheme_app() -> Any:
+    app = App()
+
+    @app.route("/scheme")
+    def scheme(request: Request) -> dict[str, Any]:
+        return {"scheme": request.scheme, "peer": list(request.client_address or ())}
+
+    return server.init_asgi_proxy(app_conf=app)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_scheme_and_client_come_from_the_scope(scheme: str) -> None:
+    scope = http_scope("GET", "/scheme")
+    scope["scheme"] = scheme
+    sent = run_asgi(scope, [{"type": "http.request"}], scheme_app())
+    assert json.loads(body_of(sent)) == {"scheme": scheme, "peer": ["127.0.0.1", 5000]}
+
+
+def test_a_head_answer_hands_no_body_to_the_asgi_server() -> None:
+    """RFC 9110 9.3.2: the head alone, with the GET's Content-Length."""
+    got = run_asgi(http_scope("GET", "/hello"), [{"type": "http.request"}])
+    sent = run_asgi(http_scope("HEAD", "/hello"), [{"type": "http.request"}])
+    length = dict(got[0]["headers"])[b"content-length"]
+    assert int(length) == len(body_of(got)) > 0
+    assert dict(sent[0]["headers"])[b"content-length"] == length
+    assert body_of(sent) == b""

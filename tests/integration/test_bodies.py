@@ -1316,6 +1316,24 @@ def test_upload_over_limit_is_413_before_end(serve, tmp_path):
     )
 
 
+@pytest.mark.parametrize("size", [1000, 1001])
+def test_a_multipart_text_field_is_bounded_by_max_body_size(make_client, size):
+    """A text part is kept in memory: ``max_body_size`` bounds it (inclusive), while the
+    whole upload is bounded by the larger ``max_upload_size``."""
+    app = App()
+
+    @app.route("/note", method="POST")
+    def note(note: str) -> dict[str, Any]:
+        return {"length": len(note)}
+
+    client = make_client(app, max_body_size=1000)
+    body = multipart_body(fields={"note": "n" * size})
+    reply = client.post("/note", headers=mp_headers(), body=body)
+    assert reply.status == (200 if size == 1000 else 413)
+    if size == 1000:
+        assert reply.json() == {"length": 1000}
+
+
 def test_declared_upload_over_limit_is_413(serve, tmp_path):
     live = serve(limits_app(tmp_path), max_upload_size=200_000)
     head = (
