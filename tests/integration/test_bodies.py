@@ -1334,6 +1334,42 @@ def test_a_multipart_text_field_is_bounded_by_max_body_size(make_client, size):
         assert reply.json() == {"length": 1000}
 
 
+def _raw_part(extra_headers: int, disposition: str) -> bytes:
+    lines = [f"Content-Disposition: {disposition}"]
+    lines += [f"X-Extra-{i}: {i}" for i in range(extra_headers)]
+    head = "\r\n".join(lines)
+    return f"--{BOUNDARY}\r\n{head}\r\n\r\nvalue\r\n--{BOUNDARY}--\r\n".encode()
+
+
+@pytest.mark.parametrize(("headers", "status"), [(16, 200), (17, 413)])
+def test_a_multipart_part_has_at_most_16_header_lines(make_client, headers, status):
+    app = App()
+
+    @app.route("/note", method="POST")
+    def note(note: str) -> str:
+        return note
+
+    body = _raw_part(headers - 1, 'form-data; name="note"')
+    reply = make_client(app).post("/note", headers=mp_headers(), body=body)
+    assert reply.status == status
+    if status == 200:
+        assert reply.text == "value"
+
+
+def test_a_file_part_without_a_content_type_is_octet_stream(make_client):
+    """RFC 7578 4.4: a part without ``Content-Type`` defaults to text/plain, but a
+    file's is unknown: ``application/octet-stream``, as in 0.22.x."""
+    app = App()
+
+    @app.route("/file", method="POST")
+    def file(doc: MultipartFile) -> dict[str, Any]:
+        return {"type": doc.content_type, "name": doc.filename}
+
+    body = _raw_part(0, 'form-data; name="doc"; filename="d.bin"')
+    reply = make_client(app).post("/file", headers=mp_headers(), body=body)
+    assert reply.json() == {"type": "application/octet-stream", "name": "d.bin"}
+
+
 def test_declared_upload_over_limit_is_413(serve, tmp_path):
     live = serve(limits_app(tmp_path), max_upload_size=200_000)
     head = (
