@@ -1370,6 +1370,23 @@ def test_a_file_part_without_a_content_type_is_octet_stream(make_client):
     assert reply.json() == {"type": "application/octet-stream", "name": "d.bin"}
 
 
+@pytest.mark.parametrize(("epilogue", "status"), [(100, 200), (5000, 413)])
+def test_the_epilogue_after_the_closing_boundary_counts_toward_the_upload_limit(
+    make_client, epilogue, status
+):
+    """Bytes after the closing boundary are read and dropped, but not without bound."""
+    app = App()
+
+    @app.route("/note", method="POST")
+    def note(note: str) -> str:
+        return note
+
+    body = _raw_part(0, 'form-data; name="note"') + b"e" * epilogue
+    client = make_client(app, max_upload_size=2000)
+    reply = client.post("/note", headers=mp_headers(), body=body)
+    assert reply.status == status
+
+
 def test_declared_upload_over_limit_is_413(serve, tmp_path):
     live = serve(limits_app(tmp_path), max_upload_size=200_000)
     head = (

@@ -755,8 +755,9 @@ async def _read_multipart(
     collector = _MultipartCollector(limits)
     limit = limits.max_upload_size
     total = 0
-    chunk = b"-"
     try:
+        # The parser closes at the body's end only (b""): bytes after the closing
+        # boundary (an epilogue) are read here too, and counted.
         with parser:
             while not parser.closed:
                 chunk = await channel.receive()
@@ -766,12 +767,6 @@ async def _read_multipart(
                     raise too_large("upload", limit)
                 for event in parser.parse(chunk):
                     collector.feed(event)
-        while chunk:  # an epilogue after the closing boundary
-            chunk = await channel.receive()
-            total += len(chunk)
-            if limit and total > limit:
-                channel.close_after_response()
-                raise too_large("upload", limit)
     except multipart.ParserLimitReached as exc:
         collector.close()
         channel.close_after_response()
