@@ -819,6 +819,10 @@ def own_headers_app(path: Path) -> App:
         response.set_header("Content-Disposition", "inline")
         return StaticFile(str(path), None, download_name="x.csv")
 
+    @app.route("/weak")
+    def weak() -> Any:
+        return Headers({"ETag": 'W/"w1"'}), StaticFile(str(path), None)
+
     @app.route("/no-ranges")
     def no_ranges() -> Any:
         return Headers({"Accept-Ranges": "none"}), StaticFile(str(path), None)
@@ -876,6 +880,24 @@ def test_conditions_use_the_validators_the_controller_sent(
     reply = make_any_client(own_headers_app(tmp_path / "r.csv")).get("/validators", headers=headers)
     assert reply.status == status
     assert reply.get_all("ETag") == ['"v1"']
+
+
+@pytest.mark.parametrize(
+    ("path", "if_range"),
+    [
+        ("/weak", 'W/"w1"'),  # RFC 9110 13.1.5: a weak tag never holds, even the same one
+        ("/validators", "Sat, 29 Oct 1994 19:43:32 GMT"),  # a date holds only when exact
+    ],
+    ids=["weak tag", "later date"],
+)
+def test_an_if_range_that_does_not_hold_gets_the_whole_file(
+    make_any_client, tmp_path, path, if_range
+):
+    (tmp_path / "r.csv").write_bytes(b"a,b\n1,2\n")
+    client = make_any_client(own_headers_app(tmp_path / "r.csv"))
+    reply = client.get(path, headers={"Range": "bytes=0-1", "If-Range": if_range})
+    assert (reply.status, reply.body) == (200, b"a,b\n1,2\n")
+    assert client.get(path, headers={"Range": "bytes=0-1"}).status == 206  # the range is good
 
 
 @pytest.mark.parametrize("size", ["8", "3", "999"])
