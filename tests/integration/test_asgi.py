@@ -1304,3 +1304,17 @@ def test_a_head_answer_hands_no_body_to_the_asgi_server() -> None:
     assert int(length) == len(body_of(got)) > 0
     assert dict(sent[0]["headers"])[b"content-length"] == length
     assert body_of(sent) == b""
+
+
+def test_an_app_that_cannot_start_reports_lifespan_startup_failed() -> None:
+    """The ASGI server is told (and refuses to serve) instead of hearing "complete"."""
+
+    class Unstartable(App):
+        def compiled(self) -> Any:
+            raise RuntimeError("no configuration")
+
+    proxy = server.init_asgi_proxy(app_conf=Unstartable())
+    sent = run_asgi(
+        {"type": "lifespan", "asgi": {"version": "3.0"}}, [{"type": "lifespan.startup"}], proxy
+    )
+    assert sent == [{"type": "lifespan.startup.failed", "message": "no configuration"}]
