@@ -228,6 +228,20 @@ def test_body_trickled_below_the_minimum_rate_is_cut_off(serve: Serve) -> None:
     assert elapsed < 5.0  # before body_timeout could have fired
 
 
+def test_a_fast_body_that_stops_is_cut_off_at_body_timeout(serve: Serve) -> None:
+    """100 KB at once is 100 s of credit at min_body_rate=1000: the stall is still cut
+    off after body_timeout, which bounds every wait for the body."""
+    live = serve(app()[0], body_timeout=1.0, min_body_rate=1000.0, min_body_rate_grace=0.5)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n")
+        sock.sendall(b"x" * 100_000)
+        data = read_until_closed(sock, timeout=8)
+        elapsed = time.monotonic() - started
+    assert [r.status for r in parse_responses(data)] == [408]
+    assert 0.9 <= elapsed < 4.0, elapsed
+
+
 def test_a_body_that_stops_is_cut_off_when_its_rate_fails_not_at_the_next_byte(
     serve: Serve,
 ) -> None:
