@@ -172,9 +172,14 @@ def test_the_readme_table_states_the_real_defaults() -> None:
     documented = dict(rows)
     defaults = ServerConfig()
     limit_names = {f for f in Limits.__dataclass_fields__}
-    for name in (*limit_names, *LIMITS, "drain_timeout", "keep_alive"):
+    for name in (*limit_names, *LIMITS, "drain_timeout", "keep_alive", "min_body_rate"):
         assert name in documented, f"{name} is missing from the limits table"
         assert _doc_value(documented[name]) == setting(defaults, name), name
+    # min_body_rate_grace has no row: its default is stated in min_body_rate's.
+    grace = re.search(
+        r"`min_body_rate_grace` \(`--min-body-rate-grace`, default ([0-9.]+) s\)", section
+    )
+    assert grace and float(grace.group(1)) == defaults.min_body_rate_grace
 
 
 @pytest.mark.parametrize(
