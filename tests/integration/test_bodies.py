@@ -1356,6 +1356,27 @@ def test_a_multipart_part_has_at_most_16_header_lines(make_client, headers, stat
         assert reply.text == "value"
 
 
+@pytest.mark.parametrize(("block", "status"), [(200, 200), (201, 413)])
+def test_a_part_header_block_is_bounded_inclusively(make_client, block, status):
+    """``max_part_header_size`` counts each header line as name + value + 4 bytes."""
+    app = App()
+
+    @app.route("/note", method="POST")
+    def note(note: str) -> str:
+        return note
+
+    disposition = 'form-data; name="note"'
+    pad = "p" * (block - (19 + len(disposition) + 4) - (5 + 4))  # beside "X-Pad"
+    body = (
+        f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\nX-Pad: {pad}\r\n\r\n"
+        f"value\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+    reply = make_client(app, max_part_header_size=200).post(
+        "/note", headers=mp_headers(), body=body
+    )
+    assert reply.status == status
+
+
 def test_a_file_part_without_a_content_type_is_octet_stream(make_client):
     """RFC 7578 4.4: a part without ``Content-Type`` defaults to text/plain, but a
     file's is unknown: ``application/octet-stream``, as in 0.22.x."""
