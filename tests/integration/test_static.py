@@ -819,6 +819,10 @@ def own_headers_app(path: Path) -> App:
         response.set_header("Content-Disposition", "inline")
         return StaticFile(str(path), None, download_name="x.csv")
 
+    @app.route("/encoded")
+    def encoded() -> Any:  # bytes stored compressed, served as such
+        return Headers({"Content-Encoding": "gzip"}), StaticFile(str(path), None)
+
     @app.route("/weak")
     def weak() -> Any:
         return Headers({"ETag": 'W/"w1"'}), StaticFile(str(path), None)
@@ -880,6 +884,22 @@ def test_conditions_use_the_validators_the_controller_sent(
     reply = make_any_client(own_headers_app(tmp_path / "r.csv")).get("/validators", headers=headers)
     assert reply.status == status
     assert reply.get_all("ETag") == ['"v1"']
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({"Range": "bytes=100-"}, 416), ({"If-None-Match": "*"}, 304), ({"If-Match": '"x"'}, 412)],
+)
+def test_an_answer_without_the_file_drops_its_content_encoding(
+    make_any_client, tmp_path, headers, status
+):
+    """A 416, 304 or 412 carries none of the file's bytes: no coding of them either."""
+    (tmp_path / "r.csv").write_bytes(b"a,b\n1,2\n")
+    client = make_any_client(own_headers_app(tmp_path / "r.csv"))
+    assert client.get("/encoded").header("Content-Encoding") == "gzip"
+    reply = client.get("/encoded", headers=headers)
+    assert reply.status == status
+    assert reply.header("Content-Encoding") is None
 
 
 @pytest.mark.parametrize(
