@@ -414,6 +414,19 @@ def test_copied_or_merged_headers_keep_their_case_insensitive_lookups(make_any_c
     assert reply.header("X-Merged") == "m"
 
 
+def test_a_body_set_on_the_response_is_sent_when_the_controller_returns_none(make_client):
+    """``response.body = ...`` alone (no status, header or cookie set, nothing returned)
+    is the answer, not an empty 200."""
+    app = App()
+
+    @app.route("/body-only")
+    def body_only(response: Response) -> None:
+        response.body = "set on the response"
+
+    reply = make_client(app).get("/body-only")
+    assert (reply.status, reply.text) == (200, "set on the response")
+
+
 def test_controller_content_type_wins(make_client):
     reply = make_client(results_app()).get("/own-type")
     assert reply.header("Content-Type") == "text/csv" and reply.text == "a,b\n"
