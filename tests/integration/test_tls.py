@@ -1323,3 +1323,51 @@ def test_tls_refusals_past_max_connections_are_bounded(
         finally:
             conn.close()
         held.close()
+
+
+@pytest.mark.parametrize("how", ["close", "rst"])
+def test_a_quiet_stream_whose_tls_client_left_ends(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    how: str,
+) -> None:
+    """Over TLS too, an async event stream waiting for an event that never comes ends
+    once its client left (its close_notify and FIN, or a reset): its ``finally`` never
+    ran, and its worker thread (or task) stayed."""
+    import asyncio
+
+    events: list[str] = []
+    app = App()
+
+    @app.route("/events")
+    def events_route() -> Any:
+        async def stream() -> Any:
+            try:
+                yield b"data: 1\n\n"
+                await asyncio.Event().wait()
+            finally:
+                events.append("finally")
+
+        return stream()
+
+    live = serve(app, ssl_context=server_context, worker_threads=1)
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+    sock = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+    received = b""
+    while b"data: 1" not in received:
+        chunk = sock.recv(4096)
+        assert chunk
+        received += chunk
+    if how == "rst":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    else:
+        plain = sock.unwrap()  # close_notify
+        plain.shutdown(socket.SHUT_WR)
+        plain.close()
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert events == ["finally"]

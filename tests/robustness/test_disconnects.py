@@ -251,3 +251,117 @@ def test_a_wsgi_body_read_the_client_resets_is_no_error(
     assert calls == []
     assert errors == []
     assert "Traceback" not in capfd.readouterr().err
+
+
+def quiet_stream_app(events: list[str]) -> App:
+    """Event streams that send one event, then wait for one that never comes: a sync
+    generator (its wait bounded, as a sync step cannot be interrupted), an async one."""
+    import asyncio
+
+    app = App()
+
+    @app.route("/sync")
+    def sync_stream() -> Iterator[bytes]:
+        def events_of() -> Iterator[bytes]:
+            try:
+                yield b"data: 1\n\n"
+                time.sleep(1.0)  # a quiet source; the next piece is never sent
+                yield b"data: 2\n\n"
+                time.sleep(60)  # would hold the thread, were the stream not ended
+            finally:
+                events.append("sync finally")
+
+        return events_of()
+
+    @app.route("/async")
+    def async_stream() -> object:
+        async def events_of() -> object:
+            try:
+                yield b"data: 1\n\n"
+                await asyncio.Event().wait()  # no event ever comes
+            finally:
+                events.append("async finally")
+
+        return events_of()
+
+    return app
+
+
+def leave(port: int, path: str, how: str) -> None:
+    """Ask for a stream, read its first event, then leave: a FIN (``shutdown``) or
+    an RST."""
+    sock = connect(port)
+    try:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        received = b""
+        while b"data: 1" not in received:
+            chunk = sock.recv(4096)
+            assert chunk
+            received += chunk
+        if how == "fin":
+            sock.shutdown(socket.SHUT_WR)
+    finally:
+        reset(sock) if how == "rst" else sock.close()
+
+
+def wait_for(events: list[str], expected: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while expected not in events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return expected in events
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_quiet_stream_whose_client_left_ends_without_its_next_piece(
+    serve: Serve, kind: str, how: str
+) -> None:
+    """A quiet event stream whose client left (FIN or RST) was never closed: an async
+    generator waiting for its next event kept its task (or its worker thread) and its
+    connection slot, its ``finally`` never ran; a sync one ran a step more.  Now it
+    ends at once (a sync step in progress ends first), and the server goes on."""
+    events: list[str] = []
+    live = serve(quiet_stream_app(events), worker_threads=1, max_connections=2)
+    leave(live.port, f"/{kind}", how)
+    # The async stream at once; the sync one after its step (1 s), never its second.
+    assert wait_for(events, f"{kind} finally", 5.0), events
+    for _ in range(3):  # one worker, two connections: none is held by the stream
+        answer = send_and_collect(
+            live.port, b"GET /missing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 404 "), answer
+    assert events == [f"{kind} finally"]
+
+
+def test_a_pipelined_request_behind_a_stream_is_no_departure(serve: Serve) -> None:
+    """Input after the request (the next one, pipelined) does not end the stream:
+    only the client's EOF or a reset does."""
+    app = App()
+
+    @app.route("/stream")
+    def stream() -> Iterator[bytes]:
+        def pieces() -> Iterator[bytes]:
+            yield b"one,"
+            time.sleep(0.3)  # the next request arrives meanwhile
+            yield b"two"
+
+        return pieces()
+
+    @app.route("/next")
+    def next_one() -> str:
+        return "next"
+
+    live = serve(app)
+    request = b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n"
+    last = b"GET /next HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    sock = connect(live.port)
+    try:
+        sock.sendall(request)
+        time.sleep(0.1)
+        sock.sendall(last)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        sock.close()
+    assert [r.body for r in parse_responses(data)] == [b"one,two", b"next"]

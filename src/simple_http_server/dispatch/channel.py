@@ -12,7 +12,7 @@ import codecs
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import HttpError
@@ -285,6 +285,19 @@ class Channel(ABC):
     def end_blocking(self) -> None:
         """Finish the response from synchronous code."""
         run_sync(self.send_end())
+
+    def watch_departure(self, cancel: Callable[[], object] | None) -> None:  # noqa: B027
+        """A streamed answer starts going out: from now on (once the request is read
+        whole) the client's EOF or a reset means it left, and the stream ends at once,
+        also while it waits for its next piece.  On an event loop ``cancel`` (the
+        stream task's) is called then; without one (``None``) the transport cancels
+        what its thread waits for itself.  By default nothing is watched: the stream
+        learns it at a write."""
+
+    def unwatch_departure(self) -> bool:
+        """The streamed answer ended (or failed): stop watching; True when the client
+        left meanwhile."""
+        return False
 
     async def drain(self) -> None:  # noqa: B027 - optional hook, immediate by default
         """Wait until the client has taken most of what the blocking forms wrote from

@@ -7,15 +7,18 @@ socket: it reads the body from and writes the response into a ``Channel``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import html
 import inspect
 import os
+import threading
 import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Awaitable,
+    Coroutine,
     Generator,
     Iterable,
     Iterator,
@@ -72,6 +75,7 @@ from .invoke import (
     call_async,
     current_loop,
     share_helper,
+    spawn,
     stream_runner,
     user_error,
 )
@@ -549,16 +553,8 @@ class Dispatcher:
                 chunks = gzip.stream(chunks)
             await channel.send_head(outcome.status, encode_headers(headers))
             declared = declared_length(headers)  # the controller's, unless gzip dropped it
-            size = 0
-            async for chunk in chunks:
-                size += len(chunk)
-                if declared is not None and size > declared:
-                    raise _length_mismatch(request, declared, size)
-                await channel.send_data(chunk)
-            if declared is not None and size < declared:
-                raise _length_mismatch(request, declared, size)
-            await channel.send_end()
-            return outcome.status, size
+            sending = _send_stream(request, channel, chunks, declared)
+            return outcome.status, await _while_client_stays(channel, sending)
         finally:
             try:
                 await _close_body(body, context, runner)
@@ -635,6 +631,58 @@ class Dispatcher:
                 raise
         await channel.send_end()
         return status, size
+
+
+async def _send_stream(
+    request: Request, channel: Channel, chunks: AsyncIterator[bytes], declared: int | None
+) -> int:
+    """Send a streamed body and its end; its size."""
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if declared is not None and size > declared:
+            raise _length_mismatch(request, declared, size)
+        await channel.send_data(chunk)
+    if declared is not None and size < declared:
+        raise _length_mismatch(request, declared, size)
+    await channel.send_end()
+    return size
+
+
+async def _while_client_stays(channel: Channel, sending: Coroutine[Any, Any, int]) -> int:
+    """Run ``sending`` (a streamed body going out) while the transport watches the
+    client: once it left (its EOF or a reset), the stream ends at once, even while
+    it waits for its next piece, and ``ClientGone`` is raised.  On an event loop the
+    stream runs in a task of its own, cancelled then (an async generator gets
+    ``CancelledError`` at its ``await``, its ``finally`` runs); without one the
+    transport cancels what the thread waits for itself."""
+    if current_loop() is None:
+        channel.watch_departure(None)
+        try:
+            return await sending
+        finally:
+            channel.unwatch_departure()
+    task = spawn(sending)
+    channel.watch_departure(task.cancel)
+    try:
+        return await task
+    except BaseException as exc:
+        left = channel.unwatch_departure()
+        if not left or not task.done() or _cancelling_me() or isinstance(exc, ClientGone):
+            raise
+        if isinstance(exc, Exception):  # the stream's finally failed, as it was cancelled
+            _log.error("Error while closing the response body", exc_info=exc)
+        raise ClientGone("the client left while the stream went out") from None
+    finally:
+        channel.unwatch_departure()
+
+
+def _cancelling_me() -> bool:
+    """True when the running task itself is being cancelled (Python 3.10 cannot tell:
+    False there, the stream's own cancellation is taken for the client's leaving)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
 class _Resource(StaticFile):
@@ -853,15 +901,18 @@ async def _byte_chunks(
             # elsewhere it is called directly.
             if runner is None:  # the caller closes the stream, and releases its runner
                 raise ValueError("a sync stream needs its runner")
-            pieces = _file_blocks(body) if _is_file(body) else iter(body)
-            while True:
-                chunk = await runner.call(context.run, next, pieces, _END_OF_BODY)
-                if chunk is _END_OF_BODY:
-                    return
-                data = _as_bytes(chunk)
-                at_yield = True
-                yield data
-                at_yield = False
+            steps = _SyncSteps(body, context)
+            try:
+                while True:
+                    chunk = await runner.call(steps.step)
+                    if chunk is _END_OF_BODY:
+                        return
+                    data = _as_bytes(chunk)
+                    at_yield = True
+                    yield data
+                    at_yield = False
+            finally:
+                steps.abandon()
     except BaseException as exc:
         if at_yield or (error := user_error(exc)) is exc:
             raise
@@ -869,6 +920,51 @@ async def _byte_chunks(
 
 
 _END_OF_BODY = object()
+
+
+class _SyncSteps:
+    """The steps of a sync body.  On an event loop each runs in a pool thread: when
+    the stream stops waiting for one (its client left), that step ends in its own
+    time and then closes the body (its ``finally`` runs), which nothing else can do
+    while the step runs."""
+
+    __slots__ = ("abandoned", "body", "context", "lock", "pieces", "running")
+
+    def __init__(self, body: Any, context: contextvars.Context) -> None:
+        self.body = body
+        self.context = context
+        self.pieces = _file_blocks(body) if _is_file(body) else iter(body)
+        self.lock = threading.Lock()
+        self.running = False
+        self.abandoned = False
+
+    def step(self) -> Any:
+        """The next piece, or ``_END_OF_BODY``."""
+        with self.lock:
+            self.running = True
+        try:
+            return self.context.run(next, self.pieces, _END_OF_BODY)
+        finally:
+            with self.lock:
+                self.running = False
+                close = self.abandoned
+            if close:
+                _close_after_step(self.body, self.context)
+
+    def abandon(self) -> None:
+        """The stream ended: a step still running closes the body once done."""
+        with self.lock:
+            self.abandoned = self.running
+
+
+def _close_after_step(body: Any, context: contextvars.Context) -> None:
+    close = getattr(body, "close", None)
+    if close is None:
+        return
+    try:
+        context.run(close)
+    except Exception:
+        _log.exception("Error while closing the response body")
 
 
 def _is_file(body: Any) -> bool:
@@ -895,7 +991,14 @@ async def _await_call(func: Any, context: contextvars.Context | None = None) -> 
 
 async def _anext_in(iterator: AsyncIterator[Any], context: contextvars.Context) -> Any:
     share_helper(context)
-    return await _InContext(context, anext(iterator, _END_OF_BODY))
+    try:
+        return await _InContext(context, anext(iterator, _END_OF_BODY))
+    except Exception:
+        if not _cancelling_me():
+            raise
+        # Cancelled as its client left (nobody awaits the outcome): its finally failed.
+        _log.exception("Error while closing the response body")
+        raise asyncio.CancelledError() from None
 
 
 class _InContext:

@@ -153,6 +153,11 @@ def in_event_loop() -> bool:
     return _get_running_loop() is not None
 
 
+#: Seconds a waiting thread watches a connection (:meth:`LoopHelper.watch`) before
+#: it looks at its wait again (posts and the work's end wake it sooner).
+WATCH_SLICE = 1.0
+
+
 class LoopHelper:
     """Blocking work that coroutines hand to the thread waiting for them.
 
@@ -166,7 +171,7 @@ class LoopHelper:
     arguments, raise nothing and report back to the loop themselves.
     """
 
-    __slots__ = ("_cond", "_depth", "_jobs", "_polling", "_waits", "_wake_w")
+    __slots__ = ("_cond", "_depth", "_jobs", "_polling", "_waits", "_wake_w", "_watch")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -175,6 +180,21 @@ class LoopHelper:
         self._polling = False  # a job waits in wait_readable(): a post wakes it
         self._wake_w = -1  # the pipe that wakes it
         self._waits: list[_Wait] = []  # the work waited for now
+        self._watch: tuple[int, Callable[[], None]] | None = None
+
+    def watch(self, fd: int, on_input: Callable[[], None]) -> None:
+        """While this thread waits with nothing to run, it also waits for input on
+        ``fd`` and calls ``on_input()`` (on this thread) when some comes: a streamed
+        answer's connection, whose client may leave while its stream is quiet.
+        ``on_input`` unwatches (:meth:`unwatch`) unless it wants to be called again."""
+        with self._cond:
+            self._watch = (fd, on_input)
+            self._cond.notify()
+
+    def unwatch(self) -> None:
+        """Stop :meth:`watch`."""
+        with self._cond:
+            self._watch = None
 
     def post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the waiting thread, or on a new one when none waits."""
@@ -191,16 +211,19 @@ class LoopHelper:
             self._nudge()
             return True
 
-    def wait_readable(self, fd: int, timeout: float) -> bool:
+    def wait_readable(
+        self, fd: int, timeout: float, done: Callable[[], bool] | None = None
+    ) -> bool:
         """For a job of this thread: wait up to ``timeout`` seconds for input on ``fd``
         (True), returning False at once when another job is posted or the awaited work
         ends meanwhile, so a job that waits for a client never holds up the others
-        (a coroutine writing while it reads)."""
+        (a coroutine writing while it reads).  ``done``: the awaited work's end, when
+        the caller is no job of it (nothing nudges then if it ended already)."""
         # A pipe per wait (not per helper: a helper has no end at which to close it).
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         with self._cond:
-            if self._jobs:
+            if self._jobs or (done is not None and done()):
                 os.close(wake_r)
                 os.close(wake_w)
                 return False
@@ -249,16 +272,23 @@ class LoopHelper:
                 future.cancel()
             future.add_done_callback(self._wake)
             while True:
+                watch = None
                 with cond:
-                    while not self._jobs and not future.done():
+                    while not self._jobs and not future.done() and self._watch is None:
                         cond.wait()
-                    if not self._jobs:  # done, and nothing left that needs this thread
+                    if self._jobs:
+                        job = self._jobs.popleft()
+                    elif future.done():  # and nothing left that needs this thread
                         self._depth -= 1
                         waiting = False
                         self._waits.remove(slot)
                         break
-                    job = self._jobs.popleft()
-                _run_posted(job)
+                    else:
+                        watch = self._watch
+                if watch is None:
+                    _run_posted(job)
+                elif self.wait_readable(watch[0], WATCH_SLICE, future.done):
+                    _run_posted(watch[1])
         finally:
             if waiting:  # interrupted: with no wait left, later jobs get threads of their own
                 with cond:

@@ -97,6 +97,9 @@ class _AioConn(asyncio.Protocol, Channel):
         # handshake included) is due head_timeout from now.
         self._accepted = time.monotonic()
         self._data_waiter: asyncio.Future[None] | None = None
+        #: Ends the streamed answer under way once its client left (watch_departure).
+        self._on_departure: Callable[[], object] | None = None
+        self._departed = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
@@ -168,6 +171,7 @@ class _AioConn(asyncio.Protocol, Channel):
             return None
         # A websocket upgrade under way learns it from the HTTP connection (input_ended).
         self.conn.receive_data(b"")
+        self._departure()
         if self.task is not None:
             self._wake_reader()
         else:
@@ -182,6 +186,7 @@ class _AioConn(asyncio.Protocol, Channel):
             # handshake under way still opens its session).
             self.conn.receive_data(b"")
         self.closed = True
+        self._departure()
         task = self.task
         if task is not None and not task.done():
             # The request goes on without its client: its slot stays taken until
@@ -407,6 +412,27 @@ class _AioConn(asyncio.Protocol, Channel):
             self.transport.abort()
 
     # -- Channel -------------------------------------------------------------
+    def watch_departure(self, cancel: Callable[[], object] | None) -> None:
+        self._departed = False
+        if cancel is None or not self.conn.request_complete:  # input is the body's yet
+            return
+        self._on_departure = cancel
+        if self.closed or self.conn.input_ended:  # it left before the stream started
+            self.loop.call_soon(self._departure)
+
+    def unwatch_departure(self) -> bool:
+        self._on_departure = None
+        return self._departed
+
+    def _departure(self) -> None:
+        """The client's EOF or a reset (or the connection's end): a streamed answer
+        under way ends now (an HTTP/1.1 client never half-closes while it waits
+        for the answer; RFC 9112 9.6 lets a server take it for a close)."""
+        cancel, self._on_departure = self._on_departure, None
+        if cancel is not None:
+            self._departed = True
+            cancel()
+
     def _wake_reader(self) -> None:
         waiter = self._data_waiter
         if waiter is not None and not waiter.done():

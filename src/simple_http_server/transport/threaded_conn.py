@@ -75,6 +75,7 @@ class ThreadedConn(Channel):
     __slots__ = (
         "conn",
         "deadline",
+        "departed",
         "head_due",
         "head_started",
         "helper",
@@ -89,6 +90,7 @@ class ThreadedConn(Channel):
         "sock",
         "tls_closed",
         "upgrade",
+        "watching",
     )
 
     def __init__(self, server: ThreadedServer, sock: socket.socket, peer: Any) -> None:
@@ -120,6 +122,9 @@ class ThreadedConn(Channel):
         self.helper: LoopHelper | None = None
         self.outbox: Outbox | None = None
         self.inbox: Inbox | None = None
+        #: A streamed answer goes out: the client's EOF or a reset ends it (watch_departure).
+        self.watching = False
+        self.departed = False
 
     # -- Channel -------------------------------------------------------------
     def _recv(self) -> bytes:
@@ -349,10 +354,65 @@ class ThreadedConn(Channel):
             timeout = self.server.config.body_timeout
             set_kernel_timeouts(self.sock, timeout, timeout)
 
+    # -- a streamed answer whose client leaves ---------------------------------
+    def watch_departure(self, cancel: Callable[[], object] | None) -> None:
+        self.departed = False
+        if not self.conn.request_complete:  # input is the body's yet
+            return
+        self.watching = True
+        helper = self.helper
+        if helper is not None:  # while the thread waits for a coroutine's next piece
+            helper.watch(self.sock.fileno(), self._on_input)
+
+    def unwatch_departure(self) -> bool:
+        if self.watching:
+            self.watching = False
+            if self.helper is not None:
+                self.helper.unwatch()
+        return self.departed
+
+    def _on_input(self) -> None:
+        """Input while the thread waits for the stream (its helper's watch): the
+        client left (what the thread waits for is cancelled), or it pipelined its
+        next request (left buffered; no more watching)."""
+        helper = self.helper
+        assert helper is not None
+        helper.unwatch()
+        if self._client_left():
+            self.departed = True
+            helper.cancel_waits(_left)
+
+    def _client_left(self) -> bool:
+        """True once the client's EOF or a reset arrived (never waits).  Bytes of a
+        next request stay for it: in the kernel, or (TLS, which must decrypt to tell
+        an alert from data) in the HTTP connection's buffer."""
+        sock: Any = self.sock
+        if self.secure:
+            try:
+                data = sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return False
+            except (OSError, ValueError):
+                return True
+            if data:
+                self.conn.receive_data(data)
+            return not data
+        try:
+            return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return True
+
     async def send_head(self, status: int, headers: HeaderLines) -> None:
         self._write(self._head(status, headers))
 
     async def send_data(self, data: bytes) -> None:
+        # A stream's piece computed in this thread (a sync generator cannot be
+        # interrupted while it waits): its client may have left meanwhile.
+        if self.watching and self.outbox is None and self._client_left():
+            self.departed = True
+            raise ClientGone("the client left while the stream went out")
         self._write(self.conn.send_body(data))
 
     async def send_end(self) -> None:
@@ -556,6 +616,10 @@ class ThreadedConn(Channel):
     def rearm_failed(self) -> None:
         """The poller could not watch this connection again: drop it."""
         self.server._drop(self)
+
+
+def _left() -> BaseException:
+    return ClientGone("the client left while the stream went out")
 
 
 def _dispatch(server: ThreadedServer, request: Any, conn: ThreadedConn) -> None:
