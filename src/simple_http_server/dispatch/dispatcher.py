@@ -537,6 +537,8 @@ class Dispatcher:
             return outcome.status, len(body)
         context: contextvars.Context | None = None
         runner = stream_runner(body)
+        steps: _SyncSteps | None = None
+        owned: _OwnedStream | None = None
         try:
             zipped = gzip is not None and gzip.choose(
                 request, outcome.status, headers, content_type, None
@@ -548,18 +550,21 @@ class Dispatcher:
                 await channel.send_end()
                 return outcome.status, 0
             context = contextvars.copy_context()  # the stream's, for all its steps
-            chunks = _byte_chunks(body, context, runner)
+            steps = _SyncSteps(body, context) if _is_sync_stream(body) else None
+            chunks = _byte_chunks(body, context, runner, steps)
             if gzip is not None and zipped:
                 chunks = gzip.stream(chunks)
             await channel.send_head(outcome.status, encode_headers(headers))
             declared = declared_length(headers)  # the controller's, unless gzip dropped it
-            sending = _send_stream(request, channel, chunks, declared)
+            # On a loop the stream runs in a task of its own, which closes it too (an
+            # async generator's finally in the task, and context, of its steps).
+            if current_loop() is not None:
+                owned = _OwnedStream(body, context, steps, runner)
+            sending = _send_stream(request, channel, chunks, declared, owned)
             return outcome.status, await _while_client_stays(channel, sending)
         finally:
-            try:
-                await _close_body(body, context, runner)
-            finally:
-                runner.release()
+            if owned is None or not owned.taken:
+                await _close_stream(body, context, steps, runner)
 
     async def _send_file(
         self, request: Request, channel: Channel, outcome: Outcome, static: StaticFile
@@ -634,19 +639,64 @@ class Dispatcher:
 
 
 async def _send_stream(
-    request: Request, channel: Channel, chunks: AsyncIterator[bytes], declared: int | None
+    request: Request,
+    channel: Channel,
+    chunks: AsyncIterator[bytes],
+    declared: int | None,
+    owned: _OwnedStream | None = None,
 ) -> int:
-    """Send a streamed body and its end; its size."""
+    """Send a streamed body and its end; its size.  ``owned``: the body (and the
+    context of its steps) to close here once it is sent or failed."""
     size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if declared is not None and size > declared:
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if declared is not None and size > declared:
+                raise _length_mismatch(request, declared, size)
+            await channel.send_data(chunk)
+        if declared is not None and size < declared:
             raise _length_mismatch(request, declared, size)
-        await channel.send_data(chunk)
-    if declared is not None and size < declared:
-        raise _length_mismatch(request, declared, size)
-    await channel.send_end()
+        await channel.send_end()
+    finally:
+        if owned is not None:
+            # No cancellation for a departed client from now on: it would cut the
+            # close short (its outcome unlogged) and leave it to run twice at once.
+            channel.unwatch_departure()
+            owned.taken = True
+            await _close_stream(owned.body, owned.context, owned.steps, owned.runner)
     return size
+
+
+class _OwnedStream:
+    """A stream body that the task sending it closes (on an event loop: in the task
+    and context of its steps); ``taken`` once that task started closing it."""
+
+    __slots__ = ("body", "context", "runner", "steps", "taken")
+
+    def __init__(
+        self,
+        body: Any,
+        context: contextvars.Context,
+        steps: _SyncSteps | None,
+        runner: StreamRunner,
+    ) -> None:
+        self.body = body
+        self.context = context
+        self.steps = steps
+        self.runner = runner
+        self.taken = False
+
+
+async def _close_stream(
+    body: Any, context: contextvars.Context | None, steps: _SyncSteps | None, runner: StreamRunner
+) -> None:
+    """:func:`_close_body` on the stream's ``runner``, unless a sync step still running
+    there will close it; the runner's thread then ends (after that step)."""
+    try:
+        if steps is None or not steps.abandon():
+            await _close_body(body, context, runner)
+    finally:
+        runner.release()
 
 
 async def _while_client_stays(channel: Channel, sending: Coroutine[Any, Any, int]) -> int:
@@ -863,7 +913,10 @@ def _as_bytes(chunk: Any) -> bytes:
 
 
 async def _byte_chunks(
-    body: Any, context: contextvars.Context | None, runner: StreamRunner | None
+    body: Any,
+    context: contextvars.Context | None,
+    runner: StreamRunner | None,
+    steps: _SyncSteps | None = None,
 ) -> AsyncIterator[bytes]:
     """The pieces of a streamed body (sync or async iterable, or None) as bytes; what
     the body lets out as for any user code (:func:`~.invoke.user_error`).
@@ -901,7 +954,8 @@ async def _byte_chunks(
             # elsewhere it is called directly.
             if runner is None:  # the caller closes the stream, and releases its runner
                 raise ValueError("a sync stream needs its runner")
-            steps = _SyncSteps(body, context)
+            if steps is None:
+                steps = _SyncSteps(body, context)
             try:
                 while True:
                     chunk = await runner.call(steps.step)
@@ -923,38 +977,46 @@ _END_OF_BODY = object()
 
 
 class _SyncSteps:
-    """The steps of a sync body.  On an event loop each runs in a pool thread: when
-    the stream stops waiting for one (its client left), that step ends in its own
-    time and then closes the body (its ``finally`` runs), which nothing else can do
-    while the step runs."""
+    """The steps of a sync body.  On an event loop each runs on the stream's thread
+    (its :class:`~.invoke.StreamRunner`): when the stream stops waiting for one (its
+    client left), that step ends in its own time and then closes the body there (its
+    ``finally`` runs), which nothing else can do while the step runs."""
 
-    __slots__ = ("abandoned", "body", "context", "lock", "pieces", "running")
+    __slots__ = ("abandoned", "body", "closing", "context", "lock", "pieces", "running")
 
     def __init__(self, body: Any, context: contextvars.Context) -> None:
         self.body = body
         self.context = context
-        self.pieces = _file_blocks(body) if _is_file(body) else iter(body)
+        self.pieces: Iterator[Any] | None = None  # made by the first step (iter() runs code)
         self.lock = threading.Lock()
         self.running = False
         self.abandoned = False
+        self.closing = False  # a step ended after the stream did: it closes the body
 
     def step(self) -> Any:
-        """The next piece, or ``_END_OF_BODY``."""
+        """The next piece, or ``_END_OF_BODY`` (also once the stream ended)."""
         with self.lock:
+            if self.abandoned:
+                return _END_OF_BODY
             self.running = True
         try:
+            if self.pieces is None:
+                body = self.body
+                self.pieces = _file_blocks(body) if _is_file(body) else iter(body)
             return self.context.run(next, self.pieces, _END_OF_BODY)
         finally:
             with self.lock:
                 self.running = False
-                close = self.abandoned
-            if close:
+                self.closing = self.abandoned
+            if self.closing:
                 _close_after_step(self.body, self.context)
 
-    def abandon(self) -> None:
-        """The stream ended: a step still running closes the body once done."""
+    def abandon(self) -> bool:
+        """The stream ended: no step starts any more.  True when one runs (or ended
+        meanwhile): that step closes the body, nothing else may."""
         with self.lock:
-            self.abandoned = self.running
+            self.abandoned = True
+            return self.running or self.closing
 
 
 def _close_after_step(body: Any, context: contextvars.Context) -> None:
@@ -965,6 +1027,11 @@ def _close_after_step(body: Any, context: contextvars.Context) -> None:
         context.run(close)
     except Exception:
         _log.exception("Error while closing the response body")
+
+
+def _is_sync_stream(body: Any) -> bool:
+    """A body whose steps :class:`_SyncSteps` runs (see :func:`_byte_chunks`)."""
+    return body is not None and not isinstance(body, AsyncIterable)
 
 
 def _is_file(body: Any) -> bool:
