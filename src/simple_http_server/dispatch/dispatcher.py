@@ -7,7 +7,6 @@ socket: it reads the body from and writes the response into a ``Channel``.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import html
 import inspect
@@ -71,11 +70,14 @@ from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
 from .filters import FilterContext, run_chain
 from .invoke import (
     StreamRunner,
+    TaskCancelled,
     call,
     call_async,
+    cancellation,
+    cancelling_me,
     current_loop,
+    run_in_task,
     share_helper,
-    spawn,
     stream_runner,
     user_error,
 )
@@ -712,27 +714,18 @@ async def _while_client_stays(channel: Channel, sending: Coroutine[Any, Any, int
             return await sending
         finally:
             channel.unwatch_departure()
-    task = spawn(sending)
-    channel.watch_departure(task.cancel)
     try:
-        return await task
-    except BaseException as exc:
-        left = channel.unwatch_departure()
-        if not left or not task.done() or _cancelling_me() or isinstance(exc, ClientGone):
+        return await run_in_task(sending, channel.watch_departure)
+    except TaskCancelled:
+        raise ClientGone("the client left while the stream went out") from None
+    except Exception as exc:
+        if isinstance(exc, ClientGone) or not channel.unwatch_departure():
             raise
-        if isinstance(exc, Exception):  # the stream's finally failed, as it was cancelled
-            _log.error("Error while closing the response body", exc_info=exc)
+        # The stream's finally failed as it was cancelled: an error of user code.
+        _log.error("Error while closing the response body", exc_info=exc)
         raise ClientGone("the client left while the stream went out") from None
     finally:
         channel.unwatch_departure()
-
-
-def _cancelling_me() -> bool:
-    """True when the running task itself is being cancelled (Python 3.10 cannot tell:
-    False there, the stream's own cancellation is taken for the client's leaving)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and cancelling() > 0
 
 
 class _Resource(StaticFile):
@@ -1061,11 +1054,11 @@ async def _anext_in(iterator: AsyncIterator[Any], context: contextvars.Context) 
     try:
         return await _InContext(context, anext(iterator, _END_OF_BODY))
     except Exception:
-        if not _cancelling_me():
+        if not cancelling_me():
             raise
         # Cancelled as its client left (nobody awaits the outcome): its finally failed.
         _log.exception("Error while closing the response body")
-        raise asyncio.CancelledError() from None
+        raise cancellation() from None
 
 
 class _InContext:

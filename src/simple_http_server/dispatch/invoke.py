@@ -51,6 +51,7 @@ from ..errors import HttpError
 __all__ = [
     "LoopHelper",
     "SyncPool",
+    "TaskCancelled",
     "UserError",
     "UserExit",
     "await_user",
@@ -59,12 +60,15 @@ __all__ = [
     "call_async",
     "call_soon_batched",
     "call_sync",
+    "cancellation",
+    "cancelling_me",
     "current_loop",
     "help_while_waiting",
     "in_event_loop",
     "is_async_callable",
     "join",
     "reset_pool",
+    "run_in_task",
     "run_sync",
     "spawn",
     "stream_runner",
@@ -967,6 +971,39 @@ def share_helper(context: contextvars.Context) -> None:
     sync calls of code run in it go to the thread waiting for that task, as the
     task's own do."""
     context.run(_HELPER.set, _HELPER.get())
+
+
+class TaskCancelled(Exception):
+    """The task of :func:`run_in_task` was cancelled, and not as its caller was."""
+
+
+async def run_in_task(
+    coro: Coroutine[Any, Any, T], on_start: Callable[[Callable[[], object]], None]
+) -> T:
+    """Await ``coro`` run in a task of its own on the running loop; ``on_start`` gets
+    the task's ``cancel`` first.  :class:`TaskCancelled` when that task alone was
+    cancelled (the caller's own cancellation goes on as such)."""
+    task = asyncio.ensure_future(coro)
+    on_start(task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if task.cancelled() and not cancelling_me():
+            raise TaskCancelled() from None
+        raise
+
+
+def cancelling_me() -> bool:
+    """True when the running task itself is being cancelled (Python 3.10 cannot tell:
+    False there)."""
+    task = asyncio.current_task() if _get_running_loop() is not None else None
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
+
+
+def cancellation() -> BaseException:
+    """The exception that cancels the running task (``CancelledError``)."""
+    return asyncio.CancelledError()
 
 
 def current_loop() -> asyncio.AbstractEventLoop | None:
