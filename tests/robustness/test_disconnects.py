@@ -365,3 +365,44 @@ def test_a_pipelined_request_behind_a_stream_is_no_departure(serve: Serve) -> No
     finally:
         sock.close()
     assert [r.body for r in parse_responses(data)] == [b"one,two", b"next"]
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_a_sync_stream_whose_client_left_closes_on_its_thread(serve: Serve, how: str) -> None:
+    """A ``def`` controller's sync stream whose client left during a step ends after
+    that step, and its ``finally`` runs once, on the thread of its controller and
+    steps (where its ``threading.local`` state is), not on another pool thread."""
+    events: list[str] = []
+    app = App()
+    local = threading.local()
+
+    @app.route("/sync")
+    def sync_stream() -> Iterator[bytes]:
+        made_in = threading.get_ident()
+        local.name = "mine"
+
+        def events_of() -> Iterator[bytes]:
+            try:
+                yield b"data: 1\n\n"
+                time.sleep(0.5)  # the client leaves meanwhile
+                yield b"data: 2\n\n"
+                time.sleep(60)  # would hold the thread, were the stream not ended
+            finally:
+                here = threading.get_ident() == made_in
+                events.append(f"finally on its thread={here} local={local.__dict__}")
+
+        return events_of()
+
+    live = serve(app, worker_threads=4)
+    leave(live.port, "/sync", how)
+    expected = "finally on its thread=True local={'name': 'mine'}"
+    assert wait_for_finally(events, 5.0), events
+    assert events == [expected]
+
+
+def wait_for_finally(events: list[str], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # a second close would show by now
+    return bool(events)
