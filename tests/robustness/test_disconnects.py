@@ -400,6 +400,83 @@ def test_a_sync_stream_whose_client_left_closes_on_its_thread(serve: Serve, how:
     assert events == [expected]
 
 
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_an_async_stream_whose_client_left_mid_step_is_closed_after_it(
+    serve: Serve, how: str
+) -> None:
+    """The client leaves while a step of an async stream runs and cannot take its
+    cancellation (it blocks its loop): the step ends with a piece, then the stream is
+    closed, its ``finally`` runs once.  In the threaded transport the worker saw the
+    step running and left the close to the step's cancellation, which reached the
+    background loop after the step ended: the stream stayed at its next piece, never
+    closed (until the garbage collector found it)."""
+    import asyncio
+
+    events: list[str] = []
+    mid_step = threading.Event()
+    app = App()
+
+    @app.route("/events")
+    def events_route() -> object:
+        async def events_of() -> object:
+            try:
+                yield b"data: 1\n\n"
+                mid_step.set()
+                time.sleep(0.5)  # the client leaves meanwhile
+                yield b"data: 2\n\n"
+                await asyncio.Event().wait()  # no event ever comes
+            finally:
+                events.append("finally")
+
+        return events_of()
+
+    live = serve(app, worker_threads=2)
+    sock = connect(live.port)
+    try:
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = b""
+        while b"data: 1" not in received:
+            chunk = sock.recv(4096)
+            assert chunk
+            received += chunk
+        assert mid_step.wait(5)
+        if how == "fin":
+            sock.shutdown(socket.SHUT_WR)
+    finally:
+        reset(sock) if how == "rst" else sock.close()
+    assert wait_for_finally(events, 5.0), events
+    assert events == ["finally"]
+
+
+def test_the_awaiting_finally_of_a_quiet_stream_left_by_its_client_runs_whole(
+    serve: Serve,
+) -> None:
+    """The client's departure cancels a quiet async stream once: its ``finally``,
+    which awaits, runs to its end (no second cancellation cuts it short)."""
+    import asyncio
+
+    events: list[str] = []
+    app = App()
+
+    @app.route("/events")
+    def events_route() -> object:
+        async def events_of() -> object:
+            try:
+                yield b"data: 1\n\n"
+                await asyncio.Event().wait()  # no event ever comes
+            finally:
+                events.append("finally")
+                await asyncio.sleep(0.2)  # a goodbye to a broker, say
+                events.append("finally done")
+
+        return events_of()
+
+    live = serve(app)
+    leave(live.port, "/events", "rst")
+    assert wait_for(events, "finally done", 5.0), events
+    assert events == ["finally", "finally done"]
+
+
 def wait_for_finally(events: list[str], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not events and time.monotonic() < deadline:

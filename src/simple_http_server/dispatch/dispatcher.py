@@ -71,12 +71,14 @@ from .filters import FilterContext, run_chain
 from .invoke import (
     StreamRunner,
     TaskCancelled,
+    after_task,
     call,
     call_async,
     cancellation,
     cancelling_me,
     current_loop,
     run_in_task,
+    running_task,
     share_helper,
     stream_runner,
     user_error,
@@ -539,7 +541,7 @@ class Dispatcher:
             return outcome.status, len(body)
         context: contextvars.Context | None = None
         runner = stream_runner(body)
-        steps: _SyncSteps | None = None
+        steps: _Steps | None = None
         owned: _OwnedStream | None = None
         try:
             zipped = gzip is not None and gzip.choose(
@@ -552,7 +554,7 @@ class Dispatcher:
                 await channel.send_end()
                 return outcome.status, 0
             context = contextvars.copy_context()  # the stream's, for all its steps
-            steps = _SyncSteps(body, context) if _is_sync_stream(body) else None
+            steps = _steps_of(body, context)
             chunks = _byte_chunks(body, context, runner, steps)
             if gzip is not None and zipped:
                 chunks = gzip.stream(chunks)
@@ -679,7 +681,7 @@ class _OwnedStream:
         self,
         body: Any,
         context: contextvars.Context,
-        steps: _SyncSteps | None,
+        steps: _Steps | None,
         runner: StreamRunner,
     ) -> None:
         self.body = body
@@ -690,12 +692,15 @@ class _OwnedStream:
 
 
 async def _close_stream(
-    body: Any, context: contextvars.Context | None, steps: _SyncSteps | None, runner: StreamRunner
+    body: Any, context: contextvars.Context | None, steps: _Steps | None, runner: StreamRunner
 ) -> None:
     """:func:`_close_body` on the stream's ``runner``, unless a sync step still running
-    there will close it; the runner's thread then ends (after that step)."""
+    there will close it; the runner's thread then ends (after that step).  An async
+    body stepped on the background loop is closed there (:class:`_AsyncSteps`)."""
     try:
-        if steps is None or not steps.abandon():
+        if isinstance(steps, _AsyncSteps):
+            await call_async(steps.close)
+        elif steps is None or not steps.abandon():
             await _close_body(body, context, runner)
     finally:
         runner.release()
@@ -909,7 +914,7 @@ async def _byte_chunks(
     body: Any,
     context: contextvars.Context | None,
     runner: StreamRunner | None,
-    steps: _SyncSteps | None = None,
+    steps: _Steps | None = None,
 ) -> AsyncIterator[bytes]:
     """The pieces of a streamed body (sync or async iterable, or None) as bytes; what
     the body lets out as for any user code (:func:`~.invoke.user_error`).
@@ -932,9 +937,11 @@ async def _byte_chunks(
                 return
             # No loop here (threaded transport, WSGI, TestClient): each step runs on the
             # background loop, where the generator can await; the sending stays here.
-            iterator = aiter(body)
+            if not isinstance(steps, _AsyncSteps):
+                steps = _AsyncSteps(body, context)
+            steps.iterator = aiter(body)
             while True:
-                item = await call_async(_anext_in, iterator, context)
+                item = await call_async(steps.next)
                 if item is _END_OF_BODY:
                     return
                 data = _as_bytes(item)
@@ -947,7 +954,7 @@ async def _byte_chunks(
             # elsewhere it is called directly.
             if runner is None:  # the caller closes the stream, and releases its runner
                 raise ValueError("a sync stream needs its runner")
-            if steps is None:
+            if not isinstance(steps, _SyncSteps):
                 steps = _SyncSteps(body, context)
             try:
                 while True:
@@ -1010,6 +1017,63 @@ class _SyncSteps:
         with self.lock:
             self.abandoned = True
             return self.running or self.closing
+
+
+class _AsyncSteps:
+    """The steps of an async body driven from a thread that runs no loop (threaded
+    transport, WSGI, TestClient): each is a task of the background loop, and so is
+    its close, which therefore never misses a step under way.  The thread's own check
+    could (its client left, the thread stopped waiting for a step and cancelled it:
+    that cancellation may reach the loop only after the step ended, which left the
+    body at its next piece, never closed, its ``finally`` run by the garbage
+    collector if ever)."""
+
+    __slots__ = ("body", "closed", "context", "iterator", "step")
+
+    def __init__(self, body: Any, context: contextvars.Context) -> None:
+        self.body = body
+        self.context = context
+        self.iterator: AsyncIterator[Any] | None = None
+        self.step: Any = None  # the task of the latest step
+        self.closed = False
+
+    async def next(self) -> Any:
+        """(On the background loop.) The next piece, or ``_END_OF_BODY`` (also once
+        the stream is closed: a step that starts late never runs)."""
+        if self.closed or self.iterator is None:
+            return _END_OF_BODY
+        self.step = running_task()
+        return await _anext_in(self.iterator, self.context)
+
+    async def close(self) -> None:
+        """(On the background loop.) Close the body now, or once the step under way
+        ended (the thread that stopped waiting for it cancelled it): in its context,
+        what it raises logged."""
+        self.closed = True
+        await after_task(self.step, self._close)
+
+    async def _close(self) -> None:
+        aclose = getattr(self.body, "aclose", None)
+        if aclose is None:
+            return
+        try:
+            await _await_call(aclose, self.context)
+        except BaseException as exc:
+            if not isinstance(user_error(exc), Exception):  # a cancellation, a Ctrl-C
+                raise
+            _log.exception("Error while closing the response body")
+
+
+_Steps = _SyncSteps | _AsyncSteps
+
+
+def _steps_of(body: Any, context: contextvars.Context) -> _Steps | None:
+    """What runs the steps of a stream body, and closes it, when one is needed."""
+    if _is_sync_stream(body):
+        return _SyncSteps(body, context)
+    if body is not None and current_loop() is None:
+        return _AsyncSteps(body, context)
+    return None
 
 
 def _close_after_step(body: Any, context: contextvars.Context) -> None:

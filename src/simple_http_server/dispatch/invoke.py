@@ -54,6 +54,7 @@ __all__ = [
     "TaskCancelled",
     "UserError",
     "UserExit",
+    "after_task",
     "await_user",
     "background_loop",
     "call",
@@ -70,6 +71,7 @@ __all__ = [
     "reset_pool",
     "run_in_task",
     "run_sync",
+    "running_task",
     "spawn",
     "stream_runner",
     "use_pool",
@@ -991,6 +993,36 @@ async def run_in_task(
         if task.cancelled() and not cancelling_me():
             raise TaskCancelled() from None
         raise
+
+
+def running_task() -> asyncio.Future[Any] | None:
+    """The task running now, if any."""
+    return asyncio.current_task() if _get_running_loop() is not None else None
+
+
+#: The tasks of :func:`after_task` (the loop keeps only weak references to tasks).
+_AFTER: set[asyncio.Future[Any]] = set()
+
+
+async def after_task(
+    task: asyncio.Future[Any] | None, then: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """On the loop of ``task``: ``await then()`` when ``task`` is None or done; else
+    ``then()`` runs as soon as ``task`` ended, in a task of its own that nobody waits
+    for (``task`` may end late, or ignore its cancellation).  ``task`` is not
+    cancelled here: whoever stopped waiting for it did, and a second cancellation
+    would cut short the ``finally`` that the first one started."""
+    if task is None or task.done():
+        await then()
+        return
+
+    def start(_task: object) -> None:
+        # In a context of its own: the caller's helper thread no longer waits for it.
+        after = contextvars.Context().run(asyncio.ensure_future, then())
+        _AFTER.add(after)
+        after.add_done_callback(_AFTER.discard)
+
+    task.add_done_callback(start)
 
 
 def cancelling_me() -> bool:
