@@ -1117,8 +1117,8 @@ async def _anext_in(iterator: AsyncIterator[Any], context: contextvars.Context) 
     share_helper(context)
     try:
         return await _InContext(context, anext(iterator, _END_OF_BODY))
-    except Exception:
-        if not cancelling_me():
+    except Exception as exc:
+        if not cancelling_me(exc):
             raise
         # Cancelled as its client left (nobody awaits the outcome): its finally failed.
         _log.exception("Error while closing the response body")

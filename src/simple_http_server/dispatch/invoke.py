@@ -1025,12 +1025,15 @@ async def after_task(
     task.add_done_callback(start)
 
 
-def cancelling_me() -> bool:
-    """True when the running task itself is being cancelled (Python 3.10 cannot tell:
-    False there)."""
+def cancelling_me(error: BaseException | None = None) -> bool:
+    """True when the running task itself is being cancelled.  Python 3.10 cannot tell:
+    there, True when ``error`` was raised as a cancellation was handled (a ``finally``
+    that failed as the task was cancelled), else False."""
     task = asyncio.current_task() if _get_running_loop() is not None else None
     cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and cancelling() > 0
+    if cancelling is not None:
+        return bool(cancelling() > 0)
+    return error is not None and isinstance(error.__context__, asyncio.CancelledError)
 
 
 def cancellation() -> BaseException:
