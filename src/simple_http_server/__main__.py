@@ -306,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if not os.path.isdir(args.scan):
-        parser.error(f"scan folder does not exist: {args.scan!r}")
+        problem = "is not a folder" if os.path.exists(args.scan) else "does not exist"
+        parser.error(f"scan folder {problem}: {args.scan!r}")
     try:
         re.compile(args.regex)
     except re.error as exc:

@@ -155,7 +155,7 @@ def test_access_log_switch(project: Path, enabled: bool) -> None:
     [
         (["-r", "/does/not/exist"], "resources folder does not exist"),
         (["-s", "/does/not/exist"], "scan folder does not exist"),
-        (["-s", __file__], "scan folder does not exist"),  # a file is no folder
+        (["-s", __file__], "scan folder is not a folder"),  # it exists: say what is wrong
         (["--regex", "("], "--regex is not a valid regular expression"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--max-body-size", "lots"], "not a size"),
