@@ -52,6 +52,7 @@ __all__ = [
     "LoopHelper",
     "SyncPool",
     "TaskCancelled",
+    "ThreadStarts",
     "UserError",
     "UserExit",
     "after_task",
@@ -444,6 +445,35 @@ _Job = tuple[_Inbox, "asyncio.Future[Any]", contextvars.Context, Callable[..., A
 POOL_IDLE_TIMEOUT = 60.0
 
 
+class ThreadStarts:
+    """Starts the threads of a pool.  A thread the system refuses (a process or
+    thread limit such as a container's ``pids.max``) leaves the pool's list, with a
+    warning one a second at most; the pool goes on with the threads it has."""
+
+    def __init__(self, warning: str) -> None:
+        #: The warning's text: ``%s`` the error, then ``%d`` the threads still running.
+        self.warning = warning
+        self._warning_due = 0.0  # when a refused thread may be logged again
+
+    def start(
+        self, thread: threading.Thread, threads: list[threading.Thread], lock: threading.Lock
+    ) -> int | None:
+        """Start ``thread`` (already in ``threads``): None, or when the system refused
+        it, how many threads of the pool still run."""
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            with lock:
+                threads.remove(thread)
+                running = len(threads)
+            now = time.monotonic()
+            if now >= self._warning_due:
+                self._warning_due = now + 1.0
+                _log.warning(self.warning, exc, running)
+            return running
+        return None
+
+
 class SyncPool:
     """A bounded pool of threads running sync user code for event loops.
 
@@ -463,7 +493,9 @@ class SyncPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
-        self._warning_due = 0.0  # when a refused thread may be logged again
+        self._starts = ThreadStarts(
+            "A thread for sync code could not be started (%s): %d thread(s) run the jobs in turn"
+        )
 
     def submit(
         self,
@@ -489,30 +521,13 @@ class SyncPool:
                         target=self._work, name=f"shs-sync-{len(self._threads)}", daemon=True
                     )
                     self._threads.append(thread)
-        if spawn and not self._start(thread):
+        # A thread refused by the system: the job waits for the running ones, if any.
+        if spawn and self._starts.start(thread, self._threads, self._lock) == 0:
             raise HttpError(503, "Service Unavailable", "The server cannot start a thread now.")
         if ctx is None:
             ctx = contextvars.copy_context()
         self._jobs.put((_inbox_of(loop), future, ctx, func, args, kwargs))
         return future
-
-    def _start(self, thread: threading.Thread) -> bool:
-        """Start a new thread; when the system refuses one (a process or thread limit
-        such as a container's ``pids.max``), the job waits for the running threads
-        (True, with a warning one a second at most), or False when there are none."""
-        try:
-            thread.start()
-        except RuntimeError as exc:
-            with self._lock:
-                self._threads.remove(thread)
-                running = len(self._threads)
-            now = time.monotonic()
-            if now >= self._warning_due:
-                self._warning_due = now + 1.0
-                _log.warning("A thread for sync code could not be started (%s): %d thread(s)"
-                             " run the jobs in turn", exc, running)  # fmt: skip
-            return running > 0
-        return True
 
     def _work(self) -> None:
         help_while_waiting(LoopHelper())

@@ -22,7 +22,7 @@ from typing import Any
 from .. import logger as _logging
 from ..config import ServerConfig
 from ..dispatch.dispatcher import Dispatcher
-from ..dispatch.invoke import LoopHelper, help_while_waiting
+from ..dispatch.invoke import LoopHelper, ThreadStarts, help_while_waiting
 from .common import (
     SERVING,
     ClientGone,
@@ -82,7 +82,9 @@ class ThreadedServer:
         self._busy = 0
         self.owner_thread: threading.Thread | None = None
         self._accept_resumes = 0.0  # when accepts paused for lack of fds resume
-        self._thread_warning_due = 0.0  # when a refused thread may be logged again
+        self._starts = ThreadStarts(
+            "A worker thread could not be started (%s): %d worker(s) serve the requests in turn"
+        )
 
     # -- worker pool -------------------------------------------------------------
     def _submit(self, conn: ThreadedConn) -> None:
@@ -96,7 +98,7 @@ class ThreadedServer:
                 self._workers.append(thread)
             else:
                 self._idle_workers -= 1
-        if spawn and not self._start_worker(thread):
+        if spawn and self._starts.start(thread, self._workers, self._lock) is not None:
             with self._lock:
                 if not self._workers:  # not one thread to serve it: it cannot wait
                     self._busy -= 1
@@ -108,24 +110,6 @@ class ThreadedServer:
                 self._drop(conn)
                 return
         self._jobs.put(conn)
-
-    def _start_worker(self, thread: threading.Thread) -> bool:
-        """Start a new worker; False (and a warning, one a second at most) when the
-        system refuses a thread (a process or thread limit such as a container's
-        ``pids.max``): the pool goes on with the workers it has."""
-        try:
-            thread.start()
-        except RuntimeError as exc:
-            with self._lock:
-                self._workers.remove(thread)
-                running = len(self._workers)
-            now = time.monotonic()
-            if now >= self._thread_warning_due:
-                self._thread_warning_due = now + 1.0
-                _log.warning("A worker thread could not be started (%s): %d worker(s) serve the"
-                             " requests in turn", exc, running)  # fmt: skip
-            return False
-        return True
 
     def _work(self) -> None:
         jobs = self._jobs
