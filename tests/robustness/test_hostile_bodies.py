@@ -260,17 +260,6 @@ def _file_parts(count: int) -> bytes:
     )
 
 
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-
-
 def test_uploads_waiting_for_their_controller_hold_no_file_descriptors(
     transport: str, tmp_path: Path
 ) -> None:
@@ -287,7 +276,7 @@ def test_uploads_waiting_for_their_controller_hold_no_file_descriptors(
     )
     stalled: list[socket.socket] = []
     try:
-        _wait_listening(port)
+        harness.wait_listening(port)
         mp_type = f"multipart/form-data; boundary={BOUNDARY}"
         head = f"POST /up HTTP/1.1\r\nHost: t\r\nContent-Type: {mp_type}\r\n"
         for _ in range(2):  # the body never ends: its parts wait for the controller

@@ -795,14 +795,7 @@ def test_running_out_of_file_descriptors_does_not_spin(transport: str) -> None:
     )
     held: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", free_port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
+        harness.wait_listening(free_port)
         for _ in range(80):  # more connections than the server has descriptors
             held.append(socket.create_connection(("127.0.0.1", free_port), timeout=5))
         time.sleep(0.5)
@@ -913,7 +906,7 @@ def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
         )
     held: list[socket.socket] = []
     try:
-        _wait_listening(free_port)
+        harness.wait_listening(free_port)
         answers: list[bytes] = []
         threads = [
             threading.Thread(target=lambda: answers.append(_get(free_port, b"/slow")))
@@ -941,17 +934,6 @@ def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
     errors = log.read_bytes()
     assert b"Traceback" not in errors, errors[-3000:]
     assert b"could not be started" in errors, errors[-3000:]
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
 
 
 def test_worker_threads_bound_concurrent_sync_controllers(serve: Serve) -> None:

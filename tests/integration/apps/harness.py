@@ -36,6 +36,17 @@ def port_open(port: int) -> bool:
         return False
 
 
+def wait_listening(port: int, timeout: float = 10.0, proc: Any = None) -> None:
+    """Wait until something accepts on 127.0.0.1:port (``proc``, a ``Popen``: fail at
+    once when it exits first)."""
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the server exited early with {proc.returncode}")
+        assert time.monotonic() < deadline, f"the server did not start on port {port}"
+        time.sleep(0.05)
+
+
 @dataclass
 class Proc:
     """A running server process and its port."""
@@ -116,13 +127,10 @@ def running(
     )
     proc = Proc(popen, port, log)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while not port_open(port):
-            if popen.poll() is not None:
-                raise AssertionError(f"server exited early:\n{proc.output()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready on port {port}")
-            time.sleep(0.05)
+        try:
+            wait_listening(port, ready_timeout, popen)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{proc.output()}") from None
         yield proc
     finally:
         if popen.poll() is None:
