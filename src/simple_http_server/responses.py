@@ -413,8 +413,10 @@ def sniff_text_type(text: str) -> str:
 def _header_lines(headers: dict[str, Any], out: list[tuple[str, str]]) -> None:
     # A None value sends no line, as 0.22.x (``set_header(name, None)`` unsets it).
     for name, value in headers.items():
-        values = value if isinstance(value, list | tuple) else [value]
-        out.extend((name, str(v)) for v in values if v is not None)
+        if isinstance(value, list | tuple):
+            out.extend((name, str(v)) for v in value if v is not None)
+        elif value is not None:  # the common case: one line, no list or generator made
+            out.append((name, str(value)))
 
 
 def _cookie_lines(cookies: http.cookies.BaseCookie[str], out: list[tuple[str, str]]) -> None:
