@@ -57,6 +57,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder")
     parser.add_argument("--update-readme", action="store_true", help="write tables to README")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    parser.add_argument(
+        "--rerender",
+        type=Path,
+        metavar="DIR",
+        help="redo an earlier run's tables from DIR/results.json (no load is run)",
+    )
     parser.add_argument("--list", action="store_true", help="list workloads and contenders")
     ns = parser.parse_args()
     ns.duration = ns.duration or (1.0 if ns.quick else 5.0)
@@ -242,8 +248,26 @@ def update_readme(markdown: str) -> None:
     README.write_text(text, encoding="utf-8")
 
 
+def rerender(ns: argparse.Namespace) -> None:
+    """Write an earlier run's tables again with this report code (same cells, same header)."""
+    folder: Path = ns.rerender
+    cells = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    before = (folder / "results.md").read_text(encoding="utf-8")
+    header = before[: before.index("#### ")].rstrip("\n") + "\n"
+    order = [c for c in CONTENDERS if any(cell["contender"] == c for cell in cells)]
+    markdown = report.render(cells, order, header)
+    (folder / "results.md").write_text(markdown, encoding="utf-8")
+    print(f"[run] tables: {folder / 'results.md'}", flush=True)
+    if ns.update_readme:
+        update_readme(markdown)
+        print(f"[run] updated {README}", flush=True)
+
+
 def main() -> None:
     ns = parse_args()
+    if ns.rerender:
+        rerender(ns)
+        return
     workloads = pick(ns.workloads, WORKLOADS, "workloads")
     contenders = pick(ns.contenders, CONTENDERS, "contenders")
     if ns.list:

@@ -60,4 +60,33 @@ def test_targets_show_the_cpu_ratio_next_to_the_throughput_one(report: Any) -> N
     cells = [cell("ours-threaded", 6000, 120.0), cell("ceiling-threaded", 10000, 84.0)]
     text = report.targets_table(report.summarize(cells))
     line = next(line for line in text.splitlines() if "ours-threaded >= 0.9x" in line)
-    assert "| 0.60x (CPU 0.70x) | **no** |" in line
+    assert "| 0.60x (CPU 0.70x) | - | **no** |" in line
+
+
+def test_targets_show_what_the_matching_ceiling_measures_for_the_same_goal(report: Any) -> None:
+    cells = [
+        cell("ours-threaded", 6000, 120.0),
+        cell("ceiling-threaded", 10000, 84.0),
+        cell("uvicorn-h11", 5000, 130.0),
+        {**cell("ours-threaded", 900, None), "workload": "get-ka-1", "p50_ms": 0.2},
+        {**cell("ceiling-threaded", 950, None), "workload": "get-ka-1", "p50_ms": 0.18},
+        cell("original-threaded", 2000, None),
+    ]
+    lines = report.targets_table(report.summarize(cells)).splitlines()
+    assert "| target | measured | h11 ceiling | met |" in lines
+
+    def line(start: str) -> list[str]:
+        found = next(text for text in lines if text.startswith(f"| {start}"))
+        return [part.strip() for part in found.strip("|").split("|")]
+
+    # 10,000 / 5,000: the ceiling itself is 2x uvicorn; ours 1.2x
+    assert line("ours-threaded >= 1.3x uvicorn")[1:] == ["1.20x (CPU 1.08x)", "2.00x", "**no**"]
+    assert line("ours-threaded >= 0.9x ceiling")[2] == "-"  # the ceiling against itself
+    assert line("ours-threaded p50")[1:] == ["0.200 ms", "0.180 ms", "**no**"]
+    # the ceiling's worst ratio to the original, over the same HTTP workloads
+    assert line("ours-threaded >= 10x")[1:] == [
+        "worst 3.0x (get-ka-50)",
+        "worst 5.0x (get-ka-50)",
+        "**no**",
+    ]
+    assert line("ours-asyncio >= 1.3x uvicorn")[1:] == ["not measured", "-", "-"]
