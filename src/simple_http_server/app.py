@@ -290,8 +290,10 @@ class App:
         return decorate
 
     # -- filters and error pages ---------------------------------------------
-    def _add_filter(self, func: F, path: str = "", regexp: str = "") -> F:
-        self.filters.append(FilterEntry.create(func, path, regexp))
+    def _add_filter(
+        self, func: F, path: str = "", regexp: str = "", before_body: bool = False
+    ) -> F:
+        self.filters.append(FilterEntry.create(func, path, regexp, before_body))
         self.changed()
         return func
 
@@ -299,20 +301,24 @@ class App:
     def request_filter(self, __func: F) -> F: ...
 
     @overload
-    def request_filter(self, path: str = "", regexp: str = "") -> Callable[[F], F]: ...
+    def request_filter(
+        self, path: str = "", regexp: str = "", *, before_body: bool = False
+    ) -> Callable[[F], F]: ...
 
-    def request_filter(self, path: Any = "", regexp: str = "") -> Any:
+    def request_filter(self, path: Any = "", regexp: str = "", *, before_body: bool = False) -> Any:
         """Register a filter ``f(ctx)`` for a path pattern or a ``regexp``.
 
         Usable bare (``@request_filter``: every path) or with arguments
         (``@request_filter("/api/**")``, ``@request_filter(regexp="^/api")``). The filter
         gets a ``FilterContext``: ``ctx.request``, ``ctx.response`` and ``ctx.do_chain()``.
+        ``before_body=True`` runs it before the request body is read (and before the
+        other filters): it can refuse an upload that was never received.
         """
         if callable(path):  # bare ``@request_filter``: every path
             return self._add_filter(path)
 
         def decorator(func: F) -> F:
-            return self._add_filter(func, path, regexp)
+            return self._add_filter(func, path, regexp, before_body)
 
         return decorator
 

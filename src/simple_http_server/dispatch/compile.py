@@ -10,7 +10,7 @@ import inspect
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import logger as _logging
 from .binders import session as session_binder
@@ -139,20 +139,31 @@ class CompiledApp:
     router: Router[Endpoint]
     filters: list[FilterEntry]
     websockets: Any = None
-    _filter_cache: dict[str, tuple[Callable[..., Any], ...]] = field(default_factory=dict)
+    _filter_cache: dict[str, FilterChain] = field(default_factory=dict)
 
-    def filters_for(self, path: str) -> tuple[Callable[..., Any], ...]:
-        """The filters that apply to ``path``, in registration order."""
+    def filters_for(self, path: str) -> FilterChain:
+        """The filters that apply to ``path``: the ``before_body`` ones first, then the
+        others, each in registration order."""
         cached = self._filter_cache.get(path)
         if cached is None:
+            matching = [f for f in self.filters if f.matches(path)]
+            early = [f.func for f in matching if f.before_body]
             # A function registered for several patterns (README: "/tuple/**" and
-            # regexp "^/tuple") runs once per request.
-            funcs = (f.func for f in self.filters if f.matches(path))
-            cached = tuple(dict.fromkeys(funcs))
+            # regexp "^/tuple") runs once per request, where it first comes.
+            funcs = tuple(dict.fromkeys(early + [f.func for f in matching]))
+            cached = FilterChain(funcs, len(dict.fromkeys(early)))
             if len(self._filter_cache) >= _FILTER_CACHE_SIZE:
                 self._filter_cache.clear()
             self._filter_cache[path] = cached
         return cached
+
+
+class FilterChain(NamedTuple):
+    """The filters of one path, and how many of them (the first) run before the body
+    is read."""
+
+    funcs: tuple[Callable[..., Any], ...]
+    before_body: int
 
 
 def _join(prefix: str, url: str) -> str:

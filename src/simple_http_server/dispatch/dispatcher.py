@@ -17,11 +17,13 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Awaitable,
+    Callable,
     Coroutine,
     Generator,
     Iterable,
     Iterator,
     Mapping,
+    Sequence,
 )
 from typing import Any, BinaryIO, cast
 
@@ -67,7 +69,7 @@ from .compile import CompiledApp, Endpoint
 from .compression import GzipPolicy, choose_file_gzip
 from .error_pages import default_error_body, default_message
 from .favicon import FAVICON, FAVICON_HEADERS, FAVICON_PATH, FAVICON_TYPE
-from .filters import FilterContext, run_chain
+from .filters import ChainStep, FilterContext, run_chain
 from .invoke import (
     StreamRunner,
     TaskCancelled,
@@ -372,12 +374,22 @@ class Dispatcher:
             request.path_values = match.path_values
             request.reg_groups = match.reg_groups
         headers = request.headers
+        filters: Sequence[Callable[..., Any]] = ()
+        early = 0
+        if compiled.filters:
+            filters, early = compiled.filters_for(request.path)
         if not body_read and (
             headers._has_any(_FRAMING_NAMES)
             or channel.unframed_body
             or (endpoint is not None and endpoint.plan.needs_stream)
         ):
-            await self._read_body(request, channel, endpoint)
+            limited = self._body_limit(request, channel, endpoint)  # a 413 comes first
+            if early and not (endpoint is not None and endpoint.plan.needs_stream):
+                # The before_body filters run first; the body is read when they go on.
+                step = _BodyStep(self, request, channel, endpoint)
+                filters = (*filters[:early], step, *filters[early:])
+            else:
+                await self._read_body(request, channel, endpoint, limited)
         if endpoint is not None and (
             endpoint.binds_session or (endpoint.is_async and "Cookie" in headers)
         ):
@@ -385,7 +397,6 @@ class Dispatcher:
         else:  # most requests never touch a session: build its state on first use
             request._session_getter = _LazySession(self, request)
         holder: list[Any] = []
-        filters = compiled.filters_for(request.path) if compiled.filters else ()
         if filters:
 
             async def run_endpoint() -> None:
@@ -428,9 +439,9 @@ class Dispatcher:
             return outcome
         return normalize(response)
 
-    async def _read_body(
-        self, request: Request, channel: Channel, endpoint: Endpoint | None
-    ) -> None:
+    def _body_limit(self, request: Request, channel: Channel, endpoint: Endpoint | None) -> int:
+        """The size limit of the request's body; a ``413`` at once (nothing of the body
+        read) when its declared ``Content-Length`` is over it."""
         limits = self.config.limits
         streamed = endpoint is not None and endpoint.plan.needs_stream
         # Streamed and multipart bodies are not buffered: they get the larger limit
@@ -440,11 +451,22 @@ class Dispatcher:
         if declared is not None and limit and declared > limit:
             channel.close_after_response()  # answer now, never read the body
             raise too_large("request body", limit)
-        if streamed:
+        return limit
+
+    async def _read_body(
+        self,
+        request: Request,
+        channel: Channel,
+        endpoint: Endpoint | None,
+        limit: int | None = None,
+    ) -> None:
+        if limit is None:
+            limit = self._body_limit(request, channel, endpoint)
+        if endpoint is not None and endpoint.plan.needs_stream:
             request.reader = RequestBodyReader(channel, limit)
             return
         if channel.unframed_body or _has_body(request):
-            await read_form(request, channel, limits)
+            await read_form(request, channel, self.config.limits)
 
     def _asterisk(self, request: Request, router: Router[Endpoint]) -> Outcome:
         """``OPTIONS *`` asks about the server in general (RFC 9110 9.3.7): a 200 with
@@ -893,6 +915,25 @@ class _LazySession:
 
     def __call__(self, create: bool = False) -> Any:
         return self.dispatcher._session_state(self.request).get(create)
+
+
+class _BodyStep(ChainStep):
+    """The chain's step between the ``before_body`` filters and the others: it reads
+    the request body, then goes on."""
+
+    __slots__ = ("_channel", "_dispatcher", "_endpoint", "_request")
+
+    def __init__(
+        self, dispatcher: Dispatcher, request: Request, channel: Channel, endpoint: Endpoint | None
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._request = request
+        self._channel = channel
+        self._endpoint = endpoint
+
+    async def __call__(self, ctx: FilterContext) -> None:
+        await self._dispatcher._read_body(self._request, self._channel, self._endpoint)
+        await ctx.do_chain()
 
 
 def _as_bytes(chunk: Any) -> bytes:

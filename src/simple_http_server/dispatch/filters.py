@@ -13,7 +13,7 @@ from ..responses import Response
 from .invoke import call, current_loop, in_event_loop, join, run_sync, spawn, wait_on
 from .routing import PathPattern, url_key
 
-__all__ = ["FilterContext", "FilterEntry", "run_chain"]
+__all__ = ["ChainStep", "FilterContext", "FilterEntry", "run_chain"]
 
 _log = _logging.get_logger("simple_http_server.dispatch")
 
@@ -25,14 +25,18 @@ class FilterEntry:
     func: Callable[..., Any]
     pattern: PathPattern | None = None
     regex: re.Pattern[str] | None = None
+    #: Runs before the request body is read (ahead of the other filters).
+    before_body: bool = False
 
     @classmethod
-    def create(cls, func: Callable[..., Any], path: str = "", regexp: str = "") -> FilterEntry:
+    def create(
+        cls, func: Callable[..., Any], path: str = "", regexp: str = "", before_body: bool = False
+    ) -> FilterEntry:
         """Compile a filter for a ``path`` pattern or a ``regexp``; with neither, for
         every path (``/`` included, as 0.22.x's ``filter_map()`` with its empty regexp)."""
         if regexp or not path:
-            return cls(func, regex=re.compile(regexp))
-        return cls(func, pattern=PathPattern(url_key(path)))
+            return cls(func, regex=re.compile(regexp), before_body=before_body)
+        return cls(func, pattern=PathPattern(url_key(path)), before_body=before_body)
 
     def matches(self, path: str) -> bool:
         """True when the filter applies to ``path`` (run once even if both forms match)."""
@@ -106,8 +110,12 @@ class FilterContext:
             await self._endpoint()
             return
         self._next_index = index + 1
+        func = self._filters[index]
         try:
-            await call(self._filters[index], self)
+            if isinstance(func, ChainStep):
+                await func(self)  # the framework's own: where the chain runs
+            else:
+                await call(func, self)
         except Exception:
             # The filter's error answers the request, once the chain it started
             # and left running is over: nothing of the request outlives it.
@@ -158,6 +166,16 @@ class _Started:
     async def join(self) -> None:
         """Wait for the task (from a thread without a loop too)."""
         await join(self.task)
+
+
+class ChainStep:
+    """A step of the chain that is the framework's, not user code: awaited where the
+    chain runs (no thread or loop of its own)."""
+
+    __slots__ = ()
+
+    async def __call__(self, ctx: FilterContext) -> None:
+        await ctx.do_chain()
 
 
 async def run_chain(ctx: FilterContext) -> None:
