@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     lim = limits.add_argument
     lim("--max-body-size", type=_size, help="largest in-memory request body (413 beyond)")
     lim("--max-upload-size", type=_size, help="largest multipart request body (413 beyond)")
-    lim("--max-head-size", type=_size, help="largest request line and headers (431 beyond)")
+    lim("--max-head-size", type=_size, help="largest request line and headers (414/431 beyond)")
     lim(
         "--max-form-fields",
         type=int,

@@ -82,7 +82,7 @@ def media_types(value: Any) -> frozenset[str]:
 class Limits:
     """Size limits of requests and messages."""
 
-    #: Largest request line plus headers (431 beyond).
+    #: Largest request line plus headers (431 beyond; 414 for a request line alone beyond).
     max_head_size: int = 64 * KIB
     #: Largest body buffered in memory: JSON, urlencoded forms, ``BytesBody`` (413 beyond).
     max_body_size: int = 16 * MIB

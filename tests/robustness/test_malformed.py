@@ -222,6 +222,16 @@ def test_oversized_head_gets_431(hostile: Hostile) -> None:
     assert_single_error(hostile, payload, 431)
 
 
+def test_request_line_over_the_head_limit_gets_414(hostile: Hostile) -> None:
+    """RFC 9112 3: a target too long to parse is a 414, even as it arrives in pieces."""
+    target = b"/" + b"a" * 100_000
+    assert_single_error(hostile, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414)
+    with socket.create_connection(("127.0.0.1", hostile.port), timeout=5) as sock:
+        sock.sendall(b"GET " + target)  # no line end yet: h11 waits, then gives up
+        data = read_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 414 URI Too Long\r\n"), data[:200]
+
+
 def test_many_headers_over_the_head_limit_get_431(hostile: Hostile) -> None:
     lines = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(1000))
     assert_single_error(hostile, b"GET / HTTP/1.1\r\nHost: t\r\n" + lines + b"\r\n", 431)
@@ -321,6 +331,10 @@ HEAD_REFUSED: dict[str, tuple[bytes, int]] = {
     "bad chunk": (head(b"Transfer-Encoding: chunked\r\n", b"zz\r\n"), 400),
     "body over the limit": (head(b"Content-Length: 1000000000\r\n"), 413),
     "head over the limit": (head(b"X-Big: " + b"a" * 100_000 + b"\r\n"), 431),
+    "request line over the limit": (
+        b"HEAD /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+        414,
+    ),
     "HTTP/2.0": (head(b"", version=b"2.0"), 505),
 }
 

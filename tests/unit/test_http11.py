@@ -319,6 +319,50 @@ def test_oversized_head_arriving_whole_gets_431() -> None:
     assert resp.status_code == 431
 
 
+def test_request_line_over_the_limit_gets_414_whole_or_in_pieces() -> None:
+    """RFC 9112 3 / RFC 9110 15.5.15: a target too long to parse is a 414, not a 431."""
+    for data in (b"GET /" + b"a" * 2048, b"GET /" + b"a" * 2048 + b" HTTP/1.1\r\nHost: x\r\n\r\n"):
+        conn = HttpConnection(max_head_size=1024)
+        conn.receive_data(data)
+        (failure,) = events(conn)
+        assert isinstance(failure, ProtocolFailure) and failure.status == 414, data[-30:]
+        assert conn.closing
+        out = conn.send_error(failure.status)
+        assert out.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+
+
+def test_a_head_line_after_the_request_line_over_the_limit_is_still_431() -> None:
+    conn = HttpConnection(max_head_size=1024)
+    conn.receive_data(b"GET /" + b"a" * 900 + b" HTTP/1.1\r\nHost: x\r\nX-B: " + b"b" * 200)
+    (failure,) = events(conn)
+    assert isinstance(failure, ProtocolFailure) and failure.status == 431
+
+
+def _chunked_post(trailers: bytes) -> bytes:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + b"3\r\nabc\r\n0\r\n" + trailers + b"\r\n"
+
+
+def test_a_trailer_section_over_the_limit_received_whole_is_a_400() -> None:
+    """h11 bounds only a trailer section that arrives in pieces."""
+    trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"t" * 100) for i in range(20))
+    conn = HttpConnection(max_head_size=1024)
+    conn.receive_data(_chunked_post(trailers))
+    head, *rest = events(conn)
+    assert isinstance(head, RequestHead)
+    assert [type(e) for e in rest] == [BodyChunk, ProtocolFailure], rest
+    assert rest[1].status == 400 and conn.closing
+
+
+def test_a_trailer_section_within_the_limit_ends_the_body() -> None:
+    trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"t" * 100) for i in range(5))
+    conn = HttpConnection(max_head_size=1024)
+    conn.receive_data(_chunked_post(trailers))
+    _head, *rest = events(conn)
+    assert [type(e) for e in rest] == [BodyChunk, EndOfRequest], rest
+    assert conn.request_complete and not conn.closing
+
+
 def test_many_headers_over_the_limit_get_431() -> None:
     conn = HttpConnection(max_head_size=1024)
     lines = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 20) for i in range(60))

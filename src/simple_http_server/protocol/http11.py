@@ -45,6 +45,7 @@ PAUSED: Final = h11.PAUSED
 #: RFC 9110's reason phrases (Python before 3.13 has older names for these).
 _RFC_9110_NAMES = {
     413: b"Content Too Large",
+    414: b"URI Too Long",
     416: b"Range Not Satisfiable",
     422: b"Unprocessable Content",
 }
@@ -229,7 +230,8 @@ class HttpConnection:
     """One server-side HTTP/1.1 connection, Sans-IO.
 
     Args:
-        max_head_size: largest request line plus headers accepted (431 beyond).
+        max_head_size: largest request line plus headers accepted (431 beyond, 414
+            for a request line alone beyond; also bounds a trailer section).
         max_requests: requests served on one connection before it is closed
             (0 means no limit).
     """
@@ -306,8 +308,8 @@ class HttpConnection:
             if head:
                 self._drop_body = True  # the refusal of a HEAD's bad head has no body either
             status = exc.error_status_hint
-            if status == 431 and in_body:
-                status = 400  # an endless chunk header or trailer, not a request head
+            if status == 431:
+                status = self._oversized_status(in_body)
             return ProtocolFailure(status, str(exc))
         cls = type(event)
         if cls is h11.Data:
@@ -320,6 +322,8 @@ class HttpConnection:
         if cls is h11.Request:
             return self._request_head(event)  # type: ignore[arg-type]
         if cls is h11.EndOfMessage:
+            if self._trailers_too_large(event):  # type: ignore[arg-type]
+                return ProtocolFailure(400, "trailer section too large")
             self._complete = True
             return _END
         if cls is h11.ConnectionClosed:
@@ -350,9 +354,37 @@ class HttpConnection:
                 size += len(piece)
             else:
                 if cls is h11.EndOfMessage:
+                    if self._trailers_too_large(event):  # type: ignore[arg-type]
+                        self._body_error = h11.RemoteProtocolError("trailer section too large")
+                        break
                     self._end_pending = self._complete = True
                 break  # NEED_DATA: the rest was not received yet
         return data if len(pieces) == 1 else b"".join(pieces)
+
+    def _oversized_status(self, in_body: bool) -> int:
+        """The answer to h11's "receive buffer too long": a request line longer than
+        ``max_head_size`` (no line end received yet) is a 414 (RFC 9112 3), other
+        head lines a 431; an endless chunk header or trailer (in a body) a 400."""
+        if in_body:
+            return 400
+        buffer = self._buffer
+        if buffer is not None and b"\n" not in buffer._data:
+            return 414
+        return 431
+
+    def _trailers_too_large(self, end: h11.EndOfMessage) -> bool:
+        """True (and closing) for a trailer section over ``max_head_size``: h11 bounds
+        only one that arrives in pieces (measured as request heads are)."""
+        if not end.headers:  # the common case: no trailers
+            return False
+        size = 2
+        for name, _lower, value in _header_triples(end.headers):
+            size += len(name) + len(value) + 4
+        if size <= self._max_head_size:
+            return False
+        self._closing = True
+        self._complete = False
+        return True
 
     def _skip_empty_lines(self, data: bytearray) -> ProtocolFailure | type[h11.NEED_DATA] | None:
         """Drop the empty lines before a request line (RFC 9112 2.2: some clients
@@ -398,6 +430,8 @@ class HttpConnection:
                 bad_host = True  # RFC 9112 3.2: a 400 (h11 checks only its presence)
         if size > self._max_head_size:
             self._closing = True
+            if len(req.target) + len(req.method) + 12 > self._max_head_size:
+                return ProtocolFailure(414, "request line too long")  # RFC 9112 3
             return ProtocolFailure(431, "request header fields too large")
         target_problem = _bad_target(req.target, req.method)
         if bad_host or target_problem is not None:
