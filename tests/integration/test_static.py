@@ -1047,3 +1047,28 @@ def test_a_file_changed_while_gzipped_keeps_to_its_size(serve, tmp_path, change)
     assert len(shrank) == (1 if change == "shrink" else 0)
     assert all(r.levelno == logging.WARNING and not r.exc_info for r in shrank)
     assert not [r for r in records.records if r.levelno >= logging.ERROR]
+
+
+def test_a_head_with_range_gets_the_gets_206_head_and_other_methods_ignore_range(
+    make_any_client, tmp_path
+):
+    """RFC 9110 9.3.2: a HEAD is answered the head its GET would get, with a Range the
+    206 one (as nginx and Apache answer); range handling is defined for GET only, so a
+    POST answered with a StaticFile ignores it (RFC 9110 14.2). Every front end agrees."""
+    (tmp_path / "f.txt").write_bytes(b"0123456789" * 10)
+    app = App()
+
+    @app.route("/dl", method=["GET", "POST"])
+    def dl() -> StaticFile:
+        return StaticFile(str(tmp_path / "f.txt"), "text/plain")
+
+    client = make_any_client(app, {"/r/*": str(tmp_path)})
+    for path in ("/r/f.txt", "/dl"):
+        got = client.get(path, headers={"Range": "bytes=0-9"})
+        head = client.request("HEAD", path, headers={"Range": "bytes=0-9"})
+        assert (got.status, got.body) == (206, b"0123456789"), path
+        assert (head.status, head.body) == (206, b""), path
+        for name in ("Content-Range", "Content-Length", "ETag", "Content-Type"):
+            assert head.header(name) == got.header(name), (path, name)
+    posted = client.post("/dl", headers={"Range": "bytes=0-9"})
+    assert (posted.status, len(posted.body), posted.header("Content-Range")) == (200, 100, None)
