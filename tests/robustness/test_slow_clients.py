@@ -936,6 +936,99 @@ def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
     assert b"could not be started" in errors, errors[-3000:]
 
 
+_WRITER_STARVED_SERVER = """
+import asyncio, os, resource, sys, threading
+from simple_http_server import App, WebsocketHandler, server
+import simple_http_server.transport.aio, simple_http_server.transport.threaded
+import simple_http_server.transport.ws_glue, wsproto
+
+class Big(WebsocketHandler):
+    async def on_text_message(self, session, message):
+        release = threading.Event()
+        hogs = 0
+        while hogs < 200:  # take every thread left: a writer thread gets none
+            try:
+                threading.Thread(target=release.wait, daemon=True).start()
+            except RuntimeError:
+                break
+            hogs += 1
+        try:
+            session.send("x" * 16_000_000)  # more than the socket takes at once
+            await asyncio.wait_for(session.drain(), 20)
+            print("drained", flush=True)
+        finally:
+            release.set()
+
+    def on_close(self, session, reason):
+        print("on_close", reason.code, flush=True)
+
+app = App()
+app.websocket_handler(endpoint="/ws")(Big)
+os.setgid(int(sys.argv[3]))
+os.setuid(int(sys.argv[3]))
+resource.setrlimit(resource.RLIMIT_NPROC, (30, 30))
+server.start(host="127.0.0.1", port=int(sys.argv[1]), app_conf=app, max_send_backlog=0,
+             prefer_coroutine=sys.argv[2] == "asyncio", worker_threads=4)
+"""
+
+
+def test_a_websocket_writer_thread_the_system_refuses_ends_the_session(
+    transport: str, tmp_path: Path
+) -> None:
+    """The threaded transport's session writes what a coroutine's send leaves unsent
+    from a writer thread started on demand.  Refused (a thread limit), the send raised
+    RuntimeError into the handler and the session hung: the rest of the message never
+    went, drain() never returned, the client waited for ever.  Now the session ends:
+    the client reads the end of the connection, on_close runs (1006: the Close cannot
+    follow a frame cut short), one warning.  (asyncio writes from its loop: no thread.)"""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to run the server as an unprivileged user with RLIMIT_NPROC")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    free_port = harness.free_port()
+    src = str(Path(__import__("simple_http_server").__file__).parents[1])
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER_STARVED_SERVER, str(free_port), transport, str(nobody)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": src},
+        )
+    got = 0
+    try:
+        harness.wait_listening(free_port)
+        with socket.create_connection(("127.0.0.1", free_port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                + bytes([0x81, 0x82, 0, 0, 0, 0])
+                + b"go"
+            )
+            time.sleep(1.0)  # not reading yet: the send leaves bytes for the writer
+            while got < 16_000_000:  # the whole message (asyncio), or the end (threaded)
+                chunk = sock.recv(1 << 20)  # the timeout: what hung before
+                if not chunk:
+                    break
+                got += len(chunk)
+        deadline = time.monotonic() + 20
+        while b"on_close" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    output = log.read_bytes()
+    assert b"Traceback" not in output, output[-3000:]
+    if transport == "threaded":
+        assert got < 16_000_000
+        assert b"A websocket writer thread could not be started" in output, output[-3000:]
+        assert b"on_close 1006" in output, output[-3000:]
+    else:
+        assert got > 16_000_000 and b"drained" in output, output[-3000:]
+
+
 def test_worker_threads_bound_concurrent_sync_controllers(serve: Serve) -> None:
     application, hits, release = app()
     live = serve(application, worker_threads=2)

@@ -204,17 +204,22 @@ class WebsocketUpgrade:
 
     def _no_thread(self, conn: Any, link: ThreadedLink, exc: RuntimeError) -> None:
         """The system refused the session its thread: close 1013 (Try Again Later),
-        the session never opened; a warning, one a second at most."""
+        the session never opened."""
         with self._lock:
             self._threaded.discard(link)
-        now = time.monotonic()
-        if now >= self._thread_warning_due:
-            self._thread_warning_due = now + 1.0
-            _log.warning("A websocket session thread could not be started (%s):"
-                         " closed with 1013", exc)  # fmt: skip
+        self.warn_no_thread("session", exc)
         link.proto.send_close(CLOSE_TRY_AGAIN_LATER, "Try again later")
         with contextlib.suppress(ClientGone):
             conn._send(link.proto.data_to_send())
+
+    def warn_no_thread(self, what: str, exc: RuntimeError) -> None:
+        """Log that the system refused a session's ``what`` thread (a process or thread
+        limit such as a container's ``pids.max``): one warning a second at most."""
+        now = time.monotonic()
+        if now >= self._thread_warning_due:
+            self._thread_warning_due = now + 1.0
+            _log.warning("A websocket %s thread could not be started (%s):"
+                         " closed with 1013", what, exc)  # fmt: skip
 
     def close_threaded(self) -> None:
         """Close every threaded session with 1001 now (stop() waits with :meth:`wait_threaded`)."""
@@ -570,7 +575,38 @@ class ThreadedLink(LinkBase):
                 target=self._writer_main, name=f"shs-ws-out-{self.session.id[:8]}", daemon=True
             )
             self._writer = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # a process or thread limit (a container's pids.max)
+            self._no_writer(exc)
+
+    def _no_writer(self, exc: RuntimeError) -> None:
+        """The system refused the writer thread: what waits for it would wait forever
+        (an event loop never blocks on a socket), so the session ends.  A 1013 Close
+        (Try Again Later) follows what the socket takes now, when all of it went (a
+        frame cut short cannot be followed), then the connection is cut; on_close
+        reports 1013 (or 1006 when that Close could not be sent)."""
+        with self._writer_cond:
+            self._writer = None
+            self._writer_stop = True  # no second try: the session is over
+        self.upgrade.warn_no_thread("writer", exc)
+        if self._write_lock.acquire(False):  # else a thread writes: it stops at _dead
+            try:
+                self._write_nowait()
+                with self.lock:
+                    whole = not self._out and not self._dead
+                    if whole and self.proto.send_close(CLOSE_TRY_AGAIN_LATER, "Try again later"):
+                        self._flush()
+                if whole:
+                    self._write_nowait()
+                self._out.clear()
+            finally:
+                self._write_lock.release()
+        with self.lock:
+            self._dead = True
+            self.proto.close_event()  # closed for good: the reading thread reports it
+        self.abort()
+        self._release_waiters()
 
     def _writer_main(self) -> None:
         try:
