@@ -1374,3 +1374,70 @@ def test_a_quiet_stream_whose_tls_client_left_ends(
     while not events and time.monotonic() < deadline:
         time.sleep(0.02)
     assert events == ["finally"]
+
+
+@pytest.fixture
+def long_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lingering close of 30 s in both transports: an answer whose end waits for it
+    cannot go unnoticed within a client's 10 s timeout."""
+    from simple_http_server.transport import aio, threaded_conn
+
+    monkeypatch.setattr(aio, "LINGER_SECONDS", 30.0)
+    monkeypatch.setattr(threaded_conn, "LINGER_SECONDS", 30.0)
+
+
+def _refused_over_tls(port: int, context: ssl.SSLContext, head: bytes, body: int = 0) -> bytes:
+    """Send ``head`` and ``body`` bytes (as http.client does: all of it, then read),
+    and read the answer up to the server's TLS closure alert (10 s at most)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(head)
+        for _ in range(body // 65536):  # the server discards it while it lingers
+            sock.sendall(b"y" * 65536)
+        return read_to_a_clean_end(sock)
+
+
+def test_an_error_answer_over_tls_ends_with_the_closure_alert_at_once(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    long_linger: None,
+) -> None:
+    """TLS cannot half-close: asyncio sent its close_notify only once its lingering
+    close was over (1 s), so a client reading a 400 or a 413 to its end waited that
+    long; the threaded transport sends it at once.  Now both do, and a body the client
+    is still sending does not cost it the answer."""
+    from ..robustness.wire import parse_responses
+
+    app = tls_app()
+
+    @app.route("/upload", method="POST")
+    def upload(body: BytesBody) -> str:
+        return "never"
+
+    live = serve(app, ssl_context=server_context, max_body_size=1024)
+    bad = _refused_over_tls(live.port, client_context, b"GET nope HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert [r.status for r in parse_responses(bad)] == [400]
+    head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 20000000\r\n\r\n"
+    big = _refused_over_tls(live.port, client_context, head, 20_000_000)
+    [reply] = parse_responses(big)
+    assert reply.status == 413 and reply.closes
+
+
+def test_a_503_over_max_connections_over_tls_ends_with_the_closure_alert_at_once(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    long_linger: None,
+) -> None:
+    from ..robustness.wire import parse_responses
+
+    live = serve(tls_app(), ssl_context=server_context, max_connections=1)
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as held:
+        held.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert held.recv(65536).startswith(b"HTTP/1.1 200 ")  # the one slot is taken
+        data = _refused_over_tls(
+            live.port, client_context, b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+    assert [r.status for r in parse_responses(data)] == [503]

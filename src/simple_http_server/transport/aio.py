@@ -65,6 +65,31 @@ SENDFILE_SLICE = 4 * 1024 * 1024
 SENDFILE_MIN_SLICE = 64 * 1024
 
 
+def send_close_notify(transport: asyncio.BaseTransport) -> bool:
+    """TLS: send the closure alert now and go on reading, as a lingering close does.
+
+    asyncio's ``close()`` sends it too, but then takes what the client still sends
+    (a body refused with a 413) for a fatal error and resets the connection, which
+    can cost the client the answer it has not read yet; and a lingering close that
+    waits before ``close()`` holds the end of the answer back.  Here OpenSSL sends
+    the alert and reads on (a TLS half-close); asyncio's shutdown follows at the
+    linger's end.  False where asyncio's TLS protocol is another than 3.11's (Python
+    3.10): the alert then goes at ``close()``."""
+    proto = getattr(transport, "_ssl_protocol", None)
+    sslobj = getattr(proto, "_sslobj", None)
+    flush = getattr(proto, "_process_outgoing", None)
+    if sslobj is None or flush is None:
+        return False
+    try:
+        sslobj.unwrap()  # sends the alert, then waits for the client's: WANT_READ
+    except ssl.SSLWantReadError:
+        pass
+    except (ssl.SSLError, OSError, ValueError):  # an alert of its own went already
+        return False
+    flush()
+    return True
+
+
 def _retrieved(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
@@ -136,6 +161,8 @@ class _AioConn(asyncio.Protocol, Channel):
             transport.write(service_unavailable())
             self.closed = True
             self._lingering = True
+            if self.secure:  # no half-close: the closure alert now, where it can
+                send_close_notify(transport)
             if transport.can_write_eof():
                 try:
                     transport.write_eof()
@@ -327,8 +354,14 @@ class _AioConn(asyncio.Protocol, Channel):
             self.close()
 
     def _linger(self) -> None:
-        """Half-close and discard what the client still sends, so it reads our answer."""
+        """Half-close and discard what the client still sends, so it reads our answer.
+
+        TLS has no half-close: its closure alert goes now, where it can (a client
+        reading to the end of the answer sees it at once, as in the threaded
+        transport), while what the client still sends is read and discarded."""
         assert self.transport is not None
+        if self.secure:
+            send_close_notify(self.transport)
         self._lingering = True
         self.head_started = False
         if self._reading_paused:
