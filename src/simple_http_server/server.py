@@ -381,6 +381,15 @@ class Server:
         if not self._stopped.wait(stop_wait_bound(self.config)):
             _log.warning("stop(): the server has not stopped yet; not waiting longer")
 
+    def _hurry(self) -> None:
+        """A second Ctrl-C: the stop under way no longer waits for the requests in
+        flight (``drain_timeout``): they are cut now, and the run ends."""
+        with self._lock:
+            transport = self._transport if self._running else None
+        hurry = getattr(transport, "hurry", None)
+        if hurry is not None:
+            hurry()
+
     async def stop_async(self) -> None:
         """Stop from a coroutine (on the server's own loop or any other); returns
         once stopped, except in a request of its own (no wait for that very request)."""
@@ -491,6 +500,7 @@ class _graceful_signals:
                 pass
 
     def _watch(self, receive: socket.socket) -> None:
+        stopping = False
         while True:
             try:
                 signals = receive.recv(256)
@@ -498,8 +508,16 @@ class _graceful_signals:
                 return
             if not signals:  # the run is over
                 return
-            _log.info("Signal %d: stopping gracefully", signals[-1])
-            self.server._stop(wait=False)
+            for signum in signals:
+                # A SIGINT while a stop is under way (a second ^C; the first one's or
+                # a supervisor's SIGTERM, or stop()) ends the wait for the requests.
+                if signum == signal.SIGINT and (stopping or self.server._stopping):
+                    _log.warning("Signal %d again: not waiting for the requests in flight", signum)
+                    self.server._hurry()
+                elif not stopping:
+                    _log.info("Signal %d: stopping gracefully", signum)
+                    self.server._stop(wait=False)
+                stopping = True
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():

@@ -6,7 +6,8 @@ forks N workers that all accept on it; each worker runs an ordinary
 dies is replaced.  SIGTERM or SIGINT to the supervisor closes its copy of the
 socket and forwards SIGTERM to every worker: each stops accepting, lets its
 in-flight requests finish (up to ``drain_timeout``) and exits; a worker still
-alive after that is killed.  Once every copy of the socket is closed, new
+alive after that is killed.  A SIGINT meanwhile (a second ^C) is forwarded: the
+workers then stop waiting for their requests.  Once every copy of the socket is closed, new
 connections are refused by the kernel.  ``server.stop()`` in a worker (a
 controller's, say) stops the whole server the same way: the worker writes to a
 pipe the supervisor watches, then stops itself.
@@ -38,6 +39,10 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: A worker that dies sooner than this after its start is restarted only after this delay.
 RESTART_BACKOFF = 1.0
 _POLL = 0.1
+#: Seconds between the SIGTERM to the workers and the SIGINT that hurries them: a
+#: worker that took both at once could run its SIGINT handler first (Python runs
+#: pending handlers in signal number order), as a graceful stop, not a second one.
+_HURRY_AFTER = 0.3
 
 
 class Supervisor:
@@ -61,6 +66,9 @@ class Supervisor:
         self.stop_signal = 0
         #: A worker's server.stop() asked to stop the whole server.
         self.stop_requested = False
+        #: A SIGINT came while stopping (a second ^C): the workers stop waiting for
+        #: their requests in flight.
+        self.hurried = False
         self.owner_thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._pending_starts: list[float] = []  # when a replacement may start
@@ -150,6 +158,9 @@ class Supervisor:
         # Only plain assignments: the handler runs in the main thread, maybe inside a
         # lock it holds (the log queue's, the wake event's); taking it again would
         # deadlock.  The main loop sees the flag within _POLL, and logs.
+        if self.stopping and signum == signal.SIGINT:
+            self.hurried = True
+            return
         self.stop_signal = signum
         self.stopping = True
 
@@ -220,8 +231,16 @@ class Supervisor:
     def _stop_children(self) -> None:
         for pid in list(self.children):
             _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.server.config.drain_timeout + 3
+        asked = time.monotonic()
+        deadline = asked + self.server.config.drain_timeout + 3
+        hurried = False
         while self.children and time.monotonic() < deadline:
+            if self.hurried and not hurried and time.monotonic() >= asked + _HURRY_AFTER:
+                hurried = True
+                _log.warning("Signal %d again: the workers stop waiting for their requests",
+                             signal.SIGINT)  # fmt: skip
+                for pid in list(self.children):  # a SIGINT while stopping: the same in each
+                    _signal(pid, signal.SIGINT)
             self._reap_stopping()
             time.sleep(0.05)
         for pid in list(self.children):

@@ -135,6 +135,44 @@ def test_a_signal_landing_in_a_log_call_stops_the_server(transport: str) -> None
         assert "stopping gracefully" in proc.output()
 
 
+@pytest.mark.parametrize(("transport", "workers", "group"), [
+    ("threaded", 1, False), ("asyncio", 1, False),
+    ("threaded", 2, False), ("asyncio", 2, False),  # the supervisor forwards the second
+    ("threaded", 2, True), ("asyncio", 2, True),  # ^C in a terminal: the whole group
+])  # fmt: skip
+def test_a_second_sigint_stops_waiting_for_the_requests_in_flight(
+    transport: str, workers: int, group: bool
+) -> None:
+    """A second ^C while the first one's graceful stop waits for a request (up to
+    drain_timeout, here 60 s) ends the wait, as in uvicorn and hypercorn: the
+    request is cut, the process exits.  Before, it was ignored: the stop waited
+    for the request to end (a 10 s one here: it was answered, 200)."""
+    port = harness.free_port()
+    with harness.running(demo(port, transport, workers, "drain_timeout=60.0"), port) as proc:
+        if workers > 1:
+            assert len(pids_seen(proc, 2)) == 2
+        results: list[object] = []
+        thread = slow_request(proc, 10.0, results)
+        time.sleep(0.8)  # the slow request is being served
+
+        def interrupt() -> None:
+            if group:
+                os.killpg(proc.popen.pid, signal.SIGINT)
+            else:
+                os.kill(proc.popen.pid, signal.SIGINT)
+
+        interrupt()
+        assert wait_until(lambda: refused(port), 5), "new connections are still accepted"
+        time.sleep(0.5)
+        assert proc.popen.poll() is None, proc.output()  # the first one waits for the request
+        interrupt()
+        assert proc.popen.wait(8) == 0, proc.output()  # well before the request's end
+        thread.join(20)
+        assert results and (isinstance(results[0], Exception) or results[0][0] != 200), results
+        assert "not waiting for the requests in flight" in proc.output()
+        assert "did not stop in time" not in proc.output()
+
+
 @pytest.mark.parametrize("transport", ["threaded", "asyncio"])
 def test_ctrl_c_on_workers_stops_every_process_gracefully(transport: str) -> None:
     """^C in a terminal signals the whole process group: each worker gets SIGINT and,

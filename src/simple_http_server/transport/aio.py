@@ -764,6 +764,7 @@ class AioServer:
         self.pool = pool
         self.connections: set[_AioConn] = set()
         self.stopping = False
+        self._hurried = False  # hurry(): the shutdown waits for no request
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self._server: asyncio.base_events.Server | None = None
@@ -867,7 +868,9 @@ class AioServer:
                 conn.close()
             else:  # in flight: its answer says Connection: close
                 conn.conn.close_after_response()
-        while loop.time() < deadline and any(c.task for c in self.connections):
+        while (
+            loop.time() < deadline and not self._hurried and any(c.task for c in self.connections)
+        ):
             await asyncio.sleep(0.01)
         # Past the drain deadline: cut the requests still running, so their clients learn it now.
         for conn in [c for c in self.connections if c.task is not None and c.upgraded is None]:
@@ -881,7 +884,7 @@ class AioServer:
             await asyncio.gather(*closing.values(), *late, return_exceptions=True)
         # Let closing connections flush their last answer, then cut the rest.
         if self.connections:
-            remaining = max(deadline - loop.time(), 1.0)
+            remaining = 0.1 if self._hurried else max(deadline - loop.time(), 1.0)
             try:
                 await asyncio.wait_for(self.all_closed.wait(), remaining)
             except asyncio.TimeoutError:
@@ -911,6 +914,12 @@ class AioServer:
             self.loop.set_exception_handler(self._previous_handler)
         self._closed.set()
         self.done.set()
+
+    def hurry(self) -> None:
+        """Stop waiting for the requests in flight (a second ^C): they are cut now
+        (any thread; the shutdown looks at it every 10 ms)."""
+        self._hurried = True
+        self.stop(wait=False)
 
     @property
     def stop_requested(self) -> bool:

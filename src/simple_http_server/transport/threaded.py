@@ -67,6 +67,7 @@ class ThreadedServer:
         self.upgrade_handler = upgrade_handler
         self._on_ready = on_ready
         self.stopping = False
+        self._hurried = False  # hurry(): the shutdown waits for no request
         self.ready = threading.Event()
         self.done = threading.Event()
         self._poller = make_poller()
@@ -312,7 +313,7 @@ class ThreadedServer:
             in_flight = list(self._conns)
         for conn in in_flight:  # their answers say Connection: close
             conn.conn.close_after_response()
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._hurried:
             with self._lock:
                 if self._busy == 0:
                     break
@@ -349,6 +350,11 @@ class ThreadedServer:
             self._drop(conn)
         poller.close()
         self.done.set()
+
+    def hurry(self) -> None:
+        """Stop waiting for the requests in flight (a second ^C): they are cut now."""
+        self._hurried = True
+        self.stop(wait=False)
 
     def stop(self, wait: bool = True) -> None:
         """Stop accepting, finish in-flight requests (up to the drain timeout), close."""
