@@ -34,6 +34,8 @@ from simple_http_server import (
 )
 from simple_http_server.testing import TestClient
 
+from ..conftest import UniformClient
+
 
 # -- routing forms ----------------------------------------------------------------------
 def routing_app() -> App:
@@ -93,7 +95,7 @@ def routing_app() -> App:
         return "kind a with a level"
 
     @app.route
-    def bare() -> str:  # a bare decorator outside a class has no url: skipped
+    def bare() -> str:  # a bare decorator outside a class maps "/", as in 0.22.x
         return "bare"
 
     return app
@@ -166,6 +168,34 @@ def test_bad_method_and_unknown_path(make_client):
         "explain": "Cannot find a controller for your path",
     }
     assert client.get("/bare").status == 404
+
+
+def test_a_function_mapped_without_url_serves_the_root(make_client, log_records):
+    """0.22.x logged a configuration warning for ``@route`` / ``@route("")`` on a
+    function but still served it at ``/`` (the last one mapped wins); it was skipped."""
+    assert routing_app_root(make_client(routing_app())) == (200, "bare")
+    app = App()
+
+    @app.route
+    def first() -> str:
+        return "first"
+
+    @app.route("")
+    def empty() -> str:
+        return "empty"
+
+    client = make_client(app)
+    assert routing_app_root(client) == (200, "empty")
+    assert client.request("HEAD", "/").status == 200
+    messages = [r.getMessage() for r in log_records.records]
+    assert any(
+        m.endswith(".empty: request_map without a url or a regexp serves /") for m in messages
+    )
+
+
+def routing_app_root(client: UniformClient) -> tuple[int, str]:
+    reply = client.get("/")
+    return reply.status, reply.text
 
 
 # -- results ----------------------------------------------------------------------------

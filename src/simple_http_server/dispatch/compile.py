@@ -248,8 +248,9 @@ def compile_app(app: App, version: int) -> CompiledApp:
     providers: dict[type, Callable[[], Any]] = {}
     for reg in app.iter_controllers():
         if not reg.url and not reg.regexp and reg.owner is None:
-            _log.error("%s: request_map needs a url or a regexp; skipped", reg.func.__qualname__)
-            continue
+            # 0.22.x warned but still served such a function at "/"; so do we
+            name = reg.func.__qualname__
+            _log.warning("%s: request_map without a url or a regexp serves /", name)
         owner = None if reg.static else reg.owner  # whose instance the method takes
         plan = plans.get(reg.func)
         if plan is None:
