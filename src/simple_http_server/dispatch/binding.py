@@ -44,6 +44,7 @@ from .binders import (
     parameters,
     path_value,
     reg_group,
+    unsupported,
 )
 from .bodies import MultipartFile, RequestBodyReader
 from .invoke import await_user, is_async_callable
@@ -169,22 +170,32 @@ def _is_class(value: Any, base: type) -> bool:
 
 
 class _AnnotationsOnly:
-    """A function's annotations and globals, without its defaults: Python 3.10's
+    """Annotations and the globals to resolve them in, without defaults: Python 3.10's
     ``get_type_hints`` reads ``x: T = None`` as ``Optional[T]``, and an absent
     ``li: List[int] = None`` must be told apart from ``Optional[List[int]] = None``."""
 
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self.__annotations__ = dict(getattr(func, "__annotations__", {}))
-        self.__globals__ = getattr(inspect.unwrap(func), "__globals__", {})
+    def __init__(self, annotations: dict[str, Any], globals_: dict[str, Any]) -> None:
+        self.__annotations__ = annotations
+        self.__globals__ = globals_
 
 
 def _hints(func: Callable[..., Any]) -> dict[str, Any]:
+    annotations = dict(getattr(func, "__annotations__", {}))
+    globals_ = getattr(inspect.unwrap(func), "__globals__", {})
     try:
         if sys.version_info < (3, 11):
-            return typing.get_type_hints(_AnnotationsOnly(func))
+            return typing.get_type_hints(_AnnotationsOnly(annotations, globals_))
         return typing.get_type_hints(func)
-    except Exception:  # unresolvable forward references: use what is there
-        return dict(getattr(func, "__annotations__", {}))
+    except Exception:  # a forward reference that does not resolve: resolve the others alone
+        return {name: _hint(name, value, globals_) for name, value in annotations.items()}
+
+
+def _hint(name: str, value: Any, globals_: dict[str, Any]) -> Any:
+    """One annotation resolved, else as written (a name only ``TYPE_CHECKING`` imports)."""
+    try:
+        return typing.get_type_hints(_AnnotationsOnly({name: value}, globals_))[name]
+    except Exception:
+        return value
 
 
 def plan_binding(
@@ -308,7 +319,7 @@ def _binder_for(
     elif not _is_plain(target):
         if has_default:  # a type no parameter text converts to: the default, as in the original
             return _constant(default), "default"
-        target = str
+        return unsupported(name, target), "param"  # a 400, as in the original
     empty = _empty_of(target) if absent_none else None
     return by_name(name, target, default, not has_default, empty), "param"
 
