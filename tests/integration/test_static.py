@@ -123,6 +123,18 @@ def test_mount_patterns_refuse_what_they_do_not_cover(make_client, site, path):
     assert make_client(static_app(site), mounts(site)).get(path).status == 404
 
 
+def test_overlapping_patterns_are_tried_in_order(make_client, site, tmp_path):
+    """``**.css`` (first) and ``/theme/**`` both match ``/theme/dark.css``: the file is
+    in the second folder only, and served from there (0.22.x looked in the first: 404)."""
+    theme = tmp_path / "theme"
+    theme.mkdir()
+    (theme / "dark.css").write_bytes(b"dark{}")
+    client = make_client(App(), {"**.css": str(site), "/theme/**": str(theme)})
+    assert client.get("/theme/dark.css").body == b"dark{}"
+    assert client.get("/sub/nested.css").body == b"p{}"  # the first folder still serves
+    assert client.get("/theme/none.css").status == 404
+
+
 def test_content_type_and_validators(make_client, site):
     client = make_client(static_app(site), mounts(site))
     reply = client.get("/public/index.html")
