@@ -418,6 +418,10 @@ def unconvertible_app() -> App:
     def day(day: datetime.date) -> dict[str, Any]:
         return {"day": repr(day)}
 
+    @app.route("/days")
+    def days(days: List[datetime.date]) -> dict[str, Any]:
+        return {"days": repr(days)}
+
     @app.route("/partly-resolved")
     def partly_resolved(n: int, d: Decimal = None) -> dict[str, Any]:
         return {"n": n + 1, "d": d}
@@ -426,8 +430,9 @@ def unconvertible_app() -> App:
 
 
 def test_a_type_no_parameter_text_converts_to_is_a_400(make_client: MakeClient) -> None:
-    """0.22.x answered 400 "... is not supported yet." for a required ``p: Point`` or
-    ``day: date``; the text was handed over as that type (``day.year``: a 500)."""
+    """0.22.x answered 400 "... is not supported yet." for a required ``p: Point``,
+    ``day: date`` or ``days: List[date]``; the text was handed over as that type
+    (``day.year``: a 500)."""
     client = make_client(unconvertible_app())
     for path, name, type_name in (
         ("/point?p=1", "p", Point.__qualname__),
@@ -439,6 +444,10 @@ def test_a_type_no_parameter_text_converts_to_is_a_400(make_client: MakeClient) 
         explain = reply.json()["explain"]
         assert explain.startswith(f"Parameter[{name}] with Type &lt;class "), explain
         assert explain.endswith(f"{type_name}'&gt; is not supported yet."), explain
+    days = client.get("/days?days=2024-01-01")
+    assert days.status == 400, days.text
+    expected = "Parameter[days] with Type typing.List[datetime.date] is not supported yet."
+    assert days.json()["explain"] == expected
     absent = client.get("/point")
     assert absent.status == 400
     assert absent.json()["explain"] == "Parameter[p] is required."

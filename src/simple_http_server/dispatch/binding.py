@@ -320,6 +320,8 @@ def _binder_for(
         if has_default:  # a type no parameter text converts to: the default, as in the original
             return _constant(default), "default"
         return unsupported(name, target), "param"  # a 400, as in the original
+    elif not has_default and not _items_convert(target):  # ``days: List[date]``
+        return unsupported(name, target), "param"
     empty = _empty_of(target) if absent_none else None
     return by_name(name, target, default, not has_default, empty), "param"
 
@@ -339,6 +341,17 @@ def _hashable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _items_convert(target: Any) -> bool:
+    """False for a list of a type no parameter text converts to (``List[date]``)."""
+    args = typing.get_args(target) if is_list(target) else ()
+    if not args:
+        return True
+    item = args[0]
+    return item in (str, int, float, bool, dict, Parameter, typing.Any) or (
+        typing.get_origin(item) is dict
+    )
 
 
 def _is_plain(target: Any) -> bool:
