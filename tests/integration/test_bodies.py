@@ -810,6 +810,40 @@ def test_multipart_disposition_parameters_are_read_in_order(make_client, disposi
 
 
 @pytest.mark.parametrize(
+    ("filename", "kept"),
+    [
+        ('filename="../../evil.py"', "evil.py"),
+        ('filename="/etc/cron.d/job"', "job"),
+        ('filename="photos/2024/a.png"', "a.png"),  # a folder upload's relative path
+        ('filename="..\\\\..\\\\evil.py"', "evil.py"),
+        ("filename*=UTF-8''..%2F..%2Fevil.py", "evil.py"),
+        ('filename=".."', ""),
+        ('filename="a.txt"', "a.txt"),
+    ],
+)
+def test_an_upload_filename_is_its_last_component(make_client, tmp_path, filename, kept):
+    """0.22.x's README saved uploads as ``root + "/my_dev/imgs/" + img.filename``: a
+    client's ``../`` wrote outside that folder. RFC 7578 4.2: no path, the name only."""
+    imgs = tmp_path / "srv" / "imgs"  # deep enough that "../../" stays in tmp_path
+    imgs.mkdir(parents=True)
+    app = App()
+
+    @app.route("/upload", method="POST")
+    def upload(img: MultipartFile) -> dict[str, Any]:
+        if img.filename:
+            img.save_to_file(str(imgs) + "/" + img.filename)
+        return {"filename": img.filename}
+
+    disposition = f'form-data; name="img"; {filename}'
+    body = multipart_body({}, [("img", "", "text/plain", b"x")], raw_disposition=disposition)
+    reply = make_client(app).post("/upload", headers=mp_headers(), body=body)
+    assert reply.status == 200, reply.text
+    assert reply.json() == {"filename": kept}
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert written == ["srv", "srv/imgs"] + ([f"srv/imgs/{kept}"] if kept else [])
+
+
+@pytest.mark.parametrize(
     ("headers", "explain"),
     [
         (

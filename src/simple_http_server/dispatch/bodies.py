@@ -654,7 +654,19 @@ def _disposition(segment: multipart.MultipartSegment) -> tuple[str, str | None]:
             names.append(multipart.content_disposition_unquote(params[key], key == "filename"))
         else:
             names.append(None)
-    return names[0] or "", names[1]
+    filename = names[1]
+    return names[0] or "", None if filename is None else _last_component(filename)
+
+
+def _last_component(filename: str) -> str:
+    """A client's file name without its folders: ``../../app.py`` is ``app.py``.
+
+    RFC 7578 4.2 (after RFC 2183 2.3): a file name is a terminal component only, never
+    a path to follow. Code such as 0.22.x's README example,
+    ``img.save_to_file(root + "/imgs/" + img.filename)``, must not write outside ``imgs``.
+    """
+    last = filename.replace("\\", "/").rpartition("/")[2]
+    return "" if last in (".", "..") else last
 
 
 def _part_type(segment: multipart.MultipartSegment) -> str:
