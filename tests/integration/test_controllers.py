@@ -521,6 +521,24 @@ def test_control_characters_in_header_values_become_spaces(make_client):
     assert (reply.status, reply.header("X-Echo")) == (200, "padded")
 
 
+def test_a_returned_response_adds_its_headers_and_cookies(make_client):
+    """0.22.x sent a returned ``Response``'s status, headers and body, not its cookies."""
+    app = App()
+
+    @app.route("/mix")
+    def mix(response: Response) -> Response:
+        response.set_header("X-Injected", "i")
+        response.cookies["inj"] = "1"
+        returned = Response(status_code=201, headers={"X-Returned": "r"}, body="mixed")
+        returned.cookies["ret"] = "2"
+        return returned
+
+    reply = make_client(app).get("/mix")
+    assert (reply.status, reply.text) == (201, "mixed")
+    assert (reply.header("X-Injected"), reply.header("X-Returned")) == ("i", "r")
+    assert sorted(reply.get_all("Set-Cookie")) == ["inj=1", "ret=2"]
+
+
 # -- streaming --------------------------------------------------------------------------
 def test_write_bytes_is_sent_as_written(transport, serve):
     """The first chunk reaches the client while the controller is still running."""
