@@ -324,18 +324,68 @@ def global_factory(monkeypatch):
     return factory
 
 
+def guarded_app() -> App:
+    """Controllers with a ``Session`` argument behind a filter, as 0.22.x apps write them."""
+    app = App()
+
+    @app.request_filter("/admin/**")
+    def login_required(ctx: Any) -> None:
+        if ctx.request.headers.get("X-Token") != "ok":
+            ctx.response.send_redirect("/login")
+            return
+        ctx.do_chain()
+
+    @app.route("/admin/page")
+    def page(session: Session) -> dict[str, Any]:
+        return {"id": session.id}
+
+    @app.route("/typed")
+    def typed(n: int, session: Session) -> dict[str, Any]:
+        return {"n": n, "id": session.id}
+
+    return app
+
+
+def test_no_session_is_made_for_a_request_a_filter_answers(make_client):
+    """0.22.x made the session when the controller's arguments were bound: a request
+    its filter turned away (a redirect to the login page) made none and set no cookie.
+    Each made one here, so anonymous clients filled the store (evicting real sessions)."""
+    client = make_client(guarded_app())
+    refused = client.get("/admin/page")
+    assert refused.status == 302
+    assert refused.get_all("Set-Cookie") == []
+    failed = client.get("/typed?n=x")  # an argument before the session fails to bind
+    assert failed.status == 400
+    assert failed.get_all("Set-Cookie") == []
+    admitted = client.get("/admin/page", headers={"X-Token": "ok"})
+    assert admitted.status == 200
+    assert cookie_of(admitted).startswith(f"{COOKIE}={admitted.json()['id']};")
+
+
+def test_a_blocking_store_is_not_asked_for_a_new_session_a_filter_turns_away(
+    make_client, global_factory
+):
+    client = make_client(guarded_app())
+    assert client.get("/admin/page").status == 302
+    assert global_factory.calls == []
+    assert client.get("/admin/page", headers={"X-Token": "ok"}).status == 200
+    assert global_factory.calls == [("", True)]
+
+
 def test_set_session_factory_is_used_for_every_request(make_client, global_factory):
     client = make_client(session_app())
     assert client.get("/set?value=1").json()["id"] == "my-0"
     assert client.get("/get").json() == {"id": "my-0", "new": False, "value": "1", "names": ["k"]}
     assert client.get("/async-get").json() == {"id": "my-0", "value": "1"}
-    # the async controller's lookup is made before it runs (create=False), then reused
-    assert global_factory.calls == [("", True), ("my-0", True), ("my-0", False)]
+    # A sent id is looked up before the filters run (create=False) and reused; a new
+    # session is made (create=True) only when the arguments are bound.
+    assert global_factory.calls == [("", True), ("my-0", False), ("my-0", False)]
     client.get("/invalidate")
-    # invalidated: never resurrected, even when the old id is sent again
+    # invalidated: never resurrected, even when the old id is sent again (this factory
+    # makes a new session for an id it does not know, even when not asked to create)
     again = client.get("/get", headers={"Cookie": f"{COOKIE}=my-0"}).json()
     assert again["id"] == "my-1" and again["value"] is None
-    assert global_factory.calls[-2:] == [("my-0", True), ("my-0", True)]
+    assert global_factory.calls[-2:] == [("my-0", False), ("my-0", False)]
 
 
 def test_app_session_factory_wins_over_the_global_one(make_client, global_factory):

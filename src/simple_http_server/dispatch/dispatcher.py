@@ -224,17 +224,25 @@ class Dispatcher:
         return state
 
     async def _prefetch_session(self, request: Request, endpoint: Endpoint) -> None:
-        """Resolve the session before a controller that will need it on the loop:
-        one with a ``Session`` argument, or an async one sent a cookie."""
-        if endpoint.binds_session:
-            await self._session_state(request).prefetch(create=True)
-            return
+        """Look the client's session up before the filters and a controller that will
+        need it on the loop: one with a ``Session`` argument, or an async one sent a
+        cookie. A new session is made only when the arguments are bound (see
+        :meth:`_invoke`): never for a request a filter answers, as in 0.22.x."""
         state = self._session_state(request)
         if state.sent_id is not None:
             try:
                 await state.prefetch(create=False)
             except Exception as exc:  # a controller that never asks must not fail for it
                 state.prefetch_error = exc
+
+    async def _invoke(self, request: Request, response: Response, endpoint: Endpoint) -> Any:
+        """Bind the arguments and call the controller. A ``Session`` argument's new
+        session is made by its binder, in argument order (one that fails before it
+        makes none); a store that blocks makes it here, off the event loop."""
+        state = request._session_state
+        if endpoint.binds_session and state is not None and state.blocking:
+            await state.prefetch(create=True)
+        return await endpoint.invoke(BindContext(request, response))
 
     async def _finish_session(self, request: Request) -> bool:
         """Write what the request's session deferred; False (logged) when it failed."""
@@ -403,13 +411,13 @@ class Dispatcher:
                 if endpoint is None:
                     holder.append(resource)
                 else:
-                    holder.append(await endpoint.invoke(BindContext(request, response)))
+                    holder.append(await self._invoke(request, response, endpoint))
 
             await run_chain(FilterContext(request, response, filters, run_endpoint))
         elif endpoint is None:
             holder.append(resource)
         else:
-            holder.append(await endpoint.invoke(BindContext(request, response)))
+            holder.append(await self._invoke(request, response, endpoint))
         answer = response._answer
         if answer is not None:
             if answer is not response:  # send_error/send_redirect: as if raised
