@@ -239,9 +239,10 @@ class Dispatcher:
         """Bind the arguments and call the controller. A ``Session`` argument's new
         session is made by its binder, in argument order (one that fails before it
         makes none); a store that blocks makes it here, off the event loop."""
-        state = request._session_state
-        if endpoint.binds_session and state is not None and state.blocking:
-            await state.prefetch(create=True)
+        if endpoint.binds_session:
+            state = request._session_state
+            if state is not None and state.blocking:
+                await state.prefetch(create=True)
         return await endpoint.invoke(BindContext(request, response))
 
     async def _finish_session(self, request: Request) -> bool:
@@ -410,14 +411,18 @@ class Dispatcher:
             async def run_endpoint() -> None:
                 if endpoint is None:
                     holder.append(resource)
-                else:
+                elif endpoint.binds_session:
                     holder.append(await self._invoke(request, response, endpoint))
+                else:
+                    holder.append(await endpoint.invoke(BindContext(request, response)))
 
             await run_chain(FilterContext(request, response, filters, run_endpoint))
         elif endpoint is None:
             holder.append(resource)
-        else:
+        elif endpoint.binds_session:
             holder.append(await self._invoke(request, response, endpoint))
+        else:  # most requests: no session argument to make one for
+            holder.append(await endpoint.invoke(BindContext(request, response)))
         answer = response._answer
         if answer is not None:
             if answer is not response:  # send_error/send_redirect: as if raised
