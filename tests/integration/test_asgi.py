@@ -25,6 +25,7 @@ from simple_http_server import (
 )
 
 from ..conftest import asgi_server, ws_server
+from ..robustness.test_disconnects import leave, quiet_stream_app, wait_for
 from ..robustness.wire import parse_responses, read_until_closed
 from .apps import harness
 from .apps.demo_app import RESOURCES, build_app
@@ -400,6 +401,20 @@ def test_a_stream_stops_when_its_client_leaves_whatever_the_body(
         finally:
             sock.close()
         assert ended.wait(10), "the stream went on after its client left"
+
+
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])
+@pytest.mark.parametrize("stream", ["sync", "async"])
+def test_a_quiet_stream_ends_when_its_client_leaves(kind: str, stream: str) -> None:
+    """Under ASGI the ``http.disconnect`` was only noted for the next write: a quiet
+    event stream (an async generator waiting for an event that never comes) ran on
+    for nobody until the server stopped.  Now it ends at once, as in our transports,
+    at its ``await``; a sync one after the step under way, never its 60 s wait."""
+    events: list[str] = []
+    with ws_server(kind, quiet_stream_app(events)) as port:
+        leave(port, f"/{stream}", "fin")
+        assert wait_for(events, f"{stream} finally", 5.0), events
+    assert events == [f"{stream} finally"]
 
 
 @pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi"])

@@ -178,6 +178,9 @@ class _ASGIChannel(Channel):
         self.body_done = False
         self.disconnected = False
         self._watcher: asyncio.Task[None] | None = None
+        #: Ends the streamed answer under way once its client left (watch_departure).
+        self._on_departure: Callable[[], object] | None = None
+        self._departed = False
         self._head_sent = False  # a streamed head (send_head) went to the ASGI server
         self._tail: asyncio.Future[Any] | None = None  # ordered sends from async user code
 
@@ -224,12 +227,35 @@ class _ASGIChannel(Channel):
         return {"type": "http.response.start", "status": status, "headers": lines}
 
     async def _watch_disconnect(self) -> None:
-        """During a streamed response: notice a client that goes away."""
+        """During a streamed response: notice a client that goes away, and end the
+        stream under way at once (it may be waiting for its next piece)."""
         while True:
             message = await self._receive()
             if message.get("type") == "http.disconnect":
                 self.disconnected = True
+                self._departure()
                 return
+
+    def watch_departure(self, cancel: Callable[[], object] | None) -> None:
+        self._departed = False
+        if cancel is None:
+            return
+        self._on_departure = cancel
+        if self.disconnected:  # it left before the stream started
+            self.loop.call_soon(self._departure)
+
+    def unwatch_departure(self) -> bool:
+        self._on_departure = None
+        return self._departed
+
+    def _departure(self) -> None:
+        """The ASGI server said the client left (``http.disconnect``): a streamed
+        answer under way ends now, as in our transports, not at its next piece
+        (uvicorn's ``send`` ignores a client that left: it would never learn it)."""
+        cancel, self._on_departure = self._on_departure, None
+        if cancel is not None:
+            self._departed = True
+            cancel()
 
     async def _emit(self, message: Message) -> None:
         if self.disconnected:
