@@ -1063,6 +1063,35 @@ def test_uvicorn_root_path_serves_the_apps_own_paths() -> None:
             ws.close()
 
 
+@pytest.mark.parametrize("kind", ["threaded", "asyncio", "asgi", "asgi-root-path"])
+def test_asterisk_and_absolute_form_targets_below_a_root_path(kind: str) -> None:
+    """uvicorn puts its ``--root-path`` in front of every target, ``*`` and an
+    absolute-form one too (``/api*``, ``/apihttp://host/hello``): neither is below the
+    prefix as a path is, so ``OPTIONS *`` and ``GET http://host/hello`` were 404s there.
+    They are answered as in every other front end."""
+    requests = (
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET http://example.org/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    app = _prefixed_app()
+    with contextlib.ExitStack() as stack:
+        if kind.startswith("asgi"):
+            options = {"root_path": "/api"} if kind == "asgi-root-path" else {}
+            proxy = server.init_asgi_proxy(app_conf=app)
+            port = stack.enter_context(asgi_server(proxy, **options)).port
+        else:
+            port = stack.enter_context(ws_server(kind, app))
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            sock.sendall(requests)
+            options_answer, get_answer = parse_responses(read_until_closed(sock))
+        finally:
+            sock.close()
+    assert options_answer.status == 200
+    assert b"GET" in (options_answer.header("Allow") or b"")
+    assert (get_answer.status, json.loads(get_answer.body)) == (200, {"path": "/hello"})
+
+
 @pytest.mark.parametrize(
     ("path", "raw_path", "root_path", "expected"),
     [

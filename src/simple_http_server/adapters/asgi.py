@@ -116,7 +116,13 @@ def _below(path: str, root: str) -> str | None:
     rest = path[len(root) :]
     if not rest:
         return "/"
-    return rest if rest[0] == "/" else None
+    return rest if rest[0] == "/" or _not_a_path(rest) else None
+
+
+def _not_a_path(target: str) -> bool:
+    """``*`` (``OPTIONS *``) or an absolute-form target (``http://host/path``), which
+    uvicorn glues behind its ``--root-path`` as it does a path."""
+    return target == "*" or target[:8].lower().startswith(("http://", "https://"))
 
 
 def asgi_headers(headers: HeaderLines) -> list[tuple[bytes, bytes]]:
