@@ -799,3 +799,54 @@ def test_a_body_returned_after_write_bytes_is_reported_not_silently_dropped(
         if warned:
             assert f"GET /{name}" in warned[0], warned
     assert files and files[0].closed
+
+
+# -- raw non-ASCII bytes in the request target ---------------------------------------
+def _target_app() -> App:
+    app = App()
+
+    @app.route("/q/{word}")
+    def q(word: str, request: Request, name: str = "") -> dict[str, str]:
+        return {"word": word, "name": name, "query": request.query_string}
+
+    return app
+
+
+def _raw_target_answer(front_end: str, path: bytes, query: bytes) -> Any:
+    """The JSON answer to ``GET path?query``, the bytes sent as they are."""
+    import json
+
+    from simple_http_server.server import init_asgi_proxy, init_wsgi_proxy
+    from simple_http_server.testing import TestClient
+
+    from ..conftest import wsgi_server
+    from .test_asgi import body_of, http_scope, run_asgi
+
+    if front_end == "dispatch":  # the TestClient sends them percent-encoded, as clients do
+        target = (path + b"?" + query).decode("utf-8")
+        return TestClient(_target_app()).get(target).json()
+    if front_end == "asgi":  # a server that passes them on, as the ASGI scope allows
+        scope = http_scope("GET", path.decode("utf-8"), query)
+        scope["raw_path"] = path
+        proxy = init_asgi_proxy(app_conf=_target_app())
+        return json.loads(body_of(run_asgi(scope, [{"type": "http.request"}], proxy)))
+    with wsgi_server(init_wsgi_proxy(app_conf=_target_app())) as address:  # wsgiref: latin-1
+        with socket.create_connection(("127.0.0.1", address.port), timeout=10) as sock:
+            sock.sendall(b"GET " + path + b"?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b"}" not in answer and (data := sock.recv(65536)):
+                answer += data
+    return json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("front_end", ["dispatch", "wsgi", "asgi"])
+def test_raw_non_ascii_bytes_of_the_target_read_as_their_percent_encoding(
+    front_end: str,
+) -> None:
+    """h11 (our transports) and uvicorn refuse a raw non-ASCII byte in the target
+    (400); wsgiref passes one on, as latin-1 text, and an ASGI server may pass it in
+    ``raw_path`` and ``query_string``.  The query read those bytes as latin-1 text
+    (``cafÃ©``), under ASGI the path too; they now read as the percent-encoded
+    target does, the one the ``TestClient`` sends: UTF-8 ``café``."""
+    answer = _raw_target_answer(front_end, b"/q/caf\xc3\xa9", b"name=caf\xc3\xa9&x=%C3%A9")
+    assert answer == {"word": "café", "name": "café", "query": "name=caf%C3%A9&x=%C3%A9"}

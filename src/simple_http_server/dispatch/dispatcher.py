@@ -26,6 +26,7 @@ from collections.abc import (
     Sequence,
 )
 from typing import Any, BinaryIO, cast
+from urllib.parse import quote
 
 from .. import logger as _logging
 from ..config import ServerConfig
@@ -116,6 +117,8 @@ def make_request(
     scheme: str = "http",
 ) -> Request:
     """Build a :class:`Request` from a request line's pieces and raw header pairs."""
+    if not target.isascii():
+        target = _ascii_target(target)
     if "#" in target:  # a fragment is the client's business, wherever it sits
         target = target.partition("#")[0]
     raw_path, _, query = target.partition("?")
@@ -137,6 +140,21 @@ def make_request(
     if authority is not None:
         request.headers["Host"] = authority  # the Host header sent is ignored
     return request
+
+
+#: What stays as it is when a target's other bytes are percent-encoded: printable ASCII.
+_PRINTABLE = "".join(chr(code) for code in range(0x21, 0x7F))
+
+
+def _ascii_target(target: str) -> str:
+    """``target`` with its non-ASCII characters percent-encoded as the bytes the client
+    sent (a WSGI server's latin-1 text, an ASGI server's bytes read as latin-1), as
+    HTTP clients send them: a raw ``café`` in the query reads as ``caf%C3%A9`` does."""
+    try:
+        raw = target.encode("latin-1")
+    except UnicodeEncodeError:  # not bytes read as latin-1: text, sent as UTF-8
+        raw = target.encode("utf-8", "surrogateescape")
+    return quote(raw, safe=_PRINTABLE)
 
 
 def request_line(request: Request) -> str:
