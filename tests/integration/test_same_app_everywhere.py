@@ -41,6 +41,8 @@ CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
     ("HEAD", "/static/hello.txt", b"", {}),
     ("GET", "/static/hello.txt", b"", {"Range": "bytes=0-5"}),
     ("GET", "/counter", b"", {}),
+    # absolute-form (RFC 9112 3.2.2): the target's host, not the Host header
+    ("GET", "http://example.org:8080/host?x=1", b"", {"Host": "other.example"}),
 ]
 
 

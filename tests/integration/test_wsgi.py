@@ -551,3 +551,23 @@ def test_a_raw_target_not_below_the_script_name_falls_back_to_path_info() -> Non
         "/hello", SCRIPT_NAME="/api", RAW_URI="/apix/hello?name=z", QUERY_STRING="name=z"
     )
     assert status.startswith("200 ") and json.loads(body) == {"hello": "z"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"RAW_URI": "http://example.org:8080/host?x=1"}, "http://example.org:8080/host?x=1"),
+        ({"RAW_URI": "HTTPS://example.org/host", "SCRIPT_NAME": ""}, "HTTPS://example.org/host"),
+        ({"RAW_URI": "http://example.org/api/host", "SCRIPT_NAME": "/api"},
+         "http://example.org/host"),
+        ({"REQUEST_URI": "http://example.org/apix/host", "SCRIPT_NAME": "/api",
+          "PATH_INFO": "/host"}, "http://example.org/host"),
+    ],
+)  # fmt: skip
+def test_an_absolute_form_raw_target_keeps_its_host(environ: dict[str, str], expected: str):
+    """gunicorn passes an absolute-form target in ``RAW_URI``: it was dropped for
+    ``PATH_INFO``, and with it the target's host, which RFC 9112 3.2.2 makes the
+    request's (``request.host``) whatever the ``Host`` header says."""
+    from simple_http_server.adapters.wsgi import request_target
+
+    assert request_target(environ) == expected

@@ -93,18 +93,25 @@ def wsgi_headers(headers: HeaderLines) -> list[tuple[str, str]]:
 def request_target(environ: dict[str, Any]) -> str:
     """The request target below ``SCRIPT_NAME``, undecoded when the server passes it
     (``RAW_URI``: gunicorn; ``REQUEST_URI``: uWSGI, mod_wsgi); otherwise rebuilt from
-    ``PATH_INFO``, already decoded: ``%2F`` and ``/`` can no longer be told apart."""
+    ``PATH_INFO``, already decoded: ``%2F`` and ``/`` can no longer be told apart.
+    An absolute-form target keeps its scheme and host (they are the request's)."""
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    origin = ""
+    if raw[:8].lower().startswith(("http://", "https://")):
+        # absolute-form (RFC 9112 3.2.2): its host is the request's, not Host's
+        scheme, _, after = raw.partition("://")
+        authority, slash, raw = after.partition("/")
+        origin, raw = f"{scheme}://{authority}", slash + raw
     if raw.startswith("/"):
         script = str(environ.get("SCRIPT_NAME") or "").rstrip("/")
         if not script:
-            return raw
+            return origin + raw
         rest = _below_script(raw, quote(script.encode("latin-1"), safe=PATH_SAFE))
         if rest is not None:
-            return rest
+            return origin + rest
     path = quote(environ.get("PATH_INFO", "").encode("latin-1") or b"/", safe=PATH_SAFE)
     query = environ.get("QUERY_STRING", "")
-    return f"{path}?{query}" if query else path
+    return origin + (f"{path}?{query}" if query else path)
 
 
 def _below_script(raw: str, script: str) -> str | None:

@@ -156,6 +156,10 @@ def build_app() -> App:
             time.sleep(0.05)  # the handler runs here, in this thread
         return "signalled"
 
+    @app.route("/host")
+    def host(request: Request) -> dict[str, str]:
+        return {"host": request.host, "path": request.path}
+
     @app.route("/counter")
     def counter(request: Request) -> dict[str, int]:
         session = request.get_session(True)
