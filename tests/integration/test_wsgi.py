@@ -243,10 +243,16 @@ def test_session_cookie_round_trip(validated: int) -> None:
 
 
 def test_websocket_upgrade_is_501(validated: int) -> None:
-    status, _, _ = request(
+    """The 501 has the form of every other handshake refusal (our transports' too): the
+    JSON error body with its reason phrase and explain, as UTF-8 JSON (it had neither
+    ``explain`` nor a charset)."""
+    status, headers, body = request(
         validated, "GET", "/hello", headers={"Upgrade": "websocket", "Connection": "Upgrade"}
     )
     assert status == 501
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    explain = "Websocket is not supported under WSGI"
+    assert json.loads(body) == {"code": 501, "message": "Not Implemented", "explain": explain}
 
 
 def test_plain_callable_and_async_app_proxy() -> None:

@@ -417,7 +417,8 @@ def _refuse(
     return [] if head else [body]
 
 
-_NO_WEBSOCKETS = b'{"code": 501, "message": "Websocket is not supported under WSGI"}'
+#: The refusal of every websocket handshake here, in the form of our transports' refusals.
+_NO_WEBSOCKETS = Rejected(501, [], "Websocket is not supported under WSGI").body()
 
 
 def _websocket_refusal(
@@ -484,7 +485,7 @@ class WSGIProxy:
             refusal = _websocket_refusal(environ)
             if refusal is not None:
                 status, body, extra = refusal
-                kind = "application/json; charset=utf-8" if status != 501 else "application/json"
+                kind = "application/json; charset=utf-8"
                 return _refuse(start_response, status, body, kind, head, extra)
         try:
             length = declared_length(environ)
