@@ -850,3 +850,26 @@ def test_raw_non_ascii_bytes_of_the_target_read_as_their_percent_encoding(
     target does, the one the ``TestClient`` sends: UTF-8 ``café``."""
     answer = _raw_target_answer(front_end, b"/q/caf\xc3\xa9", b"name=caf\xc3\xa9&x=%C3%A9")
     assert answer == {"word": "café", "name": "café", "query": "name=caf%C3%A9&x=%C3%A9"}
+
+
+# -- a Content-Length sent as a list --------------------------------------------------
+@pytest.mark.parametrize(("length", "status"), [("6, 6", 200), ("6,6", 200), ("6, 7", 400)])
+def test_a_content_length_list_of_one_number_is_that_number(
+    make_any_client: Any, length: str, status: int
+) -> None:
+    """A ``Content-Length`` list of one number repeated (a header sent twice, joined) is
+    that number (RFC 9110 8.6), as h11 reads it in our transports and under uvicorn;
+    the WSGI adapter refused it (400) where wsgiref passes it on.  Different numbers
+    are a 400 everywhere."""
+    app = App()
+
+    @app.route("/form", method="POST")
+    def form(name: str) -> str:
+        return name
+
+    client = make_any_client(app)
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": length}
+    reply = client.post("/form", headers=headers, body=b"name=x")
+    assert reply.status == status
+    if status == 200:
+        assert reply.body == b"x"

@@ -126,26 +126,33 @@ def _below_script(raw: str, script: str) -> str | None:
 def declared_length(environ: dict[str, Any]) -> int | None:
     """``CONTENT_LENGTH`` as an int; None when it is absent or empty (no body, PEP 3333).
 
+    A list of one number repeated (``6, 6``: a header sent twice, joined) is that
+    number, as h11 reads it in our transports (RFC 9110 8.6).
+
     Raises:
-        ValueError: it is no decimal number (``abc``, ``-1``): a 400, as in our transports.
+        ValueError: it is no decimal number (``abc``, ``-1``), or a list of different
+            ones: a 400, as in our transports.
     """
     length = str(environ.get("CONTENT_LENGTH") or "").strip()
     if not length:
         return None
-    if not _LENGTH.fullmatch(length):
+    values = {value.strip() for value in length.split(",")}
+    if len(values) != 1 or not _LENGTH.fullmatch(value := values.pop()):
         raise ValueError(f"invalid Content-Length {length!r}")
-    return int(length)
+    return int(value)
 
 
-def request_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
-    """The request headers of a WSGI ``environ``."""
+def request_headers(environ: dict[str, Any], length: int | None) -> list[tuple[str, str]]:
+    """The request headers of a WSGI ``environ``; ``length`` is its ``declared_length``
+    (``6, 6`` is ``6`` there, as h11 passes it in our transports)."""
     headers = []
     for key, value in environ.items():
         if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
             headers.append((key[5:].replace("_", "-").title(), str(value)))
-    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
-        if environ.get(key):
-            headers.append((name, str(environ[key])))
+    if environ.get("CONTENT_TYPE"):
+        headers.append(("Content-Type", str(environ["CONTENT_TYPE"])))
+    if length is not None:
+        headers.append(("Content-Length", str(length)))
     return headers
 
 
@@ -496,7 +503,7 @@ class WSGIProxy:
         request = make_request(
             str(environ.get("REQUEST_METHOD", "GET")),  # case-sensitive (RFC 9110 9.1)
             request_target(environ),
-            request_headers(environ),
+            request_headers(environ, length),
             scheme,
         )
         request.environment = environ
