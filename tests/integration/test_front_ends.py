@@ -358,10 +358,12 @@ def test_a_streamed_body_that_disagrees_with_its_content_length_is_cut(
 
 
 def test_a_stream_failing_once_its_answer_started_is_logged_with_its_request(
-    make_client, log_records: LogRecords
+    make_any_client, log_records: LogRecords
 ) -> None:
     """The error line names the request (escaped), as ``Error while serving`` does:
-    the traceback alone did not say which request's answer was cut."""
+    the traceback alone did not say which request's answer was cut.  Under WSGI and
+    ASGI there was none of ours: the error went to the server, whose traceback (uvicorn:
+    ``Exception in ASGI application``) does not name the request either."""
     app = App()
 
     @app.route("/feed/{name}")
@@ -369,10 +371,13 @@ def test_a_stream_failing_once_its_answer_started_is_logged_with_its_request(
         yield b"a"
         raise ValueError("feed broke")
 
-    client = make_client(app)
-    with pytest.raises(http.client.IncompleteRead) as cut:
-        client.get("/feed/x%0Ay")
-    assert cut.value.partial == b"a"
+    client = make_any_client(app)
+    if client.front_end == "wsgi":  # wsgiref answers HTTP/1.0: the end of the body is the close
+        assert client.get("/feed/x%0Ay").body == b"a"
+    else:
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            client.get("/feed/x%0Ay")
+        assert cut.value.partial == b"a"
     logger.flush()
     errors = [r for r in log_records.records if "feed broke" in str(r.exc_text)]
     assert [r.getMessage() for r in errors] == [

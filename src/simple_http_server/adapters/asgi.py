@@ -26,7 +26,7 @@ from ..dispatch.channel import (
     sends_no_body,
     with_content_length,
 )
-from ..dispatch.dispatcher import Dispatcher, make_request
+from ..dispatch.dispatcher import Dispatcher, make_request, request_line
 from ..dispatch.invoke import SyncPool, reset_pool, use_pool
 from ..dispatch.routing import PATH_SAFE
 from ..errors import HttpError
@@ -465,6 +465,12 @@ class ASGIProxy:
             await self.dispatcher.handle(request, channel)
         except ClientGone:
             pass
+        except Exception:
+            # What the dispatcher lets out (a returned stream that raised once its head
+            # was out), handled as our transports do: logged with its request, and the
+            # answer cut (the app returns unfinished: the ASGI server ends the
+            # connection), not a traceback of the ASGI server's that names no request.
+            _log.exception("Error while sending the response to %s", request_line(request))
         finally:
             with contextlib.suppress(ClientGone):
                 await channel.finish()

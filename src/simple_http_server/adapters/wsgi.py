@@ -390,23 +390,35 @@ def _step(coro: Any) -> bytes | None:
 class _StreamedBody:
     """The response iterable of a streamed response: resumes dispatch per chunk."""
 
-    def __init__(self, channel: _WSGIChannel, coro: Any, first: bytes) -> None:
+    def __init__(self, channel: _WSGIChannel, coro: Any, first: bytes, request: Request) -> None:
         self._channel = channel
         self._coro = coro
         self._first: bytes | None = first
+        self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
         if self._first is not None:
             first, self._first = self._first, None
             yield first
         while True:
-            chunk = self._channel.step(self._coro)
+            try:
+                chunk = self._channel.step(self._coro)
+            except Exception as exc:
+                _log_cut(exc, self._request)
+                raise  # the WSGI server ends the connection: the client sees the answer cut
             if chunk is None:
                 return
             yield chunk
 
     def close(self) -> None:
         self._coro.close()
+
+
+def _log_cut(exc: Exception, request: Request) -> None:
+    """Log, as our transports do, a failure that cuts an answer already under way (a
+    returned stream raising); a client gone, or a cut logged already, is not one."""
+    if not isinstance(exc, ClientGone):
+        _log.error("Error while sending the response to %s", request_line(request), exc_info=exc)
 
 
 def _refuse(
@@ -516,6 +528,7 @@ class WSGIProxy:
             if isinstance(exc, AnswerCut):
                 channel.send_head_now()  # the client sees the answer cut, as in our transports
             if isinstance(exc, ClientGone) or channel.committed:
+                _log_cut(exc, request)
                 raise
             return _server_error(start_response, channel, request)
         except BaseException:
@@ -527,7 +540,7 @@ class WSGIProxy:
             if not channel.parts and not channel.framed:
                 return _head_only()
             return channel.parts
-        return _StreamedBody(channel, coro, first)
+        return _StreamedBody(channel, coro, first, request)
 
     __call__ = app_proxy
 
