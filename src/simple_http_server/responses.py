@@ -93,6 +93,12 @@ class Response:
     #: The Content-Length the controller set on its streamed answer: write_bytes
     #: never sends past it, and the answer ends only when it is reached.
     _declared: int | None = None
+    #: ``write_bytes`` / ``close`` calls under way (made at the first one): the end of
+    #: the request waits for them, so a thread the controller left behind never
+    #: writes after the answer's end (into the next answer on the connection).
+    _writers: list[object] | None = None
+    #: ``close()`` sent the end of the streamed answer.
+    _ended: bool = False
 
     def __init__(
         self,
@@ -195,8 +201,26 @@ class Response:
         """
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
-        if self._closed:  # closed, or its request is over (say, a task writing late)
-            raise RuntimeError("this Response is complete: nothing more can be written")
+        writers, token = self._enter()
+        try:
+            if self._closed:  # closed, or its request is over (say, a thread writing late)
+                raise RuntimeError("this Response is complete: nothing more can be written")
+            self._write(data)
+        finally:
+            writers.remove(token)
+
+    def _enter(self) -> tuple[list[object], object]:
+        """Count a write under way, before the check that the request still lasts: the
+        request's end marks the response closed, then waits for the writes counted
+        (both steps atomic under the GIL, so one of the two sides sees the other)."""
+        writers: list[object] = self.__dict__.setdefault("_writers", [])
+        token = object()
+        writers.append(token)
+        return writers, token
+
+    def _write(self, data: bytes | bytearray) -> None:
+        channel = self._channel
+        assert channel is not None  # write_bytes checked it
         payload = _payload(data)  # refused before anything is sent
         if not self._streaming:
             # Refused before anything is sent: the controller's error is a 500 page.
@@ -222,7 +246,7 @@ class Response:
                     self._head_only = True
             if not self._head_only:
                 self._declared = declared_length(lines)
-            self._channel.start_blocking(self.status_code, lines)
+            channel.start_blocking(self.status_code, lines)
         if self._head_only:  # nothing written can ever be sent: stop the writer
             raise HeadAnswered("this answer has no body: its head is sent")
         declared = self._declared
@@ -231,7 +255,7 @@ class Response:
                 f"write_bytes past the response's Content-Length ({declared}):"
                 f" {len(payload)} more bytes after {self._written}"
             )
-        self._channel.write_blocking(payload)
+        channel.write_blocking(payload)
         self._written += len(payload)
 
     async def drain(self) -> None:
@@ -255,14 +279,24 @@ class Response:
         is dropped once the controller returns).
         """
         if self._channel is not None and self._streaming and not self._closed:
-            declared = self._declared
-            if declared is not None and self._written < declared:
-                raise ValueError(
-                    f"close() short of the response's Content-Length ({declared}):"
-                    f" {self._written} bytes written"
-                )
-            self._channel.end_blocking()
+            writers, token = self._enter()
+            try:
+                if not self._closed:  # the request may have ended meanwhile
+                    self._end()
+            finally:
+                writers.remove(token)
         self._closed = True
+
+    def _end(self) -> None:
+        declared = self._declared
+        if declared is not None and self._written < declared:
+            raise ValueError(
+                f"close() short of the response's Content-Length ({declared}):"
+                f" {self._written} bytes written"
+            )
+        assert self._channel is not None  # close() checked it
+        self._channel.end_blocking()
+        self._ended = True
 
 
 def _payload(data: Any) -> bytes:

@@ -7,7 +7,9 @@ WSGI where the dispatch layer decides."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from simple_http_server import App, RequestBodyReader, Response
+from simple_http_server import App, RequestBodyReader, Response, logger
 
-from ..conftest import LiveServer, LogRecords
+from ..conftest import LiveServer, LogRecords, UniformClient
 from ..robustness.wire import parse_responses, read_until_closed
 
 Serve = Callable[..., LiveServer]
@@ -405,6 +407,157 @@ def test_a_task_that_outlives_its_request_cannot_write_into_the_next_answer(
     finally:
         conn.close()
     assert late["outcome"] == "RuntimeError"
+
+
+class _SlowValue:
+    """A header value whose ``str()`` holds up one thread (the writer's) until its
+    response is marked sent, so that writer's ``write_bytes`` is under way when the
+    controller returns; every other thread gets the value at once."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        self.writer: threading.Thread | None = None
+        self.entered = threading.Event()
+
+    def __str__(self) -> str:
+        if threading.current_thread() is self.writer:
+            self.entered.set()
+            deadline = time.monotonic() + 10
+            while not self.response.is_sent and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return "v"
+
+
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_a_threads_write_under_way_as_the_controller_returns_goes_out_whole(
+    make_any_client: Callable[..., UniformClient], kind: str
+) -> None:
+    """A thread that called ``write_bytes`` before the controller returned gets its
+    bytes into this answer, before its end; its next write raises ``RuntimeError``.
+    Before, the answer went out first and the thread's head followed it: h11 failed
+    the connection, and the next request on it got no answer."""
+    app = App()
+    outcome: dict[str, Any] = {}
+
+    def write_from_a_thread(response: Response) -> None:
+        value = _SlowValue(response)
+        response.set_header("X-Value", value)
+
+        def writer() -> None:
+            try:
+                response.write_bytes(b"late")
+                outcome["first"] = "written"
+                response.write_bytes(b"later")
+                outcome["second"] = "written"
+            except Exception as exc:
+                outcome.setdefault("first", type(exc).__name__)
+                outcome["second"] = type(exc).__name__
+
+        thread = value.writer = outcome["thread"] = threading.Thread(target=writer)
+        thread.start()
+        assert value.entered.wait(10)  # the thread's write_bytes is under way
+
+    if kind == "def":
+
+        @app.route("/begun")
+        def begun(response: Response) -> str:
+            write_from_a_thread(response)
+            return "returned"
+    else:
+
+        @app.route("/begun")
+        async def begun_async(response: Response) -> str:
+            write_from_a_thread(response)
+            return "returned"
+
+    @app.route("/next")
+    def next_answer() -> str:
+        return "second"
+
+    client = make_any_client(app)
+    live = client.address if client.front_end in ("threaded", "asyncio") else None
+    conn = live.connection() if live is not None else None
+    try:
+        if conn is None:
+            reply = client.get("/begun")
+            assert (reply.status, reply.body, reply.header("X-Value")) == (200, b"late", "v")
+        else:  # one kept-alive connection for both requests
+            conn.request("GET", "/begun")
+            first = conn.getresponse()
+            assert (first.status, first.read(), first.getheader("X-Value")) == (200, b"late", "v")
+            conn.request("GET", "/next")
+            second = conn.getresponse()
+            assert (second.status, second.read()) == (200, b"second")
+    finally:
+        if conn is not None:
+            conn.close()
+    outcome["thread"].join(10)
+    assert (outcome["first"], outcome["second"]) == ("written", "RuntimeError")
+
+
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_a_thread_writing_after_its_request_never_breaks_the_connection(
+    serve: Serve, kind: str
+) -> None:
+    """A thread the controller left behind keeps writing as the request ends: each of
+    its writes goes out within the answer or raises ``RuntimeError``, never after the
+    answer's end, so the next request on the connection is answered. Before, a write
+    could slip in after the end (a chunk where the next status line belongs) or set
+    h11 in error (the next answer failed, with the asyncio transport's error flood)."""
+    app = App()
+    failures: list[str] = []
+
+    def leave_a_writer(response: Response) -> None:
+        response.write_bytes(b"a")
+
+        def writer() -> None:
+            for _ in range(200):
+                try:
+                    response.write_bytes(b"X")
+                except RuntimeError:
+                    return
+                except Exception as exc:
+                    failures.append(repr(exc))
+                    return
+
+        threading.Thread(target=writer).start()
+
+    if kind == "def":
+
+        @app.route("/leave")
+        def leave(response: Response) -> None:
+            leave_a_writer(response)
+    else:
+
+        @app.route("/leave")
+        async def leave_async(response: Response) -> None:
+            leave_a_writer(response)
+
+    @app.route("/next")
+    def next_answer() -> str:
+        return "next"
+
+    live = serve(app)
+    records = LogRecords()
+    logger.add_handler(records)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race shows at once
+    conn = live.connection()
+    try:
+        for _ in range(150):
+            conn.request("GET", "/leave")
+            first = conn.getresponse()
+            body = first.read()
+            assert (first.status, body[:1], body.strip(b"X")) == (200, b"a", b"a")
+            conn.request("GET", "/next")
+            second = conn.getresponse()
+            assert (second.status, second.read()) == (200, b"next")
+    finally:
+        sys.setswitchinterval(interval)
+        conn.close()
+        logger.remove_handler(records)
+    assert failures == []
+    assert [r.getMessage() for r in records.records if r.levelno >= logging.WARNING] == []
 
 
 def test_a_task_that_outlives_its_request_cannot_read_the_next_requests_body(

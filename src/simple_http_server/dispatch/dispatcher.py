@@ -7,6 +7,7 @@ socket: it reads the body from and writes the response into a ``Channel``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import html
 import inspect
@@ -173,6 +174,8 @@ _FILE_METHODS = ("GET", "HEAD")
 
 _FRAMING_NAMES = frozenset({"content-length", "transfer-encoding"})
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+#: Seconds between looks at a response's writes still under way in other threads.
+_WRITERS_POLL = 0.001
 
 
 def _routes_by_form(router: Router[Endpoint], request: Request, channel: Channel) -> bool:
@@ -330,6 +333,11 @@ class Dispatcher:
                 # As 0.22.x: the headers (a CORS header...) but not the cookies of a
                 # controller that failed half-way, which must not, say, log a client in.
                 _keep_response_headers(response, outcome, cookies=False)
+            # The controller is done: a write_bytes from a thread it left behind is
+            # refused from now on, and one under way goes out before the answer's end.
+            response._closed = True
+            if response._writers:
+                await _writers_done(response)
             status = outcome.status
             if type(status) is not int or not 200 <= status <= 599 or outcome.headers:
                 # What user code answered must be sendable by every front end alike.
@@ -344,7 +352,7 @@ class Dispatcher:
                 outcome = await self._unsaved_session(response, outcome)
             try:
                 if response._streaming:
-                    if not response._closed:
+                    if not response._ended:
                         declared = response._declared
                         if declared is not None and response._written < declared:
                             raise _length_mismatch(request, declared, response._written)
@@ -917,6 +925,18 @@ async def _drop_late_body(request: Request, result: Any) -> None:
     )
     if not isinstance(result, str | bytes | bytearray | dict | list | tuple | int):
         await _close_body(result)
+
+
+async def _writers_done(response: Response) -> None:
+    """Wait for the ``write_bytes`` calls still under way in other threads (their own
+    timeouts bound them). On an event loop it yields: a thread's write may be
+    waiting for that very loop to send its bytes."""
+    on_loop = asyncio._get_running_loop() is not None
+    while response._writers:
+        if on_loop:
+            await asyncio.sleep(_WRITERS_POLL)
+        else:
+            time.sleep(_WRITERS_POLL)
 
 
 def _cut_if_streaming(response: Response) -> None:
