@@ -600,6 +600,75 @@ def test_a_task_that_outlives_its_request_cannot_read_the_next_requests_body(
     assert late["outcome"] == "RuntimeError"
 
 
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_a_thread_reading_the_body_as_its_request_ends_never_takes_the_next_request(
+    serve: Serve, kind: str
+) -> None:
+    """A thread the controller left behind reads the body (``read_blocking``) while the
+    request ends: its read under way ends first (the server then drains the rest), its
+    next read raises ``RuntimeError``, and the next request on the connection is
+    answered. Before, in the threaded transport the thread and the server read the
+    connection at once: the next request hung, or the connection was lost; in the
+    asyncio transport the thread got a ``CancelledError``."""
+    app = App()
+    outcomes: list[str] = []
+
+    def leave_a_reader(reader: RequestBodyReader) -> None:
+        def read() -> None:
+            try:
+                outcomes.append(f"read {len(reader.read_blocking())}")
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+            except BaseException as exc:  # CancelledError
+                outcomes.append(type(exc).__name__)
+
+        threading.Thread(target=read).start()
+
+    if kind == "def":
+
+        @app.route("/up", method="POST")
+        def up(reader: RequestBodyReader) -> str:
+            leave_a_reader(reader)
+            time.sleep(0.002)  # the thread's read is under way as it returns
+            return "up"
+    else:
+
+        @app.route("/up", method="POST")
+        async def up_async(reader: RequestBodyReader) -> str:
+            leave_a_reader(reader)
+            await asyncio.sleep(0.002)  # the thread's read is under way as it returns
+            return "up"
+
+    @app.route("/next", method="POST")
+    def next_request(reader: RequestBodyReader) -> bytes:
+        return reader.read_blocking()
+
+    live = serve(app)
+    body = b"B" * 3000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race shows at once
+    try:
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+                sock.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n")
+                sock.sendall(body[:100])
+                time.sleep(0.003)  # the thread starts its read of the rest meanwhile
+                sock.sendall(body[100:])
+                sock.sendall(
+                    b"POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                    b"Connection: close\r\n\r\nNEXT"
+                )
+                replies = parse_responses(read_until_closed(sock, timeout=3))
+            assert [(r.status, r.body) for r in replies] == [(200, b"up"), (200, b"NEXT")]
+    finally:
+        sys.setswitchinterval(interval)
+    deadline = time.monotonic() + 5
+    while len(outcomes) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert set(outcomes) <= {"read 3000", "RuntimeError"}, outcomes
+    assert len(outcomes) == 30
+
+
 def test_a_body_read_the_coroutine_gave_up_holds_up_nothing(serve: Serve) -> None:
     """A coroutine stops waiting for its body (``wait_for``) and answers: the threaded
     worker doing the read for it let the answer wait up to body_timeout (or the

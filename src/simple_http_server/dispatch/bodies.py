@@ -204,18 +204,31 @@ class RequestBodyReader:
         """Body bytes received so far."""
         return self._seen
 
+    #: Reads of the connection under way (made at the first one): the request's end
+    #: waits for them, so a thread the controller left behind never reads the
+    #: connection along with the server (nor the next request's bytes).
+    _readers: list[object] | None = None
+
     def detach(self) -> None:
         """The request is over: the connection may already carry the next request,
-        so a read that would need more of the body raises (buffered bytes stay)."""
+        so a read that would need more of the body raises (buffered bytes stay).
+        The caller then waits for the reads under way (``_readers``)."""
         self._channel = None
 
     async def _more(self) -> bool:
-        channel = self._channel
         if self._eof:
             return False
-        if channel is None:
-            raise RuntimeError(_REQUEST_OVER)
-        chunk = await channel.receive()
+        # Counted before the check, as Response.write_bytes does (see Response._enter).
+        readers: list[object] = self.__dict__.setdefault("_readers", [])
+        token = object()
+        readers.append(token)
+        try:
+            channel = self._channel
+            if channel is None:
+                raise RuntimeError(_REQUEST_OVER)
+            chunk = await channel.receive()
+        finally:
+            readers.remove(token)
         if not chunk:
             self._eof = True
             return False

@@ -337,7 +337,7 @@ class Dispatcher:
             # refused from now on, and one under way goes out before the answer's end.
             response._closed = True
             if response._writers:
-                await _writers_done(response)
+                await _until_none(response._writers)
             status = outcome.status
             if type(status) is not int or not 200 <= status <= 599 or outcome.headers:
                 # What user code answered must be sendable by every front end alike.
@@ -380,8 +380,11 @@ class Dispatcher:
             # A task that outlived the request can neither write nor read on: the
             # connection may carry the next request already.
             response._closed = True
-            if request._reader is not None:
-                request._reader.detach()
+            reader = request._reader
+            if reader is not None:
+                reader.detach()
+                if reader._readers:  # a thread's read under way: it ends first
+                    await _until_none(reader._readers)
             if request.files:
                 close_files(request)
 
@@ -927,12 +930,12 @@ async def _drop_late_body(request: Request, result: Any) -> None:
         await _close_body(result)
 
 
-async def _writers_done(response: Response) -> None:
-    """Wait for the ``write_bytes`` calls still under way in other threads (their own
-    timeouts bound them). On an event loop it yields: a thread's write may be
-    waiting for that very loop to send its bytes."""
+async def _until_none(under_way: list[object]) -> None:
+    """Wait for the writes (or body reads) of a request still under way in other
+    threads once it ends (their own timeouts bound them). On an event loop it
+    yields: a thread's write may be waiting for that very loop to send its bytes."""
     on_loop = asyncio._get_running_loop() is not None
-    while response._writers:
+    while under_way:
         if on_loop:
             await asyncio.sleep(_WRITERS_POLL)
         else:
