@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.cookies
 import json
 import re
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,6 +102,8 @@ class Response:
     _writers: list[object] | None = None
     #: ``close()`` sent the end of the streamed answer.
     _ended: bool = False
+    #: Threads' writes take turns on it (made at the first one): see ``_turn``.
+    _turns: threading.RLock | None = None
 
     def __init__(
         self,
@@ -203,11 +208,23 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         writers, token = self._enter()
         try:
-            if self._closed:  # closed, or its request is over (say, a thread writing late)
-                raise RuntimeError("this Response is complete: nothing more can be written")
-            self._write(data)
+            with self._turn():
+                if self._closed:  # closed, or its request is over (a thread writing late)
+                    raise RuntimeError("this Response is complete: nothing more can be written")
+                self._write(data)
         finally:
             writers.remove(token)
+
+    def _turn(self) -> contextlib.AbstractContextManager[Any]:
+        """Writes from threads take turns, so each call's bytes go out whole (the head
+        once). Never taken on an event loop: a thread holding it may be waiting for
+        that very loop to send its bytes."""
+        if asyncio._get_running_loop() is not None:
+            return contextlib.nullcontext()
+        turns = self._turns
+        if turns is None:
+            turns = self.__dict__.setdefault("_turns", threading.RLock())
+        return turns
 
     def _enter(self) -> tuple[list[object], object]:
         """Count a write under way, before the check that the request still lasts: the
@@ -281,8 +298,9 @@ class Response:
         if self._channel is not None and self._streaming and not self._closed:
             writers, token = self._enter()
             try:
-                if not self._closed:  # the request may have ended meanwhile
-                    self._end()
+                with self._turn():
+                    if not self._closed:  # the request may have ended meanwhile
+                        self._end()
             finally:
                 writers.remove(token)
         self._closed = True
@@ -296,7 +314,7 @@ class Response:
             )
         assert self._channel is not None  # close() checked it
         self._channel.end_blocking()
-        self._ended = True
+        self._ended = self._closed = True  # before another thread's write takes its turn
 
 
 def _payload(data: Any) -> bytes:

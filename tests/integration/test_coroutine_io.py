@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import sys
 import threading
@@ -598,6 +599,64 @@ def test_a_task_that_outlives_its_request_cannot_read_the_next_requests_body(
     finally:
         conn.close()
     assert late["outcome"] == "RuntimeError"
+
+
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_threads_writing_one_response_at_once_take_turns(serve: Serve, kind: str) -> None:
+    """Several threads call ``write_bytes`` on one response at once (the controller
+    waits for them): the head goes out once and each call's bytes whole. Before, two
+    first writes could both send a head: h11 failed the answer (an error logged, the
+    connection dropped)."""
+    app = App()
+    failures: list[str] = []
+
+    def write_from_threads(response: Response) -> list[threading.Thread]:
+        start = threading.Barrier(4)
+
+        def writer(i: int) -> None:
+            try:
+                start.wait(10)
+                for j in range(50):
+                    response.write_bytes(b"<%d:%d>" % (i, j) * 20)
+            except Exception as exc:
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    if kind == "def":
+
+        @app.route("/fan")
+        def fan(response: Response) -> None:
+            for thread in write_from_threads(response):
+                thread.join(10)
+    else:
+
+        @app.route("/fan")
+        async def fan_async(response: Response) -> None:
+            threads = write_from_threads(response)
+            for thread in threads:
+                await asyncio.to_thread(thread.join, 10)
+
+    live = serve(app)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race shows at once
+    conn = live.connection()
+    try:
+        for _ in range(20):
+            conn.request("GET", "/fan")
+            reply = conn.getresponse()
+            body = reply.read()
+            pieces = re.findall(rb"<(\d+):(\d+)>", body)
+            assert reply.status == 200
+            assert len(pieces) == 4 * 50 * 20
+            assert len(body) == sum(len(b"<%s:%s>" % piece) for piece in pieces)
+    finally:
+        sys.setswitchinterval(interval)
+        conn.close()
+    assert failures == []
 
 
 @pytest.mark.parametrize("kind", ["def", "async def"])
