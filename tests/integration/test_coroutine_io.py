@@ -434,7 +434,8 @@ def test_a_threads_write_under_way_as_the_controller_returns_goes_out_whole(
     make_any_client: Callable[..., UniformClient], kind: str
 ) -> None:
     """A thread that called ``write_bytes`` before the controller returned gets its
-    bytes into this answer, before its end; its next write raises ``RuntimeError``.
+    bytes into this answer, before its end (the body the controller returned is
+    dropped with a warning); its next write raises ``RuntimeError``.
     Before, the answer went out first and the thread's head followed it: h11 failed
     the connection, and the next request on it got no answer."""
     app = App()
@@ -475,6 +476,8 @@ def test_a_threads_write_under_way_as_the_controller_returns_goes_out_whole(
     def next_answer() -> str:
         return "second"
 
+    records = LogRecords()
+    logger.add_handler(records)
     client = make_any_client(app)
     live = client.address if client.front_end in ("threaded", "asyncio") else None
     conn = live.connection() if live is not None else None
@@ -490,10 +493,16 @@ def test_a_threads_write_under_way_as_the_controller_returns_goes_out_whole(
             second = conn.getresponse()
             assert (second.status, second.read()) == (200, b"second")
     finally:
+        logger.remove_handler(records)
         if conn is not None:
             conn.close()
     outcome["thread"].join(10)
     assert (outcome["first"], outcome["second"]) == ("written", "RuntimeError")
+    warnings = [r.getMessage() for r in records.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "GET /begun: a write_bytes from another thread started the answer as the controller"
+        " returned; the body it returned is not sent"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["def", "async def"])

@@ -337,7 +337,11 @@ class Dispatcher:
             # refused from now on, and one under way goes out before the answer's end.
             response._closed = True
             if response._writers:
+                streaming = response._streaming
                 await _until_none(response._writers)
+                body = outcome.body
+                if response._streaming and not streaming and body is not None and body != b"":
+                    await _drop_body_after_thread(request, body)
             status = outcome.status
             if type(status) is not int or not 200 <= status <= 599 or outcome.headers:
                 # What user code answered must be sendable by every front end alike.
@@ -928,6 +932,18 @@ async def _drop_late_body(request: Request, result: Any) -> None:
     )
     if not isinstance(result, str | bytes | bytearray | dict | list | tuple | int):
         await _close_body(result)
+
+
+async def _drop_body_after_thread(request: Request, body: Any) -> None:
+    """A thread's ``write_bytes`` under way as the controller returned sent the head
+    first: the body the controller returned cannot be sent (a stream is closed)."""
+    _log.warning(
+        "%s: a write_bytes from another thread started the answer as the controller"
+        " returned; the body it returned is not sent",
+        request_line(request),
+    )
+    if not isinstance(body, bytes | StaticFile):
+        await _close_body(body)
 
 
 async def _until_none(under_way: list[object]) -> None:
