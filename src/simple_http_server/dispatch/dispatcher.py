@@ -7,7 +7,6 @@ socket: it reads the body from and writes the response into a ``Channel``.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import html
 import inspect
@@ -85,6 +84,7 @@ from .invoke import (
     running_task,
     share_helper,
     stream_runner,
+    until_none,
     user_error,
 )
 from .routing import Match, Router, normalize_path
@@ -174,8 +174,6 @@ _FILE_METHODS = ("GET", "HEAD")
 
 _FRAMING_NAMES = frozenset({"content-length", "transfer-encoding"})
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-#: Seconds between looks at a response's writes still under way in other threads.
-_WRITERS_POLL = 0.001
 
 
 def _routes_by_form(router: Router[Endpoint], request: Request, channel: Channel) -> bool:
@@ -338,7 +336,7 @@ class Dispatcher:
             response._closed = True
             if response._writers:
                 streaming = response._streaming
-                await _until_none(response._writers)
+                await until_none(response._writers)
                 body = outcome.body
                 if response._streaming and not streaming and body is not None and body != b"":
                     await _drop_body_after_thread(request, body)
@@ -388,7 +386,7 @@ class Dispatcher:
             if reader is not None:
                 reader.detach()
                 if reader._readers:  # a thread's read under way: it ends first
-                    await _until_none(reader._readers)
+                    await until_none(reader._readers)
             if request.files:
                 close_files(request)
 
@@ -944,18 +942,6 @@ async def _drop_body_after_thread(request: Request, body: Any) -> None:
     )
     if not isinstance(body, bytes | StaticFile):
         await _close_body(body)
-
-
-async def _until_none(under_way: list[object]) -> None:
-    """Wait for the writes (or body reads) of a request still under way in other
-    threads once it ends (their own timeouts bound them). On an event loop it
-    yields: a thread's write may be waiting for that very loop to send its bytes."""
-    on_loop = asyncio._get_running_loop() is not None
-    while under_way:
-        if on_loop:
-            await asyncio.sleep(_WRITERS_POLL)
-        else:
-            time.sleep(_WRITERS_POLL)
 
 
 def _cut_if_streaming(response: Response) -> None:

@@ -75,6 +75,7 @@ __all__ = [
     "running_task",
     "spawn",
     "stream_runner",
+    "until_none",
     "use_pool",
     "user_error",
     "wait_for_loop",
@@ -1054,6 +1055,23 @@ def cancelling_me(error: BaseException | None = None) -> bool:
 def cancellation() -> BaseException:
     """The exception that cancels the running task (``CancelledError``)."""
     return asyncio.CancelledError()
+
+
+#: Seconds between looks at the work of other threads :func:`until_none` waits for.
+_UNDER_WAY_POLL = 0.001
+
+
+async def until_none(under_way: list[object]) -> None:
+    """Wait until ``under_way`` is empty: the writes (or body reads) other threads
+    still have under way as their request ends (their own timeouts bound them). On an
+    event loop it yields (a thread's write may wait for that very loop to send its
+    bytes); elsewhere it sleeps."""
+    on_loop = _get_running_loop() is not None
+    while under_way:
+        if on_loop:
+            await asyncio.sleep(_UNDER_WAY_POLL)
+        else:
+            time.sleep(_UNDER_WAY_POLL)
 
 
 def current_loop() -> asyncio.AbstractEventLoop | None:
