@@ -11,13 +11,15 @@ and must be answered well within 2 s, through the TestClient and both transports
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import websocket
 
-from simple_http_server import App, FilterContext, WebsocketHandler, WebsocketSession
+from simple_http_server import App, FilterContext, Redirect, WebsocketHandler, WebsocketSession
+from simple_http_server.protocol import http11
 
 from ..conftest import LiveServer, UniformClient
 
@@ -109,3 +111,59 @@ def test_a_hostile_websocket_path_is_refused_at_once(serve: Callable[..., LiveSe
         websocket.create_connection(url + "/ws/" + DOTS + "/", timeout=10)
     assert info.value.status_code == 404
     assert time.monotonic() - start < LIMIT
+
+
+# -- caches keyed by what the client sends ------------------------------------------
+#: Long enough to count (a cache of 2048 such paths would hold 10 MB), well under
+#: max_head_size.
+LONG = 5_000
+
+
+def test_long_paths_are_not_kept_by_the_filter_cache(
+    make_client: Callable[..., UniformClient],
+) -> None:
+    """The filters of a path are remembered per path; a client choosing its paths
+    (any route with a path value) could make 2048 of them pin 128 MiB."""
+    app = App()
+
+    @app.request_filter("/f/{name}")
+    def mark(ctx: FilterContext) -> None:
+        ctx.response.set_header("X-Filtered", "1")
+        ctx.do_chain()
+
+    @app.route("/f/{name}")
+    def sized(name: str) -> str:
+        return str(len(name))
+
+    client = make_client(app)
+    for i in range(10):
+        reply = client.get(f"/f/{i}{'a' * LONG}")
+        assert (reply.text, reply.header("X-Filtered")) == (str(LONG + 1), "1")
+    assert client.get("/f/short").header("X-Filtered") == "1"
+    cache = app.compiled()._filter_cache
+    assert "/f/short" in cache  # a usual path is still remembered
+    assert [len(path) for path in cache if len(path) > LONG] == []
+
+
+def test_long_header_lines_are_not_kept_by_the_validation_cache(
+    make_client: Callable[..., UniformClient],
+) -> None:
+    """Header lines h11 validated once are remembered (4096 at most); a ``Location``
+    echoing the client's path made each of them as long as the client liked: 4096
+    requests pinned 256 MiB."""
+    marker = uuid.uuid4().hex.encode()
+    app = App()
+
+    @app.route("/login")
+    def login(next: str) -> Redirect:
+        return Redirect(f"/home?from={next}")
+
+    client = make_client(app)
+    for i in range(10):
+        reply = client.get(f"/login?next={marker.decode()}{i}{'a' * LONG}")
+        assert reply.status == 302
+        assert reply.header("Location") == f"/home?from={marker.decode()}{i}{'a' * LONG}"
+    kept = [line for line in list(http11._VALIDATED) if marker in line[1]]
+    assert kept == []
+    client.get("/login?next=/short")  # a short line is still remembered
+    assert (b"Location", b"/home?from=/short") in http11._VALIDATED

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["CompiledApp", "Endpoint", "compile_app"]
 
 _FILTER_CACHE_SIZE = 2048
+#: Longest path whose filters are remembered: paths are the client's (up to
+#: ``max_head_size``), so longer ones would let 2048 requests pin 128 MiB.
+_FILTER_CACHE_MAX_PATH = 512
 _log = _logging.get_logger("simple_http_server.compile")
 
 
@@ -152,6 +155,8 @@ class CompiledApp:
             # regexp "^/tuple") runs once per request, where it first comes.
             funcs = tuple(dict.fromkeys(early + [f.func for f in matching]))
             cached = FilterChain(funcs, len(dict.fromkeys(early)))
+            if len(path) > _FILTER_CACHE_MAX_PATH:
+                return cached
             if len(self._filter_cache) >= _FILTER_CACHE_SIZE:
                 self._filter_cache.clear()
             self._filter_cache[path] = cached

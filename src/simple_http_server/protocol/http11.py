@@ -136,6 +136,9 @@ _END_OF_MESSAGE: Final = h11.EndOfMessage()  # events are immutable: one serves 
 _SKIP_VALIDATION: Final = "_parsed" in inspect.signature(h11.Response.__init__).parameters
 _VALIDATED: set[tuple[bytes, bytes]] = set()
 _VALIDATED_MAX: Final = 4096  # Date changes every second: forget now and then
+#: Longest line remembered: a value may echo the client (a ``Location`` holding its
+#: path, up to ``max_head_size``), and 4096 such lines would pin 256 MiB.
+_VALIDATED_LINE_MAX: Final = 1024
 
 
 def _response(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
@@ -152,7 +155,12 @@ def _response(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
     if len(validated) > _VALIDATED_MAX:
         validated.clear()
     for line in headers:
-        if type(line) is tuple and type(line[0]) is bytes and type(line[1]) is bytes:
+        if (
+            type(line) is tuple
+            and type(line[0]) is bytes
+            and type(line[1]) is bytes
+            and len(line[0]) + len(line[1]) <= _VALIDATED_LINE_MAX
+        ):
             validated.add(line)
     return response
 
