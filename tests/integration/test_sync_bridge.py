@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http.client
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from simple_http_server import App, Headers, ModelBinding, Request, Response, server
+from simple_http_server import App, Headers, HttpError, ModelBinding, Request, Response, server
 from simple_http_server.config import ServerConfig
 from simple_http_server.testing import TestClient
 
@@ -563,6 +564,59 @@ def test_a_stream_waiting_in_a_step_holds_no_pool_thread(kind: str) -> None:
             release.set()
         streamed.join(10)
         assert streamed.result == (200, b"ab")
+
+
+def unsent_stream_app() -> App:
+    """``def`` controllers return generators that no answer sends: a filter (``def``,
+    or ``async def``) refuses the request once the controller has returned."""
+    app = App()
+
+    def numbers() -> Iterator[str]:
+        yield "never sent"
+
+    @app.request_filter("/refused")
+    def refuse(ctx: Any) -> None:
+        ctx.do_chain()
+        raise HttpError(403, "refused after the controller")
+
+    @app.request_filter("/refused-async")
+    async def refuse_async(ctx: Any) -> None:
+        await ctx.do_chain()
+        raise HttpError(403, "refused after the controller")
+
+    @app.route("/refused")
+    def refused() -> Iterator[str]:
+        return numbers()
+
+    @app.route("/refused-async")
+    def refused_async() -> Iterator[str]:
+        return numbers()
+
+    return app
+
+
+@pytest.mark.parametrize("kind", FRONT_ENDS)
+@pytest.mark.parametrize("path", ["/refused", "/refused-async"])
+def test_the_thread_kept_for_a_stream_never_sent_ends_with_its_request(
+    kind: str, path: str
+) -> None:
+    """The pool thread kept for a ``def`` controller's stream waited for the stream to
+    be claimed or to be garbage; a filter's exception holds it in a reference cycle, so
+    each such request left a parked thread until a full garbage collection (1285
+    threads after 2000 requests with worker_threads=8)."""
+    with front_end(kind, unsent_stream_app(), worker_threads=2) as get:
+        assert get(path)[0] == 403
+        before = threading.active_count()
+        gc.disable()  # no collection to free the streams: only the request's end may
+        try:
+            for _ in range(20):
+                assert get(path)[0] == 403
+            deadline = time.monotonic() + 10
+            while threading.active_count() > before + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert threading.active_count() <= before + 2
+        finally:
+            gc.enable()
 
 
 @pytest.mark.parametrize("kind", ["asyncio", "asgi"])

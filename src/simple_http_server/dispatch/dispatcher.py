@@ -80,10 +80,12 @@ from .invoke import (
     cancellation,
     cancelling_me,
     current_loop,
+    release_streams,
     run_in_task,
     running_task,
     share_helper,
     stream_runner,
+    track_streams,
     until_none,
     user_error,
 )
@@ -303,6 +305,7 @@ class Dispatcher:
         one (a generator or file object may read them), or when it failed.
         """
         response = Response()
+        streams = track_streams()
         try:
             started = time.perf_counter() if self.config.access_log else 0.0
             response._channel = channel
@@ -382,6 +385,7 @@ class Dispatcher:
             # A task that outlived the request can neither write nor read on: the
             # connection may carry the next request already.
             response._closed = True
+            release_streams(streams)
             reader = request._reader
             if reader is not None:
                 reader.detach()

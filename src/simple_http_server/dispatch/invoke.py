@@ -69,12 +69,14 @@ __all__ = [
     "in_event_loop",
     "is_async_callable",
     "join",
+    "release_streams",
     "reset_pool",
     "run_in_task",
     "run_sync",
     "running_task",
     "spawn",
     "stream_runner",
+    "track_streams",
     "until_none",
     "use_pool",
     "user_error",
@@ -95,6 +97,10 @@ _POOL: contextvars.ContextVar[SyncPool | None] = contextvars.ContextVar(
 #: The thread waiting (:func:`wait_on`) for the work that runs in this context.
 _HELPER: contextvars.ContextVar[LoopHelper | None] = contextvars.ContextVar(
     "simple_http_server_helper", default=None
+)
+#: The threads kept for the sync streams the ``def`` code of one request returned.
+_STREAMS: contextvars.ContextVar[list[_Pinned] | None] = contextvars.ContextVar(
+    "simple_http_server_streams", default=None
 )
 _bg_loop: asyncio.AbstractEventLoop | None = None
 _bg_lock = threading.Lock()
@@ -618,11 +624,11 @@ def _run_job(
         inbox.post(future, False, error)
     else:
         if pin:
-            pinned = _Pinned.for_result(result)
+            pinned = _Pinned.for_result(result, ctx)
         elif getattr(_local, "kept", None) is not None:
             # A pool thread running a job posted by the work its own job waits for (a
             # def controller behind a def filter): it keeps the stream once that job ends.
-            kept = _Pinned.for_result(result)
+            kept = _Pinned.for_result(result, ctx)
             if kept is not None:
                 _local.kept.append(kept)
         inbox.post(future, True, result)
@@ -657,9 +663,10 @@ class _Pinned:
         self.stream = stream
 
     @classmethod
-    def for_result(cls, result: Any) -> _Pinned | None:
+    def for_result(cls, result: Any, ctx: contextvars.Context) -> _Pinned | None:
         """A pinned runner for the sync stream in ``result``, registered for the
-        dispatcher to claim; None when there is none (or it cannot be tracked)."""
+        dispatcher to claim (and in ``ctx``'s request, see :func:`track_streams`);
+        None when there is none (or it cannot be tracked)."""
         stream = _sync_stream(result)
         if stream is None:
             return None
@@ -670,6 +677,9 @@ class _Pinned:
         pinned = cls(ref, threading.current_thread())
         with _unclaimed_lock:
             _unclaimed[id(stream)] = (ref, pinned)
+        streams = ctx.get(_STREAMS)
+        if streams is not None:
+            streams.append(pinned)
         return pinned
 
     def submit(
@@ -700,6 +710,17 @@ class _Pinned:
         """The stream is sent or closed: the thread ends after its current step."""
         self._jobs.put(None)
 
+    def abandon(self) -> None:
+        """Nobody will claim the stream: forget it and end the thread."""
+        self._unregister()
+        self.release()
+
+    def _unregister(self) -> None:
+        with _unclaimed_lock:
+            for key, (_ref, pinned) in list(_unclaimed.items()):
+                if pinned is self:
+                    del _unclaimed[key]
+
     def serve(self) -> None:
         """Run the stream's steps until :meth:`release`, or until the stream was
         dropped without being claimed."""
@@ -722,10 +743,7 @@ class _Pinned:
         ref = self.stream
         if ref is None or ref() is not None:
             return False
-        with _unclaimed_lock:
-            for key, (_ref, pinned) in list(_unclaimed.items()):
-                if pinned is self:
-                    del _unclaimed[key]
+        self._unregister()
         return True
 
 
@@ -811,6 +829,26 @@ def stream_runner(stream: Any) -> StreamRunner:
     if pinned is not None:
         pinned.claimed = True
     return StreamRunner(pinned)
+
+
+def track_streams() -> list[_Pinned]:
+    """Note the threads kept for the sync streams that the ``def`` code run from this
+    context returns, until :func:`release_streams` (a request's start and end)."""
+    streams: list[_Pinned] = []
+    _STREAMS.set(streams)
+    return streams
+
+
+def release_streams(streams: list[_Pinned]) -> None:
+    """The request is over: the threads kept for its streams that were never claimed
+    (a filter raised after the controller returned one) end now.  Waiting for the
+    stream to be garbage was not enough: an exception's traceback often holds it in a
+    cycle, which only a full collection frees (a parked thread per request until then)."""
+    _STREAMS.set(None)
+    for pinned in streams:
+        if not pinned.claimed:
+            pinned.abandon()
+    streams.clear()
 
 
 def _run_helper_job(*job: Any) -> None:
