@@ -4,7 +4,12 @@ WSGI, ASGI): the headers and cookies set on the response go out with them, as
 
 from __future__ import annotations
 
-from typing import Any
+import gc
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Any
+
+import pytest
 
 from simple_http_server import (
     App,
@@ -342,3 +347,93 @@ def test_undecodable_request_bytes_go_back_in_error_bodies_and_streams(make_any_
         for path in (f"/stream/{raw}", f"/astream/{raw}"):
             streamed = client.get(path)
             assert (streamed.status, streamed.body) == (200, b"id: " + byte)
+
+
+# -- a stream no answer sends is closed ----------------------------------------------
+def unsent_streams_app(streams: list[Any], path: str) -> App:
+    """Controllers return streams (generators, an open file) that a filter then replaces
+    by an error answer or a redirect, or whose head cannot be sent; ``streams`` gets
+    each stream returned."""
+    app = App()
+
+    def numbers() -> Iterator[str]:
+        yield "never sent"
+
+    async def async_numbers() -> AsyncIterator[str]:
+        yield "never sent"
+
+    def kept(stream: Any) -> Any:
+        streams.append(stream)
+        return stream
+
+    @app.request_filter("/after/**")
+    def refuse(ctx: FilterContext) -> None:
+        ctx.do_chain()
+        what = ctx.request.path.rsplit("/", 1)[1]
+        if what == "send-error":
+            ctx.response.send_error(403, "refused")
+        elif what == "redirect":
+            raise Redirect("/elsewhere")
+        else:
+            raise HttpError(403, "refused")
+
+    @app.route("/after/raise")
+    def generator() -> Iterator[str]:
+        return kept(numbers())
+
+    @app.route("/after/file")
+    def file() -> IO[bytes]:
+        return kept(open(path, "rb"))  # the answer closes it
+
+    @app.route("/after/send-error")
+    def in_tuple() -> tuple[Any, ...]:
+        return 200, Headers({"X-Kind": "tuple"}), kept(numbers())
+
+    @app.route("/after/redirect")
+    async def async_generator() -> AsyncIterator[str]:
+        return kept(async_numbers())
+
+    @app.route("/bad-status")
+    def bad_status() -> tuple[Any, ...]:
+        return 999, kept(numbers())
+
+    return app
+
+
+def _closed(stream: Any) -> bool:
+    if inspect.isgenerator(stream):
+        return inspect.getgeneratorstate(stream) == inspect.GEN_CLOSED
+    if inspect.isasyncgen(stream):
+        return stream.ag_frame is None
+    return bool(stream.closed)
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/after/raise", 403),
+        ("/after/file", 403),
+        ("/after/send-error", 403),
+        ("/after/redirect", 302),
+        ("/bad-status", 500),
+    ],
+)
+def test_a_stream_no_answer_sends_is_closed_with_its_request(
+    make_any_client: Any, tmp_path: Any, url: str, status: int
+) -> None:
+    """A sent stream is closed once sent (a file closed, a generator's ``finally`` run);
+    one that a filter's error, a redirect or an unsendable head replaced was dropped
+    unclosed: an open file kept its descriptor (a generator its ``finally``) until the
+    garbage collector came, which the error's traceback cycle puts off to a full
+    collection."""
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"x" * 100)
+    streams: list[Any] = []
+    client = make_any_client(unsent_streams_app(streams, str(target)))
+    gc.disable()  # no collection closes them: only the request's end may
+    try:
+        for _ in range(3):
+            assert client.get(url).status == status
+    finally:
+        gc.enable()
+    assert [_closed(stream) for stream in streams] == [True] * 3

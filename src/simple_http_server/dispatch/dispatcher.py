@@ -350,6 +350,8 @@ class Dispatcher:
                 if problem is not None:
                     _log.error("Cannot answer %s: %s", request_line(request), problem)
                     _failed(request)
+                    if not isinstance(outcome.body, bytes | StaticFile | None):
+                        await _close_body(outcome.body)
                     outcome = await self.error_outcome(500, "", "")
             if request.files and isinstance(outcome.body, bytes | StaticFile | None):
                 close_files(request)  # the body is made: free them before a slow client reads it
@@ -451,7 +453,12 @@ class Dispatcher:
                 else:
                     holder.append(await endpoint.invoke(BindContext(request, response)))
 
-            await run_chain(FilterContext(request, response, filters, run_endpoint))
+            try:
+                await run_chain(FilterContext(request, response, filters, run_endpoint))
+            except Exception:  # a filter failed (or refused) after the controller returned
+                if holder:
+                    await _close_unsent(holder[0])
+                raise
         elif endpoint is None:
             holder.append(resource)
         elif endpoint.binds_session:
@@ -468,6 +475,8 @@ class Dispatcher:
                 outcome = normalize(answer)
             if answer is not response:  # send_response() sends the response itself
                 _keep_response_headers(response, outcome)
+            if holder and holder[0] is not response:
+                await _close_unsent(holder[0], outcome.body)
             return outcome
         if response._streaming:
             if holder and holder[0] is not None and holder[0] is not response:
@@ -946,6 +955,20 @@ async def _drop_body_after_thread(request: Request, body: Any) -> None:
     )
     if not isinstance(body, bytes | StaticFile):
         await _close_body(body)
+
+
+async def _close_unsent(result: Any, sent: Any = None) -> None:
+    """Close the streams of a controller's result that no answer sends (a filter
+    raised, or answered, after the controller returned it), as a sent one is closed:
+    an open file kept its descriptor, a generator its ``finally``, until the garbage
+    collector found them (often in a cycle with the error's traceback)."""
+    for item in result if isinstance(result, tuple) else (result,):
+        if isinstance(item, Response):
+            item = item.body
+        if item is sent:
+            continue
+        if callable(getattr(item, "close", None)) or callable(getattr(item, "aclose", None)):
+            await _close_body(item)
 
 
 def _cut_if_streaming(response: Response) -> None:
