@@ -785,12 +785,18 @@ def test_a_body_returned_after_write_bytes_is_reported_not_silently_dropped(
         files.append(open(path, "rb"))  # the server closes it
         return files[-1]
 
+    @app.route("/tuple")
+    def in_a_tuple(response: Response) -> Any:
+        response.write_bytes(b"written")
+        files.append(open(path, "rb"))  # closed too (it was left to the garbage collector)
+        return 200, files[-1]
+
     @app.route("/none")
     def none(response: Response) -> None:
         response.write_bytes(b"written")
 
     client = make_any_client(app)
-    for name in ("text", "file", "none"):
+    for name in ("text", "file", "tuple", "none"):
         count = len(log_records.records)
         reply = client.get(f"/{name}")
         assert (reply.status, reply.body) == (200, b"written"), name
@@ -803,7 +809,7 @@ def test_a_body_returned_after_write_bytes_is_reported_not_silently_dropped(
         assert warned == ([] if name == "none" else [warned[0]]), name
         if warned:
             assert f"GET /{name}" in warned[0], warned
-    assert files and files[0].closed
+    assert len(files) == 2 and all(f.closed for f in files)
 
 
 # -- raw non-ASCII bytes in the request target ---------------------------------------

@@ -941,8 +941,7 @@ async def _drop_late_body(request: Request, result: Any) -> None:
         request_line(request),
         _escape(type(result).__name__),
     )
-    if not isinstance(result, str | bytes | bytearray | dict | list | tuple | int):
-        await _close_body(result)
+    await _close_unsent(result)  # a stream, also in a tuple or a Response
 
 
 async def _drop_body_after_thread(request: Request, body: Any) -> None:
@@ -953,8 +952,7 @@ async def _drop_body_after_thread(request: Request, body: Any) -> None:
         " returned; the body it returned is not sent",
         request_line(request),
     )
-    if not isinstance(body, bytes | StaticFile):
-        await _close_body(body)
+    await _close_unsent(body)
 
 
 async def _close_unsent(result: Any, sent: Any = None) -> None:
