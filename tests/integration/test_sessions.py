@@ -343,7 +343,22 @@ def guarded_app() -> App:
     def typed(n: int, session: Session) -> dict[str, Any]:
         return {"n": n, "id": session.id}
 
+    @app.route("/typed-after")
+    def typed_after(session: Session, n: int) -> dict[str, Any]:
+        return {"n": n, "id": session.id}
+
+    @app.route("/async-typed")
+    async def async_typed(n: int, session: Session) -> dict[str, Any]:
+        return {"n": n, "id": session.id}
+
+    @app.route("/async-typed-after")
+    async def async_typed_after(session: Session, n: int) -> dict[str, Any]:
+        return {"n": n, "id": session.id}
+
     return app
+
+
+TYPED = ["/typed", "/typed-after", "/async-typed", "/async-typed-after"]
 
 
 def test_no_session_is_made_for_a_request_a_filter_answers(make_client):
@@ -360,6 +375,36 @@ def test_no_session_is_made_for_a_request_a_filter_answers(make_client):
     admitted = client.get("/admin/page", headers={"X-Token": "ok"})
     assert admitted.status == 200
     assert cookie_of(admitted).startswith(f"{COOKIE}={admitted.json()['id']};")
+
+
+@pytest.mark.parametrize("path", TYPED)
+def test_no_session_is_made_for_a_request_whose_arguments_fail_to_bind(make_any_client, path):
+    """Whatever the order of the arguments: a session argument before one that fails
+    made a session and sent its cookie with the 400 (0.22.x sent no cookie with it)."""
+    client = make_any_client(guarded_app())
+    failed = client.get(f"{path}?n=x")
+    assert failed.status == 400
+    assert failed.get_all("Set-Cookie") == []
+    bound = client.get(f"{path}?n=1")
+    assert bound.status == 200
+    assert cookie_of(bound).startswith(f"{COOKIE}={bound.json()['id']};")
+
+
+@pytest.mark.parametrize("path", TYPED)
+def test_a_blocking_store_makes_no_session_for_arguments_that_fail_to_bind(
+    make_any_client, global_factory, path
+):
+    """A store that blocks was asked for a new session before any argument was bound
+    (off the event loop): each 400 made one, unlike the local store."""
+    client = make_any_client(guarded_app())
+    failed = client.get(f"{path}?n=x")
+    assert failed.status == 400
+    assert failed.get_all("Set-Cookie") == []
+    assert global_factory.calls == []
+    bound = client.get(f"{path}?n=1")
+    assert bound.status == 200
+    assert cookie_of(bound).startswith(f"{COOKIE}={bound.json()['id']};")
+    assert global_factory.calls == [("", True)]
 
 
 def test_a_blocking_store_is_not_asked_for_a_new_session_a_filter_turns_away(

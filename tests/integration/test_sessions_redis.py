@@ -189,6 +189,32 @@ def test_async_controllers_never_call_redis_on_the_loop(make_client, client, pre
     assert client.on_loop == []
 
 
+@pytest.mark.parametrize("kind", ["", "async-"])
+def test_no_session_is_stored_for_arguments_that_fail_to_bind(
+    make_any_client, client, prefix, kind
+):
+    """The session was made (stored, its cookie sent with the 400) before the arguments
+    were bound, even when one before the ``Session`` argument failed; the local store
+    made none. It is still made off the event loop."""
+    app = redis_app(RedisSessionFactory(prefix=prefix, client=client))
+
+    @app.route("/typed")
+    def typed(n: int, session: Session) -> dict[str, Any]:
+        return {"id": session.id}
+
+    @app.route("/async-typed")
+    async def async_typed(n: int, session: Session) -> dict[str, Any]:
+        return {"id": session.id}
+
+    web = make_any_client(app)
+    failed = web.get(f"/{kind}typed?n=x")
+    assert (failed.status, failed.get_all("Set-Cookie")) == (400, [])
+    assert client.keys(prefix + "*") == []
+    sid = web.get(f"/{kind}typed?n=1").json()["id"]
+    assert client.keys(prefix + "*") == [(prefix + sid).encode()]
+    assert client.on_loop == []
+
+
 def stored(client: redis.Redis, key: str, field: str) -> Any:
     """A field of a session hash, waited for a moment: the dispatcher writes what a
     streamed body wrote after the body is sent, maybe after the client read it."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import http.cookies
 import json
 import typing
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import HttpError
 from ..models import (
@@ -32,7 +32,11 @@ from ..models import (
 )
 from ..responses import Response
 from .bodies import RequestBodyReader, content_coding, is_json_type
+from .invoke import in_event_loop
 from .routing import WILDCARD_KEY
+
+if TYPE_CHECKING:
+    from .sessions import RequestSessions
 
 __all__ = ["FIXED", "BindContext", "Binder"]
 
@@ -367,7 +371,27 @@ def model_dict(ctx: BindContext) -> ModelDict:
 
 
 def session(ctx: BindContext) -> Any:
-    return ctx.request.get_session(True)
+    """The request's session, made if it has none; on an event loop, when the store
+    may block, an awaitable that makes it off the loop (the plan awaits it last)."""
+    request = ctx.request
+    state = request._session_state
+    if state is not None and state.blocking and in_event_loop():
+        return _SessionLater(state)
+    return request.get_session(True)
+
+
+class _SessionLater:
+    """A session still to make off the event loop: awaited only once every other
+    argument is bound (dropped unawaited, it does nothing and warns of nothing)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: RequestSessions) -> None:
+        self.state = state
+
+    def __await__(self) -> Generator[Any, None, Session | None]:
+        yield from self.state.prefetch(create=True).__await__()
+        return self.state.session
 
 
 FIXED: dict[Any, Binder] = {

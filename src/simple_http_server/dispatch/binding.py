@@ -26,6 +26,7 @@ from ..models import (
     PathValue,
     RegGroup,
     Request,
+    Session,
 )
 from ..responses import Response
 from .binders import (
@@ -131,7 +132,7 @@ class BindingPlan:
 
     async def resolve(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` (made by :meth:`bind_now`) with the async binders' values awaited."""
-        for index in self.awaiting:
+        for index in sorted(self.awaiting):  # a Session argument's (the last) last
             name = self.names[index]
             value = kwargs[name]
             if inspect.isawaitable(value):
@@ -215,6 +216,9 @@ def plan_binding(
     awaiting: set[int] = set()
     needs_body = needs_stream = sync_user_code = False
     path_names: set[str] = set()
+    # ``Session`` arguments are bound last (keyword arguments: their order does not
+    # matter to the call): a request whose other arguments fail makes no session.
+    sessions: list[tuple[str, Binder]] = []
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -236,7 +240,14 @@ def plan_binding(
         if kind in _MODEL_KINDS:
             awaiting.add(len(names))
             sync_user_code = sync_user_code or kind == "model"
+        if kind is Session:
+            sessions.append((p.name, binder))
+            continue
         names.append(p.name)
+        binders.append(binder)
+    for name, binder in sessions:  # made off the loop, once the others are bound
+        awaiting.add(len(names))
+        names.append(name)
         binders.append(binder)
     return BindingPlan(
         tuple(names),

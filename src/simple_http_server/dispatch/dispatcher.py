@@ -247,24 +247,15 @@ class Dispatcher:
     async def _prefetch_session(self, request: Request, endpoint: Endpoint) -> None:
         """Look the client's session up before the filters and a controller that will
         need it on the loop: one with a ``Session`` argument, or an async one sent a
-        cookie. A new session is made only when the arguments are bound (see
-        :meth:`_invoke`): never for a request a filter answers, as in 0.22.x."""
+        cookie. A new session is made only when the arguments are bound, after the
+        others (see ``binders.session``): never for a request a filter answers, as in
+        0.22.x, nor for one whose arguments fail to bind."""
         state = self._session_state(request)
         if state.sent_id is not None:
             try:
                 await state.prefetch(create=False)
             except Exception as exc:  # a controller that never asks must not fail for it
                 state.prefetch_error = exc
-
-    async def _invoke(self, request: Request, response: Response, endpoint: Endpoint) -> Any:
-        """Bind the arguments and call the controller. A ``Session`` argument's new
-        session is made by its binder, in argument order (one that fails before it
-        makes none); a store that blocks makes it here, off the event loop."""
-        if endpoint.binds_session:
-            state = request._session_state
-            if state is not None and state.blocking:
-                await state.prefetch(create=True)
-        return await endpoint.invoke(BindContext(request, response))
 
     async def _finish_session(self, request: Request) -> bool:
         """Write what the request's session deferred; False (logged) when it failed."""
@@ -448,8 +439,6 @@ class Dispatcher:
             async def run_endpoint() -> None:
                 if endpoint is None:
                     holder.append(resource)
-                elif endpoint.binds_session:
-                    holder.append(await self._invoke(request, response, endpoint))
                 else:
                     holder.append(await endpoint.invoke(BindContext(request, response)))
 
@@ -461,9 +450,7 @@ class Dispatcher:
                 raise
         elif endpoint is None:
             holder.append(resource)
-        elif endpoint.binds_session:
-            holder.append(await self._invoke(request, response, endpoint))
-        else:  # most requests: no session argument to make one for
+        else:
             holder.append(await endpoint.invoke(BindContext(request, response)))
         answer = response._answer
         if answer is not None:
