@@ -123,6 +123,28 @@ def test_mount_patterns_refuse_what_they_do_not_cover(make_client, site, path):
     assert make_client(static_app(site), mounts(site)).get(path).status == 404
 
 
+@pytest.mark.parametrize(
+    ("path", "explain"),
+    [
+        ("/public/nope.txt", "Cannot find file for this url."),
+        ("/public/sub", "Cannot find file for this url."),  # a folder: no file
+        ("/flat/nope.txt", "Cannot find file for this url."),
+        ("/nope.js", "Cannot find file for this url."),
+        ("/flat/sub/nope.css", "Cannot find file for this url."),  # **.css maps it
+        ("/flat/sub/x.txt", "Cannot find a controller for your path"),  # /flat/* does not
+        ("/public/", "Cannot find a controller for your path"),
+        ("/elsewhere/x.txt", "Cannot find a controller for your path"),
+    ],
+)
+def test_a_missing_file_a_pattern_maps_is_a_404_of_a_file(make_any_client, site, path, explain):
+    """0.22.x's 404 for a path a resource pattern maps to no file; ours said that no
+    controller was found, as for a path no pattern maps."""
+    reply = make_any_client(static_app(site), mounts(site)).get(path)
+    assert reply.status == 404
+    message = "Not Found" if explain.startswith("Cannot find file") else "Controller Not Found"
+    assert reply.json() == {"code": 404, "message": message, "explain": explain}
+
+
 def test_overlapping_patterns_are_tried_in_order(make_client, site, tmp_path):
     """``**.css`` (first) and ``/theme/**`` both match ``/theme/dark.css``: the file is
     in the second folder only, and served from there (0.22.x looked in the first: 404)."""

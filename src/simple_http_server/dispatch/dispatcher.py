@@ -171,6 +171,8 @@ def _has_body(request: Request) -> bool:
 
 #: The original's message and explain when no controller serves a path.
 _NO_CONTROLLER = ("Controller Not Found", "Cannot find a controller for your path")
+#: 0.22.x's 404 for a path a resource pattern maps to a file that is not there.
+_NO_FILE = ("", "Cannot find file for this url.")
 #: What static files (resources, the built-in icon) answer; other methods get 405.
 _FILE_METHODS = ("GET", "HEAD")
 
@@ -536,12 +538,20 @@ class Dispatcher:
                 return Outcome(200, list(FAVICON_HEADERS), FAVICON, FAVICON_TYPE)
             methods.update(_FILE_METHODS)  # a file there answers these, and only these
         if not methods:
-            raise HttpError(404, *_NO_CONTROLLER)
+            raise HttpError(404, *self._not_found(request))
         if "GET" in methods:
             methods.add("HEAD")
         outcome = await self.error_outcome(405, "", "")
         outcome.headers.append(("Allow", ", ".join(sorted(methods))))
         return outcome
+
+    def _not_found(self, request: Request) -> tuple[str, str]:
+        """The message and explain of a 404: a file's when a resource pattern maps
+        the path (as 0.22.x said), else a controller's."""
+        resources = self.resources
+        if resources and plain_segments(request._raw_path) and resources.covers(request.path):
+            return _NO_FILE
+        return _NO_CONTROLLER
 
     async def error_outcome(self, code: int, message: str, explain: str) -> Outcome:
         """The outcome of the error page for ``code``."""
@@ -641,7 +651,7 @@ class Dispatcher:
     ) -> tuple[int, int]:
         file = _open_file(static)
         if file is None:
-            outcome = await self.error_outcome(404, "", "Cannot find file for this url.")
+            outcome = await self.error_outcome(404, *_NO_FILE)
             return await self.send(request, channel, outcome)
         with file:
             st = os.fstat(file.fileno())

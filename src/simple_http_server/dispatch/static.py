@@ -135,6 +135,13 @@ class Resources:
         found = self.locate(path)
         return None if found is None else found[1]
 
+    def covers(self, path: str) -> bool:
+        """True when a pattern maps the decoded request path to a file name, whether
+        or not that file exists."""
+        if "\\" in path or "\0" in path or not path.startswith("/"):
+            return False
+        return any(self._relative(mount, path) is not None for mount in self._mounts)
+
     def locate(self, path: str) -> tuple[str, str] | None:
         """(the mount's folder, the file's real path) for a decoded request path, or
         None (see :meth:`resolve`); :func:`open_inside` opens what it names."""
