@@ -882,6 +882,69 @@ def test_multipart_bad_charsets_are_400(make_client, tmp_path):
     assert client.post("/upload", headers=mp_headers(), body=body).status == 400
 
 
+def text_part(name: str, value: bytes, content_type: str = "") -> bytes:
+    """One text field of a multipart body, its value as given (any bytes)."""
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n'
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n"
+    return head.encode() + b"\r\n" + value + b"\r\n"
+
+
+CAFE_LATIN1 = text_part("name", "café".encode("latin-1"))
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        # HTML forms with accept-charset send the charset in a _charset_ field, anywhere
+        ([text_part("_charset_", b"ISO-8859-1"), CAFE_LATIN1], {"name": ["café"]}),
+        ([CAFE_LATIN1, text_part("_charset_", b"latin-1")], {"name": ["café"]}),
+        (
+            [text_part("_charset_", b"Shift_JIS"), text_part("name", "日本".encode("shift_jis"))],
+            {"name": ["日本"]},
+        ),
+        (  # a part's own charset wins
+            [
+                text_part("_charset_", b"latin-1"),
+                text_part("name", "日本".encode(), "text/plain; charset=utf-8"),
+                text_part("name", b"caf\xe9"),
+            ],
+            {"name": ["日本", "café"]},
+        ),
+    ],
+)
+def test_multipart_text_fields_are_decoded_in_the_charset_field_s_charset(
+    make_any_client, parts, expected
+):
+    """RFC 7578 4.6: a form's ``_charset_`` field names the charset of the text fields
+    that have none; they were read as UTF-8 (a 400 for a legacy form's bytes)."""
+    body = b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+    reply = make_any_client(disposition_app()).post("/fields", headers=mp_headers(), body=body)
+    assert reply.status == 200, reply.text
+    assert {k: v for k, v in reply.json().items() if k != "_charset_"} == expected
+
+
+@pytest.mark.parametrize(
+    ("parts", "explain"),
+    [
+        ([CAFE_LATIN1], "The form field is not valid utf-8 text."),  # no _charset_: UTF-8
+        (
+            [text_part("_charset_", b"bogus"), CAFE_LATIN1],
+            "Unknown or unsupported charset: bogus",
+        ),
+        (
+            [text_part("_charset_", b"ascii"), CAFE_LATIN1],
+            "The form field is not valid ascii text.",
+        ),
+    ],
+)
+def test_multipart_text_fields_that_do_not_decode_are_400(make_any_client, parts, explain):
+    body = b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+    reply = make_any_client(disposition_app()).post("/fields", headers=mp_headers(), body=body)
+    assert reply.status == 400
+    assert reply.json()["explain"] == explain
+
+
 def test_multipart_text_field_where_file_expected_is_400(make_client, tmp_path):
     body = multipart_body({"title": "t", "doc": "not a file"})
     reply = make_client(upload_app([], tmp_path)).post("/upload", headers=mp_headers(), body=body)

@@ -702,6 +702,10 @@ class _MultipartCollector:
         self._name = ""
         self._file: MultipartFile | None = None
         self._field: bytearray | None = None
+        # Text fields with no charset of their own, decoded once the form's default
+        # is known: a ``_charset_`` field may come anywhere (RFC 7578 4.6).
+        self._undecoded: list[tuple[list[str | MultipartFile], int, bytearray]] = []
+        self._charset_field: bytearray | None = None
 
     def feed(self, event: multipart.MultipartSegment | bytearray | None) -> None:
         if isinstance(event, multipart.MultipartSegment):
@@ -753,9 +757,26 @@ class _MultipartCollector:
             self._file._written()
         segment, field = self._segment, self._field
         if segment is not None and field is not None:
-            charset = _charset({"charset": segment.charset or ""})
-            self.form.setdefault(self._name, []).append(_decode(field, charset, "form field"))
+            if self._name == "_charset_" and self._charset_field is None:
+                self._charset_field = field
+            values = self.form.setdefault(self._name, [])
+            if segment.charset:
+                values.append(_decode(field, _charset({"charset": segment.charset}), "form field"))
+            else:
+                self._undecoded.append((values, len(values), field))
+                values.append("")
         self._segment = self._file = self._field = None
+
+    def decode_fields(self) -> None:
+        """Decode the text fields that name no charset: in the one the form's first
+        ``_charset_`` field names (HTML forms send it), else UTF-8."""
+        charset = "utf-8"
+        if self._charset_field is not None:
+            name = self._charset_field.decode("ascii", "replace").strip()
+            charset = _charset({"charset": name})
+        for values, index, field in self._undecoded:
+            values[index] = _decode(field, charset, "form field")
+        self._undecoded.clear()
 
     def close(self) -> None:
         _close_all(self.files)
@@ -807,6 +828,11 @@ async def _read_multipart(
         channel.close_after_response()
         raise
     except BaseException:
+        collector.close()
+        raise
+    try:
+        collector.decode_fields()
+    except HttpError:
         collector.close()
         raise
     _merge_parameters(request, collector.form)
