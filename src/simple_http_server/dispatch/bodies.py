@@ -604,15 +604,20 @@ async def read_form(request: Request, channel: Channel, limits: Limits) -> None:
 def _parse_form(body: bytes, options: dict[str, str], max_fields: int) -> dict[str, list[str]]:
     """The fields of a urlencoded body: at most ``max_fields`` (0: no limit)."""
     charset = _charset(options)
-    text = _decode(body, charset, "form")
+    text = form_text(body, charset)
     # Counted before any is parsed: millions of tiny fields cost gigabytes as lists.
     if max_fields and text.count("&") >= max_fields:
         explain = f"The form has more than {max_fields} fields (max_form_fields)."
         raise HttpError(413, "Content Too Large", explain)
-    try:  # percent-escapes are bytes of text in the form's charset too
-        return parse_query(text, charset, "strict")
-    except UnicodeError:
-        raise HttpError(400, "Bad Request", f"The form is not valid {charset} text.") from None
+    # Percent-escapes are bytes of text in the form's charset too; as in the query
+    # (and 0.22.x, Werkzeug, Django), one that is not text there reads as U+FFFD.
+    return parse_query(text, charset, "replace")
+
+
+def form_text(data: bytes | bytearray, charset: str) -> str:
+    """A form's bytes (a urlencoded body, a multipart text field) as text: a byte that
+    is no text in ``charset`` reads as U+FFFD, as an undecodable query escape does."""
+    return data.decode(charset, "replace")
 
 
 def _merge_parameters(request: Request, form: Mapping[str, Sequence[str | MultipartFile]]) -> None:
@@ -761,7 +766,7 @@ class _MultipartCollector:
                 self._charset_field = field
             values = self.form.setdefault(self._name, [])
             if segment.charset:
-                values.append(_decode(field, _charset({"charset": segment.charset}), "form field"))
+                values.append(form_text(field, _charset({"charset": segment.charset})))
             else:
                 self._undecoded.append((values, len(values), field))
                 values.append("")
@@ -775,7 +780,7 @@ class _MultipartCollector:
             name = self._charset_field.decode("ascii", "replace").strip()
             charset = _charset({"charset": name})
         for values, index, field in self._undecoded:
-            values[index] = _decode(field, charset, "form field")
+            values[index] = form_text(field, charset)
         self._undecoded.clear()
 
     def close(self) -> None:
