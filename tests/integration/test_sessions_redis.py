@@ -189,14 +189,30 @@ def test_async_controllers_never_call_redis_on_the_loop(make_client, client, pre
     assert client.on_loop == []
 
 
-@pytest.mark.parametrize("kind", ["", "async-"])
+@pytest.mark.parametrize("kind", ["", "async-", "filtered-", "filtered-async-"])
 def test_no_session_is_stored_for_arguments_that_fail_to_bind(
     make_any_client, client, prefix, kind
 ):
     """The session was made (stored, its cookie sent with the 400) before the arguments
     were bound, even when one before the ``Session`` argument failed; the local store
-    made none. It is still made off the event loop."""
+    made none. It is still made off the event loop, also behind an ``async def`` filter
+    (whose chain goes on on a loop in every front end)."""
     app = redis_app(RedisSessionFactory(prefix=prefix, client=client))
+
+    filtered: list[str] = []
+
+    @app.request_filter("/filtered-*")
+    async def passing(ctx: Any) -> None:
+        filtered.append(ctx.request.path)
+        await ctx.do_chain()
+
+    @app.route("/filtered-typed")
+    def filtered_typed(n: int, session: Session) -> dict[str, Any]:
+        return {"id": session.id}
+
+    @app.route("/filtered-async-typed")
+    async def filtered_async_typed(n: int, session: Session) -> dict[str, Any]:
+        return {"id": session.id}
 
     @app.route("/typed")
     def typed(n: int, session: Session) -> dict[str, Any]:
@@ -213,6 +229,7 @@ def test_no_session_is_stored_for_arguments_that_fail_to_bind(
     sid = web.get(f"/{kind}typed?n=1").json()["id"]
     assert client.keys(prefix + "*") == [(prefix + sid).encode()]
     assert client.on_loop == []
+    assert len(filtered) == (2 if kind.startswith("filtered") else 0)
 
 
 def stored(client: redis.Redis, key: str, field: str) -> Any:
