@@ -159,6 +159,28 @@ def test_server_keeps_serving_after_every_vector(hostile: Hostile) -> None:
     assert hostile.canary == before + 1
 
 
+def test_a_later_http_1_minor_version_is_served_as_http_1_1(hostile: Hostile) -> None:
+    """RFC 9110 2.5: a higher minor version of a major one spoken is processed as the
+    highest minor spoken (HTTP/1.2 as HTTP/1.1: kept alive, chunked allowed), as
+    0.22.x did; it was answered 505 and closed."""
+    before = hostile.canary
+    payload = (
+        b"GET /canary HTTP/1.2\r\nHost: t\r\n\r\n"
+        + post(b"Transfer-Encoding: chunked\r\n", b"2\r\nhi\r\n0\r\n\r\n").replace(
+            b"HTTP/1.1", b"HTTP/1.9"
+        )
+        + get_closing(b"/canary").replace(b"HTTP/1.1", b"HTTP/1.2")
+    )
+    responses = parse_responses(send_and_collect(hostile.port, payload))
+    assert [(r.status, r.body) for r in responses] == [
+        (200, b"canary"),
+        (200, b"hi"),
+        (200, b"canary"),
+    ]
+    assert [r.closes for r in responses] == [False, False, True]
+    assert hostile.canary == before + 2
+
+
 # -- decided by h11's (RFC-permitted) behaviour -----------------------------------
 def test_bare_lf_head_is_one_request(hostile: Hostile) -> None:
     """RFC 9112 2.2 lets a server accept bare LF as a line end in the head; h11 does.

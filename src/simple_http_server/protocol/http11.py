@@ -234,6 +234,14 @@ def _starts_head(unparsed: bytearray | None) -> bool:
     return unparsed is not None and unparsed.startswith(b"HEAD ")
 
 
+def _spoken_version(version: bytes) -> bytes | None:
+    """The version a request is served in: ``1.0`` or ``1.1``; a later HTTP/1 minor
+    (``HTTP/1.2``) is served as 1.1 (RFC 9110 2.5), another major is None (a 505)."""
+    if version == b"1.0" or version == b"1.1":
+        return version
+    return b"1.1" if version.startswith(b"1.") else None
+
+
 class HttpConnection:
     """One server-side HTTP/1.1 connection, Sans-IO.
 
@@ -445,14 +453,15 @@ class HttpConnection:
         if bad_host or target_problem is not None:
             self._closing = True
             return ProtocolFailure(400, target_problem or "invalid Host header")
+        version = _spoken_version(req.http_version)
         # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
         # attempt; h11 would pick one and keep the connection, we refuse and close.
         if chunked:
             self._body_left = None
-        if chunked and (length or req.http_version != b"1.1"):
+        if chunked and (length or version != b"1.1"):
             self._closing = True
             return ProtocolFailure(400, "ambiguous message framing")
-        if req.http_version not in (b"1.1", b"1.0"):
+        if version is None:
             # h11 parses any HTTP/x.y; only HTTP/1.x is spoken here (RFC 9110 15.6.6).
             self._closing = True
             return ProtocolFailure(505, "HTTP version not supported")
@@ -469,7 +478,7 @@ class HttpConnection:
             method=method,
             target=req.target,
             headers=headers,
-            http_version=req.http_version,
+            http_version=version,
             expects_continue=expects_continue,
             upgrade=upgrade,
         )
