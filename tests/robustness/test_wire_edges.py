@@ -7,6 +7,7 @@ the controller's own ``Date``/``Server``, and ``Expect: 100-continue`` without a
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import socket
@@ -15,7 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h11
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from simple_http_server import (
     App,
@@ -30,7 +34,7 @@ from simple_http_server import (
 )
 from simple_http_server.testing import TestClient
 
-from ..conftest import LiveServer, LogRecords
+from ..conftest import TRANSPORTS, LiveServer, LogRecords, live_server
 from .wire import ParsedResponse, parse_responses, read_until_closed, send_and_collect
 
 CLOSING_GET = b"GET /next HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -523,3 +527,150 @@ def test_expect_continue_with_content_length_0_keeps_the_connection(
     first, after = exchange(live, request + CLOSING_GET)
     assert first.status == 200 and not first.closes  # and no 100 Continue before it
     assert (after.status, after.body) == (200, b"next")
+
+
+# -- property-based: generated request streams, judged by h11 as a client -----------
+def fuzz_app() -> App:
+    """Routes of every kind the generated requests aim at."""
+    app = App()
+
+    @app.route("/", method=["GET", "POST", "PUT"])
+    def index() -> str:
+        return "ok"
+
+    @app.route("/echo", method=["POST", "PUT"])
+    def echo(body: BytesBody) -> bytes:
+        return bytes(body)
+
+    @app.route("/json")
+    def json_answer(name: str = "x") -> dict[str, str]:
+        return {"name": name}
+
+    @app.route("/stream")
+    def stream() -> Iterator[bytes]:
+        yield from (b"part-1 ", b"part-2")
+
+    @app.route("/nothing")
+    def nothing() -> tuple[int, str]:
+        return 204, ""
+
+    @app.route("/go")
+    def go() -> Redirect:
+        return Redirect("/json")
+
+    @app.route("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret detail")
+
+    return app
+
+
+FUZZ_METHODS = ["GET", "GET", "HEAD", "POST", "PUT", "OPTIONS", "DELETE", "get", "FOO"]
+FUZZ_TARGETS = [
+    "/", "/echo", "/json?name=a%20b", "/stream", "/nothing", "/go", "/boom", "/files/a.txt",
+    "/files/../a.txt", "//json", "/json;x", "/missing", "*", "http://h:8/json", "/%ff?%",
+]  # fmt: skip
+FUZZ_VERSIONS = ["HTTP/1.1"] * 6 + ["HTTP/1.0", "HTTP/1.2", "HTTP/2.0", "http/1.1"]
+FUZZ_HEADERS = [
+    "Connection: close", "Connection: keep-alive", "Expect: 100-continue", "Range: bytes=0-3",
+    "Range: bytes=9-", "Range: x", 'If-None-Match: "x", *', "If-Modified-Since: nope",
+    "Accept-Encoding: gzip", "Accept-Encoding: gzip;q=0", "Cookie: a=b; ;=", "Host: t",
+    "Content-Type: application/json", "X-A:", "X-Fold: a\r\n b", "Upgrade: websocket",
+    "Transfer-Encoding: gzip, chunked", "Content-Length: 1",
+]  # fmt: skip
+FUZZ_BODIES = [b"", b"{}", b"abc", b"x" * 300]
+
+
+@st.composite
+def fuzz_request(draw: st.DrawFn) -> tuple[bytes, str]:
+    """One request (maybe malformed, never with a body shorter than declared) and its method."""
+    method = draw(st.sampled_from(FUZZ_METHODS))
+    line = f"{method} {draw(st.sampled_from(FUZZ_TARGETS))} {draw(st.sampled_from(FUZZ_VERSIONS))}"
+    headers = ["Host: t", *draw(st.lists(st.sampled_from(FUZZ_HEADERS), max_size=4))]
+    body = draw(st.sampled_from(FUZZ_BODIES))
+    framing = draw(st.sampled_from(["length", "chunked", "none"]))
+    if framing == "length":
+        headers.append(f"Content-Length: {len(body)}")
+    elif framing == "chunked":
+        headers.append("Transfer-Encoding: chunked")
+        body = (b"%x;ext=1\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\nX-T: 1\r\n\r\n"
+    else:
+        body = b""
+    head = line + "\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
+    return head.encode() + body, method
+
+
+def h11_read(data: bytes, methods: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
+    """``data`` read by h11 as the client that sent ``methods``: every response, with
+    exact framing; a response that announces ``Connection: close`` must be the last."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.receive_data(data)
+    conn.receive_data(b"")  # the server closed: the helpers read until it did
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    for method in methods:
+        conn.send(h11.Request(method=method if method == "HEAD" else "GET", target="/",
+                              headers=[("Host", "t")]))  # fmt: skip
+        conn.send(h11.EndOfMessage())
+        event = conn.next_event()
+        while isinstance(event, h11.InformationalResponse):
+            event = conn.next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            return answers  # the rest was never answered: the previous answer closed
+        assert isinstance(event, h11.Response), event
+        body = b""
+        while not isinstance(part := conn.next_event(), h11.EndOfMessage):
+            assert isinstance(part, h11.Data), part
+            body += part.data
+        headers = {k.decode(): v.decode("latin-1") for k, v in event.headers}
+        answers.append((event.status_code, headers, body))
+        if conn.their_state is h11.MUST_CLOSE:
+            assert not conn.trailing_data[0], "bytes after an answer that closed"
+            return answers
+        conn.start_next_cycle()
+    raise AssertionError("the closing request was not answered with a close")
+
+
+def comparable(answers: list[tuple[int, dict[str, str], bytes]]) -> list[tuple[Any, ...]]:
+    """What both transports must agree on: statuses, headers but the date, bodies."""
+    return [(s, sorted((k, v) for k, v in h.items() if k != "date"), b) for s, h, b in answers]
+
+
+@pytest.fixture(scope="module")
+def fuzz_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
+    """One live server of :func:`fuzz_app` per transport, with a static folder."""
+    folder = tmp_path_factory.mktemp("fuzz-files")
+    (folder / "a.txt").write_bytes(b"static text body")
+    with contextlib.ExitStack() as stack:
+        yield {
+            kind: stack.enter_context(
+                live_server(fuzz_app(), kind, {"/files/**": str(folder)}, max_body_size=4096)
+            )
+            for kind in TRANSPORTS
+        }
+
+
+@settings(max_examples=50, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(requests=st.lists(fuzz_request(), min_size=1, max_size=3))
+def test_generated_request_streams_get_well_framed_answers_alike_in_both_transports(
+    fuzz_servers: dict[str, LiveServer], errors: LogRecords, requests: list[tuple[bytes, str]]
+) -> None:
+    """Whatever the pipelined requests, h11 as a client reads exact answers (one per
+    request up to an answer that closes, then the close), no 5xx but the controller's
+    failure (and 501/505 for what is not spoken), no traceback, no error logged but that
+    failure's, and the threaded and asyncio transports answer byte for byte alike but for
+    the ``Date``."""
+    payload = b"".join(raw for raw, _ in requests) + CLOSING_GET
+    methods = [method for _, method in requests] + ["GET"]
+    seen = {}
+    for kind, live in fuzz_servers.items():
+        answers = h11_read(send_and_collect(live.port, payload), methods)
+        assert answers, "no answer at all"
+        for (raw, _), (status, _, body) in zip(requests, answers):
+            assert status < 500 or status in (501, 505) or b"/boom" in raw.split(b"\r\n")[0]
+            assert b"Traceback" not in body and b"secret" not in body
+        seen[kind] = comparable(answers)
+    assert seen["threaded"] == seen["asyncio"]
+    logger.flush()
+    assert all(r.getMessage().endswith("/boom") for r in errors.records), errors.records
+    errors.records.clear()
