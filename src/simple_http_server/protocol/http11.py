@@ -453,15 +453,18 @@ class HttpConnection:
         if bad_host or target_problem is not None:
             self._closing = True
             return ProtocolFailure(400, target_problem or "invalid Host header")
-        version = _spoken_version(req.http_version)
+        version = req.http_version
+        spoken: bytes | None = version
+        if version != b"1.1" and version != b"1.0":  # no call for the common case
+            spoken = _spoken_version(version)
         # RFC 9112 6.1/6.3: both framings, or chunked in HTTP/1.0, is a smuggling
         # attempt; h11 would pick one and keep the connection, we refuse and close.
         if chunked:
             self._body_left = None
-        if chunked and (length or version != b"1.1"):
+        if chunked and (length or spoken != b"1.1"):
             self._closing = True
             return ProtocolFailure(400, "ambiguous message framing")
-        if version is None:
+        if spoken is None:
             # h11 parses any HTTP/x.y; only HTTP/1.x is spoken here (RFC 9110 15.6.6).
             self._closing = True
             return ProtocolFailure(505, "HTTP version not supported")
@@ -478,7 +481,7 @@ class HttpConnection:
             method=method,
             target=req.target,
             headers=headers,
-            http_version=version,
+            http_version=spoken,
             expects_continue=expects_continue,
             upgrade=upgrade,
         )
