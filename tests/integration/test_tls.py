@@ -1288,41 +1288,78 @@ def test_a_tls_client_over_max_connections_reads_the_503(
 
 
 def test_tls_refusals_past_max_connections_are_bounded(
-    server_context: ssl.SSLContext, client_context: ssl.SSLContext, monkeypatch: Any
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    monkeypatch: Any,
 ) -> None:
-    """Threaded: a refused TLS connection needs a handshake before it can read its 503.
-    Not counted in max_connections, such connections are bounded all the same: at most
+    """A refused TLS connection needs a handshake before it can read its 503.  Not
+    counted in max_connections, such connections are bounded all the same: at most
     TLS_REFUSALS at once (past them, closed at once, unanswered), each closed
-    head_timeout after its accept at the latest."""
-    from simple_http_server.transport import threaded
-
-    from ..conftest import live_server
+    head_timeout after its accept at the latest.  (asyncio counted a TLS connection
+    only once its handshake was done: these were all kept, and the third one served.)"""
+    from simple_http_server.transport import aio, threaded
 
     monkeypatch.setattr(threaded, "TLS_REFUSALS", 2)
+    monkeypatch.setattr(aio, "TLS_REFUSALS", 2)
     config = {"ssl_context": server_context, "max_connections": 1, "head_timeout": 1.5}
-    with live_server(tls_app(), "threaded", **config) as live:
-        held = https(live, client_context)
-        held.request("GET", "/hello")
-        assert held.getresponse().read() == b'{"hello": "tls"}'
-        silent = [socket.create_connection(("127.0.0.1", live.port), timeout=10) for _ in "ab"]
-        try:
-            started = time.monotonic()
-            with socket.create_connection(("127.0.0.1", live.port), timeout=10) as raw:
-                with pytest.raises(OSError):  # no handshake: closed at once
-                    client_context.wrap_socket(raw, server_hostname="127.0.0.1")
-            assert time.monotonic() - started < 1.0
-            for sock in silent:  # their handshakes never started: closed in time
-                assert read_until_closed(sock, 5) == b""
-        finally:
-            for sock in silent:
-                sock.close()
-        conn = https(live, client_context)  # room again: refused with a 503
+    live = serve(tls_app(), **config)
+    held = https(live, client_context)
+    held.request("GET", "/hello")
+    assert held.getresponse().read() == b'{"hello": "tls"}'
+    silent = [socket.create_connection(("127.0.0.1", live.port), timeout=10) for _ in "ab"]
+    try:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as raw:
+            with pytest.raises(OSError):  # no handshake: closed at once
+                client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+        assert time.monotonic() - started < 1.0
+        for sock in silent:  # their handshakes never started: closed in time
+            assert read_until_closed(sock, 5) == b""
+    finally:
+        for sock in silent:
+            sock.close()
+    conn = https(live, client_context)  # room again: refused with a 503
+    try:
+        conn.request("GET", "/hello")
+        assert conn.getresponse().status == 503
+    finally:
+        conn.close()
+    held.close()
+
+
+@pytest.mark.parametrize("then", ["close", "garbage"])
+def test_tcp_connections_without_a_handshake_count_in_max_connections(
+    serve: Callable[..., Any],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    then: str,
+) -> None:
+    """A TLS connection counts from its TCP accept in both transports: asyncio made it
+    (and counted it) only once its handshake was done, so clients that never send a
+    ClientHello held sockets past max_connections (300 of them at max_connections=5)
+    while a real client was still served.  A handshake that ends (the client leaves,
+    or sends what is not TLS) frees its slot at once, not at head_timeout."""
+    live = serve(tls_app(), ssl_context=server_context, max_connections=2, head_timeout=30.0)
+    idle = [socket.create_connection(("127.0.0.1", live.port), timeout=10) for _ in "ab"]
+    try:
+        time.sleep(0.2)  # both accepted
+        conn = https(live, client_context)
         try:
             conn.request("GET", "/hello")
-            assert conn.getresponse().status == 503
+            resp = conn.getresponse()
+            assert resp.status == 503
         finally:
             conn.close()
-        held.close()
+        for sock in idle:
+            if then == "close":
+                sock.close()
+            else:
+                sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert the_slot_serves_within(live, client_context, 5.0)
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 @pytest.mark.parametrize("how", ["close", "rst"])

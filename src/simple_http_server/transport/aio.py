@@ -63,6 +63,11 @@ ACCEPT_WARNING_INTERVAL = 1.0
 #: ``body_timeout``.
 SENDFILE_SLICE = 4 * 1024 * 1024
 SENDFILE_MIN_SLICE = 64 * 1024
+#: TLS connections over ``max_connections`` refused at once at most (as the threaded
+#: transport's): each needs its handshake before it can read the 503 (bounded by
+#: ``head_timeout``, then a linger of a second).  Past this many, a connection is
+#: closed at once, unanswered.
+TLS_REFUSALS = 128
 
 
 def send_close_notify(transport: asyncio.BaseTransport) -> bool:
@@ -140,10 +145,24 @@ class _AioConn(asyncio.Protocol, Channel):
         # the one of the request before it: a pipelined request is started from
         # inside its predecessor's task, whose context variables must not leak.
         self._context = contextvars.copy_context()
+        #: TLS: the next connection_made is the TCP accept's (see _accept_tls).
+        self._tls_pending = server.config.ssl_context is not None
+        #: TLS: the handshake under way (start_tls, in a task), and its TCP transport.
+        self._handshake: asyncio.Task[None] | None = None
+        self._raw: asyncio.Transport | None = None
+        #: TLS: over max_connections at the accept (answered 503 after the handshake).
+        self.refused = False
+        #: TLS: what arrived with the handshake's end, before start_tls returned.
+        self._early: list[bytes] = []
+        self._early_eof = False
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self._tls_pending:
+            self._tls_pending = False
+            self._accept_tls(transport)
+            return
         self.transport = transport
         self._below = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
         self.peer = transport.get_extra_info("peername")
@@ -155,26 +174,101 @@ class _AioConn(asyncio.Protocol, Channel):
             except OSError:
                 pass
         server = self.server
+        if self.secure:  # counted (or refused) at its accept already
+            if self.refused:
+                self._refuse(transport)
+            self._replay_early()
+            return
         if len(server.connections) >= self.config.max_connections:
-            # 503, then a lingering close (not counted): closing with the request
-            # unread would reset the connection and lose the answer.
-            transport.write(service_unavailable())
-            self.closed = True
-            self._lingering = True
-            if self.secure:  # no half-close: the closure alert now, where it can
-                send_close_notify(transport)
-            if transport.can_write_eof():
-                try:
-                    transport.write_eof()
-                except OSError:  # reset by the peer since the write: nothing to linger for
-                    transport.abort()
-                    return
-            self.loop.call_later(LINGER_SECONDS, transport.close)
+            self._refuse(transport)
             return
         server.connections.add(self)
         self.deadline = self._accepted + self.config.head_timeout
 
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """503, then a lingering close (not counted): closing with the request unread
+        would reset the connection and lose the answer."""
+        transport.write(service_unavailable())
+        self.closed = True
+        self._lingering = True
+        if self.secure:  # no half-close: the closure alert now, where it can
+            send_close_notify(transport)
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:  # reset by the peer since the write: nothing to linger for
+                transport.abort()
+                return
+        # TLS: cut after the linger (close() would wait up to 30 s for the client's
+        # closure alert, holding one of the TLS_REFUSALS).
+        self.loop.call_later(LINGER_SECONDS, transport.abort if self.secure else transport.close)
+
+    def _accept_tls(self, transport: asyncio.Transport) -> None:
+        """A TLS connection counts from its TCP accept, as in the threaded transport:
+        asyncio's TLS server makes the connection only once its handshake is done, so
+        clients that never finish one held sockets without counting in
+        max_connections.  Over it, at most TLS_REFUSALS connections are refused with
+        a 503 after their handshake; past them, a connection is closed at once."""
+        server = self.server
+        if len(server.connections) >= self.config.max_connections:
+            if len(server.refusing) >= TLS_REFUSALS:
+                self.closed = True
+                transport.close()
+                return
+            self.refused = True
+            server.refusing.add(self)
+        else:
+            server.connections.add(self)
+            self.deadline = self._accepted + self.config.head_timeout  # the sweep's bound
+        self._raw = transport
+        self._handshake = self.loop.create_task(self._start_tls(transport))
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        """The handshake (within head_timeout), then connection_made with the TLS
+        transport; a failed, timed-out or cut handshake frees its slot at once."""
+        context = self.config.ssl_context
+        assert context is not None
+        try:
+            tls = await self.loop.start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.config.head_timeout,
+            )
+        except BaseException as exc:  # asyncio's TLS server logs no failed handshake either
+            self._handshake_failed()
+            if not isinstance(exc, Exception):  # cancelled (close(), abort())
+                raise
+            return
+        finally:
+            self._handshake = self._raw = None
+        if tls is None or self.closed:  # lost meanwhile (asyncio then returns None)
+            if tls is not None:
+                tls.abort()
+            self._handshake_failed()
+            return
+        # (Closing already, at a closure alert sent with the request: served all the same.)
+        self.connection_made(tls)
+
+    def _handshake_failed(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        self._forget()
+
+    def _replay_early(self) -> None:
+        """What asyncio passed on before start_tls returned (the request sent along
+        with the handshake's end)."""
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self._early_eof:
+            self.eof_received()
+
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:  # TLS: before start_tls returned (see _replay_early)
+            self._early.append(data)
+            return
         if self.upgraded is not None:
             self.upgraded.data_received(data)
             return
@@ -191,6 +285,9 @@ class _AioConn(asyncio.Protocol, Channel):
         self._process()
 
     def eof_received(self) -> bool | None:
+        if self.transport is None:  # TLS: before start_tls returned
+            self._early_eof = True
+            return None
         if self.upgraded is not None:
             return self.upgraded.eof_received()  # type: ignore[no-any-return]
         if self._lingering:
@@ -233,6 +330,7 @@ class _AioConn(asyncio.Protocol, Channel):
     def _forget(self) -> None:
         server = self.server
         server.connections.discard(self)
+        server.refusing.discard(self)
         if server.stopping and not server.connections:
             server.all_closed.set()
 
@@ -385,6 +483,7 @@ class _AioConn(asyncio.Protocol, Channel):
         transport = self.transport
         if transport is None:
             self._cancel_timer()
+            self._cut_handshake()
             return
         if not transport.is_closing():
             transport.close()
@@ -443,6 +542,17 @@ class _AioConn(asyncio.Protocol, Channel):
     def _abort_transport(self, _done: object = None) -> None:
         if self.transport is not None:
             self.transport.abort()
+        else:
+            self._cut_handshake()
+
+    def _cut_handshake(self) -> None:
+        """A TLS handshake under way ends now, its slot freed (its task may not have
+        started yet: nothing else would close its socket)."""
+        task, raw = self._handshake, self._raw
+        if task is not None and raw is not None:
+            task.cancel()
+            raw.abort()
+            self._handshake_failed()
 
     # -- Channel -------------------------------------------------------------
     def watch_departure(self, cancel: Callable[[], object] | None) -> None:
@@ -763,6 +873,8 @@ class AioServer:
         #: Runs the server's sync user code (None: the process' default pool).
         self.pool = pool
         self.connections: set[_AioConn] = set()
+        #: TLS connections over max_connections being refused (not in ``connections``).
+        self.refusing: set[_AioConn] = set()
         self.stopping = False
         self._hurried = False  # hurry(): the shutdown waits for no request
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
@@ -787,21 +899,16 @@ class AioServer:
         if self._stop_requested:
             sock.close()
             return
-        context: ssl.SSLContext | None = self.config.ssl_context
         self._listener_fd = sock.fileno()
         self._previous_handler = self.loop.get_exception_handler()
         self.loop.set_exception_handler(self._on_loop_error)
-        # The handshake counts in the first request head's head_timeout; asyncio
-        # times it out by itself (its default would be 60 s).
-        handshake_timeout = self.config.head_timeout if context is not None else None
+        # TLS: plain TCP here; each connection starts its handshake (_AioConn._accept_tls).
         self._starting = True  # a shutdown that comes meanwhile waits for the server
         try:
             self._server = await self.loop.create_server(
                 lambda: _AioConn(self),
                 sock=sock,
-                ssl=context,
                 backlog=2048,
-                ssl_handshake_timeout=handshake_timeout,
             )
         finally:
             self._starting = False
@@ -856,6 +963,8 @@ class AioServer:
         deadline = loop.time() + self.config.drain_timeout
         if self._server is not None:
             self._server.close()
+        for conn in [c for c in self.refusing if c.transport is None]:
+            conn.abort()  # a handshake only to answer 503: cut now
         closing = {  # websockets: 1001 now
             conn: loop.create_task(conn.upgraded.shutdown())
             for conn in self.connections
