@@ -380,7 +380,8 @@ class Dispatcher:
             # A task that outlived the request can neither write nor read on: the
             # connection may carry the next request already.
             response._closed = True
-            release_streams(streams)
+            if streams is not None:
+                release_streams(streams)
             reader = request._reader
             if reader is not None:
                 reader.detach()

@@ -831,9 +831,13 @@ def stream_runner(stream: Any) -> StreamRunner:
     return StreamRunner(pinned)
 
 
-def track_streams() -> list[_Pinned]:
+def track_streams() -> list[_Pinned] | None:
     """Note the threads kept for the sync streams that the ``def`` code run from this
-    context returns, until :func:`release_streams` (a request's start and end)."""
+    context returns, until :func:`release_streams` (a request's start and end).
+    None off an event loop (the threaded transport, WSGI, the TestClient): ``def``
+    code then runs on the request's own thread, which keeps no stream."""
+    if _get_running_loop() is None:
+        return None
     streams: list[_Pinned] = []
     _STREAMS.set(streams)
     return streams
