@@ -335,6 +335,34 @@ def test_a_ping_read_with_the_clients_close_is_answered(
     assert closes == [(1000, "done")]
 
 
+# -- the client's end of input (a half-close) comes after what it sent -----------------
+@pytest.mark.parametrize("path", ["/sync", "/async", "/chunked"])
+@pytest.mark.parametrize("together", [True, False], ids=["one-read", "end-while-busy"])
+def test_replies_to_what_came_before_the_clients_end_of_input_go_out(
+    serve: Serve, path: str, together: bool
+) -> None:
+    """A message and a Ping, then the client shuts its writing side (no Close): the
+    reply and the Pong still go out, then the server closes and ``on_close`` reports
+    the lost connection (1006) once.  The asyncio transport took the end of input at
+    once and closed: the handler ran, but what it sent was dropped; the threaded one
+    dropped a coroutine's message of several frames still waiting for its turn."""
+    closes: Closes = []
+    live = serve(reply_app(closes, 0.0 if together else 0.3))
+    sock, rest = open_ws(live, path)
+    with sock:
+        sock.sendall(frame(0x1, b"query") + frame(0x9, b"pp"))
+        if not together:
+            time.sleep(0.05)  # the handler is busy now
+        sock.shutdown(socket.SHUT_WR)
+        frames = frames_until_closed(sock, rest)
+    expected = "answer to query" if path != "/chunked" else "answer to query " * 20
+    # (a Pong may go out ahead of a message still waiting for its turn to be framed)
+    assert sorted(frames) == [("pong", b"pp"), ("text", expected)]
+    wait_for(lambda: bool(closes))
+    time.sleep(0.1)  # (a second on_close would come now)
+    assert [c for c, _ in closes] == [1006]
+
+
 # -- a Close the client never answers ------------------------------------------------
 def test_an_unanswered_server_close_reports_its_own_code_and_reason(
     serve: Serve, monkeypatch: pytest.MonkeyPatch

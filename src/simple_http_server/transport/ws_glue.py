@@ -973,6 +973,8 @@ class ThreadedLink(LinkBase):
                     data = b""
                 if data and keepalive is not None:
                     keepalive.seen(time.monotonic())
+                if not data:
+                    self._send_pending_before_end()
                 events = self.feed(data)
                 if not data and not events:
                     break
@@ -1003,6 +1005,18 @@ class ThreadedLink(LinkBase):
     # never makes its peer look gone.  Plain sockets block in ``recv`` with a
     # kernel receive timeout (no system call per message); TLS sockets, whose
     # timeout is the send's, wait in ``poll`` first.
+    def _send_pending_before_end(self) -> None:
+        """The peer's input ended: a coroutine's messages still waiting for the writer
+        go out first (CLOSE_TIMEOUT at most), as its replies to what came before the
+        end; the protocol, once told of the end, sends nothing more."""
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while not self._dead and time.monotonic() < deadline:
+            with self.lock:
+                if not (self._busy or self._pending) or not self.proto.is_open:
+                    return
+            self._wake_writer()
+            time.sleep(0.01)
+
     def _keepalive_due(self, keepalive: Keepalive) -> None:
         now = time.monotonic()
         if self._output_taken():
@@ -1122,6 +1136,7 @@ class AioLink(LinkBase):
         self._fd: int = sock.fileno() if sock is not None else -1
         self._acked = 0  # see ThreadedLink._output_taken
         self._backlogged = False
+        self._input_ended = False  # the peer's end of input, not fed to the protocol yet
 
     def start(self) -> None:
         """Start delivering events (bytes that came with the request first)."""
@@ -1545,8 +1560,12 @@ class AioLink(LinkBase):
         return self._queued <= _QUEUE_HIGH and not self.proto.more_events
 
     def eof_received(self) -> bool | None:
-        self._push(self.feed(b""))
-        return None
+        # The end is fed to the protocol once the events before it were handled (a
+        # closed protocol sends nothing): their replies go out first, as in the threaded
+        # transport; the write side stays open for them (TLS cannot half-close).
+        self._input_ended = True
+        self._wakeup.set()
+        return None if self.conn.secure else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._push(self.feed(b""))
@@ -1564,6 +1583,10 @@ class AioLink(LinkBase):
                 if self.proto.more_events:  # an upload inflated piece by piece: the next one
                     await asyncio.sleep(0)  # (other connections get their turn between pieces)
                     self._push(self.feed_pending())
+                    continue
+                if self._input_ended:  # the peer's end of input (eof_received), in its turn
+                    self._input_ended = False
+                    self._push(self.feed(b""))
                     continue
                 self._hold_if_blocked()
                 if self._may_read() and not self._held:
