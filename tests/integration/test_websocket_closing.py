@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -637,6 +638,61 @@ def test_a_compressed_upload_consumed_by_on_binary_frame_is_not_bound_by_the_lim
     assert answer == f"{len(noise) + len(zeros)} {expected.hexdigest()}"
     assert stats["biggest"] <= limit
     assert peak < 4 * MIB, f"{peak >> 20} MiB allocated to stream 8 MiB in 64 KiB pieces"
+
+
+def deflated(data: bytes) -> bytes:
+    """``data`` compressed as one permessage-deflate message (RFC 7692 7.2.1)."""
+    compressor = zlib.compressobj(wbits=-15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def rsv1(data: bytes) -> bytes:
+    """The frame ``data`` marked compressed (RSV1)."""
+    return bytes([data[0] | 0x40]) + data[1:]
+
+
+@pytest.mark.parametrize(
+    "second",
+    [frame(0x2, b"\x00\x00"), frame(0x1, b"plain"), rsv1(frame(0x1, deflated(b"next")))],
+    ids=["binary", "text", "compressed-text"],
+)
+def test_a_new_message_inside_a_compressed_one_is_a_protocol_error(
+    serve: Serve, second: bytes
+) -> None:
+    """A compressed message left unfinished, then the first frame of another (RFC 6455
+    5.4 forbids it): the connection fails with 1002, as without compression; it failed
+    with 1007 (wsproto's extension inflated the new frame as the rest of the first)."""
+    closes: Closes = []
+    live = serve(reply_app(closes, 0.0))
+    sock, rest = open_ws(live, "/sync", "permessage-deflate")
+    with sock:
+        first = rsv1(frame(0x1, deflated(b"query"), fin=False))
+        sock.sendall(first + frame(0x9, b"pp") + second)
+        frames = frames_until_closed(sock, rest)
+    assert [f[:2] for f in frames] == [("pong", b"pp"), ("close", 1002)]
+    wait_for(lambda: bool(closes))
+    assert [c for c, _ in closes] == [1002]
+
+
+def test_messages_read_in_tiny_pieces_over_compression_follow_each_other(serve: Serve) -> None:
+    """Messages, plain and compressed, in pieces of 3 bytes (a frame's header is read
+    again when its mask key is split): each one is a new message, not one inside another."""
+    closes: Closes = []
+    live = serve(reply_app(closes, 0.0))
+    sock, rest = open_ws(live, "/sync", "permessage-deflate")
+    wire = frame(0x1, b"a" * 200) + rsv1(frame(0x1, deflated(b"b" * 300))) + frame(0x1, b"c")
+    with sock:
+        for start in range(0, len(wire), 3):
+            sock.sendall(wire[start : start + 3])
+        sock.sendall(close_frame(1000))
+        extension = PerMessageDeflate()
+        extension.finalize("")
+        client = Connection(ConnectionType.CLIENT, [extension], rest)
+        client.receive_data(read_until_closed(sock, 5.0))
+    texts = [e.data for e in client.events() if isinstance(e, TextMessage)]
+    assert texts == [f"answer to {'a' * 200}", f"answer to {'b' * 300}", "answer to c"]
+    wait_for(lambda: bool(closes))
+    assert [c for c, _ in closes] == [1000]
 
 
 def test_a_compressed_bomb_kept_by_on_binary_frame_is_cut_at_the_limit(serve: Serve) -> None:

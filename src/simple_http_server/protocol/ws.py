@@ -163,6 +163,9 @@ class SteadyDeflate(PerMessageDeflate):
     def __init__(self) -> None:
         super().__init__()
         self._control = False  # the frame being received is a control frame
+        # A data frame without FIN was received: a message is unfinished.  (Not told by
+        # wsproto's state: a frame's header may be read twice, its mask key split.)
+        self._unfinished = False
 
     def frame_inbound_header(
         self,
@@ -173,6 +176,10 @@ class SteadyDeflate(PerMessageDeflate):
     ) -> CloseReason | RsvBits:
         self._control = opcode.iscontrol()
         if not self._control:
+            if opcode is not Opcode.CONTINUATION and self._unfinished:
+                # A new message while one is unfinished (RFC 6455 5.4): wsproto would
+                # inflate it as the rest of that one first, and fail with 1007.
+                return CloseReason.PROTOCOL_ERROR
             return super().frame_inbound_header(proto, opcode, rsv, payload_length)
         if rsv.rsv1:  # RFC 7692 6.1: a compressed control frame fails the connection
             return CloseReason.PROTOCOL_ERROR
@@ -190,6 +197,7 @@ class SteadyDeflate(PerMessageDeflate):
     ) -> bytes | CloseReason | None:
         if self._control:
             return None
+        self._unfinished = not fin
         return super().frame_inbound_complete(proto, fin)
 
 
