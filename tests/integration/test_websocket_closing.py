@@ -313,6 +313,52 @@ def test_bad_input_read_while_the_handler_works_waits_for_its_reply(
     assert [c for c, _ in closes] == [1002]
 
 
+def failing_app(closes: Closes) -> App:
+    """A text message makes the handler raise (1011); a binary one is kept by
+    ``on_binary_frame`` (over a small limit: 1009)."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/fail")
+    class Fail(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            raise RuntimeError("handler bug")
+
+        def on_binary_frame(self, session: WebsocketSession, fin: bool, payload: bytes) -> bool:
+            return True
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            closes.append((reason.code, reason.reason))
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "reason"),
+    [
+        (frame(0x1, b"raise"), 1011, "Handler error"),
+        (frame(0x2, b"x" * 200), 1009, "Message too big"),
+    ],
+    ids=["handler-error", "kept-piece-too-big"],
+)
+def test_a_failure_read_with_the_clients_close_is_the_code_on_close_gets(
+    serve: Serve, message: bytes, code: int, reason: str
+) -> None:
+    """Handling a message fails the connection (a handler error, a kept piece over the
+    limit) and the client's Close came in the same read: the server's Close carries the
+    failure's code, and ``on_close`` gets that code too, as when the Close comes later.
+    It got the client's code and reason, which the server never answered."""
+    closes: Closes = []
+    live = serve(failing_app(closes), max_websocket_message_size=100)
+    sock, rest = open_ws(live, "/fail")
+    with sock:
+        sock.sendall(message + close_frame(1000, b"bye"))
+        frames = frames_until_closed(sock, rest)
+    assert frames == [("close", code, reason)]
+    wait_for(lambda: bool(closes))
+    time.sleep(0.1)  # (a second on_close would come now)
+    assert closes == [(code, reason)]
+
+
 # -- a Ping that came before the client's Close gets its Pong -------------------------
 @pytest.mark.parametrize(
     "path", ["/sync", "/async"], ids=["WebsocketHandler.on_ping_message", "no-on_ping_message"]

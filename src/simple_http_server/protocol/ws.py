@@ -871,12 +871,15 @@ class WebsocketProtocol:
 
     def fail(self, code: int, reason: str) -> Closed:
         """Fail the connection: queue a Close with ``code``; the transport closes after."""
+        # A Close still due (the failure found in the input, or the answer to the peer's
+        # Close read with what failed) is replaced by this one: its code is the session's.
+        due = self.answer_due
         if self.is_open:
             self._local_code, self._local_reason = code, reason
             self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
         self._failed = True
         closed = Closed(code, reason, False)
-        if self._closed_event is None or self._failing is not None:  # (this one went out)
+        if self._closed_event is None or due:
             self._closed_event = closed
         self._failing = None
         return self._closed_event
