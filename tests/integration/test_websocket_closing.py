@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 import websocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from simple_http_server import WebsocketCloseReason, WebsocketHandler, WebsocketSession
@@ -866,3 +868,87 @@ def test_session_close_codes_under_asgi() -> None:
             assert frame_.data == struct.pack("!H", 1014) + b"gw"
         finally:
             ws.close()
+
+
+# -- generated sessions, judged by a wsproto client -----------------------------------
+@st.composite
+def client_session(draw: st.DrawFn) -> tuple[list[bytes], list[tuple[str, Any]], int]:
+    """Frames of a session (messages in fragments, compressed or not, Pings between
+    fragments, then a Close or bad input), what the server must answer, its Close code."""
+    wire: list[bytes] = []
+    answers: list[tuple[str, Any]] = []
+    for _ in range(draw(st.integers(0, 4))):
+        data = draw(st.text(max_size=30)).encode("utf-8", "replace")
+        cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=3)))
+        compressed = draw(st.booleans())
+        body = deflated(data) if compressed else data
+        if compressed:  # cut the compressed bytes instead
+            cuts = sorted(c * len(body) // max(len(data), 1) for c in cuts)
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+        for i, piece in enumerate(pieces):
+            head = frame(0x1 if i == 0 else 0x0, piece, fin=i == len(pieces) - 1)
+            wire.append(rsv1(head) if compressed and i == 0 else head)
+            if i == len(pieces) - 1:
+                answers.append(("text", "answer to " + data.decode()))
+            if draw(st.integers(0, 3)) == 0:
+                ping = draw(st.binary(max_size=8))
+                wire.append(frame(0x9, ping))
+                answers.append(("pong", ping))
+    endings = ["close", *BAD_INPUT, "1005-on-the-wire", "new-message", "end-of-input"]
+    ending = draw(st.sampled_from(endings))
+    if ending == "end-of-input":  # a half-close: no Close either way, on_close gets 1006
+        return wire, answers, 1006
+    if ending == "close":
+        wire.append(close_frame(4321, b"bye"))
+        return wire, answers, 4321
+    if ending == "1005-on-the-wire":
+        wire.append(close_frame(1005))
+        return wire, answers, 1002
+    if ending == "new-message":  # a message begun (compressed or not), then another
+        begun = frame(0x1, deflated(b"part"), fin=False)
+        wire += [rsv1(begun) if draw(st.booleans()) else begun, frame(0x1, b"other")]
+        return wire, answers, 1002
+    payload, code = BAD_INPUT[ending]
+    wire.append(payload)
+    return wire, answers, code
+
+
+def test_generated_sessions_are_answered_as_rfc_6455_says(transport: str) -> None:
+    """Generated sessions over permessage-deflate, sent in pieces of every size: each
+    message is answered and each Ping ponged in order, the Close carries the client's
+    code or the one RFC 6455 7.4.1 gives the bad input (none after a half-close: 1006),
+    ``on_close`` runs once with it."""
+    closes: Closes = []
+    with live_server(
+        reply_app(closes, 0.0), transport, websocket_ping_interval=0, max_websocket_message_size=100
+    ) as live:
+
+        @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+        @given(client_session(), st.integers(1, 40))
+        def check(session: tuple[list[bytes], list[tuple[str, Any]], int], size: int) -> None:
+            wire, answers, code = session
+            closes.clear()
+            sock, rest = open_ws(live, "/sync", "permessage-deflate")
+            data = b"".join(wire)
+            with sock:
+                for start in range(0, len(data), size):
+                    sock.sendall(data[start : start + size])
+                if code == 1006:
+                    sock.shutdown(socket.SHUT_WR)
+                received = rest + read_until_closed(sock, 5.0)
+            extension = PerMessageDeflate()
+            extension.finalize("")
+            client = Connection(ConnectionType.CLIENT, [extension], received)
+            got: list[tuple[str, Any]] = []
+            for event in client.events():
+                if isinstance(event, TextMessage):
+                    got.append(("text", event.data))
+                elif isinstance(event, Pong):
+                    got.append(("pong", bytes(event.payload)))
+                elif isinstance(event, CloseConnection):
+                    got.append(("close", event.code))
+            assert got == [*answers, *([("close", code)] if code != 1006 else [])]
+            wait_for(lambda: bool(closes))
+            assert [c for c, _ in closes] == [code]
+
+        check()
