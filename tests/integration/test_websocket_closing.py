@@ -440,6 +440,49 @@ def test_an_unanswered_server_close_reports_its_own_code_and_reason(
     assert closes == [(4000, "srvbye")]
 
 
+def long_reason_app(closes: Closes) -> App:
+    """The text received is the reason of the session's close (4000)."""
+    app = App()
+
+    @app.websocket_handler(endpoint="/reason")
+    class Reason(WebsocketHandler):
+        def on_text_message(self, session: WebsocketSession, message: str) -> None:
+            session.close(message, 4000)
+
+        def on_close(self, session: WebsocketSession, reason: WebsocketCloseReason) -> None:
+            closes.append((reason.code, reason.reason))
+
+    return app
+
+
+@pytest.mark.parametrize("reason", ["\u00e9" * 100, "r" * 200], ids=["2-byte-chars", "ascii"])
+def test_a_close_reason_too_long_for_the_frame_reaches_on_close_as_sent(
+    serve: Serve, reason: str
+) -> None:
+    """A reason longer than a Close frame holds (123 bytes) is cut at a character
+    boundary on the wire; ``on_close`` gets it as sent (it got the whole text)."""
+    closes: Closes = []
+    sock, rest = open_ws(serve(long_reason_app(closes)), "/reason")
+    with sock:
+        sock.sendall(frame(0x1, reason.encode()))
+        time.sleep(0.1)  # the server's Close went out: this is its answer
+        sock.sendall(close_frame(4000))
+        frames = frames_until_closed(sock, rest)
+    sent = reason.encode()[:123].decode("utf-8", "ignore")
+    assert frames == [("close", 4000, sent)]
+    wait_for(lambda: bool(closes))
+    assert closes == [(4000, sent)]
+
+
+def test_the_test_client_reports_a_long_close_reason_as_sent() -> None:
+    closes: Closes = []
+    with TestClient(long_reason_app(closes)).websocket_connect("/reason") as ws:
+        ws.send_text("\u00e9" * 100)
+        event = ws.receive()
+    assert isinstance(event, CloseConnection) and event.reason == "\u00e9" * 61
+    assert closes == [(4000, "\u00e9" * 61)]
+
+
 # -- 5. once the server sent its Close, the client's messages are not delivered ----------
 def kick_app(events: list[Any], closed: threading.Event) -> App:
     """Every callback is recorded; the text ``kick`` closes the session with 4000."""

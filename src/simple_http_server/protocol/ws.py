@@ -447,6 +447,19 @@ class Closed:
     by_peer: bool
 
 
+#: The most bytes of reason a Close frame holds (RFC 6455 5.5: 125 with the code).
+MAX_CLOSE_REASON: Final = 123
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` as a Close frame carries it: cut to :data:`MAX_CLOSE_REASON` bytes of
+    UTF-8 at a character boundary, as wsproto cuts it."""
+    data = reason.encode()
+    if len(data) <= MAX_CLOSE_REASON:
+        return reason
+    return data[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
 def data_message(data: str | bytes, fin: bool = True) -> Message[Any]:
     """The wsproto event of one data frame: text for ``str``, binary for ``bytes``."""
     if isinstance(data, str):
@@ -853,7 +866,7 @@ class WebsocketProtocol:
         (False when a Close was sent already)."""
         if not self.is_open:
             return False
-        self._local_code, self._local_reason = code, reason
+        self._local_code, self._local_reason = code, close_reason(reason)
         self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
         return True
 
@@ -875,7 +888,7 @@ class WebsocketProtocol:
         # Close read with what failed) is replaced by this one: its code is the session's.
         due = self.answer_due
         if self.is_open:
-            self._local_code, self._local_reason = code, reason
+            self._local_code, self._local_reason = code, close_reason(reason)
             self._out += self._conn.send(CloseConnection(code=code, reason=reason or None))
         self._failed = True
         closed = Closed(code, reason, False)
