@@ -483,6 +483,24 @@ def test_the_test_client_reports_a_long_close_reason_as_sent() -> None:
     assert closes == [(4000, "\u00e9" * 61)]
 
 
+def test_a_long_close_reason_reaches_on_close_as_sent_under_asgi() -> None:
+    """Under ASGI the server cuts the reason on the wire: the session hands it the reason
+    already cut, and ``on_close`` gets that (it got the whole text)."""
+    closes: Closes = []
+    reason = "\u00e9" * 100
+    with asgi_server(init_asgi_proxy(app_conf=long_reason_app(closes))) as address:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{address.port}/reason", timeout=10)
+        try:
+            ws.send(reason)
+            opcode, frame_ = ws.recv_data_frame()
+            assert opcode == websocket.ABNF.OPCODE_CLOSE
+            assert frame_.data == struct.pack("!H", 4000) + ("\u00e9" * 61).encode()
+        finally:
+            ws.close()
+        wait_for(lambda: bool(closes))
+    assert closes == [(4000, "\u00e9" * 61)]
+
+
 # -- 5. once the server sent its Close, the client's messages are not delivered ----------
 def kick_app(events: list[Any], closed: threading.Event) -> App:
     """Every callback is recorded; the text ``kick`` closes the session with 4000."""

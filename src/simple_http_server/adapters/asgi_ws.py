@@ -218,6 +218,7 @@ class ASGILink(LinkBase):
         if self.closed:
             return
         self.closed = self._close_queued = True
+        reason = ws.close_reason(reason)  # what a Close frame holds, as in our transports
         self.close_code, self.close_reason = code, reason
         self._submit({"type": "websocket.close", "code": code, "reason": reason})
 
