@@ -412,6 +412,22 @@ def test_replies_to_what_came_before_the_clients_end_of_input_go_out(
     assert [c for c, _ in closes] == [1006]
 
 
+def test_no_keepalive_ping_after_the_clients_end_of_input(serve: Serve) -> None:
+    """The client half-closes while a handler works longer than the keepalive's ping
+    interval and timeout: the server pings no peer that can answer nothing, so the reply
+    goes out instead of a Close with 1011, and ``on_close`` gets 1006."""
+    closes: Closes = []
+    live = serve(reply_app(closes, 0.6), websocket_ping_interval=0.1, websocket_ping_timeout=0.1)
+    sock, rest = open_ws(live, "/async")
+    with sock:
+        sock.sendall(frame(0x1, b"query"))
+        sock.shutdown(socket.SHUT_WR)
+        frames = frames_until_closed(sock, rest)
+    assert frames == [("text", "answer to query")]
+    wait_for(lambda: bool(closes))
+    assert [c for c, _ in closes] == [1006]
+
+
 # -- a Close the client never answers ------------------------------------------------
 def test_an_unanswered_server_close_reports_its_own_code_and_reason(
     serve: Serve, monkeypatch: pytest.MonkeyPatch

@@ -1562,8 +1562,10 @@ class AioLink(LinkBase):
     def eof_received(self) -> bool | None:
         # The end is fed to the protocol once the events before it were handled (a
         # closed protocol sends nothing): their replies go out first, as in the threaded
-        # transport; the write side stays open for them (TLS cannot half-close).
+        # transport; the write side stays open for them (TLS cannot half-close).  No
+        # keepalive any more: the peer can answer no ping.
         self._input_ended = True
+        self._stop_keepalive()
         self._wakeup.set()
         return None if self.conn.secure else True
 
