@@ -236,6 +236,54 @@ def deflated(squeezer: zlib._Compress, data: bytes) -> bytes:
     return out.removesuffix(b"\x00\x00\xff\xff")
 
 
+def deflate_bomb() -> bytes:
+    """A compressed binary frame that inflates to 5 MB of zeros."""
+    squeezer = zlib.compressobj(wbits=-15)
+    bomb = bytearray(frame(0x2, deflated(squeezer, bytes(5 << 20))))
+    bomb[0] |= 0x40  # RSV1: a compressed message
+    return bytes(bomb)
+
+
+def read_to_end(sock: socket.socket, data: bytes) -> bytes:
+    """What the server sends until its end of output (a reset fails the test)."""
+    sock.settimeout(5)
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(("bad", "code"), [("unmasked", 1002), ("bomb", 1009)])
+def test_a_failed_connection_is_closed_without_a_reset_while_the_client_sends(
+    serve: Serve, bad: str, code: int
+) -> None:
+    """The server stops reading once it fails the connection; closing with the client's
+    input unread would reset it, and the client could lose the Close frame."""
+    live = serve(ws_app(), max_websocket_message_size=LIMIT)
+    sock, rest = open_deflate_ws(live)
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        try:
+            sock.sendall(frame(0x1, b"hi", masked=False) if bad == "unmasked" else deflate_bomb())
+            deadline = time.monotonic() + 3
+            while not stop.is_set() and time.monotonic() < deadline:
+                sock.sendall(frame(0x1, b"x" * 1000))
+                time.sleep(0.001)
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    with sock:
+        try:
+            data = read_to_end(sock, rest)
+        finally:
+            stop.set()
+            sender.join()
+    assert data[0] == 0x88 and len(data) == 2 + data[1], data  # the whole Close, alone
+    assert data[2:4] == struct.pack("!H", code), data
+
+
 def read_messages(sock: socket.socket, rest: bytes, count: int) -> list[tuple[int, bytes]]:
     """``count`` server messages and control frames (opcode, payload), inflated."""
     inflater = zlib.decompressobj(-15)

@@ -62,6 +62,7 @@ from .common import (
     unsent_bytes,
 )
 from .thread_io import report
+from .threaded_conn import LINGER_SECONDS
 from .tls_serial import SerializedTls
 
 __all__ = ["WebsocketUpgrade", "wants_websocket"]
@@ -924,6 +925,7 @@ class ThreadedLink(LinkBase):
         # The callbacks run here: server.stop() in one must not wait for the shutdown,
         # which waits for this session (its closing handshake waits for the callback).
         SERVING.set(self.conn.server)
+        peer_ended = False
         try:
             # Idle websockets wait for input as long as they like (keepalive pings
             # find out whether the peer is still there); a peer that stops reading
@@ -974,20 +976,26 @@ class ThreadedLink(LinkBase):
                 if data and keepalive is not None:
                     keepalive.seen(time.monotonic())
                 if not data:
+                    peer_ended = True
                     self._send_pending_before_end()
                 events = self.feed(data)
                 if not data and not events:
                     break
         except SessionCut:  # the server stopped
-            pass
+            peer_ended = True
         except Exception:
+            peer_ended = True
             _log.exception("Websocket session failed")
         finally:
+            # Failed by us (1002, 1007, 1009, 1011...), the peer's input unread.
+            linger = not peer_ended and self.proto.failed
             try:
                 run_sync(self.finish())
             finally:
                 try:
                     self._end_output()
+                    if linger:
+                        self._linger()
                 except Exception:
                     _log.exception("Websocket session failed")
                 if self._timer is not None:
@@ -1000,6 +1008,29 @@ class ThreadedLink(LinkBase):
                 self.upgrade._forget(self)
                 self.conn.server._drop(self.conn)
                 self.done.set()
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop what the peer still sends (LINGER_SECONDS at
+        most): closing with its input unread would reset the connection, and the
+        peer could lose the Close frame failing it.  Plain sockets only."""
+        if self._tls:
+            return
+        sock = self.sock
+        deadline = time.monotonic() + LINGER_SECONDS
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while not self.conn.server.stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                sock.settimeout(min(left, 0.25))  # the server's stop is seen soon
+                try:
+                    if not sock.recv(_READ):
+                        return
+                except TimeoutError:
+                    continue
+        except OSError:
+            return
 
     # Keepalive: input already waiting is always read first, so a slow handler
     # never makes its peer look gone.  Plain sockets block in ``recv`` with a
