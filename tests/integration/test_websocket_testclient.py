@@ -294,3 +294,4 @@ def test_a_compressed_message_past_the_limit_closes_with_1009() -> None:
         ws.send_bytes(bytes(1024 * 1024))  # 1 MiB of zeros: about 1 KiB on the wire
         with pytest.raises(ConnectionError, match="1009"):
             ws.receive_bytes()
+    assert ws.close_reason == "Message too big"  # as uncompressed (not wsproto's text)

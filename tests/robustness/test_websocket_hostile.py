@@ -109,10 +109,15 @@ def read_frames(sock: socket.socket, timeout: float = 5.0) -> list[tuple[int, by
 
 
 def close_code(sock: socket.socket) -> int:
+    return close_frame(sock)[0]
+
+
+def close_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """The code and reason of the server's Close."""
     frames = read_frames(sock)
     closes = [payload for opcode, payload in frames if opcode == 0x8]
     assert closes, frames
-    return int(struct.unpack("!H", closes[0][:2])[0])
+    return int(struct.unpack("!H", closes[0][:2])[0]), closes[0][2:]
 
 
 # -- handshake ------------------------------------------------------------------------
@@ -206,7 +211,7 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(serve: Serve) -> None:
             compressed = bytearray(frame(0x2, bomb))
             compressed[0] |= 0x40  # RSV1: a compressed message
             sock.sendall(bytes(compressed))
-            assert close_code(sock) == 1009
+            assert close_frame(sock) == (1009, b"Message too big")  # as uncompressed
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

@@ -803,6 +803,8 @@ class WebsocketProtocol:
     def _fail_later(self, code: int, reason: str) -> Closed:
         """Bad input: nothing more is read; :meth:`answer_close` fails the connection
         once the events before it were handled."""
+        if code == CLOSE_TOO_BIG:  # a compressed message too: not wsproto's "error in extension"
+            reason = "Message too big"
         self._failing = (code, reason)
         if self._closed_event is None:
             self._closed_event = Closed(code, reason, False)
