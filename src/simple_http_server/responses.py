@@ -8,17 +8,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.cookies
 import json
 import re
 import threading
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .dispatch.channel import HeadAnswered, declared_length, sends_no_body, without_framing
+from .dispatch.channel import (
+    ClientGone,
+    HeadAnswered,
+    declared_length,
+    sends_no_body,
+    without_framing,
+)
 from .errors import HttpError
+from .logger import get_logger
 from .models import Cookies, Header, Headers
 
 if TYPE_CHECKING:
@@ -36,6 +43,12 @@ __all__ = [
     "normalize",
     "sniff_text_type",
 ]
+
+_log = get_logger("simple_http_server.responses")
+#: Guards every response's ``_behind`` (held for a few operations only).
+_BEHIND_LOCK = threading.Lock()
+#: Queued by a coroutine's ``close()`` behind a thread's write.
+_END = object()
 
 JSON_TYPE = "application/json; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"
@@ -102,8 +115,11 @@ class Response:
     _writers: list[object] | None = None
     #: ``close()`` sent the end of the streamed answer.
     _ended: bool = False
-    #: Threads' writes take turns on it (made at the first one): see ``_turn``.
+    #: Threads' writes take turns on it (made at the first one): see ``_take_turn``.
     _turns: threading.RLock | None = None
+    #: A coroutine's writes (and close) that came during a thread's turn, with their
+    #: ``_writers`` tokens: that thread sends them at the end of its turn, in order.
+    _behind: deque[tuple[object, object]] | None = None
 
     def __init__(
         self,
@@ -208,23 +224,71 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         writers, token = self._enter()
         try:
-            with self._turn():
+            if not self._take_turn(data, token):
+                return  # queued behind a thread's write: that thread sends it
+            try:
                 if self._closed:  # closed, or its request is over (a thread writing late)
                     raise RuntimeError("this Response is complete: nothing more can be written")
                 self._write(data)
-        finally:
+            finally:
+                self._pass_turn()
+        except BaseException:
             writers.remove(token)
+            raise
+        writers.remove(token)
 
-    def _turn(self) -> contextlib.AbstractContextManager[Any]:
-        """Writes from threads take turns, so each call's bytes go out whole (the head
-        once). Never taken on an event loop: a thread holding it may be waiting for
-        that very loop to send its bytes."""
-        if asyncio._get_running_loop() is not None:
-            return contextlib.nullcontext()
+    def _take_turn(self, item: object, token: object) -> bool:
+        """Wait for this write's turn (True), so each call's bytes go out whole (the head
+        once).  On an event loop nothing waits (a thread having the turn may be waiting
+        for that very loop to send its bytes): the write, found during a thread's turn,
+        is queued for that thread to send after its own (False)."""
         turns = self._turns
         if turns is None:
             turns = self.__dict__.setdefault("_turns", threading.RLock())
-        return turns
+        if asyncio._get_running_loop() is None:
+            turns.acquire()
+            return True
+        with _BEHIND_LOCK:
+            if turns.acquire(blocking=False):
+                return True
+            if self._closed:
+                raise RuntimeError("this Response is complete: nothing more can be written")
+            if item is not _END:
+                item = _payload(item)  # a TypeError now, for the caller
+            behind = self.__dict__.setdefault("_behind", deque())
+            behind.append((item, token))
+        return False
+
+    def _pass_turn(self) -> None:
+        """End this turn, once the coroutines' writes queued during it were sent."""
+        turns = self._turns
+        assert turns is not None  # _take_turn made it
+        while True:
+            with _BEHIND_LOCK:
+                behind = self._behind
+                if not behind:
+                    turns.release()
+                    return
+                item, token = behind.popleft()
+            try:
+                self._send_behind(item)
+            finally:
+                assert self._writers is not None  # _enter made it
+                self._writers.remove(token)
+
+    def _send_behind(self, item: object) -> None:
+        """Send a coroutine's queued write (or close); what fails is logged, the
+        coroutine's call having returned (a client gone shows at a later write or at
+        ``drain()``)."""
+        try:
+            if item is not _END:
+                self._write(item)  # type: ignore[arg-type]
+            elif not self._ended:
+                self._end()
+        except ClientGone:
+            pass
+        except Exception:
+            _log.exception("A coroutine's write_bytes queued behind a thread's failed")
 
     def _enter(self) -> tuple[list[object], object]:
         """Count a write under way, before the check that the request still lasts: the
@@ -298,11 +362,18 @@ class Response:
         if self._channel is not None and self._streaming and not self._closed:
             writers, token = self._enter()
             try:
-                with self._turn():
+                if not self._take_turn(_END, token):
+                    self._closed = True  # ended by the thread whose turn it is
+                    return
+                try:
                     if not self._closed:  # the request may have ended meanwhile
                         self._end()
-            finally:
+                finally:
+                    self._pass_turn()
+            except BaseException:
                 writers.remove(token)
+                raise
+            writers.remove(token)
         self._closed = True
 
     def _end(self) -> None:

@@ -668,6 +668,90 @@ def test_threads_writing_one_response_at_once_take_turns(serve: Serve, kind: str
     assert failures == []
 
 
+def test_a_coroutine_and_a_thread_writing_one_response_at_once_take_turns(
+    make_any_client: Callable[..., UniformClient],
+) -> None:
+    """An ``async def`` controller writes (say, an event stream's heartbeats) while a
+    thread it started writes the same response: the head goes out once, each call's
+    bytes whole and each writer's in its order.  Before, in the asyncio transport the
+    coroutine's write could go out ahead of the thread's head: h11 failed the answer
+    (an error logged, the connection dropped)."""
+    app = App()
+    failures: list[str] = []
+
+    @app.route("/mix")
+    async def mix(response: Response) -> None:
+        def producer() -> None:
+            try:
+                for j in range(100):
+                    response.write_bytes(b"<t:%d>" % j * 50)
+            except Exception as exc:
+                failures.append(repr(exc))
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        try:
+            for j in range(100):
+                response.write_bytes(b"<c:%d>" % j * 50)
+                await asyncio.sleep(0)
+        finally:
+            await asyncio.to_thread(thread.join, 10)
+
+    client = make_any_client(app)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race shows at once
+    try:
+        for _ in range(10):
+            reply = client.get("/mix")
+            assert reply.status == 200
+            for who in (b"t", b"c"):
+                order = [int(j) for j in re.findall(rb"<%s:(\d+)>" % who, reply.body)]
+                assert order == [j for j in range(100) for _ in range(50)]
+            assert re.sub(rb"<[tc]:\d+>", b"", reply.body) == b""
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+
+
+def test_a_coroutines_write_and_close_during_a_threads_write_go_out_after_it(
+    serve: Serve,
+) -> None:
+    """A thread's write waits for a client that does not read yet; the coroutine's
+    write and ``close()`` meanwhile never wait (nor block the loop): they go out after
+    the thread's bytes, and the answer ends there."""
+    app = App()
+    big = b"x" * (4 * MIB)
+    started = threading.Event()
+    failures: list[str] = []
+
+    @app.route("/behind")
+    async def behind(response: Response) -> None:
+        def producer() -> None:
+            started.set()
+            try:
+                response.write_bytes(big)
+            except Exception as exc:
+                failures.append(repr(exc))
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        await asyncio.to_thread(started.wait, 10)
+        await asyncio.sleep(0.2)  # the thread's write is under way, the client not reading
+        response.write_bytes(b"tail")
+        response.close()
+        await asyncio.to_thread(thread.join, 10)
+
+    live = serve(app)
+    with small_window_client(live.port) as sock:
+        sock.sendall(b"GET /behind HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert started.wait(10)
+        time.sleep(0.4)
+        replies = parse_responses(read_until_closed(sock, 20))
+    assert [r.status for r in replies] == [200]
+    assert replies[0].body == big + b"tail"
+    assert failures == []
+
+
 @pytest.mark.parametrize("kind", ["def", "async def"])
 def test_a_thread_reading_the_body_as_its_request_ends_never_takes_the_next_request(
     serve: Serve, kind: str
