@@ -13,7 +13,7 @@ import json
 import re
 import threading
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -222,20 +222,29 @@ class Response:
         """
         if self._channel is None:
             raise RuntimeError("this Response is not attached to a connection")
+        self._in_turn(data, self._write_while_open)  # False: a thread sends it after its own
+
+    def _write_while_open(self, data: bytes | bytearray) -> None:
+        if self._closed:  # closed, or its request is over (a thread writing late)
+            raise RuntimeError("this Response is complete: nothing more can be written")
+        self._write(data)
+
+    def _in_turn(self, item: Any, act: Callable[[Any], None]) -> bool:
+        """``act(item)`` in this call's turn (True), counted as a write under way; or, on
+        an event loop during a thread's turn, ``item`` queued for that thread (False)."""
         writers, token = self._enter()
         try:
-            if not self._take_turn(data, token):
-                return  # queued behind a thread's write: that thread sends it
+            if not self._take_turn(item, token):
+                return False  # the token stays until the thread has sent the item
             try:
-                if self._closed:  # closed, or its request is over (a thread writing late)
-                    raise RuntimeError("this Response is complete: nothing more can be written")
-                self._write(data)
+                act(item)
             finally:
                 self._pass_turn()
         except BaseException:
             writers.remove(token)
             raise
         writers.remove(token)
+        return True
 
     def _take_turn(self, item: object, token: object) -> bool:
         """Wait for this write's turn (True), so each call's bytes go out whole (the head
@@ -360,21 +369,13 @@ class Response:
         is dropped once the controller returns).
         """
         if self._channel is not None and self._streaming and not self._closed:
-            writers, token = self._enter()
-            try:
-                if not self._take_turn(_END, token):
-                    self._closed = True  # ended by the thread whose turn it is
-                    return
-                try:
-                    if not self._closed:  # the request may have ended meanwhile
-                        self._end()
-                finally:
-                    self._pass_turn()
-            except BaseException:
-                writers.remove(token)
-                raise
-            writers.remove(token)
+            # Queued behind a thread's write (False), the thread whose turn it is ends it.
+            self._in_turn(_END, self._end_while_open)
         self._closed = True
+
+    def _end_while_open(self, _item: object) -> None:
+        if not self._closed:  # the request may have ended meanwhile
+            self._end()
 
     def _end(self) -> None:
         declared = self._declared
