@@ -7,6 +7,7 @@ WSGI where the dispatch layer decides."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import re
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from simple_http_server import App, RequestBodyReader, Response, logger
+from simple_http_server import App, HttpError, RequestBodyReader, Response, logger
 
 from ..conftest import LiveServer, LogRecords, UniformClient
 from ..robustness.wire import parse_responses, read_until_closed
@@ -503,6 +504,43 @@ def test_a_threads_write_under_way_as_the_controller_returns_goes_out_whole(
         "GET /begun: a write_bytes from another thread started the answer as the controller"
         " returned; the body it returned is not sent"
     ]
+
+
+@pytest.mark.parametrize("failure", ["raise", "http-error"])
+def test_a_controller_failing_as_a_threads_write_starts_the_answer_cuts_it(
+    make_any_client: Callable[..., UniformClient], failure: str
+) -> None:
+    """The thread's write, under way as the controller failed, sent its head once the
+    controller was done: that answer was ended as complete (a 200 passed off as whole,
+    after "Error while serving"), where a failure after write_bytes cuts the answer."""
+    app = App()
+    threads: list[threading.Thread] = []
+
+    @app.route("/fails")
+    def fails(response: Response) -> str:
+        value = _SlowValue(response)
+        response.set_header("X-Value", value)
+        thread = value.writer = threading.Thread(target=response.write_bytes, args=(b"part",))
+        threads.append(thread)
+        thread.start()
+        assert value.entered.wait(10)  # the thread's write_bytes is under way
+        if failure == "raise":
+            raise RuntimeError("the controller failed")
+        raise HttpError(409, "conflict")
+
+    client = make_any_client(app)
+    try:
+        reply = client.get("/fails")
+    except http.client.IncompleteRead:  # the client saw the answer cut: as it should
+        pass
+    else:
+        # wsgiref answers in HTTP/1.0: without a Content-Length the end of the
+        # connection ends the body, so a cut cannot show; nothing may say it is whole.
+        assert client.front_end == "wsgi", f"passed off as whole: {reply.status} {reply.body!r}"
+        assert reply.header("Content-Length") is None
+    finally:
+        for thread in threads:
+            thread.join(10)
 
 
 @pytest.mark.parametrize("kind", ["def", "async def"])

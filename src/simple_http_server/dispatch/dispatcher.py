@@ -305,8 +305,10 @@ class Dispatcher:
             response._served_by = (self, request)
             request.client_address = channel.peer
             outcome: Outcome
+            failed = True  # the controller (or a filter) raised: set False when it did not
             try:
                 outcome = await self._serve(request, response, channel)
+                failed = False
             except HttpError as err:
                 _cut_if_streaming(response)
                 outcome = await self.error_outcome(err.code, err.message, err.explain)
@@ -317,6 +319,7 @@ class Dispatcher:
                 _keep_response_headers(response, outcome)
             except HeadAnswered:  # write_bytes stopped a bodiless answer: its head is all
                 outcome = Outcome(status=response.status_code)
+                failed = False
             except ClientGone:
                 raise  # nobody to answer: the transport drops the connection
             except (Exception, SystemExit):  # sys.exit() in a controller ends the request only
@@ -333,9 +336,14 @@ class Dispatcher:
             if response._writers:
                 streaming = response._streaming
                 await until_none(response._writers)
-                body = outcome.body
-                if response._streaming and not streaming and body is not None and body != b"":
-                    await _drop_body_after_thread(request, body)
+                if response._streaming and not streaming:  # that write sent the head
+                    if failed and not response._ended and not response._head_only:
+                        # As a failure after write_bytes: cut, never passed off as whole.
+                        await _close_unsent(outcome.body)
+                        raise AnswerCut("the controller failed as a thread's write started")
+                    body = outcome.body
+                    if not failed and body is not None and body != b"":
+                        await _drop_body_after_thread(request, body)
             status = outcome.status
             if type(status) is not int or not 200 <= status <= 599 or outcome.headers:
                 # What user code answered must be sendable by every front end alike.
