@@ -24,6 +24,7 @@ from .dispatch.channel import (
     sends_no_body,
     without_framing,
 )
+from .dispatch.invoke import until_none
 from .errors import HttpError
 from .logger import get_logger
 from .models import Cookies, Header, Headers
@@ -261,6 +262,10 @@ class Response:
             if turns.acquire(blocking=False):
                 return True
             if self._closed:
+                if item is _END:  # close() after close(): nothing to do, nothing queued
+                    assert self._writers is not None  # _enter made it
+                    self._writers.remove(token)
+                    return False
                 raise RuntimeError("this Response is complete: nothing more can be written")
             if item is not _END:
                 item = _payload(item)  # a TypeError now, for the caller
@@ -359,6 +364,8 @@ class Response:
             raise RuntimeError("this Response is not attached to a connection")
         if self._head_only:
             raise HeadAnswered("this answer has no body: its head is sent")
+        if self._behind:  # writes queued behind a thread's: they count as unsent
+            await until_none(self._behind)
         await self._channel.drain()
 
     def close(self) -> None:

@@ -42,7 +42,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sized
 from typing import Any, TypeVar
 
 from .. import logger as _logging
@@ -1103,13 +1103,13 @@ def cancellation() -> BaseException:
 _UNDER_WAY_POLL = 0.001
 
 
-async def until_none(under_way: list[object]) -> None:
+async def until_none(under_way: Sized) -> None:
     """Wait until ``under_way`` is empty: the writes (or body reads) other threads
     still have under way as their request ends (their own timeouts bound them). On an
     event loop it yields (a thread's write may wait for that very loop to send its
     bytes); elsewhere it sleeps."""
     on_loop = _get_running_loop() is not None
-    while under_way:
+    while len(under_way):
         if on_loop:
             await asyncio.sleep(_UNDER_WAY_POLL)
         else:
