@@ -121,6 +121,9 @@ class Response:
     #: A coroutine's writes (and close) that came during a thread's turn, with their
     #: ``_writers`` tokens: that thread sends them at the end of its turn, in order.
     _behind: deque[tuple[object, object]] | None = None
+    #: The threads kept for the sync streams of a ``def`` controller run in a pool (the
+    #: dispatcher's, see ``track_streams``): released when the request ends.
+    _pinned: list[Any] | None = None
 
     def __init__(
         self,

@@ -111,8 +111,9 @@ class BindingPlan:
 
     names: tuple[str, ...]
     binders: tuple[Binder, ...]
-    #: The arguments whose binder may give an awaitable (user binders).
-    awaiting: frozenset[int]
+    #: The arguments whose binder may give an awaitable (user binders, a ``Session``'s),
+    #: in argument order (a ``Session`` argument's last).
+    awaiting: tuple[int, ...]
     needs_body: bool
     needs_stream: bool
     path_value_names: frozenset[str]
@@ -132,7 +133,7 @@ class BindingPlan:
 
     async def resolve(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` (made by :meth:`bind_now`) with the async binders' values awaited."""
-        for index in sorted(self.awaiting):  # a Session argument's (the last) last
+        for index in self.awaiting:  # a Session argument's (the last) last
             name = self.names[index]
             value = kwargs[name]
             if inspect.isawaitable(value):
@@ -252,7 +253,7 @@ def plan_binding(
     return BindingPlan(
         tuple(names),
         tuple(binders),
-        frozenset(awaiting),
+        tuple(sorted(awaiting)),
         needs_body,
         needs_stream,
         frozenset(path_names),

@@ -298,7 +298,6 @@ class Dispatcher:
         one (a generator or file object may read them), or when it failed.
         """
         response = Response()
-        streams = track_streams()
         try:
             started = time.perf_counter() if self.config.access_log else 0.0
             response._channel = channel
@@ -388,8 +387,9 @@ class Dispatcher:
             # A task that outlived the request can neither write nor read on: the
             # connection may carry the next request already.
             response._closed = True
-            if streams is not None:
-                release_streams(streams)
+            pinned = response._pinned
+            if pinned is not None:
+                release_streams(pinned)
             reader = request._reader
             if reader is not None:
                 reader.detach()
@@ -444,6 +444,9 @@ class Dispatcher:
             await self._prefetch_session(request, endpoint)
         else:  # most requests never touch a session: build its state on first use
             request._session_getter = _LazySession(self, request)
+        if endpoint is not None and not endpoint.is_async:
+            # On a loop, a pool thread runs it and is kept for a sync stream it returns.
+            response._pinned = track_streams()
         holder: list[Any] = []
         if filters:
 
