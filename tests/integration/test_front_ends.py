@@ -880,7 +880,13 @@ def test_a_content_length_list_of_one_number_is_that_number(
 
     client = make_any_client(app)
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": length}
-    reply = client.post("/form", headers=headers, body=b"name=x")
+    try:
+        reply = client.post("/form", headers=headers, body=b"name=x")
+    except ConnectionResetError:
+        # uvicorn's own refusal closes with the body unread: its 400 may be lost to the
+        # reset (the server's way, not the adapter's: ours linger so it is read).
+        assert client.front_end == "asgi" and status == 400
+        return
     assert reply.status == status
     if status == 200:
         assert reply.body == b"x"

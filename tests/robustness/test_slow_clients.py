@@ -882,6 +882,13 @@ def _websocket_answer(port: int) -> tuple[socket.socket, bytes]:
     return sock, frames[:4]
 
 
+def _lone_uid() -> int:
+    """A user id no other process runs as: RLIMIT_NPROC counts every process and thread
+    of the user, so a shared one (``nobody``) would let another test run on this machine
+    use up the limit before the server even starts."""
+    return 3_000_000 + os.getpid() % 100_000
+
+
 def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
     transport: str, tmp_path: Path
 ) -> None:
@@ -891,9 +898,7 @@ def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
     turn, a websocket that gets no thread is closed with 1013, one warning a second."""
     if os.geteuid() != 0:
         pytest.skip("needs root: to run the server as an unprivileged user with RLIMIT_NPROC")
-    import pwd
-
-    nobody = pwd.getpwnam("nobody").pw_uid
+    nobody = _lone_uid()
     free_port = harness.free_port()
     src = str(Path(__import__("simple_http_server").__file__).parents[1])
     log = tmp_path / "server.log"
@@ -983,9 +988,7 @@ def test_a_websocket_writer_thread_the_system_refuses_ends_the_session(
     follow a frame cut short), one warning.  (asyncio writes from its loop: no thread.)"""
     if os.geteuid() != 0:
         pytest.skip("needs root: to run the server as an unprivileged user with RLIMIT_NPROC")
-    import pwd
-
-    nobody = pwd.getpwnam("nobody").pw_uid
+    nobody = _lone_uid()
     free_port = harness.free_port()
     src = str(Path(__import__("simple_http_server").__file__).parents[1])
     log = tmp_path / "server.log"

@@ -473,6 +473,21 @@ class _AioConn(asyncio.Protocol, Channel):
                 return
         self._arm(LINGER_SECONDS)
 
+    def linger_after_websocket(self) -> None:
+        """A websocket session the server failed while the client still sends: its Close
+        is out; the input is read and dropped (LINGER_SECONDS at most) before the close,
+        which would otherwise reset the connection and could lose that Close."""
+        transport = self.transport
+        if self._lingering:
+            return
+        if self.closed or self.secure or transport is None or transport.is_closing():
+            self.close()
+            return
+        self.upgraded = None  # what arrives now is dropped (data_received)
+        transport.resume_reading()  # (the session may have paused it)
+        self._reading_paused = False
+        self._linger()
+
     def close_after_response(self) -> None:
         self.conn.close_after_response()
 

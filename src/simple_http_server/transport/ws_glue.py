@@ -1017,8 +1017,16 @@ class ThreadedLink(LinkBase):
             return
         sock = self.sock
         deadline = time.monotonic() + LINGER_SECONDS
+        # The writer thread may still be sending the Close: the half-close follows it.
+        if not self._write_lock.acquire(timeout=CLOSE_TIMEOUT):
+            return  # a write stuck on a peer that reads nothing: no linger for it
         try:
             sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        finally:
+            self._write_lock.release()
+        try:
             while not self.conn.server.stopping:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -1168,6 +1176,7 @@ class AioLink(LinkBase):
         self._acked = 0  # see ThreadedLink._output_taken
         self._backlogged = False
         self._input_ended = False  # the peer's end of input, not fed to the protocol yet
+        self._peer_ended = False  # the peer's input ended (for good)
 
     def start(self) -> None:
         """Start delivering events (bytes that came with the request first)."""
@@ -1558,9 +1567,18 @@ class AioLink(LinkBase):
             self._keepalive.seen(self.loop.time())
         self._push(self.feed(data))
         if self.finished:
-            self.conn.close()
+            self._end_connection()
         else:
             self._hold_if_blocked()
+
+    def _end_connection(self) -> None:
+        """Close; a connection the server failed (1002, 1007, 1009...) while the peer
+        still sends is half-closed and its input discarded a while first (as in the
+        threaded transport), so the peer reads the Close instead of a reset."""
+        if self.proto.failed and not self._peer_ended:
+            self.conn.linger_after_websocket()
+        else:
+            self.conn.close()
 
     def _hold_if_blocked(self) -> None:
         """Answers (pongs...) pile up unread: stop reading until they drain."""
@@ -1593,9 +1611,10 @@ class AioLink(LinkBase):
     def eof_received(self) -> bool | None:
         # The end is fed to the protocol once the events before it were handled (a
         # closed protocol sends nothing): their replies go out first, as in the threaded
-        # transport; the write side stays open for them (TLS cannot half-close).  No
-        # keepalive any more: the peer can answer no ping.
-        self._input_ended = True
+        # transport, on the write side a plain connection keeps open (over TLS, asyncio
+        # shuts the connection down at the peer's closure alert, after which an OpenSSL
+        # client reads nothing anyway).  No keepalive any more: the peer can answer no ping.
+        self._input_ended = self._peer_ended = True
         self._stop_keepalive()
         self._wakeup.set()
         return None if self.conn.secure else True
@@ -1636,7 +1655,7 @@ class AioLink(LinkBase):
                 self._close_timer.cancel()
             if self._answer_timer is not None:
                 self._answer_timer.cancel()
-            self.conn.close()
+            self._end_connection()
             await self.finish()
             self.upgrade._forget(self)
 
