@@ -889,6 +889,24 @@ def _lone_uid() -> int:
     return 3_000_000 + os.getpid() % 100_000
 
 
+def _start_starved(
+    script: str, transport: str, tmp_path: Path
+) -> tuple[int, Path, subprocess.Popen[bytes]]:
+    """Start ``script``'s server as a user of its own (its port, log file and process);
+    its output goes to a file: a pipe nobody reads could stall the server."""
+    free_port = harness.free_port()
+    src = str(Path(__import__("simple_http_server").__file__).parents[1])
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(free_port), transport, str(_lone_uid())],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": src},
+        )
+    return free_port, log, proc
+
+
 def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
     transport: str, tmp_path: Path
 ) -> None:
@@ -898,17 +916,7 @@ def test_a_thread_the_system_refuses_costs_no_request_and_not_the_server(
     turn, a websocket that gets no thread is closed with 1013, one warning a second."""
     if os.geteuid() != 0:
         pytest.skip("needs root: to run the server as an unprivileged user with RLIMIT_NPROC")
-    nobody = _lone_uid()
-    free_port = harness.free_port()
-    src = str(Path(__import__("simple_http_server").__file__).parents[1])
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:  # a file: a pipe nobody reads could stall the server
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _THREAD_STARVED_SERVER, str(free_port), transport, str(nobody)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": src},
-        )
+    free_port, log, proc = _start_starved(_THREAD_STARVED_SERVER, transport, tmp_path)
     held: list[socket.socket] = []
     try:
         harness.wait_listening(free_port)
@@ -988,17 +996,7 @@ def test_a_websocket_writer_thread_the_system_refuses_ends_the_session(
     follow a frame cut short), one warning.  (asyncio writes from its loop: no thread.)"""
     if os.geteuid() != 0:
         pytest.skip("needs root: to run the server as an unprivileged user with RLIMIT_NPROC")
-    nobody = _lone_uid()
-    free_port = harness.free_port()
-    src = str(Path(__import__("simple_http_server").__file__).parents[1])
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WRITER_STARVED_SERVER, str(free_port), transport, str(nobody)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": src},
-        )
+    free_port, log, proc = _start_starved(_WRITER_STARVED_SERVER, transport, tmp_path)
     got = 0
     try:
         harness.wait_listening(free_port)
